@@ -1,0 +1,1 @@
+//! Link, IP and TCP decoding (to be implemented).

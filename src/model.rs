@@ -1,0 +1,209 @@
+//! The project's own vocabulary, shared by every stage of the pipeline.
+//!
+//! Nothing in here depends on an outside library: capture timestamps, endpoints,
+//! flow keys and directions are plain values so that `decode`, `reassembly`,
+//! `amqp`, `analysis` and `report` can talk to each other without knowing
+//! about `pcap`, `etherparse` or `amq-protocol`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// A point in capture time: nanoseconds since the Unix epoch, as stamped by
+/// the capturing kernel. Analysis never reads a clock; this is the only time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Builds a timestamp from whole seconds and nanoseconds.
+    #[must_use]
+    pub fn from_parts(secs: i64, nanos: i64) -> Self {
+        Timestamp(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    #[must_use]
+    pub fn as_nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Time from `earlier` to `self` (negative when `earlier` is later).
+    #[must_use]
+    pub fn since(self, earlier: Timestamp) -> Span {
+        Span(self.0.saturating_sub(earlier.0))
+    }
+
+    /// This timestamp moved forward by `span`.
+    #[must_use]
+    pub fn plus(self, span: Span) -> Timestamp {
+        Timestamp(self.0.saturating_add(span.0))
+    }
+}
+
+/// A length of capture time in nanoseconds (may be negative when packets
+/// arrive with timestamps out of order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Span(pub i64);
+
+impl Span {
+    /// A span of whole seconds.
+    #[must_use]
+    pub fn from_secs(secs: u64) -> Self {
+        Span(i64::try_from(secs).unwrap_or(i64::MAX / 1_000_000_000).saturating_mul(1_000_000_000))
+    }
+
+    /// A span of milliseconds.
+    #[must_use]
+    pub fn from_millis(ms: i64) -> Self {
+        Span(ms.saturating_mul(1_000_000))
+    }
+
+    /// The span in (fractional) seconds.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)]
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1e9
+    }
+}
+
+/// One end of a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    /// IPv4 or IPv6 address.
+    pub ip: IpAddr,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// A new endpoint.
+    #[must_use]
+    pub fn new(ip: IpAddr, port: u16) -> Self {
+        Endpoint { ip, port }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // "ip:port", with IPv6 in brackets, like SocketAddr.
+        write!(f, "{}", SocketAddr::new(self.ip, self.port))
+    }
+}
+
+/// The two directions of a connection relative to its [`FlowKey`]:
+/// `AtoB` is from `FlowKey::a` to `FlowKey::b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// From endpoint `a` to endpoint `b` of the flow key.
+    AtoB,
+    /// From endpoint `b` to endpoint `a` of the flow key.
+    BtoA,
+}
+
+impl Direction {
+    /// The other direction.
+    #[must_use]
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::AtoB => Direction::BtoA,
+            Direction::BtoA => Direction::AtoB,
+        }
+    }
+
+    /// 0 for `AtoB`, 1 for `BtoA`: an index into two-element per-direction arrays.
+    #[must_use]
+    pub fn index(self) -> usize {
+        match self {
+            Direction::AtoB => 0,
+            Direction::BtoA => 1,
+        }
+    }
+}
+
+/// A TCP connection's identity independent of packet direction: the two
+/// endpoints in canonical order (`a < b`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowKey {
+    /// The lower endpoint.
+    pub a: Endpoint,
+    /// The higher endpoint.
+    pub b: Endpoint,
+}
+
+impl FlowKey {
+    /// The canonical key of a packet from `src` to `dst`, and the direction of that packet.
+    #[must_use]
+    pub fn from_packet(src: Endpoint, dst: Endpoint) -> (FlowKey, Direction) {
+        if src <= dst {
+            (FlowKey { a: src, b: dst }, Direction::AtoB)
+        } else {
+            (FlowKey { a: dst, b: src }, Direction::BtoA)
+        }
+    }
+
+    /// The sending endpoint of direction `dir`.
+    #[must_use]
+    pub fn sender(&self, dir: Direction) -> Endpoint {
+        match dir {
+            Direction::AtoB => self.a,
+            Direction::BtoA => self.b,
+        }
+    }
+
+    /// The receiving endpoint of direction `dir`.
+    #[must_use]
+    pub fn receiver(&self, dir: Direction) -> Endpoint {
+        self.sender(dir.reverse())
+    }
+}
+
+impl fmt::Display for FlowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} <-> {}", self.a, self.b)
+    }
+}
+
+/// TCP header flags that matter to the analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct TcpFlags {
+    /// SYN.
+    pub syn: bool,
+    /// ACK (the acknowledgment number is valid).
+    pub ack: bool,
+    /// FIN.
+    pub fin: bool,
+    /// RST.
+    pub rst: bool,
+    /// PSH.
+    pub psh: bool,
+}
+
+/// One decoded TCP segment, as handed from `decode` to `reassembly`.
+///
+/// `payload` holds the bytes the capture kept; `payload_len` is the segment's
+/// real length taken from the IP header. They differ when the snapshot length
+/// cut the packet: the missing tail was sent on the wire at `ts` but its
+/// content is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment<'a> {
+    /// Capture timestamp of the packet.
+    pub ts: Timestamp,
+    /// Sender.
+    pub src: Endpoint,
+    /// Receiver.
+    pub dst: Endpoint,
+    /// Sequence number of the first payload byte (or of the SYN/FIN).
+    pub seq: u32,
+    /// Acknowledgment number (valid when `flags.ack`).
+    pub ack: u32,
+    /// TCP flags.
+    pub flags: TcpFlags,
+    /// Advertised receive window as on the wire (not scaled).
+    pub window: u16,
+    /// Window scale option, present only on SYN segments that carry it.
+    pub window_scale: Option<u8>,
+    /// Captured payload bytes (possibly fewer than `payload_len`).
+    pub payload: &'a [u8],
+    /// Payload length on the wire, from the IP total length.
+    pub payload_len: u32,
+}
