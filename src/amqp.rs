@@ -1,0 +1,882 @@
+//! AMQP 0-9-1 framing for one direction of a connection, and the
+//! connection-class methods the analysis needs.
+//!
+//! The [`Framer`] reads the 7-byte frame header itself (type, channel, size),
+//! skips payloads without copying them and checks the 0xCE frame end. Only
+//! connection-class method frames (and `Channel.Close`) are buffered and handed
+//! to `amq-protocol`; this is the only module that touches that crate.
+//!
+//! Caps: a frame larger than the frame-size cap (negotiated `frame_max`, or
+//! [`DEFAULT_FRAME_CAP`] before negotiation) is a framing error, after which
+//! the framer hunts for the next plausible frame boundary. The hunt buffer is
+//! capped at [`HUNT_BUFFER_CAP`] bytes; older bytes are dropped when it fills.
+//!
+//! The Start-Ok `response` (the SASL PLAIN credentials) is dropped inside
+//! this module: it never reaches any other type.
+
+use std::collections::BTreeMap;
+
+use amq_protocol::protocol::{channel, connection, parse_class, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use serde::Serialize;
+
+/// The protocol header a 0-9-1 client sends first.
+pub const PROTOCOL_HEADER_091: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+/// Frame-size cap used before `frame_max` is negotiated (or when it is 0 = unlimited).
+pub const DEFAULT_FRAME_CAP: u32 = 1 << 20;
+/// Largest method frame buffered for decoding (connection methods are small).
+pub const METHOD_BUFFER_CAP: u32 = 64 * 1024;
+/// Bytes kept while hunting for a frame boundary after losing sync.
+pub const HUNT_BUFFER_CAP: usize = 256 * 1024;
+/// Largest frame accepted as a resynchronisation candidate.
+const HUNT_FRAME_CAP: u32 = 128 * 1024;
+
+const FRAME_METHOD: u8 = 1;
+const FRAME_HEADER: u8 = 2;
+const FRAME_BODY: u8 = 3;
+const FRAME_HEARTBEAT: u8 = 8;
+const FRAME_END: u8 = 0xCE;
+
+/// A value from an AMQP field table (client or server properties), reduced
+/// to what a report needs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum PropValue {
+    /// Text (short or long string; long strings decoded lossily as UTF-8).
+    Text(String),
+    /// Any integer type.
+    Int(i64),
+    /// Boolean.
+    Bool(bool),
+    /// Float or double.
+    Float(f64),
+    /// Nested table.
+    Table(BTreeMap<String, PropValue>),
+    /// Array.
+    Array(Vec<PropValue>),
+    /// Void / other types not worth showing.
+    Null,
+}
+
+/// A field table reduced to names and [`PropValue`]s.
+pub type Properties = BTreeMap<String, PropValue>;
+
+fn convert_value(v: &AMQPValue, depth: u8) -> PropValue {
+    if depth > 8 {
+        return PropValue::Null;
+    }
+    match v {
+        AMQPValue::Boolean(b) => PropValue::Bool(*b),
+        AMQPValue::ShortShortInt(i) => PropValue::Int(i64::from(*i)),
+        AMQPValue::ShortShortUInt(i) => PropValue::Int(i64::from(*i)),
+        AMQPValue::ShortInt(i) => PropValue::Int(i64::from(*i)),
+        AMQPValue::ShortUInt(i) => PropValue::Int(i64::from(*i)),
+        AMQPValue::LongInt(i) => PropValue::Int(i64::from(*i)),
+        AMQPValue::LongUInt(i) => PropValue::Int(i64::from(*i)),
+        AMQPValue::LongLongInt(i) => PropValue::Int(*i),
+        AMQPValue::Timestamp(t) => PropValue::Int(i64::try_from(*t).unwrap_or(i64::MAX)),
+        AMQPValue::Float(f) => PropValue::Float(f64::from(*f)),
+        AMQPValue::Double(f) => PropValue::Float(*f),
+        AMQPValue::ShortString(s) => PropValue::Text(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => PropValue::Text(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::FieldTable(t) => PropValue::Table(convert_table(t, depth + 1)),
+        AMQPValue::FieldArray(a) => {
+            PropValue::Array(a.as_slice().iter().map(|v| convert_value(v, depth + 1)).collect())
+        }
+        AMQPValue::DecimalValue(_) | AMQPValue::ByteArray(_) | AMQPValue::Void => PropValue::Null,
+    }
+}
+
+fn convert_table(t: &FieldTable, depth: u8) -> Properties {
+    t.inner()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), convert_value(v, depth)))
+        .collect()
+}
+
+/// The methods the analysis cares about, already stripped of secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnMethod {
+    /// Connection.Start (broker -> client).
+    Start {
+        /// Protocol version the broker speaks.
+        version: (u8, u8),
+        /// Broker's server_properties.
+        server_properties: Properties,
+        /// SASL mechanisms offered.
+        mechanisms: String,
+    },
+    /// Connection.Start-Ok (client -> broker). The SASL response is deliberately absent.
+    StartOk {
+        /// Client's client_properties (product, version, platform, connection_name, ...).
+        client_properties: Properties,
+        /// SASL mechanism chosen.
+        mechanism: String,
+    },
+    /// Connection.Tune (broker's proposal).
+    Tune {
+        /// channel-max.
+        channel_max: u16,
+        /// frame-max.
+        frame_max: u32,
+        /// heartbeat, seconds.
+        heartbeat: u16,
+    },
+    /// Connection.Tune-Ok (the value the broker's monitor uses).
+    TuneOk {
+        /// channel-max.
+        channel_max: u16,
+        /// frame-max.
+        frame_max: u32,
+        /// heartbeat, seconds.
+        heartbeat: u16,
+    },
+    /// Connection.Open.
+    Open {
+        /// Virtual host.
+        vhost: String,
+    },
+    /// Connection.Open-Ok.
+    OpenOk,
+    /// Connection.Close.
+    Close(CloseInfo),
+    /// Connection.Close-Ok.
+    CloseOk,
+    /// Connection.Blocked (broker resource alarm).
+    Blocked {
+        /// Reason given by the broker.
+        reason: String,
+    },
+    /// Connection.Unblocked.
+    Unblocked,
+    /// Channel.Close on a channel.
+    ChannelClose {
+        /// Channel number.
+        channel: u16,
+        /// Reason.
+        close: CloseInfo,
+    },
+}
+
+/// Reply code and text of a Connection.Close or Channel.Close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloseInfo {
+    /// AMQP reply code (320 connection-forced, 501 frame-error, ...).
+    pub reply_code: u16,
+    /// Reply text.
+    pub reply_text: String,
+    /// Class of the method that caused it (0 if none).
+    pub class_id: u16,
+    /// Method that caused it (0 if none).
+    pub method_id: u16,
+}
+
+/// Kind of an AMQP frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Method frame with its class and method ids.
+    Method {
+        /// Class id.
+        class_id: u16,
+        /// Method id.
+        method_id: u16,
+    },
+    /// Content header frame.
+    Header,
+    /// Content body frame.
+    Body,
+    /// Heartbeat frame.
+    Heartbeat,
+}
+
+/// One frame seen on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Frame type.
+    pub kind: FrameKind,
+    /// Channel number.
+    pub channel: u16,
+    /// Payload size from the frame header.
+    pub size: u32,
+    /// Stream offset of the frame's first byte.
+    pub offset: u64,
+}
+
+/// What the framer found in the byte stream of one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AmqpEvent {
+    /// A protocol header `AMQP` + 4 bytes.
+    ProtocolHeader {
+        /// The four version bytes after "AMQP".
+        version: [u8; 4],
+    },
+    /// A complete frame (its frame-end byte checked, unless it lay in a hole).
+    Frame(FrameInfo),
+    /// A decoded connection-level method (follows its `Frame`).
+    Method(ConnMethod),
+    /// A frame that breaks the rules but does not lose sync (e.g. heartbeat on a channel).
+    Violation {
+        /// Stream offset of the frame.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Framing was lost at `offset`; the framer now hunts for a frame boundary.
+    LostSync {
+        /// Stream offset where framing broke.
+        offset: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Framing found again after hunting.
+    Synced {
+        /// Stream offset of the first frame after the hunt.
+        offset: u64,
+        /// Bytes skipped while hunting (including holes).
+        skipped: u64,
+    },
+    /// The stream starts with something that is not AMQP 0-9-1.
+    NotAmqp091 {
+        /// What it looks like (TLS, AMQP 1.0, ...).
+        looks_like: String,
+    },
+}
+
+#[derive(Debug)]
+enum State {
+    /// Nothing read yet: a protocol header may come.
+    Start,
+    /// Reading a frame header.
+    Header { buf: [u8; 7], have: usize },
+    /// Reading the first 4 bytes of a method payload to learn class/method.
+    MethodIds { frame: FrameInfo, buf: [u8; 4], have: usize },
+    /// Buffering a method payload to decode it.
+    Buffer { frame: FrameInfo, buf: Vec<u8>, lost: bool },
+    /// Skipping `remaining` payload bytes.
+    Skip { frame: FrameInfo, remaining: u64 },
+    /// Expecting the frame-end byte.
+    End { frame: FrameInfo, method: Option<Vec<u8>> },
+    /// Reading the rest of a protocol header.
+    ProtoHeader { buf: [u8; 8], have: usize },
+    /// Lost: looking for a frame boundary in `buf` (which starts at `buf_offset`).
+    Hunt { buf: Vec<u8>, buf_offset: u64, since: u64 },
+    /// The stream is not AMQP 0-9-1: ignore the rest.
+    Ignored,
+}
+
+/// Statistics of one framer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FramerStats {
+    /// Frames read.
+    pub frames: u64,
+    /// Heartbeat frames read.
+    pub heartbeats: u64,
+    /// Times sync was lost.
+    pub lost_sync: u64,
+    /// Bytes skipped while hunting.
+    pub hunted_bytes: u64,
+}
+
+/// Splits one direction's byte stream into AMQP frames.
+#[derive(Debug)]
+pub struct Framer {
+    state: State,
+    frame_cap: u32,
+    stats: FramerStats,
+    synced_once: bool,
+}
+
+impl Framer {
+    /// A framer for a stream whose first byte is the stream's real start
+    /// (`at_start`, e.g. the SYN was seen) or joined mid-stream (it hunts).
+    #[must_use]
+    pub fn new(at_start: bool) -> Self {
+        Framer {
+            state: if at_start {
+                State::Start
+            } else {
+                State::Hunt { buf: Vec::new(), buf_offset: 0, since: 0 }
+            },
+            frame_cap: DEFAULT_FRAME_CAP,
+            stats: FramerStats::default(),
+            synced_once: false,
+        }
+    }
+
+    /// Sets the frame-size cap from a negotiated frame_max (0 = no limit -> default cap).
+    pub fn set_frame_max(&mut self, frame_max: u32) {
+        self.frame_cap = if frame_max == 0 { DEFAULT_FRAME_CAP } else { frame_max.max(4096) };
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn stats(&self) -> FramerStats {
+        self.stats
+    }
+
+    /// Whether at least one frame or header was recognised.
+    #[must_use]
+    pub fn recognised(&self) -> bool {
+        self.synced_once
+    }
+
+    /// Whether the stream was found not to be AMQP 0-9-1.
+    #[must_use]
+    pub fn ignored(&self) -> bool {
+        matches!(self.state, State::Ignored)
+    }
+
+    /// Bytes held in buffers (for memory accounting).
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        match &self.state {
+            State::Buffer { buf, .. } | State::Hunt { buf, .. } => buf.capacity(),
+            State::End { method: Some(m), .. } => m.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// Feeds in-order bytes starting at stream `offset`.
+    pub fn data(&mut self, offset: u64, bytes: &[u8], out: &mut dyn FnMut(AmqpEvent)) {
+        match self.state {
+            State::Ignored => {}
+            State::Hunt { .. } => self.hunt_with(offset, bytes, out),
+            _ => {
+                let used = self.run(offset, bytes, out);
+                if used < bytes.len() && matches!(self.state, State::Hunt { .. }) {
+                    self.hunt_with(offset + used as u64, &bytes[used..], out);
+                }
+            }
+        }
+    }
+
+    /// Runs the in-sync state machine until `bytes` are used up or sync is
+    /// lost (state becomes `Hunt`/`Ignored`); returns the bytes consumed.
+    fn run(&mut self, offset: u64, bytes: &[u8], out: &mut dyn FnMut(AmqpEvent)) -> usize {
+        let mut pos = 0usize;
+        while pos < bytes.len() {
+            let state = std::mem::replace(&mut self.state, State::Ignored);
+            let (next, used) = self.step(state, offset + pos as u64, &bytes[pos..], out);
+            self.state = next;
+            pos += used;
+            if matches!(self.state, State::Hunt { .. } | State::Ignored) {
+                break;
+            }
+        }
+        pos.min(bytes.len())
+    }
+
+    /// Hunts for a frame boundary in the hunt buffer plus `bytes`; when one is
+    /// found, continues in sync from there (iteratively, never recursively).
+    fn hunt_with(&mut self, offset: u64, bytes: &[u8], out: &mut dyn FnMut(AmqpEvent)) {
+        let State::Hunt { mut buf, mut buf_offset, mut since } = std::mem::replace(&mut self.state, State::Ignored)
+        else {
+            return;
+        };
+        if buf.is_empty() {
+            buf_offset = offset;
+        }
+        buf.extend_from_slice(bytes);
+        loop {
+            let mut i = 0usize;
+            let mut found = None;
+            while i < buf.len() {
+                match candidate(&buf[i..]) {
+                    Candidate::No => i += 1,
+                    Candidate::NeedMore => break,
+                    Candidate::Yes => {
+                        found = Some(i);
+                        break;
+                    }
+                }
+            }
+            let Some(i) = found else {
+                // Keep only what may still start a frame, within the cap.
+                let mut drop = i;
+                if buf.len() - drop > HUNT_BUFFER_CAP {
+                    drop = buf.len() - HUNT_BUFFER_CAP / 2;
+                }
+                buf.drain(..drop.min(buf.len()));
+                buf_offset += drop as u64;
+                self.state = State::Hunt { buf, buf_offset, since };
+                return;
+            };
+            let at = buf_offset + i as u64;
+            let skipped = at.saturating_sub(since);
+            self.stats.hunted_bytes += skipped;
+            self.synced_once = true;
+            out(AmqpEvent::Synced { offset: at, skipped });
+            self.state = State::Header { buf: [0; 7], have: 0 };
+            let tail = buf.split_off(i);
+            let used = self.run(at, &tail, out).max(1);
+            match &self.state {
+                State::Hunt { since: s, .. } if used < tail.len() => {
+                    since = *s;
+                    buf = tail[used..].to_vec();
+                    buf_offset = at + used as u64;
+                }
+                State::Hunt { since: s, .. } => {
+                    self.state = State::Hunt { buf: Vec::new(), buf_offset: at + tail.len() as u64, since: *s };
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Tells the framer that bytes `[offset, offset+len)` will never arrive.
+    pub fn hole(&mut self, offset: u64, len: u64, out: &mut dyn FnMut(AmqpEvent)) {
+        if len == 0 {
+            return;
+        }
+        let state = std::mem::replace(&mut self.state, State::Ignored);
+        self.state = match state {
+            State::Ignored => State::Ignored,
+            State::Skip { frame, remaining } if len < remaining => State::Skip { frame, remaining: remaining - len },
+            State::Skip { frame, remaining } if len == remaining => State::End { frame, method: None },
+            State::Skip { frame, remaining } if len == remaining + 1 => {
+                // The hole swallowed the frame-end byte: accept the frame unchecked.
+                self.emit_frame(frame, None, out);
+                State::Header { buf: [0; 7], have: 0 }
+            }
+            State::Buffer { frame, buf, .. } => {
+                let need = u64::from(frame.size).saturating_sub(4 + buf.len() as u64);
+                if len < need {
+                    State::Buffer { frame, buf, lost: true }
+                } else if len == need {
+                    State::End { frame, method: None }
+                } else if len == need + 1 {
+                    self.emit_frame(frame, None, out);
+                    State::Header { buf: [0; 7], have: 0 }
+                } else {
+                    self.lose(offset, "capture hole across a frame boundary", out)
+                }
+            }
+            State::Hunt { since, .. } => State::Hunt { buf: Vec::new(), buf_offset: offset + len, since },
+            State::Header { have: 0, .. } | State::Start | State::Skip { .. } | State::MethodIds { .. } | State::Header { .. } | State::End { .. } | State::ProtoHeader { .. } => {
+                self.lose(offset, "capture hole across a frame boundary", out)
+            }
+        };
+        if let State::Hunt { buf, buf_offset, .. } = &mut self.state {
+            if buf.is_empty() {
+                *buf_offset = offset + len;
+            }
+        }
+    }
+
+    fn lose(&mut self, offset: u64, reason: &str, out: &mut dyn FnMut(AmqpEvent)) -> State {
+        self.stats.lost_sync += 1;
+        out(AmqpEvent::LostSync { offset, reason: reason.to_owned() });
+        State::Hunt { buf: Vec::new(), buf_offset: offset, since: offset }
+    }
+
+    fn emit_frame(&mut self, frame: FrameInfo, method: Option<&[u8]>, out: &mut dyn FnMut(AmqpEvent)) {
+        self.stats.frames += 1;
+        self.synced_once = true;
+        if frame.kind == FrameKind::Heartbeat {
+            self.stats.heartbeats += 1;
+            if frame.channel != 0 {
+                out(AmqpEvent::Violation {
+                    offset: frame.offset,
+                    detail: format!("heartbeat frame on channel {} (must be 0; a broker answers 501 frame-error)", frame.channel),
+                });
+            }
+            if frame.size != 0 {
+                out(AmqpEvent::Violation {
+                    offset: frame.offset,
+                    detail: format!("heartbeat frame carries {} payload bytes (must be empty)", frame.size),
+                });
+            }
+        }
+        out(AmqpEvent::Frame(frame));
+        if let Some(payload) = method {
+            if let Some(m) = decode_method(frame.channel, payload) {
+                if let ConnMethod::Tune { frame_max, .. } | ConnMethod::TuneOk { frame_max, .. } = &m {
+                    self.set_frame_max(*frame_max);
+                }
+                out(AmqpEvent::Method(m));
+            }
+        }
+    }
+
+    /// Starts a frame from a complete 7-byte header.
+    fn begin_frame(&mut self, h: [u8; 7], offset: u64, out: &mut dyn FnMut(AmqpEvent)) -> State {
+        let ftype = h[0];
+        let channel = u16::from_be_bytes([h[1], h[2]]);
+        let size = u32::from_be_bytes([h[3], h[4], h[5], h[6]]);
+        let kind = match ftype {
+            FRAME_METHOD => FrameKind::Method { class_id: 0, method_id: 0 },
+            FRAME_HEADER => FrameKind::Header,
+            FRAME_BODY => FrameKind::Body,
+            FRAME_HEARTBEAT => FrameKind::Heartbeat,
+            other => return self.lose(offset, &format!("unknown frame type {other}"), out),
+        };
+        if size > self.frame_cap {
+            return self.lose(
+                offset,
+                &format!("frame claims {size} bytes, more than the frame-size cap {}", self.frame_cap),
+                out,
+            );
+        }
+        let frame = FrameInfo { kind, channel, size, offset };
+        if ftype == FRAME_METHOD {
+            if size < 4 {
+                return self.lose(offset, "method frame shorter than its class and method ids", out);
+            }
+            State::MethodIds { frame, buf: [0; 4], have: 0 }
+        } else if size == 0 {
+            State::End { frame, method: None }
+        } else {
+            State::Skip { frame, remaining: u64::from(size) }
+        }
+    }
+
+    /// One step of the state machine; returns the next state and bytes used.
+    fn step(&mut self, state: State, here: u64, rest: &[u8], out: &mut dyn FnMut(AmqpEvent)) -> (State, usize) {
+        match state {
+            State::Ignored => (State::Ignored, rest.len()),
+            State::Start => {
+                if rest[0] == b'A' {
+                    (State::ProtoHeader { buf: [0; 8], have: 0 }, 0)
+                } else if rest[0] == 0x16 {
+                    out(AmqpEvent::NotAmqp091 { looks_like: "TLS handshake (AMQPS?)".into() });
+                    (State::Ignored, rest.len())
+                } else {
+                    (State::Header { buf: [0; 7], have: 0 }, 0)
+                }
+            }
+            State::ProtoHeader { mut buf, mut have } => {
+                let n = (8 - have).min(rest.len());
+                buf[have..have + n].copy_from_slice(&rest[..n]);
+                have += n;
+                if have < 8 {
+                    return (State::ProtoHeader { buf, have }, n);
+                }
+                if &buf[..4] != b"AMQP" {
+                    let st = self.lose(here, "stream does not start with an AMQP protocol header", out);
+                    return (st, n);
+                }
+                let version = [buf[4], buf[5], buf[6], buf[7]];
+                out(AmqpEvent::ProtocolHeader { version });
+                if &buf != PROTOCOL_HEADER_091 {
+                    out(AmqpEvent::NotAmqp091 {
+                        looks_like: format!("AMQP protocol header version {version:?} (not 0-9-1)"),
+                    });
+                    return (State::Ignored, n);
+                }
+                self.synced_once = true;
+                (State::Header { buf: [0; 7], have: 0 }, n)
+            }
+            State::Header { mut buf, mut have } => {
+                let n = (7 - have).min(rest.len());
+                buf[have..have + n].copy_from_slice(&rest[..n]);
+                have += n;
+                if have < 7 {
+                    return (State::Header { buf, have }, n);
+                }
+                let start = here + n as u64 - 7;
+                (self.begin_frame(buf, start, out), n)
+            }
+            State::MethodIds { mut frame, mut buf, mut have } => {
+                let n = (4 - have).min(rest.len());
+                buf[have..have + n].copy_from_slice(&rest[..n]);
+                have += n;
+                if have < 4 {
+                    return (State::MethodIds { frame, buf, have }, n);
+                }
+                let class_id = u16::from_be_bytes([buf[0], buf[1]]);
+                let method_id = u16::from_be_bytes([buf[2], buf[3]]);
+                frame.kind = FrameKind::Method { class_id, method_id };
+                let wanted = class_id == 10 || (class_id == 20 && method_id == 40);
+                let remaining = u64::from(frame.size) - 4;
+                if wanted && frame.size <= METHOD_BUFFER_CAP {
+                    let mut v = Vec::with_capacity(frame.size as usize);
+                    v.extend_from_slice(&buf);
+                    if remaining == 0 {
+                        return (State::End { frame, method: Some(v) }, n);
+                    }
+                    (State::Buffer { frame, buf: v, lost: false }, n)
+                } else if remaining == 0 {
+                    (State::End { frame, method: None }, n)
+                } else {
+                    (State::Skip { frame, remaining }, n)
+                }
+            }
+            State::Buffer { frame, mut buf, lost } => {
+                let need = (frame.size as usize).saturating_sub(buf.len());
+                let n = need.min(rest.len());
+                buf.extend_from_slice(&rest[..n]);
+                if buf.len() < frame.size as usize {
+                    return (State::Buffer { frame, buf, lost }, n);
+                }
+                (State::End { frame, method: if lost { None } else { Some(buf) } }, n)
+            }
+            State::Skip { frame, remaining } => {
+                let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(rest.len());
+                let remaining = remaining - n as u64;
+                if remaining == 0 {
+                    (State::End { frame, method: None }, n)
+                } else {
+                    (State::Skip { frame, remaining }, n)
+                }
+            }
+            State::End { frame, method } => {
+                if rest[0] != FRAME_END {
+                    let st = self.lose(here, &format!("frame end byte is 0x{:02X}, expected 0xCE", rest[0]), out);
+                    return (st, 0);
+                }
+                self.emit_frame(frame, method.as_deref(), out);
+                (State::Header { buf: [0; 7], have: 0 }, 1)
+            }
+            State::Hunt { buf, buf_offset, since } => (State::Hunt { buf, buf_offset, since }, 0),
+        }
+    }
+
+}
+
+enum Candidate {
+    No,
+    NeedMore,
+    Yes,
+}
+
+/// Whether `b` plausibly starts with an AMQP frame (checked through its frame end).
+fn candidate(b: &[u8]) -> Candidate {
+    if b.is_empty() {
+        return Candidate::NeedMore;
+    }
+    let t = b[0];
+    if !matches!(t, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
+        return Candidate::No;
+    }
+    if b.len() < 7 {
+        return Candidate::NeedMore;
+    }
+    let channel = u16::from_be_bytes([b[1], b[2]]);
+    let size = u32::from_be_bytes([b[3], b[4], b[5], b[6]]);
+    match t {
+        FRAME_HEARTBEAT if channel != 0 || size != 0 => return Candidate::No,
+        FRAME_METHOD if size < 4 => return Candidate::No,
+        FRAME_HEADER if size < 14 || channel == 0 => return Candidate::No,
+        FRAME_BODY if channel == 0 => return Candidate::No,
+        _ => {}
+    }
+    if size > HUNT_FRAME_CAP {
+        return Candidate::No;
+    }
+    let end = 7 + size as usize;
+    if b.len() <= end {
+        return Candidate::NeedMore;
+    }
+    if b[end] != FRAME_END {
+        return Candidate::No;
+    }
+    if t == FRAME_METHOD || t == FRAME_HEADER {
+        let class = u16::from_be_bytes([b[7], b[8]]);
+        if !matches!(class, 10 | 20 | 30 | 40 | 50 | 60 | 85 | 90) {
+            return Candidate::No;
+        }
+    }
+    Candidate::Yes
+}
+
+/// Decodes a buffered method payload (class id onwards) with amq-protocol.
+fn decode_method(channel_id: u16, payload: &[u8]) -> Option<ConnMethod> {
+    let (_, class) = parse_class(payload).ok()?;
+    match class {
+        AMQPClass::Connection(m) => Some(match m {
+            connection::AMQPMethod::Start(s) => ConnMethod::Start {
+                version: (s.version_major, s.version_minor),
+                server_properties: convert_table(&s.server_properties, 0),
+                mechanisms: String::from_utf8_lossy(s.mechanisms.as_bytes()).into_owned(),
+            },
+            connection::AMQPMethod::StartOk(s) => ConnMethod::StartOk {
+                client_properties: convert_table(&s.client_properties, 0),
+                mechanism: s.mechanism.as_str().to_owned(),
+            },
+            connection::AMQPMethod::Tune(t) => {
+                ConnMethod::Tune { channel_max: t.channel_max, frame_max: t.frame_max, heartbeat: t.heartbeat }
+            }
+            connection::AMQPMethod::TuneOk(t) => {
+                ConnMethod::TuneOk { channel_max: t.channel_max, frame_max: t.frame_max, heartbeat: t.heartbeat }
+            }
+            connection::AMQPMethod::Open(o) => ConnMethod::Open { vhost: o.virtual_host.as_str().to_owned() },
+            connection::AMQPMethod::OpenOk(_) => ConnMethod::OpenOk,
+            connection::AMQPMethod::Close(c) => ConnMethod::Close(CloseInfo {
+                reply_code: c.reply_code,
+                reply_text: c.reply_text.as_str().to_owned(),
+                class_id: c.class_id,
+                method_id: c.method_id,
+            }),
+            connection::AMQPMethod::CloseOk(_) => ConnMethod::CloseOk,
+            connection::AMQPMethod::Blocked(b) => ConnMethod::Blocked { reason: b.reason.as_str().to_owned() },
+            connection::AMQPMethod::Unblocked(_) => ConnMethod::Unblocked,
+            _ => return None,
+        }),
+        AMQPClass::Channel(channel::AMQPMethod::Close(c)) => Some(ConnMethod::ChannelClose {
+            channel: channel_id,
+            close: CloseInfo {
+                reply_code: c.reply_code,
+                reply_text: c.reply_text.as_str().to_owned(),
+                class_id: c.class_id,
+                method_id: c.method_id,
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `payload` starts like an AMQP protocol header (any version).
+#[must_use]
+pub fn looks_like_protocol_header(payload: &[u8]) -> bool {
+    payload.len() >= 4 && &payload[..4] == b"AMQP"
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn frames(input: &[&[u8]], at_start: bool) -> Vec<AmqpEvent> {
+        let mut f = Framer::new(at_start);
+        let mut ev = Vec::new();
+        let mut off = 0u64;
+        for chunk in input {
+            f.data(off, chunk, &mut |e| ev.push(e));
+            off += chunk.len() as u64;
+        }
+        ev
+    }
+
+    const HB: &[u8] = &[8, 0, 0, 0, 0, 0, 0, 0xCE];
+
+    fn method_frame(channel: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![1];
+        v.extend_from_slice(&channel.to_be_bytes());
+        v.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+        v.extend_from_slice(payload);
+        v.push(0xCE);
+        v
+    }
+
+    fn tune_ok(hb: u16) -> Vec<u8> {
+        let mut p = vec![0, 10, 0, 31];
+        p.extend_from_slice(&2047u16.to_be_bytes());
+        p.extend_from_slice(&131_072u32.to_be_bytes());
+        p.extend_from_slice(&hb.to_be_bytes());
+        method_frame(0, &p)
+    }
+
+    fn body(channel: u16, n: usize) -> Vec<u8> {
+        let mut v = vec![3];
+        v.extend_from_slice(&channel.to_be_bytes());
+        v.extend_from_slice(&u32::try_from(n).unwrap().to_be_bytes());
+        v.extend(std::iter::repeat_n(0xCEu8, n));
+        v.push(0xCE);
+        v
+    }
+
+    fn count_hb(ev: &[AmqpEvent]) -> usize {
+        ev.iter().filter(|e| matches!(e, AmqpEvent::Frame(f) if f.kind == FrameKind::Heartbeat)).count()
+    }
+
+    #[test]
+    fn header_then_tune_ok_then_heartbeats() {
+        let mut s = PROTOCOL_HEADER_091.to_vec();
+        s.extend(tune_ok(4));
+        s.extend(HB);
+        s.extend(HB);
+        let ev = frames(&[&s], true);
+        assert!(matches!(ev[0], AmqpEvent::ProtocolHeader { .. }));
+        assert!(ev.contains(&AmqpEvent::Method(ConnMethod::TuneOk { channel_max: 2047, frame_max: 131_072, heartbeat: 4 })));
+        assert_eq!(count_hb(&ev), 2);
+    }
+
+    #[test]
+    fn byte_at_a_time_equals_whole() {
+        let mut s = PROTOCOL_HEADER_091.to_vec();
+        s.extend(tune_ok(60));
+        s.extend(body(1, 300));
+        s.extend(HB);
+        let whole = frames(&[&s], true);
+        let pieces: Vec<&[u8]> = s.chunks(1).collect();
+        assert_eq!(frames(&pieces, true), whole);
+        let pieces: Vec<&[u8]> = s.chunks(5).collect();
+        assert_eq!(frames(&pieces, true), whole);
+    }
+
+    #[test]
+    fn amqp_1_0_header_is_not_091() {
+        let ev = frames(&[b"AMQP\x00\x01\x00\x00"], true);
+        assert!(ev.iter().any(|e| matches!(e, AmqpEvent::NotAmqp091 { .. })));
+    }
+
+    #[test]
+    fn huge_frame_size_loses_sync_instead_of_waiting() {
+        let mut s = vec![3, 0, 1, 0xFF, 0xFF, 0xFF, 0xF0];
+        s.extend(HB);
+        s.extend(HB);
+        let ev = frames(&[&s], true);
+        assert!(matches!(ev[0], AmqpEvent::LostSync { .. }));
+        assert!(ev.iter().any(|e| matches!(e, AmqpEvent::Synced { .. })));
+        assert_eq!(count_hb(&ev), 2);
+    }
+
+    #[test]
+    fn mid_stream_join_resyncs_on_heartbeat() {
+        let mut s = body(1, 50)[20..].to_vec();
+        s.extend(HB);
+        s.extend(body(1, 10));
+        let ev = frames(&[&s], false);
+        assert!(matches!(ev[0], AmqpEvent::Synced { offset: 38, .. }), "{ev:?}");
+        assert_eq!(count_hb(&ev), 1);
+    }
+
+    #[test]
+    fn hole_inside_body_keeps_sync() {
+        let b = body(1, 100);
+        let mut f = Framer::new(true);
+        let mut ev = Vec::new();
+        f.data(0, &b[..20], &mut |e| ev.push(e));
+        f.hole(20, 50, &mut |e| ev.push(e));
+        f.data(70, &b[70..], &mut |e| ev.push(e));
+        f.data(b.len() as u64, HB, &mut |e| ev.push(e));
+        assert_eq!(count_hb(&ev), 1);
+        assert!(!ev.iter().any(|e| matches!(e, AmqpEvent::LostSync { .. })));
+    }
+
+    #[test]
+    fn hole_over_header_hunts_then_recovers() {
+        let mut f = Framer::new(true);
+        let mut ev = Vec::new();
+        f.data(0, HB, &mut |e| ev.push(e));
+        f.hole(8, 30, &mut |e| ev.push(e));
+        f.data(38, &body(2, 5)[3..], &mut |e| ev.push(e));
+        f.data(38 + 10, HB, &mut |e| ev.push(e));
+        assert!(ev.iter().any(|e| matches!(e, AmqpEvent::LostSync { .. })));
+        assert_eq!(count_hb(&ev), 2, "{ev:?}");
+    }
+
+    #[test]
+    fn heartbeat_on_channel_is_violation() {
+        let ev = frames(&[&[8, 0, 1, 0, 0, 0, 0, 0xCE]], true);
+        assert!(ev.iter().any(|e| matches!(e, AmqpEvent::Violation { .. })));
+    }
+
+    #[test]
+    fn start_ok_response_is_dropped() {
+        let mut p = vec![0, 10, 0, 11];
+        p.extend_from_slice(&[0, 0, 0, 0]); // empty client_properties table
+        p.extend_from_slice(&[5]);
+        p.extend_from_slice(b"PLAIN");
+        let resp = b"\x00guest\x00s3cr3t-pw";
+        p.extend_from_slice(&u32::try_from(resp.len()).unwrap().to_be_bytes());
+        p.extend_from_slice(resp);
+        p.extend_from_slice(&[5]);
+        p.extend_from_slice(b"en_US");
+        let ev = frames(&[&method_frame(0, &p)], true);
+        let dbg = format!("{ev:?}");
+        assert!(dbg.contains("StartOk"), "{dbg}");
+        assert!(!dbg.contains("s3cr3t"));
+    }
+}
