@@ -1,0 +1,4 @@
+//! hbscope library.
+pub mod amqp;
+pub mod analysis;
+pub mod model;
