@@ -78,11 +78,16 @@ fn convert_value(v: &AMQPValue, depth: u8) -> PropValue {
         AMQPValue::Float(f) => PropValue::Float(f64::from(*f)),
         AMQPValue::Double(f) => PropValue::Float(*f),
         AMQPValue::ShortString(s) => PropValue::Text(s.as_str().to_owned()),
-        AMQPValue::LongString(s) => PropValue::Text(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::FieldTable(t) => PropValue::Table(convert_table(t, depth + 1)),
-        AMQPValue::FieldArray(a) => {
-            PropValue::Array(a.as_slice().iter().map(|v| convert_value(v, depth + 1)).collect())
+        AMQPValue::LongString(s) => {
+            PropValue::Text(String::from_utf8_lossy(s.as_bytes()).into_owned())
         }
+        AMQPValue::FieldTable(t) => PropValue::Table(convert_table(t, depth + 1)),
+        AMQPValue::FieldArray(a) => PropValue::Array(
+            a.as_slice()
+                .iter()
+                .map(|v| convert_value(v, depth + 1))
+                .collect(),
+        ),
         AMQPValue::DecimalValue(_) | AMQPValue::ByteArray(_) | AMQPValue::Void => PropValue::Null,
     }
 }
@@ -249,17 +254,32 @@ enum State {
     /// Reading a frame header.
     Header { buf: [u8; 7], have: usize },
     /// Reading the first 4 bytes of a method payload to learn class/method.
-    MethodIds { frame: FrameInfo, buf: [u8; 4], have: usize },
+    MethodIds {
+        frame: FrameInfo,
+        buf: [u8; 4],
+        have: usize,
+    },
     /// Buffering a method payload to decode it.
-    Buffer { frame: FrameInfo, buf: Vec<u8>, lost: bool },
+    Buffer {
+        frame: FrameInfo,
+        buf: Vec<u8>,
+        lost: bool,
+    },
     /// Skipping `remaining` payload bytes.
     Skip { frame: FrameInfo, remaining: u64 },
     /// Expecting the frame-end byte.
-    End { frame: FrameInfo, method: Option<Vec<u8>> },
+    End {
+        frame: FrameInfo,
+        method: Option<Vec<u8>>,
+    },
     /// Reading the rest of a protocol header.
     ProtoHeader { buf: [u8; 8], have: usize },
     /// Lost: looking for a frame boundary in `buf` (which starts at `buf_offset`).
-    Hunt { buf: Vec<u8>, buf_offset: u64, since: u64 },
+    Hunt {
+        buf: Vec<u8>,
+        buf_offset: u64,
+        since: u64,
+    },
     /// The stream is not AMQP 0-9-1: ignore the rest.
     Ignored,
 }
@@ -295,7 +315,11 @@ impl Framer {
             state: if at_start {
                 State::Start
             } else {
-                State::Hunt { buf: Vec::new(), buf_offset: 0, since: 0 }
+                State::Hunt {
+                    buf: Vec::new(),
+                    buf_offset: 0,
+                    since: 0,
+                }
             },
             frame_cap: DEFAULT_FRAME_CAP,
             stats: FramerStats::default(),
@@ -305,7 +329,11 @@ impl Framer {
 
     /// Sets the frame-size cap from a negotiated frame_max (0 = no limit -> default cap).
     pub fn set_frame_max(&mut self, frame_max: u32) {
-        self.frame_cap = if frame_max == 0 { DEFAULT_FRAME_CAP } else { frame_max.max(4096) };
+        self.frame_cap = if frame_max == 0 {
+            DEFAULT_FRAME_CAP
+        } else {
+            frame_max.max(4096)
+        };
     }
 
     /// Counters so far.
@@ -331,7 +359,9 @@ impl Framer {
     pub fn buffered_bytes(&self) -> usize {
         match &self.state {
             State::Buffer { buf, .. } | State::Hunt { buf, .. } => buf.capacity(),
-            State::End { method: Some(m), .. } => m.capacity(),
+            State::End {
+                method: Some(m), ..
+            } => m.capacity(),
             _ => 0,
         }
     }
@@ -369,7 +399,11 @@ impl Framer {
     /// Hunts for a frame boundary in the hunt buffer plus `bytes`; when one is
     /// found, continues in sync from there (iteratively, never recursively).
     fn hunt_with(&mut self, offset: u64, bytes: &[u8], out: &mut dyn FnMut(AmqpEvent)) {
-        let State::Hunt { mut buf, mut buf_offset, mut since } = std::mem::replace(&mut self.state, State::Ignored)
+        let State::Hunt {
+            mut buf,
+            mut buf_offset,
+            mut since,
+        } = std::mem::replace(&mut self.state, State::Ignored)
         else {
             return;
         };
@@ -398,15 +432,25 @@ impl Framer {
                 }
                 buf.drain(..drop.min(buf.len()));
                 buf_offset += drop as u64;
-                self.state = State::Hunt { buf, buf_offset, since };
+                self.state = State::Hunt {
+                    buf,
+                    buf_offset,
+                    since,
+                };
                 return;
             };
             let at = buf_offset + i as u64;
             let skipped = at.saturating_sub(since);
             self.stats.hunted_bytes += skipped;
             self.synced_once = true;
-            out(AmqpEvent::Synced { offset: at, skipped });
-            self.state = State::Header { buf: [0; 7], have: 0 };
+            out(AmqpEvent::Synced {
+                offset: at,
+                skipped,
+            });
+            self.state = State::Header {
+                buf: [0; 7],
+                have: 0,
+            };
             let tail = buf.split_off(i);
             let used = self.run(at, &tail, out).max(1);
             match &self.state {
@@ -416,7 +460,11 @@ impl Framer {
                     buf_offset = at + used as u64;
                 }
                 State::Hunt { since: s, .. } => {
-                    self.state = State::Hunt { buf: Vec::new(), buf_offset: at + tail.len() as u64, since: *s };
+                    self.state = State::Hunt {
+                        buf: Vec::new(),
+                        buf_offset: at + tail.len() as u64,
+                        since: *s,
+                    };
                     return;
                 }
                 _ => return,
@@ -432,32 +480,64 @@ impl Framer {
         let state = std::mem::replace(&mut self.state, State::Ignored);
         self.state = match state {
             State::Ignored => State::Ignored,
-            State::Skip { frame, remaining } if len < remaining => State::Skip { frame, remaining: remaining - len },
-            State::Skip { frame, remaining } if len == remaining => State::End { frame, method: None },
+            State::Skip { frame, remaining } if len < remaining => State::Skip {
+                frame,
+                remaining: remaining - len,
+            },
+            State::Skip { frame, remaining } if len == remaining => State::End {
+                frame,
+                method: None,
+            },
             State::Skip { frame, remaining } if len == remaining + 1 => {
                 // The hole swallowed the frame-end byte: accept the frame unchecked.
                 self.emit_frame(frame, None, out);
-                State::Header { buf: [0; 7], have: 0 }
+                State::Header {
+                    buf: [0; 7],
+                    have: 0,
+                }
             }
             State::Buffer { frame, buf, .. } => {
                 let need = u64::from(frame.size).saturating_sub(4 + buf.len() as u64);
                 if len < need {
-                    State::Buffer { frame, buf, lost: true }
+                    State::Buffer {
+                        frame,
+                        buf,
+                        lost: true,
+                    }
                 } else if len == need {
-                    State::End { frame, method: None }
+                    State::End {
+                        frame,
+                        method: None,
+                    }
                 } else if len == need + 1 {
                     self.emit_frame(frame, None, out);
-                    State::Header { buf: [0; 7], have: 0 }
+                    State::Header {
+                        buf: [0; 7],
+                        have: 0,
+                    }
                 } else {
                     self.lose(offset, "capture hole across a frame boundary", out)
                 }
             }
-            State::Hunt { since, .. } => State::Hunt { buf: Vec::new(), buf_offset: offset + len, since },
-            State::Header { have: 0, .. } | State::Start | State::Skip { .. } | State::MethodIds { .. } | State::Header { .. } | State::End { .. } | State::ProtoHeader { .. } => {
+            State::Hunt { since, .. } => State::Hunt {
+                buf: Vec::new(),
+                buf_offset: offset + len,
+                since,
+            },
+            State::Header { have: 0, .. }
+            | State::Start
+            | State::Skip { .. }
+            | State::MethodIds { .. }
+            | State::Header { .. }
+            | State::End { .. }
+            | State::ProtoHeader { .. } => {
                 self.lose(offset, "capture hole across a frame boundary", out)
             }
         };
-        if let State::Hunt { buf, buf_offset, .. } = &mut self.state {
+        if let State::Hunt {
+            buf, buf_offset, ..
+        } = &mut self.state
+        {
             if buf.is_empty() {
                 *buf_offset = offset + len;
             }
@@ -466,11 +546,23 @@ impl Framer {
 
     fn lose(&mut self, offset: u64, reason: &str, out: &mut dyn FnMut(AmqpEvent)) -> State {
         self.stats.lost_sync += 1;
-        out(AmqpEvent::LostSync { offset, reason: reason.to_owned() });
-        State::Hunt { buf: Vec::new(), buf_offset: offset, since: offset }
+        out(AmqpEvent::LostSync {
+            offset,
+            reason: reason.to_owned(),
+        });
+        State::Hunt {
+            buf: Vec::new(),
+            buf_offset: offset,
+            since: offset,
+        }
     }
 
-    fn emit_frame(&mut self, frame: FrameInfo, method: Option<&[u8]>, out: &mut dyn FnMut(AmqpEvent)) {
+    fn emit_frame(
+        &mut self,
+        frame: FrameInfo,
+        method: Option<&[u8]>,
+        out: &mut dyn FnMut(AmqpEvent),
+    ) {
         self.stats.frames += 1;
         self.synced_once = true;
         if frame.kind == FrameKind::Heartbeat {
@@ -484,14 +576,19 @@ impl Framer {
             if frame.size != 0 {
                 out(AmqpEvent::Violation {
                     offset: frame.offset,
-                    detail: format!("heartbeat frame carries {} payload bytes (must be empty)", frame.size),
+                    detail: format!(
+                        "heartbeat frame carries {} payload bytes (must be empty)",
+                        frame.size
+                    ),
                 });
             }
         }
         out(AmqpEvent::Frame(frame));
         if let Some(payload) = method {
             if let Some(m) = decode_method(frame.channel, payload) {
-                if let ConnMethod::Tune { frame_max, .. } | ConnMethod::TuneOk { frame_max, .. } = &m {
+                if let ConnMethod::Tune { frame_max, .. } | ConnMethod::TuneOk { frame_max, .. } =
+                    &m
+                {
                     self.set_frame_max(*frame_max);
                 }
                 out(AmqpEvent::Method(m));
@@ -505,7 +602,10 @@ impl Framer {
         let channel = u16::from_be_bytes([h[1], h[2]]);
         let size = u32::from_be_bytes([h[3], h[4], h[5], h[6]]);
         let kind = match ftype {
-            FRAME_METHOD => FrameKind::Method { class_id: 0, method_id: 0 },
+            FRAME_METHOD => FrameKind::Method {
+                class_id: 0,
+                method_id: 0,
+            },
             FRAME_HEADER => FrameKind::Header,
             FRAME_BODY => FrameKind::Body,
             FRAME_HEARTBEAT => FrameKind::Heartbeat,
@@ -514,35 +614,77 @@ impl Framer {
         if size > self.frame_cap {
             return self.lose(
                 offset,
-                &format!("frame claims {size} bytes, more than the frame-size cap {}", self.frame_cap),
+                &format!(
+                    "frame claims {size} bytes, more than the frame-size cap {}",
+                    self.frame_cap
+                ),
                 out,
             );
         }
-        let frame = FrameInfo { kind, channel, size, offset };
+        let frame = FrameInfo {
+            kind,
+            channel,
+            size,
+            offset,
+        };
         if ftype == FRAME_METHOD {
             if size < 4 {
-                return self.lose(offset, "method frame shorter than its class and method ids", out);
+                return self.lose(
+                    offset,
+                    "method frame shorter than its class and method ids",
+                    out,
+                );
             }
-            State::MethodIds { frame, buf: [0; 4], have: 0 }
+            State::MethodIds {
+                frame,
+                buf: [0; 4],
+                have: 0,
+            }
         } else if size == 0 {
-            State::End { frame, method: None }
+            State::End {
+                frame,
+                method: None,
+            }
         } else {
-            State::Skip { frame, remaining: u64::from(size) }
+            State::Skip {
+                frame,
+                remaining: u64::from(size),
+            }
         }
     }
 
     /// One step of the state machine; returns the next state and bytes used.
-    fn step(&mut self, state: State, here: u64, rest: &[u8], out: &mut dyn FnMut(AmqpEvent)) -> (State, usize) {
+    fn step(
+        &mut self,
+        state: State,
+        here: u64,
+        rest: &[u8],
+        out: &mut dyn FnMut(AmqpEvent),
+    ) -> (State, usize) {
         match state {
             State::Ignored => (State::Ignored, rest.len()),
             State::Start => {
                 if rest[0] == b'A' {
-                    (State::ProtoHeader { buf: [0; 8], have: 0 }, 0)
+                    (
+                        State::ProtoHeader {
+                            buf: [0; 8],
+                            have: 0,
+                        },
+                        0,
+                    )
                 } else if rest[0] == 0x16 {
-                    out(AmqpEvent::NotAmqp091 { looks_like: "TLS handshake (AMQPS?)".into() });
+                    out(AmqpEvent::NotAmqp091 {
+                        looks_like: "TLS handshake (AMQPS?)".into(),
+                    });
                     (State::Ignored, rest.len())
                 } else {
-                    (State::Header { buf: [0; 7], have: 0 }, 0)
+                    (
+                        State::Header {
+                            buf: [0; 7],
+                            have: 0,
+                        },
+                        0,
+                    )
                 }
             }
             State::ProtoHeader { mut buf, mut have } => {
@@ -553,7 +695,11 @@ impl Framer {
                     return (State::ProtoHeader { buf, have }, n);
                 }
                 if &buf[..4] != b"AMQP" {
-                    let st = self.lose(here, "stream does not start with an AMQP protocol header", out);
+                    let st = self.lose(
+                        here,
+                        "stream does not start with an AMQP protocol header",
+                        out,
+                    );
                     return (st, n);
                 }
                 let version = [buf[4], buf[5], buf[6], buf[7]];
@@ -565,7 +711,13 @@ impl Framer {
                     return (State::Ignored, n);
                 }
                 self.synced_once = true;
-                (State::Header { buf: [0; 7], have: 0 }, n)
+                (
+                    State::Header {
+                        buf: [0; 7],
+                        have: 0,
+                    },
+                    n,
+                )
             }
             State::Header { mut buf, mut have } => {
                 let n = (7 - have).min(rest.len());
@@ -577,7 +729,11 @@ impl Framer {
                 let start = here + n as u64 - 7;
                 (self.begin_frame(buf, start, out), n)
             }
-            State::MethodIds { mut frame, mut buf, mut have } => {
+            State::MethodIds {
+                mut frame,
+                mut buf,
+                mut have,
+            } => {
                 let n = (4 - have).min(rest.len());
                 buf[have..have + n].copy_from_slice(&rest[..n]);
                 have += n;
@@ -586,52 +742,112 @@ impl Framer {
                 }
                 let class_id = u16::from_be_bytes([buf[0], buf[1]]);
                 let method_id = u16::from_be_bytes([buf[2], buf[3]]);
-                frame.kind = FrameKind::Method { class_id, method_id };
+                frame.kind = FrameKind::Method {
+                    class_id,
+                    method_id,
+                };
                 let wanted = class_id == 10 || (class_id == 20 && method_id == 40);
                 let remaining = u64::from(frame.size) - 4;
                 if wanted && frame.size <= METHOD_BUFFER_CAP {
                     let mut v = Vec::with_capacity(frame.size as usize);
                     v.extend_from_slice(&buf);
                     if remaining == 0 {
-                        return (State::End { frame, method: Some(v) }, n);
+                        return (
+                            State::End {
+                                frame,
+                                method: Some(v),
+                            },
+                            n,
+                        );
                     }
-                    (State::Buffer { frame, buf: v, lost: false }, n)
+                    (
+                        State::Buffer {
+                            frame,
+                            buf: v,
+                            lost: false,
+                        },
+                        n,
+                    )
                 } else if remaining == 0 {
-                    (State::End { frame, method: None }, n)
+                    (
+                        State::End {
+                            frame,
+                            method: None,
+                        },
+                        n,
+                    )
                 } else {
                     (State::Skip { frame, remaining }, n)
                 }
             }
-            State::Buffer { frame, mut buf, lost } => {
+            State::Buffer {
+                frame,
+                mut buf,
+                lost,
+            } => {
                 let need = (frame.size as usize).saturating_sub(buf.len());
                 let n = need.min(rest.len());
                 buf.extend_from_slice(&rest[..n]);
                 if buf.len() < frame.size as usize {
                     return (State::Buffer { frame, buf, lost }, n);
                 }
-                (State::End { frame, method: if lost { None } else { Some(buf) } }, n)
+                (
+                    State::End {
+                        frame,
+                        method: if lost { None } else { Some(buf) },
+                    },
+                    n,
+                )
             }
             State::Skip { frame, remaining } => {
-                let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(rest.len());
+                let n = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(rest.len());
                 let remaining = remaining - n as u64;
                 if remaining == 0 {
-                    (State::End { frame, method: None }, n)
+                    (
+                        State::End {
+                            frame,
+                            method: None,
+                        },
+                        n,
+                    )
                 } else {
                     (State::Skip { frame, remaining }, n)
                 }
             }
             State::End { frame, method } => {
                 if rest[0] != FRAME_END {
-                    let st = self.lose(here, &format!("frame end byte is 0x{:02X}, expected 0xCE", rest[0]), out);
+                    let st = self.lose(
+                        here,
+                        &format!("frame end byte is 0x{:02X}, expected 0xCE", rest[0]),
+                        out,
+                    );
                     return (st, 0);
                 }
                 self.emit_frame(frame, method.as_deref(), out);
-                (State::Header { buf: [0; 7], have: 0 }, 1)
+                (
+                    State::Header {
+                        buf: [0; 7],
+                        have: 0,
+                    },
+                    1,
+                )
             }
-            State::Hunt { buf, buf_offset, since } => (State::Hunt { buf, buf_offset, since }, 0),
+            State::Hunt {
+                buf,
+                buf_offset,
+                since,
+            } => (
+                State::Hunt {
+                    buf,
+                    buf_offset,
+                    since,
+                },
+                0,
+            ),
         }
     }
-
 }
 
 enum Candidate {
@@ -646,7 +862,10 @@ fn candidate(b: &[u8]) -> Candidate {
         return Candidate::NeedMore;
     }
     let t = b[0];
-    if !matches!(t, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
+    if !matches!(
+        t,
+        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+    ) {
         return Candidate::No;
     }
     if b.len() < 7 {
@@ -694,13 +913,19 @@ fn decode_method(channel_id: u16, payload: &[u8]) -> Option<ConnMethod> {
                 client_properties: convert_table(&s.client_properties, 0),
                 mechanism: s.mechanism.as_str().to_owned(),
             },
-            connection::AMQPMethod::Tune(t) => {
-                ConnMethod::Tune { channel_max: t.channel_max, frame_max: t.frame_max, heartbeat: t.heartbeat }
-            }
-            connection::AMQPMethod::TuneOk(t) => {
-                ConnMethod::TuneOk { channel_max: t.channel_max, frame_max: t.frame_max, heartbeat: t.heartbeat }
-            }
-            connection::AMQPMethod::Open(o) => ConnMethod::Open { vhost: o.virtual_host.as_str().to_owned() },
+            connection::AMQPMethod::Tune(t) => ConnMethod::Tune {
+                channel_max: t.channel_max,
+                frame_max: t.frame_max,
+                heartbeat: t.heartbeat,
+            },
+            connection::AMQPMethod::TuneOk(t) => ConnMethod::TuneOk {
+                channel_max: t.channel_max,
+                frame_max: t.frame_max,
+                heartbeat: t.heartbeat,
+            },
+            connection::AMQPMethod::Open(o) => ConnMethod::Open {
+                vhost: o.virtual_host.as_str().to_owned(),
+            },
             connection::AMQPMethod::OpenOk(_) => ConnMethod::OpenOk,
             connection::AMQPMethod::Close(c) => ConnMethod::Close(CloseInfo {
                 reply_code: c.reply_code,
@@ -709,7 +934,9 @@ fn decode_method(channel_id: u16, payload: &[u8]) -> Option<ConnMethod> {
                 method_id: c.method_id,
             }),
             connection::AMQPMethod::CloseOk(_) => ConnMethod::CloseOk,
-            connection::AMQPMethod::Blocked(b) => ConnMethod::Blocked { reason: b.reason.as_str().to_owned() },
+            connection::AMQPMethod::Blocked(b) => ConnMethod::Blocked {
+                reason: b.reason.as_str().to_owned(),
+            },
             connection::AMQPMethod::Unblocked(_) => ConnMethod::Unblocked,
             _ => return None,
         }),
@@ -777,7 +1004,9 @@ mod tests {
     }
 
     fn count_hb(ev: &[AmqpEvent]) -> usize {
-        ev.iter().filter(|e| matches!(e, AmqpEvent::Frame(f) if f.kind == FrameKind::Heartbeat)).count()
+        ev.iter()
+            .filter(|e| matches!(e, AmqpEvent::Frame(f) if f.kind == FrameKind::Heartbeat))
+            .count()
     }
 
     #[test]
@@ -788,7 +1017,11 @@ mod tests {
         s.extend(HB);
         let ev = frames(&[&s], true);
         assert!(matches!(ev[0], AmqpEvent::ProtocolHeader { .. }));
-        assert!(ev.contains(&AmqpEvent::Method(ConnMethod::TuneOk { channel_max: 2047, frame_max: 131_072, heartbeat: 4 })));
+        assert!(ev.contains(&AmqpEvent::Method(ConnMethod::TuneOk {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 4
+        })));
         assert_eq!(count_hb(&ev), 2);
     }
 
@@ -828,7 +1061,10 @@ mod tests {
         s.extend(HB);
         s.extend(body(1, 10));
         let ev = frames(&[&s], false);
-        assert!(matches!(ev[0], AmqpEvent::Synced { offset: 38, .. }), "{ev:?}");
+        assert!(
+            matches!(ev[0], AmqpEvent::Synced { offset: 38, .. }),
+            "{ev:?}"
+        );
         assert_eq!(count_hb(&ev), 1);
     }
 

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use crate::amqp::{CloseInfo, ConnMethod, FrameInfo, FrameKind, Properties, PropValue};
+use crate::amqp::{CloseInfo, ConnMethod, FrameInfo, FrameKind, PropValue, Properties};
 use crate::model::{Direction, Endpoint, FlowKey, Span, Timestamp};
 
 /// Which side of an AMQP connection.
@@ -130,6 +130,10 @@ pub struct Evidence {
     pub peer_new_bytes: u64,
     /// Peer retransmitted segments (its data was not acknowledged).
     pub peer_retransmissions: u32,
+    /// Any packet at all from the peer.
+    pub peer_packets: u32,
+    /// Sender retransmissions: it had data out that nobody acknowledged.
+    pub sender_retransmissions: u32,
     /// Sender ACKs that advanced over the peer's data (its kernel is alive).
     pub sender_acks_advancing: u32,
     /// Sender pure ACKs of any kind.
@@ -188,6 +192,9 @@ pub struct Gap {
     pub wakeup: Option<Wakeup>,
     /// Frames the silent side sent within the burst window after resuming.
     pub resume_burst_frames: u32,
+    /// When the broker cut the connection during the silence, the client's
+    /// next connection to the same broker: (its SYN time, its endpoint).
+    pub resumed: Option<(Timestamp, Endpoint)>,
 }
 
 impl Gap {
@@ -213,8 +220,9 @@ impl Gap {
 /// 1. capture loss inside the silence means the tool cannot claim a stall;
 /// 2. a live kernel (ACKs advancing over the peer's data, or a zero window)
 ///    with a silent application means the silent side's process stalled;
-/// 3. nothing at all from the silent side while the peer retransmitted means
-///    the path or the host was gone;
+/// 3. nothing at all from the silent side while the peer retransmitted, or
+///    the silent side retransmitting while nothing at all came back, means
+///    the path or the other host was gone;
 /// 4. anything else is unknown.
 #[must_use]
 pub fn decide(ev: &Evidence, silent: Role) -> Cause {
@@ -228,6 +236,11 @@ pub fn decide(ev: &Evidence, silent: Role) -> Cause {
         };
     }
     if ev.sender_packets == 0 && ev.peer_retransmissions > 0 {
+        return Cause::PeerUnreachable;
+    }
+    if ev.sender_retransmissions > 0 && ev.peer_packets == 0 {
+        // The silent side's TCP was retransmitting into a void: new data
+        // could not go out because nothing came back from the other side.
         return Cause::PeerUnreachable;
     }
     if ev.peer_capture_missed_bytes > 0 {
@@ -315,7 +328,13 @@ impl SynLog {
     /// `window` before `resume`, other than connections to `broker` (AMQP
     /// reconnects are not wake-ups) and the connection itself.
     #[must_use]
-    pub fn wakeup(&self, host: Endpoint, broker: Endpoint, resume: Timestamp, window: Span) -> Option<Wakeup> {
+    pub fn wakeup(
+        &self,
+        host: Endpoint,
+        broker: Endpoint,
+        resume: Timestamp,
+        window: Span,
+    ) -> Option<Wakeup> {
         self.recent
             .iter()
             .rev()
@@ -326,7 +345,12 @@ impl SynLog {
                     && *to != broker
                     && *from != host
             })
-            .map(|(ts, from, to)| Wakeup { from: *from, to: *to, at: *ts, before_resume: resume.since(*ts) })
+            .map(|(ts, from, to)| Wakeup {
+                from: *from,
+                to: *to,
+                at: *ts,
+                before_resume: resume.since(*ts),
+            })
     }
 }
 
@@ -349,8 +373,11 @@ pub struct DirState {
     pub missed_bytes: u64,
     /// Bytes cut by the snapshot length.
     pub snaplen_bytes: u64,
-    /// Longest silence so far (closed silences).
+    /// Longest silence so far (closed silences, however they ended).
     pub longest_silence: Span,
+    /// Longest silence between two new-data segments (comparable with
+    /// tshark's inter-packet times).
+    pub longest_data_silence: Span,
     /// Evidence accumulating for the current silence.
     pub evidence: Evidence,
     /// The direction's sender closed (FIN) or the connection was reset.
@@ -601,8 +628,22 @@ impl Connection {
         }
     }
 
+    /// Any packet from the sender of `dir` (called before its other facts).
+    pub fn on_packet(&mut self, ts: Timestamp, dir: Direction) {
+        self.seen(ts);
+        let p = &mut self.dirs[dir.reverse().index()].evidence;
+        p.peer_packets = p.peer_packets.saturating_add(1);
+    }
+
     /// The sender of `dir` put `len` new bytes at stream `offset` on the wire.
-    pub fn on_new_bytes(&mut self, ts: Timestamp, dir: Direction, offset: u64, len: u64, syns: &SynLog) {
+    pub fn on_new_bytes(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        offset: u64,
+        len: u64,
+        syns: &SynLog,
+    ) {
         self.seen(ts);
         let d = &mut self.dirs[dir.index()];
         if d.first_activity.is_none() {
@@ -625,13 +666,23 @@ impl Connection {
     pub fn on_retransmission(&mut self, ts: Timestamp, dir: Direction) {
         self.seen(ts);
         self.dirs[dir.index()].retransmissions += 1;
-        self.dirs[dir.index()].evidence.sender_packets += 1;
+        let own = &mut self.dirs[dir.index()].evidence;
+        own.sender_packets = own.sender_packets.saturating_add(1);
+        own.sender_retransmissions = own.sender_retransmissions.saturating_add(1);
         let p = &mut self.dirs[dir.reverse().index()].evidence;
         p.peer_retransmissions = p.peer_retransmissions.saturating_add(1);
     }
 
     /// The sender of `dir` sent an ACK about the peer's data.
-    pub fn on_ack(&mut self, ts: Timestamp, dir: Direction, advanced: bool, pure: bool, window: u32, zero_window: bool) {
+    pub fn on_ack(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        advanced: bool,
+        pure: bool,
+        window: u32,
+        zero_window: bool,
+    ) {
         self.seen(ts);
         let d = &mut self.dirs[dir.index()];
         d.last_window = Some(window);
@@ -668,7 +719,9 @@ impl Connection {
         }
         d.missed_bytes += len;
         d.evidence.capture_missed_bytes += len;
-        self.dirs[dir.reverse().index()].evidence.peer_capture_missed_bytes += len;
+        self.dirs[dir.reverse().index()]
+            .evidence
+            .peer_capture_missed_bytes += len;
     }
 
     /// Packets the capture dropped (libpcap counter) since the last call:
@@ -745,30 +798,53 @@ impl Connection {
         let had_limit = self.limit_known();
         let by = self.role_of(dir);
         match m {
-            ConnMethod::Start { server_properties, .. } => {
+            ConnMethod::Start {
+                server_properties, ..
+            } => {
                 if by == Role::Client && self.role_source == RoleSource::Port {
                     self.set_client_dir(dir.reverse(), RoleSource::ConnectionStart);
                 }
                 self.handshake.server_properties = Some(server_properties.clone());
             }
-            ConnMethod::StartOk { client_properties, mechanism } => {
+            ConnMethod::StartOk {
+                client_properties,
+                mechanism,
+            } => {
                 self.handshake.client_properties = Some(client_properties.clone());
                 self.handshake.mechanism = Some(mechanism.clone());
             }
-            ConnMethod::Tune { channel_max, frame_max, heartbeat } => {
+            ConnMethod::Tune {
+                channel_max,
+                frame_max,
+                heartbeat,
+            } => {
                 self.handshake.tune = Some((*channel_max, *frame_max, *heartbeat));
             }
-            ConnMethod::TuneOk { channel_max, frame_max, heartbeat } => {
+            ConnMethod::TuneOk {
+                channel_max,
+                frame_max,
+                heartbeat,
+            } => {
                 self.handshake.tune_ok = Some((*channel_max, *frame_max, *heartbeat));
             }
             ConnMethod::Open { vhost } => self.handshake.vhost = Some(vhost.clone()),
             ConnMethod::OpenOk => self.handshake.open_ok = true,
             ConnMethod::Close(info) => {
-                self.closes.push(CloseEvent { at: ts, by, channel: 0, info: info.clone() });
+                self.closes.push(CloseEvent {
+                    at: ts,
+                    by,
+                    channel: 0,
+                    info: info.clone(),
+                });
             }
             ConnMethod::ChannelClose { channel, close } => {
                 if self.closes.len() < 64 {
-                    self.closes.push(CloseEvent { at: ts, by, channel: *channel, info: close.clone() });
+                    self.closes.push(CloseEvent {
+                        at: ts,
+                        by,
+                        channel: *channel,
+                        info: close.clone(),
+                    });
                 }
             }
             ConnMethod::CloseOk => {}
@@ -807,7 +883,10 @@ impl Connection {
         let before = d.last_window;
         let Some(start) = d.last_activity else {
             d.last_activity = Some(ts);
-            d.evidence = Evidence { sender_window_before: before, ..Evidence::default() };
+            d.evidence = Evidence {
+                sender_window_before: before,
+                ..Evidence::default()
+            };
             return;
         };
         if d.closed {
@@ -817,16 +896,23 @@ impl Connection {
         if silence > d.longest_silence {
             d.longest_silence = silence;
         }
+        if how == SilenceEnd::Data && silence > d.longest_data_silence {
+            d.longest_data_silence = silence;
+        }
         let evidence = d.evidence;
-        d.evidence = Evidence { sender_window_before: before, ..Evidence::default() };
+        d.evidence = Evidence {
+            sender_window_before: before,
+            ..Evidence::default()
+        };
         d.last_activity = Some(ts);
         d.open_flagged = false;
         let make_gap = |limit: Span| {
-            let wakeup = if silent == Role::Client && matches!(how, SilenceEnd::Data | SilenceEnd::Fin) {
-                syns.wakeup(sender, receiver, ts, cfg.wakeup_window)
-            } else {
-                None
-            };
+            let wakeup =
+                if silent == Role::Client && matches!(how, SilenceEnd::Data | SilenceEnd::Fin) {
+                    syns.wakeup(sender, receiver, ts, cfg.wakeup_window)
+                } else {
+                    None
+                };
             Gap {
                 dir,
                 silent,
@@ -838,6 +924,7 @@ impl Connection {
                 evidence,
                 wakeup,
                 resume_burst_frames: 0,
+                resumed: None,
             }
         };
         match (known, limit) {
@@ -854,8 +941,11 @@ impl Connection {
                 let d = &mut self.dirs[dir.index()];
                 if d.pending.len() < cfg.pending_cap {
                     d.pending.push(gap);
-                } else if let Some((i, shortest)) =
-                    d.pending.iter().enumerate().min_by_key(|(_, g)| g.silence())
+                } else if let Some((i, shortest)) = d
+                    .pending
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, g)| g.silence())
                 {
                     if shortest.silence() < silence {
                         d.pending[i] = gap;
@@ -891,7 +981,7 @@ impl Connection {
                 }
             }
         }
-        found.extend(self.gaps.drain(..));
+        found.append(&mut self.gaps);
         found.sort_by_key(|g| g.start);
         for g in found {
             self.push_gap(g);
@@ -913,7 +1003,10 @@ impl Connection {
             }
             v.sort_unstable();
             let median = v[v.len() / 2];
-            let close = v.iter().filter(|x| (**x - median).abs() * 4 <= median).count();
+            let close = v
+                .iter()
+                .filter(|x| (**x - median).abs() * 4 <= median)
+                .count();
             if close * 10 < v.len() * 6 {
                 continue;
             }
@@ -974,6 +1067,7 @@ impl Connection {
             evidence: d.evidence,
             wakeup: None,
             resume_burst_frames: 0,
+            resumed: None,
         })
     }
 
@@ -1070,7 +1164,9 @@ impl Connection {
                 e.sender_packets, e.sender_pure_acks, e.sender_keepalives
             ));
         } else {
-            lines.push(format!("nothing at all from {s} during the silence: no data, no ACKs"));
+            lines.push(format!(
+                "nothing at all from {s} during the silence: no data, no ACKs"
+            ));
         }
         if let (Some(min), Some(before)) = (e.sender_min_window, e.sender_window_before) {
             if min < before {
@@ -1078,7 +1174,10 @@ impl Connection {
             }
         }
         if e.sender_zero_windows > 0 {
-            lines.push(format!("{s} advertised a zero window {} times", e.sender_zero_windows));
+            lines.push(format!(
+                "{s} advertised a zero window {} times",
+                e.sender_zero_windows
+            ));
         }
         if e.peer_retransmissions > 0 {
             lines.push(format!(
@@ -1092,19 +1191,41 @@ impl Connection {
                 e.capture_missed_bytes
             ));
         }
+        if e.sender_retransmissions > 0 {
+            lines.push(format!(
+                "{s} retransmitted {} times during the silence{}",
+                e.sender_retransmissions,
+                if e.peer_packets == 0 {
+                    format!(
+                        " and nothing at all came back from {p}: its TCP could not send new data"
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
         if e.peer_capture_missed_bytes > 0 {
-            lines.push(format!("the capture missed {} bytes {p} sent during the silence", e.peer_capture_missed_bytes));
+            lines.push(format!(
+                "the capture missed {} bytes {p} sent during the silence",
+                e.peer_capture_missed_bytes
+            ));
         }
         if e.capture_drops > 0 {
-            lines.push(format!("the capture dropped {} packets during the silence", e.capture_drops));
+            lines.push(format!(
+                "the capture dropped {} packets during the silence",
+                e.capture_drops
+            ));
         }
-        lines.push(format!("the silence ended by {}", match gap.ended_by {
-            SilenceEnd::Data => format!("{s} sending again"),
-            SilenceEnd::Fin => format!("{s} closing (FIN)"),
-            SilenceEnd::Rst => "a connection reset (RST)".to_owned(),
-            SilenceEnd::CaptureEnd => "the end of the capture".to_owned(),
-            SilenceEnd::Open => "nothing yet: still silent".to_owned(),
-        }));
+        lines.push(format!(
+            "the silence ended by {}",
+            match gap.ended_by {
+                SilenceEnd::Data => format!("{s} sending again"),
+                SilenceEnd::Fin => format!("{s} closing (FIN)"),
+                SilenceEnd::Rst => "a connection reset (RST)".to_owned(),
+                SilenceEnd::CaptureEnd => "the end of the capture".to_owned(),
+                SilenceEnd::Open => "nothing yet: still silent".to_owned(),
+            }
+        ));
         if gap.resume_burst_frames > 1 {
             lines.push(format!(
                 "on resuming, {s} sent {} frames within {} ms (queued work flushed)",
@@ -1112,9 +1233,15 @@ impl Connection {
                 self.config.burst_window.0 / 1_000_000
             ));
         }
+        if let Some((at, from)) = gap.resumed {
+            lines.push(format!(
+                "{s} came back {:.3} s after the silence began, opening a new connection from {from}",
+                at.since(gap.start).as_secs_f64()
+            ));
+        }
         if let Some(w) = &gap.wakeup {
             lines.push(format!(
-                "a new TCP connection {} -> {} started {:.3} s before {s} resumed (wake-up by an incoming request?)",
+                "a new TCP connection {} -> {} started {:.3} s before {s} resumed (woken by an incoming request: the mod_wsgi/eventlet signature)",
                 w.from,
                 w.to,
                 w.before_resume.as_secs_f64()
@@ -1138,11 +1265,15 @@ impl Connection {
     /// The worst cause among the gaps.
     #[must_use]
     pub fn worst_cause(&self) -> Option<Cause> {
-        self.gaps.iter().map(|g| g.cause).max_by_key(|c| c.severity())
+        self.gaps
+            .iter()
+            .map(|g| g.cause)
+            .max_by_key(|c| c.severity())
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
@@ -1153,8 +1284,23 @@ mod tests {
 
     fn conn(hb: u16) -> (Connection, Direction) {
         let (key, cdir) = FlowKey::from_packet(ep(40000), ep(5672));
-        let mut c = Connection::new(key, cdir, RoleSource::Port, Timestamp(0), false, AnalysisConfig::default());
-        c.on_method(Timestamp(0), cdir, &ConnMethod::TuneOk { channel_max: 0, frame_max: 131_072, heartbeat: hb });
+        let mut c = Connection::new(
+            key,
+            cdir,
+            RoleSource::Port,
+            Timestamp(0),
+            false,
+            AnalysisConfig::default(),
+        );
+        c.on_method(
+            Timestamp(0),
+            cdir,
+            &ConnMethod::TuneOk {
+                channel_max: 0,
+                frame_max: 131_072,
+                heartbeat: hb,
+            },
+        );
         (c, cdir)
     }
 
@@ -1171,7 +1317,13 @@ mod tests {
         c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
         c.on_new_bytes(s(0.0), bd, 0, 8, &syns);
         for i in 1..8 {
-            c.on_new_bytes(s(f64::from(i)), bd, u64::try_from(i).unwrap_or(0) * 8, 8, &syns);
+            c.on_new_bytes(
+                s(f64::from(i)),
+                bd,
+                u64::try_from(i).unwrap_or(0) * 8,
+                8,
+                &syns,
+            );
             c.on_ack(s(f64::from(i) + 0.04), cd, true, true, 65_000, false);
         }
         c.on_new_bytes(s(9.0), cd, 8, 8, &syns);
@@ -1181,7 +1333,10 @@ mod tests {
         assert_eq!(g.silent, Role::Client);
         assert_eq!(g.silence(), Span::from_secs(9));
         assert_eq!(g.evidence.sender_acks_advancing, 7);
-        assert!(c.evidence_lines(g).iter().any(|l| l.contains("acknowledged broker data 7 times")));
+        assert!(c
+            .evidence_lines(g)
+            .iter()
+            .any(|l| l.contains("acknowledged broker data 7 times")));
     }
 
     #[test]
@@ -1194,7 +1349,11 @@ mod tests {
         c.on_retransmission(s(1.5), bd);
         c.on_retransmission(s(2.5), bd);
         c.on_rst(s(6.0), bd, &syns);
-        let g = c.gaps.iter().find(|g| g.silent == Role::Client).map(|g| g.cause);
+        let g = c
+            .gaps
+            .iter()
+            .find(|g| g.silent == Role::Client)
+            .map(|g| g.cause);
         assert_eq!(g, Some(Cause::PeerUnreachable));
     }
 
@@ -1225,9 +1384,21 @@ mod tests {
     fn heartbeat_inferred_from_broker_period_and_pending_resolved() {
         let syns = SynLog::default();
         let (key, cd) = FlowKey::from_packet(ep(40000), ep(5672));
-        let mut c = Connection::new(key, cd, RoleSource::Port, s(0.0), true, AnalysisConfig::default());
+        let mut c = Connection::new(
+            key,
+            cd,
+            RoleSource::Port,
+            s(0.0),
+            true,
+            AnalysisConfig::default(),
+        );
         let bd = cd.reverse();
-        let hb = FrameInfo { kind: FrameKind::Heartbeat, channel: 0, size: 0, offset: 0 };
+        let hb = FrameInfo {
+            kind: FrameKind::Heartbeat,
+            channel: 0,
+            size: 0,
+            offset: 0,
+        };
         c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
         // Client silent 10 s before the broker's period is known.
         c.on_new_bytes(s(10.0), cd, 8, 8, &syns);

@@ -1,1 +1,481 @@
-//! Packet sources (to be implemented).
+//! Packet sources: where captured packets come from.
+//!
+//! This is the only module that touches the `pcap` crate (libpcap). It hands
+//! out [`PacketRecord`]s: a capture timestamp in nanoseconds, the captured and
+//! original lengths, and the captured bytes. Everything downstream speaks only
+//! this type, so a live source can later produce the same records through the
+//! [`PacketSource`] trait.
+//!
+//! [`FileSource`] reads pcap and pcapng files (or stdin for `-`). Before libpcap
+//! sees a path, the obvious mistakes (missing file, directory, empty file,
+//! unreadable file) are checked here so the user gets a plain message instead
+//! of libpcap's terse one; libpcap's own errors are translated too.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::model::Timestamp;
+
+/// A link-layer header type: the `DLT_` value libpcap reports for a capture.
+///
+/// libpcap translates the `LINKTYPE_` value stored in a file into the host's
+/// `DLT_` value, so e.g. a file with `LINKTYPE_RAW` (101) reports
+/// [`LinkType::RAW`] (12 on Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkType(pub i32);
+
+impl LinkType {
+    /// BSD loopback: 4-byte address family in the capturing host's byte order.
+    pub const NULL: LinkType = LinkType(0);
+    /// Ethernet (`EN10MB`), including VLAN-tagged frames.
+    pub const ETHERNET: LinkType = LinkType(1);
+    /// Raw IP (`DLT_RAW` on most systems).
+    pub const RAW: LinkType = LinkType(12);
+    /// Raw IP as `DLT_RAW` is numbered on OpenBSD.
+    pub const RAW_OPENBSD: LinkType = LinkType(14);
+    /// Raw IP (`LINKTYPE_RAW`, as stored in files).
+    pub const LINKTYPE_RAW: LinkType = LinkType(101);
+    /// OpenBSD loopback: 4-byte address family in network byte order.
+    pub const LOOP: LinkType = LinkType(108);
+    /// Linux cooked capture v1 (`LINUX_SLL`, `tcpdump -i any -y LINUX_SLL`).
+    pub const LINUX_SLL: LinkType = LinkType(113);
+    /// Raw IPv4.
+    pub const IPV4: LinkType = LinkType(228);
+    /// Raw IPv6.
+    pub const IPV6: LinkType = LinkType(229);
+    /// Linux cooked capture v2 (`LINUX_SLL2`, what `tcpdump -i any` writes).
+    pub const LINUX_SLL2: LinkType = LinkType(276);
+
+    /// libpcap's name for this link type (e.g. `EN10MB`, `LINUX_SLL2`), or
+    /// `DLT_<n>` when libpcap does not know it.
+    #[must_use]
+    pub fn name(&self) -> String {
+        pcap::Linktype(self.0)
+            .get_name()
+            .unwrap_or_else(|_| format!("DLT_{}", self.0))
+    }
+}
+
+impl fmt::Display for LinkType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.0)
+    }
+}
+
+/// One captured packet, borrowed from its source until the next read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketRecord<'a> {
+    /// Capture timestamp (nanoseconds since the Unix epoch).
+    pub ts: Timestamp,
+    /// Number of bytes captured (`data.len()`).
+    pub caplen: u32,
+    /// Length of the packet on the wire; larger than `caplen` when the
+    /// snapshot length cut the packet.
+    pub orig_len: u32,
+    /// The captured bytes, starting with the link-layer header.
+    pub data: &'a [u8],
+}
+
+/// Why a capture could not be opened or read. Each message says what is
+/// wrong and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The path does not exist.
+    #[error("{}: no such file; check the path to the capture file", path.display())]
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The path is a directory.
+    #[error("{}: is a directory; give the path of a .pcap or .pcapng file", path.display())]
+    IsDirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file has no bytes at all.
+    #[error(
+        "{}: empty file, not a capture (0 bytes); was the capture stopped before it wrote anything?",
+        path.display()
+    )]
+    Empty {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file cannot be read with the current rights.
+    #[error(
+        "{}: permission denied; make the file readable (e.g. `sudo chmod a+r`) or run as a user who can read it",
+        path.display()
+    )]
+    Permission {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// libpcap takes paths as UTF-8 strings only.
+    #[error("{}: the path is not valid UTF-8, which libpcap cannot open; rename the file or read it from stdin with `-`", path.display())]
+    PathNotUtf8 {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file is not a capture libpcap can read.
+    #[error(
+        "{}: not a pcap or pcapng file ({detail}); give a capture written by tcpdump, dumpcap/tshark or Wireshark",
+        path.display()
+    )]
+    NotACapture {
+        /// The path given.
+        path: PathBuf,
+        /// What libpcap or the pre-check found.
+        detail: String,
+    },
+    /// A pcapng file whose interfaces have different link-layer types;
+    /// libpcap 1.10 stops reading when it meets the block that declares such an
+    /// interface: before the first packet when all interfaces are declared up
+    /// front (as `mergecap` writes them), later for a concatenated section.
+    #[error(
+        "the pcapng file mixes interfaces with different link-layer types, which libpcap cannot read ({detail}); \
+         the packets before this point were read. Capture again on one interface (`tcpdump -i any` \
+         records every interface with a single link type), or split the file into one file per interface"
+    )]
+    MixedLinkTypes {
+        /// libpcap's message.
+        detail: String,
+    },
+    /// The file ends in the middle of a packet record.
+    #[error(
+        "the capture file is cut short in the middle of a packet record ({detail}); the packets before it were read. \
+         The file was probably copied or stopped while it was still being written"
+    )]
+    Truncated {
+        /// libpcap's message (how many bytes were expected and found).
+        detail: String,
+    },
+    /// Any other failure while reading packets.
+    #[error("could not read the next packet from the capture ({detail}); the file may be corrupt")]
+    Read {
+        /// libpcap's message.
+        detail: String,
+    },
+    /// An I/O error while checking the path before opening it.
+    #[error("{}: cannot open: {source}", path.display())]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// Something that yields [`PacketRecord`]s: a file now, a live interface later.
+pub trait PacketSource {
+    /// The link-layer type of the packets.
+    fn link_type(&self) -> LinkType;
+
+    /// The next packet; `Ok(None)` when the source is exhausted.
+    ///
+    /// # Errors
+    /// See [`CaptureError`]; after an error the source is exhausted.
+    fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, CaptureError>;
+}
+
+/// The on-disk format, known from the file's first bytes (when the file could
+/// be peeked at) and used only to estimate progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileFormat {
+    Pcap,
+    Pcapng,
+}
+
+/// pcap's per-record header length.
+const PCAP_RECORD_HEADER: u64 = 16;
+/// pcap's file header length.
+const PCAP_FILE_HEADER: u64 = 24;
+/// An Enhanced Packet Block's fixed part (block header, fields, trailing length).
+const PCAPNG_EPB_OVERHEAD: u64 = 32;
+
+/// Reads a pcap or pcapng file (or stdin for `-`) through libpcap, with
+/// nanosecond timestamps.
+pub struct FileSource {
+    cap: pcap::Capture<pcap::Offline>,
+    link: LinkType,
+    file_size: Option<u64>,
+    format: FileFormat,
+    consumed: u64,
+    /// Set after the end of the file or an error: later reads return `Ok(None)`.
+    done: bool,
+}
+
+impl fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSource")
+            .field("link", &self.link)
+            .field("file_size", &self.file_size)
+            .field("consumed", &self.consumed)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileSource {
+    /// Opens a pcap or pcapng file; `-` reads stdin.
+    ///
+    /// # Errors
+    /// [`CaptureError::NotFound`], [`CaptureError::IsDirectory`],
+    /// [`CaptureError::Empty`], [`CaptureError::Permission`],
+    /// [`CaptureError::PathNotUtf8`] or [`CaptureError::Io`] from the checks
+    /// made before libpcap sees the path; [`CaptureError::NotACapture`] when
+    /// libpcap does not recognise the file.
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        let is_stdin = path.as_os_str() == "-";
+        let (file_size, format) = if is_stdin {
+            (None, FileFormat::Pcap)
+        } else {
+            precheck(path)?
+        };
+        let Some(path_str) = path.to_str() else {
+            // The pcap crate would hand libpcap a null path for a non-UTF-8 one.
+            return Err(CaptureError::PathNotUtf8 {
+                path: path.to_path_buf(),
+            });
+        };
+        let cap = pcap::Capture::from_file_with_precision(path_str, pcap::Precision::Nano)
+            .map_err(|e| open_error(path, &e))?;
+        let link = LinkType(cap.get_datalink().0);
+        let consumed = match format {
+            FileFormat::Pcap => PCAP_FILE_HEADER,
+            FileFormat::Pcapng => 0,
+        };
+        Ok(FileSource {
+            cap,
+            link,
+            file_size,
+            format,
+            consumed,
+            done: false,
+        })
+    }
+
+    /// The link-layer type of the file (of its first interface, for pcapng).
+    #[must_use]
+    pub fn link_type(&self) -> LinkType {
+        self.link
+    }
+
+    /// The next packet, `Ok(None)` at the clean end of the file.
+    ///
+    /// # Errors
+    /// [`CaptureError::Truncated`] when the file ends inside a record,
+    /// [`CaptureError::MixedLinkTypes`] when a pcapng interface's link type
+    /// differs from the first one's,
+    /// [`CaptureError::Read`] otherwise. After an error the source is
+    /// exhausted and returns `Ok(None)`.
+    pub fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, CaptureError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.cap.next_packet() {
+            Ok(packet) => {
+                let header = *packet.header;
+                let record_overhead = match self.format {
+                    FileFormat::Pcap => PCAP_RECORD_HEADER,
+                    FileFormat::Pcapng => PCAPNG_EPB_OVERHEAD,
+                };
+                let stored = match self.format {
+                    FileFormat::Pcap => u64::from(header.caplen),
+                    FileFormat::Pcapng => u64::from(header.caplen).next_multiple_of(4),
+                };
+                self.consumed = self
+                    .consumed
+                    .saturating_add(record_overhead)
+                    .saturating_add(stored);
+                if let Some(size) = self.file_size {
+                    self.consumed = self.consumed.min(size);
+                }
+                Ok(Some(PacketRecord {
+                    ts: timestamp(&header),
+                    caplen: header.caplen,
+                    orig_len: header.len,
+                    data: packet.data,
+                }))
+            }
+            Err(pcap::Error::NoMorePackets) => {
+                self.done = true;
+                if let Some(size) = self.file_size {
+                    self.consumed = size;
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.done = true;
+                Err(read_error(&e))
+            }
+        }
+    }
+
+    /// Size of the file in bytes, when it is a regular file (not stdin or a pipe).
+    #[must_use]
+    pub fn file_size(&self) -> Option<u64> {
+        self.file_size
+    }
+
+    /// Approximate number of file bytes read so far (record headers plus
+    /// captured bytes; pcapng options and non-packet blocks are not counted
+    /// until the end of the file), for progress display.
+    #[must_use]
+    pub fn bytes_consumed(&self) -> u64 {
+        self.consumed
+    }
+}
+
+impl PacketSource for FileSource {
+    fn link_type(&self) -> LinkType {
+        FileSource::link_type(self)
+    }
+
+    fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, CaptureError> {
+        FileSource::next_packet(self)
+    }
+}
+
+/// With `Precision::Nano`, libpcap's `tv_usec` field holds nanoseconds.
+// `time_t`/`suseconds_t` are i64 on 64-bit Linux but narrower elsewhere.
+#[allow(clippy::useless_conversion)]
+fn timestamp(header: &pcap::PacketHeader) -> Timestamp {
+    Timestamp::from_parts(i64::from(header.ts.tv_sec), i64::from(header.ts.tv_usec))
+}
+
+/// Checks a path before libpcap sees it; returns the file size (regular files
+/// only) and the format guessed from the magic number.
+fn precheck(path: &Path) -> Result<(Option<u64>, FileFormat), CaptureError> {
+    let owned = || path.to_path_buf();
+    let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+    if meta.is_dir() {
+        return Err(CaptureError::IsDirectory { path: owned() });
+    }
+    if !meta.is_file() {
+        // A pipe or device: nothing to peek at without stealing bytes from libpcap.
+        return Ok((None, FileFormat::Pcap));
+    }
+    if meta.len() == 0 {
+        return Err(CaptureError::Empty { path: owned() });
+    }
+    let mut magic = [0u8; 4];
+    let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+    let got = read_up_to(&mut file, &mut magic).map_err(|e| io_error(path, e))?;
+    let magic = magic.get(..got).unwrap_or(&[]);
+    let format = match magic {
+        [0x0a, 0x0d, 0x0d, 0x0a] => FileFormat::Pcapng,
+        [0x1f, 0x8b, ..] => {
+            return Err(CaptureError::NotACapture {
+                path: owned(),
+                detail: "it is gzip-compressed; decompress it first, e.g. `gunzip -k`".to_string(),
+            })
+        }
+        _ => FileFormat::Pcap,
+    };
+    Ok((Some(meta.len()), format))
+}
+
+/// Reads until `buf` is full or the end of the file.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while let Some(rest) = buf.get_mut(got..) {
+        if rest.is_empty() {
+            break;
+        }
+        match file.read(rest) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn io_error(path: &Path, e: io::Error) -> CaptureError {
+    let path = path.to_path_buf();
+    match e.kind() {
+        io::ErrorKind::NotFound => CaptureError::NotFound { path },
+        io::ErrorKind::PermissionDenied => CaptureError::Permission { path },
+        io::ErrorKind::IsADirectory => CaptureError::IsDirectory { path },
+        _ => CaptureError::Io { path, source: e },
+    }
+}
+
+/// Translates libpcap's refusal to open a file.
+fn open_error(path: &Path, e: &pcap::Error) -> CaptureError {
+    let path = path.to_path_buf();
+    let msg = match e {
+        pcap::Error::PcapError(msg) => msg.as_str(),
+        other => {
+            return CaptureError::NotACapture {
+                path,
+                detail: other.to_string(),
+            }
+        }
+    };
+    let detail = if msg.contains("unknown file format") {
+        "libpcap: unknown file format".to_string()
+    } else if msg.contains("truncated dump file") || msg.contains("truncated pcapng") {
+        format!("the file ends inside its file header; libpcap: {msg}")
+    } else if msg.contains("No such file") {
+        return CaptureError::NotFound { path };
+    } else if msg.contains("Permission denied") {
+        return CaptureError::Permission { path };
+    } else {
+        format!("libpcap: {msg}")
+    };
+    CaptureError::NotACapture { path, detail }
+}
+
+/// Translates a libpcap error met while reading packets.
+fn read_error(e: &pcap::Error) -> CaptureError {
+    match e {
+        pcap::Error::PcapError(msg) if msg.contains("truncated") => CaptureError::Truncated {
+            detail: format!("libpcap: {msg}"),
+        },
+        pcap::Error::PcapError(msg)
+            if msg.contains("different from the type of the first interface") =>
+        {
+            CaptureError::MixedLinkTypes {
+                detail: format!("libpcap: {msg}"),
+            }
+        }
+        pcap::Error::PcapError(msg) => CaptureError::Read {
+            detail: format!("libpcap: {msg}"),
+        },
+        other => CaptureError::Read {
+            detail: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_type_names_come_from_libpcap() {
+        assert_eq!(LinkType::ETHERNET.name(), "EN10MB");
+        assert_eq!(LinkType::LINUX_SLL2.name(), "LINUX_SLL2");
+        assert_eq!(LinkType::LINUX_SLL.name(), "LINUX_SLL");
+        assert_eq!(LinkType(-5).name(), "DLT_-5");
+        assert_eq!(LinkType::ETHERNET.to_string(), "EN10MB (1)");
+    }
+
+    #[test]
+    fn read_errors_are_classified() {
+        let e = read_error(&pcap::Error::PcapError(
+            "truncated dump file; tried to read 66 captured bytes, only got 14".into(),
+        ));
+        assert!(matches!(e, CaptureError::Truncated { .. }), "{e:?}");
+        let e = read_error(&pcap::Error::PcapError(
+            "an interface has a type 276 different from the type of the first interface".into(),
+        ));
+        assert!(matches!(e, CaptureError::MixedLinkTypes { .. }), "{e:?}");
+        let e = read_error(&pcap::Error::PcapError("something else".into()));
+        assert!(matches!(e, CaptureError::Read { .. }), "{e:?}");
+    }
+}

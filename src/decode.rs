@@ -1,1 +1,379 @@
-//! Link, IP and TCP decoding (to be implemented).
+//! Link, IP and TCP decoding: turns a captured [`PacketRecord`] into a
+//! [`TcpSegment`].
+//!
+//! This is the only module that touches `etherparse`. Link-layer headers are
+//! read here by hand (etherparse has no Linux cooked v2 support and no lax
+//! entry point for v1); everything from the ether type down (VLAN tags, IPv4,
+//! IPv6 and its extension headers) goes through etherparse's *lax* slicing so
+//! that packets cut by the snapshot length still decode. The TCP header is
+//! read last, from whatever bytes the capture kept.
+//!
+//! Lengths: [`TcpSegment::payload_len`] is the segment's length on the wire,
+//! computed from the IP header (total length or payload length, minus IP and
+//! TCP headers), never from the number of captured bytes; only when the IP
+//! length field is unusable (0, as with TCP segmentation offload, or smaller
+//! than the header) does it fall back to captured bytes plus the bytes the
+//! snapshot length cut (`orig_len - caplen`).
+//!
+//! Supported link types: Ethernet with 802.1Q/802.1ad tags (up to three),
+//! Linux cooked v1 and v2, BSD loopback (`NULL`, `LOOP`), raw IP
+//! (`RAW`, `IPV4`, `IPV6`).
+
+use std::net::IpAddr;
+
+use etherparse::err::packet::SliceError;
+use etherparse::err::Layer;
+use etherparse::{
+    EtherType, Ipv6ExtensionSlice, LaxIpPayloadSlice, LaxNetSlice, LaxSlicedPacket, LenSource,
+    TcpHeaderSlice, TcpOptionElement,
+};
+
+use crate::capture::{LinkType, PacketRecord};
+use crate::model::{Endpoint, TcpFlags, TcpSegment, Timestamp};
+
+/// What a captured packet turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A TCP segment (possibly with a payload cut by the snapshot length).
+    Tcp(TcpSegment<'a>),
+    /// Anything else: ARP, UDP, ICMP, non-IP frames, IP fragments other than
+    /// the first, IP packets whose extension headers hide the transport.
+    NotTcp,
+}
+
+/// Why a packet could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The capture's link-layer type is not one this decoder reads.
+    #[error(
+        "link-layer type {0} is not supported; hbscope reads Ethernet, Linux cooked (SLL, SLL2), \
+         BSD loopback and raw IP captures: capture again on an Ethernet interface, on loopback or with `-i any`"
+    )]
+    UnsupportedLinkType(i32),
+    /// The captured bytes end inside a header the decoder needs.
+    #[error(
+        "packet cut short in its {layer} header: {needed} bytes needed, {got} captured; \
+         capture with a larger snapshot length (`tcpdump -s 0`)"
+    )]
+    Truncated {
+        /// The header that was cut.
+        layer: &'static str,
+        /// Bytes (from the start of the captured data) needed to read that header.
+        needed: usize,
+        /// Bytes captured.
+        got: usize,
+    },
+    /// A header has impossible contents.
+    #[error("malformed {layer} header: {detail}")]
+    Malformed {
+        /// The header at fault.
+        layer: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// Whether [`decode`] understands packets of this link type. Check it once
+/// when a capture is opened, to report an unsupported capture up front.
+#[must_use]
+pub fn is_supported(link: LinkType) -> bool {
+    matches!(
+        link,
+        LinkType::NULL
+            | LinkType::ETHERNET
+            | LinkType::RAW
+            | LinkType::RAW_OPENBSD
+            | LinkType::LINKTYPE_RAW
+            | LinkType::LOOP
+            | LinkType::LINUX_SLL
+            | LinkType::IPV4
+            | LinkType::IPV6
+            | LinkType::LINUX_SLL2
+    )
+}
+
+/// Decodes one captured packet of link type `link`.
+///
+/// # Errors
+/// [`DecodeError::UnsupportedLinkType`] for a link type outside
+/// [`is_supported`]; [`DecodeError::Truncated`] when the capture ends before
+/// the link, IP or TCP header is complete; [`DecodeError::Malformed`] for
+/// impossible header contents. Never panics, whatever the bytes.
+pub fn decode<'a>(link: LinkType, rec: &PacketRecord<'a>) -> Result<Decoded<'a>, DecodeError> {
+    let data = rec.data;
+    let Some((offset, ether_type)) = link_layer(link, data)? else {
+        return Ok(Decoded::NotTcp);
+    };
+    let network = data.get(offset..).unwrap_or(&[]);
+    let packet = LaxSlicedPacket::from_ether_type(ether_type, network);
+    if let Some((err, layer)) = &packet.stop_err {
+        if let Some(e) = stop_error(err, *layer, offset) {
+            return Err(e);
+        }
+    }
+    // Bytes of the packet the snapshot length cut off.
+    let cut = usize::try_from(rec.orig_len.saturating_sub(rec.caplen)).unwrap_or(usize::MAX);
+    match &packet.net {
+        Some(LaxNetSlice::Ipv4(ip)) => {
+            let header = ip.header();
+            if header.fragments_offset().value() != 0 {
+                return Ok(Decoded::NotTcp);
+            }
+            let header_len = header.slice().len();
+            let auth_len = ip.extensions().auth.map_or(0, |a| a.slice().len());
+            // A total length smaller than the header is unusable (e.g. 0 under TSO).
+            let declared = usize::from(header.total_len())
+                .checked_sub(header_len)
+                .and_then(|n| n.checked_sub(auth_len));
+            let ips = (
+                IpAddr::V4(header.source_addr()),
+                IpAddr::V4(header.destination_addr()),
+            );
+            tcp(rec.ts, ips, ip.payload(), declared, cut, data.len())
+        }
+        Some(LaxNetSlice::Ipv6(ip)) => {
+            let header = ip.header();
+            for ext in ip.extensions().clone() {
+                if let Ipv6ExtensionSlice::Fragment(frag) = ext {
+                    if frag.fragment_offset().value() != 0 {
+                        return Ok(Decoded::NotTcp);
+                    }
+                }
+            }
+            let declared = match header.payload_length() {
+                // 0: jumbogram or length not filled in (segmentation offload).
+                0 => None,
+                n => usize::from(n).checked_sub(ip.extensions().slice().len()),
+            };
+            let ips = (
+                IpAddr::V6(header.source_addr()),
+                IpAddr::V6(header.destination_addr()),
+            );
+            tcp(rec.ts, ips, ip.payload(), declared, cut, data.len())
+        }
+        Some(LaxNetSlice::Arp(_)) | None => Ok(Decoded::NotTcp),
+    }
+}
+
+fn be16(data: &[u8], at: usize) -> Option<u16> {
+    let bytes = data.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]))
+}
+
+fn need(layer: &'static str, needed: usize, data: &[u8]) -> Result<(), DecodeError> {
+    if data.len() < needed {
+        Err(DecodeError::Truncated {
+            layer,
+            needed,
+            got: data.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Ether types below this are 802.3 lengths, not protocol numbers.
+const MIN_ETHER_TYPE: u16 = 0x0600;
+const ETHERNET_HEADER: usize = 14;
+const SLL_HEADER: usize = 16;
+const SLL2_HEADER: usize = 20;
+const LOOPBACK_HEADER: usize = 4;
+const AF_INET: u32 = 2;
+/// `AF_INET6` on Linux, NetBSD/OpenBSD, FreeBSD, and macOS.
+const AF_INET6: [u32; 4] = [10, 24, 28, 30];
+
+/// Reads the link-layer header: where the network layer starts and its ether
+/// type, or `None` when the frame carries no IP.
+fn link_layer(link: LinkType, data: &[u8]) -> Result<Option<(usize, EtherType)>, DecodeError> {
+    let at = |offset: usize, ether_type: u16| Ok(Some((offset, EtherType(ether_type))));
+    match link {
+        LinkType::ETHERNET => {
+            need("ethernet", ETHERNET_HEADER, data)?;
+            match be16(data, 12) {
+                Some(t) if t >= MIN_ETHER_TYPE => at(ETHERNET_HEADER, t),
+                _ => Ok(None),
+            }
+        }
+        LinkType::LINUX_SLL => {
+            need("linux cooked (SLL)", SLL_HEADER, data)?;
+            be16(data, 14).map_or(Ok(None), |t| at(SLL_HEADER, t))
+        }
+        LinkType::LINUX_SLL2 => {
+            need("linux cooked v2 (SLL2)", SLL2_HEADER, data)?;
+            be16(data, 0).map_or(Ok(None), |t| at(SLL2_HEADER, t))
+        }
+        LinkType::NULL | LinkType::LOOP => {
+            need("loopback", LOOPBACK_HEADER, data)?;
+            let raw: [u8; 4] = data
+                .get(..LOOPBACK_HEADER)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_default();
+            let family = if link == LinkType::LOOP {
+                u32::from_be_bytes(raw)
+            } else {
+                // Host byte order of the capturing machine, which is unknown:
+                // address families are small, so the order that gives a small
+                // number is the right one.
+                let little = u32::from_le_bytes(raw);
+                if little & 0xffff_0000 == 0 {
+                    little
+                } else {
+                    u32::from_be_bytes(raw)
+                }
+            };
+            if family == AF_INET {
+                at(LOOPBACK_HEADER, EtherType::IPV4.0)
+            } else if AF_INET6.contains(&family) {
+                at(LOOPBACK_HEADER, EtherType::IPV6.0)
+            } else {
+                Ok(None)
+            }
+        }
+        LinkType::RAW | LinkType::RAW_OPENBSD | LinkType::LINKTYPE_RAW => {
+            need("ip", 1, data)?;
+            match data.first().map(|b| b >> 4) {
+                Some(4) => at(0, EtherType::IPV4.0),
+                Some(6) => at(0, EtherType::IPV6.0),
+                other => Err(DecodeError::Malformed {
+                    layer: "ip",
+                    detail: format!(
+                        "IP version {} in a raw IP capture (expected 4 or 6)",
+                        other.unwrap_or_default()
+                    ),
+                }),
+            }
+        }
+        LinkType::IPV4 => at(0, EtherType::IPV4.0),
+        LinkType::IPV6 => at(0, EtherType::IPV6.0),
+        LinkType(other) => Err(DecodeError::UnsupportedLinkType(other)),
+    }
+}
+
+/// Maps an error that stopped etherparse's slicing to a decode error, or
+/// `None` when it is about a layer hbscope does not need (ARP, UDP, ICMP, or
+/// TCP, which is re-read below with the IP length in hand).
+fn stop_error(err: &SliceError, layer: Layer, link_offset: usize) -> Option<DecodeError> {
+    let name = match layer {
+        Layer::VlanHeader => "vlan",
+        Layer::MacsecHeader | Layer::MacsecPacket => "macsec",
+        Layer::IpHeader => "ip",
+        Layer::Ipv4Header | Layer::Ipv4Packet => "ipv4",
+        Layer::IpAuthHeader => "ip authentication",
+        Layer::Ipv6Header | Layer::Ipv6Packet => "ipv6",
+        Layer::Ipv6ExtHeader
+        | Layer::Ipv6HopByHopHeader
+        | Layer::Ipv6DestOptionsHeader
+        | Layer::Ipv6RouteHeader
+        | Layer::Ipv6FragHeader => "ipv6 extension",
+        _ => return None,
+    };
+    Some(match err {
+        SliceError::Len(len) if len.len_source == LenSource::Slice => DecodeError::Truncated {
+            layer: name,
+            needed: link_offset
+                .saturating_add(len.layer_start_offset)
+                .saturating_add(len.required_len),
+            got: link_offset
+                .saturating_add(len.layer_start_offset)
+                .saturating_add(len.len),
+        },
+        // A length field inside the packet says the header cannot fit.
+        other => DecodeError::Malformed {
+            layer: name,
+            detail: other.to_string(),
+        },
+    })
+}
+
+/// Largest window scale shift allowed (RFC 7323 section 2.3).
+const MAX_WINDOW_SCALE: u8 = 14;
+
+/// Reads the TCP header from the IP payload. `declared` is the IP payload
+/// length from the IP header when usable; `cut` the bytes the snapshot length
+/// removed; `captured` the length of the whole captured packet.
+fn tcp<'a>(
+    ts: Timestamp,
+    (src_ip, dst_ip): (IpAddr, IpAddr),
+    ip_payload: &LaxIpPayloadSlice<'a>,
+    declared: Option<usize>,
+    cut: usize,
+    captured: usize,
+) -> Result<Decoded<'a>, DecodeError> {
+    if ip_payload.ip_number != etherparse::IpNumber::TCP {
+        return Ok(Decoded::NotTcp);
+    }
+    let bytes: &'a [u8] = ip_payload.payload;
+    let header = match TcpHeaderSlice::from_slice(bytes) {
+        Ok(h) => h,
+        Err(etherparse::err::tcp::HeaderSliceError::Len(len)) => {
+            // When the IP length limited the slice, the header does not fit in
+            // the packet as sent; otherwise the capture cut it.
+            return Err(if ip_payload.len_source == LenSource::Slice {
+                let start = captured.saturating_sub(bytes.len());
+                DecodeError::Truncated {
+                    layer: "tcp",
+                    needed: start.saturating_add(len.required_len),
+                    got: captured,
+                }
+            } else {
+                DecodeError::Malformed {
+                    layer: "tcp",
+                    detail: format!(
+                        "the TCP header needs {} bytes but the IP length leaves {}",
+                        len.required_len, len.len
+                    ),
+                }
+            });
+        }
+        Err(etherparse::err::tcp::HeaderSliceError::Content(c)) => {
+            return Err(DecodeError::Malformed {
+                layer: "tcp",
+                detail: c.to_string(),
+            })
+        }
+    };
+    let header_len = header.slice().len();
+    let kept = bytes.get(header_len..).unwrap_or(&[]);
+    let payload_len = match declared {
+        Some(ip_len) => ip_len
+            .checked_sub(header_len)
+            .ok_or_else(|| DecodeError::Malformed {
+                layer: "tcp",
+                detail: format!(
+                    "the TCP header is {header_len} bytes but the IP length leaves {ip_len}"
+                ),
+            })?,
+        None => kept.len().saturating_add(cut),
+    };
+    let payload = kept.get(..payload_len).unwrap_or(kept);
+    let syn = header.syn();
+    let window_scale = if syn {
+        header
+            .options_iterator()
+            .map_while(Result::ok)
+            .find_map(|o| match o {
+                TcpOptionElement::WindowScale(shift) => Some(shift.min(MAX_WINDOW_SCALE)),
+                _ => None,
+            })
+    } else {
+        None
+    };
+    Ok(Decoded::Tcp(TcpSegment {
+        ts,
+        src: Endpoint::new(src_ip, header.source_port()),
+        dst: Endpoint::new(dst_ip, header.destination_port()),
+        seq: header.sequence_number(),
+        ack: header.acknowledgment_number(),
+        flags: TcpFlags {
+            syn,
+            ack: header.ack(),
+            fin: header.fin(),
+            rst: header.rst(),
+            psh: header.psh(),
+        },
+        window: header.window_size(),
+        window_scale,
+        payload,
+        payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+    }))
+}

@@ -1,4 +1,27 @@
-//! hbscope library.
+//! hbscope: reads AMQP 0-9-1 traffic, rebuilds each connection's heartbeat
+//! timeline, flags every silence longer than the negotiated heartbeat and
+//! says why it happened.
+//!
+//! One direction of flow, one module per stage:
+//!
+//! ```text
+//! capture -> decode -> reassembly -> amqp -> analysis -> report
+//! (pcap)     (link/IP/TCP, (per-direction (frames,  (silences,   (text/json)
+//!             etherparse)   byte streams)  amq-protocol) gaps, causes)
+//! ```
+//!
+//! [`engine`] wires decode, reassembly, amqp and analysis together for one
+//! packet at a time; [`app`] runs a whole input through it. Only `capture`
+//! touches `pcap`, only `decode` touches `etherparse`, only `amqp` touches
+//! `amq-protocol`, only `report` formats time with `chrono`. Analysis never
+//! reads a clock: time arrives with the packets.
+
 pub mod amqp;
 pub mod analysis;
+pub mod app;
+pub mod capture;
+pub mod decode;
+pub mod engine;
 pub mod model;
+pub mod reassembly;
+pub mod report;

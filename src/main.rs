@@ -1,1 +1,113 @@
-fn main() {}
+//! The `hbscope` command: parse the CLI, run the app, map errors to exit codes
+//! (0 analysed, 2 unusable input, 3 `--fail-on-gap` and a gap was flagged).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hbscope::app;
+use hbscope::engine::EngineConfig;
+use hbscope::report;
+
+/// Reads AMQP 0-9-1 traffic, rebuilds each connection's heartbeat timeline,
+/// flags every silence longer than the negotiated heartbeat and says why it
+/// happened: client stall, broker stall, network/host unreachable or capture loss.
+#[derive(Debug, Parser)]
+#[command(name = "hbscope", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`).
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Human-readable report.
+    Text,
+    /// The JSON report (schema in docs/report-schema.md).
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// Capture file (pcap or pcapng), or "-" for stdin.
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Also treat this TCP port as AMQP (repeatable; 5672 always is).
+    #[arg(long = "port", value_name = "PORT")]
+    ports: Vec<u16>,
+    /// Heartbeat timeout in seconds for connections whose negotiation is not in the capture (wins over inference).
+    #[arg(long, value_name = "SECS")]
+    heartbeat: Option<u16>,
+    /// Exit with code 3 when any gap was flagged (for scripts and CI).
+    #[arg(long)]
+    fail_on_gap: bool,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Replay(args) => replay(&args),
+    }
+}
+
+fn replay(args: &ReplayArgs) -> ExitCode {
+    let mut config = EngineConfig::default();
+    for p in &args.ports {
+        if !config.amqp_ports.contains(p) {
+            config.amqp_ports.push(*p);
+        }
+    }
+    config.analysis.heartbeat_override = args.heartbeat;
+    let result = match app::replay(&args.file, config, &mut |_| {}) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hbscope: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rep = result.report();
+    let text = match args.format {
+        Format::Text => report::to_text(&rep),
+        Format::Json => match report::to_json(&rep) {
+            Ok(mut j) => {
+                j.push('\n');
+                j
+            }
+            Err(e) => {
+                eprintln!("hbscope: could not write the JSON report: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let written = match &args.output {
+        Some(path) => {
+            std::fs::write(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).map_err(|e| e.to_string())
+        }
+    };
+    if let Err(e) = written {
+        if !e.contains("Broken pipe") {
+            eprintln!("hbscope: cannot write the report: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    if args.fail_on_gap && rep.summary.gaps > 0 {
+        return ExitCode::from(3);
+    }
+    ExitCode::SUCCESS
+}

@@ -48,7 +48,11 @@ impl Span {
     /// A span of whole seconds.
     #[must_use]
     pub fn from_secs(secs: u64) -> Self {
-        Span(i64::try_from(secs).unwrap_or(i64::MAX / 1_000_000_000).saturating_mul(1_000_000_000))
+        Span(
+            i64::try_from(secs)
+                .unwrap_or(i64::MAX / 1_000_000_000)
+                .saturating_mul(1_000_000_000),
+        )
     }
 
     /// A span of milliseconds.

@@ -1,0 +1,540 @@
+//! The pipeline's middle: packets in, AMQP connections with their analysis out.
+//!
+//! ```text
+//! PacketRecord -> decode -> flow table -> TcpStream (reassembly)
+//!                                      -> Framer x2 (amqp)
+//!                                      -> Connection (analysis)
+//! ```
+//! The engine owns the flow table, the capture counters, the warnings and the
+//! [`SynLog`] used for wake-up detection. It is fed one packet at a time and
+//! never reads a clock, so replay, live capture and tests drive it the same way.
+//!
+//! Caps: at most [`EngineConfig::max_flows`] TCP flows are tracked at once;
+//! beyond that new flows are not tracked and a warning counts them.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::amqp::{looks_like_protocol_header, AmqpEvent, ConnMethod, Framer};
+use crate::analysis::{AnalysisConfig, Cause, Connection, Role, RoleSource, SilenceEnd, SynLog};
+use crate::capture::{LinkType, PacketRecord};
+use crate::decode::{decode, Decoded};
+use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
+use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// TCP ports on which flows are treated as AMQP even without a protocol header.
+    pub amqp_ports: Vec<u16>,
+    /// Analysis settings.
+    pub analysis: AnalysisConfig,
+    /// Reassembly caps.
+    pub reassembly: ReassemblyConfig,
+    /// Most flows tracked at once.
+    pub max_flows: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            amqp_ports: vec![5672],
+            analysis: AnalysisConfig::default(),
+            reassembly: ReassemblyConfig::default(),
+            max_flows: 1_000_000,
+        }
+    }
+}
+
+/// Counters about the capture itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureCounters {
+    /// Packets read.
+    pub packets: u64,
+    /// Bytes on the wire (original lengths).
+    pub wire_bytes: u64,
+    /// Bytes captured.
+    pub captured_bytes: u64,
+    /// Packets cut by the snapshot length.
+    pub truncated_packets: u64,
+    /// Packets that were not TCP.
+    pub non_tcp_packets: u64,
+    /// TCP packets of flows that are not AMQP.
+    pub other_tcp_packets: u64,
+    /// Packets that could not be decoded.
+    pub decode_errors: u64,
+    /// First packet's timestamp.
+    pub first: Option<Timestamp>,
+    /// Last packet's timestamp (the latest seen).
+    pub last: Option<Timestamp>,
+    /// Packets whose timestamp went backwards.
+    pub out_of_order_timestamps: u64,
+    /// Packets dropped by the kernel (live capture).
+    pub dropped: Option<u64>,
+}
+
+/// A warning about the input, with how many times it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Stable short code.
+    pub code: &'static str,
+    /// Human message with the first occurrence's context.
+    pub message: String,
+    /// Occurrences.
+    pub count: u64,
+}
+
+/// One AMQP connection (candidate) with its analysis.
+#[derive(Debug)]
+pub struct ConnSlot {
+    /// The analysis.
+    pub conn: Connection,
+    /// At least one AMQP frame or protocol header was recognised.
+    pub confirmed: bool,
+    /// Set when the stream turned out not to be AMQP 0-9-1.
+    pub not_amqp: Option<String>,
+    /// TCP reassembly statistics snapshot (filled at finish).
+    pub tcp_retransmissions: [u64; 2],
+    gaps_checked: usize,
+}
+
+struct Flow {
+    tcp: TcpStream,
+    framers: [Framer; 2],
+    slot: usize,
+    frame_max_applied: bool,
+}
+
+/// A client-stall gap whose end the client never showed on its own
+/// connection (the broker reset it): its resumption is the client's next
+/// connection to the same broker.
+struct AwaitingResume {
+    slot: usize,
+    gap: usize,
+    client_ip: std::net::IpAddr,
+    broker: Endpoint,
+}
+
+/// The packet-to-verdict engine.
+pub struct Engine {
+    config: EngineConfig,
+    link: LinkType,
+    flows: HashMap<FlowKey, Flow>,
+    slots: Vec<ConnSlot>,
+    syns: SynLog,
+    counters: CaptureCounters,
+    warnings: Vec<Warning>,
+    awaiting: VecDeque<AwaitingResume>,
+    finished: bool,
+}
+
+const AWAITING_CAP: usize = 1024;
+
+impl Engine {
+    /// A new engine for packets of link type `link`.
+    #[must_use]
+    pub fn new(config: EngineConfig, link: LinkType) -> Self {
+        Engine {
+            config,
+            link,
+            flows: HashMap::new(),
+            slots: Vec::new(),
+            syns: SynLog::default(),
+            counters: CaptureCounters::default(),
+            warnings: Vec::new(),
+            awaiting: VecDeque::new(),
+            finished: false,
+        }
+    }
+
+    /// Capture counters so far.
+    #[must_use]
+    pub fn counters(&self) -> &CaptureCounters {
+        &self.counters
+    }
+
+    /// Warnings so far.
+    #[must_use]
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// The link type being decoded.
+    #[must_use]
+    pub fn link(&self) -> LinkType {
+        self.link
+    }
+
+    /// All connection slots (confirmed AMQP and candidates), in order of first packet.
+    #[must_use]
+    pub fn slots(&self) -> &[ConnSlot] {
+        &self.slots
+    }
+
+    /// The confirmed AMQP 0-9-1 connections, in order of first packet.
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.slots
+            .iter()
+            .filter(|s| s.confirmed && s.not_amqp.is_none())
+            .map(|s| &s.conn)
+    }
+
+    /// Records a warning (deduplicated by code).
+    pub fn warn(&mut self, code: &'static str, message: String) {
+        if let Some(w) = self.warnings.iter_mut().find(|w| w.code == code) {
+            w.count += 1;
+        } else {
+            self.warnings.push(Warning {
+                code,
+                message,
+                count: 1,
+            });
+        }
+    }
+
+    /// Packets the kernel dropped since the last call (live capture): counted
+    /// against every open silence, since any of them may hide lost packets.
+    pub fn on_capture_drops(&mut self, new_drops: u64) {
+        if new_drops == 0 {
+            return;
+        }
+        *self.counters.dropped.get_or_insert(0) += new_drops;
+        for s in &mut self.slots {
+            s.conn.on_capture_drops(new_drops);
+        }
+    }
+
+    /// Feeds one captured packet.
+    pub fn process(&mut self, rec: &PacketRecord<'_>) {
+        let c = &mut self.counters;
+        c.packets += 1;
+        c.wire_bytes += u64::from(rec.orig_len);
+        c.captured_bytes += u64::from(rec.caplen);
+        if rec.caplen < rec.orig_len {
+            c.truncated_packets += 1;
+        }
+        if c.first.is_none() {
+            c.first = Some(rec.ts);
+        }
+        match c.last {
+            Some(last) if rec.ts < last => c.out_of_order_timestamps += 1,
+            _ => c.last = Some(rec.ts),
+        }
+        match decode(self.link, rec) {
+            Ok(Decoded::Tcp(seg)) => self.on_segment(&seg),
+            Ok(Decoded::NotTcp) => self.counters.non_tcp_packets += 1,
+            Err(e) => {
+                self.counters.decode_errors += 1;
+                let n = self.counters.packets;
+                self.warn("decode-error", format!("packet {n}: {e}"));
+            }
+        }
+    }
+
+    fn is_amqp_port(&self, port: u16) -> bool {
+        self.config.amqp_ports.contains(&port)
+    }
+
+    fn on_segment(&mut self, seg: &TcpSegment<'_>) {
+        let ts = seg.ts;
+        if seg.flags.syn && !seg.flags.ack {
+            self.syns.record(ts, seg.src, seg.dst);
+        }
+        let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
+        let fresh_syn = seg.flags.syn && !seg.flags.ack;
+        let reuse = fresh_syn
+            && self.flows.get(&key).is_some_and(|f| {
+                let conn = &self.slots[f.slot].conn;
+                conn.fin.iter().any(Option::is_some) || conn.rst.iter().any(Option::is_some)
+            });
+        if reuse {
+            if let Some(flow) = self.flows.remove(&key) {
+                let end = self.slots[flow.slot].conn.last_seen;
+                self.finish_flow(flow, end);
+            }
+        }
+        if !self.flows.contains_key(&key) {
+            let client_dir = if self.is_amqp_port(seg.dst.port) {
+                dir
+            } else if self.is_amqp_port(seg.src.port) {
+                dir.reverse()
+            } else if looks_like_protocol_header(seg.payload) {
+                dir
+            } else {
+                self.counters.other_tcp_packets += 1;
+                return;
+            };
+            if self.flows.len() >= self.config.max_flows {
+                self.warn(
+                    "flow-cap",
+                    format!(
+                        "more than {} concurrent TCP flows: new flows are not tracked (first dropped: {key})",
+                        self.config.max_flows
+                    ),
+                );
+                return;
+            }
+            let at_start = seg.flags.syn;
+            let role_source = if self.is_amqp_port(key.receiver(client_dir).port) {
+                RoleSource::Port
+            } else {
+                RoleSource::ProtocolHeader
+            };
+            let conn = Connection::new(
+                key,
+                client_dir,
+                role_source,
+                ts,
+                !at_start,
+                self.config.analysis,
+            );
+            self.slots.push(ConnSlot {
+                conn,
+                confirmed: false,
+                not_amqp: None,
+                tcp_retransmissions: [0, 0],
+                gaps_checked: 0,
+            });
+            let slot = self.slots.len() - 1;
+            self.flows.insert(
+                key,
+                Flow {
+                    tcp: TcpStream::new(self.config.reassembly),
+                    framers: if looks_like_protocol_header(seg.payload) {
+                        let mut f = [Framer::new(at_start), Framer::new(at_start)];
+                        f[dir.index()] = Framer::new(true);
+                        f
+                    } else {
+                        [Framer::new(at_start), Framer::new(at_start)]
+                    },
+                    slot,
+                    frame_max_applied: false,
+                },
+            );
+            if fresh_syn {
+                self.on_reconnect(slot, ts);
+            }
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let slot = &mut self.slots[flow.slot];
+        let syns = &self.syns;
+        let Flow {
+            tcp,
+            framers,
+            frame_max_applied,
+            ..
+        } = flow;
+        slot.conn.on_packet(ts, dir);
+        tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, framers, slot, syns));
+        if !*frame_max_applied {
+            if let Some((_, fm, _)) = slot.conn.handshake.tune_ok {
+                for f in framers.iter_mut() {
+                    f.set_frame_max(fm);
+                }
+                *frame_max_applied = true;
+            }
+        }
+        let slot_idx = flow.slot;
+        self.note_new_gaps(slot_idx);
+    }
+
+    /// Remembers client-stall gaps ended by a reset, whose resumption can only
+    /// be seen as the client's next connection.
+    fn note_new_gaps(&mut self, slot_idx: usize) {
+        let slot = &mut self.slots[slot_idx];
+        if slot.conn.gaps.len() == slot.gaps_checked {
+            return;
+        }
+        for gi in slot.gaps_checked..slot.conn.gaps.len() {
+            let g = &slot.conn.gaps[gi];
+            if g.silent == Role::Client
+                && g.cause == Cause::ClientStall
+                && g.wakeup.is_none()
+                && matches!(g.ended_by, SilenceEnd::Rst | SilenceEnd::CaptureEnd)
+            {
+                if self.awaiting.len() >= AWAITING_CAP {
+                    self.awaiting.pop_front();
+                }
+                self.awaiting.push_back(AwaitingResume {
+                    slot: slot_idx,
+                    gap: gi,
+                    client_ip: slot.conn.client().ip,
+                    broker: slot.conn.broker(),
+                });
+            }
+        }
+        slot.gaps_checked = slot.conn.gaps.len();
+    }
+
+    /// A new connection opened: if it is a client reconnecting to a broker
+    /// after a stall that the broker cut, it marks the client's resumption.
+    fn on_reconnect(&mut self, new_slot: usize, ts: Timestamp) {
+        let client = self.slots[new_slot].conn.client();
+        let broker = self.slots[new_slot].conn.broker();
+        let window = self.config.analysis.wakeup_window;
+        let mut i = 0;
+        while i < self.awaiting.len() {
+            let a = &self.awaiting[i];
+            if a.client_ip == client.ip && a.broker == broker && a.slot != new_slot {
+                let (slot, gap) = (a.slot, a.gap);
+                let wakeup = self.syns.wakeup(client, broker, ts, window);
+                if let Some(g) = self.slots[slot].conn.gaps.get_mut(gap) {
+                    g.wakeup = wakeup;
+                    g.resumed = Some((ts, client));
+                }
+                self.awaiting.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn finish_flow(&mut self, mut flow: Flow, end: Timestamp) {
+        let slot = &mut self.slots[flow.slot];
+        let syns = &self.syns;
+        let Flow { tcp, framers, .. } = &mut flow;
+        tcp.finish(&mut |d, ev| feed(end, d, ev, framers, slot, syns));
+        slot.tcp_retransmissions = [
+            tcp.stats(Direction::AtoB).retransmitted_segments,
+            tcp.stats(Direction::BtoA).retransmitted_segments,
+        ];
+        slot.conn.finish(end, syns);
+        let idx = flow.slot;
+        self.note_new_gaps(idx);
+    }
+
+    /// End of input: closes every flow at the last packet's time.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let end = self.counters.last.unwrap_or_default();
+        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        flows.sort_by_key(|f| f.slot);
+        for flow in flows {
+            self.finish_flow(flow, end);
+        }
+        let unconfirmed = self
+            .slots
+            .iter()
+            .filter(|s| !s.confirmed && s.not_amqp.is_none())
+            .count();
+        if unconfirmed > 0 {
+            self.warn(
+                "no-amqp-frames",
+                format!("{unconfirmed} TCP flow(s) on an AMQP port carried no recognisable AMQP 0-9-1 frames and are not listed"),
+            );
+        }
+        let others: Vec<(String, String)> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                s.not_amqp
+                    .as_ref()
+                    .map(|n| (s.conn.key.to_string(), n.clone()))
+            })
+            .collect();
+        for (key, what) in others {
+            self.warn("not-amqp-0-9-1", format!("{key}: {what}; not analysed"));
+        }
+    }
+
+    /// Live mode: time is `now` though no packet came. Returns open silences
+    /// that just passed their limit: (slot index, direction, silence).
+    pub fn tick(&mut self, now: Timestamp) -> Vec<(usize, Direction, crate::model::Span)> {
+        let mut out = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if !s.confirmed {
+                continue;
+            }
+            for (dir, span) in s.conn.tick(now) {
+                out.push((i, dir, span));
+            }
+        }
+        out
+    }
+}
+
+/// Routes one reassembly event to the framer and the analysis.
+fn feed(
+    ts: Timestamp,
+    d: Direction,
+    ev: StreamEvent<'_>,
+    framers: &mut [Framer; 2],
+    slot: &mut ConnSlot,
+    syns: &SynLog,
+) {
+    let conn = &mut slot.conn;
+    match ev {
+        StreamEvent::Syn => {}
+        StreamEvent::Ack {
+            advanced,
+            pure,
+            window,
+            zero_window,
+            ..
+        } => {
+            conn.on_ack(ts, d, advanced, pure, window, zero_window);
+        }
+        StreamEvent::NewBytes { offset, len } => conn.on_new_bytes(ts, d, offset, len, syns),
+        StreamEvent::Retransmission { .. } => conn.on_retransmission(ts, d),
+        StreamEvent::KeepAlive => conn.on_keepalive(ts, d),
+        StreamEvent::Fin => conn.on_fin(ts, d, syns),
+        StreamEvent::Rst => conn.on_rst(ts, d, syns),
+        StreamEvent::Data { offset, bytes } => {
+            if slot.not_amqp.is_some() {
+                return;
+            }
+            let mut events = Vec::new();
+            framers[d.index()].data(offset, bytes, &mut |e| events.push(e));
+            apply_amqp(ts, d, events, slot);
+        }
+        StreamEvent::Hole { offset, len, kind } => {
+            let mut events = Vec::new();
+            framers[d.index()].hole(offset, len, &mut |e| events.push(e));
+            conn.on_hole(ts, d, len, kind != HoleKind::NotCaptured);
+            apply_amqp(ts, d, events, slot);
+        }
+    }
+}
+
+fn apply_amqp(ts: Timestamp, d: Direction, events: Vec<AmqpEvent>, slot: &mut ConnSlot) {
+    for e in events {
+        match e {
+            AmqpEvent::ProtocolHeader { .. } => {
+                slot.confirmed = true;
+                slot.conn.on_protocol_header(d);
+            }
+            AmqpEvent::Frame(f) => {
+                slot.confirmed = true;
+                slot.conn.on_frame(ts, d, &f);
+            }
+            AmqpEvent::Method(m) => {
+                if let ConnMethod::Start { .. } = m {
+                    slot.confirmed = true;
+                }
+                slot.conn.on_method(ts, d, &m);
+            }
+            AmqpEvent::Violation { offset, detail } => {
+                let who = slot.conn.role_of(d).as_str();
+                slot.conn
+                    .on_violation(format!("{who} stream offset {offset}: {detail}"));
+            }
+            AmqpEvent::LostSync { offset, reason } => {
+                slot.conn.lost_sync += 1;
+                let who = slot.conn.role_of(d).as_str();
+                slot.conn.on_violation(format!(
+                    "{who} stream offset {offset}: framing lost: {reason}"
+                ));
+            }
+            AmqpEvent::Synced { .. } => {}
+            AmqpEvent::NotAmqp091 { looks_like } => {
+                if !slot.confirmed || slot.not_amqp.is_none() {
+                    slot.not_amqp = Some(looks_like);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+import socket, threading, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 5679)); srv.listen(1)
+def serve():
+    c, _ = srv.accept()
+    d = c.recv(100)
+    c.sendall(b"\x01\x00\x00\x00\x00\x00\x04hello\xce"[:12])
+    time.sleep(0.05)
+    c.sendall(b"\x08\x00\x00\x00\x00\x00\x00\xce")
+    time.sleep(0.05)
+    c.close()
+t = threading.Thread(target=serve); t.start()
+s = socket.create_connection(("127.0.0.1", 5679))
+s.sendall(b"AMQP\x00\x00\x09\x01")
+time.sleep(0.05)
+s.recv(100); s.recv(100)
+time.sleep(0.05)
+s.close(); t.join()
