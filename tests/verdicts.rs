@@ -1,0 +1,171 @@
+//! The shipped captures' verdicts: every `captures/NAME.pcap` runs through the
+//! whole pipeline and must match `captures/NAME.expect.json` (written by the
+//! person who recorded it, from what they did), and its JSON report is
+//! snapshotted so any change in output shows up in review.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hbscope::app;
+use hbscope::engine::EngineConfig;
+use hbscope::report::Report;
+use serde_json::Value;
+
+fn captures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures")
+}
+
+fn run(name: &str) -> Report {
+    let path = captures_dir().join(format!("{name}.pcap"));
+    let replay = app::replay(&path, EngineConfig::default(), &mut |_| {}).expect("replay");
+    let mut report = replay.report();
+    // Paths differ between machines; keep the file name only.
+    report.capture.source = format!("captures/{name}.pcap");
+    report
+}
+
+fn expected_heartbeat(exp: &Value, client_port: u16) -> Option<&Value> {
+    if let Some(list) = exp.get("per_connection").and_then(Value::as_array) {
+        for entry in list {
+            if entry["client_port"].as_u64() == Some(u64::from(client_port)) {
+                return entry.get("heartbeat");
+            }
+        }
+    }
+    exp.get("heartbeat").filter(|h| !h.is_null())
+}
+
+type GapKey = (String, String, String);
+
+fn check(name: &str) {
+    let exp_path = captures_dir().join(format!("{name}.expect.json"));
+    let exp: Value = serde_json::from_str(&std::fs::read_to_string(&exp_path).unwrap()).unwrap();
+    let report = run(name);
+    let mut problems = Vec::new();
+
+    let want_conns = exp["connections"].as_u64().unwrap();
+    if report.connections.len() as u64 != want_conns {
+        problems.push(format!("connections: got {}, expected {want_conns}", report.connections.len()));
+    }
+    for c in &report.connections {
+        let port: u16 = c.client.rsplit(':').next().unwrap().parse().unwrap();
+        if let Some(hb) = expected_heartbeat(&exp, port) {
+            let got_v = c.heartbeat.value_s.map(u64::from);
+            if hb["value_s"].as_u64() != got_v || hb["source"].as_str() != Some(c.heartbeat.source) {
+                problems.push(format!(
+                    "connection {}: heartbeat {:?} [{}], expected {} [{}]",
+                    c.client, got_v, c.heartbeat.source, hb["value_s"], hb["source"]
+                ));
+            }
+        }
+    }
+
+    let mut got: BTreeMap<GapKey, usize> = BTreeMap::new();
+    for g in report.connections.iter().flat_map(|c| &c.gaps) {
+        *got.entry((g.direction.into(), g.cause.into(), g.consequence.into())).or_default() += 1;
+    }
+    let mut want: BTreeMap<GapKey, usize> = BTreeMap::new();
+    for g in exp["gaps"].as_array().unwrap() {
+        let key = (
+            g["direction"].as_str().unwrap().to_owned(),
+            g["cause"].as_str().unwrap().to_owned(),
+            g["consequence"].as_str().unwrap().to_owned(),
+        );
+        *want.entry(key).or_default() += 1;
+        if g.get("wakeup").and_then(Value::as_bool) == Some(true) {
+            let found = report
+                .connections
+                .iter()
+                .flat_map(|c| &c.gaps)
+                .any(|x| x.direction == g["direction"].as_str().unwrap() && x.wakeup.is_some());
+            if !found {
+                problems.push(format!("gap {:?}: expected a wake-up connection, none reported", g["direction"]));
+            }
+        }
+    }
+    if got != want {
+        problems.push(format!("gaps (direction, cause, consequence): got {got:?}, expected {want:?}"));
+    }
+    assert!(problems.is_empty(), "{name}: verdicts differ from {}:\n  {}", exp_path.display(), problems.join("\n  "));
+
+    let json = serde_json::to_string_pretty(&report).unwrap();
+    insta::assert_snapshot!(format!("report-{name}"), json);
+}
+
+macro_rules! capture_tests {
+    ($($fn_name:ident => $file:literal,)*) => {
+        $(#[test] fn $fn_name() { check($file); })*
+
+        /// Every capture in captures/ has a test above (a new capture cannot be forgotten).
+        #[test]
+        fn every_capture_is_tested() {
+            let listed = [$($file),*];
+            let mut missing = Vec::new();
+            for entry in std::fs::read_dir(captures_dir()).unwrap() {
+                let p = entry.unwrap().path();
+                if p.extension().and_then(|e| e.to_str()) == Some("pcap") {
+                    let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+                    if !listed.contains(&stem.as_str()) {
+                        missing.push(stem);
+                    }
+                }
+            }
+            assert!(missing.is_empty(), "captures without a verdict test: {missing:?}");
+        }
+    };
+}
+
+capture_tests! {
+    nova_api_eventlet => "nova-api-eventlet",
+    nova_api_pthread => "nova-api-pthread",
+    healthy_idle => "healthy-idle",
+    healthy_busy => "healthy-busy",
+    client_sigstop => "client-sigstop",
+    broker_sigstop => "broker-sigstop",
+    netns_blackhole => "netns-blackhole",
+    netns_oneway => "netns-oneway",
+    after_handshake => "after-handshake",
+    many_busy_one_stalled => "many-busy-one-stalled",
+    small_snaplen => "small-snaplen",
+    any_interface => "any-interface",
+    any_interface_sll1 => "any-interface-sll1",
+    ipv6 => "ipv6",
+    heartbeat_disabled => "heartbeat-disabled",
+    empty => "empty",
+    non_amqp => "non-amqp",
+}
+
+/// The founding case, checked field by field (not only by snapshot).
+#[test]
+fn nova_eventlet_evidence_is_explicit() {
+    let report = run("nova-api-eventlet");
+    let c = &report.connections[0];
+    assert!(c.client_name.as_deref().unwrap_or("").starts_with("nova_api_sim.py:"), "{:?}", c.client_name);
+    assert_eq!(c.state, "reset-by-broker");
+    let g = &c.gaps[0];
+    assert_eq!((g.direction, g.cause, g.consequence, g.ended_by), ("client-to-broker", "client-stall", "broker-reset", "rst"));
+    assert!(g.counts.silent_side_acks_advancing >= 3, "client kernel ACKs: {:?}", g.counts);
+    assert!(g.counts.peer_heartbeats >= 3);
+    assert!((g.silence_s - 11.988).abs() < 0.01, "silence {}", g.silence_s);
+    let w = g.wakeup.as_ref().expect("wake-up");
+    assert!(w.to.ends_with(":8774"), "{w:?}");
+    assert!(w.before_resume_s > 0.0 && w.before_resume_s < 2.0);
+    assert!(g.resumed.is_some());
+    assert!(g.evidence.iter().any(|l| l.contains("kernel acknowledged")));
+}
+
+/// `--heartbeat` fills in what the wire cannot give, and never beats Tune-Ok.
+#[test]
+fn heartbeat_override_applies_only_without_negotiation() {
+    let path = captures_dir().join("small-snaplen.pcap");
+    let mut cfg = EngineConfig::default();
+    cfg.analysis.heartbeat_override = Some(7);
+    let r = app::replay(&path, cfg, &mut |_| {}).unwrap().report();
+    assert!(r.connections.iter().all(|c| c.heartbeat.value_s == Some(7) && c.heartbeat.source == "override"));
+    let path = captures_dir().join("healthy-idle.pcap");
+    let mut cfg = EngineConfig::default();
+    cfg.analysis.heartbeat_override = Some(7);
+    let r = app::replay(&path, cfg, &mut |_| {}).unwrap().report();
+    assert_eq!(r.connections[0].heartbeat.source, "tune-ok");
+}
