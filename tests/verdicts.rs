@@ -46,13 +46,17 @@ fn check(name: &str) {
 
     let want_conns = exp["connections"].as_u64().unwrap();
     if report.connections.len() as u64 != want_conns {
-        problems.push(format!("connections: got {}, expected {want_conns}", report.connections.len()));
+        problems.push(format!(
+            "connections: got {}, expected {want_conns}",
+            report.connections.len()
+        ));
     }
     for c in &report.connections {
         let port: u16 = c.client.rsplit(':').next().unwrap().parse().unwrap();
         if let Some(hb) = expected_heartbeat(&exp, port) {
             let got_v = c.heartbeat.value_s.map(u64::from);
-            if hb["value_s"].as_u64() != got_v || hb["source"].as_str() != Some(c.heartbeat.source) {
+            if hb["value_s"].as_u64() != got_v || hb["source"].as_str() != Some(c.heartbeat.source)
+            {
                 problems.push(format!(
                     "connection {}: heartbeat {:?} [{}], expected {} [{}]",
                     c.client, got_v, c.heartbeat.source, hb["value_s"], hb["source"]
@@ -63,7 +67,8 @@ fn check(name: &str) {
 
     let mut got: BTreeMap<GapKey, usize> = BTreeMap::new();
     for g in report.connections.iter().flat_map(|c| &c.gaps) {
-        *got.entry((g.direction.into(), g.cause.into(), g.consequence.into())).or_default() += 1;
+        *got.entry((g.direction.into(), g.cause.into(), g.consequence.into()))
+            .or_default() += 1;
     }
     let mut want: BTreeMap<GapKey, usize> = BTreeMap::new();
     for g in exp["gaps"].as_array().unwrap() {
@@ -80,14 +85,24 @@ fn check(name: &str) {
                 .flat_map(|c| &c.gaps)
                 .any(|x| x.direction == g["direction"].as_str().unwrap() && x.wakeup.is_some());
             if !found {
-                problems.push(format!("gap {:?}: expected a wake-up connection, none reported", g["direction"]));
+                problems.push(format!(
+                    "gap {:?}: expected a wake-up connection, none reported",
+                    g["direction"]
+                ));
             }
         }
     }
     if got != want {
-        problems.push(format!("gaps (direction, cause, consequence): got {got:?}, expected {want:?}"));
+        problems.push(format!(
+            "gaps (direction, cause, consequence): got {got:?}, expected {want:?}"
+        ));
     }
-    assert!(problems.is_empty(), "{name}: verdicts differ from {}:\n  {}", exp_path.display(), problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "{name}: verdicts differ from {}:\n  {}",
+        exp_path.display(),
+        problems.join("\n  ")
+    );
 
     let json = serde_json::to_string_pretty(&report).unwrap();
     insta::assert_snapshot!(format!("report-{name}"), json);
@@ -141,13 +156,31 @@ capture_tests! {
 fn nova_eventlet_evidence_is_explicit() {
     let report = run("nova-api-eventlet");
     let c = &report.connections[0];
-    assert!(c.client_name.as_deref().unwrap_or("").starts_with("nova_api_sim.py:"), "{:?}", c.client_name);
+    assert!(
+        c.client_name
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("nova_api_sim.py:"),
+        "{:?}",
+        c.client_name
+    );
     assert_eq!(c.state, "reset-by-broker");
     let g = &c.gaps[0];
-    assert_eq!((g.direction, g.cause, g.consequence, g.ended_by), ("client-to-broker", "client-stall", "broker-reset", "rst"));
-    assert!(g.counts.silent_side_acks_advancing >= 3, "client kernel ACKs: {:?}", g.counts);
+    assert_eq!(
+        (g.direction, g.cause, g.consequence, g.ended_by),
+        ("client-to-broker", "client-stall", "broker-reset", "rst")
+    );
+    assert!(
+        g.counts.silent_side_acks_advancing >= 3,
+        "client kernel ACKs: {:?}",
+        g.counts
+    );
     assert!(g.counts.peer_heartbeats >= 3);
-    assert!((g.silence_s - 11.988).abs() < 0.01, "silence {}", g.silence_s);
+    assert!(
+        (g.silence_s - 11.988).abs() < 0.01,
+        "silence {}",
+        g.silence_s
+    );
     let w = g.wakeup.as_ref().expect("wake-up");
     assert!(w.to.ends_with(":8774"), "{w:?}");
     assert!(w.before_resume_s > 0.0 && w.before_resume_s < 2.0);
@@ -162,7 +195,10 @@ fn heartbeat_override_applies_only_without_negotiation() {
     let mut cfg = EngineConfig::default();
     cfg.analysis.heartbeat_override = Some(7);
     let r = app::replay(&path, cfg, &mut |_| {}).unwrap().report();
-    assert!(r.connections.iter().all(|c| c.heartbeat.value_s == Some(7) && c.heartbeat.source == "override"));
+    assert!(r
+        .connections
+        .iter()
+        .all(|c| c.heartbeat.value_s == Some(7) && c.heartbeat.source == "override"));
     let path = captures_dir().join("healthy-idle.pcap");
     let mut cfg = EngineConfig::default();
     cfg.analysis.heartbeat_override = Some(7);
