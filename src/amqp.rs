@@ -497,7 +497,7 @@ impl Framer {
                 }
             }
             State::Buffer { frame, buf, .. } => {
-                let need = u64::from(frame.size).saturating_sub(4 + buf.len() as u64);
+                let need = u64::from(frame.size).saturating_sub(buf.len() as u64);
                 if len < need {
                     State::Buffer {
                         frame,
@@ -1079,6 +1079,24 @@ mod tests {
         f.data(b.len() as u64, HB, &mut |e| ev.push(e));
         assert_eq!(count_hb(&ev), 1);
         assert!(!ev.iter().any(|e| matches!(e, AmqpEvent::LostSync { .. })));
+    }
+
+    #[test]
+    fn snaplen_hole_inside_buffered_method_keeps_sync() {
+        // A Tune-Ok cut after 14 bytes (snaplen), the rest of its payload
+        // missing, then its frame end and a heartbeat.
+        let t = tune_ok(4);
+        for (cut, tail_in_hole) in [(14usize, 0usize), (12, 0), (14, 1)] {
+            let mut f = Framer::new(true);
+            let mut ev = Vec::new();
+            f.data(0, &t[..cut], &mut |e| ev.push(e));
+            let hole_end = 19 + tail_in_hole;
+            f.hole(cut as u64, (hole_end - cut) as u64, &mut |e| ev.push(e));
+            f.data(hole_end as u64, &t[hole_end..], &mut |e| ev.push(e));
+            f.data(t.len() as u64, HB, &mut |e| ev.push(e));
+            assert!(!ev.iter().any(|e| matches!(e, AmqpEvent::LostSync { .. })), "cut {cut}: {ev:?}");
+            assert_eq!(count_hb(&ev), 1);
+        }
     }
 
     #[test]

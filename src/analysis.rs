@@ -17,6 +17,17 @@ use std::collections::VecDeque;
 use crate::amqp::{CloseInfo, ConnMethod, FrameInfo, FrameKind, PropValue, Properties};
 use crate::model::{Direction, Endpoint, FlowKey, Span, Timestamp};
 
+/// Why bytes of a stream will never be seen (the analysis' view of a hole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoleClass {
+    /// The snapshot length cut a captured packet: timing known, content not.
+    Snaplen,
+    /// The capture never saw these bytes: capture loss.
+    NotCaptured,
+    /// hbscope's own out-of-order buffer cap skipped them.
+    Overflow,
+}
+
 /// Which side of an AMQP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -97,8 +108,7 @@ pub enum SilenceEnd {
     Fin,
     /// An RST ended the connection (from either side).
     Rst,
-    /// The other side's FIN closed the connection while this side was silent
-    /// and it never spoke again before the capture ended.
+    /// The capture (or the input) ended while the silence was still open.
     CaptureEnd,
     /// Still open at the live "now" (only in snapshots of live analysis).
     Open,
@@ -223,7 +233,8 @@ impl Gap {
 /// 3. nothing at all from the silent side while the peer retransmitted, or
 ///    the silent side retransmitting while nothing at all came back, means
 ///    the path or the other host was gone;
-/// 4. anything else is unknown.
+/// 4. capture loss in the other direction during the silence: capture-loss;
+/// 5. anything else is unknown.
 #[must_use]
 pub fn decide(ev: &Evidence, silent: Role) -> Cause {
     if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 {
@@ -373,6 +384,10 @@ pub struct DirState {
     pub missed_bytes: u64,
     /// Bytes cut by the snapshot length.
     pub snaplen_bytes: u64,
+    /// Bytes skipped because the out-of-order buffer cap was hit.
+    pub overflow_bytes: u64,
+    /// Stream offset up to which missing bytes were already counted as evidence.
+    missed_counted_to: u64,
     /// Longest silence so far (closed silences, however they ended).
     pub longest_silence: Span,
     /// Longest silence between two new-data segments (comparable with
@@ -417,6 +432,28 @@ pub struct Handshake {
     pub vhost: Option<String>,
     /// Connection.Open-Ok seen.
     pub open_ok: bool,
+}
+
+/// What the record layer shows of an AMQPS (TLS) connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Negotiated version (0x0303 = 1.2, 0x0304 = 1.3) from the ServerHello.
+    pub version: Option<u16>,
+    /// Cipher suite from the ServerHello.
+    pub cipher: Option<u16>,
+    /// Server name from the ClientHello.
+    pub sni: Option<String>,
+    /// ALPN protocols the client offered.
+    pub alpn: Vec<String>,
+    /// The client offered TLS 1.3.
+    pub client_offers_tls13: bool,
+    /// Length of the record that carries a heartbeat frame.
+    pub heartbeat_record_len: Option<u16>,
+    /// True when that length comes from the version and cipher, false when
+    /// it was learned as the dominant small record size.
+    pub heartbeat_len_from_cipher: bool,
+    /// Alert records seen (encrypted after the handshake).
+    pub alerts: u32,
 }
 
 /// A Connection.Close or Channel.Close seen on the wire.
@@ -524,10 +561,16 @@ pub struct Connection {
     pub violations: Vec<String>,
     /// Times framing was lost.
     pub lost_sync: u64,
+    /// Set for AMQP over TLS: what the record layer showed.
+    pub tls: Option<TlsInfo>,
     config: AnalysisConfig,
 }
 
 const MAX_VIOLATIONS: usize = 32;
+/// Connection.Close / Channel.Close events kept per connection.
+const MAX_CLOSES: usize = 64;
+/// Blocked/Unblocked events kept per connection.
+const MAX_BLOCKED: usize = 64;
 const HB_RING: usize = 32;
 
 impl Connection {
@@ -559,6 +602,7 @@ impl Connection {
             blocked: Vec::new(),
             violations: Vec::new(),
             lost_sync: 0,
+            tls: None,
             config,
         }
     }
@@ -651,8 +695,11 @@ impl Connection {
         }
         if offset > d.seen_end && d.last_activity.is_some() {
             // Sequence space skipped: bytes the capture never saw were sent
-            // during this silence.
-            d.evidence.capture_missed_bytes += offset - d.seen_end;
+            // during this silence. Counted now (the silence ends here); the
+            // hole event that may follow for the same range is not counted again.
+            let from = d.seen_end.max(d.missed_counted_to);
+            d.evidence.capture_missed_bytes += offset.saturating_sub(from);
+            d.missed_counted_to = d.missed_counted_to.max(offset);
         }
         d.seen_end = d.seen_end.max(offset + len);
         d.bytes += len;
@@ -708,20 +755,33 @@ impl Connection {
         ev.sender_keepalives = ev.sender_keepalives.saturating_add(1);
     }
 
-    /// Bytes of `dir` the capture never saw (`snaplen` = cut by the snapshot
-    /// length, which is not loss: the packet was seen).
-    pub fn on_hole(&mut self, ts: Timestamp, dir: Direction, len: u64, snaplen: bool) {
+    /// Bytes `[offset, offset+len)` of `dir` whose content will never be seen.
+    /// Only [`HoleClass::NotCaptured`] is capture loss; a snaplen cut or the
+    /// tool's own out-of-order cap lost content, not timing.
+    pub fn on_hole(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        offset: u64,
+        len: u64,
+        class: HoleClass,
+    ) {
         self.seen(ts);
         let d = &mut self.dirs[dir.index()];
-        if snaplen {
-            d.snaplen_bytes += len;
-            return;
+        match class {
+            HoleClass::Snaplen => d.snaplen_bytes += len,
+            HoleClass::Overflow => d.overflow_bytes += len,
+            HoleClass::NotCaptured => {
+                d.missed_bytes += len;
+                let end = offset + len;
+                let fresh = end.saturating_sub(offset.max(d.missed_counted_to));
+                d.missed_counted_to = d.missed_counted_to.max(end);
+                d.evidence.capture_missed_bytes += fresh;
+                self.dirs[dir.reverse().index()]
+                    .evidence
+                    .peer_capture_missed_bytes += fresh;
+            }
         }
-        d.missed_bytes += len;
-        d.evidence.capture_missed_bytes += len;
-        self.dirs[dir.reverse().index()]
-            .evidence
-            .peer_capture_missed_bytes += len;
     }
 
     /// Packets the capture dropped (libpcap counter) since the last call:
@@ -838,7 +898,7 @@ impl Connection {
                 });
             }
             ConnMethod::ChannelClose { channel, close } => {
-                if self.closes.len() < 64 {
+                if self.closes.len() < MAX_CLOSES {
                     self.closes.push(CloseEvent {
                         at: ts,
                         by,
@@ -848,8 +908,13 @@ impl Connection {
                 }
             }
             ConnMethod::CloseOk => {}
-            ConnMethod::Blocked { .. } => self.blocked.push((ts, true)),
-            ConnMethod::Unblocked => self.blocked.push((ts, false)),
+            ConnMethod::Blocked { .. } if self.blocked.len() < MAX_BLOCKED => {
+                self.blocked.push((ts, true))
+            }
+            ConnMethod::Unblocked if self.blocked.len() < MAX_BLOCKED => {
+                self.blocked.push((ts, false))
+            }
+            ConnMethod::Blocked { .. } | ConnMethod::Unblocked => {}
         }
         if !had_limit && self.limit_known() {
             self.resolve_pending();
@@ -966,6 +1031,10 @@ impl Connection {
 
     /// Turns silences kept while the limit was unknown into gaps.
     fn resolve_pending(&mut self) {
+        if self.dirs.iter().all(|d| d.pending.is_empty()) {
+            // Nothing to add: keep gap indexes stable (the engine refers to them).
+            return;
+        }
         let Some(limit) = self.limit() else {
             for d in &mut self.dirs {
                 d.pending.clear();

@@ -9,23 +9,30 @@
 //! [`SynLog`] used for wake-up detection. It is fed one packet at a time and
 //! never reads a clock, so replay, live capture and tests drive it the same way.
 //!
-//! Caps: at most [`EngineConfig::max_flows`] TCP flows are tracked at once;
-//! beyond that new flows are not tracked and a warning counts them.
+//! Caps: at most [`EngineConfig::max_flows`] candidate AMQP flows are tracked
+//! (over the whole input: flows are kept until the end for the report); beyond
+//! that new flows are not tracked and the `flow-cap` warning counts the packets
+//! that were ignored.
 
 use std::collections::{HashMap, VecDeque};
 
 use crate::amqp::{looks_like_protocol_header, AmqpEvent, ConnMethod, Framer};
-use crate::analysis::{AnalysisConfig, Cause, Connection, Role, RoleSource, SilenceEnd, SynLog};
+use crate::analysis::{
+    AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
+};
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
 use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
+use crate::tls::{heartbeat_record_len, looks_like_client_hello, RecordReader, TlsEvent};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// TCP ports on which flows are treated as AMQP even without a protocol header.
     pub amqp_ports: Vec<u16>,
+    /// TCP ports on which flows are treated as AMQP over TLS (AMQPS).
+    pub tls_ports: Vec<u16>,
     /// Analysis settings.
     pub analysis: AnalysisConfig,
     /// Reassembly caps.
@@ -38,6 +45,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             amqp_ports: vec![5672],
+            tls_ports: vec![5671],
             analysis: AnalysisConfig::default(),
             reassembly: ReassemblyConfig::default(),
             max_flows: 1_000_000,
@@ -99,9 +107,35 @@ pub struct ConnSlot {
 
 struct Flow {
     tcp: TcpStream,
-    framers: [Framer; 2],
+    proto: Proto,
     slot: usize,
     frame_max_applied: bool,
+}
+
+/// How a flow's bytes are read: AMQP frames, or TLS records around them.
+enum Proto {
+    Amqp([Framer; 2]),
+    Tls(Box<TlsFlow>),
+}
+
+/// TLS state of an AMQPS flow.
+struct TlsFlow {
+    readers: [RecordReader; 2],
+    /// Application-data record sizes up to 64 bytes seen per direction: (len, count).
+    small_sizes: [Vec<(u16, u32)>; 2],
+    server_hello: bool,
+    app_records: [u64; 2],
+}
+
+impl TlsFlow {
+    fn new(at_start: bool) -> Self {
+        TlsFlow {
+            readers: [RecordReader::new(at_start), RecordReader::new(at_start)],
+            small_sizes: [Vec::new(), Vec::new()],
+            server_hello: false,
+            app_records: [0, 0],
+        }
+    }
 }
 
 /// A client-stall gap whose end the client never showed on its own
@@ -231,7 +265,11 @@ impl Engine {
     }
 
     fn is_amqp_port(&self, port: u16) -> bool {
-        self.config.amqp_ports.contains(&port)
+        self.config.amqp_ports.contains(&port) || self.config.tls_ports.contains(&port)
+    }
+
+    fn is_tls_port(&self, port: u16) -> bool {
+        self.config.tls_ports.contains(&port)
     }
 
     fn on_segment(&mut self, seg: &TcpSegment<'_>) {
@@ -299,12 +337,14 @@ impl Engine {
                 key,
                 Flow {
                     tcp: TcpStream::new(self.config.reassembly),
-                    framers: if looks_like_protocol_header(seg.payload) {
+                    proto: if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
+                        Proto::Tls(Box::new(TlsFlow::new(at_start)))
+                    } else if looks_like_protocol_header(seg.payload) {
                         let mut f = [Framer::new(at_start), Framer::new(at_start)];
                         f[dir.index()] = Framer::new(true);
-                        f
+                        Proto::Amqp(f)
                     } else {
-                        [Framer::new(at_start), Framer::new(at_start)]
+                        Proto::Amqp([Framer::new(at_start), Framer::new(at_start)])
                     },
                     slot,
                     frame_max_applied: false,
@@ -321,14 +361,23 @@ impl Engine {
         let syns = &self.syns;
         let Flow {
             tcp,
-            framers,
+            proto,
             frame_max_applied,
             ..
         } = flow;
+        // A TLS ClientHello on an AMQP port: AMQPS on a non-standard port.
+        if let Proto::Amqp(_) = proto {
+            if !slot.confirmed && looks_like_client_hello(seg.payload) {
+                *proto = Proto::Tls(Box::new(TlsFlow::new(tcp.syn_seen(dir))));
+                slot.not_amqp = None;
+            }
+        }
         slot.conn.on_packet(ts, dir);
-        tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, framers, slot, syns));
+        tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
         if !*frame_max_applied {
-            if let Some((_, fm, _)) = slot.conn.handshake.tune_ok {
+            if let (Some((_, fm, _)), Proto::Amqp(framers)) =
+                (slot.conn.handshake.tune_ok, &mut *proto)
+            {
                 for f in framers.iter_mut() {
                     f.set_frame_max(fm);
                 }
@@ -393,8 +442,8 @@ impl Engine {
     fn finish_flow(&mut self, mut flow: Flow, end: Timestamp) {
         let slot = &mut self.slots[flow.slot];
         let syns = &self.syns;
-        let Flow { tcp, framers, .. } = &mut flow;
-        tcp.finish(&mut |d, ev| feed(end, d, ev, framers, slot, syns));
+        let Flow { tcp, proto, .. } = &mut flow;
+        tcp.finish(&mut |d, ev| feed(end, d, ev, proto, slot, syns));
         slot.tcp_retransmissions = [
             tcp.stats(Direction::AtoB).retransmitted_segments,
             tcp.stats(Direction::BtoA).retransmitted_segments,
@@ -462,7 +511,7 @@ fn feed(
     ts: Timestamp,
     d: Direction,
     ev: StreamEvent<'_>,
-    framers: &mut [Framer; 2],
+    proto: &mut Proto,
     slot: &mut ConnSlot,
     syns: &SynLog,
 ) {
@@ -483,19 +532,36 @@ fn feed(
         StreamEvent::KeepAlive => conn.on_keepalive(ts, d),
         StreamEvent::Fin => conn.on_fin(ts, d, syns),
         StreamEvent::Rst => conn.on_rst(ts, d, syns),
-        StreamEvent::Data { offset, bytes } => {
-            if slot.not_amqp.is_some() {
-                return;
+        StreamEvent::Data { offset, bytes } => match proto {
+            Proto::Amqp(framers) => {
+                if slot.not_amqp.is_some() {
+                    return;
+                }
+                let mut events = Vec::new();
+                framers[d.index()].data(offset, bytes, &mut |e| events.push(e));
+                apply_amqp(ts, d, events, slot);
             }
-            let mut events = Vec::new();
-            framers[d.index()].data(offset, bytes, &mut |e| events.push(e));
-            apply_amqp(ts, d, events, slot);
-        }
+            Proto::Tls(t) => {
+                let mut events = Vec::new();
+                t.readers[d.index()].data(offset, bytes, &mut |e| events.push(e));
+                apply_tls(ts, d, events, t, slot);
+            }
+        },
         StreamEvent::Hole { offset, len, kind } => {
-            let mut events = Vec::new();
-            framers[d.index()].hole(offset, len, &mut |e| events.push(e));
-            conn.on_hole(ts, d, len, kind != HoleKind::NotCaptured);
-            apply_amqp(ts, d, events, slot);
+            let class = match kind {
+                HoleKind::Snaplen => HoleClass::Snaplen,
+                HoleKind::NotCaptured => HoleClass::NotCaptured,
+                HoleKind::Overflow => HoleClass::Overflow,
+            };
+            conn.on_hole(ts, d, offset, len, class);
+            match proto {
+                Proto::Amqp(framers) => {
+                    let mut events = Vec::new();
+                    framers[d.index()].hole(offset, len, &mut |e| events.push(e));
+                    apply_amqp(ts, d, events, slot);
+                }
+                Proto::Tls(t) => t.readers[d.index()].hole(offset, len),
+            }
         }
     }
 }
@@ -537,4 +603,106 @@ fn apply_amqp(ts: Timestamp, d: Direction, events: Vec<AmqpEvent>, slot: &mut Co
             }
         }
     }
+}
+
+/// Turns TLS record facts into connection facts: heartbeat-sized application
+/// records count as heartbeat frames (so the timeout can be inferred from
+/// their period), other records as other frames.
+fn apply_tls(
+    ts: Timestamp,
+    d: Direction,
+    events: Vec<TlsEvent>,
+    t: &mut TlsFlow,
+    slot: &mut ConnSlot,
+) {
+    use crate::amqp::{FrameInfo, FrameKind};
+    use crate::analysis::TlsInfo;
+    for e in events {
+        let info = slot.conn.tls.get_or_insert_with(TlsInfo::default);
+        match e {
+            TlsEvent::ClientHello {
+                sni,
+                alpn,
+                offers_tls13,
+            } => {
+                info.sni = sni;
+                info.alpn = alpn;
+                info.client_offers_tls13 = offers_tls13;
+                if slot.conn.role_source == RoleSource::Port && slot.conn.role_of(d) != Role::Client
+                {
+                    slot.conn.set_client_dir(d, RoleSource::ProtocolHeader);
+                }
+            }
+            TlsEvent::ServerHello { version, cipher } => {
+                info.version = Some(version);
+                info.cipher = Some(cipher);
+                if let Some(len) = heartbeat_record_len(version, cipher) {
+                    info.heartbeat_record_len = Some(len);
+                    info.heartbeat_len_from_cipher = true;
+                }
+                t.server_hello = true;
+                slot.confirmed = true;
+            }
+            TlsEvent::Record {
+                content_type,
+                len,
+                offset,
+            } => {
+                if content_type == 21 {
+                    info.alerts = info.alerts.saturating_add(1);
+                }
+                if content_type != 23 {
+                    continue;
+                }
+                t.app_records[d.index()] += 1;
+                if t.app_records[0] > 0 && t.app_records[1] > 0 {
+                    slot.confirmed = true;
+                }
+                if info.heartbeat_record_len.is_none() && len <= 64 {
+                    learn_small_size(&mut t.small_sizes[d.index()], len);
+                    if let Some(l) = dominant_small_size(&t.small_sizes[d.index()]) {
+                        info.heartbeat_record_len = Some(l);
+                        info.heartbeat_len_from_cipher = false;
+                    }
+                }
+                let kind = if Some(len) == info.heartbeat_record_len {
+                    FrameKind::Heartbeat
+                } else {
+                    FrameKind::Body
+                };
+                let frame = FrameInfo {
+                    kind,
+                    channel: 0,
+                    size: u32::from(len),
+                    offset,
+                };
+                slot.conn.on_frame(ts, d, &frame);
+            }
+            TlsEvent::LostSync { offset, reason } => {
+                slot.conn.lost_sync += 1;
+                let who = slot.conn.role_of(d).as_str();
+                slot.conn
+                    .on_violation(format!("{who} TLS stream offset {offset}: {reason}"));
+            }
+        }
+    }
+}
+
+fn learn_small_size(sizes: &mut Vec<(u16, u32)>, len: u16) {
+    if let Some(e) = sizes.iter_mut().find(|(l, _)| *l == len) {
+        e.1 = e.1.saturating_add(1);
+    } else if sizes.len() < 8 {
+        sizes.push((len, 1));
+    }
+}
+
+/// The small record size that dominates a direction (>= 4 records and more
+/// than half of the small ones): the heartbeat record when the cipher is unknown.
+fn dominant_small_size(sizes: &[(u16, u32)]) -> Option<u16> {
+    let total: u32 = sizes.iter().map(|(_, c)| *c).sum();
+    sizes
+        .iter()
+        .filter(|(l, c)| *c >= 4 && *l <= 48 && c * 2 > total)
+        .map(|(l, _)| *l)
+        .next()
 }

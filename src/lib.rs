@@ -25,3 +25,4 @@ pub mod engine;
 pub mod model;
 pub mod reassembly;
 pub mod report;
+pub mod tls;

@@ -1,5 +1,6 @@
 //! The `hbscope` command: parse the CLI, run the app, map errors to exit codes
-//! (0 analysed, 2 unusable input, 3 `--fail-on-gap` and a gap was flagged).
+//! (0 analysed, 1 the report could not be written, 2 unusable input,
+//! 3 `--fail-on-gap` and a gap was flagged).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ struct ReplayArgs {
     /// Also treat this TCP port as AMQP (repeatable; 5672 always is).
     #[arg(long = "port", value_name = "PORT")]
     ports: Vec<u16>,
+    /// Also treat this TCP port as AMQP over TLS (repeatable; 5671 always is).
+    #[arg(long = "tls-port", value_name = "PORT")]
+    tls_ports: Vec<u16>,
     /// Heartbeat timeout in seconds for connections whose negotiation is not in the capture (wins over inference).
     #[arg(long, value_name = "SECS")]
     heartbeat: Option<u16>,
@@ -67,6 +71,11 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     for p in &args.ports {
         if !config.amqp_ports.contains(p) {
             config.amqp_ports.push(*p);
+        }
+    }
+    for p in &args.tls_ports {
+        if !config.tls_ports.contains(p) {
+            config.tls_ports.push(*p);
         }
     }
     config.analysis.heartbeat_override = args.heartbeat;

@@ -163,6 +163,8 @@ pub struct DirectionReport {
     pub missed_bytes: u64,
     /// Bytes cut by the snapshot length.
     pub snaplen_cut_bytes: u64,
+    /// Bytes whose content hbscope skipped because its out-of-order cap was hit.
+    pub overflow_skipped_bytes: u64,
     /// Longest silence in seconds, however it ended.
     pub longest_silence_s: f64,
     /// Longest silence between two new-data segments, in seconds.
@@ -317,6 +319,29 @@ pub struct ConnectionReport {
     pub gaps: Vec<GapReport>,
     /// Gaps beyond the per-connection cap (counted, not listed).
     pub gaps_not_listed: u64,
+    /// AMQP over TLS: what the record layer showed; null for plain AMQP.
+    pub tls: Option<TlsReport>,
+    /// Facts the capture cannot give for this connection (e.g. under TLS).
+    pub unavailable: Vec<&'static str>,
+}
+
+/// TLS facts of an AMQPS connection (read without keys).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TlsReport {
+    /// "1.2", "1.3", or null when the ServerHello was not in the capture.
+    pub version: Option<String>,
+    /// Cipher suite number, e.g. "0x1301".
+    pub cipher: Option<String>,
+    /// Server name (SNI) from the ClientHello.
+    pub sni: Option<String>,
+    /// ALPN protocols offered.
+    pub alpn: Vec<String>,
+    /// Record length that carries one heartbeat frame.
+    pub heartbeat_record_len: Option<u16>,
+    /// "cipher" (from version and cipher) or "dominant-size" (learned) or null.
+    pub heartbeat_record_len_from: Option<&'static str>,
+    /// Alert records seen.
+    pub alerts: u32,
 }
 
 fn dir_name(conn: &Connection, dir: Direction) -> &'static str {
@@ -420,6 +445,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
                 retransmissions: d.retransmissions,
                 missed_bytes: d.missed_bytes,
                 snaplen_cut_bytes: d.snaplen_bytes,
+                overflow_skipped_bytes: d.overflow_bytes,
                 longest_silence_s: secs(d.longest_silence.0),
                 longest_data_silence_s: secs(d.longest_data_silence.0),
             },
@@ -478,6 +504,32 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         violations: conn.violations.clone(),
         gaps: conn.gaps.iter().map(|g| gap_report(conn, g)).collect(),
         gaps_not_listed: conn.gaps_dropped,
+        tls: conn.tls.as_ref().map(|t| TlsReport {
+            version: t.version.map(crate::tls::version_name),
+            cipher: t.cipher.map(|c| format!("0x{c:04x}")),
+            sni: t.sni.clone(),
+            alpn: t.alpn.clone(),
+            heartbeat_record_len: t.heartbeat_record_len,
+            heartbeat_record_len_from: t.heartbeat_record_len.map(|_| {
+                if t.heartbeat_len_from_cipher {
+                    "cipher"
+                } else {
+                    "dominant-size"
+                }
+            }),
+            alerts: t.alerts,
+        }),
+        unavailable: if conn.tls.is_some() {
+            vec![
+                "client_properties",
+                "server_properties",
+                "tune",
+                "close_reply_codes",
+                "frame_types",
+            ]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -622,6 +674,21 @@ pub fn to_text(report: &Report) -> String {
             if !bits.is_empty() {
                 let _ = writeln!(o, "    client: {}", bits.join(" "));
             }
+        }
+        if let Some(t) = &conn.tls {
+            let _ = writeln!(
+                o,
+                "    tls: version {} cipher {}{}; heartbeat record {} bytes{}",
+                t.version.as_deref().unwrap_or("?"),
+                t.cipher.as_deref().unwrap_or("?"),
+                t.sni
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(" sni {s}")),
+                t.heartbeat_record_len
+                    .map_or("?".to_owned(), |l| l.to_string()),
+                t.heartbeat_record_len_from
+                    .map_or(String::new(), |f| format!(" (from {f})")),
+            );
         }
         let hb = &conn.heartbeat;
         let hb_text = match hb.value_s {
