@@ -12,6 +12,9 @@
 # re-recording, compare the summary and update the timings in their "notes" if needed.
 # nova-* captures are recorded by scripts/record-nova.sh (written by another helper; it
 # takes the lock itself and writes its own expect.json).
+# tls*-* and *-on-5672 captures are recorded by scripts/scenario-tls.sh (same lock); the tls
+# ones need the broker's TLS listener on 5671, which scripts/tls-setup.sh sets up first (it
+# takes the lock itself; no broker restart, see its header).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 S=$HERE/scripts
@@ -21,8 +24,11 @@ LOCK=/tmp/hbscope-record.lock
 
 ALL=(client-sigstop healthy-idle healthy-busy broker-sigstop netns-blackhole after-handshake
      heartbeat-disabled netns-oneway many-busy-one-stalled small-snaplen any-interface
-     any-interface-sll1 ipv6 empty non-amqp)
+     any-interface-sll1 ipv6 empty non-amqp
+     tls13-healthy tls13-client-stall tls12-healthy tls12-client-stall
+     tls-on-5672 amqp10-on-5672 http-on-5672)
 NEEDS_ALL_INTERFACES=" netns-blackhole netns-oneway ipv6 "
+NEEDS_TLS=" tls13-healthy tls13-client-stall tls12-healthy tls12-client-stall "
 
 say() { echo "record.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -70,12 +76,26 @@ for n in "${names[@]}"; do
     fi
 done
 
+for n in "${names[@]}"; do
+    if [[ $NEEDS_TLS == *" $n "* ]]; then
+        # TLS listener on 5671 + test certificates in captures/tls/ (takes the lock itself)
+        "$S/tls-setup.sh" || die "tls-setup.sh failed"
+        break
+    fi
+done
+
 # ---- record ---------------------------------------------------------------------------
 failed=()
 for n in "${names[@]}"; do
     say "=== recording $n"
-    if ! flock "$LOCK" "$S/scenario.sh" "$n"; then failed+=("$n"); continue; fi
     case $n in
+        tls1*-*|*-on-5672) script=$S/scenario-tls.sh ;;
+        *) script=$S/scenario.sh ;;
+    esac
+    if ! flock "$LOCK" "$script" "$n"; then failed+=("$n"); continue; fi
+    case $n in
+        tls1*-*) "$S/summarize_tls.py" "$OUT/$n.pcap" ;;
+        *-on-5672) tshark -r "$OUT/$n.pcap" -d tcp.port==5672,amqp 2>/dev/null ;;
         after-handshake) "$S/summarize.py" "$OUT/$n.pcap" --heartbeat 4 ;;
         small-snaplen) "$S/summarize.py" "$OUT/$n.pcap" --heartbeat 2 ;;
         empty|non-amqp) capinfos -c "$OUT/$n.pcap" 2>/dev/null | tail -1 ;;

@@ -705,8 +705,17 @@ impl Framer {
                 let version = [buf[4], buf[5], buf[6], buf[7]];
                 out(AmqpEvent::ProtocolHeader { version });
                 if &buf != PROTOCOL_HEADER_091 {
+                    let what = match version {
+                        [0, 1, 0, 0] | [3, 1, 0, 0] => "AMQP 1.0".to_owned(),
+                        [0, 0, 9, 0] => "AMQP 0-9".to_owned(),
+                        [1, 1, 0, 9] | [1, 1, 8, 0] => "AMQP 0-8".to_owned(),
+                        v => format!("AMQP version {}.{}.{}.{}", v[0], v[1], v[2], v[3]),
+                    };
                     out(AmqpEvent::NotAmqp091 {
-                        looks_like: format!("AMQP protocol header version {version:?} (not 0-9-1)"),
+                        looks_like: format!(
+                            "{what} protocol header {}; hbscope analyses AMQP 0-9-1 only",
+                            crate::amqp::escape(&buf)
+                        ),
                     });
                     return (State::Ignored, n);
                 }
@@ -953,6 +962,17 @@ fn decode_method(channel_id: u16, payload: &[u8]) -> Option<ConnMethod> {
     }
 }
 
+/// Bytes as a short quoted string with escapes, for messages.
+#[must_use]
+pub fn escape(b: &[u8]) -> String {
+    let text: String = b
+        .iter()
+        .flat_map(|c| std::ascii::escape_default(*c))
+        .map(char::from)
+        .collect();
+    format!("\"{text}\"")
+}
+
 /// Whether `payload` starts like an AMQP protocol header (any version).
 #[must_use]
 pub fn looks_like_protocol_header(payload: &[u8]) -> bool {
@@ -1094,7 +1114,10 @@ mod tests {
             f.hole(cut as u64, (hole_end - cut) as u64, &mut |e| ev.push(e));
             f.data(hole_end as u64, &t[hole_end..], &mut |e| ev.push(e));
             f.data(t.len() as u64, HB, &mut |e| ev.push(e));
-            assert!(!ev.iter().any(|e| matches!(e, AmqpEvent::LostSync { .. })), "cut {cut}: {ev:?}");
+            assert!(
+                !ev.iter().any(|e| matches!(e, AmqpEvent::LostSync { .. })),
+                "cut {cut}: {ev:?}"
+            );
             assert_eq!(count_hb(&ev), 1);
         }
     }

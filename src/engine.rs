@@ -103,6 +103,10 @@ pub struct ConnSlot {
     /// TCP reassembly statistics snapshot (filled at finish).
     pub tcp_retransmissions: [u64; 2],
     gaps_checked: usize,
+    /// First bytes each side sent (up to 8), to say what a non-AMQP flow carried.
+    first_bytes: [Vec<u8>; 2],
+    /// The broker answered with its own protocol header: it rejected what the client sent.
+    broker_rejected: bool,
 }
 
 struct Flow {
@@ -331,6 +335,8 @@ impl Engine {
                 not_amqp: None,
                 tcp_retransmissions: [0, 0],
                 gaps_checked: 0,
+                first_bytes: [Vec::new(), Vec::new()],
+                broker_rejected: false,
             });
             let slot = self.slots.len() - 1;
             self.flows.insert(
@@ -465,10 +471,35 @@ impl Engine {
         for flow in flows {
             self.finish_flow(flow, end);
         }
-        let unconfirmed = self
+        let mut described = Vec::new();
+        for s in self
             .slots
             .iter()
             .filter(|s| !s.confirmed && s.not_amqp.is_none())
+        {
+            let client = s.conn.client();
+            let broker = s.conn.broker();
+            let sent = crate::amqp::escape(&s.first_bytes[s.conn.client_dir.index()]);
+            if s.conn.tls.is_some() {
+                described.push(format!(
+                    "{client} -> {broker}: a TLS ClientHello got no TLS answer{}: a TLS client on a plain AMQP port? Not listed",
+                    if s.broker_rejected { " (the broker answered with an AMQP protocol header and closed)" } else { "" }
+                ));
+            } else if s.broker_rejected {
+                described.push(format!(
+                    "{client} -> {broker}: the client sent {sent}, not AMQP 0-9-1; the broker answered with its protocol header and closed. Not listed"
+                ));
+            }
+        }
+        for d in described {
+            self.warn("not-amqp-0-9-1", d);
+        }
+        let unconfirmed = self
+            .slots
+            .iter()
+            .filter(|s| {
+                !s.confirmed && s.not_amqp.is_none() && !s.broker_rejected && s.conn.tls.is_none()
+            })
             .count();
         if unconfirmed > 0 {
             self.warn(
@@ -532,21 +563,14 @@ fn feed(
         StreamEvent::KeepAlive => conn.on_keepalive(ts, d),
         StreamEvent::Fin => conn.on_fin(ts, d, syns),
         StreamEvent::Rst => conn.on_rst(ts, d, syns),
-        StreamEvent::Data { offset, bytes } => match proto {
-            Proto::Amqp(framers) => {
-                if slot.not_amqp.is_some() {
-                    return;
-                }
-                let mut events = Vec::new();
-                framers[d.index()].data(offset, bytes, &mut |e| events.push(e));
-                apply_amqp(ts, d, events, slot);
+        StreamEvent::Data { offset, bytes } => {
+            let first = &mut slot.first_bytes[d.index()];
+            if first.len() < 8 {
+                let n = (8 - first.len()).min(bytes.len());
+                first.extend_from_slice(&bytes[..n]);
             }
-            Proto::Tls(t) => {
-                let mut events = Vec::new();
-                t.readers[d.index()].data(offset, bytes, &mut |e| events.push(e));
-                apply_tls(ts, d, events, t, slot);
-            }
-        },
+            feed_data(ts, d, offset, bytes, proto, slot);
+        }
         StreamEvent::Hole { offset, len, kind } => {
             let class = match kind {
                 HoleKind::Snaplen => HoleClass::Snaplen,
@@ -566,12 +590,44 @@ fn feed(
     }
 }
 
+/// In-order bytes to the AMQP framer or the TLS record reader.
+fn feed_data(
+    ts: Timestamp,
+    d: Direction,
+    offset: u64,
+    bytes: &[u8],
+    proto: &mut Proto,
+    slot: &mut ConnSlot,
+) {
+    match proto {
+        Proto::Amqp(framers) => {
+            if slot.not_amqp.is_some() {
+                return;
+            }
+            let mut events = Vec::new();
+            framers[d.index()].data(offset, bytes, &mut |e| events.push(e));
+            apply_amqp(ts, d, events, slot);
+        }
+        Proto::Tls(t) => {
+            let mut events = Vec::new();
+            t.readers[d.index()].data(offset, bytes, &mut |e| events.push(e));
+            apply_tls(ts, d, events, t, slot);
+        }
+    }
+}
+
 fn apply_amqp(ts: Timestamp, d: Direction, events: Vec<AmqpEvent>, slot: &mut ConnSlot) {
     for e in events {
         match e {
             AmqpEvent::ProtocolHeader { .. } => {
-                slot.confirmed = true;
-                slot.conn.on_protocol_header(d);
+                if slot.conn.role_source == RoleSource::Port && slot.conn.role_of(d) == Role::Broker
+                {
+                    // A broker sends its protocol header only to refuse the
+                    // client's: this flow is not an AMQP 0-9-1 connection.
+                    slot.broker_rejected = true;
+                } else {
+                    slot.conn.on_protocol_header(d);
+                }
             }
             AmqpEvent::Frame(f) => {
                 slot.confirmed = true;

@@ -22,6 +22,7 @@ pub mod app;
 pub mod capture;
 pub mod decode;
 pub mod engine;
+pub mod fuzz;
 pub mod model;
 pub mod reassembly;
 pub mod report;

@@ -17,7 +17,11 @@ fn records(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
     let mut i = 24;
     while i + 16 <= bytes.len() {
         let f = [bytes[i + 8], bytes[i + 9], bytes[i + 10], bytes[i + 11]];
-        let caplen = if le { u32::from_le_bytes(f) } else { u32::from_be_bytes(f) } as usize;
+        let caplen = if le {
+            u32::from_le_bytes(f)
+        } else {
+            u32::from_be_bytes(f)
+        } as usize;
         let end = i + 16 + caplen;
         if end > bytes.len() {
             break;
@@ -29,10 +33,16 @@ fn records(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
 }
 
 fn gaps(path: &Path) -> Vec<(String, String, String)> {
-    let r = app::replay(path, EngineConfig::default(), &mut |_| {}).unwrap().report();
+    let r = app::replay(path, EngineConfig::default(), &mut |_| {})
+        .unwrap()
+        .report();
     r.connections
         .iter()
-        .flat_map(|c| c.gaps.iter().map(move |g| (c.client.clone(), g.direction.to_owned(), g.cause.to_owned())))
+        .flat_map(|c| {
+            c.gaps
+                .iter()
+                .map(move |g| (c.client.clone(), g.direction.to_owned(), g.cause.to_owned()))
+        })
         .collect()
 }
 
@@ -40,11 +50,20 @@ fn gaps(path: &Path) -> Vec<(String, String, String)> {
 fn random_deletions_never_invent_stalls() {
     let dir = std::env::temp_dir().join(format!("hbscope-damage-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let names = ["healthy-idle", "nova-api-pthread", "client-sigstop", "nova-api-eventlet", "broker-sigstop", "ipv6"];
+    let names = [
+        "healthy-idle",
+        "nova-api-pthread",
+        "client-sigstop",
+        "nova-api-eventlet",
+        "broker-sigstop",
+        "ipv6",
+    ];
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut checked = 0;
     for name in names {
-        let orig = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(format!("{name}.pcap"));
+        let orig = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("captures")
+            .join(format!("{name}.pcap"));
         let intact = gaps(&orig);
         let (header, recs) = records(&std::fs::read(&orig).unwrap());
         for round in 0..12 {
@@ -62,7 +81,9 @@ fn random_deletions_never_invent_stalls() {
             std::fs::write(&p, &out).unwrap();
             for (client, direction, cause) in gaps(&p) {
                 let stall = cause == "client-stall" || cause == "broker-stall";
-                let real = intact.iter().any(|(c, d, k)| *c == client && *d == direction && *k == cause);
+                let real = intact
+                    .iter()
+                    .any(|(c, d, k)| *c == client && *d == direction && *k == cause);
                 assert!(
                     !stall || real,
                     "{name} round {round}: {direction} {cause} on {client} does not exist in the intact capture"
@@ -71,5 +92,8 @@ fn random_deletions_never_invent_stalls() {
             }
         }
     }
-    assert!(checked > 0, "the deletions should have produced some gaps to check");
+    assert!(
+        checked > 0,
+        "the deletions should have produced some gaps to check"
+    );
 }

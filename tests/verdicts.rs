@@ -149,6 +149,13 @@ capture_tests! {
     heartbeat_disabled => "heartbeat-disabled",
     empty => "empty",
     non_amqp => "non-amqp",
+    tls13_healthy => "tls13-healthy",
+    tls13_client_stall => "tls13-client-stall",
+    tls12_healthy => "tls12-healthy",
+    tls12_client_stall => "tls12-client-stall",
+    tls_on_5672 => "tls-on-5672",
+    amqp10_on_5672 => "amqp10-on-5672",
+    http_on_5672 => "http-on-5672",
 }
 
 /// The founding case, checked field by field (not only by snapshot).
