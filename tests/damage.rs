@@ -73,7 +73,7 @@ fn random_deletions_never_invent_stalls() {
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 // Drop about one packet in eight.
-                if seed % 8 != 0 {
+                if !seed.is_multiple_of(8) {
                     out.extend_from_slice(r);
                 }
             }
