@@ -40,10 +40,10 @@ fn main() {
     for i in 0..inputs {
         let (link, pkts) = make_input(&mut rng, &seeds);
         let mut srng = rng.clone();
-        let ok = panic::catch_unwind(|| {
+        let ok = panic::catch_unwind(panic::AssertUnwindSafe(|| {
             run_input(link, &pkts);
             run_streams(&mut srng, &seeds);
-        });
+        }));
         rng.next_u64();
         if ok.is_err() {
             crashes += 1;
