@@ -23,6 +23,7 @@ pub mod capture;
 pub mod decode;
 pub mod engine;
 pub mod fuzz;
+pub mod html;
 pub mod model;
 pub mod reassembly;
 pub mod report;

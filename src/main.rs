@@ -33,6 +33,10 @@ enum Format {
     Text,
     /// The JSON report (schema in docs/report-schema.md).
     Json,
+    /// One self-contained HTML file (inline SVG timelines; no network fetches).
+    Html,
+    /// Markdown, for pasting into a ticket.
+    Markdown,
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +55,9 @@ struct ReplayArgs {
     /// Heartbeat timeout in seconds for connections whose negotiation is not in the capture (wins over inference).
     #[arg(long, value_name = "SECS")]
     heartbeat: Option<u16>,
+    /// Print only one line per flagged connection, grouped by client name, with counts per cause.
+    #[arg(long)]
+    summary: bool,
     /// Exit with code 3 when any gap was flagged (for scripts and CI).
     #[arg(long)]
     fail_on_gap: bool,
@@ -88,7 +95,10 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     };
     let rep = result.report();
     let text = match args.format {
+        _ if args.summary => hbscope::html::to_summary(&rep),
         Format::Text => report::to_text(&rep),
+        Format::Html => hbscope::html::to_html(&rep),
+        Format::Markdown => hbscope::html::to_markdown(&rep),
         Format::Json => match report::to_json(&rep) {
             Ok(mut j) => {
                 j.push('\n');
