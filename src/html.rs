@@ -212,9 +212,9 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
             s.push_str(&gap_html(g));
         }
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<p><small>hbscope {}; schema {}; the SASL response is never included.</small></p></body></html>\n",
+        "<p><small>hbscope {}; schema {}; the SASL response is never included.</small></p></body></html>",
         esc(r.tool.version),
         r.schema_version
     );
