@@ -655,6 +655,13 @@ pub fn to_text(report: &Report) -> String {
             format!(": {}", causes.join(", "))
         }
     );
+    if report.connections.is_empty() {
+        let _ = writeln!(
+            o,
+            "no AMQP 0-9-1 traffic found: hbscope looks at TCP ports 5672 (AMQP) and 5671 (AMQPS) and for the \
+             AMQP protocol header on any port; add other ports with --port / --tls-port"
+        );
+    }
     for conn in &report.connections {
         let _ = writeln!(o);
         let name = conn

@@ -206,3 +206,25 @@ fn help_is_stable() {
     let o = bin().arg("--help").output().unwrap();
     insta::assert_snapshot!("help", String::from_utf8_lossy(&o.stdout));
 }
+
+/// The captures of the bad-input table in docs/robustness.md: each is
+/// analysed (exit 0), lists no connection and says why in one warning line.
+#[test]
+fn bad_input_captures_say_what_they_carry() {
+    let rows = [
+        ("non-amqp.pcap", "no AMQP 0-9-1 traffic found"),
+        ("amqp10-on-5672.pcap", "AMQP 1.0 protocol header"),
+        (
+            "http-on-5672.pcap",
+            "the client sent \"GET / HT\", not AMQP 0-9-1",
+        ),
+        ("tls-on-5672.pcap", "a TLS ClientHello got no TLS answer"),
+    ];
+    for (name, needle) in rows {
+        let o = replay(&[capture(name).to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{name}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("0 AMQP connection(s)"), "{name}: {out}");
+        assert!(out.contains(needle), "{name}: expected {needle:?} in {out}");
+    }
+}
