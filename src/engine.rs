@@ -626,6 +626,7 @@ fn apply_amqp(ts: Timestamp, d: Direction, events: Vec<AmqpEvent>, slot: &mut Co
                     // client's: this flow is not an AMQP 0-9-1 connection.
                     slot.broker_rejected = true;
                 } else {
+                    slot.confirmed = true;
                     slot.conn.on_protocol_header(d);
                 }
             }

@@ -1,0 +1,201 @@
+//! Crafted hostile captures stay inside hbscope's caps, and the report says
+//! what was dropped: a flood of SYNs, a flow with a huge out-of-order window,
+//! and an AMQP frame that claims 4 GB.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hbscope::capture::{LinkType, PacketRecord};
+use hbscope::engine::{Engine, EngineConfig};
+use hbscope::model::Timestamp;
+use hbscope::report;
+
+/// Ethernet + IPv4 + TCP (20-byte header) packet; checksums are not checked by hbscope.
+#[allow(clippy::too_many_arguments)]
+fn tcp_packet(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut p = vec![0u8; 12];
+    p.extend_from_slice(&[0x08, 0x00]);
+    let total = u16::try_from(20 + 20 + payload.len()).unwrap();
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ack.to_be_bytes());
+    p.extend_from_slice(&[0x50, flags]);
+    p.extend_from_slice(&65535u16.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const PSH_ACK: u8 = 0x18;
+
+fn feed(engine: &mut Engine, ts_ns: i64, pkt: &[u8]) {
+    let len = u32::try_from(pkt.len()).unwrap();
+    engine.process(&PacketRecord {
+        ts: Timestamp(ts_ns),
+        caplen: len,
+        orig_len: len,
+        data: pkt,
+    });
+}
+
+#[test]
+fn syn_flood_is_capped_and_reported() {
+    let mut config = EngineConfig::default();
+    config.max_flows = 5_000;
+    let mut engine = Engine::new(config, LinkType::ETHERNET);
+    for i in 0..50_000u32 {
+        let src = [
+            10,
+            1,
+            u8::try_from(i >> 8 & 0xff).unwrap(),
+            u8::try_from(i & 0xff).unwrap(),
+        ];
+        let sport = 1024 + u16::try_from(i % 60_000).unwrap();
+        feed(
+            &mut engine,
+            i64::from(i) * 1_000,
+            &tcp_packet(src, sport, [10, 0, 0, 1], 5672, i, 0, SYN, &[]),
+        );
+    }
+    engine.finish();
+    let rep = report::build(&engine, "syn-flood", true);
+    assert_eq!(
+        rep.connections.len(),
+        0,
+        "SYN-only flows are not AMQP connections"
+    );
+    assert!(
+        engine.slots().len() <= 5_000,
+        "tracked {}",
+        engine.slots().len()
+    );
+    let w = rep
+        .capture
+        .warnings
+        .iter()
+        .find(|w| w.code == "flow-cap")
+        .expect("flow-cap warning");
+    assert_eq!(w.count, 45_000);
+}
+
+#[test]
+fn huge_out_of_order_window_is_bounded() {
+    let mut engine = Engine::new(EngineConfig::default(), LinkType::ETHERNET);
+    let c = [10, 0, 0, 2];
+    let b = [10, 0, 0, 1];
+    feed(
+        &mut engine,
+        0,
+        &tcp_packet(c, 40000, b, 5672, 1000, 0, SYN, &[]),
+    );
+    feed(
+        &mut engine,
+        1,
+        &tcp_packet(b, 5672, c, 40000, 5000, 1001, SYN | ACK, &[]),
+    );
+    feed(
+        &mut engine,
+        2,
+        &tcp_packet(
+            c,
+            40000,
+            b,
+            5672,
+            1001,
+            5001,
+            PSH_ACK,
+            b"AMQP\x00\x00\x09\x01",
+        ),
+    );
+    // 20,000 segments of 1 KiB, each leaving a 1 KiB hole before it: 20 MiB
+    // of out-of-order data that can never become contiguous.
+    let chunk = vec![0xAB; 1024];
+    for i in 0..20_000u32 {
+        let seq = 1009 + 2048 * (i + 1);
+        feed(
+            &mut engine,
+            10 + i64::from(i),
+            &tcp_packet(c, 40000, b, 5672, seq, 5001, PSH_ACK, &chunk),
+        );
+    }
+    engine.finish();
+    let rep = report::build(&engine, "ooo", true);
+    let conn = &rep.connections[0];
+    let d = &conn.directions["client-to-broker"];
+    assert!(
+        d.overflow_skipped_bytes > 0,
+        "the out-of-order cap must have been hit: {d:?}"
+    );
+    assert!(
+        d.bytes >= 20_000 * 1024,
+        "timing of every segment is still counted: {}",
+        d.bytes
+    );
+}
+
+#[test]
+fn frame_claiming_4_gb_is_a_framing_error_not_a_wait() {
+    let mut engine = Engine::new(EngineConfig::default(), LinkType::ETHERNET);
+    let c = [10, 0, 0, 2];
+    let b = [10, 0, 0, 1];
+    feed(
+        &mut engine,
+        0,
+        &tcp_packet(c, 40001, b, 5672, 1000, 0, SYN, &[]),
+    );
+    feed(
+        &mut engine,
+        1,
+        &tcp_packet(b, 5672, c, 40001, 5000, 1001, SYN | ACK, &[]),
+    );
+    feed(
+        &mut engine,
+        2,
+        &tcp_packet(
+            c,
+            40001,
+            b,
+            5672,
+            1001,
+            5001,
+            PSH_ACK,
+            b"AMQP\x00\x00\x09\x01",
+        ),
+    );
+    let mut evil = vec![3, 0, 1, 0xFF, 0xFF, 0xFF, 0xF0];
+    evil.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+    feed(
+        &mut engine,
+        3,
+        &tcp_packet(c, 40001, b, 5672, 1009, 5001, PSH_ACK, &evil),
+    );
+    engine.finish();
+    let rep = report::build(&engine, "4gb", true);
+    let conn = &rep.connections[0];
+    assert!(
+        conn.violations
+            .iter()
+            .any(|v| v.contains("more than the frame-size cap")),
+        "{:?}",
+        conn.violations
+    );
+    assert_eq!(
+        conn.directions["client-to-broker"].heartbeats, 1,
+        "framing recovered after the bad header"
+    );
+}
