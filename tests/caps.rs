@@ -55,8 +55,10 @@ fn feed(engine: &mut Engine, ts_ns: i64, pkt: &[u8]) {
 
 #[test]
 fn syn_flood_is_capped_and_reported() {
-    let mut config = EngineConfig::default();
-    config.max_flows = 5_000;
+    let config = EngineConfig {
+        max_flows: 5_000,
+        ..EngineConfig::default()
+    };
     let mut engine = Engine::new(config, LinkType::ETHERNET);
     for i in 0..50_000u32 {
         let src = [
