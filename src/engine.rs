@@ -78,6 +78,10 @@ pub struct CaptureCounters {
     pub out_of_order_timestamps: u64,
     /// Packets dropped by the kernel (live capture).
     pub dropped: Option<u64>,
+    /// Packets of AMQP flows that arrived after the flow closed.
+    pub late_packets: u64,
+    /// Candidate flows evicted at the flow cap before they showed AMQP.
+    pub evicted_flows: u64,
 }
 
 /// A warning about the input, with how many times it happened.
@@ -112,8 +116,48 @@ pub struct ConnSlot {
 struct Flow {
     tcp: TcpStream,
     proto: Proto,
-    slot: usize,
+    slot: SlotRef,
     frame_max_applied: bool,
+}
+
+/// Where a flow's analysis lives: inside the flow until the flow is shown to
+/// be AMQP (so flows that never are cost nothing once gone), then in the
+/// engine's list of connections, which outlives the flow for the report.
+enum SlotRef {
+    Pending(Box<ConnSlot>),
+    Index(usize),
+}
+
+/// Flows recently closed (RST, or FIN both ways), so that their stragglers
+/// (the last ACK, a retransmitted FIN) do not open a new candidate flow.
+#[derive(Default)]
+struct ClosedFlows {
+    order: VecDeque<FlowKey>,
+    set: std::collections::HashSet<FlowKey>,
+}
+
+impl ClosedFlows {
+    const CAP: usize = 65_536;
+
+    fn insert(&mut self, key: FlowKey) {
+        if self.set.insert(key) {
+            self.order.push_back(key);
+            if self.order.len() > Self::CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        // The order entry is left behind; it is skipped when it expires.
+        self.set.remove(key);
+    }
+
+    fn contains(&self, key: &FlowKey) -> bool {
+        self.set.contains(key)
+    }
 }
 
 /// How a flow's bytes are read: AMQP frames, or TLS records around them.
@@ -129,6 +173,9 @@ struct TlsFlow {
     small_sizes: [Vec<(u16, u32)>; 2],
     server_hello: bool,
     app_records: [u64; 2],
+    /// The client's AMQP protocol header travels in a record of heartbeat
+    /// size: the first such client record is not counted as a heartbeat.
+    header_record_skipped: bool,
 }
 
 impl TlsFlow {
@@ -138,6 +185,7 @@ impl TlsFlow {
             small_sizes: [Vec::new(), Vec::new()],
             server_hello: false,
             app_records: [0, 0],
+            header_record_skipped: !at_start,
         }
     }
 }
@@ -162,6 +210,9 @@ pub struct Engine {
     counters: CaptureCounters,
     warnings: Vec<Warning>,
     awaiting: VecDeque<AwaitingResume>,
+    closed: ClosedFlows,
+    /// Candidate flows not yet shown to be AMQP, oldest first (for eviction at the cap).
+    pending_order: VecDeque<FlowKey>,
     finished: bool,
 }
 
@@ -180,6 +231,8 @@ impl Engine {
             counters: CaptureCounters::default(),
             warnings: Vec::new(),
             awaiting: VecDeque::new(),
+            closed: ClosedFlows::default(),
+            pending_order: VecDeque::new(),
             finished: false,
         }
     }
@@ -202,7 +255,8 @@ impl Engine {
         self.link
     }
 
-    /// All connection slots (confirmed AMQP and candidates), in order of first packet.
+    /// Connection slots shown to be AMQP (0-9-1, or another version that was
+    /// then set aside), in the order they were recognised.
     #[must_use]
     pub fn slots(&self) -> &[ConnSlot] {
         &self.slots
@@ -278,99 +332,45 @@ impl Engine {
 
     fn on_segment(&mut self, seg: &TcpSegment<'_>) {
         let ts = seg.ts;
-        if seg.flags.syn && !seg.flags.ack {
+        let fresh_syn = seg.flags.syn && !seg.flags.ack;
+        if fresh_syn {
             self.syns.record(ts, seg.src, seg.dst);
         }
         let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
-        let fresh_syn = seg.flags.syn && !seg.flags.ack;
-        let reuse = fresh_syn
-            && self.flows.get(&key).is_some_and(|f| {
-                let conn = &self.slots[f.slot].conn;
+        if fresh_syn {
+            self.closed.remove(&key);
+            // A new connection on a 4-tuple still open in the table: the old
+            // one ended without our seeing it; close it first.
+            let reuse = self.flows.get(&key).is_some_and(|f| {
+                let conn = &self.slot_of(f).conn;
                 conn.fin.iter().any(Option::is_some) || conn.rst.iter().any(Option::is_some)
             });
-        if reuse {
-            if let Some(flow) = self.flows.remove(&key) {
-                let end = self.slots[flow.slot].conn.last_seen;
-                self.finish_flow(flow, end);
+            if reuse {
+                if let Some(flow) = self.flows.remove(&key) {
+                    let end = self.slot_of(&flow).conn.last_seen;
+                    self.finish_flow(flow, end);
+                }
             }
         }
-        if !self.flows.contains_key(&key) {
-            let client_dir = if self.is_amqp_port(seg.dst.port) {
-                dir
-            } else if self.is_amqp_port(seg.src.port) {
-                dir.reverse()
-            } else if looks_like_protocol_header(seg.payload) {
-                dir
-            } else {
-                self.counters.other_tcp_packets += 1;
-                return;
-            };
-            if self.flows.len() >= self.config.max_flows {
-                self.warn(
-                    "flow-cap",
-                    format!(
-                        "more than {} concurrent TCP flows: new flows are not tracked (first dropped: {key})",
-                        self.config.max_flows
-                    ),
-                );
-                return;
-            }
-            let at_start = seg.flags.syn;
-            let role_source = if self.is_amqp_port(key.receiver(client_dir).port) {
-                RoleSource::Port
-            } else {
-                RoleSource::ProtocolHeader
-            };
-            let conn = Connection::new(
-                key,
-                client_dir,
-                role_source,
-                ts,
-                !at_start,
-                self.config.analysis,
-            );
-            self.slots.push(ConnSlot {
-                conn,
-                confirmed: false,
-                not_amqp: None,
-                tcp_retransmissions: [0, 0],
-                gaps_checked: 0,
-                first_bytes: [Vec::new(), Vec::new()],
-                broker_rejected: false,
-            });
-            let slot = self.slots.len() - 1;
-            self.flows.insert(
-                key,
-                Flow {
-                    tcp: TcpStream::new(self.config.reassembly),
-                    proto: if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
-                        Proto::Tls(Box::new(TlsFlow::new(at_start)))
-                    } else if looks_like_protocol_header(seg.payload) {
-                        let mut f = [Framer::new(at_start), Framer::new(at_start)];
-                        f[dir.index()] = Framer::new(true);
-                        Proto::Amqp(f)
-                    } else {
-                        Proto::Amqp([Framer::new(at_start), Framer::new(at_start)])
-                    },
-                    slot,
-                    frame_max_applied: false,
-                },
-            );
-            if fresh_syn {
-                self.on_reconnect(slot, ts);
-            }
+        if !self.flows.contains_key(&key) && !self.open_flow(seg, key, dir) {
+            return;
         }
-        let Some(flow) = self.flows.get_mut(&key) else {
+        let Engine {
+            flows, slots, syns, ..
+        } = self;
+        let Some(flow) = flows.get_mut(&key) else {
             return;
         };
-        let slot = &mut self.slots[flow.slot];
-        let syns = &self.syns;
         let Flow {
             tcp,
             proto,
             frame_max_applied,
-            ..
+            slot: slot_ref,
         } = flow;
+        let slot: &mut ConnSlot = match slot_ref {
+            SlotRef::Pending(b) => b,
+            SlotRef::Index(i) => &mut slots[*i],
+        };
         // A TLS ClientHello on an AMQP port: AMQPS on a non-standard port.
         if let Proto::Amqp(_) = proto {
             if !slot.confirmed && looks_like_client_hello(seg.payload) {
@@ -390,8 +390,142 @@ impl Engine {
                 *frame_max_applied = true;
             }
         }
-        let slot_idx = flow.slot;
-        self.note_new_gaps(slot_idx);
+        let conn = &slot.conn;
+        let ended = conn.rst.iter().any(Option::is_some) || conn.fin.iter().all(Option::is_some);
+        self.promote(&key);
+        if let Some(idx) = self.flows.get(&key).and_then(|f| match f.slot {
+            SlotRef::Index(i) => Some(i),
+            SlotRef::Pending(_) => None,
+        }) {
+            self.note_new_gaps(idx);
+        }
+        if ended {
+            if let Some(flow) = self.flows.remove(&key) {
+                self.finish_flow(flow, ts);
+                self.closed.insert(key);
+            }
+        }
+    }
+
+    fn slot_of<'a>(&'a self, flow: &'a Flow) -> &'a ConnSlot {
+        match &flow.slot {
+            SlotRef::Pending(b) => b,
+            SlotRef::Index(i) => &self.slots[*i],
+        }
+    }
+
+    /// Moves a flow's slot into the connection list once it is shown to be AMQP.
+    fn promote(&mut self, key: &FlowKey) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        let is_confirmed = matches!(&flow.slot, SlotRef::Pending(b) if b.confirmed);
+        if !is_confirmed {
+            return;
+        }
+        let idx = self.slots.len();
+        if let SlotRef::Pending(b) = std::mem::replace(&mut flow.slot, SlotRef::Index(idx)) {
+            self.slots.push(*b);
+        }
+    }
+
+    /// Starts tracking a flow if it may be AMQP; false when it is ignored.
+    fn open_flow(&mut self, seg: &TcpSegment<'_>, key: FlowKey, dir: Direction) -> bool {
+        let ts = seg.ts;
+        let fresh_syn = seg.flags.syn && !seg.flags.ack;
+        let client_dir = if self.is_amqp_port(seg.dst.port) {
+            dir
+        } else if self.is_amqp_port(seg.src.port) {
+            dir.reverse()
+        } else if looks_like_protocol_header(seg.payload) {
+            dir
+        } else {
+            self.counters.other_tcp_packets += 1;
+            return false;
+        };
+        if !fresh_syn && self.closed.contains(&key) {
+            self.counters.late_packets += 1;
+            return false;
+        }
+        if self.flows.len() >= self.config.max_flows && !self.evict_one_pending() {
+            self.warn(
+                "flow-cap",
+                format!(
+                    "more than {} concurrent AMQP flows: packets of new flows were ignored (first: {key})",
+                    self.config.max_flows
+                ),
+            );
+            return false;
+        }
+        let at_start = seg.flags.syn;
+        let role_source = if self.is_amqp_port(key.receiver(client_dir).port) {
+            RoleSource::Port
+        } else {
+            RoleSource::ProtocolHeader
+        };
+        let conn = Connection::new(
+            key,
+            client_dir,
+            role_source,
+            ts,
+            !at_start,
+            self.config.analysis,
+        );
+        let slot = Box::new(ConnSlot {
+            conn,
+            confirmed: false,
+            not_amqp: None,
+            tcp_retransmissions: [0, 0],
+            gaps_checked: 0,
+            first_bytes: [Vec::new(), Vec::new()],
+            broker_rejected: false,
+        });
+        let proto = if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
+            Proto::Tls(Box::new(TlsFlow::new(at_start)))
+        } else if looks_like_protocol_header(seg.payload) {
+            let mut f = [Framer::new(at_start), Framer::new(at_start)];
+            f[dir.index()] = Framer::new(true);
+            Proto::Amqp(f)
+        } else {
+            Proto::Amqp([Framer::new(at_start), Framer::new(at_start)])
+        };
+        self.flows.insert(
+            key,
+            Flow {
+                tcp: TcpStream::new(self.config.reassembly),
+                proto,
+                slot: SlotRef::Pending(slot),
+                frame_max_applied: false,
+            },
+        );
+        self.pending_order.push_back(key);
+        if fresh_syn {
+            self.on_reconnect(key.sender(client_dir), key.receiver(client_dir), ts);
+        }
+        true
+    }
+
+    /// Drops the oldest flow not yet shown to be AMQP; false if there is none.
+    fn evict_one_pending(&mut self) -> bool {
+        while let Some(key) = self.pending_order.pop_front() {
+            let pending = self
+                .flows
+                .get(&key)
+                .is_some_and(|f| matches!(f.slot, SlotRef::Pending(_)));
+            if pending {
+                self.flows.remove(&key);
+                self.counters.evicted_flows += 1;
+                self.warn(
+                    "flow-evicted",
+                    format!(
+                        "more than {} concurrent flows on AMQP ports: the oldest flows that had shown no AMQP were dropped (first: {key})",
+                        self.config.max_flows
+                    ),
+                );
+                return true;
+            }
+        }
+        false
     }
 
     /// Remembers client-stall gaps ended by a reset, whose resumption can only
@@ -424,14 +558,12 @@ impl Engine {
 
     /// A new connection opened: if it is a client reconnecting to a broker
     /// after a stall that the broker cut, it marks the client's resumption.
-    fn on_reconnect(&mut self, new_slot: usize, ts: Timestamp) {
-        let client = self.slots[new_slot].conn.client();
-        let broker = self.slots[new_slot].conn.broker();
+    fn on_reconnect(&mut self, client: Endpoint, broker: Endpoint, ts: Timestamp) {
         let window = self.config.analysis.wakeup_window;
         let mut i = 0;
         while i < self.awaiting.len() {
             let a = &self.awaiting[i];
-            if a.client_ip == client.ip && a.broker == broker && a.slot != new_slot {
+            if a.client_ip == client.ip && a.broker == broker {
                 let (slot, gap) = (a.slot, a.gap);
                 let wakeup = self.syns.wakeup(client, broker, ts, window);
                 if let Some(g) = self.slots[slot].conn.gaps.get_mut(gap) {
@@ -446,17 +578,77 @@ impl Engine {
     }
 
     fn finish_flow(&mut self, mut flow: Flow, end: Timestamp) {
-        let slot = &mut self.slots[flow.slot];
-        let syns = &self.syns;
-        let Flow { tcp, proto, .. } = &mut flow;
+        let Engine { slots, syns, .. } = self;
+        let Flow {
+            tcp,
+            proto,
+            slot: slot_ref,
+            ..
+        } = &mut flow;
+        let slot: &mut ConnSlot = match slot_ref {
+            SlotRef::Pending(b) => b,
+            SlotRef::Index(i) => &mut slots[*i],
+        };
         tcp.finish(&mut |d, ev| feed(end, d, ev, proto, slot, syns));
         slot.tcp_retransmissions = [
             tcp.stats(Direction::AtoB).retransmitted_segments,
             tcp.stats(Direction::BtoA).retransmitted_segments,
         ];
         slot.conn.finish(end, syns);
-        let idx = flow.slot;
+        let slot_ref = std::mem::replace(&mut flow.slot, SlotRef::Index(usize::MAX));
+        let idx = match slot_ref {
+            SlotRef::Index(i) => i,
+            SlotRef::Pending(b) if b.confirmed => {
+                self.slots.push(*b);
+                self.slots.len() - 1
+            }
+            SlotRef::Pending(b) => {
+                // Never shown to be AMQP: say what it was, then forget it.
+                self.describe_rejected(&b);
+                return;
+            }
+        };
+        if let Some(s) = self.slots.get(idx) {
+            if let Some(what) = s.not_amqp.clone() {
+                let key = s.conn.key;
+                self.warn("not-amqp-0-9-1", format!("{key}: {what}; not analysed"));
+            }
+        }
         self.note_new_gaps(idx);
+    }
+
+    /// A warning for a flow on an AMQP port that never showed AMQP 0-9-1.
+    fn describe_rejected(&mut self, s: &ConnSlot) {
+        let client = s.conn.client();
+        let broker = s.conn.broker();
+        if s.conn.tls.is_some() {
+            self.warn(
+                "not-amqp-0-9-1",
+                format!(
+                    "{client} -> {broker}: a TLS ClientHello got no TLS answer{}: a TLS client on a plain AMQP port? Not listed",
+                    if s.broker_rejected { " (the broker answered with an AMQP protocol header and closed)" } else { "" }
+                ),
+            );
+        } else if s.broker_rejected {
+            let sent = crate::amqp::escape(&s.first_bytes[s.conn.client_dir.index()]);
+            self.warn(
+                "not-amqp-0-9-1",
+                format!(
+                    "{client} -> {broker}: the client sent {sent}, not AMQP 0-9-1; the broker answered with its protocol header and closed. Not listed"
+                ),
+            );
+        } else if let Some(what) = &s.not_amqp {
+            let key = s.conn.key;
+            self.warn("not-amqp-0-9-1", format!("{key}: {what}; not analysed"));
+        } else {
+            self.warn(
+                "no-amqp-frames",
+                format!(
+                    "TCP flows on an AMQP port carried no recognisable AMQP 0-9-1 frames and are not listed (first: {} -> {})",
+                    client, broker
+                ),
+            );
+        }
     }
 
     /// End of input: closes every flow at the last packet's time.
@@ -467,57 +659,12 @@ impl Engine {
         self.finished = true;
         let end = self.counters.last.unwrap_or_default();
         let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
-        flows.sort_by_key(|f| f.slot);
+        flows.sort_by_key(|f| match &f.slot {
+            SlotRef::Index(i) => (0, *i, Timestamp::default()),
+            SlotRef::Pending(b) => (1, 0, b.conn.first_seen),
+        });
         for flow in flows {
             self.finish_flow(flow, end);
-        }
-        let mut described = Vec::new();
-        for s in self
-            .slots
-            .iter()
-            .filter(|s| !s.confirmed && s.not_amqp.is_none())
-        {
-            let client = s.conn.client();
-            let broker = s.conn.broker();
-            let sent = crate::amqp::escape(&s.first_bytes[s.conn.client_dir.index()]);
-            if s.conn.tls.is_some() {
-                described.push(format!(
-                    "{client} -> {broker}: a TLS ClientHello got no TLS answer{}: a TLS client on a plain AMQP port? Not listed",
-                    if s.broker_rejected { " (the broker answered with an AMQP protocol header and closed)" } else { "" }
-                ));
-            } else if s.broker_rejected {
-                described.push(format!(
-                    "{client} -> {broker}: the client sent {sent}, not AMQP 0-9-1; the broker answered with its protocol header and closed. Not listed"
-                ));
-            }
-        }
-        for d in described {
-            self.warn("not-amqp-0-9-1", d);
-        }
-        let unconfirmed = self
-            .slots
-            .iter()
-            .filter(|s| {
-                !s.confirmed && s.not_amqp.is_none() && !s.broker_rejected && s.conn.tls.is_none()
-            })
-            .count();
-        if unconfirmed > 0 {
-            self.warn(
-                "no-amqp-frames",
-                format!("{unconfirmed} TCP flow(s) on an AMQP port carried no recognisable AMQP 0-9-1 frames and are not listed"),
-            );
-        }
-        let others: Vec<(String, String)> = self
-            .slots
-            .iter()
-            .filter_map(|s| {
-                s.not_amqp
-                    .as_ref()
-                    .map(|n| (s.conn.key.to_string(), n.clone()))
-            })
-            .collect();
-        for (key, what) in others {
-            self.warn("not-amqp-0-9-1", format!("{key}: {what}; not analysed"));
         }
     }
 
@@ -722,11 +869,18 @@ fn apply_tls(
                         info.heartbeat_len_from_cipher = false;
                     }
                 }
-                let kind = if Some(len) == info.heartbeat_record_len {
+                let mut kind = if Some(len) == info.heartbeat_record_len {
                     FrameKind::Heartbeat
                 } else {
                     FrameKind::Body
                 };
+                if kind == FrameKind::Heartbeat
+                    && !t.header_record_skipped
+                    && slot.conn.role_of(d) == Role::Client
+                {
+                    t.header_record_skipped = true;
+                    kind = FrameKind::Body;
+                }
                 let frame = FrameInfo {
                     kind,
                     channel: 0,

@@ -537,8 +537,11 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
 #[must_use]
 pub fn build(engine: &Engine, source: &str, complete: bool) -> Report {
     let c = engine.counters();
-    let connections: Vec<ConnectionReport> = engine
-        .connections()
+    let mut conns: Vec<&Connection> = engine.connections().collect();
+    // Report in order of first packet, whatever order they were recognised in.
+    conns.sort_by_key(|c| (c.first_seen, c.key));
+    let connections: Vec<ConnectionReport> = conns
+        .into_iter()
         .enumerate()
         .map(|(i, conn)| connection_report(i + 1, conn))
         .collect();

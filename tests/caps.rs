@@ -82,17 +82,77 @@ fn syn_flood_is_capped_and_reported() {
         "SYN-only flows are not AMQP connections"
     );
     assert!(
-        engine.slots().len() <= 5_000,
-        "tracked {}",
-        engine.slots().len()
+        engine.slots().is_empty(),
+        "flows that never showed AMQP keep no state"
     );
+    // At the cap the oldest flows that never showed AMQP are evicted, and the report says so.
+    assert_eq!(engine.counters().evicted_flows, 45_000);
     let w = rep
         .capture
         .warnings
         .iter()
-        .find(|w| w.code == "flow-cap")
-        .expect("flow-cap warning");
+        .find(|w| w.code == "flow-evicted")
+        .expect("flow-evicted warning");
     assert_eq!(w.count, 45_000);
+}
+
+#[test]
+fn real_connections_are_kept_while_a_syn_flood_is_evicted() {
+    let config = EngineConfig {
+        max_flows: 100,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config, LinkType::ETHERNET);
+    let c = [10, 0, 0, 2];
+    let b = [10, 0, 0, 1];
+    feed(
+        &mut engine,
+        0,
+        &tcp_packet(c, 40000, b, 5672, 1000, 0, SYN, &[]),
+    );
+    feed(
+        &mut engine,
+        1,
+        &tcp_packet(c, 40000, b, 5672, 1001, 0, PSH_ACK, b"AMQP\x00\x00\x09\x01"),
+    );
+    for i in 0..1_000u32 {
+        let src = [
+            10,
+            9,
+            u8::try_from(i >> 8).unwrap(),
+            u8::try_from(i & 0xff).unwrap(),
+        ];
+        feed(
+            &mut engine,
+            10 + i64::from(i),
+            &tcp_packet(src, 2000, b, 5672, i, 0, SYN, &[]),
+        );
+    }
+    feed(
+        &mut engine,
+        5_000,
+        &tcp_packet(
+            c,
+            40000,
+            b,
+            5672,
+            1009,
+            0,
+            PSH_ACK,
+            &[8, 0, 0, 0, 0, 0, 0, 0xCE],
+        ),
+    );
+    engine.finish();
+    let rep = report::build(&engine, "flood", true);
+    assert_eq!(
+        rep.connections.len(),
+        1,
+        "the real connection survives the flood"
+    );
+    assert_eq!(
+        rep.connections[0].directions["client-to-broker"].heartbeats,
+        1
+    );
 }
 
 #[test]
