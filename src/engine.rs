@@ -16,7 +16,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::amqp::{looks_like_protocol_header, AmqpEvent, ConnMethod, Framer};
+use crate::amqp::{looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer};
+use crate::timeline::{Kinds, Timeline};
 use crate::analysis::{
     AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
 };
@@ -39,6 +40,9 @@ pub struct EngineConfig {
     pub reassembly: ReassemblyConfig,
     /// Most flows tracked at once.
     pub max_flows: usize,
+    /// Wire events kept per connection direction for drawing timelines
+    /// (0 = none, the default: reports do not need them; the TUI turns it on).
+    pub timeline_events: usize,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +53,7 @@ impl Default for EngineConfig {
             analysis: AnalysisConfig::default(),
             reassembly: ReassemblyConfig::default(),
             max_flows: 1_000_000,
+            timeline_events: 0,
         }
     }
 }
@@ -106,6 +111,9 @@ pub struct ConnSlot {
     pub not_amqp: Option<String>,
     /// TCP reassembly statistics snapshot (filled at finish).
     pub tcp_retransmissions: [u64; 2],
+    /// Recent wire events per direction, for drawing (bounded, see [`Timeline`];
+    /// empty unless [`EngineConfig::timeline_events`] is set).
+    pub timeline: Timeline,
     gaps_checked: usize,
     /// First bytes each side sent (up to 8), to say what a non-AMQP flow carried.
     first_bytes: [Vec<u8>; 2],
@@ -476,6 +484,7 @@ impl Engine {
             confirmed: false,
             not_amqp: None,
             tcp_retransmissions: [0, 0],
+            timeline: Timeline::with_capacity(self.config.timeline_events),
             gaps_checked: 0,
             first_bytes: [Vec::new(), Vec::new()],
             broker_rejected: false,
@@ -694,6 +703,7 @@ fn feed(
     syns: &SynLog,
 ) {
     let conn = &mut slot.conn;
+    let line = &mut slot.timeline;
     match ev {
         StreamEvent::Syn => {}
         StreamEvent::Ack {
@@ -703,13 +713,31 @@ fn feed(
             zero_window,
             ..
         } => {
+            if pure {
+                line.record(d, ts, Kinds::PURE_ACK);
+            }
             conn.on_ack(ts, d, advanced, pure, window, zero_window);
         }
-        StreamEvent::NewBytes { offset, len } => conn.on_new_bytes(ts, d, offset, len, syns),
-        StreamEvent::Retransmission { .. } => conn.on_retransmission(ts, d),
-        StreamEvent::KeepAlive => conn.on_keepalive(ts, d),
-        StreamEvent::Fin => conn.on_fin(ts, d, syns),
-        StreamEvent::Rst => conn.on_rst(ts, d, syns),
+        StreamEvent::NewBytes { offset, len } => {
+            line.record(d, ts, Kinds::DATA);
+            conn.on_new_bytes(ts, d, offset, len, syns);
+        }
+        StreamEvent::Retransmission { .. } => {
+            line.record(d, ts, Kinds::RETRANSMISSION);
+            conn.on_retransmission(ts, d);
+        }
+        StreamEvent::KeepAlive => {
+            line.record(d, ts, Kinds::KEEPALIVE);
+            conn.on_keepalive(ts, d);
+        }
+        StreamEvent::Fin => {
+            line.record(d, ts, Kinds::FIN);
+            conn.on_fin(ts, d, syns);
+        }
+        StreamEvent::Rst => {
+            line.record(d, ts, Kinds::RST);
+            conn.on_rst(ts, d, syns);
+        }
         StreamEvent::Data { offset, bytes } => {
             let first = &mut slot.first_bytes[d.index()];
             if first.len() < 8 {
@@ -724,6 +752,9 @@ fn feed(
                 HoleKind::NotCaptured => HoleClass::NotCaptured,
                 HoleKind::Overflow => HoleClass::Overflow,
             };
+            if class == HoleClass::NotCaptured {
+                line.record(d, ts, Kinds::HOLE);
+            }
             conn.on_hole(ts, d, offset, len, class);
             match proto {
                 Proto::Amqp(framers) => {
@@ -779,6 +810,8 @@ fn apply_amqp(ts: Timestamp, d: Direction, events: Vec<AmqpEvent>, slot: &mut Co
             }
             AmqpEvent::Frame(f) => {
                 slot.confirmed = true;
+                let kind = if f.kind == FrameKind::Heartbeat { Kinds::HEARTBEAT } else { Kinds::FRAME };
+                slot.timeline.record(d, ts, kind);
                 slot.conn.on_frame(ts, d, &f);
             }
             AmqpEvent::Method(m) => {
@@ -881,6 +914,7 @@ fn apply_tls(
                     t.header_record_skipped = true;
                     kind = FrameKind::Body;
                 }
+                slot.timeline.record(d, ts, if kind == FrameKind::Heartbeat { Kinds::HEARTBEAT } else { Kinds::FRAME });
                 let frame = FrameInfo {
                     kind,
                     channel: 0,

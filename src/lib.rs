@@ -27,4 +27,5 @@ pub mod html;
 pub mod model;
 pub mod reassembly;
 pub mod report;
+pub mod timeline;
 pub mod tls;
