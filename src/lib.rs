@@ -29,3 +29,4 @@ pub mod reassembly;
 pub mod report;
 pub mod timeline;
 pub mod tls;
+pub mod tui;

@@ -1,0 +1,527 @@
+//! The UI's state and its one `update` function: every key, snapshot and
+//! tick becomes an [`Action`], and [`App::update`] is the only place state
+//! changes. Requests for the worker (timeline of another connection, pause)
+//! are queued as [`Command`]s for the event loop to forward.
+
+use std::path::{Path, PathBuf};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::snapshot::{ConnView, GapView, PlayState, Snapshot};
+use crate::model::{Span, Timestamp};
+
+/// Something that happened: what the event loop feeds the app.
+#[derive(Debug)]
+pub enum Event {
+    /// A key event from the terminal.
+    Key(KeyEvent),
+    /// A new view of the engine from the worker.
+    Snapshot(Box<Snapshot>),
+    /// Time passed (redraw).
+    Tick,
+    /// The terminal was resized.
+    Resize,
+}
+
+/// A request from the UI to the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Carry the timeline of this engine slot in the next snapshots.
+    Focus(usize),
+    /// Pause (true) or resume (false) playback.
+    Pause(bool),
+    /// Stop.
+    Quit,
+}
+
+/// Everything the user (or the worker) can make the app do.
+#[derive(Debug)]
+pub enum Action {
+    /// Move the selection up.
+    Up,
+    /// Move the selection down.
+    Down,
+    /// Open the selected connection's gaps / centre the timeline on the gap.
+    Enter,
+    /// Next pane.
+    NextFocus,
+    /// Previous pane.
+    PrevFocus,
+    /// Start typing a text filter.
+    StartFilter,
+    /// A character typed into the filter.
+    FilterInput(char),
+    /// Delete the filter's last character.
+    FilterBackspace,
+    /// Stop typing, keep the filter.
+    FilterApply,
+    /// Stop typing, clear the filter.
+    FilterCancel,
+    /// Show only flagged connections (or all again).
+    ToggleFlagged,
+    /// Next sort order.
+    CycleSort,
+    /// Zoom the timeline in.
+    ZoomIn,
+    /// Zoom the timeline out.
+    ZoomOut,
+    /// Pan the timeline to earlier times.
+    PanLeft,
+    /// Pan the timeline to later times.
+    PanRight,
+    /// Pause or resume playback.
+    TogglePause,
+    /// Write the JSON report to a file.
+    Export,
+    /// Show or hide the help overlay.
+    ToggleHelp,
+    /// Close the overlay, or quit.
+    Back,
+    /// Quit.
+    Quit,
+    /// A new snapshot arrived.
+    Snapshot(Box<Snapshot>),
+    /// Time passed.
+    Tick,
+}
+
+/// Which pane has the keyboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    /// The connections table.
+    Connections,
+    /// The gap list of the selected connection.
+    Gaps,
+}
+
+/// Order of the connections table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// Order of first packet (the report's id).
+    Id,
+    /// Worst cause, then ratio.
+    Severity,
+    /// Longest silence / limit.
+    Ratio,
+    /// Number of gaps.
+    Gaps,
+}
+
+impl SortKey {
+    /// Short name for the table title.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::Id => "id",
+            SortKey::Severity => "severity",
+            SortKey::Ratio => "ratio",
+            SortKey::Gaps => "gaps",
+        }
+    }
+
+    fn next(self) -> SortKey {
+        match self {
+            SortKey::Id => SortKey::Severity,
+            SortKey::Severity => SortKey::Ratio,
+            SortKey::Ratio => SortKey::Gaps,
+            SortKey::Gaps => SortKey::Id,
+        }
+    }
+}
+
+/// The visible time window of the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// Left edge.
+    pub start: Timestamp,
+    /// Width (positive).
+    pub width: Span,
+}
+
+impl View {
+    /// Right edge.
+    #[must_use]
+    pub fn end(&self) -> Timestamp {
+        self.start.plus(self.width)
+    }
+}
+
+/// The TUI's state.
+#[derive(Debug)]
+pub struct App {
+    /// The latest snapshot.
+    pub snap: Option<Snapshot>,
+    /// Engine slot of the selected connection.
+    pub selected_slot: Option<usize>,
+    /// Index of the selected gap in the selected connection.
+    pub gap_sel: usize,
+    /// Pane with the keyboard.
+    pub focus: Focus,
+    /// Table order.
+    pub sort: SortKey,
+    /// Only connections with gaps.
+    pub flagged_only: bool,
+    /// Text filter.
+    pub filter: String,
+    /// The filter is being typed.
+    pub filter_editing: bool,
+    /// Timeline window set by zoom/pan; `None` = fit the selected gap.
+    pub view: Option<View>,
+    /// Help overlay shown.
+    pub help: bool,
+    /// Playback paused by the user.
+    pub paused: bool,
+    /// One-line message for the footer.
+    pub status: Option<String>,
+    /// The user asked to quit.
+    pub quit: bool,
+    /// Where `e` writes the report.
+    pub export_dir: PathBuf,
+    /// Requests for the worker, drained by the event loop.
+    pub outbox: Vec<Command>,
+}
+
+impl App {
+    /// A new app writing exported reports into `export_dir`.
+    #[must_use]
+    pub fn new(export_dir: PathBuf) -> Self {
+        App {
+            snap: None,
+            selected_slot: None,
+            gap_sel: 0,
+            focus: Focus::Connections,
+            sort: SortKey::Severity,
+            flagged_only: false,
+            filter: String::new(),
+            filter_editing: false,
+            view: None,
+            help: false,
+            paused: false,
+            status: None,
+            quit: false,
+            export_dir,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Maps an event to an action, given the current mode. Only key presses count.
+    #[must_use]
+    pub fn action_for(&self, ev: Event) -> Option<Action> {
+        match ev {
+            Event::Snapshot(s) => Some(Action::Snapshot(s)),
+            Event::Tick | Event::Resize => Some(Action::Tick),
+            Event::Key(k) => {
+                if k.kind != KeyEventKind::Press {
+                    return None;
+                }
+                if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
+                    return Some(Action::Quit);
+                }
+                if self.filter_editing {
+                    return match k.code {
+                        KeyCode::Enter => Some(Action::FilterApply),
+                        KeyCode::Esc => Some(Action::FilterCancel),
+                        KeyCode::Backspace => Some(Action::FilterBackspace),
+                        KeyCode::Char(c) => Some(Action::FilterInput(c)),
+                        _ => None,
+                    };
+                }
+                Some(match k.code {
+                    KeyCode::Up | KeyCode::Char('k') => Action::Up,
+                    KeyCode::Down | KeyCode::Char('j') => Action::Down,
+                    KeyCode::Enter => Action::Enter,
+                    KeyCode::Tab => Action::NextFocus,
+                    KeyCode::BackTab => Action::PrevFocus,
+                    KeyCode::Char('/') => Action::StartFilter,
+                    KeyCode::Char('f') => Action::ToggleFlagged,
+                    KeyCode::Char('s') => Action::CycleSort,
+                    KeyCode::Char('+' | '=') => Action::ZoomIn,
+                    KeyCode::Char('-' | '_') => Action::ZoomOut,
+                    KeyCode::Left | KeyCode::Char('h') => Action::PanLeft,
+                    KeyCode::Right | KeyCode::Char('l') => Action::PanRight,
+                    KeyCode::Char(' ') => Action::TogglePause,
+                    KeyCode::Char('e') => Action::Export,
+                    KeyCode::Char('?') => Action::ToggleHelp,
+                    KeyCode::Esc => Action::Back,
+                    KeyCode::Char('q') => Action::Quit,
+                    _ => return None,
+                })
+            }
+        }
+    }
+
+    /// Indices into `snap.conns` of the rows shown, filtered and sorted.
+    #[must_use]
+    pub fn visible(&self) -> Vec<usize> {
+        let Some(snap) = &self.snap else {
+            return Vec::new();
+        };
+        let needle = self.filter.to_lowercase();
+        let mut rows: Vec<usize> = snap
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !self.flagged_only || c.flagged())
+            .filter(|(_, c)| needle.is_empty() || matches_filter(c, &needle))
+            .map(|(i, _)| i)
+            .collect();
+        let conns = &snap.conns;
+        let ratio = |i: usize| conns[i].ratio.unwrap_or(0.0);
+        match self.sort {
+            SortKey::Id => {}
+            SortKey::Severity => rows.sort_by(|a, b| {
+                let sa = conns[*a].worst.map_or(0, |c| c.severity());
+                let sb = conns[*b].worst.map_or(0, |c| c.severity());
+                sb.cmp(&sa).then(ratio(*b).total_cmp(&ratio(*a)))
+            }),
+            SortKey::Ratio => rows.sort_by(|a, b| ratio(*b).total_cmp(&ratio(*a))),
+            SortKey::Gaps => rows.sort_by(|a, b| conns[*b].gaps.len().cmp(&conns[*a].gaps.len())),
+        }
+        rows
+    }
+
+    /// The selected connection, when visible.
+    #[must_use]
+    pub fn selected(&self) -> Option<&ConnView> {
+        let snap = self.snap.as_ref()?;
+        let slot = self.selected_slot?;
+        snap.conns.iter().find(|c| c.slot == slot)
+    }
+
+    /// Position of the selection among the visible rows.
+    #[must_use]
+    pub fn selected_row(&self) -> Option<usize> {
+        let slot = self.selected_slot?;
+        let snap = self.snap.as_ref()?;
+        self.visible()
+            .iter()
+            .position(|i| snap.conns.get(*i).is_some_and(|c| c.slot == slot))
+    }
+
+    /// The selected gap of the selected connection.
+    #[must_use]
+    pub fn selected_gap(&self) -> Option<&GapView> {
+        let c = self.selected()?;
+        c.gaps.get(self.gap_sel.min(c.gaps.len().saturating_sub(1)))
+    }
+
+    /// The timeline window: the user's, or one that fits the selected gap
+    /// (or the whole connection when it has none).
+    #[must_use]
+    pub fn view_window(&self) -> Option<View> {
+        if let Some(v) = self.view {
+            return Some(v);
+        }
+        let c = self.selected()?;
+        let now = self.snap.as_ref().and_then(|s| s.now);
+        if let Some(g) = self.selected_gap() {
+            let silence = g.end.since(g.start).0.max(1);
+            let width = Span(silence.saturating_mul(8) / 5).max(Span(g.limit.0.saturating_mul(2)));
+            let mid = g.start.plus(Span(silence / 2));
+            return Some(View {
+                start: mid.plus(Span(-width.0 / 2)),
+                width,
+            });
+        }
+        let end = now.map_or(c.last_seen, |n| n.max(c.last_seen));
+        let width = end.since(c.first_seen).max(Span::from_secs(1));
+        let pad = Span(width.0 / 50);
+        Some(View {
+            start: c.first_seen.plus(Span(-pad.0)),
+            width: Span(width.0 + 2 * pad.0),
+        })
+    }
+
+    fn select_slot(&mut self, slot: Option<usize>) {
+        if slot != self.selected_slot {
+            self.selected_slot = slot;
+            self.gap_sel = 0;
+            self.view = None;
+            if let Some(s) = slot {
+                self.outbox.push(Command::Focus(s));
+            }
+        }
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        match self.focus {
+            Focus::Connections => {
+                let rows = self.visible();
+                if rows.is_empty() {
+                    return;
+                }
+                let cur = self.selected_row().unwrap_or(0);
+                let next = cur.saturating_add_signed(delta).min(rows.len() - 1);
+                let slot = self
+                    .snap
+                    .as_ref()
+                    .and_then(|s| s.conns.get(rows[next]))
+                    .map(|c| c.slot);
+                self.select_slot(slot);
+            }
+            Focus::Gaps => {
+                let n = self.selected().map_or(0, |c| c.gaps.len());
+                if n == 0 {
+                    return;
+                }
+                self.gap_sel = self.gap_sel.saturating_add_signed(delta).min(n - 1);
+                self.view = None;
+            }
+        }
+    }
+
+    /// Keeps the selection on a visible row after the rows changed.
+    fn fix_selection(&mut self) {
+        if self.selected_row().is_some() {
+            return;
+        }
+        let rows = self.visible();
+        let slot = rows
+            .first()
+            .and_then(|i| self.snap.as_ref().and_then(|s| s.conns.get(*i)))
+            .map(|c| c.slot);
+        self.select_slot(slot);
+    }
+
+    fn zoom(&mut self, factor_num: i64, factor_den: i64) {
+        let Some(v) = self.view_window() else { return };
+        let mid = v.start.plus(Span(v.width.0 / 2));
+        let width = Span((v.width.0.saturating_mul(factor_num) / factor_den).max(1_000_000));
+        self.view = Some(View {
+            start: mid.plus(Span(-width.0 / 2)),
+            width,
+        });
+    }
+
+    fn pan(&mut self, quarters: i64) {
+        let Some(v) = self.view_window() else { return };
+        self.view = Some(View {
+            start: v.start.plus(Span(v.width.0 / 4 * quarters)),
+            width: v.width,
+        });
+    }
+
+    fn export(&mut self) {
+        let Some(snap) = &self.snap else {
+            self.status = Some("nothing to export yet".into());
+            return;
+        };
+        let stem = export_stem(&snap.report.capture.source);
+        let path = self.export_dir.join(format!("hbscope-report-{stem}.json"));
+        let written = crate::report::to_json(&snap.report)
+            .map_err(|e| e.to_string())
+            .and_then(|mut j| {
+                j.push('\n');
+                std::fs::write(&path, j).map_err(|e| e.to_string())
+            });
+        let shown = std::path::absolute(&path).unwrap_or(path);
+        self.status = Some(match written {
+            Ok(()) => format!("JSON report written to {}", shown.display()),
+            Err(e) => format!("could not write {}: {e}", shown.display()),
+        });
+    }
+
+    /// Applies one action. The only place the app's state changes.
+    pub fn update(&mut self, action: Action) {
+        match action {
+            Action::Up => self.move_selection(-1),
+            Action::Down => self.move_selection(1),
+            Action::Enter => match self.focus {
+                Focus::Connections => {
+                    if self.selected().is_some_and(ConnView::flagged) {
+                        self.focus = Focus::Gaps;
+                    }
+                }
+                Focus::Gaps => self.view = None,
+            },
+            Action::NextFocus | Action::PrevFocus => {
+                self.focus = match self.focus {
+                    Focus::Connections => Focus::Gaps,
+                    Focus::Gaps => Focus::Connections,
+                };
+            }
+            Action::StartFilter => self.filter_editing = true,
+            Action::FilterInput(c) => {
+                self.filter.push(c);
+                self.fix_selection();
+            }
+            Action::FilterBackspace => {
+                self.filter.pop();
+                self.fix_selection();
+            }
+            Action::FilterApply => self.filter_editing = false,
+            Action::FilterCancel => {
+                self.filter_editing = false;
+                self.filter.clear();
+                self.fix_selection();
+            }
+            Action::ToggleFlagged => {
+                self.flagged_only = !self.flagged_only;
+                self.fix_selection();
+            }
+            Action::CycleSort => self.sort = self.sort.next(),
+            Action::ZoomIn => self.zoom(1, 2),
+            Action::ZoomOut => self.zoom(2, 1),
+            Action::PanLeft => self.pan(-1),
+            Action::PanRight => self.pan(1),
+            Action::TogglePause => {
+                let running = self
+                    .snap
+                    .as_ref()
+                    .is_some_and(|s| s.state != PlayState::Done);
+                if running {
+                    self.paused = !self.paused;
+                    self.outbox.push(Command::Pause(self.paused));
+                }
+            }
+            Action::Export => self.export(),
+            Action::ToggleHelp => self.help = !self.help,
+            Action::Back => {
+                if self.help {
+                    self.help = false;
+                } else {
+                    self.quit = true;
+                }
+            }
+            Action::Quit => self.quit = true,
+            Action::Snapshot(s) => {
+                self.snap = Some(*s);
+                self.fix_selection();
+                if let Some(c) = self.selected() {
+                    if c.timeline.is_none() {
+                        let slot = c.slot;
+                        if !self.outbox.contains(&Command::Focus(slot)) {
+                            self.outbox.push(Command::Focus(slot));
+                        }
+                    }
+                }
+            }
+            Action::Tick => {}
+        }
+        if self.quit {
+            self.outbox.push(Command::Quit);
+        }
+    }
+}
+
+fn matches_filter(c: &ConnView, needle: &str) -> bool {
+    let hay = [
+        c.client.as_str(),
+        c.broker.as_str(),
+        c.name.as_deref().unwrap_or(""),
+        c.worst.map_or("", |w| w.as_str()),
+        c.state,
+    ];
+    hay.iter().any(|h| h.to_lowercase().contains(needle))
+}
+
+/// The capture's name for the export file: its file stem, "stdin" for "-".
+#[must_use]
+pub fn export_stem(source: &str) -> String {
+    if source == "-" {
+        return "stdin".into();
+    }
+    Path::new(source)
+        .file_stem()
+        .map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned())
+}

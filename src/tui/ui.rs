@@ -1,0 +1,872 @@
+//! Drawing: turns an [`App`] into widgets. Pure: reads the app, never changes it,
+//! never reads a clock (all times shown are capture times, in UTC).
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span as TSpan, Text};
+use ratatui::widgets::{
+    Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Table,
+    TableState, Wrap,
+};
+use ratatui::Frame;
+
+use super::snapshot::{ConnView, GapView, PlayState, Snapshot};
+use super::state::{App, Focus, View};
+use crate::analysis::Cause;
+use crate::model::{Span, Timestamp};
+use crate::report::clock;
+use crate::timeline::{Kinds, TimelineEvent};
+
+/// Width of the lane labels in the timeline.
+const LABEL: u16 = 6;
+
+fn cause_color(c: Cause) -> Color {
+    match c {
+        Cause::ClientStall | Cause::BrokerStall => Color::Red,
+        Cause::PeerUnreachable => Color::LightRed,
+        Cause::CaptureLoss => Color::Blue,
+        Cause::Unknown => Color::Yellow,
+    }
+}
+
+fn row_style(c: &ConnView) -> Style {
+    match (c.worst, c.heartbeat) {
+        (Some(w), _) => Style::new().fg(cause_color(w)),
+        (None, Some(0) | None) => Style::new().fg(Color::DarkGray),
+        (None, Some(_)) => Style::new().fg(Color::Green),
+    }
+}
+
+fn secs(s: Span) -> String {
+    let v = s.as_secs_f64();
+    if v >= 100.0 {
+        format!("{v:.0}s")
+    } else {
+        format!("{v:.1}s")
+    }
+}
+
+fn heartbeat_text(c: &ConnView) -> String {
+    match c.heartbeat {
+        Some(0) => "off".into(),
+        Some(v) => format!("{v}s {}", c.heartbeat_source),
+        None => "? unknown".into(),
+    }
+}
+
+fn ratio_bar(ratio: Option<f64>, cells: usize) -> Line<'static> {
+    let Some(r) = ratio else {
+        return Line::from("-");
+    };
+    let half = cells / 2;
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let filled = ((r * half as f64).round().max(0.0) as usize).min(cells);
+    let mut spans = vec![TSpan::raw(format!("{r:>5.2}x "))];
+    let below = filled.min(half);
+    spans.push(TSpan::styled(
+        "█".repeat(below),
+        Style::new().fg(Color::Green),
+    ));
+    if filled > half {
+        spans.push(TSpan::styled(
+            "█".repeat(filled - half),
+            Style::new().fg(Color::Red),
+        ));
+    }
+    if filled < half {
+        spans.push(TSpan::styled(
+            "·".repeat(half - filled),
+            Style::new().fg(Color::DarkGray),
+        ));
+        spans.push(TSpan::styled("|", Style::new().fg(Color::Red)));
+        spans.push(TSpan::styled(
+            "·".repeat(cells - half),
+            Style::new().fg(Color::DarkGray),
+        ));
+    } else if filled < cells {
+        spans.push(TSpan::styled(
+            "·".repeat(cells - filled),
+            Style::new().fg(Color::DarkGray),
+        ));
+    }
+    Line::from(spans)
+}
+
+/// Draws the whole screen.
+pub fn draw(f: &mut Frame<'_>, app: &App) {
+    let area = f.area();
+    let Some(snap) = &app.snap else {
+        f.render_widget(
+            Paragraph::new("hbscope: opening the capture...").block(Block::bordered()),
+            area,
+        );
+        return;
+    };
+    if let Some(err) = &snap.error {
+        let text = Text::from(vec![
+            Line::from("hbscope could not read the input").bold(),
+            Line::from(""),
+            Line::from(err.clone()),
+            Line::from(""),
+            Line::from("press q to quit"),
+        ]);
+        f.render_widget(
+            Paragraph::new(text)
+                .wrap(Wrap { trim: false })
+                .block(Block::bordered().title(" error ")),
+            area,
+        );
+        return;
+    }
+    let tall = area.height >= 32;
+    let table_h = match (tall, app.focus) {
+        (true, _) => 8,
+        (false, Focus::Connections) => 6,
+        (false, Focus::Gaps) => 4,
+    };
+    let timeline_h = if tall { 6 } else { 5 };
+    let chart_h = if tall { 8 } else { 0 };
+    let [header, table, timeline, chart, bottom, footer] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(table_h),
+        Constraint::Length(timeline_h),
+        Constraint::Length(chart_h),
+        Constraint::Min(4),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(f, header, snap, app);
+    draw_table(f, table, app);
+    draw_timeline(f, timeline, app);
+    if chart_h > 0 {
+        draw_chart(f, chart, app);
+    }
+    draw_bottom(f, bottom, app);
+    draw_footer(f, footer, app);
+    if app.help {
+        draw_help(f, area);
+    }
+}
+
+fn state_text(snap: &Snapshot, app: &App) -> (String, Color) {
+    let p = &snap.progress;
+    let pct = p
+        .total
+        .filter(|t| *t > 0)
+        .map(|t| {
+            #[allow(clippy::cast_precision_loss)]
+            let v = p.bytes as f64 * 100.0 / t as f64;
+            format!(" {v:.0}%")
+        })
+        .unwrap_or_default();
+    match snap.state {
+        PlayState::Done => ("done".into(), Color::Green),
+        _ if app.paused => (format!("PAUSED{pct}"), Color::Yellow),
+        PlayState::Paused => (format!("PAUSED{pct}"), Color::Yellow),
+        PlayState::Loading => (format!("loading{pct}"), Color::Cyan),
+        PlayState::Playing { speed } => (format!("playing {speed}x{pct}"), Color::Cyan),
+    }
+}
+
+fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
+    let c = &snap.report.capture;
+    let span = match (snap.first, snap.last) {
+        (Some(a), Some(b)) => format!(
+            "{} - {} ({:.1} s)",
+            clock(a),
+            clock(b),
+            b.since(a).as_secs_f64()
+        ),
+        _ => "no packets".into(),
+    };
+    let (state, color) = state_text(snap, app);
+    let warn = c.warnings.len();
+    let line1 = Line::from(vec![
+        TSpan::styled("hbscope ", Style::new().bold()),
+        TSpan::raw(format!(
+            "{}  {}  {} pkts  ",
+            c.source, c.link_type, c.packets
+        )),
+        TSpan::styled(format!("[{state}]"), Style::new().fg(color).bold()),
+        TSpan::styled(
+            format!("  warnings: {warn}"),
+            if warn > 0 {
+                Style::new().fg(Color::Yellow)
+            } else {
+                Style::new()
+            },
+        ),
+    ]);
+    let s = &snap.report.summary;
+    let causes: Vec<String> = s
+        .gaps_by_cause
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let mut line2 = format!(
+        "{span} | {} conn, {} flagged, {} gap(s){}",
+        s.connections,
+        s.flagged_connections,
+        s.gaps,
+        if causes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", causes.join(", "))
+        }
+    );
+    if snap.state != PlayState::Done {
+        let p = &snap.progress;
+        line2.push_str(&format!(
+            " | read {} pkts, {} of {} bytes",
+            p.packets,
+            p.bytes,
+            p.total.map_or("?".into(), |t| t.to_string())
+        ));
+    }
+    if let Some(w) = c.warnings.first() {
+        line2.push_str(&format!(" | warning: {}", w.message));
+    }
+    f.render_widget(Paragraph::new(vec![line1, Line::from(line2)]), area);
+}
+
+fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {
+    let Some(snap) = &app.snap else { return };
+    let focused = app.focus == Focus::Connections;
+    let mut title = format!(" connections (sort: {}", app.sort.as_str());
+    if app.flagged_only {
+        title.push_str(", flagged only");
+    }
+    if !app.filter.is_empty() || app.filter_editing {
+        title.push_str(&format!(", filter: {}", app.filter));
+    }
+    title.push_str(") ");
+    let block = Block::bordered().title(title).border_style(if focused {
+        Style::new().fg(Color::Cyan)
+    } else {
+        Style::new()
+    });
+    let rows_idx = app.visible();
+    if rows_idx.is_empty() {
+        let msg = if snap.conns.is_empty() {
+            if snap.state == PlayState::Done {
+                "no AMQP 0-9-1 connections in this capture"
+            } else {
+                "no AMQP connection seen yet"
+            }
+        } else {
+            "no connection matches the filter (f: flagged only, /: text)"
+        };
+        f.render_widget(Paragraph::new(msg).block(block).fg(Color::DarkGray), area);
+        return;
+    }
+    let wide = area.width >= 110;
+    let broker = area.width >= 140;
+    let header_cells: Vec<&str> = if wide {
+        let mut h = vec!["#", "client"];
+        if broker {
+            h.push("broker");
+        }
+        h.extend([
+            "name",
+            "heartbeat",
+            "longest/limit",
+            "gaps",
+            "worst cause",
+            "state",
+        ]);
+        h
+    } else {
+        vec![
+            "#", "client", "name", "hb", "ratio", "gaps", "worst", "state",
+        ]
+    };
+    let bar_cells = if wide { 8 } else { 6 };
+    let rows: Vec<Row<'_>> = rows_idx
+        .iter()
+        .filter_map(|i| snap.conns.get(*i))
+        .map(|c| {
+            let mut cells = vec![Cell::from(c.id.to_string()), Cell::from(c.client.clone())];
+            if broker {
+                cells.push(Cell::from(c.broker.clone()));
+            }
+            cells.push(Cell::from(c.name.clone().unwrap_or_else(|| "-".into())));
+            cells.push(Cell::from(if wide {
+                heartbeat_text(c)
+            } else {
+                match c.heartbeat {
+                    Some(0) => "off".into(),
+                    Some(v) => format!("{v}s"),
+                    None => "?".into(),
+                }
+            }));
+            cells.push(Cell::from(if wide {
+                ratio_bar(c.ratio, bar_cells)
+            } else {
+                Line::from(c.ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}x")))
+            }));
+            let open = c.gaps.iter().filter(|g| g.open).count();
+            cells.push(Cell::from(if open > 0 {
+                format!("{}+{open}", c.gaps.len() - open)
+            } else {
+                c.gaps.len().to_string()
+            }));
+            cells.push(Cell::from(c.worst.map_or("-", Cause::as_str)));
+            cells.push(Cell::from(if wide {
+                c.state
+            } else {
+                short_state(c.state)
+            }));
+            Row::new(cells).style(row_style(c))
+        })
+        .collect();
+    let widths: Vec<Constraint> = if wide {
+        let mut w = vec![Constraint::Length(3), Constraint::Length(21)];
+        if broker {
+            w.push(Constraint::Length(21));
+        }
+        w.extend([
+            Constraint::Fill(1),
+            Constraint::Length(12),
+            Constraint::Length(15),
+            Constraint::Length(4),
+            Constraint::Length(16),
+            Constraint::Length(15),
+        ]);
+        w
+    } else {
+        vec![
+            Constraint::Length(2),
+            Constraint::Length(21),
+            Constraint::Fill(1),
+            Constraint::Length(3),
+            Constraint::Length(6),
+            Constraint::Length(4),
+            Constraint::Length(12),
+            Constraint::Length(10),
+        ]
+    };
+    let table = Table::new(rows, widths)
+        .header(Row::new(header_cells).style(Style::new().bold().underlined()))
+        .block(block)
+        .column_spacing(1)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol(">");
+    let mut state = TableState::default().with_selected(app.selected_row());
+    f.render_stateful_widget(table, area, &mut state);
+}
+
+fn short_state(state: &'static str) -> &'static str {
+    match state {
+        "reset-by-broker" => "rst:broker",
+        "reset-by-client" => "rst:client",
+        other => other,
+    }
+}
+
+/// Symbol and style of a lane cell holding the events `k`.
+fn cell_symbol(k: Kinds) -> (&'static str, Style) {
+    let order: [(Kinds, &str, Color); 9] = [
+        (Kinds::RST, "R", Color::Red),
+        (Kinds::FIN, "F", Color::Magenta),
+        (Kinds::HOLE, "?", Color::Blue),
+        (Kinds::RETRANSMISSION, "r", Color::LightRed),
+        (Kinds::HEARTBEAT, "H", Color::Green),
+        (Kinds::FRAME, "#", Color::Cyan),
+        (Kinds::DATA, "#", Color::Cyan),
+        (Kinds::KEEPALIVE, "k", Color::Yellow),
+        (Kinds::PURE_ACK, ".", Color::Gray),
+    ];
+    for (kind, sym, color) in order {
+        if k.contains(kind) {
+            return (sym, Style::new().fg(color));
+        }
+    }
+    (" ", Style::new())
+}
+
+fn col_of(view: &View, cols: u16, at: Timestamp) -> Option<usize> {
+    if at < view.start || at >= view.end() || view.width.0 <= 0 {
+        return None;
+    }
+    let off = i128::from(at.since(view.start).0) * i128::from(cols) / i128::from(view.width.0);
+    usize::try_from(off).ok()
+}
+
+fn lane_line<'a>(
+    label: &'a str,
+    events: &[TimelineEvent],
+    gaps: &[&GapView],
+    view: &View,
+    cols: u16,
+) -> Line<'a> {
+    let n = usize::from(cols);
+    let mut kinds = vec![Kinds::default(); n];
+    for e in events {
+        if let Some(c) = col_of(view, cols, e.at) {
+            if let Some(k) = kinds.get_mut(c) {
+                *k = k.with(e.kinds);
+            }
+        }
+    }
+    let mut bg: Vec<Option<Cause>> = vec![None; n];
+    let mut limit_mark = vec![false; n];
+    for g in gaps {
+        let from = if g.start < view.start {
+            Some(0)
+        } else {
+            col_of(view, cols, g.start)
+        };
+        let to = if g.end >= view.end() {
+            Some(n.saturating_sub(1))
+        } else {
+            col_of(view, cols, g.end)
+        };
+        if let (Some(a), Some(b)) = (from, to) {
+            for slot in bg.iter_mut().take(b + 1).skip(a) {
+                *slot = Some(g.cause);
+            }
+        }
+        if let Some(c) = col_of(view, cols, g.start.plus(g.limit)) {
+            if let Some(m) = limit_mark.get_mut(c) {
+                *m = true;
+            }
+        }
+    }
+    let mut spans = vec![TSpan::styled(label, Style::new().bold())];
+    for i in 0..n {
+        let (mut sym, mut style) = cell_symbol(kinds[i]);
+        if let Some(cause) = bg[i] {
+            style = style.bg(cause_color(cause));
+            if limit_mark[i] && (sym == " " || sym == ".") {
+                style = style.fg(Color::White).bold();
+                sym = "!";
+            } else if sym == " " {
+                style = style.fg(Color::Black);
+                sym = "─";
+            }
+        }
+        spans.push(TSpan::styled(sym, style));
+    }
+    Line::from(spans)
+}
+
+fn draw_timeline(f: &mut Frame<'_>, area: Rect, app: &App) {
+    let (Some(c), Some(view)) = (app.selected(), app.view_window()) else {
+        f.render_widget(
+            Paragraph::new("select a connection")
+                .block(Block::bordered().title(" timeline "))
+                .fg(Color::DarkGray),
+            area,
+        );
+        return;
+    };
+    let limit = c
+        .limit
+        .map_or_else(|| "none".into(), |l| format!("{} s", l.as_secs_f64()));
+    let title = format!(
+        " timeline #{} {}  view {}  limit {limit} ",
+        c.id,
+        c.client,
+        secs(view.width)
+    );
+    let block = Block::bordered().title(title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let Some(tl) = &c.timeline else {
+        f.render_widget(
+            Paragraph::new("loading timeline...").fg(Color::DarkGray),
+            inner,
+        );
+        return;
+    };
+    let cols = inner.width.saturating_sub(LABEL);
+    let cd = c.client_dir;
+    let cg: Vec<&GapView> = c.gaps.iter().filter(|g| g.dir == cd).collect();
+    let bg: Vec<&GapView> = c.gaps.iter().filter(|g| g.dir != cd).collect();
+    let mut lines = vec![
+        lane_line("c->b  ", &tl.client, &cg, &view, cols),
+        lane_line("b->c  ", &tl.broker, &bg, &view, cols),
+    ];
+    let left = clock(view.start);
+    let right = clock(view.end());
+    let mid = format!("<- {} ->", secs(view.width));
+    let free = usize::from(cols).saturating_sub(left.len() + right.len());
+    let pad_l = free.saturating_sub(mid.len()) / 2;
+    let pad_r = free.saturating_sub(mid.len() + pad_l);
+    let axis = if free > mid.len() {
+        format!(
+            "{left}{}{mid}{}{right}",
+            " ".repeat(pad_l),
+            " ".repeat(pad_r)
+        )
+    } else {
+        format!("{left}{}{right}", " ".repeat(free))
+    };
+    lines.push(Line::from(vec![
+        TSpan::raw(" ".repeat(usize::from(LABEL))),
+        TSpan::styled(axis, Style::new().fg(Color::DarkGray)),
+    ]));
+    if inner.height > 3 {
+        lines.push(
+        Line::from(
+            "H heartbeat # frame/data . ack r retrans k keepalive F fin R rst ? loss ─ gap ! limit",
+        )
+        .fg(Color::DarkGray),
+    );
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// Sawtooth of the silence of one direction over the view: it grows from
+/// each new-data event and drops to zero at the next one.
+fn silence_points(events: &[TimelineEvent], view: &View, end: Timestamp) -> Vec<(f64, f64)> {
+    let rel = |t: Timestamp| t.since(view.start).as_secs_f64();
+    let mut pts = Vec::new();
+    let mut prev: Option<Timestamp> = None;
+    let stop = end.min(view.end());
+    for e in events.iter().filter(|e| e.kinds.contains(Kinds::DATA)) {
+        if e.at < view.start {
+            prev = Some(e.at);
+            continue;
+        }
+        if e.at > stop {
+            break;
+        }
+        match prev {
+            Some(p) => {
+                if pts.is_empty() {
+                    pts.push((0.0, view.start.since(p).as_secs_f64().max(0.0)));
+                }
+                pts.push((rel(e.at), e.at.since(p).as_secs_f64()));
+            }
+            None => pts.push((rel(e.at), 0.0)),
+        }
+        pts.push((rel(e.at), 0.0));
+        prev = Some(e.at);
+    }
+    if let Some(p) = prev {
+        if stop > p && stop >= view.start {
+            if pts.is_empty() {
+                pts.push((0.0, view.start.since(p).as_secs_f64().max(0.0)));
+            }
+            pts.push((rel(stop), stop.since(p).as_secs_f64()));
+        }
+    }
+    pts
+}
+
+fn draw_chart(f: &mut Frame<'_>, area: Rect, app: &App) {
+    let block = Block::bordered().title(" silence per direction vs limit (s) ");
+    let (Some(c), Some(view)) = (app.selected(), app.view_window()) else {
+        f.render_widget(block, area);
+        return;
+    };
+    let Some(tl) = &c.timeline else {
+        f.render_widget(block, area);
+        return;
+    };
+    let end = if c.state == "open" {
+        app.snap.as_ref().and_then(|s| s.now).unwrap_or(c.last_seen)
+    } else {
+        c.last_seen
+    };
+    let cp = silence_points(&tl.client, &view, end);
+    let bp = silence_points(&tl.broker, &view, end);
+    let w = view.width.as_secs_f64();
+    let limit = c.limit.map(Span::as_secs_f64);
+    let lp: Vec<(f64, f64)> = limit.map_or_else(Vec::new, |l| vec![(0.0, l), (w, l)]);
+    let peak = cp.iter().chain(bp.iter()).map(|p| p.1).fold(0.0, f64::max);
+    // y labels are spread evenly, so make the top a whole multiple of the
+    // limit: each label then sits on a multiple of the limit.
+    let (top, ylabels) = match limit {
+        Some(l) if l > 0.0 => {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let m = ((peak * 1.1 / l).ceil() as u32).clamp(2, 1000);
+            let top = l * f64::from(m);
+            let labels: Vec<Line<'_>> = if m <= 6 {
+                (0..=m)
+                    .map(|i| Line::from(format!("{:.0}", l * f64::from(i))))
+                    .collect()
+            } else {
+                vec![Line::from("0"), Line::from(format!("{top:.0}"))]
+            };
+            (top, labels)
+        }
+        _ => {
+            let top = (peak * 1.1).max(1.0);
+            (top, vec![Line::from("0"), Line::from(format!("{top:.0}"))])
+        }
+    };
+    let mut sets = vec![
+        Dataset::default()
+            .name("client->broker")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(Color::Cyan))
+            .data(&cp),
+        Dataset::default()
+            .name("broker->client")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(Color::Magenta))
+            .data(&bp),
+    ];
+    if !lp.is_empty() {
+        sets.push(
+            Dataset::default()
+                .name("limit")
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(Color::Red))
+                .data(&lp),
+        );
+    }
+    let chart = Chart::new(sets)
+        .block(block)
+        .x_axis(
+            Axis::default()
+                .bounds([0.0, w])
+                .labels(vec![
+                    Line::from(clock(view.start)),
+                    Line::from(format!("+{:.1}s", w / 2.0)),
+                    Line::from(format!("+{w:.1}s")),
+                ])
+                .style(Style::new().fg(Color::DarkGray)),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, top])
+                .labels(ylabels)
+                .style(Style::new().fg(Color::DarkGray)),
+        )
+        .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
+        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 1)));
+    f.render_widget(chart, area);
+}
+
+fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
+    let list_w = if area.width >= 110 { 40 } else { 27 };
+    let [list, detail] =
+        Layout::horizontal([Constraint::Length(list_w), Constraint::Fill(1)]).areas(area);
+    let focused = app.focus == Focus::Gaps;
+    let block = Block::bordered().title(" gaps ").border_style(if focused {
+        Style::new().fg(Color::Cyan)
+    } else {
+        Style::new()
+    });
+    let Some(c) = app.selected() else {
+        f.render_widget(block, list);
+        f.render_widget(Block::bordered().title(" detail "), detail);
+        return;
+    };
+    if c.gaps.is_empty() {
+        let msg = match c.heartbeat {
+            Some(0) => "heartbeat disabled (0): silences are never flagged",
+            None => "heartbeat unknown: no Tune in the capture and no steady heartbeat period (use --heartbeat SECS)",
+            Some(_) => "no silence longer than the limit",
+        };
+        f.render_widget(
+            Paragraph::new(msg).wrap(Wrap { trim: true }).block(block),
+            list,
+        );
+    } else {
+        let rows: Vec<Row<'_>> = c
+            .gaps
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let who = g.report.silent_side;
+                Row::new(vec![
+                    Cell::from(format!("{}{}", i + 1, if g.open { "*" } else { "" })),
+                    Cell::from(who),
+                    Cell::from(format!("{:.1}x", g.report.ratio)),
+                    Cell::from(g.cause.as_str()),
+                ])
+                .style(Style::new().fg(cause_color(g.cause)))
+            })
+            .collect();
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Length(3),
+                Constraint::Length(6),
+                Constraint::Length(6),
+                Constraint::Fill(1),
+            ],
+        )
+        .block(block)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+        let sel = app.gap_sel.min(c.gaps.len().saturating_sub(1));
+        let mut state = TableState::default().with_selected(Some(sel));
+        f.render_stateful_widget(table, list, &mut state);
+    }
+    let text = detail_text(c, app.selected_gap());
+    f.render_widget(
+        Paragraph::new(text)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" detail ")),
+        detail,
+    );
+}
+
+fn detail_text<'a>(c: &'a ConnView, gap: Option<&'a GapView>) -> Text<'a> {
+    let mut lines: Vec<Line<'a>> = Vec::new();
+    if let Some(g) = gap {
+        let r = &g.report;
+        lines.push(Line::from(vec![
+            TSpan::styled(
+                format!("{} ", g.cause.as_str()),
+                Style::new().fg(cause_color(g.cause)).bold(),
+            ),
+            TSpan::raw(format!(
+                "{} silent {:.3} s / limit {} s = {:.2}x -> {}{}",
+                r.silent_side,
+                r.silence_s,
+                r.limit_s,
+                r.ratio,
+                r.consequence,
+                if g.open { " (still open)" } else { "" }
+            )),
+        ]));
+        lines.push(Line::from(format!(
+            "{} - {}, ended by {}",
+            clock(g.start),
+            clock(g.end),
+            r.ended_by,
+        )));
+        for e in &r.evidence {
+            lines.push(Line::from(format!("- {e}")));
+        }
+        if let Some(w) = &r.wakeup {
+            lines.push(Line::from(format!(
+                "wake-up flow: {} -> {}, {:.3} s before resume",
+                w.from, w.to, w.before_resume_s
+            )));
+        }
+        if let Some(rs) = &r.resumed {
+            lines.push(Line::from(format!(
+                "resumed: new connection from {}",
+                rs.from
+            )));
+        }
+    } else {
+        lines.push(Line::from(format!(
+            "#{} {} -> {}  state: {}",
+            c.id, c.client, c.broker, c.state
+        )));
+        lines.push(Line::from(format!(
+            "heartbeat: {}  longest silence: {}",
+            heartbeat_text(c),
+            secs(c.longest)
+        )));
+    }
+    if c.client_properties.is_empty() {
+        lines.push(Line::from("client_properties: not in the capture").fg(Color::DarkGray));
+    } else {
+        let props: Vec<String> = c
+            .client_properties
+            .iter()
+            .filter(|(k, _)| k != "capabilities")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        lines.push(Line::from(format!("client_properties: {}", props.join(", "))).fg(Color::Gray));
+    }
+    Text::from(lines)
+}
+
+fn draw_footer(f: &mut Frame<'_>, area: Rect, app: &App) {
+    let line = if app.filter_editing {
+        Line::from(format!("filter: {}_   (Enter keep, Esc clear)", app.filter)).fg(Color::Yellow)
+    } else if let Some(s) = &app.status {
+        Line::from(s.clone()).fg(Color::Yellow)
+    } else {
+        let keys = [
+            ("q", "quit"),
+            ("?", "help"),
+            ("↑↓", "select"),
+            ("Tab", "pane"),
+            ("/", "filter"),
+            ("f", "flagged"),
+            ("s", "sort"),
+            ("+-", "zoom"),
+            ("←→", "pan"),
+            ("spc", "pause"),
+            ("e", "export"),
+        ];
+        let mut spans = Vec::new();
+        for (k, what) in keys {
+            spans.push(TSpan::styled(k, Style::new().bold().fg(Color::Cyan)));
+            spans.push(TSpan::raw(format!(" {what} ")));
+        }
+        Line::from(spans)
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("↑ ↓  j k", "select a connection, or a gap in the gap pane"),
+    ("Tab", "switch between connections and gaps"),
+    (
+        "Enter",
+        "open the gaps of the connection / recentre the timeline",
+    ),
+    ("/", "filter by text (client, broker, name, cause, state)"),
+    ("f", "show only flagged connections (with gaps)"),
+    ("s", "sort: severity (default), ratio, gaps, id"),
+    ("+ -", "zoom the timeline in / out"),
+    ("← →  h l", "pan the timeline"),
+    ("Space", "pause / resume playback"),
+    (
+        "e",
+        "write the JSON report to hbscope-report-<capture>.json",
+    ),
+    ("?", "this help"),
+    ("q  Esc", "quit (Esc closes this help first)"),
+];
+
+fn draw_help(f: &mut Frame<'_>, area: Rect) {
+    let w = area.width.min(76);
+    let h = area.height.min(22);
+    let rect = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    let mut lines: Vec<Line<'_>> = HELP
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                TSpan::styled(format!("{k:<10}"), Style::new().bold().fg(Color::Cyan)),
+                TSpan::raw(*what),
+            ])
+        })
+        .collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from(
+        "timeline: H heartbeat, # frame/data, . pure ACK, r retransmission,",
+    ));
+    lines.push(Line::from(
+        "k keep-alive, F FIN, R RST, ? capture loss; a gap is shaded by its",
+    ));
+    lines.push(Line::from(
+        "cause (red stall, yellow unknown, blue capture loss); ! = limit.",
+    ));
+    lines.push(Line::from(
+        "ratio = longest silence / heartbeat timeout; > 1.00x is a gap.",
+    ));
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(" help (? or Esc to close) ")
+                .borders(Borders::ALL),
+        ),
+        rect,
+    );
+}

@@ -1,0 +1,277 @@
+//! The worker thread: owns the [`Engine`], reads the capture (as fast as
+//! possible or at N x real time), and sends [`Snapshot`]s to the UI. It
+//! listens for [`Command`]s (focus, pause, quit) between packets.
+//!
+//! "Now" is the playback clock: with `--speed N` it moves with the wall clock
+//! even when no packet arrives, so a silence still open grows on screen and
+//! [`Engine::tick`] flags it when it passes the limit (as live capture will).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use super::snapshot::{PlayState, Snapshot, Timelines};
+use super::state::{Command, Event};
+use crate::app::Progress;
+use crate::capture::{CaptureError, FileSource};
+use crate::decode::is_supported;
+use crate::engine::{Engine, EngineConfig};
+use crate::model::{Span, Timestamp};
+
+/// Least wall time between two snapshots while reading.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(150);
+
+/// What the worker reads and how fast.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Capture file ("-" = stdin).
+    pub path: PathBuf,
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// Playback speed (0 = as fast as possible).
+    pub speed: f64,
+}
+
+struct Worker {
+    source: String,
+    focus: HashSet<usize>,
+    paused: bool,
+    quit: bool,
+    events: Sender<Event>,
+    commands: Receiver<Command>,
+}
+
+impl Worker {
+    fn send(
+        &self,
+        engine: &Engine,
+        complete: bool,
+        now: Option<Timestamp>,
+        progress: Progress,
+        state: PlayState,
+    ) {
+        let snap = Snapshot::build(
+            engine,
+            &self.source,
+            complete,
+            now,
+            progress,
+            state,
+            Timelines::Slots(&self.focus),
+        );
+        let _ = self.events.send(Event::Snapshot(Box::new(snap)));
+    }
+
+    /// Applies one command; true when the focus changed (a new snapshot is due).
+    fn apply(&mut self, c: Command) -> bool {
+        match c {
+            Command::Focus(slot) => {
+                let changed = !self.focus.contains(&slot) || self.focus.len() != 1;
+                self.focus.clear();
+                self.focus.insert(slot);
+                changed
+            }
+            Command::Pause(p) => {
+                self.paused = p;
+                true
+            }
+            Command::Quit => {
+                self.quit = true;
+                false
+            }
+        }
+    }
+
+    /// Drains pending commands without blocking.
+    fn poll(&mut self) -> bool {
+        let mut due = false;
+        loop {
+            match self.commands.try_recv() {
+                Ok(c) => due |= self.apply(c),
+                Err(TryRecvError::Empty) => return due,
+                Err(TryRecvError::Disconnected) => {
+                    self.quit = true;
+                    return due;
+                }
+            }
+        }
+    }
+
+    /// Waits up to `d` for a command.
+    fn wait(&mut self, d: Duration) -> bool {
+        match self.commands.recv_timeout(d) {
+            Ok(c) => {
+                let due = self.apply(c);
+                due | self.poll()
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                self.quit = true;
+                false
+            }
+        }
+    }
+}
+
+/// A playback clock that stops while paused.
+struct Clock {
+    speed: f64,
+    played: Duration,
+    since: Option<Instant>,
+}
+
+impl Clock {
+    fn elapsed(&self) -> Duration {
+        self.played + self.since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+    fn pause(&mut self, paused: bool) {
+        match (paused, self.since) {
+            (true, Some(s)) => {
+                self.played += s.elapsed();
+                self.since = None;
+            }
+            (false, None) => self.since = Some(Instant::now()),
+            _ => {}
+        }
+    }
+    /// Capture time reached, counted from the first packet `t0`.
+    fn now(&self, t0: Timestamp) -> Timestamp {
+        #[allow(clippy::cast_possible_truncation)]
+        let ns = (self.elapsed().as_secs_f64() * self.speed * 1e9) as i64;
+        t0.plus(Span(ns))
+    }
+}
+
+/// Runs the worker until the UI quits or goes away.
+pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command>) {
+    let mut w = Worker {
+        source: cfg.path.display().to_string(),
+        focus: HashSet::new(),
+        paused: false,
+        quit: false,
+        events,
+        commands,
+    };
+    let mut src = match FileSource::open(&cfg.path) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = w.events.send(Event::Snapshot(Box::new(Snapshot::failed(
+                &w.source,
+                e.to_string(),
+            ))));
+            return;
+        }
+    };
+    let link = src.link_type();
+    if !is_supported(link) {
+        let msg = crate::app::AppError::UnsupportedLink {
+            input: w.source.clone(),
+            link: link.to_string(),
+        }
+        .to_string();
+        let _ = w
+            .events
+            .send(Event::Snapshot(Box::new(Snapshot::failed(&w.source, msg))));
+        return;
+    }
+    let total = src.file_size();
+    let mut engine = Engine::new(cfg.engine.clone(), link);
+    let mut progress = Progress {
+        packets: 0,
+        bytes: 0,
+        total,
+    };
+    let playing = if cfg.speed > 0.0 {
+        PlayState::Playing { speed: cfg.speed }
+    } else {
+        PlayState::Loading
+    };
+    let mut clock = Clock {
+        speed: cfg.speed,
+        played: Duration::ZERO,
+        since: Some(Instant::now()),
+    };
+    let mut last_sent = Instant::now();
+    let mut complete = true;
+    let mut t0: Option<Timestamp> = None;
+    w.send(&engine, complete, None, progress, playing);
+    loop {
+        if w.quit {
+            return;
+        }
+        let rec = match src.next_packet() {
+            Ok(Some(rec)) => rec,
+            Ok(None) => break,
+            Err(e) => {
+                complete = false;
+                let code = match e {
+                    CaptureError::Truncated { .. } => "capture-truncated",
+                    CaptureError::MixedLinkTypes { .. } => "mixed-link-types",
+                    _ => "read-error",
+                };
+                engine.warn(code, e.to_string());
+                break;
+            }
+        };
+        let ts = rec.ts;
+        let start = *t0.get_or_insert(ts);
+        // Wait for the playback clock (and while paused), still answering the UI.
+        loop {
+            let mut due = w.poll();
+            clock.pause(w.paused);
+            if w.quit {
+                return;
+            }
+            let state = if w.paused { PlayState::Paused } else { playing };
+            let wait = if w.paused {
+                Some(Duration::from_millis(100))
+            } else if cfg.speed > 0.0 {
+                let ahead = ts.since(clock.now(start)).as_secs_f64() / cfg.speed;
+                (ahead > 0.0).then(|| Duration::from_secs_f64(ahead.min(0.1)))
+            } else {
+                None
+            };
+            let now = if cfg.speed > 0.0 {
+                Some(
+                    clock
+                        .now(start)
+                        .min(ts)
+                        .max(engine.counters().last.unwrap_or(start)),
+                )
+            } else {
+                None
+            };
+            if let Some(now) = now {
+                engine.tick(now);
+            }
+            if due || last_sent.elapsed() >= SNAPSHOT_EVERY {
+                w.send(&engine, complete, now, progress, state);
+                last_sent = Instant::now();
+                due = false;
+            }
+            let _ = due;
+            match wait {
+                Some(d) => {
+                    if w.wait(d) {
+                        w.send(&engine, complete, now, progress, state);
+                        last_sent = Instant::now();
+                    }
+                }
+                None => break,
+            }
+        }
+        engine.process(&rec);
+        progress.packets += 1;
+        progress.bytes = src.bytes_consumed();
+    }
+    progress.bytes = src.bytes_consumed();
+    engine.finish();
+    w.send(&engine, complete, None, progress, PlayState::Done);
+    // Finished: answer focus changes until the UI quits.
+    while !w.quit {
+        if w.wait(Duration::from_millis(500)) {
+            w.send(&engine, complete, None, progress, PlayState::Done);
+        }
+    }
+}
