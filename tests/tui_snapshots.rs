@@ -188,3 +188,35 @@ fn export_writes_the_json_report() {
         .is_some_and(|s| s.contains("hbscope-report-nova-api-eventlet.json")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn worker_streams_snapshots_and_answers_focus() {
+    use hbscope::tui::worker::{self, WorkerConfig};
+    use std::sync::mpsc;
+
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let cfg = WorkerConfig {
+        path: capture("nova-api-eventlet.pcap"),
+        engine: EngineConfig::default(),
+        speed: 0.0,
+    };
+    let handle = std::thread::spawn(move || worker::run(&cfg, ev_tx, cmd_rx));
+    let next = || match ev_rx.recv().expect("worker alive") {
+        Event::Snapshot(s) => *s,
+        other => panic!("unexpected event {other:?}"),
+    };
+    let mut snap = next();
+    while snap.state != PlayState::Done {
+        snap = next();
+    }
+    assert_eq!(snap.report.summary.gaps, 1);
+    assert!(snap.conns.iter().all(|c| c.timeline.is_none()));
+    let slot = snap.conns[0].slot;
+    cmd_tx.send(Command::Focus(slot)).unwrap();
+    let snap = next();
+    let tl = snap.conns[0].timeline.as_ref().expect("timeline sent");
+    assert!(!tl.client.is_empty() && !tl.broker.is_empty());
+    cmd_tx.send(Command::Quit).unwrap();
+    handle.join().unwrap();
+}

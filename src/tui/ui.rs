@@ -219,6 +219,9 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
             format!(": {}", causes.join(", "))
         }
     );
+    if let (false, Some(now)) = (snap.state == PlayState::Done, snap.now) {
+        line2.push_str(&format!(" | now {}", clock(now)));
+    }
     if snap.state != PlayState::Done {
         let p = &snap.progress;
         line2.push_str(&format!(
@@ -675,32 +678,42 @@ fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
             list,
         );
     } else {
+        let narrow = list_w < 30;
         let rows: Vec<Row<'_>> = c
             .gaps
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let who = g.report.silent_side;
-                Row::new(vec![
-                    Cell::from(format!("{}{}", i + 1, if g.open { "*" } else { "" })),
-                    Cell::from(who),
-                    Cell::from(format!("{:.1}x", g.report.ratio)),
-                    Cell::from(g.cause.as_str()),
-                ])
-                .style(Style::new().fg(cause_color(g.cause)))
+                let mut cells = vec![Cell::from(format!(
+                    "{}{}",
+                    i + 1,
+                    if g.open { "*" } else { "" }
+                ))];
+                if !narrow {
+                    cells.push(Cell::from(g.report.silent_side));
+                }
+                cells.push(Cell::from(format!("{:.1}x", g.report.ratio)));
+                cells.push(Cell::from(g.cause.as_str()));
+                Row::new(cells).style(Style::new().fg(cause_color(g.cause)))
             })
             .collect();
-        let table = Table::new(
-            rows,
-            [
+        let widths: Vec<Constraint> = if narrow {
+            vec![
+                Constraint::Length(3),
+                Constraint::Length(5),
+                Constraint::Fill(1),
+            ]
+        } else {
+            vec![
                 Constraint::Length(3),
                 Constraint::Length(6),
                 Constraint::Length(6),
                 Constraint::Fill(1),
-            ],
-        )
-        .block(block)
-        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+            ]
+        };
+        let table = Table::new(rows, widths)
+            .block(block)
+            .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
         let sel = app.gap_sel.min(c.gaps.len().saturating_sub(1));
         let mut state = TableState::default().with_selected(Some(sel));
         f.render_stateful_widget(table, list, &mut state);
@@ -785,22 +798,37 @@ fn draw_footer(f: &mut Frame<'_>, area: Rect, app: &App) {
     } else if let Some(s) = &app.status {
         Line::from(s.clone()).fg(Color::Yellow)
     } else {
-        let keys = [
-            ("q", "quit"),
-            ("?", "help"),
-            ("↑↓", "select"),
-            ("Tab", "pane"),
-            ("/", "filter"),
-            ("f", "flagged"),
-            ("s", "sort"),
-            ("+-", "zoom"),
-            ("←→", "pan"),
-            ("spc", "pause"),
-            ("e", "export"),
-        ];
+        let keys: &[(&str, &str)] = if area.width >= 100 {
+            &[
+                ("q", "quit"),
+                ("?", "help"),
+                ("↑↓", "select"),
+                ("Tab", "pane"),
+                ("/", "filter"),
+                ("f", "flagged"),
+                ("s", "sort"),
+                ("+-", "zoom"),
+                ("←→", "pan"),
+                ("spc", "pause"),
+                ("e", "export"),
+            ]
+        } else {
+            &[
+                ("q", "quit"),
+                ("?", "help"),
+                ("↑↓", "sel"),
+                ("/", "find"),
+                ("f", "flag"),
+                ("s", "sort"),
+                ("+-", "zoom"),
+                ("←→", "pan"),
+                ("spc", "pause"),
+                ("e", "json"),
+            ]
+        };
         let mut spans = Vec::new();
         for (k, what) in keys {
-            spans.push(TSpan::styled(k, Style::new().bold().fg(Color::Cyan)));
+            spans.push(TSpan::styled(*k, Style::new().bold().fg(Color::Cyan)));
             spans.push(TSpan::raw(format!(" {what} ")));
         }
         Line::from(spans)
