@@ -56,6 +56,24 @@ impl Replay {
     }
 }
 
+/// Opens the capture at `path` and checks its link type without reading
+/// packets (to report an unusable input before a UI starts).
+///
+/// # Errors
+/// [`AppError`] when the input cannot be opened or its link type is unsupported.
+pub fn check_input(path: &Path) -> Result<(), AppError> {
+    let src = FileSource::open(path)?;
+    let link = src.link_type();
+    if is_supported(link) {
+        Ok(())
+    } else {
+        Err(AppError::UnsupportedLink {
+            input: path.display().to_string(),
+            link: link.to_string(),
+        })
+    }
+}
+
 /// Reads the whole capture at `path` ("-" = stdin) through the engine.
 ///
 /// A file cut short mid-record is not an error: the packets before the cut
