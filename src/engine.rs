@@ -17,7 +17,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::amqp::{looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer};
-use crate::timeline::{Kinds, Timeline};
 use crate::analysis::{
     AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
 };
@@ -25,6 +24,7 @@ use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
 use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
+use crate::timeline::{Kinds, Timeline};
 use crate::tls::{heartbeat_record_len, looks_like_client_hello, RecordReader, TlsEvent};
 
 /// Engine settings.
@@ -810,7 +810,11 @@ fn apply_amqp(ts: Timestamp, d: Direction, events: Vec<AmqpEvent>, slot: &mut Co
             }
             AmqpEvent::Frame(f) => {
                 slot.confirmed = true;
-                let kind = if f.kind == FrameKind::Heartbeat { Kinds::HEARTBEAT } else { Kinds::FRAME };
+                let kind = if f.kind == FrameKind::Heartbeat {
+                    Kinds::HEARTBEAT
+                } else {
+                    Kinds::FRAME
+                };
                 slot.timeline.record(d, ts, kind);
                 slot.conn.on_frame(ts, d, &f);
             }
@@ -914,7 +918,15 @@ fn apply_tls(
                     t.header_record_skipped = true;
                     kind = FrameKind::Body;
                 }
-                slot.timeline.record(d, ts, if kind == FrameKind::Heartbeat { Kinds::HEARTBEAT } else { Kinds::FRAME });
+                slot.timeline.record(
+                    d,
+                    ts,
+                    if kind == FrameKind::Heartbeat {
+                        Kinds::HEARTBEAT
+                    } else {
+                        Kinds::FRAME
+                    },
+                );
                 let frame = FrameInfo {
                     kind,
                     channel: 0,

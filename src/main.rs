@@ -2,7 +2,7 @@
 //! (0 analysed, 1 the report could not be written, 2 unusable input,
 //! 3 `--fail-on-gap` and a gap was flagged).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,15 +37,20 @@ enum Format {
     Html,
     /// Markdown, for pasting into a ticket.
     Markdown,
+    /// The interactive terminal UI (the default when stdout is a terminal).
+    Tui,
 }
 
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
     /// Capture file (pcap or pcapng), or "-" for stdin.
     file: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Output format [default: tui when stdout is a terminal, else text].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Play the capture back at N x real time in the TUI (1, 10, 100); 0 reads as fast as possible.
+    #[arg(long, value_name = "N", default_value_t = 0.0)]
+    speed: f64,
     /// Also treat this TCP port as AMQP (repeatable; 5672 always is).
     #[arg(long = "port", value_name = "PORT")]
     ports: Vec<u16>,
@@ -74,6 +79,20 @@ fn main() -> ExitCode {
 }
 
 fn replay(args: &ReplayArgs) -> ExitCode {
+    if !(args.speed.is_finite() && args.speed >= 0.0) {
+        eprintln!(
+            "hbscope: --speed {} is not a playback speed; use 0 (as fast as possible) or a positive factor such as 1, 10 or 100",
+            args.speed
+        );
+        return ExitCode::from(2);
+    }
+    let format = args.format.unwrap_or_else(|| {
+        if args.output.is_none() && !args.summary && std::io::stdout().is_terminal() {
+            Format::Tui
+        } else {
+            Format::Text
+        }
+    });
     let mut config = EngineConfig::default();
     for p in &args.ports {
         if !config.amqp_ports.contains(p) {
@@ -86,6 +105,29 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         }
     }
     config.analysis.heartbeat_override = args.heartbeat;
+    if format == Format::Tui && !args.summary {
+        // Say what is wrong with the input before taking over the terminal
+        // (stdin can only be read once, so the worker reports its errors).
+        if args.file.as_os_str() != "-" {
+            if let Err(e) = app::check_input(&args.file) {
+                eprintln!("hbscope: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        config.timeline_events = hbscope::timeline::Timeline::CAP;
+        let cfg = hbscope::tui::WorkerConfig {
+            path: args.file.clone(),
+            engine: config,
+            speed: args.speed,
+        };
+        return match hbscope::tui::replay(cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hbscope: terminal UI failed: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let result = match app::replay(&args.file, config, &mut |_| {}) {
         Ok(r) => r,
         Err(e) => {
@@ -94,9 +136,9 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         }
     };
     let rep = result.report();
-    let text = match args.format {
+    let text = match format {
         _ if args.summary => hbscope::html::to_summary(&rep),
-        Format::Text => report::to_text(&rep),
+        Format::Text | Format::Tui => report::to_text(&rep),
         Format::Html => hbscope::html::to_html(&rep),
         Format::Markdown => hbscope::html::to_markdown(&rep),
         Format::Json => match report::to_json(&rep) {

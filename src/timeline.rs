@@ -80,7 +80,11 @@ impl Timeline {
     /// A timeline keeping at most `cap` events per direction (0 records nothing).
     #[must_use]
     pub fn with_capacity(cap: usize) -> Self {
-        Timeline { lanes: [VecDeque::new(), VecDeque::new()], forgotten: [0, 0], cap }
+        Timeline {
+            lanes: [VecDeque::new(), VecDeque::new()],
+            forgotten: [0, 0],
+            cap,
+        }
     }
 
     /// Records `kinds` seen in `dir` at `at`, merging with the previous event

@@ -22,8 +22,11 @@ fn capture(name: &str) -> PathBuf {
 /// source is the relative path, so no machine-specific path enters snapshots.
 fn finished(name: &str) -> Snapshot {
     let mut last = Progress::default();
-    let r = app::replay(&capture(name), EngineConfig::default(), &mut |p| last = p)
-        .expect("capture readable");
+    let config = EngineConfig {
+        timeline_events: hbscope::timeline::Timeline::CAP,
+        ..EngineConfig::default()
+    };
+    let r = app::replay(&capture(name), config, &mut |p| last = p).expect("capture readable");
     Snapshot::build(
         &r.engine,
         &format!("captures/{name}"),

@@ -176,7 +176,12 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
         return;
     }
     let total = src.file_size();
-    let mut engine = Engine::new(cfg.engine.clone(), link);
+    let mut engine_config = cfg.engine.clone();
+    if engine_config.timeline_events == 0 {
+        // The TUI draws timelines; reports alone do not keep them.
+        engine_config.timeline_events = crate::timeline::Timeline::CAP;
+    }
+    let mut engine = Engine::new(engine_config, link);
     let mut progress = Progress {
         packets: 0,
         bytes: 0,
