@@ -10,6 +10,9 @@
 //! sees a path, the obvious mistakes (missing file, directory, empty file,
 //! unreadable file) are checked here so the user gets a plain message instead
 //! of libpcap's terse one; libpcap's own errors are translated too.
+//!
+//! [`live::LiveCapture`] reads an interface (immediate mode, nanosecond
+//! timestamps, non-blocking with poll) and can save what it reads with `--write`.
 
 use std::fmt;
 use std::fs::File;
@@ -17,6 +20,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::model::Timestamp;
+
+pub mod live;
 
 /// A link-layer header type: the `DLT_` value libpcap reports for a capture.
 ///

@@ -293,11 +293,15 @@ impl Engine {
 
     /// Packets the kernel dropped since the last call (live capture): counted
     /// against every open silence, since any of them may hide lost packets.
+    ///
+    /// Calling it with 0 marks the input as live: the report then shows a
+    /// drop count of 0 instead of "not applicable".
     pub fn on_capture_drops(&mut self, new_drops: u64) {
+        let total = self.counters.dropped.get_or_insert(0);
         if new_drops == 0 {
             return;
         }
-        *self.counters.dropped.get_or_insert(0) += new_drops;
+        *total += new_drops;
         for s in &mut self.slots {
             s.conn.on_capture_drops(new_drops);
         }

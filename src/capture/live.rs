@@ -1,0 +1,377 @@
+//! Live capture from a network interface through libpcap.
+//!
+//! The capture is opened in immediate mode, with a full snapshot length and
+//! nanosecond timestamps, and switched to non-blocking mode: on an idle Linux
+//! interface a blocking read does not return at its timeout, so the caller
+//! waits with [`LiveCapture::wait`] (poll(2) on libpcap's descriptor, bounded by
+//! a timeout) and then drains what is ready with [`LiveCapture::next_packet`].
+//! That keeps one thread in charge of packets, the clock ticks and signals.
+//!
+//! `--write` copies every packet into a pcap savefile (nanosecond magic) that
+//! is created with mode 0600, because AMQP handshakes carry credentials.
+
+use std::fs::{OpenOptions, Permissions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{timestamp, LinkType, PacketRecord};
+
+/// The snapshot length used for live capture: whole packets.
+pub const FULL_SNAPLEN: i32 = 262_144;
+
+/// Kernel buffer asked for, in bytes: room for bursts while the analysis runs.
+pub const BUFFER_BYTES: i32 = 16 * 1024 * 1024;
+
+/// What to capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// Interface name (`any` for all interfaces on Linux).
+    pub interface: String,
+    /// BPF filter expression.
+    pub filter: String,
+}
+
+/// Why live capture could not start or continue. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveCaptureError {
+    /// Capturing needs privileges the process does not have.
+    #[error(
+        "capturing on {interface} needs CAP_NET_RAW and CAP_NET_ADMIN (or root), which this process does not have \
+         ({detail}); run hbscope as root, or grant it once with \
+         `sudo setcap cap_net_raw,cap_net_admin=eip $(which hbscope)`"
+    )]
+    NoPermission {
+        /// The interface.
+        interface: String,
+        /// libpcap's message.
+        detail: String,
+    },
+    /// The interface does not exist.
+    #[error("interface {interface} does not exist ({detail}); `hbscope interfaces` lists the ones you can capture on")]
+    NoSuchInterface {
+        /// The interface.
+        interface: String,
+        /// libpcap's message.
+        detail: String,
+    },
+    /// The interface exists but is down.
+    #[error("interface {interface} is down ({detail}); bring it up (`ip link set {interface} up`) or pick another")]
+    InterfaceDown {
+        /// The interface.
+        interface: String,
+        /// libpcap's message.
+        detail: String,
+    },
+    /// The BPF filter does not compile.
+    #[error("the capture filter `{filter}` is not valid BPF ({detail}); check it with `tcpdump -d '{filter}'`")]
+    BadFilter {
+        /// The filter.
+        filter: String,
+        /// libpcap's message.
+        detail: String,
+    },
+    /// Any other failure to open the interface.
+    #[error("cannot capture on {interface}: {detail}")]
+    Open {
+        /// The interface.
+        interface: String,
+        /// libpcap's message.
+        detail: String,
+    },
+    /// The `--write` file cannot be created.
+    #[error("{}: cannot write the capture file ({detail}); check the directory exists and is writable", path.display())]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// Reading packets failed.
+    #[error("live capture stopped: {detail}")]
+    Read {
+        /// libpcap's or the system's message.
+        detail: String,
+    },
+    /// The interfaces could not be listed.
+    #[error("cannot list capture interfaces ({detail}); run as root or with CAP_NET_RAW")]
+    List {
+        /// libpcap's message.
+        detail: String,
+    },
+}
+
+/// A capturable interface, as libpcap lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InterfaceInfo {
+    /// Name to pass to `--interface`.
+    pub name: String,
+    /// libpcap's description, if any.
+    pub description: Option<String>,
+    /// Addresses (IPv4/IPv6) on the interface.
+    pub addresses: Vec<String>,
+    /// Interface is up.
+    pub up: bool,
+    /// Interface is running.
+    pub running: bool,
+    /// Loopback interface.
+    pub loopback: bool,
+}
+
+/// Lists the interfaces libpcap can capture on.
+///
+/// # Errors
+/// [`LiveCaptureError::List`] when libpcap cannot enumerate devices.
+pub fn list_interfaces() -> Result<Vec<InterfaceInfo>, LiveCaptureError> {
+    let devices = pcap::Device::list().map_err(|e| LiveCaptureError::List {
+        detail: e.to_string(),
+    })?;
+    Ok(devices
+        .into_iter()
+        .map(|d| InterfaceInfo {
+            addresses: d.addresses.iter().map(|a| a.addr.to_string()).collect(),
+            up: d.flags.is_up(),
+            running: d.flags.is_running(),
+            loopback: d.flags.is_loopback(),
+            description: d.desc,
+            name: d.name,
+        })
+        .collect())
+}
+
+/// Kernel counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    /// Packets dropped by the kernel (buffer full) since the capture started.
+    pub dropped: u64,
+    /// Packets dropped by the interface or its driver since the capture started.
+    pub if_dropped: u64,
+}
+
+/// An open live capture.
+pub struct LiveCapture {
+    cap: pcap::Capture<pcap::Active>,
+    link: LinkType,
+    interface: String,
+    savefile: Option<(pcap::Savefile, PathBuf)>,
+    /// Last raw (32-bit, wrapping) kernel counters seen, and their 64-bit totals.
+    last_raw: (u32, u32),
+    totals: DropCounters,
+}
+
+impl std::fmt::Debug for LiveCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCapture")
+            .field("interface", &self.interface)
+            .field("link", &self.link)
+            .field("totals", &self.totals)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_error(interface: &str, e: &pcap::Error) -> LiveCaptureError {
+    let detail = e.to_string();
+    let lower = detail.to_lowercase();
+    let interface = interface.to_owned();
+    if lower.contains("permission") || lower.contains("operation not permitted") {
+        LiveCaptureError::NoPermission { interface, detail }
+    } else if lower.contains("no such device") {
+        LiveCaptureError::NoSuchInterface { interface, detail }
+    } else if lower.contains("is not up") || lower.contains("network is down") {
+        LiveCaptureError::InterfaceDown { interface, detail }
+    } else {
+        LiveCaptureError::Open { interface, detail }
+    }
+}
+
+impl LiveCapture {
+    /// Opens `config.interface` in immediate mode with a full snapshot length,
+    /// nanosecond timestamps and the BPF filter, in non-blocking mode.
+    ///
+    /// # Errors
+    /// [`LiveCaptureError::NoPermission`], [`LiveCaptureError::NoSuchInterface`],
+    /// [`LiveCaptureError::InterfaceDown`], [`LiveCaptureError::BadFilter`] or
+    /// [`LiveCaptureError::Open`].
+    pub fn open(config: &LiveConfig) -> Result<Self, LiveCaptureError> {
+        let iface = config.interface.as_str();
+        let cap = pcap::Capture::from_device(iface)
+            .map_err(|e| open_error(iface, &e))?
+            .immediate_mode(true)
+            .snaplen(FULL_SNAPLEN)
+            .buffer_size(BUFFER_BYTES)
+            .precision(pcap::Precision::Nano)
+            .promisc(false)
+            .timeout(100)
+            .open()
+            .map_err(|e| open_error(iface, &e))?;
+        let mut cap = cap.setnonblock().map_err(|e| open_error(iface, &e))?;
+        cap.filter(&config.filter, true)
+            .map_err(|e| LiveCaptureError::BadFilter {
+                filter: config.filter.clone(),
+                detail: e.to_string(),
+            })?;
+        let link = LinkType(cap.get_datalink().0);
+        Ok(LiveCapture {
+            cap,
+            link,
+            interface: config.interface.clone(),
+            savefile: None,
+            last_raw: (0, 0),
+            totals: DropCounters::default(),
+        })
+    }
+
+    /// The link-layer type of the interface.
+    #[must_use]
+    pub fn link_type(&self) -> LinkType {
+        self.link
+    }
+
+    /// Copies every packet read from now on into a pcap file at `path`,
+    /// created (or truncated) with mode 0600.
+    ///
+    /// # Errors
+    /// [`LiveCaptureError::Write`] when the file cannot be created.
+    pub fn write_to(&mut self, path: &Path) -> Result<(), LiveCaptureError> {
+        let write_err = |detail: String| LiveCaptureError::Write {
+            path: path.to_path_buf(),
+            detail,
+        };
+        // Create it 0600 ourselves first: libpcap would create it with the
+        // umask's mode, readable by everyone, and it holds credentials.
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| write_err(e.to_string()))?;
+        // An existing file keeps its mode on open: force it.
+        file.set_permissions(Permissions::from_mode(0o600))
+            .map_err(|e| write_err(e.to_string()))?;
+        drop(file);
+        let save = self
+            .cap
+            .savefile(path)
+            .map_err(|e| write_err(e.to_string()))?;
+        self.savefile = Some((save, path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Waits until packets are ready or `timeout` passed. Returns `true` when
+    /// the descriptor is readable. A signal cuts the wait short (returns `false`).
+    ///
+    /// # Errors
+    /// [`LiveCaptureError::Read`] when poll(2) fails for another reason.
+    pub fn wait(&self, timeout: Duration) -> Result<bool, LiveCaptureError> {
+        let ts = rustix::event::Timespec {
+            tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let mut fds = [rustix::event::PollFd::new(
+            &self.cap,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(LiveCaptureError::Read {
+                detail: format!("poll on the capture descriptor failed: {e}"),
+            }),
+        }
+    }
+
+    /// The next packet that is ready, or `Ok(None)` when none is (non-blocking).
+    /// With `--write`, the packet is also appended to the savefile.
+    ///
+    /// # Errors
+    /// [`LiveCaptureError::Read`] when libpcap reports an error (interface
+    /// gone, capture broken).
+    pub fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, LiveCaptureError> {
+        match self.cap.next_packet() {
+            Ok(packet) => {
+                if let Some((save, _)) = self.savefile.as_mut() {
+                    save.write(&packet);
+                }
+                let header = *packet.header;
+                Ok(Some(PacketRecord {
+                    ts: timestamp(&header),
+                    caplen: header.caplen,
+                    orig_len: header.len,
+                    data: packet.data,
+                }))
+            }
+            Err(pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) => Ok(None),
+            Err(e) => Err(LiveCaptureError::Read {
+                detail: format!("reading from {}: {e}", self.interface),
+            }),
+        }
+    }
+
+    /// Kernel drop counters since the capture started (widened to 64 bits).
+    ///
+    /// # Errors
+    /// [`LiveCaptureError::Read`] when libpcap cannot read its statistics.
+    pub fn drops(&mut self) -> Result<DropCounters, LiveCaptureError> {
+        let st = self.cap.stats().map_err(|e| LiveCaptureError::Read {
+            detail: format!("reading capture statistics: {e}"),
+        })?;
+        // The kernel's counters are 32-bit and wrap.
+        self.totals.dropped += u64::from(st.dropped.wrapping_sub(self.last_raw.0));
+        self.totals.if_dropped += u64::from(st.if_dropped.wrapping_sub(self.last_raw.1));
+        self.last_raw = (st.dropped, st.if_dropped);
+        Ok(self.totals)
+    }
+
+    /// Flushes the savefile to disk (it stays valid after every flush).
+    ///
+    /// # Errors
+    /// [`LiveCaptureError::Write`] when the flush fails.
+    pub fn flush(&mut self) -> Result<(), LiveCaptureError> {
+        if let Some((save, path)) = self.savefile.as_mut() {
+            save.flush().map_err(|e| LiveCaptureError::Write {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and closes the savefile; returns its path when there was one.
+    ///
+    /// # Errors
+    /// [`LiveCaptureError::Write`] when the final flush fails.
+    pub fn close(mut self) -> Result<Option<PathBuf>, LiveCaptureError> {
+        self.flush()?;
+        Ok(self.savefile.take().map(|(save, path)| {
+            drop(save);
+            path
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_errors_are_classified() {
+        let e = open_error(
+            "lo",
+            &pcap::Error::PcapError("socket: Operation not permitted".into()),
+        );
+        assert!(matches!(e, LiveCaptureError::NoPermission { .. }), "{e:?}");
+        assert!(e
+            .to_string()
+            .contains("setcap cap_net_raw,cap_net_admin=eip"));
+        let e = open_error(
+            "nope0",
+            &pcap::Error::PcapError("nope0: No such device exists".into()),
+        );
+        assert!(
+            matches!(e, LiveCaptureError::NoSuchInterface { .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("hbscope interfaces"));
+    }
+}
