@@ -13,8 +13,10 @@
 //! [`engine`] wires decode, reassembly, amqp and analysis together for one
 //! packet at a time; [`app`] runs a whole input through it. Only `capture`
 //! touches `pcap`, only `decode` touches `etherparse`, only `amqp` touches
-//! `amq-protocol`, only `report` formats time with `chrono`. Analysis never
-//! reads a clock: time arrives with the packets.
+//! `amq-protocol`, only `report` formats time with `chrono`, only `procinfo`
+//! touches `procfs`. Analysis never reads a clock: time arrives with the
+//! packets. Live mode ([`live`]) reads the wall clock at its edge and hands it
+//! to the engine as capture time so open silences grow without packets.
 
 pub mod amqp;
 pub mod analysis;
@@ -25,6 +27,7 @@ pub mod engine;
 pub mod fuzz;
 pub mod html;
 pub mod model;
+pub mod procinfo;
 pub mod reassembly;
 pub mod report;
 pub mod timeline;

@@ -270,6 +270,87 @@ pub struct GapReport {
     pub wakeup: Option<WakeupReport>,
     /// Client's next connection after the broker cut this one.
     pub resumed: Option<ResumedReport>,
+    /// Live capture only: what the silent side's process was doing during
+    /// the silence (absent in replay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessReport>,
+}
+
+/// The process that owns one end of a connection (live capture on that host).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProcessOwnerReport {
+    /// Process id.
+    pub pid: i32,
+    /// Command name (`comm`) of the process.
+    pub command: String,
+    /// Full command line, when readable (bounded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// Owner's user id.
+    pub uid: u32,
+}
+
+/// One thread of the silent process during a silence.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ThreadReport {
+    /// Thread id.
+    pub tid: i32,
+    /// Thread name (`comm`).
+    pub name: String,
+    /// One state letter per sample during the silence (S, R, D, T, t, Z, X = gone).
+    pub state_samples: String,
+    /// CPU seconds (user + system) used during the silence.
+    pub cpu_s: f64,
+}
+
+/// What the silent side's process was doing during a silence (live only).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProcessReport {
+    /// "client" | "broker": whose process this is.
+    pub side: &'static str,
+    /// "blocked-idle" | "busy" | "stopped" | "io-wait" | "exited" |
+    /// "undetermined" | "not-attributable".
+    pub verdict: &'static str,
+    /// One sentence: why this verdict, or why there is none.
+    pub reason: String,
+    /// Process id (absent when not attributable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Command name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// oslo.messaging / client connection_name from Connection.Start-Ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_name: Option<String>,
+    /// One state letter per ~1 s sample of the process during the silence
+    /// (S sleeping, R running, D uninterruptible/io, T stopped, t traced,
+    /// Z zombie, X gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_samples: Option<String>,
+    /// Wall seconds covered by the samples used for CPU figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled_s: Option<f64>,
+    /// CPU seconds (user + system, all threads) used during the silence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_s_during_silence: Option<f64>,
+    /// CPU seconds per wall second during the silence (1.0 = one core busy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_share: Option<f64>,
+    /// Voluntary context switches during the silence (main thread).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voluntary_ctxt_switches: Option<u64>,
+    /// Involuntary context switches during the silence (main thread).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonvoluntary_ctxt_switches: Option<u64>,
+    /// Largest unread byte count in the socket's receive queue during the silence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_rx_queue_max: Option<u32>,
+    /// Largest unsent byte count in the socket's send queue during the silence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_tx_queue_max: Option<u32>,
+    /// Per-thread samples (at most 16 threads).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<ThreadReport>,
 }
 
 /// One AMQP connection.
@@ -319,6 +400,12 @@ pub struct ConnectionReport {
     pub gaps: Vec<GapReport>,
     /// Gaps beyond the per-connection cap (counted, not listed).
     pub gaps_not_listed: u64,
+    /// Live capture only: the process owning the client's socket on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_process: Option<ProcessOwnerReport>,
+    /// Live capture only: the process owning the broker's socket on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_process: Option<ProcessOwnerReport>,
     /// AMQP over TLS: what the record layer showed; null for plain AMQP.
     pub tls: Option<TlsReport>,
     /// Facts the capture cannot give for this connection (e.g. under TLS).
@@ -403,6 +490,7 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
             at: rfc3339(at),
             from: from.to_string(),
         }),
+        process: None,
     }
 }
 
@@ -530,6 +618,8 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         } else {
             Vec::new()
         },
+        client_process: None,
+        broker_process: None,
     }
 }
 
@@ -606,6 +696,25 @@ fn prop_text(p: &Properties, key: &str) -> Option<String> {
         Some(PropValue::Int(i)) => Some(i.to_string()),
         _ => None,
     }
+}
+
+/// One line about a gap's process verdict, for text output.
+#[must_use]
+pub fn process_text(p: &ProcessReport) -> String {
+    let mut o = String::new();
+    if let (Some(pid), Some(cmd)) = (p.pid, &p.command) {
+        let _ = write!(o, "{} pid {pid} ({cmd}) ", p.side);
+    } else {
+        let _ = write!(o, "{} ", p.side);
+    }
+    let _ = write!(o, "{}: {}", p.verdict, p.reason);
+    if let Some(s) = &p.state_samples {
+        let _ = write!(o, "; states {s}");
+    }
+    if let Some(rx) = p.socket_rx_queue_max.filter(|v| *v > 0) {
+        let _ = write!(o, "; {rx} unread bytes in its socket");
+    }
+    o
 }
 
 /// Renders the report as text for a terminal or a ticket.
@@ -700,6 +809,14 @@ pub fn to_text(report: &Report) -> String {
                     .map_or(String::new(), |f| format!(" (from {f})")),
             );
         }
+        for (side, p) in [
+            ("client", &conn.client_process),
+            ("broker", &conn.broker_process),
+        ] {
+            if let Some(p) = p {
+                let _ = writeln!(o, "    {side} process: pid {} ({})", p.pid, p.command);
+            }
+        }
         let hb = &conn.heartbeat;
         let hb_text = match hb.value_s {
             Some(0) => "disabled (0): silences are never flagged".to_owned(),
@@ -781,6 +898,9 @@ pub fn to_text(report: &Report) -> String {
             );
             for line in &g.evidence {
                 let _ = writeln!(o, "      - {line}");
+            }
+            if let Some(p) = &g.process {
+                let _ = writeln!(o, "      process: {}", process_text(p));
             }
         }
     }

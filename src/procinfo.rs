@@ -1,0 +1,679 @@
+//! Process attribution for live capture (Linux procfs).
+//!
+//! This is the only module that touches the `procfs` crate. It answers two
+//! questions for a connection captured on this host:
+//!
+//! 1. *Who owns this end?* The TCP tables (`/proc/net/tcp`, `tcp6`) give the
+//!    socket inode of a (local, remote) pair; `/proc/PID/fd` maps the inode to a
+//!    process ([`find_owners`]). IPv4 sockets of dual-stack sockets show as
+//!    `::ffff:a.b.c.d` and are normalised.
+//! 2. *What was it doing while it was silent?* [`Sampler`] reads the owner's
+//!    state, CPU time and context switches (process and threads), and its
+//!    socket queues, about once a second, keeping a bounded history per
+//!    process; [`Sampler::verdict`] turns the samples inside a silence into a
+//!    [`ProcessReport`] with numbers.
+//!
+//! Times are capture time ([`Timestamp`]) handed in by the caller: this module
+//! never reads a clock.
+//!
+//! Caps: [`MAX_SAMPLES`] samples per process, [`MAX_PROCESSES`] processes,
+//! [`MAX_THREADS`] threads per sample; beyond them the oldest samples, new
+//! processes and extra threads are not kept.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use procfs::process::{FDTarget, Process};
+use procfs::ProcError;
+
+use crate::model::{Endpoint, Timestamp};
+use crate::report::{ProcessOwnerReport, ProcessReport, ThreadReport};
+
+/// Samples kept per process (about 5 minutes at one per second).
+pub const MAX_SAMPLES: usize = 300;
+/// Processes sampled at once.
+pub const MAX_PROCESSES: usize = 256;
+/// Threads recorded per sample.
+pub const MAX_THREADS: usize = 16;
+/// Socket queue samples kept per socket.
+const MAX_SOCKET_SAMPLES: usize = 300;
+/// Longest command line kept.
+const MAX_CMDLINE: usize = 200;
+
+/// Why an end of a connection cannot be tied to a process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcInfoError {
+    /// No such TCP socket on this host.
+    #[error(
+        "no TCP socket {local} -> {remote} on this host (that end is on another machine, or it closed before it \
+         was looked up); run hbscope on that end's host to attribute it"
+    )]
+    NoSocket {
+        /// The end looked up.
+        local: Endpoint,
+        /// Its peer.
+        remote: Endpoint,
+    },
+    /// The socket exists but no readable process holds it.
+    #[error(
+        "socket {local} -> {remote} (inode {inode}) exists but its process could not be found{}",
+        if *unreadable > 0 {
+            format!(
+                ": {unreadable} processes' /proc/PID/fd were not readable; run as root or with CAP_SYS_PTRACE"
+            )
+        } else {
+            String::from(" (orphaned socket, or the process exited)")
+        }
+    )]
+    NoProcess {
+        /// The end looked up.
+        local: Endpoint,
+        /// Its peer.
+        remote: Endpoint,
+        /// The socket's inode.
+        inode: u64,
+        /// Processes whose fd table could not be read.
+        unreadable: usize,
+    },
+    /// The TCP tables could not be read.
+    #[error("cannot read /proc/net/tcp{{,6}} ({detail}); is /proc mounted?")]
+    Tables {
+        /// procfs's message.
+        detail: String,
+    },
+}
+
+/// The process owning one end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOwner {
+    /// Process id.
+    pub pid: i32,
+    /// `comm` of the process.
+    pub command: String,
+    /// Command line, cut at 200 characters.
+    pub cmdline: Option<String>,
+    /// Socket owner uid.
+    pub uid: u32,
+    /// Socket inode.
+    pub inode: u64,
+    /// Process start time (clock ticks since boot), to notice pid reuse.
+    pub starttime: u64,
+}
+
+impl SocketOwner {
+    /// The report form.
+    #[must_use]
+    pub fn report(&self) -> ProcessOwnerReport {
+        ProcessOwnerReport {
+            pid: self.pid,
+            command: self.command.clone(),
+            cmdline: self.cmdline.clone(),
+            uid: self.uid,
+        }
+    }
+}
+
+fn normalise(addr: SocketAddr) -> Endpoint {
+    let ip = match addr.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    };
+    Endpoint::new(ip, addr.port())
+}
+
+fn norm_endpoint(e: Endpoint) -> Endpoint {
+    normalise(SocketAddr::new(e.ip, e.port))
+}
+
+/// One row of the TCP tables that matters here.
+#[derive(Debug, Clone, Copy)]
+struct SocketRow {
+    inode: u64,
+    uid: u32,
+    rx_queue: u32,
+    tx_queue: u32,
+}
+
+/// Reads both TCP tables into (local, remote) -> row.
+fn tcp_table() -> Result<HashMap<(Endpoint, Endpoint), SocketRow>, ProcInfoError> {
+    let mut rows = HashMap::new();
+    let mut any_ok = false;
+    let mut last_err = None;
+    for table in [procfs::net::tcp(), procfs::net::tcp6()] {
+        match table {
+            Ok(entries) => {
+                any_ok = true;
+                for e in entries {
+                    rows.insert(
+                        (normalise(e.local_address), normalise(e.remote_address)),
+                        SocketRow {
+                            inode: e.inode,
+                            uid: e.uid,
+                            rx_queue: e.rx_queue,
+                            tx_queue: e.tx_queue,
+                        },
+                    );
+                }
+            }
+            // A kernel without IPv6 has no tcp6 table.
+            Err(e) => last_err = Some(e.to_string()),
+        }
+    }
+    if any_ok {
+        Ok(rows)
+    } else {
+        Err(ProcInfoError::Tables {
+            detail: last_err.unwrap_or_default(),
+        })
+    }
+}
+
+/// Finds the processes owning each (local, remote) TCP socket, reading the
+/// tables and walking `/proc/*/fd` once for the whole batch.
+#[must_use]
+pub fn find_owners(pairs: &[(Endpoint, Endpoint)]) -> Vec<Result<SocketOwner, ProcInfoError>> {
+    let table = match tcp_table() {
+        Ok(t) => t,
+        Err(e) => return pairs.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let wanted: Vec<Option<SocketRow>> = pairs
+        .iter()
+        .map(|(l, r)| table.get(&(norm_endpoint(*l), norm_endpoint(*r))).copied())
+        .collect();
+    let inodes: HashSet<u64> = wanted.iter().flatten().map(|r| r.inode).collect();
+    let mut found: HashMap<u64, (i32, String, Option<String>, u64)> = HashMap::new();
+    let mut unreadable = 0usize;
+    if !inodes.is_empty() {
+        if let Ok(all) = procfs::process::all_processes() {
+            for p in all.flatten() {
+                if found.len() == inodes.len() {
+                    break;
+                }
+                let fds = match p.fd() {
+                    Ok(f) => f,
+                    Err(ProcError::PermissionDenied(_)) => {
+                        unreadable += 1;
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                for fd in fds.flatten() {
+                    if let FDTarget::Socket(inode) = fd.target {
+                        if inodes.contains(&inode) && !found.contains_key(&inode) {
+                            let (command, starttime) = p
+                                .stat()
+                                .map(|s| (s.comm, s.starttime))
+                                .unwrap_or_else(|_| (String::from("?"), 0));
+                            let cmdline = p.cmdline().ok().map(|v| {
+                                let mut s = v.join(" ");
+                                if s.len() > MAX_CMDLINE {
+                                    let mut cut = MAX_CMDLINE;
+                                    while !s.is_char_boundary(cut) {
+                                        cut -= 1;
+                                    }
+                                    s.truncate(cut);
+                                }
+                                s
+                            });
+                            found.insert(inode, (p.pid(), command, cmdline, starttime));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    pairs
+        .iter()
+        .zip(wanted)
+        .map(|((l, r), row)| {
+            let Some(row) = row else {
+                return Err(ProcInfoError::NoSocket {
+                    local: *l,
+                    remote: *r,
+                });
+            };
+            match found.get(&row.inode) {
+                Some((pid, command, cmdline, starttime)) => Ok(SocketOwner {
+                    pid: *pid,
+                    command: command.clone(),
+                    cmdline: cmdline.clone(),
+                    uid: row.uid,
+                    inode: row.inode,
+                    starttime: *starttime,
+                }),
+                None => Err(ProcInfoError::NoProcess {
+                    local: *l,
+                    remote: *r,
+                    inode: row.inode,
+                    unreadable,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// One thread at one sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ThreadSample {
+    tid: i32,
+    name: String,
+    state: char,
+    cpu_ticks: u64,
+}
+
+/// One process at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProcSample {
+    at: Timestamp,
+    /// State letter; 'X' when the process was gone.
+    state: char,
+    /// utime + stime of the whole process, in clock ticks.
+    cpu_ticks: u64,
+    voluntary: Option<u64>,
+    nonvoluntary: Option<u64>,
+    threads: Vec<ThreadSample>,
+}
+
+#[derive(Debug, Default)]
+struct History {
+    starttime: u64,
+    samples: VecDeque<ProcSample>,
+    gone: bool,
+}
+
+/// Socket queue sizes at one moment.
+#[derive(Debug, Clone, Copy)]
+struct QueueSample {
+    at: Timestamp,
+    rx: u32,
+    tx: u32,
+}
+
+/// Samples owner processes and their sockets about once a second and keeps a
+/// bounded history for verdicts.
+#[derive(Debug)]
+pub struct Sampler {
+    ticks_per_second: u64,
+    procs: HashMap<i32, History>,
+    sockets: HashMap<(Endpoint, Endpoint), VecDeque<QueueSample>>,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which processes and sockets to sample in one round.
+#[derive(Debug, Clone, Default)]
+pub struct Watch {
+    /// Owners to sample.
+    pub owners: Vec<SocketOwner>,
+    /// Local sockets (local, remote) whose queues to sample.
+    pub sockets: Vec<(Endpoint, Endpoint)>,
+}
+
+impl Sampler {
+    /// A sampler with no history.
+    #[must_use]
+    pub fn new() -> Self {
+        Sampler {
+            ticks_per_second: procfs::ticks_per_second().max(1),
+            procs: HashMap::new(),
+            sockets: HashMap::new(),
+        }
+    }
+
+    /// Takes one sample of every watched process and socket at `now`.
+    pub fn sample(&mut self, watch: &Watch, now: Timestamp) {
+        for owner in &watch.owners {
+            if !self.procs.contains_key(&owner.pid) && self.procs.len() >= MAX_PROCESSES {
+                continue;
+            }
+            let h = self.procs.entry(owner.pid).or_insert_with(|| History {
+                starttime: owner.starttime,
+                ..History::default()
+            });
+            if h.gone {
+                continue;
+            }
+            let sample = sample_process(owner.pid, h.starttime, now);
+            if sample.state == 'X' {
+                h.gone = true;
+            }
+            if h.samples.len() >= MAX_SAMPLES {
+                h.samples.pop_front();
+            }
+            h.samples.push_back(sample);
+        }
+        if watch.sockets.is_empty() {
+            return;
+        }
+        let Ok(table) = tcp_table() else {
+            return;
+        };
+        for pair in &watch.sockets {
+            let key = (norm_endpoint(pair.0), norm_endpoint(pair.1));
+            let Some(row) = table.get(&key) else {
+                continue;
+            };
+            let q = self.sockets.entry(*pair).or_default();
+            if q.len() >= MAX_SOCKET_SAMPLES {
+                q.pop_front();
+            }
+            q.push_back(QueueSample {
+                at: now,
+                rx: row.rx_queue,
+                tx: row.tx_queue,
+            });
+        }
+    }
+
+    /// Judges what `owner` was doing from `start` to `end` (a silence of its
+    /// side, `side` = "client" | "broker"), from the samples taken in that span.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)]
+    pub fn verdict(
+        &self,
+        side: &'static str,
+        owner: &SocketOwner,
+        socket: (Endpoint, Endpoint),
+        connection_name: Option<String>,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> ProcessReport {
+        let mut rep = ProcessReport {
+            side,
+            verdict: "undetermined",
+            reason: String::new(),
+            pid: Some(owner.pid),
+            command: Some(owner.command.clone()),
+            connection_name,
+            state_samples: None,
+            sampled_s: None,
+            cpu_s_during_silence: None,
+            cpu_share: None,
+            voluntary_ctxt_switches: None,
+            nonvoluntary_ctxt_switches: None,
+            socket_rx_queue_max: None,
+            socket_tx_queue_max: None,
+            threads: Vec::new(),
+        };
+        if let Some(q) = self.sockets.get(&socket) {
+            let inside: Vec<&QueueSample> =
+                q.iter().filter(|s| s.at >= start && s.at <= end).collect();
+            rep.socket_rx_queue_max = inside.iter().map(|s| s.rx).max();
+            rep.socket_tx_queue_max = inside.iter().map(|s| s.tx).max();
+        }
+        let Some(h) = self.procs.get(&owner.pid) else {
+            rep.reason = "the process was never sampled (too many processes watched)".into();
+            return rep;
+        };
+        let inside: Vec<&ProcSample> = h
+            .samples
+            .iter()
+            .filter(|s| s.at >= start && s.at <= end)
+            .collect();
+        // CPU baseline: the last sample at or before the silence's start, else
+        // the first one inside it.
+        let base = h
+            .samples
+            .iter()
+            .rev()
+            .find(|s| s.at <= start && s.state != 'X')
+            .or_else(|| inside.iter().copied().find(|s| s.state != 'X'));
+        let last = inside.iter().rev().copied().find(|s| s.state != 'X');
+        let states: String = inside.iter().map(|s| s.state).collect();
+        let n = inside.len();
+        if n == 0 {
+            rep.reason = "no sample of the process fell inside the silence".into();
+            return rep;
+        }
+        rep.state_samples = Some(states.clone());
+        let tps = self.ticks_per_second as f64;
+        if let (Some(b), Some(l)) = (base, last) {
+            let wall = l.at.since(b.at).as_secs_f64();
+            if wall >= 0.5 {
+                let cpu = l.cpu_ticks.saturating_sub(b.cpu_ticks) as f64 / tps;
+                rep.sampled_s = Some(round3(wall));
+                rep.cpu_s_during_silence = Some(round3(cpu));
+                rep.cpu_share = Some(round3(cpu / wall));
+            }
+            rep.voluntary_ctxt_switches = l
+                .voluntary
+                .zip(b.voluntary)
+                .map(|(a, z)| a.saturating_sub(z));
+            rep.nonvoluntary_ctxt_switches = l
+                .nonvoluntary
+                .zip(b.nonvoluntary)
+                .map(|(a, z)| a.saturating_sub(z));
+            rep.threads = thread_reports(b, &inside, tps);
+        }
+        let count = |f: &dyn Fn(char) -> bool| states.chars().filter(|c| f(*c)).count();
+        let stopped = count(&|c| c == 'T' || c == 't');
+        let io = count(&|c| c == 'D');
+        let gone = count(&|c| c == 'X' || c == 'Z');
+        let running = count(&|c| c == 'R');
+        let sleeping = count(&|c| c == 'S' || c == 'I');
+        let share = rep.cpu_share;
+        let half = |k: usize| k * 2 >= n;
+        let cpu_txt = share.map_or_else(
+            || String::from("CPU use unknown (samples too close together)"),
+            |s| format!("{:.2} CPU s per s", s),
+        );
+        if half(gone) {
+            rep.verdict = "exited";
+            rep.reason = format!(
+                "the process was gone (or a zombie) in {gone} of {n} samples during the silence"
+            );
+        } else if half(stopped) {
+            rep.verdict = "stopped";
+            rep.reason = format!(
+                "the process was stopped (T: SIGSTOP, job control or a debugger) in {stopped} of {n} samples; {cpu_txt}"
+            );
+        } else if half(io) {
+            rep.verdict = "io-wait";
+            rep.reason = format!(
+                "the process was in uninterruptible wait (D: disk/NFS/io) in {io} of {n} samples; {cpu_txt}"
+            );
+        } else if share.is_some_and(|s| s >= 0.5) || half(running) {
+            rep.verdict = "busy";
+            rep.reason = format!(
+                "the process was running (R in {running} of {n} samples, {cpu_txt}): busy with something other than heartbeats"
+            );
+        } else if half(sleeping) && share.is_some_and(|s| s < 0.1) {
+            rep.verdict = "blocked-idle";
+            rep.reason = format!(
+                "the process slept (S in {sleeping} of {n} samples) and used {cpu_txt}: blocked in a call that does not service heartbeats"
+            );
+        } else {
+            rep.reason = format!("mixed states over {n} samples; {cpu_txt}");
+        }
+        rep
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn thread_reports(base: &ProcSample, inside: &[&ProcSample], tps: f64) -> Vec<ThreadReport> {
+    let mut order: Vec<i32> = Vec::new();
+    for s in inside {
+        for t in &s.threads {
+            if !order.contains(&t.tid) && order.len() < MAX_THREADS {
+                order.push(t.tid);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .map(|tid| {
+            let seen: Vec<&ThreadSample> = inside
+                .iter()
+                .filter_map(|s| s.threads.iter().find(|t| t.tid == tid))
+                .collect();
+            let first_cpu = base
+                .threads
+                .iter()
+                .find(|t| t.tid == tid)
+                .or(seen.first().copied())
+                .map_or(0, |t| t.cpu_ticks);
+            let last_cpu = seen.last().map_or(first_cpu, |t| t.cpu_ticks);
+            ThreadReport {
+                tid,
+                name: seen.first().map_or_else(String::new, |t| t.name.clone()),
+                state_samples: inside
+                    .iter()
+                    .map(|s| {
+                        s.threads
+                            .iter()
+                            .find(|t| t.tid == tid)
+                            .map_or('X', |t| t.state)
+                    })
+                    .collect(),
+                cpu_s: round3(last_cpu.saturating_sub(first_cpu) as f64 / tps),
+            }
+        })
+        .collect()
+}
+
+fn gone_sample(at: Timestamp) -> ProcSample {
+    ProcSample {
+        at,
+        state: 'X',
+        cpu_ticks: 0,
+        voluntary: None,
+        nonvoluntary: None,
+        threads: Vec::new(),
+    }
+}
+
+fn sample_process(pid: i32, starttime: u64, at: Timestamp) -> ProcSample {
+    let Ok(p) = Process::new(pid) else {
+        return gone_sample(at);
+    };
+    let Ok(stat) = p.stat() else {
+        return gone_sample(at);
+    };
+    if starttime != 0 && stat.starttime != starttime {
+        // The pid was reused by another process: ours is gone.
+        return gone_sample(at);
+    }
+    let status = p.status().ok();
+    let mut threads = Vec::new();
+    if let Ok(tasks) = p.tasks() {
+        for t in tasks.flatten().take(MAX_THREADS) {
+            if let Ok(ts) = t.stat() {
+                threads.push(ThreadSample {
+                    tid: t.tid,
+                    name: ts.comm,
+                    state: ts.state,
+                    cpu_ticks: ts.utime.saturating_add(ts.stime),
+                });
+            }
+        }
+    }
+    ProcSample {
+        at,
+        state: stat.state,
+        cpu_ticks: stat.utime.saturating_add(stat.stime),
+        voluntary: status.as_ref().and_then(|s| s.voluntary_ctxt_switches),
+        nonvoluntary: status.as_ref().and_then(|s| s.nonvoluntary_ctxt_switches),
+        threads,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn v4_mapped_addresses_are_normalised() {
+        let mapped = SocketAddr::new(
+            IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped()),
+            5672,
+        );
+        assert_eq!(
+            normalise(mapped),
+            Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5672)
+        );
+        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1);
+        assert_eq!(
+            normalise(v6),
+            Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1)
+        );
+    }
+
+    fn owner(pid: i32) -> SocketOwner {
+        SocketOwner {
+            pid,
+            command: "python3".into(),
+            cmdline: None,
+            uid: 0,
+            inode: 1,
+            starttime: 0,
+        }
+    }
+
+    fn sampler_with(states: &[(char, u64)]) -> Sampler {
+        let mut s = Sampler {
+            ticks_per_second: 100,
+            procs: HashMap::new(),
+            sockets: HashMap::new(),
+        };
+        let mut h = History::default();
+        for (i, (state, cpu)) in states.iter().enumerate() {
+            h.samples.push_back(ProcSample {
+                at: Timestamp(i64::try_from(i).unwrap_or(0) * 1_000_000_000),
+                state: *state,
+                cpu_ticks: *cpu,
+                voluntary: Some(10),
+                nonvoluntary: Some(1),
+                threads: Vec::new(),
+            });
+        }
+        s.procs.insert(7, h);
+        s
+    }
+
+    fn judge(states: &[(char, u64)]) -> ProcessReport {
+        let end = Timestamp(i64::try_from(states.len()).unwrap_or(0) * 1_000_000_000);
+        let e = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
+        sampler_with(states).verdict("client", &owner(7), (e, e), None, Timestamp(0), end)
+    }
+
+    #[test]
+    fn verdicts_follow_states_and_cpu() {
+        let r = judge(&[('S', 0), ('T', 1), ('T', 1), ('T', 1), ('S', 1)]);
+        assert_eq!(r.verdict, "stopped", "{r:?}");
+        assert_eq!(r.state_samples.as_deref(), Some("STTTS"));
+        let r = judge(&[('S', 0), ('S', 0), ('S', 1), ('S', 1), ('S', 1)]);
+        assert_eq!(r.verdict, "blocked-idle", "{r:?}");
+        assert_eq!(r.cpu_s_during_silence, Some(0.01));
+        let r = judge(&[('R', 0), ('R', 100), ('S', 200), ('R', 300), ('R', 400)]);
+        assert_eq!(r.verdict, "busy", "{r:?}");
+        assert_eq!(r.cpu_share, Some(1.0));
+        let r = judge(&[('D', 0), ('D', 0), ('D', 0), ('S', 0)]);
+        assert_eq!(r.verdict, "io-wait", "{r:?}");
+        let r = judge(&[('S', 0), ('X', 0), ('X', 0)]);
+        assert_eq!(r.verdict, "exited", "{r:?}");
+    }
+
+    #[test]
+    fn own_socket_is_found() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let local = client.local_addr().unwrap();
+        let found = find_owners(&[(normalise(local), normalise(addr))]);
+        let owner = found.into_iter().next().unwrap().unwrap();
+        assert_eq!(owner.pid, i32::try_from(std::process::id()).unwrap());
+        let e = Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 255, 255, 1)), 9);
+        let missing = find_owners(&[(e, e)]);
+        assert!(matches!(missing[0], Err(ProcInfoError::NoSocket { .. })));
+    }
+}
