@@ -26,6 +26,7 @@ pub mod decode;
 pub mod engine;
 pub mod fuzz;
 pub mod html;
+pub mod live;
 pub mod model;
 pub mod procinfo;
 pub mod reassembly;

@@ -1,6 +1,6 @@
 //! The `hbscope` command: parse the CLI, run the app, map errors to exit codes
-//! (0 analysed, 1 the report could not be written, 2 unusable input,
-//! 3 `--fail-on-gap` and a gap was flagged).
+//! (0 analysed, 1 the report could not be written, 2 unusable input or no
+//! capture privileges, 3 `--fail-on-gap` and a gap was flagged).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use hbscope::app;
 use hbscope::engine::EngineConfig;
+use hbscope::live;
 use hbscope::report;
 
 /// Reads AMQP 0-9-1 traffic, rebuilds each connection's heartbeat timeline,
@@ -25,6 +26,38 @@ struct Cli {
 enum Command {
     /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`).
     Replay(ReplayArgs),
+    /// Capture live from an interface and stream events; Ctrl-C prints the final report (docs/live.md).
+    Live(LiveArgs),
+    /// List the interfaces hbscope can capture on.
+    Interfaces,
+}
+
+#[derive(Debug, clap::Args)]
+struct LiveArgs {
+    /// Interface to capture on ("any" for all interfaces).
+    #[arg(long, short = 'i', value_name = "IF")]
+    interface: String,
+    /// Output format for events and the final report (default: text).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Also capture and treat this TCP port as AMQP (repeatable).
+    #[arg(long = "port", value_name = "PORT")]
+    ports: Vec<u16>,
+    /// BPF filter replacing the default `tcp port 5672 or tcp port 5671` (and --port additions).
+    #[arg(long, value_name = "BPF")]
+    filter: Option<String>,
+    /// Heartbeat timeout in seconds for connections whose negotiation was not seen.
+    #[arg(long, value_name = "SECS")]
+    heartbeat: Option<u16>,
+    /// Stop after this many seconds and print the report.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Save the captured packets to this pcap file (created 0600: it holds credentials).
+    #[arg(long, short = 'w', value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Do not look up local processes in /proc.
+    #[arg(long)]
+    no_attribution: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,7 +108,106 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => replay(&args),
+        Command::Live(args) => live(&args),
+        Command::Interfaces => interfaces(),
     }
+}
+
+fn interfaces() -> ExitCode {
+    match hbscope::capture::live::list_interfaces() {
+        Ok(list) => {
+            for d in list {
+                let mut flags = Vec::new();
+                for (on, name) in [
+                    (d.up, "up"),
+                    (d.running, "running"),
+                    (d.loopback, "loopback"),
+                ] {
+                    if on {
+                        flags.push(name);
+                    }
+                }
+                println!(
+                    "{:<16} [{}] {} {}",
+                    d.name,
+                    flags.join(","),
+                    d.addresses.join(" "),
+                    d.description.unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hbscope: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn live(args: &LiveArgs) -> ExitCode {
+    let format = args.format.unwrap_or(Format::Text);
+    let mut config = EngineConfig::default();
+    for p in &args.ports {
+        if !config.amqp_ports.contains(p) {
+            config.amqp_ports.push(*p);
+        }
+    }
+    config.analysis.heartbeat_override = args.heartbeat;
+    let duration = match args.duration {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            eprintln!("hbscope: --duration {d}: give a positive number of seconds");
+            return ExitCode::from(2);
+        }
+        Some(d) => Some(std::time::Duration::from_secs_f64(d.min(1e9))),
+        None => None,
+    };
+    let opts = live::LiveOptions {
+        capture: hbscope::capture::live::LiveConfig {
+            interface: args.interface.clone(),
+            filter: live::bpf_filter(args.filter.as_deref(), &args.ports),
+        },
+        engine: config,
+        duration,
+        write: args.write.clone(),
+        attribution: !args.no_attribution,
+    };
+    let stop = match live::stop_on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hbscope: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut emit = |e: &live::LiveEvent| -> std::io::Result<()> {
+        let line = match format {
+            Format::Json => serde_json::to_string(e).map_err(std::io::Error::other)?,
+            Format::Text => live::event_text(e),
+        };
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()
+    };
+    let rep = match live::run(&opts, &stop, &mut emit) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hbscope: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = match format {
+        Format::Text => format!("\n{}", report::to_text(&rep)),
+        Format::Json => match serde_json::to_string(&rep) {
+            Ok(j) => format!("{j}\n"),
+            Err(e) => {
+                eprintln!("hbscope: could not write the JSON report: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed pipe is the reader's choice, not an error worth a message.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    ExitCode::SUCCESS
 }
 
 fn replay(args: &ReplayArgs) -> ExitCode {

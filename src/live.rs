@@ -1,0 +1,782 @@
+//! Live mode: capture from an interface, run the same engine as replay, and
+//! stream events while it runs.
+//!
+//! ```text
+//! LiveCapture --packets--> Engine --(after each batch)--> events
+//!      ^                     ^
+//!      | poll <= 200 ms      | tick(now) every 200 ms: open silences grow
+//!  SIGINT/SIGTERM,       wall clock -> capture time (here, and only here)
+//!  --duration                                  |
+//!                     procinfo: owners, ~1 s samples -> process verdicts
+//! ```
+//!
+//! Events ([`LiveEvent`]) say: capture started, connection seen, gap opened
+//! (an open silence that just passed its limit, flagged before it ends), gap
+//! closed (cause, evidence and the process verdict), connection ended, kernel
+//! drops, capture stopped. When the capture stops (signal, `--duration`, error
+//! after start) the engine is finished and the final [`Report`] is returned,
+//! with the process facts added to it.
+//!
+//! Capture timestamps are the kernel's wall clock in nanoseconds, so
+//! `SystemTime::now()` is the live "now"; it is read in [`wall_now`] and
+//! handed to the engine and the sampler, which never read a clock themselves.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::amqp::PropValue;
+use crate::analysis::{Connection, Role};
+use crate::capture::live::{LiveCapture, LiveCaptureError, LiveConfig};
+use crate::engine::{Engine, EngineConfig};
+use crate::model::{Direction, Endpoint, Timestamp};
+use crate::procinfo::{self, ProcInfoError, Sampler, SocketOwner, Watch};
+use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
+
+/// How often open silences are re-checked against the clock.
+pub const TICK: Duration = Duration::from_millis(200);
+/// How often owner processes are sampled and the savefile flushed.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Most packets handled between two clock checks.
+const BATCH: usize = 4096;
+/// A confirmed connection is announced once its Tune-Ok (the negotiated
+/// heartbeat) is seen, or this long after its first packet.
+const ANNOUNCE_AFTER: i64 = 1_000_000_000;
+
+/// The default BPF filter: AMQP and AMQPS.
+pub const DEFAULT_FILTER: &str = "tcp port 5672 or tcp port 5671";
+
+/// Builds the capture filter: `filter` when given, else the default plus
+/// `tcp port N` for each extra port.
+#[must_use]
+pub fn bpf_filter(filter: Option<&str>, ports: &[u16]) -> String {
+    if let Some(f) = filter {
+        return f.to_owned();
+    }
+    let mut f = DEFAULT_FILTER.to_owned();
+    for p in ports {
+        if *p != 5672 && *p != 5671 {
+            f.push_str(&format!(" or tcp port {p}"));
+        }
+    }
+    f
+}
+
+/// What to capture and how.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// Interface and BPF filter.
+    pub capture: LiveConfig,
+    /// Engine settings (AMQP ports, heartbeat override).
+    pub engine: EngineConfig,
+    /// Stop by itself after this long.
+    pub duration: Option<Duration>,
+    /// Save packets to this pcap file (mode 0600).
+    pub write: Option<PathBuf>,
+    /// Attribute connections to local processes through /proc.
+    pub attribution: bool,
+}
+
+/// Why live mode failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// Opening or reading the capture.
+    #[error(transparent)]
+    Capture(#[from] LiveCaptureError),
+    /// Installing the SIGINT/SIGTERM handlers.
+    #[error("cannot install the SIGINT/SIGTERM handler ({0}); the capture could not be stopped cleanly, so it was not started")]
+    Signals(io::Error),
+}
+
+/// Installs SIGINT and SIGTERM handlers that set the returned flag.
+///
+/// # Errors
+/// [`LiveError::Signals`] when a handler cannot be installed.
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>, LiveError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&flag)).map_err(LiveError::Signals)?;
+    }
+    Ok(flag)
+}
+
+/// The live "now" in capture time: the kernel stamps packets with the wall
+/// clock, so the wall clock is the right clock to compare them with.
+#[must_use]
+pub fn wall_now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_parts(
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        i64::from(d.subsec_nanos()),
+    )
+}
+
+/// One live event, one JSON object per line (`"event"` names its kind).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum LiveEvent {
+    /// The capture is running.
+    CaptureStarted {
+        /// When.
+        at: String,
+        /// Interface.
+        interface: String,
+        /// Link type name.
+        link_type: String,
+        /// BPF filter in use.
+        filter: String,
+        /// The `--write` file, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        write: Option<String>,
+    },
+    /// A new AMQP connection was recognised.
+    ConnectionSeen {
+        /// When (its first packet).
+        at: String,
+        /// Client "ip:port".
+        client: String,
+        /// Broker "ip:port".
+        broker: String,
+        /// connection_name, else product.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_name: Option<String>,
+        /// Heartbeat timeout in seconds, when known yet.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        heartbeat_s: Option<u16>,
+        /// No SYN seen.
+        joined_mid_stream: bool,
+        /// Process owning the client socket on this host.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_process: Option<ProcessOwnerReport>,
+        /// Process owning the broker socket on this host.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        broker_process: Option<ProcessOwnerReport>,
+        /// Why the client side could not be attributed, when it could not.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_not_attributable: Option<String>,
+    },
+    /// An open silence just passed its limit; the gap is still growing.
+    GapOpened {
+        /// Now.
+        at: String,
+        /// Client "ip:port".
+        client: String,
+        /// Broker "ip:port".
+        broker: String,
+        /// The provisional gap (`ended_by` = "open", `end` = now).
+        gap: GapReport,
+    },
+    /// A gap ended: cause, evidence and process verdict are final.
+    GapClosed {
+        /// When it ended.
+        at: String,
+        /// Client "ip:port".
+        client: String,
+        /// Broker "ip:port".
+        broker: String,
+        /// The gap, as in the report.
+        gap: GapReport,
+    },
+    /// Both directions of a connection are closed (FIN both ways or RST).
+    ConnectionEnded {
+        /// When it ended.
+        at: String,
+        /// Client "ip:port".
+        client: String,
+        /// Broker "ip:port".
+        broker: String,
+        /// "close" | "fin" | "rst".
+        how: &'static str,
+        /// "client" | "broker".
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<&'static str>,
+        /// Gaps flagged on it.
+        gaps: usize,
+    },
+    /// The kernel dropped packets: open silences may hide lost packets.
+    CaptureDrops {
+        /// Now.
+        at: String,
+        /// Drops since the previous event.
+        new: u64,
+        /// Drops since the capture started.
+        total: u64,
+    },
+    /// The capture stopped; the report follows.
+    CaptureStopped {
+        /// Now.
+        at: String,
+        /// "signal" | "duration" | "error" (see the report's warnings).
+        reason: &'static str,
+        /// Packets read.
+        packets: u64,
+        /// Packets the kernel dropped.
+        dropped: u64,
+        /// The `--write` file, complete and flushed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        written: Option<String>,
+    },
+}
+
+/// One event as a line of text.
+#[must_use]
+pub fn event_text(e: &LiveEvent) -> String {
+    match e {
+        LiveEvent::CaptureStarted {
+            interface,
+            link_type,
+            filter,
+            write,
+            ..
+        } => format!(
+            "capturing on {interface} ({link_type}), filter `{filter}`{}; Ctrl-C stops and prints the report",
+            write
+                .as_ref()
+                .map_or(String::new(), |w| format!(", writing {w}"))
+        ),
+        LiveEvent::ConnectionSeen {
+            at,
+            client,
+            broker,
+            client_name,
+            heartbeat_s,
+            client_process,
+            client_not_attributable,
+            ..
+        } => {
+            let mut s = format!("{at} connection {client} -> {broker}");
+            if let Some(n) = client_name {
+                s.push_str(&format!(" \"{n}\""));
+            }
+            if let Some(h) = heartbeat_s {
+                s.push_str(&format!(", heartbeat {h} s"));
+            }
+            if let Some(p) = client_process {
+                s.push_str(&format!(", client pid {} ({})", p.pid, p.command));
+            } else if let Some(why) = client_not_attributable {
+                s.push_str(&format!(", client process unknown: {why}"));
+            }
+            s
+        }
+        LiveEvent::GapOpened {
+            at,
+            client,
+            broker,
+            gap,
+        } => {
+            let mut s = format!(
+                "{at} GAP OPEN {client} -> {broker}: {} silent for {:.1} s so far (limit {} s), looks like {}",
+                gap.silent_side, gap.silence_s, gap.limit_s, gap.cause
+            );
+            if let Some(p) = &gap.process {
+                s.push_str(&format!("; {}", report::process_text(p)));
+            }
+            s
+        }
+        LiveEvent::GapClosed {
+            at,
+            client,
+            broker,
+            gap,
+        } => {
+            let mut s = format!(
+                "{at} gap closed {client} -> {broker}: {} {:.3} s (limit {} s, {:.1}x), ended by {}: {} ({})",
+                gap.direction,
+                gap.silence_s,
+                gap.limit_s,
+                gap.ratio,
+                gap.ended_by,
+                gap.cause,
+                gap.consequence
+            );
+            for line in &gap.evidence {
+                s.push_str(&format!("\n    - {line}"));
+            }
+            if let Some(p) = &gap.process {
+                s.push_str(&format!("\n    process: {}", report::process_text(p)));
+            }
+            s
+        }
+        LiveEvent::ConnectionEnded {
+            at,
+            client,
+            broker,
+            how,
+            by,
+            gaps,
+        } => format!(
+            "{at} connection ended {client} -> {broker}: {how} by {}, {gaps} gap(s)",
+            by.unwrap_or("?")
+        ),
+        LiveEvent::CaptureDrops { at, new, total, .. } => format!(
+            "{at} the kernel dropped {new} packets (total {total}): silences open now may be capture loss"
+        ),
+        LiveEvent::CaptureStopped {
+            reason,
+            packets,
+            dropped,
+            written,
+            ..
+        } => format!(
+            "capture stopped ({reason}): {packets} packets, {dropped} dropped by the kernel{}",
+            written
+                .as_ref()
+                .map_or(String::new(), |w| format!(", saved to {w}"))
+        ),
+    }
+}
+
+/// Per-connection bookkeeping of what was already said about it.
+#[derive(Debug, Default)]
+struct SlotState {
+    announced: bool,
+    ended: bool,
+    gaps_emitted: usize,
+    /// Owners by role: [client, broker]; `None` when not looked up.
+    owners: [Option<Result<SocketOwner, ProcInfoError>>; 2],
+    /// Process verdicts by gap index.
+    gap_process: HashMap<usize, ProcessReport>,
+}
+
+/// The live session's state between packets.
+struct Tracker {
+    slots: Vec<SlotState>,
+    sampler: Option<Sampler>,
+}
+
+fn role_index(r: Role) -> usize {
+    match r {
+        Role::Client => 0,
+        Role::Broker => 1,
+    }
+}
+
+fn connection_name(conn: &Connection) -> Option<String> {
+    match conn
+        .handshake
+        .client_properties
+        .as_ref()?
+        .get("connection_name")
+    {
+        Some(PropValue::Text(t)) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// The socket pair of the `role` end, seen from that end: (local, remote).
+fn socket_of(conn: &Connection, role: Role) -> (Endpoint, Endpoint) {
+    match role {
+        Role::Client => (conn.client(), conn.broker()),
+        Role::Broker => (conn.broker(), conn.client()),
+    }
+}
+
+impl Tracker {
+    fn new(attribution: bool) -> Self {
+        Tracker {
+            slots: Vec::new(),
+            sampler: attribution.then(Sampler::new),
+        }
+    }
+
+    fn process_verdict(
+        &self,
+        st: &SlotState,
+        conn: &Connection,
+        silent: Role,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Option<ProcessReport> {
+        let sampler = self.sampler.as_ref()?;
+        let side = silent.as_str();
+        match st.owners[role_index(silent)].as_ref()? {
+            Ok(owner) => Some(sampler.verdict(
+                side,
+                owner,
+                socket_of(conn, silent),
+                if silent == Role::Client {
+                    connection_name(conn)
+                } else {
+                    None
+                },
+                start,
+                end,
+            )),
+            Err(e) => Some(ProcessReport {
+                side,
+                verdict: "not-attributable",
+                reason: e.to_string(),
+                pid: None,
+                command: None,
+                connection_name: None,
+                state_samples: None,
+                sampled_s: None,
+                cpu_s_during_silence: None,
+                cpu_share: None,
+                voluntary_ctxt_switches: None,
+                nonvoluntary_ctxt_switches: None,
+                socket_rx_queue_max: None,
+                socket_tx_queue_max: None,
+                threads: Vec::new(),
+            }),
+        }
+    }
+
+    /// Emits what changed since the last call: new connections, closed
+    /// gaps, ended connections.
+    fn after_packets(
+        &mut self,
+        engine: &Engine,
+        now: Timestamp,
+        emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let slots = engine.slots();
+        while self.slots.len() < slots.len() {
+            self.slots.push(SlotState::default());
+        }
+        // Announce new connections, looking their owners up in one batch.
+        let ready: Vec<usize> = slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                let c = &s.conn;
+                !self.slots[*i].announced
+                    && s.confirmed
+                    && s.not_amqp.is_none()
+                    && (c.handshake.tune_ok.is_some()
+                        || c.joined_mid_stream
+                        || now.since(c.first_seen).0 > ANNOUNCE_AFTER
+                        || c.dirs.iter().all(|d| d.closed))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if !ready.is_empty() {
+            if self.sampler.is_some() {
+                let pairs: Vec<(Endpoint, Endpoint)> = ready
+                    .iter()
+                    .flat_map(|i| {
+                        let c = &slots[*i].conn;
+                        [socket_of(c, Role::Client), socket_of(c, Role::Broker)]
+                    })
+                    .collect();
+                let mut found = procinfo::find_owners(&pairs).into_iter();
+                for i in &ready {
+                    self.slots[*i].owners = [found.next(), found.next()];
+                }
+            }
+            for i in &ready {
+                let st = &mut self.slots[*i];
+                st.announced = true;
+                let c = &slots[*i].conn;
+                let owner = |k: usize| {
+                    st.owners[k]
+                        .as_ref()
+                        .and_then(|o| o.as_ref().ok())
+                        .map(SocketOwner::report)
+                };
+                emit(&LiveEvent::ConnectionSeen {
+                    at: report::rfc3339(c.first_seen),
+                    client: c.client().to_string(),
+                    broker: c.broker().to_string(),
+                    client_name: c.client_name(),
+                    heartbeat_s: c.heartbeat().0,
+                    joined_mid_stream: c.joined_mid_stream,
+                    client_process: owner(0),
+                    broker_process: owner(1),
+                    client_not_attributable: st.owners[0]
+                        .as_ref()
+                        .and_then(|o| o.as_ref().err())
+                        .map(ToString::to_string),
+                })?;
+            }
+        }
+        // Closed gaps and ended connections.
+        for (i, s) in slots.iter().enumerate() {
+            if !self.slots[i].announced {
+                continue;
+            }
+            let c = &s.conn;
+            while self.slots[i].gaps_emitted < c.gaps.len() {
+                let gi = self.slots[i].gaps_emitted;
+                self.slots[i].gaps_emitted += 1;
+                let g = &c.gaps[gi];
+                let process = self.process_verdict(&self.slots[i], c, g.silent, g.start, g.end);
+                let mut gap = report::gap_report(c, g);
+                gap.process.clone_from(&process);
+                if let Some(p) = process {
+                    self.slots[i].gap_process.insert(gi, p);
+                }
+                emit(&LiveEvent::GapClosed {
+                    at: report::rfc3339(g.end),
+                    client: c.client().to_string(),
+                    broker: c.broker().to_string(),
+                    gap,
+                })?;
+            }
+            if !self.slots[i].ended && c.dirs.iter().all(|d| d.closed) {
+                self.slots[i].ended = true;
+                let (how, by, at) = c.ended();
+                emit(&LiveEvent::ConnectionEnded {
+                    at: report::rfc3339(at.unwrap_or(c.last_seen)),
+                    client: c.client().to_string(),
+                    broker: c.broker().to_string(),
+                    how: how.as_str(),
+                    by: by.map(Role::as_str),
+                    gaps: c.gaps.len(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Open silences that just passed their limit.
+    fn on_tick(
+        &mut self,
+        engine: &mut Engine,
+        now: Timestamp,
+        emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let flagged: Vec<(usize, Direction)> = engine
+            .tick(now)
+            .into_iter()
+            .map(|(slot, dir, _)| (slot, dir))
+            .collect();
+        let slots = engine.slots();
+        for (i, dir) in flagged {
+            let (Some(s), Some(st)) = (slots.get(i), self.slots.get(i)) else {
+                continue;
+            };
+            let c = &s.conn;
+            let Some(g) = c.open_gap(dir, now) else {
+                continue;
+            };
+            let mut gap = report::gap_report(c, &g);
+            gap.process = self.process_verdict(st, c, g.silent, g.start, now);
+            emit(&LiveEvent::GapOpened {
+                at: report::rfc3339(now),
+                client: c.client().to_string(),
+                broker: c.broker().to_string(),
+                gap,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self, engine: &Engine, now: Timestamp) {
+        let Some(sampler) = self.sampler.as_mut() else {
+            return;
+        };
+        let mut watch = Watch::default();
+        for (st, s) in self.slots.iter().zip(engine.slots()) {
+            if !st.announced || st.ended {
+                continue;
+            }
+            for role in [Role::Client, Role::Broker] {
+                if let Some(Ok(owner)) = &st.owners[role_index(role)] {
+                    if !watch.owners.iter().any(|o| o.pid == owner.pid) {
+                        watch.owners.push(owner.clone());
+                    }
+                    watch.sockets.push(socket_of(&s.conn, role));
+                }
+            }
+        }
+        sampler.sample(&watch, now);
+    }
+
+    /// Adds owners and process verdicts to the final report.
+    fn decorate(&self, engine: &Engine, rep: &mut Report) {
+        let confirmed = engine
+            .slots()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.confirmed && s.not_amqp.is_none())
+            .map(|(i, _)| i);
+        for (conn_rep, slot) in rep.connections.iter_mut().zip(confirmed) {
+            let Some(st) = self.slots.get(slot) else {
+                continue;
+            };
+            let owner = |k: usize| {
+                st.owners[k]
+                    .as_ref()
+                    .and_then(|o| o.as_ref().ok())
+                    .map(SocketOwner::report)
+            };
+            conn_rep.client_process = owner(0);
+            conn_rep.broker_process = owner(1);
+            for (gi, g) in conn_rep.gaps.iter_mut().enumerate() {
+                g.process = st.gap_process.get(&gi).cloned();
+            }
+        }
+    }
+}
+
+/// Runs a live capture until `stop` is set, `--duration` passes or the
+/// capture fails after it started; `emit` receives each event (an error from
+/// it, such as a closed pipe, stops the capture cleanly). Returns the final
+/// report.
+///
+/// # Errors
+/// [`LiveError::Capture`] when the capture cannot be opened or the
+/// `--write` file cannot be created (nothing was captured then).
+pub fn run(
+    opts: &LiveOptions,
+    stop: &AtomicBool,
+    emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
+) -> Result<Report, LiveError> {
+    let mut cap = LiveCapture::open(&opts.capture)?;
+    if let Some(path) = &opts.write {
+        cap.write_to(path)?;
+    }
+    let mut engine = Engine::new(opts.engine.clone(), cap.link_type());
+    engine.on_capture_drops(0);
+    let mut tracker = Tracker::new(opts.attribution);
+    let started = Instant::now();
+    let deadline = opts.duration.map(|d| started + d);
+    let mut next_tick = started + TICK;
+    let mut next_sample = started;
+    let mut dropped_seen = 0u64;
+    let mut emit_ok = emit(&LiveEvent::CaptureStarted {
+        at: report::rfc3339(wall_now()),
+        interface: opts.capture.interface.clone(),
+        link_type: cap.link_type().name(),
+        filter: opts.capture.filter.clone(),
+        write: opts.write.as_ref().map(|p| p.display().to_string()),
+    })
+    .is_ok();
+    let mut reason = "signal";
+    while emit_ok {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let now_i = Instant::now();
+        if deadline.is_some_and(|d| now_i >= d) {
+            reason = "duration";
+            break;
+        }
+        let mut wake = next_tick.min(next_sample);
+        if let Some(d) = deadline {
+            wake = wake.min(d);
+        }
+        let ready = match cap.wait(wake.saturating_duration_since(now_i)) {
+            Ok(r) => r,
+            Err(e) => {
+                engine.warn("live-capture-error", e.to_string());
+                reason = "error";
+                break;
+            }
+        };
+        let mut n = 0usize;
+        if ready {
+            while n < BATCH {
+                match cap.next_packet() {
+                    Ok(Some(rec)) => engine.process(&rec),
+                    Ok(None) => break,
+                    Err(e) => {
+                        engine.warn("live-capture-error", e.to_string());
+                        reason = "error";
+                        emit_ok = false;
+                        break;
+                    }
+                }
+                n += 1;
+            }
+        }
+        let now = wall_now();
+        let now_i = Instant::now();
+        if n > 0 && tracker.after_packets(&engine, now, emit).is_err() {
+            emit_ok = false;
+        }
+        if now_i >= next_sample {
+            tracker.sample(&engine, now);
+            if let Err(e) = cap.flush() {
+                engine.warn("write-error", e.to_string());
+            }
+            next_sample = now_i + SAMPLE_EVERY;
+        }
+        if now_i >= next_tick {
+            let total = cap.drops().map_or(dropped_seen, |d| d.dropped);
+            if total > dropped_seen {
+                let new = total - dropped_seen;
+                dropped_seen = total;
+                engine.on_capture_drops(new);
+                emit_ok &= emit(&LiveEvent::CaptureDrops {
+                    at: report::rfc3339(now),
+                    new,
+                    total,
+                })
+                .is_ok();
+            }
+            emit_ok &= tracker.after_packets(&engine, now, emit).is_ok();
+            emit_ok &= tracker.on_tick(&mut engine, now, emit).is_ok();
+            next_tick = now_i + TICK;
+        }
+    }
+    // Drain what the kernel already holds, then count the final drops.
+    if reason != "error" {
+        for _ in 0..BATCH {
+            match cap.next_packet() {
+                Ok(Some(rec)) => engine.process(&rec),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+    let total = cap.drops().map_or(dropped_seen, |d| d.dropped);
+    if total > dropped_seen {
+        engine.on_capture_drops(total - dropped_seen);
+    }
+    let now = wall_now();
+    tracker.sample(&engine, now);
+    let _ = tracker.after_packets(&engine, now, emit);
+    let written = match cap.close() {
+        Ok(w) => w,
+        Err(e) => {
+            engine.warn("write-error", e.to_string());
+            None
+        }
+    };
+    engine.finish();
+    let _ = tracker.after_packets(&engine, now, emit);
+    let _ = emit(&LiveEvent::CaptureStopped {
+        at: report::rfc3339(now),
+        reason,
+        packets: engine.counters().packets,
+        dropped: total,
+        written: written.map(|p| p.display().to_string()),
+    });
+    let mut rep = report::build(&engine, &opts.capture.interface, true);
+    tracker.decorate(&engine, &mut rep);
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_defaults_and_additions() {
+        assert_eq!(bpf_filter(None, &[]), DEFAULT_FILTER);
+        assert_eq!(
+            bpf_filter(None, &[5672, 15672]),
+            "tcp port 5672 or tcp port 5671 or tcp port 15672"
+        );
+        assert_eq!(bpf_filter(Some("host 10.0.0.1"), &[15672]), "host 10.0.0.1");
+    }
+
+    #[test]
+    fn events_are_tagged_kebab_case() {
+        let e = LiveEvent::CaptureDrops {
+            at: "t".into(),
+            new: 2,
+            total: 5,
+        };
+        let j = serde_json::to_string(&e).unwrap_or_default();
+        assert_eq!(j, r#"{"event":"capture-drops","at":"t","new":2,"total":5}"#);
+    }
+}
