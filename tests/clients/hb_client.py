@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""AMQP client used by tests/live_rabbitmq.rs to make heartbeat gaps on purpose.
+
+Usage: hb_client.py MODE [HEARTBEAT_S] [SLEEP_S]
+
+  serve  connect, then keep servicing heartbeats (process_data_events) until
+         the connection dies; the test SIGSTOPs and SIGCONTs this process.
+  sleep  connect, then time.sleep(SLEEP_S) without servicing heartbeats
+         (a blocking call that starves pika's I/O loop), then notice the
+         dead connection and exit.
+
+Prints "ready PID LOCAL_PORT" once connected, "closed: REASON" at the end.
+The connection_name is "hbscope-test:PID:MODE" so the test can find it.
+Talks to RabbitMQ at 127.0.0.1:5672 as guest/guest.
+"""
+import os
+import sys
+import time
+
+import pika
+
+
+def main():
+    mode = sys.argv[1]
+    heartbeat = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    sleep_s = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
+    params = pika.ConnectionParameters(
+        host="127.0.0.1",
+        port=5672,
+        heartbeat=heartbeat,
+        blocked_connection_timeout=None,
+        credentials=pika.PlainCredentials("guest", "guest"),
+        client_properties={"connection_name": f"hbscope-test:{os.getpid()}:{mode}"},
+    )
+    conn = pika.BlockingConnection(params)
+    try:
+        port = conn._impl._transport._sock.getsockname()[1]  # pylint: disable=protected-access
+    except Exception:  # noqa: BLE001 - best effort, only for the log
+        port = 0
+    print(f"ready {os.getpid()} {port}", flush=True)
+    try:
+        if mode == "serve":
+            while True:
+                conn.process_data_events(time_limit=0.2)
+        elif mode == "sleep":
+            time.sleep(sleep_s)
+            conn.process_data_events(time_limit=1)
+            conn.close()
+            print("closed: still open after the sleep", flush=True)
+            return
+        else:
+            raise SystemExit(f"unknown mode {mode}")
+    except Exception as e:  # noqa: BLE001 - the broker cut us, as intended
+        print(f"closed: {type(e).__name__}: {e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
