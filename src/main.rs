@@ -39,7 +39,7 @@ struct LiveArgs {
     interface: String,
     /// Output format for events and the final report (default: text).
     #[arg(long, value_enum)]
-    format: Option<Format>,
+    format: Option<LiveFormat>,
     /// Also capture and treat this TCP port as AMQP (repeatable).
     #[arg(long = "port", value_name = "PORT")]
     ports: Vec<u16>,
@@ -72,6 +72,15 @@ enum Format {
     Markdown,
     /// The interactive terminal UI (the default when stdout is a terminal).
     Tui,
+}
+
+/// Output of `hbscope live`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LiveFormat {
+    /// Events as lines, then the text report.
+    Text,
+    /// One JSON object per line per event, then the final report.
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,7 +154,7 @@ fn interfaces() -> ExitCode {
 }
 
 fn live(args: &LiveArgs) -> ExitCode {
-    let format = args.format.unwrap_or(Format::Text);
+    let format = args.format.unwrap_or(LiveFormat::Text);
     let mut config = EngineConfig::default();
     for p in &args.ports {
         if !config.amqp_ports.contains(p) {
@@ -180,8 +189,8 @@ fn live(args: &LiveArgs) -> ExitCode {
     };
     let mut emit = |e: &live::LiveEvent| -> std::io::Result<()> {
         let line = match format {
-            Format::Json => serde_json::to_string(e).map_err(std::io::Error::other)?,
-            Format::Text => live::event_text(e),
+            LiveFormat::Json => serde_json::to_string(e).map_err(std::io::Error::other)?,
+            LiveFormat::Text => live::event_text(e),
         };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
@@ -195,8 +204,8 @@ fn live(args: &LiveArgs) -> ExitCode {
         }
     };
     let text = match format {
-        Format::Text => format!("\n{}", report::to_text(&rep)),
-        Format::Json => match serde_json::to_string(&rep) {
+        LiveFormat::Text => format!("\n{}", report::to_text(&rep)),
+        LiveFormat::Json => match serde_json::to_string(&rep) {
             Ok(j) => format!("{j}\n"),
             Err(e) => {
                 eprintln!("hbscope: could not write the JSON report: {e}");
