@@ -28,6 +28,7 @@ pub mod fuzz;
 pub mod html;
 pub mod live;
 pub mod model;
+pub mod privileges;
 pub mod procinfo;
 pub mod reassembly;
 pub mod report;

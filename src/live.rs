@@ -80,6 +80,8 @@ pub struct LiveOptions {
     pub write: Option<PathBuf>,
     /// Attribute connections to local processes through /proc.
     pub attribution: bool,
+    /// Drop to this user once the capture (and `--write` file) are open.
+    pub user: Option<String>,
 }
 
 /// Why live mode failed.
@@ -88,6 +90,9 @@ pub enum LiveError {
     /// Opening or reading the capture.
     #[error(transparent)]
     Capture(#[from] LiveCaptureError),
+    /// `--user` could not be applied (nothing was captured).
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::DropError),
     /// Installing the SIGINT/SIGTERM handlers.
     #[error("cannot install the SIGINT/SIGTERM handler ({0}); the capture could not be stopped cleanly, so it was not started")]
     Signals(io::Error),
@@ -633,6 +638,9 @@ pub fn run(
     let mut cap = LiveCapture::open(&opts.capture)?;
     if let Some(path) = &opts.write {
         cap.write_to(path)?;
+    }
+    if let Some(user) = &opts.user {
+        crate::privileges::drop_to(user)?;
     }
     let mut engine = Engine::new(opts.engine.clone(), cap.link_type());
     engine.on_capture_drops(0);

@@ -58,6 +58,10 @@ struct LiveArgs {
     /// Do not look up local processes in /proc.
     #[arg(long)]
     no_attribution: bool,
+    /// After opening the capture (and the --write file), switch to this user, like `tcpdump -Z`
+    /// (run as root; process attribution then sees only that user's processes).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,6 +183,7 @@ fn live(args: &LiveArgs) -> ExitCode {
         duration,
         write: args.write.clone(),
         attribution: !args.no_attribution,
+        user: args.user.clone(),
     };
     let stop = match live::stop_on_signals() {
         Ok(s) => s,

@@ -61,7 +61,14 @@ struct RestoreGuard;
 impl Drop for RestoreGuard {
     fn drop(&mut self) {
         ratatui::restore();
+        show_cursor();
     }
+}
+
+/// `ratatui::restore` leaves the cursor as it was; a hidden cursor after exit
+/// is a broken terminal too.
+fn show_cursor() {
+    let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
 }
 
 /// Opens the terminal UI on a capture file and runs it until the user quits.
@@ -69,17 +76,44 @@ impl Drop for RestoreGuard {
 /// # Errors
 /// When the terminal cannot be set up or drawn to.
 pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     let (ev_tx, ev_rx) = mpsc::channel::<Event>();
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>();
+    // SIGTERM / SIGHUP end the UI like `q` does, so the terminal is restored.
+    let terminate = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, Arc::clone(&terminate))?;
+    }
+    // A panic in the worker ends the UI (restoring the terminal) with an error.
+    let worker_failed = Arc::new(AtomicBool::new(false));
     let worker = std::thread::Builder::new()
         .name("hbscope-worker".into())
         .spawn({
             let tx = ev_tx.clone();
-            move || worker::run(&cfg, tx, cmd_rx)
+            let failed = Arc::clone(&worker_failed);
+            move || {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    if std::env::var_os("HBSCOPE_TEST_PANIC").is_some_and(|v| v == "worker") {
+                        panic!(
+                            "HBSCOPE_TEST_PANIC=worker: deliberate panic in the analysis thread"
+                        );
+                    }
+                    worker::run(&cfg, tx, cmd_rx);
+                }));
+                if ran.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+            }
         })?;
     // try_init installs a panic hook that restores the terminal first.
     let mut terminal = ratatui::try_init()?;
     let _guard = RestoreGuard;
+    let restore_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        show_cursor();
+        restore_hook(info);
+    }));
     std::thread::Builder::new()
         .name("hbscope-input".into())
         .spawn(move || loop {
@@ -98,10 +132,21 @@ pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
                 Err(_) => return,
             }
         })?;
-    let events = std::iter::from_fn(|| match ev_rx.recv_timeout(Duration::from_millis(250)) {
-        Ok(e) => Some(e),
-        Err(mpsc::RecvTimeoutError::Timeout) => Some(Event::Tick),
-        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+    let ui_panic = std::env::var_os("HBSCOPE_TEST_PANIC").is_some_and(|v| v == "ui");
+    let events = std::iter::from_fn(|| {
+        if terminate.load(Ordering::SeqCst) || worker_failed.load(Ordering::SeqCst) {
+            return None;
+        }
+        // Test hook for the terminal-restore test: panic in the UI thread.
+        assert!(
+            !ui_panic,
+            "HBSCOPE_TEST_PANIC=ui: deliberate panic in the UI thread"
+        );
+        match ev_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(e) => Some(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => Some(Event::Tick),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        }
     });
     let export_dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let mut app = App::new(export_dir);
@@ -112,5 +157,10 @@ pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
     let _ = cmd_tx.send(Command::Quit);
     drop(cmd_tx);
     let _ = worker.join();
+    if worker_failed.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other(
+            "the analysis thread failed (see the message above); please report it with the capture if you can share it",
+        ));
+    }
     result
 }
