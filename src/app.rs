@@ -115,12 +115,7 @@ pub fn replay(
             Ok(None) => break,
             Err(e) => {
                 complete = false;
-                let code = match e {
-                    CaptureError::Truncated { .. } => "capture-truncated",
-                    CaptureError::MixedLinkTypes { .. } => "mixed-link-types",
-                    _ => "read-error",
-                };
-                engine.warn(code, e.to_string());
+                engine.warn(e.warning_code(), e.to_string());
                 break;
             }
         }

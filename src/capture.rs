@@ -173,6 +173,19 @@ pub enum CaptureError {
 }
 
 /// Something that yields [`PacketRecord`]s: a file now, a live interface later.
+impl CaptureError {
+    /// The stable warning code used when this error ends reading partway
+    /// (the packets before it are still analysed).
+    #[must_use]
+    pub fn warning_code(&self) -> &'static str {
+        match self {
+            CaptureError::Truncated { .. } => "capture-truncated",
+            CaptureError::MixedLinkTypes { .. } => "mixed-link-types",
+            _ => "read-error",
+        }
+    }
+}
+
 pub trait PacketSource {
     /// The link-layer type of the packets.
     fn link_type(&self) -> LinkType;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::snapshot::{PlayState, Snapshot, Timelines};
 use super::state::{Command, Event};
 use crate::app::Progress;
-use crate::capture::{CaptureError, FileSource};
+use crate::capture::FileSource;
 use crate::decode::is_supported;
 use crate::engine::{Engine, EngineConfig};
 use crate::model::{Span, Timestamp};
@@ -210,12 +210,7 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
             Ok(None) => break,
             Err(e) => {
                 complete = false;
-                let code = match e {
-                    CaptureError::Truncated { .. } => "capture-truncated",
-                    CaptureError::MixedLinkTypes { .. } => "mixed-link-types",
-                    _ => "read-error",
-                };
-                engine.warn(code, e.to_string());
+                engine.warn(e.warning_code(), e.to_string());
                 break;
             }
         };
