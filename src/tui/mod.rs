@@ -133,6 +133,7 @@ pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
             }
         })?;
     let ui_panic = std::env::var_os("HBSCOPE_TEST_PANIC").is_some_and(|v| v == "ui");
+    let mut pending: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let events = std::iter::from_fn(|| {
         if terminate.load(Ordering::SeqCst) || worker_failed.load(Ordering::SeqCst) {
             return None;
@@ -142,11 +143,26 @@ pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
             !ui_panic,
             "HBSCOPE_TEST_PANIC=ui: deliberate panic in the UI thread"
         );
-        match ev_rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(e) => Some(e),
-            Err(mpsc::RecvTimeoutError::Timeout) => Some(Event::Tick),
-            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        if let Some(e) = pending.pop_front() {
+            return Some(e);
         }
+        let first = match ev_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(e) => e,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Some(Event::Tick),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        };
+        // Whatever queued up while the last frame was drawn: keys in order,
+        // then only the newest snapshot, so a slow draw on a big capture never
+        // leaves the user's keys waiting behind stale snapshots.
+        let mut latest = None;
+        for e in std::iter::once(first).chain(ev_rx.try_iter()) {
+            match e {
+                Event::Snapshot(_) => latest = Some(e),
+                other => pending.push_back(other),
+            }
+        }
+        pending.extend(latest);
+        pending.pop_front()
     });
     let export_dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let mut app = App::new(export_dir);

@@ -40,17 +40,20 @@ struct Worker {
     quit: bool,
     events: Sender<Event>,
     commands: Receiver<Command>,
+    /// Time between snapshots while loading (grows with their cost).
+    interval: Duration,
 }
 
 impl Worker {
     fn send(
-        &self,
+        &mut self,
         engine: &Engine,
         complete: bool,
         now: Option<Timestamp>,
         progress: Progress,
         state: PlayState,
     ) {
+        let built = Instant::now();
         let snap = Snapshot::build(
             engine,
             &self.source,
@@ -61,6 +64,9 @@ impl Worker {
             Timelines::Slots(&self.focus),
         );
         let _ = self.events.send(Event::Snapshot(Box::new(snap)));
+        // On a big capture a snapshot costs real time: keep building them
+        // at most a quarter of the time, so loading and the UI keep the CPU.
+        self.interval = SNAPSHOT_EVERY.max(built.elapsed() * 4);
     }
 
     /// Applies one command; true when the focus changed (a new snapshot is due).
@@ -152,6 +158,7 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
         quit: false,
         events,
         commands,
+        interval: SNAPSHOT_EVERY,
     };
     let mut src = match FileSource::open(&cfg.path) {
         Ok(s) => s,
@@ -245,7 +252,7 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
             if let Some(now) = now {
                 engine.tick(now);
             }
-            if due || last_sent.elapsed() >= SNAPSHOT_EVERY {
+            if due || last_sent.elapsed() >= w.interval {
                 w.send(&engine, complete, now, progress, state);
                 last_sent = Instant::now();
                 due = false;
