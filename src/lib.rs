@@ -5,9 +5,9 @@
 //! One direction of flow, one module per stage:
 //!
 //! ```text
-//! capture -> decode -> reassembly -> amqp -> analysis -> report
-//! (pcap)     (link/IP/TCP, (per-direction (frames,  (silences,   (text/json)
-//!             etherparse)   byte streams)  amq-protocol) gaps, causes)
+//! capture -> decode -> reassembly -> amqp | tls -> analysis -> report | tui
+//! (pcap)     (link/IP/TCP, (per-direction (frames /  (silences,   (text/json/html;
+//!             etherparse)   byte streams)  records)   gaps, causes) ratatui)
 //! ```
 //!
 //! [`engine`] wires decode, reassembly, amqp and analysis together for one
@@ -17,6 +17,8 @@
 //! touches `procfs`. Analysis never reads a clock: time arrives with the
 //! packets. Live mode ([`live`]) reads the wall clock at its edge and hands it
 //! to the engine as capture time so open silences grow without packets.
+//! [`synth`] writes synthetic captures with known verdicts for benchmarks and
+//! tests; [`tui`] draws snapshots of the engine; [`tls`] reads AMQPS records.
 
 pub mod amqp;
 pub mod analysis;
@@ -35,3 +37,4 @@ pub mod report;
 pub mod timeline;
 pub mod tls;
 pub mod tui;
+pub mod synth;
