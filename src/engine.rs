@@ -22,6 +22,7 @@ use crate::analysis::{
 };
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
+use crate::flowhash::FlowHashBuilder;
 use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
 use crate::timeline::{Kinds, Timeline};
@@ -212,7 +213,8 @@ struct AwaitingResume {
 pub struct Engine {
     config: EngineConfig,
     link: LinkType,
-    flows: HashMap<FlowKey, Flow>,
+    /// Boxed: the table stays small (key + pointer) and probes touch fewer cache lines.
+    flows: HashMap<FlowKey, Box<Flow>, FlowHashBuilder>,
     slots: Vec<ConnSlot>,
     syns: SynLog,
     counters: CaptureCounters,
@@ -233,7 +235,7 @@ impl Engine {
         Engine {
             config,
             link,
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             slots: Vec::new(),
             syns: SynLog::default(),
             counters: CaptureCounters::default(),
@@ -378,7 +380,7 @@ impl Engine {
             proto,
             frame_max_applied,
             slot: slot_ref,
-        } = flow;
+        } = &mut **flow;
         let slot: &mut ConnSlot = match slot_ref {
             SlotRef::Pending(b) => b,
             SlotRef::Index(i) => &mut slots[*i],
@@ -504,12 +506,12 @@ impl Engine {
         };
         self.flows.insert(
             key,
-            Flow {
+            Box::new(Flow {
                 tcp: TcpStream::new(self.config.reassembly),
                 proto,
                 slot: SlotRef::Pending(slot),
                 frame_max_applied: false,
-            },
+            }),
         );
         self.pending_order.push_back(key);
         if fresh_syn {
@@ -590,14 +592,14 @@ impl Engine {
         }
     }
 
-    fn finish_flow(&mut self, mut flow: Flow, end: Timestamp) {
+    fn finish_flow(&mut self, mut flow: Box<Flow>, end: Timestamp) {
         let Engine { slots, syns, .. } = self;
         let Flow {
             tcp,
             proto,
             slot: slot_ref,
             ..
-        } = &mut flow;
+        } = &mut *flow;
         let slot: &mut ConnSlot = match slot_ref {
             SlotRef::Pending(b) => b,
             SlotRef::Index(i) => &mut slots[*i],
@@ -671,7 +673,7 @@ impl Engine {
         }
         self.finished = true;
         let end = self.counters.last.unwrap_or_default();
-        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        let mut flows: Vec<Box<Flow>> = self.flows.drain().map(|(_, f)| f).collect();
         flows.sort_by_key(|f| match &f.slot {
             SlotRef::Index(i) => (0, *i, Timestamp::default()),
             SlotRef::Pending(b) => (1, 0, b.conn.first_seen),

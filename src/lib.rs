@@ -29,6 +29,7 @@ pub mod engine;
 pub mod fuzz;
 pub mod html;
 pub mod live;
+pub mod flowhash;
 pub mod model;
 pub mod privileges;
 pub mod procinfo;
