@@ -788,9 +788,8 @@ fn feed_data(
             if slot.not_amqp.is_some() {
                 return;
             }
-            let mut events = Vec::new();
-            framers[d.index()].data(offset, bytes, &mut |e| events.push(e));
-            apply_amqp(ts, d, events, slot);
+            // Straight from the framer to the analysis: no per-segment Vec.
+            framers[d.index()].data(offset, bytes, &mut |e| apply_amqp_event(ts, d, e, slot));
         }
         Proto::Tls(t) => {
             let mut events = Vec::new();
@@ -802,6 +801,12 @@ fn feed_data(
 
 fn apply_amqp(ts: Timestamp, d: Direction, events: Vec<AmqpEvent>, slot: &mut ConnSlot) {
     for e in events {
+        apply_amqp_event(ts, d, e, slot);
+    }
+}
+
+fn apply_amqp_event(ts: Timestamp, d: Direction, e: AmqpEvent, slot: &mut ConnSlot) {
+    {
         match e {
             AmqpEvent::ProtocolHeader { .. } => {
                 if slot.conn.role_source == RoleSource::Port && slot.conn.role_of(d) == Role::Broker
