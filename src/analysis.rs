@@ -418,7 +418,8 @@ pub struct DirState {
 pub struct Handshake {
     /// Protocol header seen.
     pub protocol_header: bool,
-    /// Broker's server_properties (Connection.Start).
+    /// Broker's server_properties (Connection.Start), only the fields in
+    /// [`SERVER_PROPERTIES_KEPT`].
     pub server_properties: Option<Properties>,
     /// Client's client_properties (Connection.Start-Ok; never the SASL response).
     pub client_properties: Option<Properties>,
@@ -565,6 +566,9 @@ pub struct Connection {
     pub tls: Option<TlsInfo>,
     config: AnalysisConfig,
 }
+
+/// The Connection.Start server_properties kept per connection (what reports show).
+pub const SERVER_PROPERTIES_KEPT: [&str; 4] = ["product", "version", "platform", "cluster_name"];
 
 const MAX_VIOLATIONS: usize = 32;
 /// Connection.Close / Channel.Close events kept per connection.
@@ -836,8 +840,10 @@ impl Connection {
             d.heartbeats += 1;
             let peer = &mut self.dirs[dir.reverse().index()].evidence;
             peer.peer_heartbeats = peer.peer_heartbeats.saturating_add(1);
+            let known = self.limit_known();
             let d = &mut self.dirs[dir.index()];
-            if let Some(prev) = d.last_hb {
+            // The intervals only serve inference: not kept once the limit is known.
+            if let (Some(prev), false) = (d.last_hb, known) {
                 if d.hb_intervals.len() >= HB_RING {
                     d.hb_intervals.pop_front();
                 }
@@ -864,7 +870,14 @@ impl Connection {
                 if by == Role::Client && self.role_source == RoleSource::Port {
                     self.set_client_dir(dir.reverse(), RoleSource::ConnectionStart);
                 }
-                self.handshake.server_properties = Some(server_properties.clone());
+                // Only the fields reports show: the rest (capabilities,
+                // copyright, information) is ~1 KB per connection.
+                let kept = server_properties
+                    .iter()
+                    .filter(|(k, _)| SERVER_PROPERTIES_KEPT.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                self.handshake.server_properties = Some(kept);
             }
             ConnMethod::StartOk {
                 client_properties,
