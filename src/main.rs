@@ -319,6 +319,20 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         }
     };
     let rep = result.report();
+    drop(result);
+    if format == Format::Json && !args.summary {
+        // Streamed: the JSON text is never held in memory.
+        let written = match &args.output {
+            Some(path) => std::fs::File::create(path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|f| {
+                    report::write_json(&rep, std::io::BufWriter::new(f)).map_err(|e| e.to_string())
+                }),
+            None => report::write_json(&rep, std::io::BufWriter::new(std::io::stdout().lock()))
+                .map_err(|e| e.to_string()),
+        };
+        return finish(args, &rep, written);
+    }
     let text = match format {
         _ if args.summary => hbscope::html::to_summary(&rep),
         Format::Text | Format::Tui => report::to_text(&rep),
@@ -344,6 +358,10 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             out.write_all(text.as_bytes()).map_err(|e| e.to_string())
         }
     };
+    finish(args, &rep, written)
+}
+
+fn finish(args: &ReplayArgs, rep: &report::Report, written: Result<(), String>) -> ExitCode {
     if let Err(e) = written {
         if !e.contains("Broken pipe") {
             eprintln!("hbscope: cannot write the report: {e}");

