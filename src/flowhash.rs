@@ -20,7 +20,7 @@ pub struct FlowHashBuilder {
 impl Default for FlowHashBuilder {
     fn default() -> Self {
         FlowHashBuilder {
-            seed: RandomState::new().hash_one(0x6862_7363_6f70_65u64),
+            seed: RandomState::new().hash_one(0x0068_6273_636f_7065_u64),
         }
     }
 }
