@@ -29,7 +29,7 @@ nice cargo build --release --quiet
 echo "== machine"
 echo "nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "memory: $(free -g | awk '/Mem:/ {print $2 " GiB"}'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (shared machine: figures are best of $REPEAT)"
-echo "hbscope $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(tcpdump --version 2>&1 | head -1), $(tshark --version | head -1)"
+echo "hbscope $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(tcpdump --version 2>&1 | head -1), $(tshark --version 2>/dev/null | head -1)"
 
 # synth NAME ARGS...: generates $DATA/NAME.pcap once (kept between runs when the arguments match).
 synth() {
@@ -37,7 +37,7 @@ synth() {
   local f="$DATA/$name.pcap" stamp="$DATA/$name.args"
   if [ -f "$f" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$*" ]; then return; fi
   local t0=$SECONDS
-  nice "$BIN" synth -o "$f" "$@" 2>/dev/null
+  nice "$BIN" synth -o "$f" "$@"
   echo "$*" > "$stamp"
   echo "generated $name.pcap ($(du -m "$f" | cut -f1) MB) in $((SECONDS - t0)) s: hbscope synth $*"
 }
@@ -46,7 +46,8 @@ synth() {
 best() {
   local times=() rss=() i out
   for ((i = 0; i < REPEAT; i++)); do
-    out=$( { nice /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+    nice /usr/bin/time -o "$DATA/.time" -f '%e %M' "$@" >/dev/null 2>/dev/null || true
+    out=$(tail -1 "$DATA/.time")
     times+=("${out% *}"); rss+=("${out#* }")
   done
   read -r BEST SPREAD RSS < <(paste -d' ' <(printf '%s\n' "${times[@]}") <(printf '%s\n' "${rss[@]}") |
@@ -98,7 +99,7 @@ else
   A="--seed 1 --connections 10000 --duration 600 --heartbeat 60 --busy 0.2 --rate 0.28 --churn 0.1 --stalls 5"
   A4="--seed 1 --connections 10000 --duration 2400 --heartbeat 60 --busy 0.2 --rate 0.28 --churn 0.1 --stalls 5"
   AS="--seed 2 --connections 10000 --duration 90 --heartbeat 60 --busy 0.2 --rate 0.28 --churn 0.1 --stalls 0"
-  BB="--seed 3 --connections 100000 --duration 300 --heartbeat 60 --busy 0.01 --rate 1 --churn 0 --stalls 5"
+  BB="--seed 3 --connections 100000 --duration 300 --heartbeat 60 --busy 0.01 --rate 1 --churn 0 --stalls 0"
 fi
 # shellcheck disable=SC2086
 synth a-1g $A
@@ -108,7 +109,8 @@ synth a-small $AS
 synth b-100k-idle $BB
 
 # tshark on the full (a) file only when a smaller sample says it fits the budget.
-probe=$( { nice /usr/bin/time -f '%e' tshark -r "$DATA/a-small.pcap" -Y 'amqp.type==8' -T fields -e frame.time_epoch -e tcp.stream >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+nice /usr/bin/time -o "$DATA/.time" -f '%e' tshark -r "$DATA/a-small.pcap" -Y 'amqp.type==8' -T fields -e frame.time_epoch -e tcp.stream >/dev/null 2>/dev/null
+probe=$(tail -1 "$DATA/.time")
 est=$(awk -v p="$probe" -v s="$(stat -c %s "$DATA/a-small.pcap")" -v b="$(stat -c %s "$DATA/a-1g.pcap")" 'BEGIN {printf "%d", p * b / s}')
 if [ "$est" -gt "$TSHARK_BUDGET_S" ]; then
   echo "tshark would take ~${est} s on a-1g.pcap (> ${TSHARK_BUDGET_S} s): measured on a-small.pcap and extrapolated per MB"
