@@ -56,7 +56,7 @@ best() {
 
 # Packet count via hbscope's own report (first run only, cached).
 packets() {
-  local f=$1 c="$1.packets"
+  local f=$1 c="$DATA/$(basename "$1").packets"
   [ -f "$c" ] && [ "$c" -nt "$f" ] || "$BIN" replay --format json "$f" | python3 -c 'import json,sys; print(json.load(sys.stdin)["capture"]["packets"])' > "$c"
   cat "$c"
 }
