@@ -53,7 +53,7 @@ impl Default for EngineConfig {
             tls_ports: vec![5671],
             analysis: AnalysisConfig::default(),
             reassembly: ReassemblyConfig::default(),
-            max_flows: 1_000_000,
+            max_flows: 200_000,
             timeline_events: 0,
         }
     }
