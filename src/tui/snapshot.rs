@@ -191,15 +191,25 @@ impl Snapshot {
         let rep = report::build(engine, source, complete);
         let counters = engine.counters();
         let now = now.or(counters.last);
-        let slots = engine
+        // Same order as the report (first packet, then flow key), so each
+        // slot lines up with its own report entry.
+        let mut slots: Vec<(usize, &crate::engine::ConnSlot)> = engine
             .slots()
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.confirmed && s.not_amqp.is_none());
+            .filter(|(_, s)| s.confirmed && s.not_amqp.is_none())
+            .collect();
+        slots.sort_by_key(|(_, s)| (s.conn.first_seen, s.conn.key));
         let conns = slots
+            .into_iter()
             .zip(rep.connections.iter())
             .map(|((slot, s), cr)| {
                 let conn = &s.conn;
+                debug_assert_eq!(
+                    conn.client().to_string(),
+                    cr.client,
+                    "snapshot row misaligned"
+                );
                 let limit = conn.limit();
                 let mut gaps: Vec<GapView> =
                     conn.gaps.iter().map(|g| gap_view(conn, g, false)).collect();
