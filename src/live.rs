@@ -597,13 +597,25 @@ impl Tracker {
 
     /// Adds owners and process verdicts to the final report.
     fn decorate(&self, engine: &Engine, rep: &mut Report) {
-        let confirmed = engine
+        // The report lists connections in first-packet order, the engine in
+        // the order it recognised them: match by endpoints, not by position.
+        let confirmed: std::collections::HashMap<(String, String), usize> = engine
             .slots()
             .iter()
             .enumerate()
             .filter(|(_, s)| s.confirmed && s.not_amqp.is_none())
-            .map(|(i, _)| i);
-        for (conn_rep, slot) in rep.connections.iter_mut().zip(confirmed) {
+            .map(|(i, s)| {
+                (
+                    (s.conn.client().to_string(), s.conn.broker().to_string()),
+                    i,
+                )
+            })
+            .collect();
+        for conn_rep in &mut rep.connections {
+            let Some(&slot) = confirmed.get(&(conn_rep.client.clone(), conn_rep.broker.clone()))
+            else {
+                continue;
+            };
             let Some(st) = self.slots.get(slot) else {
                 continue;
             };
