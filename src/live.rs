@@ -414,23 +414,11 @@ impl Tracker {
                 start,
                 end,
             )),
-            Err(e) => Some(ProcessReport {
+            Err(e) => Some(ProcessReport::unsampled(
                 side,
-                verdict: "not-attributable",
-                reason: e.to_string(),
-                pid: None,
-                command: None,
-                connection_name: None,
-                state_samples: None,
-                sampled_s: None,
-                cpu_s_during_silence: None,
-                cpu_share: None,
-                voluntary_ctxt_switches: None,
-                nonvoluntary_ctxt_switches: None,
-                socket_rx_queue_max: None,
-                socket_tx_queue_max: None,
-                threads: Vec::new(),
-            }),
+                "not-attributable",
+                e.to_string(),
+            )),
         }
     }
 

@@ -383,21 +383,10 @@ impl Sampler {
         end: Timestamp,
     ) -> ProcessReport {
         let mut rep = ProcessReport {
-            side,
-            verdict: "undetermined",
-            reason: String::new(),
             pid: Some(owner.pid),
             command: Some(owner.command.clone()),
             connection_name,
-            state_samples: None,
-            sampled_s: None,
-            cpu_s_during_silence: None,
-            cpu_share: None,
-            voluntary_ctxt_switches: None,
-            nonvoluntary_ctxt_switches: None,
-            socket_rx_queue_max: None,
-            socket_tx_queue_max: None,
-            threads: Vec::new(),
+            ..ProcessReport::unsampled(side, "undetermined", String::new())
         };
         if let Some(q) = self.sockets.get(&socket) {
             let inside: Vec<&QueueSample> =

@@ -353,6 +353,30 @@ pub struct ProcessReport {
     pub threads: Vec<ThreadReport>,
 }
 
+impl ProcessReport {
+    /// A report with a side, verdict and reason and no samples yet.
+    #[must_use]
+    pub fn unsampled(side: &'static str, verdict: &'static str, reason: String) -> Self {
+        ProcessReport {
+            side,
+            verdict,
+            reason,
+            pid: None,
+            command: None,
+            connection_name: None,
+            state_samples: None,
+            sampled_s: None,
+            cpu_s_during_silence: None,
+            cpu_share: None,
+            voluntary_ctxt_switches: None,
+            nonvoluntary_ctxt_switches: None,
+            socket_rx_queue_max: None,
+            socket_tx_queue_max: None,
+            threads: Vec::new(),
+        }
+    }
+}
+
 /// One AMQP connection.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ConnectionReport {
