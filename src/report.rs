@@ -530,6 +530,18 @@ fn server_subset(p: &Properties) -> Properties {
         .collect()
 }
 
+/// The report's `state` of a connection that ended `how`, `by` whom:
+/// "open" | "closed" | "reset-by-broker" | "reset-by-client".
+#[must_use]
+pub fn state_name(how: crate::analysis::EndHow, by: Option<Role>) -> &'static str {
+    match (how, by) {
+        (crate::analysis::EndHow::CaptureEnd, _) => "open",
+        (crate::analysis::EndHow::Rst, Some(Role::Broker)) => "reset-by-broker",
+        (crate::analysis::EndHow::Rst, _) => "reset-by-client",
+        _ => "closed",
+    }
+}
+
 /// Builds one connection's report entry.
 #[must_use]
 pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
@@ -539,12 +551,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         .closes
         .iter()
         .find(|c| c.channel == 0 && Some(c.at) == at);
-    let state = match (how, by) {
-        (crate::analysis::EndHow::CaptureEnd, _) => "open",
-        (crate::analysis::EndHow::Rst, Some(Role::Broker)) => "reset-by-broker",
-        (crate::analysis::EndHow::Rst, _) => "reset-by-client",
-        _ => "closed",
-    };
+    let state = state_name(how, by);
     let mut directions = BTreeMap::new();
     for dir in [Direction::AtoB, Direction::BtoA] {
         let d = &conn.dirs[dir.index()];

@@ -213,7 +213,8 @@ fn worker_streams_snapshots_and_answers_focus() {
     while snap.state != PlayState::Done {
         snap = next();
     }
-    assert_eq!(snap.report.summary.gaps, 1);
+    assert_eq!(snap.header.summary.gaps, 1);
+    assert!(snap.report.as_ref().is_some_and(|r| r.summary.gaps == 1));
     assert!(snap.conns.iter().all(|c| c.timeline.is_none()));
     let slot = snap.conns[0].slot;
     cmd_tx.send(Command::Focus(slot)).unwrap();
@@ -222,4 +223,129 @@ fn worker_streams_snapshots_and_answers_focus() {
     assert!(!tl.client.is_empty() && !tl.broker.is_empty());
     cmd_tx.send(Command::Quit).unwrap();
     handle.join().unwrap();
+}
+
+/// The worker's cached snapshots must say exactly what a fresh build says, at
+/// every point of a replay (the cache is an optimisation, never a difference),
+/// and must reuse what did not change.
+#[test]
+fn incremental_snapshots_equal_fresh_ones() {
+    use hbscope::capture::FileSource;
+    use hbscope::engine::Engine;
+    use hbscope::tui::snapshot::SnapshotBuilder;
+
+    for name in ["many-busy-one-stalled.pcap", "nova-api-eventlet.pcap"] {
+        let mut src = FileSource::open(&capture(name)).unwrap();
+        let config = EngineConfig {
+            timeline_events: hbscope::timeline::Timeline::CAP,
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(config, src.link_type());
+        let mut builder = SnapshotBuilder::new(name);
+        let mut n = 0u64;
+        let mut compared = 0;
+        let mut reused = 0usize;
+        let mut previous: Option<Snapshot> = None;
+        loop {
+            let more = match src.next_packet().unwrap() {
+                Some(rec) => {
+                    engine.process(&rec);
+                    true
+                }
+                None => false,
+            };
+            n += 1;
+            if !more {
+                engine.finish();
+            }
+            if n.is_multiple_of(13) || !more {
+                let state = if more {
+                    PlayState::Loading
+                } else {
+                    PlayState::Done
+                };
+                let p = Progress::default();
+                let cached = builder.build(&engine, true, None, p, state, Timelines::All);
+                let fresh = Snapshot::build(&engine, name, true, None, p, state, Timelines::All);
+                assert_eq!(cached, fresh, "{name}: snapshot after {n} packets differs");
+                if let Some(prev) = &previous {
+                    reused += cached
+                        .conns
+                        .iter()
+                        .filter(|c| {
+                            prev.conns.iter().any(|p| {
+                                p.slot == c.slot && std::sync::Arc::ptr_eq(&p.core, &c.core)
+                            })
+                        })
+                        .count();
+                }
+                previous = Some(cached);
+                compared += 1;
+            }
+            if !more {
+                break;
+            }
+        }
+        assert!(compared > 3, "{name}: only {compared} snapshots compared");
+        assert!(reused > 0, "{name}: no connection view was reused");
+        let last = previous.unwrap();
+        assert!(
+            last.report.is_some(),
+            "the final snapshot carries the report"
+        );
+    }
+}
+
+/// While the input is still being read the snapshot has no report: `e` asks
+/// the worker, which writes the report of the engine as it stands.
+#[test]
+fn export_while_loading_goes_through_the_worker() {
+    use hbscope::tui::worker::{self, WorkerConfig};
+    use std::sync::mpsc;
+
+    let dir = std::env::temp_dir().join(format!("hbscope-tui-export-w-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The UI side: a loading snapshot, then `e`.
+    let mut loading = finished("nova-api-eventlet.pcap");
+    loading.state = PlayState::Loading;
+    loading.report = None;
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let mut app = App::new(dir.clone());
+    let mut sent = Vec::new();
+    tui::run(
+        &mut terminal,
+        &mut app,
+        vec![Event::Snapshot(Box::new(loading)), ch('e')],
+        &mut |c| sent.push(c),
+    )
+    .unwrap();
+    let path = dir.join("hbscope-report-nova-api-eventlet.json");
+    assert!(sent.contains(&Command::Export(path.clone())), "{sent:?}");
+    assert!(app.status.as_deref().is_some_and(|s| s.contains("writing")));
+    // The worker side: it answers the command with a status and the file.
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let cfg = WorkerConfig {
+        path: capture("nova-api-eventlet.pcap"),
+        engine: EngineConfig::default(),
+        speed: 0.0,
+    };
+    let handle = std::thread::spawn(move || worker::run(&cfg, ev_tx, cmd_rx));
+    cmd_tx.send(Command::Export(path.clone())).unwrap();
+    let status = loop {
+        match ev_rx.recv().expect("worker alive") {
+            Event::Status(s) => break s,
+            Event::Snapshot(_) => {}
+            other => panic!("unexpected event {other:?}"),
+        }
+    };
+    assert!(
+        status.contains("hbscope-report-nova-api-eventlet.json"),
+        "{status}"
+    );
+    let json = std::fs::read_to_string(&path).expect("report written");
+    assert!(json.contains("\"schema_version\""));
+    cmd_tx.send(Command::Quit).unwrap();
+    handle.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,18 +1,26 @@
 //! The view model the UI draws from: a [`Snapshot`] of the engine at a
 //! capture-time "now", built on the worker thread and sent to the UI thread.
 //!
-//! Nothing here touches the terminal. The snapshot carries the JSON report
-//! (so `e` can write it without asking the engine), per-connection extras the
-//! report does not have (the slot index, the limit as a span, silences still
-//! open at "now") and the timelines of the connections the UI asked for.
+//! Nothing here touches the terminal. A snapshot carries one [`ConnView`] per
+//! connection (with what the report does not have: the slot index, the limit
+//! as a span, silences still open at "now"), the timelines of the connections
+//! the UI asked for, and, once the input is done, the JSON report.
+//!
+//! Snapshots are built many times a second while a big capture loads, so the
+//! [`SnapshotBuilder`] keeps each connection's slow-changing part
+//! ([`ConnCore`]: names, properties, decided gaps with their evidence) and
+//! rebuilds it only when the connection's stamp changes; the rest is a few
+//! numbers per connection. The full report is built once, at the end, or on
+//! demand when the user exports it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use crate::analysis::{Cause, Connection, Gap};
 use crate::app::Progress;
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
-use crate::report::{self, GapReport, Report};
+use crate::report::{self, GapReport, Report, Summary};
 use crate::timeline::TimelineEvent;
 
 /// Where the input stands.
@@ -50,13 +58,11 @@ pub struct GapView {
     pub open: bool,
 }
 
-/// One connection as the UI shows it.
+/// What a connection's row shows that changes only when the connection's
+/// handshake facts or closed gaps change. Shared (`Arc`) between snapshots, so
+/// a snapshot of 10,000 connections rebuilds only the ones that changed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ConnView {
-    /// Index of the engine slot (stable while the engine runs).
-    pub slot: usize,
-    /// 1-based id, as in the report.
-    pub id: usize,
+pub struct ConnCore {
     /// Client "ip:port".
     pub client: String,
     /// Broker "ip:port".
@@ -69,28 +75,49 @@ pub struct ConnView {
     pub heartbeat_source: &'static str,
     /// The limit as a span (`None` when unknown or disabled).
     pub limit: Option<Span>,
+    /// The decided gaps (open ones are added per snapshot in [`ConnView::gaps`]).
+    pub closed_gaps: Arc<Vec<GapView>>,
+    /// Gaps beyond the per-connection cap.
+    pub gaps_not_listed: u64,
+    /// Direction in which the client sends.
+    pub client_dir: Direction,
+    /// client_properties as (key, value) text, sorted by key.
+    pub client_properties: Vec<(String, String)>,
+}
+
+/// One connection as the UI shows it: the shared [`ConnCore`] (reached
+/// through `Deref`) plus what moves with every packet or with "now".
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnView {
+    /// Index of the engine slot (stable while the engine runs).
+    pub slot: usize,
+    /// 1-based id, as in the report.
+    pub id: usize,
+    /// Facts that rarely change.
+    pub core: Arc<ConnCore>,
     /// Longest silence of either direction, open silences at "now" included.
     pub longest: Span,
     /// Longest silence divided by the limit.
     pub ratio: Option<f64>,
     /// Gaps, closed and open.
-    pub gaps: Vec<GapView>,
-    /// Gaps beyond the per-connection cap.
-    pub gaps_not_listed: u64,
+    pub gaps: Arc<Vec<GapView>>,
     /// Worst cause among the gaps.
     pub worst: Option<Cause>,
     /// "open" | "closed" | "reset-by-broker" | "reset-by-client".
     pub state: &'static str,
-    /// Direction in which the client sends.
-    pub client_dir: Direction,
     /// First packet.
     pub first_seen: Timestamp,
     /// Last packet.
     pub last_seen: Timestamp,
-    /// client_properties as (key, value) text, sorted by key.
-    pub client_properties: Vec<(String, String)>,
     /// The timeline, when this connection's was asked for.
     pub timeline: Option<TimelineView>,
+}
+
+impl std::ops::Deref for ConnView {
+    type Target = ConnCore;
+    fn deref(&self) -> &ConnCore {
+        &self.core
+    }
 }
 
 impl ConnView {
@@ -112,11 +139,32 @@ pub struct TimelineView {
     pub forgotten: (u64, u64),
 }
 
+/// The capture facts and totals the header shows (the report's `capture`
+/// and `summary`, without building the report).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// Capture file (or "-").
+    pub source: String,
+    /// Link type name.
+    pub link_type: String,
+    /// Packets read.
+    pub packets: u64,
+    /// Distinct warnings.
+    pub warnings: usize,
+    /// The first warning's message.
+    pub first_warning: Option<String>,
+    /// Connection and gap counts, as the report's summary would say.
+    pub summary: Summary,
+}
+
 /// Everything the UI draws, at one instant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
-    /// The report of the engine as it stands.
-    pub report: Report,
+    /// Capture facts and totals.
+    pub header: Header,
+    /// The full report: only in the final snapshot (built once when the input
+    /// is done); before that `e` asks the worker to write it.
+    pub report: Option<Arc<Report>>,
     /// Capture time the view stands at (last packet, or the playback clock).
     pub now: Option<Timestamp>,
     /// First packet.
@@ -175,9 +223,214 @@ fn gap_view(conn: &Connection, g: &Gap, open: bool) -> GapView {
     }
 }
 
+/// What a [`ConnCore`] was built from: when none of it changed, the core is
+/// reused. Gaps can be amended after they close (resume burst, wake-up), so
+/// those amendments are part of the stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    gaps: usize,
+    gaps_dropped: u64,
+    amended: u64,
+    heartbeat: (Option<u16>, &'static str),
+    has_properties: bool,
+}
+
+impl Stamp {
+    fn of(conn: &Connection) -> Stamp {
+        let (value, source) = conn.heartbeat();
+        Stamp {
+            gaps: conn.gaps.len(),
+            gaps_dropped: conn.gaps_dropped,
+            amended: conn.gaps.iter().fold(0u64, |acc, g| {
+                acc.wrapping_add(u64::from(g.resume_burst_frames))
+                    .wrapping_add(u64::from(g.wakeup.is_some()) << 32)
+                    .wrapping_add(u64::from(g.resumed.is_some()) << 48)
+            }),
+            heartbeat: (value, source.as_str()),
+            has_properties: conn.handshake.client_properties.is_some(),
+        }
+    }
+}
+
+fn core_of(conn: &Connection) -> ConnCore {
+    let (value, source) = conn.heartbeat();
+    ConnCore {
+        client: conn.client().to_string(),
+        broker: conn.broker().to_string(),
+        name: conn.client_name(),
+        heartbeat: value,
+        heartbeat_source: source.as_str(),
+        limit: conn.limit(),
+        closed_gaps: Arc::new(conn.gaps.iter().map(|g| gap_view(conn, g, false)).collect()),
+        gaps_not_listed: conn.gaps_dropped,
+        client_dir: conn.client_dir,
+        client_properties: props_text(conn),
+    }
+}
+
+/// Builds snapshots of one engine, reusing each connection's [`ConnCore`]
+/// while it has not changed (engine slots are stable while the engine runs).
+/// The worker keeps one for the whole run; [`Snapshot::build`] uses a fresh one.
+#[derive(Debug, Default)]
+pub struct SnapshotBuilder {
+    source: String,
+    cores: Vec<Option<(Stamp, Arc<ConnCore>)>>,
+    report: Option<Arc<Report>>,
+}
+
+impl SnapshotBuilder {
+    /// A builder with nothing cached, for the input named `source`.
+    #[must_use]
+    pub fn new(source: &str) -> Self {
+        SnapshotBuilder {
+            source: source.to_owned(),
+            ..SnapshotBuilder::default()
+        }
+    }
+
+    fn core(&mut self, slot: usize, conn: &Connection) -> Arc<ConnCore> {
+        if self.cores.len() <= slot {
+            self.cores.resize(slot + 1, None);
+        }
+        let stamp = Stamp::of(conn);
+        match &self.cores[slot] {
+            Some((st, core)) if *st == stamp => Arc::clone(core),
+            _ => {
+                let core = Arc::new(core_of(conn));
+                self.cores[slot] = Some((stamp, Arc::clone(&core)));
+                core
+            }
+        }
+    }
+
+    /// Builds the view of `engine` at capture time `now` (for open silences;
+    /// `None` = the last packet's time). The full report is built only when
+    /// `state` is [`PlayState::Done`], once.
+    #[must_use]
+    pub fn build(
+        &mut self,
+        engine: &Engine,
+        complete: bool,
+        now: Option<Timestamp>,
+        progress: Progress,
+        state: PlayState,
+        timelines: Timelines<'_>,
+    ) -> Snapshot {
+        let counters = engine.counters();
+        let now = now.or(counters.last);
+        // Report order: first packet, then flow key (as report::build).
+        let mut slots: Vec<(usize, &crate::engine::ConnSlot)> = engine
+            .slots()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.confirmed && s.not_amqp.is_none())
+            .collect();
+        slots.sort_by_key(|(_, s)| (s.conn.first_seen, s.conn.key));
+        let mut summary = Summary {
+            connections: slots.len(),
+            flagged_connections: 0,
+            gaps: 0,
+            gaps_by_cause: BTreeMap::new(),
+        };
+        let mut conns = Vec::with_capacity(slots.len());
+        for (i, (slot, s)) in slots.into_iter().enumerate() {
+            let conn = &s.conn;
+            let core = self.core(slot, conn);
+            if !core.closed_gaps.is_empty() {
+                summary.flagged_connections += 1;
+                summary.gaps += core.closed_gaps.len();
+                for g in core.closed_gaps.iter() {
+                    *summary
+                        .gaps_by_cause
+                        .entry(g.cause.as_str().to_owned())
+                        .or_insert(0) += 1;
+                }
+            }
+            let mut longest = conn.dirs[0]
+                .longest_silence
+                .max(conn.dirs[1].longest_silence);
+            let mut open_gaps = Vec::new();
+            if let Some(now) = now {
+                for dir in [Direction::AtoB, Direction::BtoA] {
+                    let d = &conn.dirs[dir.index()];
+                    if let (false, Some(start)) = (d.closed, d.last_activity) {
+                        longest = longest.max(now.since(start));
+                    }
+                    if let Some(g) = conn.open_gap(dir, now) {
+                        open_gaps.push(gap_view(conn, &g, true));
+                    }
+                }
+            }
+            let gaps = if open_gaps.is_empty() {
+                Arc::clone(&core.closed_gaps)
+            } else {
+                let mut all = core.closed_gaps.as_ref().clone();
+                all.extend(open_gaps);
+                Arc::new(all)
+            };
+            let worst = gaps.iter().map(|g| g.cause).max_by_key(|c| c.severity());
+            let with_timeline = match timelines {
+                Timelines::None => false,
+                Timelines::Slots(set) => set.contains(&slot),
+                Timelines::All => true,
+            };
+            let timeline = with_timeline.then(|| {
+                let cd = conn.client_dir;
+                let bd = cd.reverse();
+                TimelineView {
+                    client: s.timeline.events(cd).copied().collect(),
+                    broker: s.timeline.events(bd).copied().collect(),
+                    forgotten: (s.timeline.forgotten(cd), s.timeline.forgotten(bd)),
+                }
+            });
+            let (how, by, _) = conn.ended();
+            conns.push(ConnView {
+                slot,
+                id: i + 1,
+                ratio: core.limit.map(|l| longest.as_secs_f64() / l.as_secs_f64()),
+                core,
+                longest,
+                gaps,
+                worst,
+                state: report::state_name(how, by),
+                first_seen: conn.first_seen,
+                last_seen: conn.last_seen,
+                timeline,
+            });
+        }
+        let report = if state == PlayState::Done {
+            let r = self
+                .report
+                .get_or_insert_with(|| Arc::new(report::build(engine, &self.source, complete)));
+            Some(Arc::clone(r))
+        } else {
+            None
+        };
+        let warnings = engine.warnings();
+        Snapshot {
+            header: Header {
+                source: self.source.clone(),
+                link_type: engine.link().name(),
+                packets: counters.packets,
+                warnings: warnings.len(),
+                first_warning: warnings.first().map(|w| w.message.clone()),
+                summary,
+            },
+            report,
+            now,
+            first: counters.first,
+            last: counters.last,
+            progress,
+            state,
+            conns,
+            error: None,
+        }
+    }
+}
+
 impl Snapshot {
     /// Builds the view of `engine` at capture time `now` (for open silences;
-    /// `None` = the last packet's time).
+    /// `None` = the last packet's time), with nothing cached.
     #[must_use]
     pub fn build(
         engine: &Engine,
@@ -188,93 +441,7 @@ impl Snapshot {
         state: PlayState,
         timelines: Timelines<'_>,
     ) -> Snapshot {
-        let rep = report::build(engine, source, complete);
-        let counters = engine.counters();
-        let now = now.or(counters.last);
-        // Same order as the report (first packet, then flow key), so each
-        // slot lines up with its own report entry.
-        let mut slots: Vec<(usize, &crate::engine::ConnSlot)> = engine
-            .slots()
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.confirmed && s.not_amqp.is_none())
-            .collect();
-        slots.sort_by_key(|(_, s)| (s.conn.first_seen, s.conn.key));
-        let conns = slots
-            .into_iter()
-            .zip(rep.connections.iter())
-            .map(|((slot, s), cr)| {
-                let conn = &s.conn;
-                debug_assert_eq!(
-                    conn.client().to_string(),
-                    cr.client,
-                    "snapshot row misaligned"
-                );
-                let limit = conn.limit();
-                let mut gaps: Vec<GapView> =
-                    conn.gaps.iter().map(|g| gap_view(conn, g, false)).collect();
-                let mut longest = conn.dirs[0]
-                    .longest_silence
-                    .max(conn.dirs[1].longest_silence);
-                if let Some(now) = now {
-                    for dir in [Direction::AtoB, Direction::BtoA] {
-                        let d = &conn.dirs[dir.index()];
-                        if let (false, Some(start)) = (d.closed, d.last_activity) {
-                            longest = longest.max(now.since(start));
-                        }
-                        if let Some(g) = conn.open_gap(dir, now) {
-                            gaps.push(gap_view(conn, &g, true));
-                        }
-                    }
-                }
-                let worst = gaps.iter().map(|g| g.cause).max_by_key(|c| c.severity());
-                let with_timeline = match timelines {
-                    Timelines::None => false,
-                    Timelines::Slots(set) => set.contains(&slot),
-                    Timelines::All => true,
-                };
-                let timeline = with_timeline.then(|| {
-                    let cd = conn.client_dir;
-                    let bd = cd.reverse();
-                    TimelineView {
-                        client: s.timeline.events(cd).copied().collect(),
-                        broker: s.timeline.events(bd).copied().collect(),
-                        forgotten: (s.timeline.forgotten(cd), s.timeline.forgotten(bd)),
-                    }
-                });
-                ConnView {
-                    slot,
-                    id: cr.id,
-                    client: cr.client.clone(),
-                    broker: cr.broker.clone(),
-                    name: cr.client_name.clone(),
-                    heartbeat: cr.heartbeat.value_s,
-                    heartbeat_source: cr.heartbeat.source,
-                    limit,
-                    longest,
-                    ratio: limit.map(|l| longest.as_secs_f64() / l.as_secs_f64()),
-                    gaps,
-                    gaps_not_listed: cr.gaps_not_listed,
-                    worst,
-                    state: cr.state,
-                    client_dir: conn.client_dir,
-                    first_seen: conn.first_seen,
-                    last_seen: conn.last_seen,
-                    client_properties: props_text(conn),
-                    timeline,
-                }
-            })
-            .collect();
-        Snapshot {
-            report: rep,
-            now,
-            first: counters.first,
-            last: counters.last,
-            progress,
-            state,
-            conns,
-            error: None,
-        }
+        SnapshotBuilder::new(source).build(engine, complete, now, progress, state, timelines)
     }
 
     /// A snapshot that only says the input could not be read.

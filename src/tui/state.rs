@@ -21,6 +21,8 @@ pub enum Event {
     Tick,
     /// The terminal was resized.
     Resize,
+    /// A message from the worker for the footer (e.g. where it wrote the report).
+    Status(String),
 }
 
 /// A request from the UI to the worker.
@@ -30,6 +32,8 @@ pub enum Command {
     Focus(usize),
     /// Pause (true) or resume (false) playback.
     Pause(bool),
+    /// Write the JSON report of the engine as it stands to this file.
+    Export(PathBuf),
     /// Stop.
     Quit,
 }
@@ -81,6 +85,8 @@ pub enum Action {
     Quit,
     /// A new snapshot arrived.
     Snapshot(Box<Snapshot>),
+    /// A message for the footer.
+    Status(String),
     /// Time passed.
     Tick,
 }
@@ -179,6 +185,9 @@ pub struct App {
     pub export_dir: PathBuf,
     /// Requests for the worker, drained by the event loop.
     pub outbox: Vec<Command>,
+    /// Indices into `snap.conns` of the rows shown, filtered and sorted;
+    /// recomputed when the snapshot, filter or order changes, not per frame.
+    rows: Vec<usize>,
 }
 
 impl App {
@@ -201,6 +210,7 @@ impl App {
             quit: false,
             export_dir,
             outbox: Vec::new(),
+            rows: Vec::new(),
         }
     }
 
@@ -209,6 +219,7 @@ impl App {
     pub fn action_for(&self, ev: Event) -> Option<Action> {
         match ev {
             Event::Snapshot(s) => Some(Action::Snapshot(s)),
+            Event::Status(m) => Some(Action::Status(m)),
             Event::Tick | Event::Resize => Some(Action::Tick),
             Event::Key(k) => {
                 if k.kind != KeyEventKind::Press {
@@ -252,32 +263,40 @@ impl App {
 
     /// Indices into `snap.conns` of the rows shown, filtered and sorted.
     #[must_use]
-    pub fn visible(&self) -> Vec<usize> {
+    pub fn visible(&self) -> &[usize] {
+        &self.rows
+    }
+
+    /// Recomputes [`App::visible`] after the snapshot, filter or order changed.
+    fn refresh_rows(&mut self) {
+        self.rows.clear();
         let Some(snap) = &self.snap else {
-            return Vec::new();
+            return;
         };
         let needle = self.filter.to_lowercase();
-        let mut rows: Vec<usize> = snap
-            .conns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| !self.flagged_only || c.flagged())
-            .filter(|(_, c)| needle.is_empty() || matches_filter(c, &needle))
-            .map(|(i, _)| i)
-            .collect();
+        self.rows.extend(
+            snap.conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !self.flagged_only || c.flagged())
+                .filter(|(_, c)| needle.is_empty() || matches_filter(c, &needle))
+                .map(|(i, _)| i),
+        );
         let conns = &snap.conns;
         let ratio = |i: usize| conns[i].ratio.unwrap_or(0.0);
+        // Stable sorts: ties keep report order, so rows do not jump around.
         match self.sort {
             SortKey::Id => {}
-            SortKey::Severity => rows.sort_by(|a, b| {
+            SortKey::Severity => self.rows.sort_by(|a, b| {
                 let sa = conns[*a].worst.map_or(0, |c| c.severity());
                 let sb = conns[*b].worst.map_or(0, |c| c.severity());
                 sb.cmp(&sa).then(ratio(*b).total_cmp(&ratio(*a)))
             }),
-            SortKey::Ratio => rows.sort_by(|a, b| ratio(*b).total_cmp(&ratio(*a))),
-            SortKey::Gaps => rows.sort_by(|a, b| conns[*b].gaps.len().cmp(&conns[*a].gaps.len())),
+            SortKey::Ratio => self.rows.sort_by(|a, b| ratio(*b).total_cmp(&ratio(*a))),
+            SortKey::Gaps => self
+                .rows
+                .sort_by(|a, b| conns[*b].gaps.len().cmp(&conns[*a].gaps.len())),
         }
-        rows
     }
 
     /// The selected connection, when visible.
@@ -406,13 +425,20 @@ impl App {
             self.status = Some("nothing to export yet".into());
             return;
         };
-        let stem = export_stem(&snap.report.capture.source);
+        let stem = export_stem(&snap.header.source);
         let path = self.export_dir.join(format!("hbscope-report-{stem}.json"));
-        let written = crate::report::to_json(&snap.report)
+        let Some(report) = &snap.report else {
+            // Still reading: the worker owns the engine and writes the report
+            // as it stands; it answers with a status message.
+            self.status = Some(format!("writing the JSON report to {} ...", path.display()));
+            self.outbox.push(Command::Export(path));
+            return;
+        };
+        let written = std::fs::File::create(&path)
             .map_err(|e| e.to_string())
-            .and_then(|mut j| {
-                j.push('\n');
-                std::fs::write(&path, j).map_err(|e| e.to_string())
+            .and_then(|f| {
+                crate::report::write_json(report, std::io::BufWriter::new(f))
+                    .map_err(|e| e.to_string())
             });
         let shown = std::path::absolute(&path).unwrap_or(path);
         self.status = Some(match written {
@@ -443,23 +469,30 @@ impl App {
             Action::StartFilter => self.filter_editing = true,
             Action::FilterInput(c) => {
                 self.filter.push(c);
+                self.refresh_rows();
                 self.fix_selection();
             }
             Action::FilterBackspace => {
                 self.filter.pop();
+                self.refresh_rows();
                 self.fix_selection();
             }
             Action::FilterApply => self.filter_editing = false,
             Action::FilterCancel => {
                 self.filter_editing = false;
                 self.filter.clear();
+                self.refresh_rows();
                 self.fix_selection();
             }
             Action::ToggleFlagged => {
                 self.flagged_only = !self.flagged_only;
+                self.refresh_rows();
                 self.fix_selection();
             }
-            Action::CycleSort => self.sort = self.sort.next(),
+            Action::CycleSort => {
+                self.sort = self.sort.next();
+                self.refresh_rows();
+            }
             Action::ZoomIn => self.zoom(1, 2),
             Action::ZoomOut => self.zoom(2, 1),
             Action::PanLeft => self.pan(-1),
@@ -486,6 +519,7 @@ impl App {
             Action::Quit => self.quit = true,
             Action::Snapshot(s) => {
                 self.snap = Some(*s);
+                self.refresh_rows();
                 self.fix_selection();
                 if let Some(c) = self.selected() {
                     if c.timeline.is_none() {
@@ -496,6 +530,7 @@ impl App {
                     }
                 }
             }
+            Action::Status(m) => self.status = Some(m),
             Action::Tick => {}
         }
         if self.quit {

@@ -174,7 +174,7 @@ fn state_text(snap: &Snapshot, app: &App) -> (String, Color) {
 }
 
 fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
-    let c = &snap.report.capture;
+    let c = &snap.header;
     let span = match (snap.first, snap.last) {
         (Some(a), Some(b)) => format!(
             "{} - {} ({:.1} s)",
@@ -185,7 +185,7 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
         _ => "no packets".into(),
     };
     let (state, color) = state_text(snap, app);
-    let warn = c.warnings.len();
+    let warn = c.warnings;
     let line1 = Line::from(vec![
         TSpan::styled("hbscope ", Style::new().bold()),
         TSpan::raw(format!(
@@ -202,7 +202,7 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
             },
         ),
     ]);
-    let s = &snap.report.summary;
+    let s = &c.summary;
     let causes: Vec<String> = s
         .gaps_by_cause
         .iter()
@@ -231,8 +231,8 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
             p.total.map_or("?".into(), |t| t.to_string())
         ));
     }
-    if let Some(w) = c.warnings.first() {
-        line2.push_str(&format!(" | warning: {}", w.message));
+    if let Some(w) = &c.first_warning {
+        line2.push_str(&format!(" | warning: {w}"));
     }
     f.render_widget(Paragraph::new(vec![line1, Line::from(line2)]), area);
 }
@@ -289,8 +289,16 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {
         ]
     };
     let bar_cells = if wide { 8 } else { 6 };
+    // Only the rows that fit are built (10,000 connections would otherwise
+    // cost every frame). Scrolling matches ratatui's own: the selected row
+    // is kept in view, at the bottom when it is below the first page.
+    let fits = usize::from(area.height.saturating_sub(3)).max(1);
+    let selected = app.selected_row();
+    let offset = selected.map_or(0, |sel| (sel + 1).saturating_sub(fits));
     let rows: Vec<Row<'_>> = rows_idx
         .iter()
+        .skip(offset)
+        .take(fits)
         .filter_map(|i| snap.conns.get(*i))
         .map(|c| {
             let mut cells = vec![Cell::from(c.id.to_string()), Cell::from(c.client.clone())];
@@ -359,7 +367,7 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .highlight_symbol(">");
-    let mut state = TableState::default().with_selected(app.selected_row());
+    let mut state = TableState::default().with_selected(selected.map(|sel| sel - offset));
     f.render_stateful_widget(table, area, &mut state);
 }
 

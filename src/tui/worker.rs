@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::snapshot::{PlayState, Snapshot, Timelines};
+use super::snapshot::{PlayState, Snapshot, SnapshotBuilder, Timelines};
 use super::state::{Command, Event};
 use crate::app::Progress;
 use crate::capture::FileSource;
@@ -42,6 +42,10 @@ struct Worker {
     commands: Receiver<Command>,
     /// Time between snapshots while loading (grows with their cost).
     interval: Duration,
+    /// Keeps each connection's slow-changing view between snapshots.
+    builder: SnapshotBuilder,
+    /// The user asked for the JSON report in this file.
+    export: Option<PathBuf>,
 }
 
 impl Worker {
@@ -53,10 +57,13 @@ impl Worker {
         progress: Progress,
         state: PlayState,
     ) {
+        if let Some(path) = self.export.take() {
+            let msg = export_report(engine, &self.source, complete, &path);
+            let _ = self.events.send(Event::Status(msg));
+        }
         let built = Instant::now();
-        let snap = Snapshot::build(
+        let snap = self.builder.build(
             engine,
-            &self.source,
             complete,
             now,
             progress,
@@ -80,6 +87,10 @@ impl Worker {
             }
             Command::Pause(p) => {
                 self.paused = p;
+                true
+            }
+            Command::Export(path) => {
+                self.export = Some(path);
                 true
             }
             Command::Quit => {
@@ -117,6 +128,25 @@ impl Worker {
                 false
             }
         }
+    }
+}
+
+/// Writes the JSON report of `engine` as it stands to `path`; says what happened.
+fn export_report(engine: &Engine, source: &str, complete: bool, path: &std::path::Path) -> String {
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let written = std::fs::File::create(path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            let rep = crate::report::build(engine, source, complete);
+            crate::report::write_json(&rep, std::io::BufWriter::new(f)).map_err(|e| e.to_string())
+        });
+    match written {
+        Ok(()) => format!(
+            "JSON report (as read so far, {} packets) written to {}",
+            engine.counters().packets,
+            shown.display()
+        ),
+        Err(e) => format!("could not write {}: {e}", shown.display()),
     }
 }
 
@@ -159,6 +189,8 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
         events,
         commands,
         interval: SNAPSHOT_EVERY,
+        builder: SnapshotBuilder::new(&cfg.path.display().to_string()),
+        export: None,
     };
     let mut src = match FileSource::open(&cfg.path) {
         Ok(s) => s,
