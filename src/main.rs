@@ -385,7 +385,9 @@ fn replay_two(
 ) -> ExitCode {
     let format = match (args.format, args.summary) {
         (_, true) => {
-            eprintln!("hbscope: --summary is not supported with two files yet; use --format text or json");
+            eprintln!(
+                "hbscope: --summary is not supported with two files yet; use --format text or json"
+            );
             return ExitCode::from(2);
         }
         (None | Some(Format::Text), false) => Format::Text,

@@ -188,8 +188,7 @@ impl SegmentLog {
             | u8::from(f.rst) << 3
             | u8::from(f.psh) << 4;
         let end = t.seq.wrapping_add(t.payload_len);
-        let new_data = t.payload_len > 0
-            && flow.hi[dir.index()].is_none_or(|h| seq_after(end, h));
+        let new_data = t.payload_len > 0 && flow.hi[dir.index()].is_none_or(|h| seq_after(end, h));
         if new_data || (t.flags.syn && flow.hi[dir.index()].is_none()) {
             flow.hi[dir.index()] = Some(end);
         }
@@ -635,7 +634,13 @@ impl View<'_> {
 
     /// Counts in [start, end] (reference clock) for silent role `silent`;
     /// `lost` counts segments of `lost_from` not seen in the other file.
-    fn window(&self, start: i64, end: i64, silent: Role, lost_from: Role) -> (WindowCounts, u32, u32, Option<i64>) {
+    fn window(
+        &self,
+        start: i64,
+        end: i64,
+        silent: Role,
+        lost_from: Role,
+    ) -> (WindowCounts, u32, u32, Option<i64>) {
         let mut w = WindowCounts::default();
         let (mut lost, mut lost_new, mut first_lost) = (0, 0, None);
         let Some(flow) = self.flow else {
@@ -726,9 +731,8 @@ fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapRe
     for it in items {
         let found = groups.iter_mut().find(|g| {
             g.iter().all(|o| o.view != it.view)
-                && g.iter().any(|o| {
-                    o.gap.silent == it.gap.silent && o.start < it.end && it.start < o.end
-                })
+                && g.iter()
+                    .any(|o| o.gap.silent == it.gap.silent && o.start < it.end && it.start < o.end)
         });
         match found {
             Some(g) => g.push(it),
@@ -821,10 +825,16 @@ fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapRe
         }
         let own_single = single_of(own_i).map(|i| i.gap);
         let peer_single = single_of(peer_i).map(|i| i.gap);
-        let fallback = own_single.or(peer_single).map_or(Cause::Unknown, |g| g.cause);
+        let fallback = own_single
+            .or(peer_single)
+            .map_or(Cause::Unknown, |g| g.cause);
         let any_capture_loss = g.iter().any(|i| i.gap.cause == Cause::CaptureLoss);
         let (merged, basis, why) = if !covered {
-            (fallback.as_str(), "one-capture", "the verdict is the one capture's own".to_owned())
+            (
+                fallback.as_str(),
+                "one-capture",
+                "the verdict is the one capture's own".to_owned(),
+            )
         } else if any_capture_loss {
             (
                 Cause::CaptureLoss.as_str(),
@@ -920,8 +930,7 @@ fn endpoints(side: &SideCapture) -> String {
 /// # Errors
 /// [`MergeError`] when an input is unusable or the same path is given twice.
 pub fn read_two(a: &Path, b: &Path, config: &EngineConfig) -> Result<TwoEnded, MergeError> {
-    let same = a == b
-        || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    let same = a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if same {
         return Err(MergeError::SameFile(a.display().to_string()));
     }
@@ -1080,18 +1089,21 @@ pub fn build(two: &TwoEnded) -> Result<Report, MergeError> {
             })
             .collect()
     };
-    let source = |f: &str, side: Option<Role>, r: &Report, s: &SideCapture, um: Vec<UnmatchedReport>| SourceReport {
-        file: f.to_owned(),
-        side: side.map_or("unknown", Role::as_str),
-        link_type: r.capture.link_type.clone(),
-        packets: r.capture.packets,
-        first_packet: r.capture.first_packet.clone(),
-        last_packet: r.capture.last_packet.clone(),
-        connections: r.summary.connections,
-        gaps: r.summary.gaps,
-        unmatched: um,
-        complete: s.replay.complete,
-    };
+    let source =
+        |f: &str, side: Option<Role>, r: &Report, s: &SideCapture, um: Vec<UnmatchedReport>| {
+            SourceReport {
+                file: f.to_owned(),
+                side: side.map_or("unknown", Role::as_str),
+                link_type: r.capture.link_type.clone(),
+                packets: r.capture.packets,
+                first_packet: r.capture.first_packet.clone(),
+                last_packet: r.capture.last_packet.clone(),
+                connections: r.summary.connections,
+                gaps: r.summary.gaps,
+                unmatched: um,
+                complete: s.replay.complete,
+            }
+        };
     let um_a = unmatched(&rep, &|id| matched_a.get(id - 1).copied().unwrap_or(false));
     let um_b = unmatched(&rep_b, &|id| used.get(id - 1).copied().unwrap_or(false));
     let sources = vec![
@@ -1209,7 +1221,9 @@ pub fn to_text(report: &Report) -> String {
             i + 1,
             conn.client,
             conn.broker,
-            conn.client_name.as_deref().unwrap_or("(no client properties in capture)"),
+            conn.client_name
+                .as_deref()
+                .unwrap_or("(no client properties in capture)"),
             ids.join(", ")
         );
         if conn.gaps.is_empty() {

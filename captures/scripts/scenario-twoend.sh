@@ -16,8 +16,10 @@
 # Both tcpdumps share this kernel's clock; tests shift one file's timestamps to exercise the
 # clock-offset estimator. Must run as root under `flock /tmp/hbscope-record.lock`, after
 # scripts/broker-setup.sh (listener on all interfaces, user hbscope/hbscope).
-# Writes ../NAME.client.pcap, ../NAME.broker.pcap and ../logs/NAME.*.log.
+# Writes ../twoend/NAME.client.pcap, ../twoend/NAME.broker.pcap and ../twoend/logs/NAME.*.log
+# (a subdirectory: these pairs are checked by tests/twoend.rs, not by tests/verdicts.rs).
 set -uo pipefail
+CAPDIR=${CAPDIR:-$(cd "$(dirname "$0")/.." && pwd)/twoend}
 source "$(dirname "$0")/lib.sh"
 
 PY=${PYTHON:-python3}
