@@ -24,8 +24,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`), or two
-    /// captures of the same traffic (client side and broker side) merged into one verdict per silence.
+    /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`); two files: one per end, merged.
     Replay(ReplayArgs),
     /// Capture live from an interface and stream events; Ctrl-C prints the final report (docs/live.md).
     Live(LiveArgs),
@@ -96,7 +95,7 @@ struct ReplayArgs {
     /// same traffic at the client and at the broker, merged into one verdict per silence.
     #[arg(required = true, num_args = 1.., value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Output format [default: tui when stdout is a terminal, else text].
+    /// Output format [default: tui when stdout is a terminal, else text; two files: text or json].
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// Play the capture back at N x real time in the TUI (1, 10, 100); 0 reads as fast as possible.
