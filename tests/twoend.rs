@@ -83,6 +83,31 @@ fn shifted_copy(src: &Path, dst: &Path, shift_ns: i64) {
     std::fs::write(dst, out).unwrap();
 }
 
+/// Writes the packets of two classic pcap files (same link type and
+/// timestamp unit) into one, in time order, like `mergecap`.
+fn merged_file(a: &Path, b: &Path, dst: &Path) {
+    let mut recs: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut header = Vec::new();
+    for src in [a, b] {
+        let d = std::fs::read(src).unwrap();
+        header = d[..24].to_vec();
+        let mut i = 24;
+        while i + 16 <= d.len() {
+            let sec = u64::from(u32::from_le_bytes(d[i..i + 4].try_into().unwrap()));
+            let frac = u64::from(u32::from_le_bytes(d[i + 4..i + 8].try_into().unwrap()));
+            let incl = u32::from_le_bytes(d[i + 8..i + 12].try_into().unwrap()) as usize;
+            recs.push((sec * 1_000_000_000 + frac, d[i..i + 16 + incl].to_vec()));
+            i += 16 + incl;
+        }
+    }
+    recs.sort_by_key(|r| r.0);
+    let mut out = header;
+    for (_, r) in recs {
+        out.extend_from_slice(&r);
+    }
+    std::fs::write(dst, out).unwrap();
+}
+
 type Verdicts = Vec<(String, String, String)>;
 
 fn merged_verdicts(r: &Report) -> Verdicts {
@@ -324,6 +349,38 @@ fn files_without_a_common_connection_are_refused() {
         msg.contains("10.78.1.2:53528") && msg.contains("10.78.1.2:35234"),
         "{msg}"
     );
+}
+
+/// A broker-side file holding one more connection than the client-side one:
+/// the common one is merged as usual, the other is listed as unmatched.
+#[test]
+fn unmatched_connections_are_listed_per_file() {
+    let d = scratch("unmatched");
+    let both = d.join("broker-two-connections.pcap");
+    merged_file(
+        &file("twoend-client-sigstop", "broker"),
+        &file("twoend-lost-c2b", "broker"),
+        &both,
+    );
+    let c = file("twoend-lost-c2b", "client");
+    let r = two(&c, &both);
+    let m = r.merge.as_ref().unwrap();
+    assert_eq!(m.summary.matched_connections, 1);
+    assert_eq!(
+        merged_verdicts(&r),
+        expected_merged(&expect("twoend-lost-c2b"))
+    );
+    assert!(m.sources[0].unmatched.is_empty());
+    let um = &m.sources[1].unmatched;
+    assert_eq!(um.len(), 1, "{um:?}");
+    assert_eq!(um[0].client, "10.78.1.2:35234");
+    assert_eq!(um[0].gaps, 1);
+    let text = merge::to_text(&r);
+    assert!(
+        text.contains("only in ") && text.contains("10.78.1.2:35234"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&d).ok();
 }
 
 fn bin() -> Command {
