@@ -104,9 +104,10 @@ caps_stop() {
 CLEANUP_HOOKS+=('for p in $TD_C $TD_B; do kill -INT $p 2>/dev/null; done')
 
 # connect a pika client (heartbeat 2) from the client namespace; sets CPID
+# client_connect [DURATION_S]: the client closes cleanly after DURATION_S (default 60) if still connected
 client_connect() {
     spawn client ip netns exec $NSC $PIKA --host $BROKER_IP --user hbscope --password hbscope \
-        --heartbeat 2 --duration 60 --name "hbscope-$NAME"
+        --heartbeat 2 --duration "${1:-60}" --name "hbscope-$NAME"
     CPID=$LAST_PID
     wait_for_log client 'channel open' 10 || mark "client did not connect"
     mark "client pid $CPID connected from netns $NSC (10.78.1.2 -> $BROKER_IP:5672 via router $NSR, heartbeat 2)"
@@ -133,6 +134,24 @@ router_drop_scenario() {
 sc_twoend-lost-c2b() { router_drop_scenario hbs2-r0; }
 # broker -> client packets lost in the router (heartbeats and ACKs of the broker).
 sc_twoend-lost-b2c() { router_drop_scenario hbs2-r1; }
+
+# a brief client -> broker loss (2.5 s): the broker sees a silence longer than the timeout but
+# the client's retransmission gets through before the broker gives up; the connection survives
+# and the client closes cleanly later.
+sc_twoend-lost-c2b-brief() {
+    topology_setup
+    caps_start
+    client_connect 12
+    sleep 4
+    ip netns exec $NSR iptables -A FORWARD -i hbs2-r0 -j DROP
+    mark "router $NSR: iptables -A FORWARD -i hbs2-r0 -j DROP"
+    sleep 2.5
+    ip netns exec $NSR iptables -F
+    mark "router $NSR: rules removed"
+    wait_exit "$CPID" 15 && mark "client exited: $(tail -1 "$LOGDIR/$NAME.client.log")" \
+                         || mark "client still running 15 s after the rules were removed"
+    caps_stop 2
+}
 
 # the client process is stopped: neither capture shows client data; its kernel keeps ACKing.
 sc_twoend-client-sigstop() {
