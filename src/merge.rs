@@ -235,6 +235,11 @@ pub fn read_side(
     let replay = app::replay_observed(path, config, &mut |_| {}, &mut |link, rec| {
         log.observe(link, rec);
     })?;
+    // Time order (captures are nearly always in order already) so that a
+    // silence's window is found by binary search.
+    for f in log.flows.values_mut() {
+        f.segs.sort_by_key(|s| s.ts);
+    }
     Ok(SideCapture { replay, log })
 }
 
@@ -646,10 +651,11 @@ impl View<'_> {
         let Some(flow) = self.flow else {
             return (w, 0, 0, None);
         };
-        for (s, seen) in flow.segs.iter().zip(&self.matched) {
+        let from = flow.segs.partition_point(|s| s.ts.0 + self.to_ref <= start);
+        for (s, seen) in flow.segs[from..].iter().zip(&self.matched[from..]) {
             let t = s.ts.0 + self.to_ref;
-            if t <= start || t >= end {
-                continue;
+            if t >= end {
+                break;
             }
             let role = self.conn.role_of(s.dir);
             if role == silent {
@@ -1093,7 +1099,10 @@ pub fn build(two: &TwoEnded) -> Result<Report, MergeError> {
         |f: &str, side: Option<Role>, r: &Report, s: &SideCapture, um: Vec<UnmatchedReport>| {
             SourceReport {
                 file: f.to_owned(),
-                side: side.map_or("unknown", Role::as_str),
+                // An assumed side is reported as unknown (a warning says what was assumed).
+                side: side
+                    .filter(|_| off.first_is.is_some())
+                    .map_or("unknown", Role::as_str),
                 link_type: r.capture.link_type.clone(),
                 packets: r.capture.packets,
                 first_packet: r.capture.first_packet.clone(),

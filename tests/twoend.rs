@@ -326,6 +326,34 @@ fn offset_estimate_on_shifted_copies() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// Two captures at the same point (a copy of a loopback capture shifted by
+/// 3.7 s): the offset is exact, but nothing tells the sides apart; the
+/// report says so instead of guessing silently.
+#[test]
+fn same_capture_point_gives_unknown_sides() {
+    let d = scratch("samepoint");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/healthy-busy.pcap");
+    let shifted = d.join("healthy-busy+3.7.pcap");
+    shifted_copy(&src, &shifted, 3_700_000_000);
+    let r = two(&src, &shifted);
+    let m = r.merge.as_ref().unwrap();
+    assert_eq!(m.summary.matched_connections, 4);
+    assert!(
+        (m.clock_offset.estimate_s - 3.7).abs() < 1e-9,
+        "{:?}",
+        m.clock_offset
+    );
+    assert!(m.sources.iter().all(|s| s.side == "unknown"));
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("could not tell which capture is at which end")),
+        "{:?}",
+        m.warnings
+    );
+    std::fs::remove_dir_all(&d).ok();
+}
+
 #[test]
 fn same_file_twice_is_refused() {
     let c = file("twoend-lost-c2b", "client");
