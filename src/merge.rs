@@ -853,7 +853,9 @@ fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapRe
                 "lost-packets",
                 format!("{x} sent new bytes that never arrived: the network lost them; {x} did not stall"),
             )
-        } else if counts.lost_from_silent_side > 0 || counts.lost_from_peer > 0 {
+        } else if (counts.lost_from_silent_side > 0 || counts.lost_from_peer > 0)
+            && counts.at_silent_side.silent_side_retransmissions > 0
+        {
             (
                 "lost-in-network",
                 "lost-packets",
@@ -862,12 +864,19 @@ fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapRe
                 ),
             )
         } else if counts.at_silent_side.silent_side_new_segments == 0 {
+            // Lost pure ACKs do not explain a silence of X's application:
+            // X had nothing unacknowledged to retransmit.
             let c = own_single.map_or(fallback, |g| g.cause);
+            let what = if counts.lost_from_silent_side + counts.lost_from_peer > 0 {
+                "only packets without new data were lost"
+            } else {
+                "nothing was lost between the captures"
+            };
             (
                 c.as_str(),
                 "never-sent",
                 format!(
-                    "nothing was lost between the captures and {x}'s own capture shows no new bytes from {x}: it never sent them"
+                    "{what} and {x}'s own capture shows no new bytes and no retransmissions from {x}: it never sent them"
                 ),
             )
         } else {
