@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::capture::{CaptureError, FileSource};
+use crate::capture::{CaptureError, FileSource, LinkType, PacketRecord};
 use crate::decode::is_supported;
 use crate::engine::{Engine, EngineConfig};
 use crate::report::{self, Report};
@@ -86,6 +86,21 @@ pub fn replay(
     config: EngineConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Replay, AppError> {
+    replay_observed(path, config, progress, &mut |_, _| {})
+}
+
+/// As [`replay`], and also hands every packet record (with the link type) to
+/// `observe` after the engine processed it; two-ended replay
+/// ([`crate::merge`]) keeps its segment log this way.
+///
+/// # Errors
+/// [`AppError`] when the input cannot be opened or its link type is unsupported.
+pub fn replay_observed(
+    path: &Path,
+    config: EngineConfig,
+    progress: &mut dyn FnMut(Progress),
+    observe: &mut dyn FnMut(LinkType, &PacketRecord<'_>),
+) -> Result<Replay, AppError> {
     let mut src = FileSource::open(path)?;
     let source = path.display().to_string();
     let link = src.link_type();
@@ -103,6 +118,7 @@ pub fn replay(
         match src.next_packet() {
             Ok(Some(rec)) => {
                 engine.process(&rec);
+                observe(link, &rec);
                 n += 1;
                 if n.is_multiple_of(65_536) {
                     progress(Progress {

@@ -18,7 +18,9 @@
 //! packets. Live mode ([`live`]) reads the wall clock at its edge and hands it
 //! to the engine as capture time so open silences grow without packets.
 //! [`synth`] writes synthetic captures with known verdicts for benchmarks and
-//! tests; [`tui`] draws snapshots of the engine; [`tls`] reads AMQPS records.
+//! tests; [`tui`] draws snapshots of the engine; [`tls`] reads AMQPS records;
+//! [`merge`] combines two captures of the same traffic (client side and broker
+//! side) into one verdict per silence.
 
 pub mod amqp;
 pub mod analysis;
@@ -30,6 +32,7 @@ pub mod flowhash;
 pub mod fuzz;
 pub mod html;
 pub mod live;
+pub mod merge;
 pub mod model;
 pub mod privileges;
 pub mod procinfo;

@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`).
+    /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`); two files: one per end, merged.
     Replay(ReplayArgs),
     /// Capture live from an interface and stream events; Ctrl-C prints the final report (docs/live.md).
     Live(LiveArgs),
@@ -91,9 +91,11 @@ enum LiveFormat {
 
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
-    /// Capture file (pcap or pcapng), or "-" for stdin.
-    file: PathBuf,
-    /// Output format [default: tui when stdout is a terminal, else text].
+    /// Capture file (pcap or pcapng), or "-" for stdin. Two files = two-ended replay: captures of the
+    /// same traffic at the client and at the broker, merged into one verdict per silence.
+    #[arg(required = true, num_args = 1.., value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Output format [default: tui when stdout is a terminal, else text; two files: text or json].
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// Play the capture back at N x real time in the TUI (1, 10, 100); 0 reads as fast as possible.
@@ -262,6 +264,13 @@ fn live(args: &LiveArgs) -> ExitCode {
 }
 
 fn replay(args: &ReplayArgs) -> ExitCode {
+    if args.files.len() > 2 {
+        eprintln!(
+            "hbscope: {} files given; replay reads one capture, or two captures of the same traffic (one at each end)",
+            args.files.len()
+        );
+        return ExitCode::from(2);
+    }
     if !(args.speed.is_finite() && args.speed >= 0.0) {
         eprintln!(
             "hbscope: --speed {} is not a playback speed; use 0 (as fast as possible) or a positive factor such as 1, 10 or 100",
@@ -288,18 +297,22 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         }
     }
     config.analysis.heartbeat_override = args.heartbeat;
+    if let [a, b] = args.files.as_slice() {
+        return replay_two(args, a, b, &config);
+    }
+    let file = &args.files[0];
     if format == Format::Tui && !args.summary {
         // Say what is wrong with the input before taking over the terminal
         // (stdin can only be read once, so the worker reports its errors).
-        if args.file.as_os_str() != "-" {
-            if let Err(e) = app::check_input(&args.file) {
+        if file.as_os_str() != "-" {
+            if let Err(e) = app::check_input(file) {
                 eprintln!("hbscope: {e}");
                 return ExitCode::from(2);
             }
         }
         config.timeline_events = hbscope::timeline::Timeline::CAP;
         let cfg = hbscope::tui::WorkerConfig {
-            path: args.file.clone(),
+            path: file.clone(),
             engine: config,
             speed: args.speed,
         };
@@ -311,7 +324,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             }
         };
     }
-    let result = match app::replay(&args.file, config, &mut |_| {}) {
+    let result = match app::replay(file, config, &mut |_| {}) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hbscope: {e}");
@@ -359,6 +372,74 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         }
     };
     finish(args, &rep, written)
+}
+
+/// `hbscope replay A B`: text or JSON only (the TUI, HTML, Markdown and
+/// `--summary` views are single-file so far).
+fn replay_two(
+    args: &ReplayArgs,
+    a: &std::path::Path,
+    b: &std::path::Path,
+    config: &EngineConfig,
+) -> ExitCode {
+    let format = match (args.format, args.summary) {
+        (_, true) => {
+            eprintln!(
+                "hbscope: --summary is not supported with two files yet; use --format text or json"
+            );
+            return ExitCode::from(2);
+        }
+        (None | Some(Format::Text), false) => Format::Text,
+        (Some(Format::Json), false) => Format::Json,
+        (Some(f), false) => {
+            eprintln!(
+                "hbscope: --format {} is not supported with two files yet; use --format text or json",
+                f.to_possible_value().map_or_else(String::new, |v| v.get_name().to_owned())
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let rep = match hbscope::merge::replay_two(a, b, config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hbscope: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = if format == Format::Json {
+        match report::to_json(&rep) {
+            Ok(mut j) => {
+                j.push('\n');
+                j
+            }
+            Err(e) => {
+                eprintln!("hbscope: could not write the JSON report: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        hbscope::merge::to_text(&rep)
+    };
+    let written = match &args.output {
+        Some(path) => {
+            std::fs::write(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).map_err(|e| e.to_string())
+        }
+    };
+    if let Err(e) = written {
+        if !e.contains("Broken pipe") {
+            eprintln!("hbscope: cannot write the report: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let merged_gaps = rep.merge.as_ref().map_or(0, |m| m.summary.gaps);
+    if args.fail_on_gap && merged_gaps > 0 {
+        return ExitCode::from(3);
+    }
+    ExitCode::SUCCESS
 }
 
 fn finish(args: &ReplayArgs, rep: &report::Report, written: Result<(), String>) -> ExitCode {

@@ -52,6 +52,10 @@ pub struct Report {
     pub summary: Summary,
     /// AMQP 0-9-1 connections, in order of first packet.
     pub connections: Vec<ConnectionReport>,
+    /// Two-ended replay only: the second capture, the clock offset and one
+    /// merged verdict per silence ([`crate::merge`]); absent for one file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge: Option<crate::merge::MergeReport>,
 }
 
 /// Tool name and version.
@@ -274,6 +278,10 @@ pub struct GapReport {
     /// the silence (absent in replay).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessReport>,
+    /// Two-ended replay only: the merged verdict of the silence this gap is
+    /// part of (see `merge.connections[].gaps[]`); absent for one file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_cause: Option<&'static str>,
 }
 
 /// The process that owns one end of a connection (live capture on that host).
@@ -515,6 +523,7 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
             from: from.to_string(),
         }),
         process: None,
+        merged_cause: None,
     }
 }
 
@@ -710,6 +719,7 @@ pub fn build(engine: &Engine, source: &str, complete: bool) -> Report {
         },
         summary,
         connections,
+        merge: None,
     }
 }
 

@@ -1,0 +1,2 @@
+ip netns exec hbs2-c tcpdump --immediate-mode -U -i hbs2-c0 -w twoend-lost-b2c.client.pcap tcp port 5672
+tcpdump --immediate-mode -U -i hbs2-h -w twoend-lost-b2c.broker.pcap tcp port 5672
