@@ -146,6 +146,12 @@ pub struct Evidence {
     pub sender_retransmissions: u32,
     /// Sender ACKs that advanced over the peer's data (its kernel is alive).
     pub sender_acks_advancing: u32,
+    /// Sender ACKs advancing over the peer's data after the peer's first
+    /// retransmission in this silence: the peer's data did get through.
+    pub sender_acks_after_peer_retransmission: u32,
+    /// Peer ACKs advancing over the sender's data after the sender's first
+    /// retransmission in this silence: the sender's data did get through.
+    pub peer_acks_after_sender_retransmission: u32,
     /// Sender pure ACKs of any kind.
     pub sender_pure_acks: u32,
     /// Any packet at all from the sender (ACKs, keep-alives, window updates).
@@ -240,19 +246,34 @@ pub fn decide(ev: &Evidence, silent: Role) -> Cause {
     if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 {
         return Cause::CaptureLoss;
     }
+    // Checked before the stall rule: a kernel that ACKs proves the host is
+    // alive, not that its packets get through. With one-way loss the silent
+    // side's ACKs (or the peer's) are seen, yet its data never arrives.
+    if ev.sender_retransmissions > 0 && ev.peer_acks_after_sender_retransmission == 0 {
+        // The silent side's TCP retransmitted and nothing it sent was
+        // acknowledged afterwards: new data could not go out.
+        return Cause::PeerUnreachable;
+    }
+    if ev.peer_retransmissions > 0
+        && ev.sender_acks_after_peer_retransmission == 0
+        && ev.sender_zero_windows == 0
+    {
+        // The peer retransmitted and the silent side never acknowledged
+        // anything after that: its host, or the path from it, was gone.
+        return Cause::PeerUnreachable;
+    }
+    if ev.peer_retransmissions >= 2 && ev.sender_zero_windows == 0 {
+        // The peer's data went unacknowledged through two retransmission
+        // timeouts. A stalled process's kernel ACKs within the delayed-ACK
+        // time, so this silence was the path's (or the host's), even if ACKs
+        // came back before the silence ended.
+        return Cause::PeerUnreachable;
+    }
     if ev.sender_acks_advancing > 0 || ev.sender_zero_windows > 0 {
         return match silent {
             Role::Client => Cause::ClientStall,
             Role::Broker => Cause::BrokerStall,
         };
-    }
-    if ev.sender_packets == 0 && ev.peer_retransmissions > 0 {
-        return Cause::PeerUnreachable;
-    }
-    if ev.sender_retransmissions > 0 && ev.peer_packets == 0 {
-        // The silent side's TCP was retransmitting into a void: new data
-        // could not go out because nothing came back from the other side.
-        return Cause::PeerUnreachable;
     }
     if ev.peer_capture_missed_bytes > 0 {
         return Cause::CaptureLoss;
@@ -738,6 +759,17 @@ impl Connection {
         let d = &mut self.dirs[dir.index()];
         d.last_window = Some(window);
         let ev = &mut d.evidence;
+        if advanced && ev.peer_retransmissions > 0 {
+            ev.sender_acks_after_peer_retransmission =
+                ev.sender_acks_after_peer_retransmission.saturating_add(1);
+        }
+        let other = &mut self.dirs[dir.reverse().index()].evidence;
+        if advanced && other.sender_retransmissions > 0 {
+            other.peer_acks_after_sender_retransmission = other
+                .peer_acks_after_sender_retransmission
+                .saturating_add(1);
+        }
+        let ev = &mut self.dirs[dir.index()].evidence;
         if pure {
             ev.sender_packets = ev.sender_packets.saturating_add(1);
             ev.sender_pure_acks = ev.sender_pure_acks.saturating_add(1);
@@ -1263,8 +1295,22 @@ impl Connection {
         }
         if e.peer_retransmissions > 0 {
             lines.push(format!(
-                "{p} retransmitted {} times: its data was not acknowledged",
-                e.peer_retransmissions
+                "{p} retransmitted {} times: its data was not acknowledged{}",
+                e.peer_retransmissions,
+                if e.sender_zero_windows > 0 {
+                    String::new()
+                } else if e.sender_acks_after_peer_retransmission == 0 {
+                    format!(
+                        "; {s} acknowledged nothing after that: {p}'s data was not reaching {s} (or {s}'s ACKs were lost)"
+                    )
+                } else if e.peer_retransmissions >= 2 {
+                    format!(
+                        "; {s}'s kernel left it unacknowledged through {} retransmission timeouts (a stalled process's kernel would have ACKed it at once): packets were lost on the way",
+                        e.peer_retransmissions
+                    )
+                } else {
+                    String::new()
+                }
             ));
         }
         if e.capture_missed_bytes > 0 {
@@ -1280,6 +1326,10 @@ impl Connection {
                 if e.peer_packets == 0 {
                     format!(
                         " and nothing at all came back from {p}: its TCP could not send new data"
+                    )
+                } else if e.peer_acks_after_sender_retransmission == 0 {
+                    format!(
+                        " and {p} acknowledged none of it: {s}'s data was not getting through, so its TCP could not send new data"
                     )
                 } else {
                     String::new()
@@ -1362,6 +1412,63 @@ mod tests {
 
     fn ep(port: u16) -> Endpoint {
         Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+    }
+
+    /// The decision rules on the evidence of real captures (see
+    /// docs/heartbeat-model.md): a kernel that ACKs proves the host alive, not
+    /// that its packets get through.
+    #[test]
+    fn retransmissions_nobody_answers_are_not_a_stall() {
+        // twoend-lost-c2b, broker side: one ACK from the client right after its
+        // last byte, then the broker retransmits into the void.
+        let broker_side = Evidence {
+            sender_acks_advancing: 1,
+            sender_packets: 1,
+            peer_retransmissions: 5,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&broker_side, Role::Client), Cause::PeerUnreachable);
+        // twoend-lost-c2b, client side: the client's kernel ACKs the broker's
+        // heartbeats, but its own retransmissions are never acknowledged.
+        let client_side = Evidence {
+            sender_acks_advancing: 2,
+            sender_retransmissions: 5,
+            peer_packets: 7,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&client_side, Role::Client), Cause::PeerUnreachable);
+        // twoend-lost-c2b-brief, broker side: ACKs came back as the loss ended,
+        // after four broker retransmissions.
+        let brief = Evidence {
+            sender_acks_advancing: 2,
+            sender_acks_after_peer_retransmission: 2,
+            peer_retransmissions: 4,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&brief, Role::Client), Cause::PeerUnreachable);
+        // A stall with one spurious retransmission that the kernel answered.
+        let stall = Evidence {
+            sender_acks_advancing: 6,
+            sender_acks_after_peer_retransmission: 3,
+            peer_retransmissions: 1,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&stall, Role::Client), Cause::ClientStall);
+        // A stalled reader's full window makes the peer probe: still a stall.
+        let full = Evidence {
+            sender_zero_windows: 3,
+            peer_retransmissions: 3,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&full, Role::Broker), Cause::BrokerStall);
+        // Retransmissions the peer acknowledged afterwards: the data got through.
+        let answered = Evidence {
+            sender_acks_advancing: 2,
+            sender_retransmissions: 1,
+            peer_acks_after_sender_retransmission: 1,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&answered, Role::Client), Cause::ClientStall);
     }
 
     fn conn(hb: u16) -> (Connection, Direction) {

@@ -227,6 +227,10 @@ pub struct EvidenceCounts {
     pub silent_side_retransmissions: u32,
     /// Silent side's ACKs advancing over the peer's data.
     pub silent_side_acks_advancing: u32,
+    /// Of those, the ones after the peer's first retransmission.
+    pub silent_side_acks_after_peer_retransmission: u32,
+    /// Peer ACKs advancing over the silent side's data after its first retransmission.
+    pub peer_acks_after_silent_side_retransmission: u32,
     /// Any packets from the silent side.
     pub silent_side_packets: u32,
     /// Silent side's smallest advertised window.
@@ -504,6 +508,8 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
             peer_packets: e.peer_packets,
             silent_side_retransmissions: e.sender_retransmissions,
             silent_side_acks_advancing: e.sender_acks_advancing,
+            silent_side_acks_after_peer_retransmission: e.sender_acks_after_peer_retransmission,
+            peer_acks_after_silent_side_retransmission: e.peer_acks_after_sender_retransmission,
             silent_side_packets: e.sender_packets,
             silent_side_min_window: e.sender_min_window,
             silent_side_zero_windows: e.sender_zero_windows,
