@@ -16,7 +16,8 @@
 //! `amq-protocol`, only `report` formats time with `chrono`, only `procinfo`
 //! touches `procfs`. Analysis never reads a clock: time arrives with the
 //! packets. Live mode ([`live`]) reads the wall clock at its edge and hands it
-//! to the engine as capture time so open silences grow without packets.
+//! to the engine as capture time so open silences grow without packets;
+//! [`metrics`] serves what it sees to Prometheus (`live --metrics`).
 //! [`synth`] writes synthetic captures with known verdicts for benchmarks and
 //! tests; [`tui`] draws snapshots of the engine; [`tls`] reads AMQPS records;
 //! [`merge`] combines two captures of the same traffic (client side and broker
@@ -33,6 +34,7 @@ pub mod fuzz;
 pub mod html;
 pub mod live;
 pub mod merge;
+pub mod metrics;
 pub mod model;
 pub mod privileges;
 pub mod procinfo;

@@ -17,6 +17,9 @@
 //! after start) the engine is finished and the final [`Report`] is returned,
 //! with the process facts added to it.
 //!
+//! With `--metrics` ([`crate::metrics`]), each tick also rebuilds the
+//! Prometheus registry from the engine and hands it to the HTTP thread.
+//!
 //! Capture timestamps are the kernel's wall clock in nanoseconds, so
 //! `SystemTime::now()` is the live "now"; it is read in [`wall_now`] and
 //! handed to the engine and the sampler, which never read a clock themselves.
@@ -34,6 +37,7 @@ use crate::amqp::PropValue;
 use crate::analysis::{Connection, Role};
 use crate::capture::live::{LiveCapture, LiveCaptureError, LiveConfig};
 use crate::engine::{Engine, EngineConfig};
+use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer};
 use crate::model::{Direction, Endpoint, Timestamp};
 use crate::procinfo::{self, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
@@ -82,6 +86,8 @@ pub struct LiveOptions {
     pub attribution: bool,
     /// Drop to this user once the capture (and `--write` file) are open.
     pub user: Option<String>,
+    /// Serve Prometheus metrics (bound before `user` is applied).
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// Why live mode failed.
@@ -93,6 +99,9 @@ pub enum LiveError {
     /// `--user` could not be applied (nothing was captured).
     #[error(transparent)]
     Privileges(#[from] crate::privileges::DropError),
+    /// The `--metrics` address could not be served (nothing was captured).
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// Installing the SIGINT/SIGTERM handlers.
     #[error("cannot install the SIGINT/SIGTERM handler ({0}); the capture could not be stopped cleanly, so it was not started")]
     Signals(io::Error),
@@ -140,6 +149,16 @@ pub enum LiveEvent {
         /// The `--write` file, if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         write: Option<String>,
+    },
+    /// The Prometheus endpoint is answering (`--metrics`); right after
+    /// `capture-started`.
+    MetricsListening {
+        /// Now.
+        at: String,
+        /// The bound "ip:port" (the real port when 0 was asked for).
+        address: String,
+        /// The URL to scrape.
+        url: String,
     },
     /// A new AMQP connection was recognised.
     ConnectionSeen {
@@ -246,6 +265,9 @@ pub fn event_text(e: &LiveEvent) -> String {
                 .as_ref()
                 .map_or(String::new(), |w| format!(", writing {w}"))
         ),
+        LiveEvent::MetricsListening { url, .. } => {
+            format!("serving Prometheus metrics on {url}")
+        }
         LiveEvent::ConnectionSeen {
             at,
             client,
@@ -639,6 +661,14 @@ pub fn run(
     if let Some(path) = &opts.write {
         cap.write_to(path)?;
     }
+    // Bound before dropping privileges, so a port below 1024 works with --user.
+    let mut metrics = match &opts.metrics {
+        Some(m) => Some((
+            MetricsServer::bind(m.addr)?,
+            Collector::new(m.per_connection),
+        )),
+        None => None,
+    };
     if let Some(user) = &opts.user {
         crate::privileges::drop_to(user)?;
     }
@@ -658,6 +688,18 @@ pub fn run(
         write: opts.write.as_ref().map(|p| p.display().to_string()),
     })
     .is_ok();
+    if let Some((server, _)) = &metrics {
+        let address = server.local_addr().to_string();
+        emit_ok &= emit(&LiveEvent::MetricsListening {
+            at: report::rfc3339(wall_now()),
+            url: format!("http://{address}/metrics"),
+            address,
+        })
+        .is_ok();
+    }
+    if let Some((server, collector)) = &mut metrics {
+        server.publish(collector.collect(&engine, wall_now()));
+    }
     let mut reason = "signal";
     while emit_ok {
         if stop.load(Ordering::SeqCst) {
@@ -723,6 +765,9 @@ pub fn run(
             }
             emit_ok &= tracker.after_packets(&engine, now, emit).is_ok();
             emit_ok &= tracker.on_tick(&mut engine, now, emit).is_ok();
+            if let Some((server, collector)) = &mut metrics {
+                server.publish(collector.collect(&engine, now));
+            }
             next_tick = now_i + TICK;
         }
     }

@@ -64,6 +64,13 @@ struct LiveArgs {
     /// (run as root; process attribution then sees only that user's processes).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187 (port 0 picks one; the
+    /// `metrics-listening` event says which). See docs/metrics.md.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Add a `connection="client->broker"` label to the per-connection gauges (more series).
+    #[arg(long, requires = "metrics")]
+    metrics_per_connection: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -223,6 +230,10 @@ fn live(args: &LiveArgs) -> ExitCode {
         write: args.write.clone(),
         attribution: !args.no_attribution,
         user: args.user.clone(),
+        metrics: args.metrics.map(|addr| hbscope::metrics::MetricsOptions {
+            addr,
+            per_connection: args.metrics_per_connection,
+        }),
     };
     let stop = match live::stop_on_signals() {
         Ok(s) => s,

@@ -1,0 +1,1005 @@
+//! Prometheus metrics for live mode (`hbscope live --metrics ADDR`).
+//!
+//! ```text
+//! live loop, every tick:  Engine --Collector::collect(now)--> Registry --publish--> Mutex
+//! HTTP thread, per GET:                                  Mutex --render--> text 0.0.4
+//! ```
+//!
+//! The [`Collector`] reads the engine on the live loop's thread and builds a
+//! small [`Registry`] (plain data: families, label values, numbers); the
+//! [`MetricsServer`] thread only ever sees the latest published registry, never
+//! the engine. The registry is rendered in the Prometheus text exposition format
+//! (version 0.0.4) when a scrape arrives.
+//!
+//! Labels stay low-cardinality by default: `client_name` (the connection_name
+//! client property cut before its first `:<digits>` segment, else the product,
+//! else `unknown`) and `broker` ("ip:port"); each has at most
+//! [`MAX_LABEL_VALUES`] distinct values, later ones become `other`.
+//! `--metrics-per-connection` adds a `connection` label to the two per-connection
+//! gauges only, so ended connections never leave series behind in counters.
+//! docs/metrics.md documents every metric.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::amqp::PropValue;
+use crate::analysis::{Cause, Connection, Role};
+use crate::engine::Engine;
+use crate::model::{Direction, Timestamp};
+
+/// Most distinct values of `client_name` (and, separately, of `broker`);
+/// later values are reported as `other`.
+pub const MAX_LABEL_VALUES: usize = 256;
+/// Longest label value kept from a client property (in characters).
+pub const MAX_NAME_CHARS: usize = 64;
+/// Upper bounds of the gap silence ratio histogram (silence / limit). A gap is
+/// always above 1; RabbitMQ cuts a silent client at 2-3x, pika gives up at
+/// timeout + 5 s.
+pub const RATIO_BUCKETS: [f64; 8] = [1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0];
+/// Largest HTTP request head read before answering 400.
+const MAX_REQUEST: usize = 8 * 1024;
+/// Time a client has to send its request head.
+const READ_DEADLINE: Duration = Duration::from_secs(2);
+/// Time a single write of the response may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Exposition content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What `--metrics` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsOptions {
+    /// Address to listen on (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Add a `connection="client->broker"` label to the per-connection gauges.
+    pub per_connection: bool,
+}
+
+/// The kind of a metric family (`# TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A monotonic count (name ends in `_total`).
+    Counter,
+    /// Observations in cumulative buckets, with `_sum` and `_count`.
+    Histogram,
+}
+
+impl MetricKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Observations counted per bucket (not cumulative; rendering accumulates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds, ascending; the `+Inf` bucket is implicit.
+    pub bounds: &'static [f64],
+    /// Observations per bucket: `counts[i]` for `bounds[i]`, the last for `+Inf`.
+    pub counts: Vec<u64>,
+    /// Sum of the observations.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// An empty histogram with these upper bounds.
+    #[must_use]
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    /// Adds one observation (NaN is ignored).
+    pub fn observe(&mut self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum += v;
+    }
+
+    /// Number of observations.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// The value of one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SampleValue {
+    /// A gauge or counter value.
+    Number(f64),
+    /// A histogram.
+    Histogram(Histogram),
+}
+
+/// One metric family: name, help, type and its samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// Metric name.
+    pub name: &'static str,
+    /// `# HELP` text.
+    pub help: &'static str,
+    /// `# TYPE`.
+    pub kind: MetricKind,
+    /// Label names, in the order of each sample's values.
+    pub label_names: Vec<&'static str>,
+    /// Samples: label values (aligned with `label_names`) and the value.
+    pub samples: Vec<(Vec<String>, SampleValue)>,
+}
+
+/// Everything one scrape shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Registry {
+    /// Families in output order.
+    pub families: Vec<Family>,
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+#[must_use]
+pub fn escape_label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A sample value as Prometheus writes it: integers without a fraction,
+/// `+Inf`, `-Inf`, `NaN`.
+#[must_use]
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+fn write_labels(out: &mut String, names: &[&str], values: &[String], le: Option<&str>) {
+    if names.is_empty() && le.is_none() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    for (n, v) in names.iter().zip(values) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let _ = write!(out, "{n}=\"{}\"", escape_label_value(v));
+    }
+    if let Some(le) = le {
+        if !first {
+            out.push(',');
+        }
+        let _ = write!(out, "le=\"{le}\"");
+    }
+    out.push('}');
+}
+
+impl Registry {
+    /// The registry in the Prometheus text exposition format, version 0.0.4.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for f in &self.families {
+            let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.as_str());
+            for (values, value) in &f.samples {
+                match value {
+                    SampleValue::Number(v) => {
+                        out.push_str(f.name);
+                        write_labels(&mut out, &f.label_names, values, None);
+                        let _ = writeln!(out, " {}", format_value(*v));
+                    }
+                    SampleValue::Histogram(h) => {
+                        let mut cumulative = 0u64;
+                        for (i, c) in h.counts.iter().enumerate() {
+                            cumulative += c;
+                            let le = h
+                                .bounds
+                                .get(i)
+                                .map_or_else(|| "+Inf".to_owned(), |b| format_value(*b));
+                            let _ = write!(out, "{}_bucket", f.name);
+                            write_labels(&mut out, &f.label_names, values, Some(&le));
+                            let _ = writeln!(out, " {cumulative}");
+                        }
+                        let _ = write!(out, "{}_sum", f.name);
+                        write_labels(&mut out, &f.label_names, values, None);
+                        let _ = writeln!(out, " {}", format_value(h.sum));
+                        let _ = write!(out, "{}_count", f.name);
+                        write_labels(&mut out, &f.label_names, values, None);
+                        let _ = writeln!(out, " {}", h.count());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The `client_name` label of a connection: its connection_name client
+/// property cut before the first `:<digits>` segment (so `nova-api:1234:uuid`
+/// and `hbscope-test:99:serve` become `nova-api` and `hbscope-test`), else its
+/// product, else `unknown`; at most [`MAX_NAME_CHARS`] characters.
+#[must_use]
+pub fn client_label(conn: &Connection) -> String {
+    let props = conn.handshake.client_properties.as_ref();
+    let text = |key: &str| match props.and_then(|p| p.get(key)) {
+        Some(PropValue::Text(t)) => Some(t.as_str()),
+        _ => None,
+    };
+    let name = text("connection_name")
+        .map(strip_instance)
+        .filter(|n| !n.is_empty())
+        .or_else(|| text("product").filter(|p| !p.is_empty()))
+        .unwrap_or("unknown");
+    name.chars().take(MAX_NAME_CHARS).collect()
+}
+
+/// `name` up to its first `:` segment made only of digits (a pid).
+fn strip_instance(name: &str) -> &str {
+    // Byte offset where the current segment starts.
+    let mut start = 0;
+    for (i, seg) in name.split(':').enumerate() {
+        if i > 0 && !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            return &name[..start - 1];
+        }
+        start += seg.len() + 1;
+    }
+    name
+}
+
+/// Caps the number of distinct values one label takes.
+#[derive(Debug, Default)]
+struct LabelCap {
+    known: HashSet<String>,
+}
+
+impl LabelCap {
+    fn get(&mut self, v: String) -> String {
+        if self.known.contains(&v) {
+            return v;
+        }
+        if self.known.len() >= MAX_LABEL_VALUES {
+            return "other".to_owned();
+        }
+        self.known.insert(v.clone());
+        v
+    }
+}
+
+/// A connection the collector still shows (not ended yet).
+#[derive(Debug)]
+struct Tracked {
+    slot: usize,
+    gaps_counted: usize,
+    counters_ready: bool,
+}
+
+fn dir_label(conn: &Connection, dir: Direction) -> &'static str {
+    match conn.role_of(dir) {
+        Role::Client => "client-to-broker",
+        Role::Broker => "broker-to-client",
+    }
+}
+
+const CAUSES: [Cause; 5] = [
+    Cause::ClientStall,
+    Cause::BrokerStall,
+    Cause::PeerUnreachable,
+    Cause::CaptureLoss,
+    Cause::Unknown,
+];
+
+/// Builds a [`Registry`] from the engine, keeping the counters between calls.
+///
+/// Call [`Collector::collect`] after each engine tick. Gaps are counted once,
+/// when they are decided (they appear in the connection's gap list); a
+/// connection leaves the gauges at the first call after both its directions
+/// closed, and is then counted in `hbscope_connections_ended_total`.
+#[derive(Debug)]
+pub struct Collector {
+    per_connection: bool,
+    seen_slots: usize,
+    active: Vec<Tracked>,
+    names: LabelCap,
+    brokers: LabelCap,
+    gaps: BTreeMap<(&'static str, String, String), u64>,
+    ratios: BTreeMap<(&'static str, String, String), Histogram>,
+    ended: BTreeMap<(&'static str, String, String), u64>,
+}
+
+impl Collector {
+    /// A collector; `per_connection` adds the `connection` label.
+    #[must_use]
+    pub fn new(per_connection: bool) -> Self {
+        Collector {
+            per_connection,
+            seen_slots: 0,
+            active: Vec::new(),
+            names: LabelCap::default(),
+            brokers: LabelCap::default(),
+            gaps: BTreeMap::new(),
+            ratios: BTreeMap::new(),
+            ended: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the engine at `now` (capture time) and returns what a scrape shows.
+    #[allow(clippy::too_many_lines)]
+    pub fn collect(&mut self, engine: &Engine, now: Timestamp) -> Registry {
+        let slots = engine.slots();
+        while self.seen_slots < slots.len() {
+            self.active.push(Tracked {
+                slot: self.seen_slots,
+                gaps_counted: 0,
+                counters_ready: false,
+            });
+            self.seen_slots += 1;
+        }
+        let mut states: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+        let mut silence: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+        let mut open: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+        let mut active = std::mem::take(&mut self.active);
+        active.retain_mut(|t| {
+            let Some(s) = slots.get(t.slot) else {
+                return false;
+            };
+            if s.not_amqp.is_some() {
+                return false;
+            }
+            if !s.confirmed {
+                return true;
+            }
+            let c = &s.conn;
+            let name = self.names.get(client_label(c));
+            let broker = self.brokers.get(c.broker().to_string());
+            if !t.counters_ready && c.heartbeat().0.is_some() {
+                // Start every cause at 0 so the first gap is an increase.
+                t.counters_ready = true;
+                for cause in CAUSES {
+                    self.gaps
+                        .entry((cause.as_str(), name.clone(), broker.clone()))
+                        .or_insert(0);
+                }
+            }
+            for g in c.gaps.get(t.gaps_counted..).unwrap_or(&[]) {
+                let key = (g.cause.as_str(), name.clone(), broker.clone());
+                *self.gaps.entry(key.clone()).or_insert(0) += 1;
+                self.ratios
+                    .entry(key)
+                    .or_insert_with(|| Histogram::new(&RATIO_BUCKETS))
+                    .observe(g.ratio());
+            }
+            t.gaps_counted = c.gaps.len();
+            if c.dirs.iter().all(|d| d.closed) {
+                let how = c.ended().0.as_str();
+                *self.ended.entry((how, name, broker)).or_insert(0) += 1;
+                return false;
+            }
+            let conn_label = format!("{}->{}", c.client(), c.broker());
+            let limit = c.limit();
+            let mut over = false;
+            let mut any_closed = false;
+            for dir in [Direction::AtoB, Direction::BtoA] {
+                let d = &c.dirs[dir.index()];
+                if d.closed {
+                    any_closed = true;
+                    continue;
+                }
+                let (Some(limit), Some(last)) = (limit, d.last_activity) else {
+                    continue;
+                };
+                let ratio = (now.since(last).as_secs_f64() / limit.as_secs_f64()).max(0.0);
+                let mut key = vec![name.clone(), broker.clone(), dir_label(c, dir).to_owned()];
+                if self.per_connection {
+                    key.push(conn_label.clone());
+                }
+                let e = silence.entry(key).or_insert(0.0);
+                *e = e.max(ratio);
+                if let Some(g) = c.open_gap(dir, now) {
+                    over = true;
+                    let key = vec![
+                        g.cause.as_str().to_owned(),
+                        name.clone(),
+                        broker.clone(),
+                        dir_label(c, dir).to_owned(),
+                    ];
+                    *open.entry(key).or_insert(0) += 1;
+                }
+            }
+            let state = if over {
+                "gap-open"
+            } else {
+                match c.heartbeat().0 {
+                    None => "heartbeat-unknown",
+                    Some(0) => "heartbeat-disabled",
+                    Some(_) if any_closed => "closing",
+                    Some(_) => "ok",
+                }
+            };
+            let mut key = vec![state.to_owned(), name, broker];
+            if self.per_connection {
+                key.push(conn_label);
+            }
+            *states.entry(key).or_insert(0) += 1;
+            true
+        });
+        self.active = active;
+        self.registry(engine, now, states, silence, open)
+    }
+
+    fn registry(
+        &self,
+        engine: &Engine,
+        now: Timestamp,
+        states: BTreeMap<Vec<String>, u64>,
+        silence: BTreeMap<Vec<String>, f64>,
+        open: BTreeMap<Vec<String>, u64>,
+    ) -> Registry {
+        #[allow(clippy::cast_precision_loss)]
+        let num = |v: u64| SampleValue::Number(v as f64);
+        let per_conn = |mut names: Vec<&'static str>| {
+            if self.per_connection {
+                names.push("connection");
+            }
+            names
+        };
+        let counters = engine.counters();
+        let triple = |(a, b, c): &(&'static str, String, String)| {
+            vec![(*a).to_owned(), b.clone(), c.clone()]
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let now_s = now.as_nanos() as f64 / 1e9;
+        Registry {
+            families: vec![
+                Family {
+                    name: "hbscope_build_info",
+                    help: "Always 1; the hbscope version is in the label.",
+                    kind: MetricKind::Gauge,
+                    label_names: vec!["version"],
+                    samples: vec![(
+                        vec![env!("CARGO_PKG_VERSION").to_owned()],
+                        SampleValue::Number(1.0),
+                    )],
+                },
+                Family {
+                    name: "hbscope_metrics_updated_timestamp_seconds",
+                    help: "When these metrics were last computed (Unix time); stops moving if the live loop stalls.",
+                    kind: MetricKind::Gauge,
+                    label_names: vec![],
+                    samples: vec![(vec![], SampleValue::Number(now_s))],
+                },
+                Family {
+                    name: "hbscope_capture_packets_total",
+                    help: "Packets read from the capture.",
+                    kind: MetricKind::Counter,
+                    label_names: vec![],
+                    samples: vec![(vec![], num(counters.packets))],
+                },
+                Family {
+                    name: "hbscope_capture_dropped_packets_total",
+                    help: "Packets the kernel dropped before hbscope read them (silences open then may be capture loss).",
+                    kind: MetricKind::Counter,
+                    label_names: vec![],
+                    samples: vec![(vec![], num(counters.dropped.unwrap_or(0)))],
+                },
+                Family {
+                    name: "hbscope_connections",
+                    help: "Open AMQP connections by state (ok, gap-open, closing, heartbeat-unknown, heartbeat-disabled).",
+                    kind: MetricKind::Gauge,
+                    label_names: per_conn(vec!["state", "client_name", "broker"]),
+                    samples: states.into_iter().map(|(k, v)| (k, num(v))).collect(),
+                },
+                Family {
+                    name: "hbscope_silence_ratio",
+                    help: "Current silence of a direction divided by the heartbeat timeout (max over the connections with these labels); above 1 is a gap.",
+                    kind: MetricKind::Gauge,
+                    label_names: per_conn(vec!["client_name", "broker", "direction"]),
+                    samples: silence
+                        .into_iter()
+                        .map(|(k, v)| (k, SampleValue::Number(v)))
+                        .collect(),
+                },
+                Family {
+                    name: "hbscope_gaps_open",
+                    help: "Silences now longer than the heartbeat timeout, by provisional cause.",
+                    kind: MetricKind::Gauge,
+                    label_names: vec!["cause", "client_name", "broker", "direction"],
+                    samples: open.into_iter().map(|(k, v)| (k, num(v))).collect(),
+                },
+                Family {
+                    name: "hbscope_gaps_total",
+                    help: "Gaps (silences longer than the heartbeat timeout) decided, by cause.",
+                    kind: MetricKind::Counter,
+                    label_names: vec!["cause", "client_name", "broker"],
+                    samples: self
+                        .gaps
+                        .iter()
+                        .map(|(k, v)| (triple(k), num(*v)))
+                        .collect(),
+                },
+                Family {
+                    name: "hbscope_gap_silence_ratio",
+                    help: "Silence divided by the heartbeat timeout of each decided gap.",
+                    kind: MetricKind::Histogram,
+                    label_names: vec!["cause", "client_name", "broker"],
+                    samples: self
+                        .ratios
+                        .iter()
+                        .map(|(k, h)| (triple(k), SampleValue::Histogram(h.clone())))
+                        .collect(),
+                },
+                Family {
+                    name: "hbscope_connections_ended_total",
+                    help: "AMQP connections that ended, by how (close, fin, rst).",
+                    kind: MetricKind::Counter,
+                    label_names: vec!["how", "client_name", "broker"],
+                    samples: self
+                        .ended
+                        .iter()
+                        .map(|(k, v)| (triple(k), num(*v)))
+                        .collect(),
+                },
+            ],
+        }
+    }
+}
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The address could not be bound.
+    #[error("cannot serve metrics on {addr}: {source} (choose another address with --metrics ADDR, e.g. 127.0.0.1:9187)")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The server thread could not start.
+    #[error("cannot start the metrics thread: {0}")]
+    Thread(io::Error),
+}
+
+struct Shared {
+    registry: Mutex<Registry>,
+    stop: AtomicBool,
+}
+
+/// The HTTP endpoint: `GET /metrics` answers the latest published registry.
+///
+/// One thread accepts and answers one request at a time (`Connection:
+/// close`); a request head must arrive within 2 s and fit in 8 KiB. Dropping
+/// the server stops the thread.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Listens on `addr` and starts answering.
+    ///
+    /// # Errors
+    /// [`MetricsError`] when the address cannot be bound or the thread not started.
+    pub fn bind(addr: SocketAddr) -> Result<Self, MetricsError> {
+        let listener =
+            TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let shared = Arc::new(Shared {
+            registry: Mutex::new(Registry::default()),
+            stop: AtomicBool::new(false),
+        });
+        let for_thread = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("hbscope-metrics".into())
+            .spawn(move || serve(&listener, &for_thread))
+            .map_err(MetricsError::Thread)?;
+        Ok(MetricsServer {
+            addr: bound,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address actually bound (the port chosen for port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Replaces what the next scrapes show.
+    pub fn publish(&self, registry: Registry) {
+        let mut guard = self
+            .shared
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = registry;
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept; join only when that worked.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn serve(listener: &TcpListener, shared: &Shared) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        // A failed accept (e.g. the client already gone) concerns one client only.
+        if let Ok(stream) = stream {
+            let _ = answer(stream, shared);
+        }
+    }
+}
+
+/// What the request asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    Metrics { head_only: bool },
+    NotFound,
+    MethodNotAllowed,
+    Bad,
+}
+
+fn parse_request(head: &[u8]) -> Request {
+    let line_end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
+    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
+        return Request::Bad;
+    };
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Request::Bad;
+    };
+    if !version.starts_with("HTTP/") || !target.starts_with('/') {
+        return Request::Bad;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    if path != "/metrics" {
+        return Request::NotFound;
+    }
+    match method {
+        "GET" => Request::Metrics { head_only: false },
+        "HEAD" => Request::Metrics { head_only: true },
+        _ => Request::MethodNotAllowed,
+    }
+}
+
+/// Reads the request head (up to the blank line) within the deadline and size cap.
+fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let deadline = Instant::now() + READ_DEADLINE;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
+            return Ok(Some(buf));
+        }
+        if buf.len() > MAX_REQUEST {
+            return Ok(Some(Vec::new()));
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let Some(head) = read_head(&mut stream)? else {
+        return Ok(());
+    };
+    let (status, body, head_only, extra) = match parse_request(&head) {
+        Request::Metrics { head_only } => {
+            let text = shared
+                .registry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .render();
+            ("200 OK", text, head_only, "")
+        }
+        Request::NotFound => (
+            "404 Not Found",
+            "not found: hbscope serves /metrics\n".to_owned(),
+            false,
+            "",
+        ),
+        Request::MethodNotAllowed => (
+            "405 Method Not Allowed",
+            "use GET /metrics\n".to_owned(),
+            false,
+            "Allow: GET, HEAD\r\n",
+        ),
+        Request::Bad => ("400 Bad Request", "bad request\n".to_owned(), false, ""),
+    };
+    let content_type = if status.starts_with("200") {
+        CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        resp.extend_from_slice(body.as_bytes());
+    }
+    stream.write_all(&resp)?;
+    stream.flush()?;
+    let _ = stream.shutdown(Shutdown::Write);
+    // Read what the client still sends (a bounded amount, briefly): closing
+    // with unread bytes would reset the connection and could lose the answer.
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0usize;
+    while drained < 16 * MAX_REQUEST {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn family(kind: MetricKind, labels: Vec<&'static str>) -> Family {
+        Family {
+            name: "t_metric",
+            help: "a \\ help\nline",
+            kind,
+            label_names: labels,
+            samples: vec![],
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label_value("x\ny"), "x\\ny");
+        let mut f = family(MetricKind::Gauge, vec!["client_name", "broker"]);
+        f.samples.push((
+            vec!["we\"ird\\name\n".into(), "1.2.3.4:5672".into()],
+            SampleValue::Number(1.5),
+        ));
+        let text = Registry { families: vec![f] }.render();
+        assert_eq!(
+            text,
+            "# HELP t_metric a \\\\ help\\nline\n# TYPE t_metric gauge\n\
+             t_metric{client_name=\"we\\\"ird\\\\name\\n\",broker=\"1.2.3.4:5672\"} 1.5\n"
+        );
+    }
+
+    #[test]
+    fn values_are_formatted_like_prometheus() {
+        assert_eq!(format_value(3.0), "3");
+        assert_eq!(format_value(0.25), "0.25");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(1.5e20), "150000000000000000000");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Histogram::new(&RATIO_BUCKETS);
+        for v in [1.1, 1.2, 2.6, 2.6, 40.0, f64::NAN] {
+            h.observe(v);
+        }
+        assert_eq!(h.count(), 5);
+        let mut f = family(MetricKind::Histogram, vec!["cause"]);
+        f.samples
+            .push((vec!["client-stall".into()], SampleValue::Histogram(h)));
+        let text = Registry { families: vec![f] }.render();
+        let buckets: Vec<&str> = text.lines().filter(|l| l.contains("_bucket")).collect();
+        assert_eq!(
+            buckets,
+            [
+                "t_metric_bucket{cause=\"client-stall\",le=\"1\"} 0",
+                "t_metric_bucket{cause=\"client-stall\",le=\"1.25\"} 2",
+                "t_metric_bucket{cause=\"client-stall\",le=\"1.5\"} 2",
+                "t_metric_bucket{cause=\"client-stall\",le=\"2\"} 2",
+                "t_metric_bucket{cause=\"client-stall\",le=\"2.5\"} 2",
+                "t_metric_bucket{cause=\"client-stall\",le=\"3\"} 4",
+                "t_metric_bucket{cause=\"client-stall\",le=\"5\"} 4",
+                "t_metric_bucket{cause=\"client-stall\",le=\"10\"} 4",
+                "t_metric_bucket{cause=\"client-stall\",le=\"+Inf\"} 5",
+            ]
+        );
+        assert!(text.contains("t_metric_sum{cause=\"client-stall\"} 47.5\n"));
+        assert!(text.contains("t_metric_count{cause=\"client-stall\"} 5\n"));
+        assert!(text.contains("# TYPE t_metric histogram\n"));
+    }
+
+    #[test]
+    fn samples_without_labels_have_no_braces() {
+        let mut f = family(MetricKind::Counter, vec![]);
+        f.name = "t_total";
+        f.samples.push((vec![], SampleValue::Number(7.0)));
+        let text = Registry { families: vec![f] }.render();
+        assert!(text.ends_with("\nt_total 7\n"), "{text}");
+    }
+
+    #[test]
+    fn instance_suffixes_are_cut() {
+        assert_eq!(strip_instance("nova-api:1234:abcd-ef"), "nova-api");
+        assert_eq!(strip_instance("hbscope-test:99:serve"), "hbscope-test");
+        assert_eq!(strip_instance("a:b:12"), "a:b");
+        assert_eq!(strip_instance("plain"), "plain");
+        assert_eq!(strip_instance("svc:"), "svc:");
+        assert_eq!(strip_instance(":12"), "");
+        assert_eq!(strip_instance("x:1a"), "x:1a");
+    }
+
+    #[test]
+    fn label_values_are_capped() {
+        let mut cap = LabelCap::default();
+        for i in 0..MAX_LABEL_VALUES {
+            assert_eq!(cap.get(format!("n{i}")), format!("n{i}"));
+        }
+        assert_eq!(cap.get("new".into()), "other");
+        assert_eq!(cap.get("n3".into()), "n3");
+    }
+
+    #[test]
+    fn requests_are_parsed_strictly() {
+        assert_eq!(
+            parse_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Request::Metrics { head_only: false }
+        );
+        assert_eq!(
+            parse_request(b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n"),
+            Request::Metrics { head_only: true }
+        );
+        assert_eq!(parse_request(b"GET / HTTP/1.1\r\n\r\n"), Request::NotFound);
+        assert_eq!(
+            parse_request(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Request::MethodNotAllowed
+        );
+        for bad in [
+            &b""[..],
+            b"\xff\xfe\r\n\r\n",
+            b"GET\r\n\r\n",
+            b"GET /metrics\r\n\r\n",
+            b"GET metrics HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1 extra\r\n\r\n",
+        ] {
+            assert_eq!(parse_request(bad), Request::Bad, "{bad:?}");
+        }
+    }
+
+    fn get(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn server_answers_metrics_404_and_survives_bad_requests() {
+        let srv = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = srv.local_addr();
+        assert_ne!(addr.port(), 0);
+        let mut f = family(MetricKind::Gauge, vec![]);
+        f.samples.push((vec![], SampleValue::Number(2.0)));
+        srv.publish(Registry { families: vec![f] });
+        // A client that says nothing, one that sends garbage, an oversized head.
+        let idle = TcpStream::connect(addr).unwrap();
+        let r = get(addr, b"\x00\x01garbage\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+        let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 20_000));
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(&big);
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+        drop(idle);
+        let r = get(addr, b"GET /nope HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+        let r = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            r.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")),
+            "{r}"
+        );
+        assert!(
+            r.ends_with(
+                "\r\n\r\n# HELP t_metric a \\\\ help\\nline\n# TYPE t_metric gauge\nt_metric 2\n"
+            ),
+            "{r}"
+        );
+        let r = get(addr, b"HEAD /metrics HTTP/1.0\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\n"),
+            "{r}"
+        );
+        drop(srv);
+        assert!(TcpStream::connect(addr).is_err(), "stopped on drop");
+    }
+
+    #[test]
+    fn bind_errors_name_the_address() {
+        let first = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let Err(e) = MetricsServer::bind(first.local_addr()) else {
+            panic!("second bind on the same port succeeded");
+        };
+        let msg = e.to_string();
+        assert!(msg.contains(&first.local_addr().to_string()), "{msg}");
+        assert!(msg.contains("--metrics"), "{msg}");
+    }
+}
