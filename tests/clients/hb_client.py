@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """AMQP client used by tests/live_rabbitmq.rs to make heartbeat gaps on purpose.
 
-Usage: hb_client.py MODE [HEARTBEAT_S] [SLEEP_S]
+Usage: hb_client.py MODE [HEARTBEAT_S] [SLEEP_S] [NAME]
 
   serve  connect, then keep servicing heartbeats (process_data_events) until
          the connection dies; the test SIGSTOPs and SIGCONTs this process.
@@ -10,7 +10,8 @@ Usage: hb_client.py MODE [HEARTBEAT_S] [SLEEP_S]
          dead connection and exit.
 
 Prints "ready PID LOCAL_PORT" once connected, "closed: REASON" at the end.
-The connection_name is "hbscope-test:PID:MODE" so the test can find it.
+The connection_name is "NAME:PID:MODE" (NAME defaults to hbscope-test) so the
+test can find it.
 Talks to RabbitMQ at 127.0.0.1:5672 as guest/guest.
 """
 import os
@@ -24,13 +25,14 @@ def main():
     mode = sys.argv[1]
     heartbeat = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     sleep_s = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
+    name = sys.argv[4] if len(sys.argv) > 4 else "hbscope-test"
     params = pika.ConnectionParameters(
         host="127.0.0.1",
         port=5672,
         heartbeat=heartbeat,
         blocked_connection_timeout=None,
         credentials=pika.PlainCredentials("guest", "guest"),
-        client_properties={"connection_name": f"hbscope-test:{os.getpid()}:{mode}"},
+        client_properties={"connection_name": f"{name}:{os.getpid()}:{mode}"},
     )
     conn = pika.BlockingConnection(params)
     try:

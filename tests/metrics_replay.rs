@@ -1,0 +1,306 @@
+//! The Prometheus collector driven by a real capture, the way live mode drives
+//! it: captures/client-sigstop.pcap (an idle pika client SIGSTOPped, RabbitMQ
+//! resets it 5 s after its last byte) is fed packet by packet, with
+//! `Engine::tick` and `Collector::collect` every 200 ms of capture time.
+//! No root or broker needed. The promtool checks need `promtool` (Debian
+//! package `prometheus`, installed by .ci/setup); they fail and say so without it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use hbscope::capture::FileSource;
+use hbscope::engine::{Engine, EngineConfig};
+use hbscope::metrics::Collector;
+use hbscope::model::Timestamp;
+
+const TICK_NS: i64 = 200_000_000;
+
+/// The value of the first sample of `name` whose labels include all of `labels`.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| v.parse().unwrap())
+}
+
+/// Every rendering of the registry, one per tick, with its capture time.
+fn scrapes(per_connection: bool) -> Vec<(Timestamp, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap");
+    let mut src = FileSource::open(&path).unwrap();
+    let mut engine = Engine::new(EngineConfig::default(), src.link_type());
+    engine.on_capture_drops(0);
+    let mut collector = Collector::new(per_connection);
+    let mut out = Vec::new();
+    let mut next_tick: Option<i64> = None;
+    let mut last = 0;
+    while let Some(rec) = src.next_packet().unwrap() {
+        let ts = rec.ts.as_nanos();
+        let mut t = *next_tick.get_or_insert(ts + TICK_NS);
+        while t <= ts {
+            engine.tick(Timestamp(t));
+            out.push((
+                Timestamp(t),
+                collector.collect(&engine, Timestamp(t)).render(),
+            ));
+            t += TICK_NS;
+        }
+        next_tick = Some(t);
+        engine.process(&rec);
+        last = ts;
+    }
+    // One more tick after the last packet, as the live loop would do.
+    let t = Timestamp(last + TICK_NS);
+    engine.tick(t);
+    out.push((t, collector.collect(&engine, t).render()));
+    out
+}
+
+const NAME: (&str, &str) = ("client_name", "hbscope-client-sigstop");
+const C2B: (&str, &str) = ("direction", "client-to-broker");
+
+#[test]
+fn a_stall_shows_as_open_then_counted_and_the_connection_leaves_the_gauges() {
+    let scrapes = scrapes(false);
+    // While the client is stopped and before the reset: the open silence.
+    let during = scrapes
+        .iter()
+        .find(|(_, s)| value(s, "hbscope_silence_ratio", &[NAME, C2B]).is_some_and(|r| r > 1.0))
+        .unwrap_or_else(|| panic!("no scrape with silence_ratio > 1:\n{}", scrapes[0].1));
+    let s = &during.1;
+    assert_eq!(
+        value(
+            s,
+            "hbscope_gaps_open",
+            &[("cause", "client-stall"), NAME, C2B]
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        value(s, "hbscope_connections", &[("state", "gap-open"), NAME]),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        value(s, "hbscope_gaps_total", &[("cause", "client-stall"), NAME]),
+        Some(0.0),
+        "counters start at 0 once the heartbeat is known: {s}"
+    );
+    // The broker's direction keeps its heartbeats: well under 1.
+    let b2c = value(
+        s,
+        "hbscope_silence_ratio",
+        &[NAME, ("direction", "broker-to-client")],
+    )
+    .unwrap();
+    assert!(b2c < 1.0, "{s}");
+
+    // Before the stall: healthy.
+    let first_ok = scrapes
+        .iter()
+        .position(|(_, s)| value(s, "hbscope_connections", &[("state", "ok"), NAME]) == Some(1.0))
+        .expect("the connection is ok before the stall");
+    let first_open = scrapes
+        .iter()
+        .position(|(_, s)| {
+            value(s, "hbscope_connections", &[("state", "gap-open"), NAME]).is_some()
+        })
+        .unwrap();
+    assert!(first_ok < first_open);
+
+    // After the reset: counted once, histogram observed, gone from the gauges.
+    let end = &scrapes.last().unwrap().1;
+    assert_eq!(
+        value(
+            end,
+            "hbscope_gaps_total",
+            &[("cause", "client-stall"), NAME]
+        ),
+        Some(1.0),
+        "{end}"
+    );
+    for other in [
+        "broker-stall",
+        "peer-unreachable",
+        "capture-loss",
+        "unknown",
+    ] {
+        assert_eq!(
+            value(end, "hbscope_gaps_total", &[("cause", other), NAME]),
+            Some(0.0),
+            "{end}"
+        );
+    }
+    // The gap's ratio is 2.503 (see the verdicts snapshot).
+    let bucket = |le: &str| {
+        value(
+            end,
+            "hbscope_gap_silence_ratio_bucket",
+            &[("cause", "client-stall"), NAME, ("le", le)],
+        )
+    };
+    assert_eq!(bucket("2.5"), Some(0.0), "{end}");
+    assert_eq!(bucket("3"), Some(1.0), "{end}");
+    assert_eq!(bucket("+Inf"), Some(1.0), "{end}");
+    let sum = value(
+        end,
+        "hbscope_gap_silence_ratio_sum",
+        &[("cause", "client-stall"), NAME],
+    )
+    .unwrap();
+    assert!((sum - 2.503).abs() < 0.01, "{sum}");
+    assert_eq!(
+        value(
+            end,
+            "hbscope_connections_ended_total",
+            &[("how", "rst"), NAME]
+        ),
+        Some(1.0),
+        "{end}"
+    );
+    assert!(
+        !end.lines().any(|l| l.starts_with("hbscope_connections{")
+            || l.starts_with("hbscope_silence_ratio{")
+            || l.starts_with("hbscope_gaps_open{")),
+        "an ended connection must leave the gauges:\n{end}"
+    );
+    assert!(value(end, "hbscope_capture_packets_total", &[]).unwrap() > 10.0);
+    assert_eq!(
+        value(end, "hbscope_capture_dropped_packets_total", &[]),
+        Some(0.0)
+    );
+    // Counters never go down from one scrape to the next.
+    let mut prev = 0.0;
+    for (_, s) in &scrapes {
+        let v = value(s, "hbscope_gaps_total", &[("cause", "client-stall"), NAME]).unwrap_or(0.0);
+        assert!(v >= prev);
+        prev = v;
+    }
+}
+
+#[test]
+fn per_connection_label_is_opt_in_and_only_on_gauges() {
+    let plain = scrapes(false);
+    assert!(plain.iter().all(|(_, s)| !s.contains("connection=\"")));
+    let per = scrapes(true);
+    let during = per
+        .iter()
+        .find(|(_, s)| s.contains("state=\"gap-open\""))
+        .map(|(_, s)| s)
+        .unwrap();
+    let line = during
+        .lines()
+        .find(|l| l.starts_with("hbscope_connections{"))
+        .unwrap();
+    assert!(
+        line.contains("connection=\"127.0.0.1:50888->127.0.0.1:5672\""),
+        "{line}"
+    );
+    assert!(during
+        .lines()
+        .filter(|l| l.starts_with("hbscope_silence_ratio{"))
+        .all(|l| l.contains("connection=\"")));
+    let end = &per.last().unwrap().1;
+    assert!(
+        end.lines()
+            .filter(|l| l.starts_with("hbscope_gaps_total{"))
+            .all(|l| !l.contains("connection=\"")),
+        "{end}"
+    );
+}
+
+fn promtool() -> std::path::PathBuf {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "promtool is needed for this test: `apt-get install prometheus` (Debian) or put promtool on PATH"
+    );
+    "promtool".into()
+}
+
+#[test]
+fn promtool_accepts_the_exposition() {
+    let promtool = promtool();
+    let scrapes = scrapes(true);
+    // The scrape during the stall and the last one (histogram present).
+    let during = scrapes
+        .iter()
+        .find(|(_, s)| s.contains("state=\"gap-open\""))
+        .unwrap();
+    for (_, text) in [during, scrapes.last().unwrap()] {
+        let mut child = Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics failed:\n{}{}\n--- exposition:\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Lint problems are printed but do not fail the check: require none.
+        let lint = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(lint.trim().is_empty(), "promtool lint: {lint}\n{text}");
+    }
+}
+
+#[test]
+fn promtool_accepts_the_alert_rules() {
+    let promtool = promtool();
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/prometheus-alerts.yml");
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules {}:\n{}{}",
+        rules.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The rules' behaviour: 30 s over the limit before firing, not on a blip.
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/prometheus-alerts.test.yml");
+    let out = Command::new(&promtool)
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules {}:\n{}{}",
+        tests.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
