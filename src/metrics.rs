@@ -587,7 +587,7 @@ impl Collector {
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The address could not be bound.
-    #[error("cannot serve metrics on {addr}: {source} (choose another address with --metrics ADDR, e.g. 127.0.0.1:9187)")]
+    #[error("cannot serve metrics on {addr}: {source} (choose another --metrics ADDR; port 0 picks a free port)")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
