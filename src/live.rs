@@ -17,8 +17,9 @@
 //! after start) the engine is finished and the final [`Report`] is returned,
 //! with the process facts added to it.
 //!
-//! With `--metrics` ([`crate::metrics`]), each tick also rebuilds the
-//! Prometheus registry from the engine and hands it to the HTTP thread.
+//! With `--metrics` ([`crate::metrics`]), a tick after a scrape asked for it
+//! rebuilds the Prometheus registry from the engine and hands it to the HTTP
+//! thread.
 //!
 //! Capture timestamps are the kernel's wall clock in nanoseconds, so
 //! `SystemTime::now()` is the live "now"; it is read in [`wall_now`] and
@@ -766,7 +767,9 @@ pub fn run(
             emit_ok &= tracker.after_packets(&engine, now, emit).is_ok();
             emit_ok &= tracker.on_tick(&mut engine, now, emit).is_ok();
             if let Some((server, collector)) = &mut metrics {
-                server.publish(collector.collect(&engine, now));
+                if server.take_wanted() {
+                    server.publish(collector.collect(&engine, now));
+                }
             }
             next_tick = now_i + TICK;
         }

@@ -1,15 +1,18 @@
 //! Prometheus metrics for live mode (`hbscope live --metrics ADDR`).
 //!
 //! ```text
-//! live loop, every tick:  Engine --Collector::collect(now)--> Registry --publish--> Mutex
-//! HTTP thread, per GET:                                  Mutex --render--> text 0.0.4
+//! HTTP thread, per GET:   wanted = true, wait (<= 1 s)          Mutex --render--> text 0.0.4
+//! live loop, each tick:   if wanted: Engine --Collector::collect(now)--> Registry --publish--> Mutex
 //! ```
 //!
-//! The [`Collector`] reads the engine on the live loop's thread and builds a
-//! small [`Registry`] (plain data: families, label values, numbers); the
-//! [`MetricsServer`] thread only ever sees the latest published registry, never
-//! the engine. The registry is rendered in the Prometheus text exposition format
-//! (version 0.0.4) when a scrape arrives.
+//! A scrape raises a flag and waits; at its next tick (200 ms) the live loop
+//! runs the [`Collector`] over the engine, which builds a small [`Registry`]
+//! (plain data: families, label values, numbers), and publishes it. The
+//! [`MetricsServer`] thread only ever sees published registries, never the
+//! engine, and renders them in the Prometheus text exposition format (version
+//! 0.0.4). Nothing is collected while nobody scrapes: the counters are kept
+//! from what the engine keeps (its connection list, their gaps), so a lazy
+//! collection misses nothing.
 //!
 //! Labels stay low-cardinality by default: `client_name` (the connection_name
 //! client property cut before its first `:<digits>` segment, else the product,
@@ -19,12 +22,12 @@
 //! gauges only, so ended connections never leave series behind in counters.
 //! docs/metrics.md documents every metric.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,6 +51,8 @@ const MAX_REQUEST: usize = 8 * 1024;
 const READ_DEADLINE: Duration = Duration::from_secs(2);
 /// Time a single write of the response may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a scrape waits for the live loop to publish a fresh registry.
+pub const FRESH_WAIT: Duration = Duration::from_secs(1);
 /// Exposition content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -305,12 +310,19 @@ impl LabelCap {
     }
 }
 
+/// Index of a (`client_name`, `broker`) pair in [`Collector::pairs`].
+type PairId = usize;
+
 /// A connection the collector still shows (not ended yet).
 #[derive(Debug)]
 struct Tracked {
     slot: usize,
     gaps_counted: usize,
     counters_ready: bool,
+    /// Its label pair, once the client properties can no longer change it.
+    pair: Option<PairId>,
+    /// `client->broker`, made once (only with `--metrics-per-connection`).
+    conn_label: Option<Arc<str>>,
 }
 
 fn dir_label(conn: &Connection, dir: Direction) -> &'static str {
@@ -328,6 +340,15 @@ const CAUSES: [Cause; 5] = [
     Cause::Unknown,
 ];
 
+/// Per-tick aggregates of the open connections, keyed by small ids; label
+/// strings are only made for the (few) resulting series.
+#[derive(Default)]
+struct Gauges {
+    states: HashMap<(PairId, &'static str, Option<Arc<str>>), u64>,
+    silence: HashMap<(PairId, &'static str, Option<Arc<str>>), f64>,
+    open: HashMap<(PairId, &'static str, &'static str), u64>,
+}
+
 /// Builds a [`Registry`] from the engine, keeping the counters between calls.
 ///
 /// Call [`Collector::collect`] after each engine tick. Gaps are counted once,
@@ -341,9 +362,12 @@ pub struct Collector {
     active: Vec<Tracked>,
     names: LabelCap,
     brokers: LabelCap,
-    gaps: BTreeMap<(&'static str, String, String), u64>,
-    ratios: BTreeMap<(&'static str, String, String), Histogram>,
-    ended: BTreeMap<(&'static str, String, String), u64>,
+    /// Interned (`client_name`, `broker`) label pairs.
+    pairs: Vec<(String, String)>,
+    pair_ids: HashMap<(String, String), PairId>,
+    gaps: HashMap<(&'static str, PairId), u64>,
+    ratios: HashMap<(&'static str, PairId), Histogram>,
+    ended: HashMap<(&'static str, PairId), u64>,
 }
 
 impl Collector {
@@ -356,14 +380,28 @@ impl Collector {
             active: Vec::new(),
             names: LabelCap::default(),
             brokers: LabelCap::default(),
-            gaps: BTreeMap::new(),
-            ratios: BTreeMap::new(),
-            ended: BTreeMap::new(),
+            pairs: Vec::new(),
+            pair_ids: HashMap::new(),
+            gaps: HashMap::new(),
+            ratios: HashMap::new(),
+            ended: HashMap::new(),
         }
     }
 
+    fn pair_of(&mut self, c: &Connection) -> PairId {
+        let key = (
+            self.names.get(client_label(c)),
+            self.brokers.get(c.broker().to_string()),
+        );
+        if let Some(id) = self.pair_ids.get(&key) {
+            return *id;
+        }
+        self.pairs.push(key.clone());
+        self.pair_ids.insert(key, self.pairs.len() - 1);
+        self.pairs.len() - 1
+    }
+
     /// Reads the engine at `now` (capture time) and returns what a scrape shows.
-    #[allow(clippy::too_many_lines)]
     pub fn collect(&mut self, engine: &Engine, now: Timestamp) -> Registry {
         let slots = engine.slots();
         while self.seen_slots < slots.len() {
@@ -371,12 +409,12 @@ impl Collector {
                 slot: self.seen_slots,
                 gaps_counted: 0,
                 counters_ready: false,
+                pair: None,
+                conn_label: None,
             });
             self.seen_slots += 1;
         }
-        let mut states: BTreeMap<Vec<String>, u64> = BTreeMap::new();
-        let mut silence: BTreeMap<Vec<String>, f64> = BTreeMap::new();
-        let mut open: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+        let mut gauges = Gauges::default();
         let mut active = std::mem::take(&mut self.active);
         active.retain_mut(|t| {
             let Some(s) = slots.get(t.slot) else {
@@ -388,92 +426,96 @@ impl Collector {
             if !s.confirmed {
                 return true;
             }
-            let c = &s.conn;
-            let name = self.names.get(client_label(c));
-            let broker = self.brokers.get(c.broker().to_string());
-            if !t.counters_ready && c.heartbeat().0.is_some() {
-                // Start every cause at 0 so the first gap is an increase.
-                t.counters_ready = true;
-                for cause in CAUSES {
-                    self.gaps
-                        .entry((cause.as_str(), name.clone(), broker.clone()))
-                        .or_insert(0);
-                }
-            }
-            for g in c.gaps.get(t.gaps_counted..).unwrap_or(&[]) {
-                let key = (g.cause.as_str(), name.clone(), broker.clone());
-                *self.gaps.entry(key.clone()).or_insert(0) += 1;
-                self.ratios
-                    .entry(key)
-                    .or_insert_with(|| Histogram::new(&RATIO_BUCKETS))
-                    .observe(g.ratio());
-            }
-            t.gaps_counted = c.gaps.len();
-            if c.dirs.iter().all(|d| d.closed) {
-                let how = c.ended().0.as_str();
-                *self.ended.entry((how, name, broker)).or_insert(0) += 1;
-                return false;
-            }
-            let conn_label = format!("{}->{}", c.client(), c.broker());
-            let limit = c.limit();
-            let mut over = false;
-            let mut any_closed = false;
-            for dir in [Direction::AtoB, Direction::BtoA] {
-                let d = &c.dirs[dir.index()];
-                if d.closed {
-                    any_closed = true;
-                    continue;
-                }
-                let (Some(limit), Some(last)) = (limit, d.last_activity) else {
-                    continue;
-                };
-                let ratio = (now.since(last).as_secs_f64() / limit.as_secs_f64()).max(0.0);
-                let mut key = vec![name.clone(), broker.clone(), dir_label(c, dir).to_owned()];
-                if self.per_connection {
-                    key.push(conn_label.clone());
-                }
-                let e = silence.entry(key).or_insert(0.0);
-                *e = e.max(ratio);
-                if let Some(g) = c.open_gap(dir, now) {
-                    over = true;
-                    let key = vec![
-                        g.cause.as_str().to_owned(),
-                        name.clone(),
-                        broker.clone(),
-                        dir_label(c, dir).to_owned(),
-                    ];
-                    *open.entry(key).or_insert(0) += 1;
-                }
-            }
-            let state = if over {
-                "gap-open"
-            } else {
-                match c.heartbeat().0 {
-                    None => "heartbeat-unknown",
-                    Some(0) => "heartbeat-disabled",
-                    Some(_) if any_closed => "closing",
-                    Some(_) => "ok",
-                }
-            };
-            let mut key = vec![state.to_owned(), name, broker];
-            if self.per_connection {
-                key.push(conn_label);
-            }
-            *states.entry(key).or_insert(0) += 1;
-            true
+            self.track(t, &s.conn, now, &mut gauges)
         });
         self.active = active;
-        self.registry(engine, now, states, silence, open)
+        self.registry(engine, now, gauges)
     }
 
-    fn registry(
-        &self,
-        engine: &Engine,
-        now: Timestamp,
-        states: BTreeMap<Vec<String>, u64>,
-        silence: BTreeMap<Vec<String>, f64>,
-        open: BTreeMap<Vec<String>, u64>,
-    ) -> Registry {
+    /// Counts what is new on one connection and adds it to the gauges;
+    /// false once it ended (it is then dropped from the active list).
+    fn track(&mut self, t: &mut Tracked, c: &Connection, now: Timestamp, g: &mut Gauges) -> bool {
+        let pair = match t.pair {
+            Some(p) => p,
+            None => {
+                let p = self.pair_of(c);
+                // Client properties come with Start-Ok, before Tune-Ok; a
+                // capture that joined mid-stream never sees them.
+                if c.handshake.client_properties.is_some()
+                    || c.handshake.tune_ok.is_some()
+                    || c.joined_mid_stream
+                {
+                    t.pair = Some(p);
+                }
+                p
+            }
+        };
+        if !t.counters_ready && c.heartbeat().0.is_some() {
+            // Start every cause at 0 so the first gap is an increase.
+            t.counters_ready = true;
+            for cause in CAUSES {
+                self.gaps.entry((cause.as_str(), pair)).or_insert(0);
+            }
+        }
+        for gap in c.gaps.get(t.gaps_counted..).unwrap_or(&[]) {
+            *self.gaps.entry((gap.cause.as_str(), pair)).or_insert(0) += 1;
+            self.ratios
+                .entry((gap.cause.as_str(), pair))
+                .or_insert_with(|| Histogram::new(&RATIO_BUCKETS))
+                .observe(gap.ratio());
+        }
+        t.gaps_counted = c.gaps.len();
+        if c.dirs.iter().all(|d| d.closed) {
+            *self.ended.entry((c.ended().0.as_str(), pair)).or_insert(0) += 1;
+            return false;
+        }
+        if self.per_connection && t.conn_label.is_none() {
+            t.conn_label = Some(format!("{}->{}", c.client(), c.broker()).into());
+        }
+        let limit = c.limit();
+        let mut over = false;
+        let mut any_closed = false;
+        for dir in [Direction::AtoB, Direction::BtoA] {
+            let d = &c.dirs[dir.index()];
+            if d.closed {
+                any_closed = true;
+                continue;
+            }
+            let (Some(limit), Some(last)) = (limit, d.last_activity) else {
+                continue;
+            };
+            let ratio = (now.since(last).as_secs_f64() / limit.as_secs_f64()).max(0.0);
+            let e = g
+                .silence
+                .entry((pair, dir_label(c, dir), t.conn_label.clone()))
+                .or_insert(0.0);
+            *e = e.max(ratio);
+            if ratio > 1.0 {
+                if let Some(open) = c.open_gap(dir, now) {
+                    over = true;
+                    *g.open
+                        .entry((pair, open.cause.as_str(), dir_label(c, dir)))
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+        let state = if over {
+            "gap-open"
+        } else {
+            match c.heartbeat().0 {
+                None => "heartbeat-unknown",
+                Some(0) => "heartbeat-disabled",
+                Some(_) if any_closed => "closing",
+                Some(_) => "ok",
+            }
+        };
+        *g.states
+            .entry((pair, state, t.conn_label.clone()))
+            .or_insert(0) += 1;
+        true
+    }
+
+    fn registry(&self, engine: &Engine, now: Timestamp, g: Gauges) -> Registry {
         #[allow(clippy::cast_precision_loss)]
         let num = |v: u64| SampleValue::Number(v as f64);
         let per_conn = |mut names: Vec<&'static str>| {
@@ -482,10 +524,23 @@ impl Collector {
             }
             names
         };
-        let counters = engine.counters();
-        let triple = |(a, b, c): &(&'static str, String, String)| {
-            vec![(*a).to_owned(), b.clone(), c.clone()]
+        // Label values in family order, sorted for a stable output.
+        let sorted = |mut v: Vec<(Vec<String>, SampleValue)>| {
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
         };
+        let pair = |id: PairId| self.pairs.get(id).cloned().unwrap_or_default();
+        let with_conn = |mut v: Vec<String>, conn: Option<Arc<str>>| {
+            if let Some(c) = conn {
+                v.push(c.to_string());
+            }
+            v
+        };
+        let by_cause = |(cause, id): &(&'static str, PairId)| {
+            let (n, b) = pair(*id);
+            vec![(*cause).to_owned(), n, b]
+        };
+        let counters = engine.counters();
         #[allow(clippy::cast_precision_loss)]
         let now_s = now.as_nanos() as f64 / 1e9;
         Registry {
@@ -526,57 +581,84 @@ impl Collector {
                     help: "Open AMQP connections by state (ok, gap-open, closing, heartbeat-unknown, heartbeat-disabled).",
                     kind: MetricKind::Gauge,
                     label_names: per_conn(vec!["state", "client_name", "broker"]),
-                    samples: states.into_iter().map(|(k, v)| (k, num(v))).collect(),
+                    samples: sorted(
+                        g.states
+                            .into_iter()
+                            .map(|((id, state, conn), v)| {
+                                let (n, b) = pair(id);
+                                (with_conn(vec![state.to_owned(), n, b], conn), num(v))
+                            })
+                            .collect(),
+                    ),
                 },
                 Family {
                     name: "hbscope_silence_ratio",
                     help: "Current silence of a direction divided by the heartbeat timeout (max over the connections with these labels); above 1 is a gap.",
                     kind: MetricKind::Gauge,
                     label_names: per_conn(vec!["client_name", "broker", "direction"]),
-                    samples: silence
-                        .into_iter()
-                        .map(|(k, v)| (k, SampleValue::Number(v)))
-                        .collect(),
+                    samples: sorted(
+                        g.silence
+                            .into_iter()
+                            .map(|((id, dir, conn), v)| {
+                                let (n, b) = pair(id);
+                                (
+                                    with_conn(vec![n, b, dir.to_owned()], conn),
+                                    SampleValue::Number(v),
+                                )
+                            })
+                            .collect(),
+                    ),
                 },
                 Family {
                     name: "hbscope_gaps_open",
                     help: "Silences now longer than the heartbeat timeout, by provisional cause.",
                     kind: MetricKind::Gauge,
                     label_names: vec!["cause", "client_name", "broker", "direction"],
-                    samples: open.into_iter().map(|(k, v)| (k, num(v))).collect(),
+                    samples: sorted(
+                        g.open
+                            .into_iter()
+                            .map(|((id, cause, dir), v)| {
+                                let (n, b) = pair(id);
+                                (vec![cause.to_owned(), n, b, dir.to_owned()], num(v))
+                            })
+                            .collect(),
+                    ),
                 },
                 Family {
                     name: "hbscope_gaps_total",
                     help: "Gaps (silences longer than the heartbeat timeout) decided, by cause.",
                     kind: MetricKind::Counter,
                     label_names: vec!["cause", "client_name", "broker"],
-                    samples: self
-                        .gaps
-                        .iter()
-                        .map(|(k, v)| (triple(k), num(*v)))
-                        .collect(),
+                    samples: sorted(
+                        self.gaps
+                            .iter()
+                            .map(|(k, v)| (by_cause(k), num(*v)))
+                            .collect(),
+                    ),
                 },
                 Family {
                     name: "hbscope_gap_silence_ratio",
                     help: "Silence divided by the heartbeat timeout of each decided gap.",
                     kind: MetricKind::Histogram,
                     label_names: vec!["cause", "client_name", "broker"],
-                    samples: self
-                        .ratios
-                        .iter()
-                        .map(|(k, h)| (triple(k), SampleValue::Histogram(h.clone())))
-                        .collect(),
+                    samples: sorted(
+                        self.ratios
+                            .iter()
+                            .map(|(k, h)| (by_cause(k), SampleValue::Histogram(h.clone())))
+                            .collect(),
+                    ),
                 },
                 Family {
                     name: "hbscope_connections_ended_total",
                     help: "AMQP connections that ended, by how (close, fin, rst).",
                     kind: MetricKind::Counter,
                     label_names: vec!["how", "client_name", "broker"],
-                    samples: self
-                        .ended
-                        .iter()
-                        .map(|(k, v)| (triple(k), num(*v)))
-                        .collect(),
+                    samples: sorted(
+                        self.ended
+                            .iter()
+                            .map(|(k, v)| (by_cause(k), num(*v)))
+                            .collect(),
+                    ),
                 },
             ],
         }
@@ -600,15 +682,28 @@ pub enum MetricsError {
 }
 
 struct Shared {
-    registry: Mutex<Registry>,
+    published: Mutex<Published>,
+    /// Signalled on each publish.
+    fresh: Condvar,
+    /// A scrape is waiting for a fresh registry.
+    wanted: AtomicBool,
     stop: AtomicBool,
 }
 
-/// The HTTP endpoint: `GET /metrics` answers the latest published registry.
+#[derive(Default)]
+struct Published {
+    registry: Registry,
+    generation: u64,
+}
+
+/// The HTTP endpoint: `GET /metrics` answers a registry published for it.
 ///
-/// One thread accepts and answers one request at a time (`Connection:
-/// close`); a request head must arrive within 2 s and fit in 8 KiB. Dropping
-/// the server stops the thread.
+/// A scrape raises [`MetricsServer::take_wanted`] and waits (at most
+/// [`FRESH_WAIT`]) for the live loop to publish a fresh registry, so the
+/// engine is only read when someone scrapes; after the wait it answers the
+/// previous one. One thread accepts and answers one request at a time
+/// (`Connection: close`); a request head must arrive within 2 s and fit in
+/// 8 KiB. Dropping the server stops the thread.
 pub struct MetricsServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -627,7 +722,9 @@ impl MetricsServer {
             .local_addr()
             .map_err(|source| MetricsError::Bind { addr, source })?;
         let shared = Arc::new(Shared {
-            registry: Mutex::new(Registry::default()),
+            published: Mutex::new(Published::default()),
+            fresh: Condvar::new(),
+            wanted: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let for_thread = Arc::clone(&shared);
@@ -648,14 +745,24 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Replaces what the next scrapes show.
+    /// True (once) when a scrape is waiting for a fresh registry: the live
+    /// loop then collects and publishes.
+    #[must_use]
+    pub fn take_wanted(&self) -> bool {
+        self.shared.wanted.swap(false, Ordering::SeqCst)
+    }
+
+    /// Replaces what scrapes show and wakes the ones waiting.
     pub fn publish(&self, registry: Registry) {
         let mut guard = self
             .shared
-            .registry
+            .published
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *guard = registry;
+        guard.registry = registry;
+        guard.generation += 1;
+        drop(guard);
+        self.shared.fresh.notify_all();
     }
 }
 
@@ -751,6 +858,24 @@ fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Asks the live loop for a fresh registry and renders it (or the previous
+/// one after [`FRESH_WAIT`]).
+fn fresh_text(shared: &Shared) -> String {
+    let guard = shared
+        .published
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Read the generation before raising the flag: the publish that answers
+    // it needs this lock, so it cannot slip in between.
+    let before = guard.generation;
+    shared.wanted.store(true, Ordering::SeqCst);
+    let (guard, _) = shared
+        .fresh
+        .wait_timeout_while(guard, FRESH_WAIT, |p| p.generation == before)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    guard.registry.render()
+}
+
 fn answer(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let Some(head) = read_head(&mut stream)? else {
@@ -758,11 +883,7 @@ fn answer(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     };
     let (status, body, head_only, extra) = match parse_request(&head) {
         Request::Metrics { head_only } => {
-            let text = shared
-                .registry
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .render();
+            let text = fresh_text(shared);
             ("200 OK", text, head_only, "")
         }
         Request::NotFound => (
@@ -990,6 +1111,38 @@ mod tests {
         );
         drop(srv);
         assert!(TcpStream::connect(addr).is_err(), "stopped on drop");
+    }
+
+    #[test]
+    fn a_scrape_gets_a_registry_published_for_it() {
+        let srv = Arc::new(MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+        let addr = srv.local_addr();
+        assert!(!srv.take_wanted(), "nobody asked yet");
+        // The live loop's part: publish only when asked, numbering the registries.
+        let loop_side = Arc::clone(&srv);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let t = std::thread::spawn(move || {
+            let mut n = 0.0;
+            while !stop2.load(Ordering::SeqCst) {
+                if loop_side.take_wanted() {
+                    n += 1.0;
+                    let mut f = family(MetricKind::Counter, vec![]);
+                    f.name = "t_total";
+                    f.samples.push((vec![], SampleValue::Number(n)));
+                    loop_side.publish(Registry { families: vec![f] });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        for want in ["t_total 1\n", "t_total 2\n"] {
+            let started = Instant::now();
+            let r = get(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+            assert!(r.ends_with(want), "{r}");
+            assert!(started.elapsed() < FRESH_WAIT, "{:?}", started.elapsed());
+        }
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
     }
 
     #[test]
