@@ -659,10 +659,8 @@ pub fn run(
     emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
 ) -> Result<Report, LiveError> {
     let mut cap = LiveCapture::open(&opts.capture)?;
-    if let Some(path) = &opts.write {
-        cap.write_to(path)?;
-    }
-    // Bound before dropping privileges, so a port below 1024 works with --user.
+    // Bound before dropping privileges, so a port below 1024 works with --user,
+    // and before the --write file is created, so a bind error leaves no file.
     let mut metrics = match &opts.metrics {
         Some(m) => Some((
             MetricsServer::bind(m.addr)?,
@@ -670,6 +668,9 @@ pub fn run(
         )),
         None => None,
     };
+    if let Some(path) = &opts.write {
+        cap.write_to(path)?;
+    }
     if let Some(user) = &opts.user {
         crate::privileges::drop_to(user)?;
     }
