@@ -9,147 +9,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hbscope");
+use common::live::{client_script, require_environment, signal, Lines, BIN};
 
-fn client_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/hb_client.py")
-}
-
-fn require_environment() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("?");
-    assert!(
-        uid == "0",
-        "tests/live_metrics.rs must run as root (effective uid is {uid}): it captures on lo. \
-         Run `sudo -E cargo test --test live_metrics`."
-    );
-    let addr: SocketAddr = "127.0.0.1:5672".parse().unwrap();
-    assert!(
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
-        "RabbitMQ is not reachable at 127.0.0.1:5672: start it with `rabbitmq-server -detached` \
-         (guest/guest must be allowed from loopback)"
-    );
-    let pika = Command::new("python3")
-        .args(["-c", "import pika"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(pika, "python3 with pika is needed: `pip install pika`");
-}
-
-/// A child whose stdout lines arrive on a channel.
-struct Lines {
-    child: Child,
-    rx: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn spawn(cmd: &mut Command) -> Lines {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            child,
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self
-                .rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!(
-                    "no line containing {needle:?} within {timeout:?} ({e}); got so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn drain(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while let Ok(line) = self
-            .rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line);
-        }
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process {} did not exit within {timeout:?}",
-                self.child.id()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Lines {
-    fn drop(&mut self) {
-        // Never leave a stopped client or a capture behind a failed assertion.
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill")
-            .args(["-CONT", &pid])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid} failed");
-}
-
-/// The process state letter from /proc/PID/stat (`T` when stopped).
 fn proc_state(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.rsplit_once(") ")
@@ -335,7 +205,7 @@ fn promtool_check(text: &str) {
 
 #[test]
 fn scrape_shows_open_silence_then_a_counted_client_stall_while_the_client_is_stopped() {
-    require_environment();
+    require_environment("live_metrics");
     let t0 = Instant::now();
     let (mut cap, addr) = start_live(&["--metrics-per-connection"]);
     // Unique per test run, and no ":<digits>" so the label keeps it whole.
@@ -514,7 +384,7 @@ fn scrape_shows_open_silence_then_a_counted_client_stall_while_the_client_is_sto
     assert!(st.success(), "hbscope live exited with {st}");
     // The event stream agrees: our gap closed as client-stall.
     let tag = format!("{name}:{pid}:");
-    let ours = cap.seen.iter().any(|l| {
+    let ours = cap.seen.iter().any(|(_, l)| {
         let v: Value = serde_json::from_str(l).unwrap_or_default();
         v["event"] == "gap-closed"
             && v["gap"]["cause"] == "client-stall"
@@ -530,7 +400,7 @@ fn scrape_shows_open_silence_then_a_counted_client_stall_while_the_client_is_sto
 
 #[test]
 fn an_address_in_use_is_one_line_and_exit_2() {
-    require_environment();
+    require_environment("live_metrics");
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(BIN)
