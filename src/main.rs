@@ -373,7 +373,13 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             }
         },
     };
-    let written = match &args.output {
+    let written = write_text(args.output.as_deref(), &text);
+    finish(args, &rep, written)
+}
+
+/// Writes a rendered report to `-o FILE`, else to stdout.
+fn write_text(output: Option<&std::path::Path>, text: &str) -> Result<(), String> {
+    match output {
         Some(path) => {
             std::fs::write(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
         }
@@ -381,8 +387,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes()).map_err(|e| e.to_string())
         }
-    };
-    finish(args, &rep, written)
+    }
 }
 
 /// `hbscope replay A B`: text or JSON only (the TUI, HTML, Markdown and
@@ -431,15 +436,7 @@ fn replay_two(
     } else {
         hbscope::merge::to_text(&rep)
     };
-    let written = match &args.output {
-        Some(path) => {
-            std::fs::write(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes()).map_err(|e| e.to_string())
-        }
-    };
+    let written = write_text(args.output.as_deref(), &text);
     if let Err(e) = written {
         if !e.contains("Broken pipe") {
             eprintln!("hbscope: cannot write the report: {e}");
