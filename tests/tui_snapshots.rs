@@ -192,19 +192,28 @@ fn export_writes_the_json_report() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn worker_streams_snapshots_and_answers_focus() {
-    use hbscope::tui::worker::{self, WorkerConfig};
-    use std::sync::mpsc;
-
-    let (ev_tx, ev_rx) = mpsc::channel();
-    let (cmd_tx, cmd_rx) = mpsc::channel();
-    let cfg = WorkerConfig {
-        path: capture("nova-api-eventlet.pcap"),
+/// A real worker on a shipped capture: its events, its command channel, its thread.
+fn spawn_worker(
+    name: &str,
+) -> (
+    std::sync::mpsc::Receiver<Event>,
+    std::sync::mpsc::Sender<Command>,
+    std::thread::JoinHandle<()>,
+) {
+    let (ev_tx, ev_rx) = std::sync::mpsc::channel();
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+    let cfg = tui::worker::WorkerConfig {
+        path: capture(name),
         engine: EngineConfig::default(),
         speed: 0.0,
     };
-    let handle = std::thread::spawn(move || worker::run(&cfg, ev_tx, cmd_rx));
+    let handle = std::thread::spawn(move || tui::worker::run(&cfg, ev_tx, cmd_rx));
+    (ev_rx, cmd_tx, handle)
+}
+
+#[test]
+fn worker_streams_snapshots_and_answers_focus() {
+    let (ev_rx, cmd_tx, handle) = spawn_worker("nova-api-eventlet.pcap");
     let next = || match ev_rx.recv().expect("worker alive") {
         Event::Snapshot(s) => *s,
         other => panic!("unexpected event {other:?}"),
@@ -300,9 +309,6 @@ fn incremental_snapshots_equal_fresh_ones() {
 /// the worker, which writes the report of the engine as it stands.
 #[test]
 fn export_while_loading_goes_through_the_worker() {
-    use hbscope::tui::worker::{self, WorkerConfig};
-    use std::sync::mpsc;
-
     let dir = std::env::temp_dir().join(format!("hbscope-tui-export-w-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // The UI side: a loading snapshot, then `e`.
@@ -323,14 +329,7 @@ fn export_while_loading_goes_through_the_worker() {
     assert!(sent.contains(&Command::Export(path.clone())), "{sent:?}");
     assert!(app.status.as_deref().is_some_and(|s| s.contains("writing")));
     // The worker side: it answers the command with a status and the file.
-    let (ev_tx, ev_rx) = mpsc::channel();
-    let (cmd_tx, cmd_rx) = mpsc::channel();
-    let cfg = WorkerConfig {
-        path: capture("nova-api-eventlet.pcap"),
-        engine: EngineConfig::default(),
-        speed: 0.0,
-    };
-    let handle = std::thread::spawn(move || worker::run(&cfg, ev_tx, cmd_rx));
+    let (ev_rx, cmd_tx, handle) = spawn_worker("nova-api-eventlet.pcap");
     cmd_tx.send(Command::Export(path.clone())).unwrap();
     let status = loop {
         match ev_rx.recv().expect("worker alive") {
