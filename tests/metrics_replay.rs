@@ -7,31 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+mod common;
+
+use common::metrics::{promtool_check, value};
 use hbscope::capture::FileSource;
 use hbscope::engine::{Engine, EngineConfig};
 use hbscope::metrics::Collector;
 use hbscope::model::Timestamp;
 
 const TICK_NS: i64 = 200_000_000;
-
-/// The value of the first sample of `name` whose labels include all of `labels`.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(series, _)| {
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|(_, v)| v.parse().unwrap())
-}
 
 /// Every rendering of the registry, one per tick, with its capture time.
 fn scrapes(per_connection: bool) -> Vec<(Timestamp, String)> {
@@ -235,7 +222,6 @@ fn promtool() -> std::path::PathBuf {
 
 #[test]
 fn promtool_accepts_the_exposition() {
-    let promtool = promtool();
     let scrapes = scrapes(true);
     // The scrape during the stall and the last one (histogram present).
     let during = scrapes
@@ -243,33 +229,7 @@ fn promtool_accepts_the_exposition() {
         .find(|(_, s)| s.contains("state=\"gap-open\""))
         .unwrap();
     for (_, text) in [during, scrapes.last().unwrap()] {
-        let mut child = Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics failed:\n{}{}\n--- exposition:\n{text}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Lint problems are printed but do not fail the check: require none.
-        let lint = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(lint.trim().is_empty(), "promtool lint: {lint}\n{text}");
+        promtool_check(text);
     }
 }
 
