@@ -35,6 +35,28 @@ fn injected_silences_are_found_exactly() {
 
     assert_eq!(report.capture.packets, summary.packets);
     assert!(summary.dropped_packets >= 6, "{summary:?}");
+    let (want, got) = injected_and_found(&report, &expect, 4);
+    // Each cause injected at least twice.
+    for cause in [
+        "client-stall",
+        "broker-stall",
+        "peer-unreachable",
+        "capture-loss",
+    ] {
+        let n = want.keys().filter(|k| k.2 == cause).count();
+        assert!(n >= 2, "{cause} injected {n} times");
+    }
+    assert_eq!(got, want, "verdicts differ from the injected silences");
+}
+
+/// The injected silences (from the expect file) and the found gaps, both as
+/// counts per (client port, direction, cause, consequence); also checks the
+/// connection count and that every connection negotiated `heartbeat_s`.
+fn injected_and_found(
+    report: &hbscope::report::Report,
+    expect: &serde_json::Value,
+    heartbeat_s: u16,
+) -> (BTreeMap<Key, usize>, BTreeMap<Key, usize>) {
     assert_eq!(
         report.connections.len() as u64,
         expect["connections"].as_u64().unwrap()
@@ -42,7 +64,7 @@ fn injected_silences_are_found_exactly() {
     for c in &report.connections {
         assert_eq!(
             (c.heartbeat.value_s, c.heartbeat.source),
-            (Some(4), "tune-ok"),
+            (Some(heartbeat_s), "tune-ok"),
             "{}",
             c.client
         );
@@ -71,15 +93,35 @@ fn injected_silences_are_found_exactly() {
             *got.entry(key).or_default() += 1;
         }
     }
-    // Each cause injected at least twice.
-    for cause in [
-        "client-stall",
-        "broker-stall",
-        "peer-unreachable",
-        "capture-loss",
-    ] {
-        let n = want.keys().filter(|k| k.2 == cause).count();
-        assert!(n >= 2, "{cause} injected {n} times");
-    }
+    (want, got)
+}
+
+/// The benchmark's large synthetic captures (`benches/run.sh` runs this on the
+/// 1 GB one): `HBSCOPE_SYNTH_PCAP=FILE cargo test --release --test
+/// synth_verdicts -- --ignored`. FILE.expect.json (written by `hbscope synth`)
+/// sits beside it.
+#[test]
+#[ignore = "needs HBSCOPE_SYNTH_PCAP: a large synthetic capture made by benches/run.sh"]
+fn large_synthetic_capture_verdicts_match_the_injected_silences() {
+    let pcap = std::path::PathBuf::from(
+        std::env::var_os("HBSCOPE_SYNTH_PCAP").expect("set HBSCOPE_SYNTH_PCAP to a synth capture"),
+    );
+    let expect: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(synth::expect_path(&pcap)).unwrap()).unwrap();
+    let heartbeat_s = expect["heartbeat"]["value_s"]
+        .as_u64()
+        .and_then(|h| u16::try_from(h).ok())
+        .expect("expect file names the heartbeat");
+    let report = app::replay(&pcap, EngineConfig::default(), &mut |_| {})
+        .unwrap()
+        .report();
+    let (want, got) = injected_and_found(&report, &expect, heartbeat_s);
+    let injected: usize = want.values().sum();
+    assert!(injected > 0, "nothing injected in {}", pcap.display());
     assert_eq!(got, want, "verdicts differ from the injected silences");
+    println!(
+        "{}: {} connections, {injected} injected silences, all found with the injected cause and consequence",
+        pcap.display(),
+        report.connections.len()
+    );
 }
