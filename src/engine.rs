@@ -366,54 +366,24 @@ impl Engine {
                 }
             }
         }
-        if !self.flows.contains_key(&key) && !self.open_flow(seg, key, dir) {
-            return;
-        }
-        let Engine {
-            flows, slots, syns, ..
-        } = self;
-        let Some(flow) = flows.get_mut(&key) else {
-            return;
-        };
-        let Flow {
-            tcp,
-            proto,
-            frame_max_applied,
-            slot: slot_ref,
-        } = &mut **flow;
-        let slot: &mut ConnSlot = match slot_ref {
-            SlotRef::Pending(b) => b,
-            SlotRef::Index(i) => &mut slots[*i],
-        };
-        // A TLS ClientHello on an AMQP port: AMQPS on a non-standard port.
-        if let Proto::Amqp(_) = proto {
-            if !slot.confirmed && looks_like_client_hello(seg.payload) {
-                *proto = Proto::Tls(Box::new(TlsFlow::new(tcp.syn_seen(dir))));
-                slot.not_amqp = None;
-            }
-        }
-        slot.conn.on_packet(ts, dir);
-        tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
-        if !*frame_max_applied {
-            if let (Some((_, fm, _)), Proto::Amqp(framers)) =
-                (slot.conn.handshake.tune_ok, &mut *proto)
-            {
-                for f in framers.iter_mut() {
-                    f.set_frame_max(fm);
+        // One hash lookup per packet of a known flow: the flow table is the
+        // biggest random access of the packet path.
+        let step = match self.flows.get_mut(&key) {
+            Some(flow) => step_flow(flow, &mut self.slots, &self.syns, seg, dir),
+            None => {
+                if !self.open_flow(seg, key, dir) {
+                    return;
                 }
-                *frame_max_applied = true;
+                let Some(flow) = self.flows.get_mut(&key) else {
+                    return;
+                };
+                step_flow(flow, &mut self.slots, &self.syns, seg, dir)
             }
-        }
-        let conn = &slot.conn;
-        let ended = conn.rst.iter().any(Option::is_some) || conn.fin.iter().all(Option::is_some);
-        self.promote(&key);
-        if let Some(idx) = self.flows.get(&key).and_then(|f| match f.slot {
-            SlotRef::Index(i) => Some(i),
-            SlotRef::Pending(_) => None,
-        }) {
+        };
+        if let Some(idx) = step.slot {
             self.note_new_gaps(idx);
         }
-        if ended {
+        if step.ended {
             if let Some(flow) = self.flows.remove(&key) {
                 self.finish_flow(flow, ts);
                 self.closed.insert(key);
@@ -425,21 +395,6 @@ impl Engine {
         match &flow.slot {
             SlotRef::Pending(b) => b,
             SlotRef::Index(i) => &self.slots[*i],
-        }
-    }
-
-    /// Moves a flow's slot into the connection list once it is shown to be AMQP.
-    fn promote(&mut self, key: &FlowKey) {
-        let Some(flow) = self.flows.get_mut(key) else {
-            return;
-        };
-        let is_confirmed = matches!(&flow.slot, SlotRef::Pending(b) if b.confirmed);
-        if !is_confirmed {
-            return;
-        }
-        let idx = self.slots.len();
-        if let SlotRef::Pending(b) = std::mem::replace(&mut flow.slot, SlotRef::Index(idx)) {
-            self.slots.push(*b);
         }
     }
 
@@ -696,6 +651,74 @@ impl Engine {
             }
         }
         out
+    }
+}
+
+/// What one segment did to its flow.
+struct Step {
+    /// The flow's slot index once it is in the connection list.
+    slot: Option<usize>,
+    /// RST, or FIN both ways: the flow is over.
+    ended: bool,
+}
+
+/// Runs one segment through a flow's reassembly, framing and analysis, and
+/// moves the flow's slot into `slots` once it is shown to be AMQP.
+fn step_flow(
+    flow: &mut Flow,
+    slots: &mut Vec<ConnSlot>,
+    syns: &SynLog,
+    seg: &TcpSegment<'_>,
+    dir: Direction,
+) -> Step {
+    let ts = seg.ts;
+    let Flow {
+        tcp,
+        proto,
+        frame_max_applied,
+        slot: slot_ref,
+    } = flow;
+    let slot: &mut ConnSlot = match slot_ref {
+        SlotRef::Pending(b) => b,
+        SlotRef::Index(i) => &mut slots[*i],
+    };
+    // A TLS ClientHello on an AMQP port: AMQPS on a non-standard port.
+    if let Proto::Amqp(_) = proto {
+        if !slot.confirmed && looks_like_client_hello(seg.payload) {
+            *proto = Proto::Tls(Box::new(TlsFlow::new(tcp.syn_seen(dir))));
+            slot.not_amqp = None;
+        }
+    }
+    slot.conn.on_packet(ts, dir);
+    tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
+    if !*frame_max_applied {
+        if let (Some((_, fm, _)), Proto::Amqp(framers)) =
+            (slot.conn.handshake.tune_ok, &mut *proto)
+        {
+            for f in framers.iter_mut() {
+                f.set_frame_max(fm);
+            }
+            *frame_max_applied = true;
+        }
+    }
+    let conn = &slot.conn;
+    let ended = conn.rst.iter().any(Option::is_some) || conn.fin.iter().all(Option::is_some);
+    let confirmed = slot.confirmed;
+    // Promote: the slot moves into the connection list once shown to be AMQP.
+    if confirmed {
+        if let SlotRef::Pending(_) = slot_ref {
+            let idx = slots.len();
+            if let SlotRef::Pending(b) = std::mem::replace(slot_ref, SlotRef::Index(idx)) {
+                slots.push(*b);
+            }
+        }
+    }
+    Step {
+        slot: match slot_ref {
+            SlotRef::Index(i) => Some(*i),
+            SlotRef::Pending(_) => None,
+        },
+        ended,
     }
 }
 
