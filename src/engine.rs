@@ -15,8 +15,11 @@
 //! that were ignored.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
-use crate::amqp::{looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer};
+use crate::amqp::{
+    looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, Properties,
+};
 use crate::analysis::{
     AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
 };
@@ -117,9 +120,35 @@ pub struct ConnSlot {
     pub timeline: Timeline,
     gaps_checked: usize,
     /// First bytes each side sent (up to 8), to say what a non-AMQP flow carried.
-    first_bytes: [Vec<u8>; 2],
+    first_bytes: [FirstBytes; 2],
     /// The broker answered with its own protocol header: it rejected what the client sent.
     broker_rejected: bool,
+    /// The broker's properties were handed to the engine's [`PropertiesPool`].
+    properties_shared: bool,
+}
+
+/// The first bytes (up to 8) one side sent, kept inline: every candidate
+/// flow has two, and a heap `Vec` each would cost more than the bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct FirstBytes {
+    buf: [u8; 8],
+    len: u8,
+}
+
+impl FirstBytes {
+    fn keep(&mut self, bytes: &[u8]) {
+        let have = usize::from(self.len);
+        let n = (self.buf.len() - have).min(bytes.len());
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(have..have + n), bytes.get(..n)) {
+            dst.copy_from_slice(src);
+            // n <= 8: the sum fits.
+            self.len += n as u8;
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len).min(self.buf.len())]
+    }
 }
 
 struct Flow {
@@ -217,6 +246,7 @@ pub struct Engine {
     flows: HashMap<FlowKey, Box<Flow>, FlowHashBuilder>,
     slots: Vec<ConnSlot>,
     syns: SynLog,
+    properties: PropertiesPool,
     counters: CaptureCounters,
     warnings: Vec<Warning>,
     awaiting: VecDeque<AwaitingResume>,
@@ -238,6 +268,7 @@ impl Engine {
             flows: HashMap::default(),
             slots: Vec::new(),
             syns: SynLog::default(),
+            properties: PropertiesPool::default(),
             counters: CaptureCounters::default(),
             warnings: Vec::new(),
             awaiting: VecDeque::new(),
@@ -369,7 +400,14 @@ impl Engine {
         // One hash lookup per packet of a known flow: the flow table is the
         // biggest random access of the packet path.
         let step = match self.flows.get_mut(&key) {
-            Some(flow) => step_flow(flow, &mut self.slots, &self.syns, seg, dir),
+            Some(flow) => step_flow(
+                flow,
+                &mut self.slots,
+                &self.syns,
+                &mut self.properties,
+                seg,
+                dir,
+            ),
             None => {
                 if !self.open_flow(seg, key, dir) {
                     return;
@@ -377,7 +415,14 @@ impl Engine {
                 let Some(flow) = self.flows.get_mut(&key) else {
                     return;
                 };
-                step_flow(flow, &mut self.slots, &self.syns, seg, dir)
+                step_flow(
+                    flow,
+                    &mut self.slots,
+                    &self.syns,
+                    &mut self.properties,
+                    seg,
+                    dir,
+                )
             }
         };
         if let Some(idx) = step.slot {
@@ -447,8 +492,9 @@ impl Engine {
             tcp_retransmissions: [0, 0],
             timeline: Timeline::with_capacity(self.config.timeline_events),
             gaps_checked: 0,
-            first_bytes: [Vec::new(), Vec::new()],
+            first_bytes: [FirstBytes::default(); 2],
             broker_rejected: false,
+            properties_shared: false,
         });
         let proto = if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
             Proto::Tls(Box::new(TlsFlow::new(at_start)))
@@ -569,7 +615,7 @@ impl Engine {
         let idx = match slot_ref {
             SlotRef::Index(i) => i,
             SlotRef::Pending(b) if b.confirmed => {
-                self.slots.push(*b);
+                push_slot(&mut self.slots, *b);
                 self.slots.len() - 1
             }
             SlotRef::Pending(b) => {
@@ -600,7 +646,7 @@ impl Engine {
                 ),
             );
         } else if s.broker_rejected {
-            let sent = crate::amqp::escape(&s.first_bytes[s.conn.client_dir.index()]);
+            let sent = crate::amqp::escape(s.first_bytes[s.conn.client_dir.index()].bytes());
             self.warn(
                 "not-amqp-0-9-1",
                 format!(
@@ -654,6 +700,36 @@ impl Engine {
     }
 }
 
+/// Appends a slot, growing the list by a quarter instead of doubling it: a
+/// slot is ~1 KB and lives until the report, so doubling would leave up to
+/// half of a 100,000-connection list allocated and unused.
+fn push_slot(slots: &mut Vec<ConnSlot>, slot: ConnSlot) {
+    if slots.len() == slots.capacity() {
+        slots.reserve_exact(slots.len() / 4 + 64);
+    }
+    slots.push(slot);
+}
+
+/// One copy of each distinct broker `server_properties` table: brokers send
+/// the same table on every connection (~0.6 KB each once parsed).
+/// Cap: [`PropertiesPool::CAP`] distinct tables; later ones stay unshared.
+#[derive(Default)]
+struct PropertiesPool {
+    tables: Vec<Arc<Properties>>,
+}
+
+impl PropertiesPool {
+    const CAP: usize = 64;
+
+    fn share(&mut self, p: &mut Arc<Properties>) {
+        if let Some(same) = self.tables.iter().find(|t| **t == *p) {
+            *p = Arc::clone(same);
+        } else if self.tables.len() < Self::CAP {
+            self.tables.push(Arc::clone(p));
+        }
+    }
+}
+
 /// What one segment did to its flow.
 struct Step {
     /// The flow's slot index once it is in the connection list.
@@ -668,6 +744,7 @@ fn step_flow(
     flow: &mut Flow,
     slots: &mut Vec<ConnSlot>,
     syns: &SynLog,
+    properties: &mut PropertiesPool,
     seg: &TcpSegment<'_>,
     dir: Direction,
 ) -> Step {
@@ -692,13 +769,18 @@ fn step_flow(
     slot.conn.on_packet(ts, dir);
     tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
     if !*frame_max_applied {
-        if let (Some((_, fm, _)), Proto::Amqp(framers)) =
-            (slot.conn.handshake.tune_ok, &mut *proto)
+        if let (Some((_, fm, _)), Proto::Amqp(framers)) = (slot.conn.handshake.tune_ok, &mut *proto)
         {
             for f in framers.iter_mut() {
                 f.set_frame_max(fm);
             }
             *frame_max_applied = true;
+        }
+    }
+    if !slot.properties_shared {
+        if let Some(p) = slot.conn.handshake.server_properties.as_mut() {
+            properties.share(p);
+            slot.properties_shared = true;
         }
     }
     let conn = &slot.conn;
@@ -709,7 +791,7 @@ fn step_flow(
         if let SlotRef::Pending(_) = slot_ref {
             let idx = slots.len();
             if let SlotRef::Pending(b) = std::mem::replace(slot_ref, SlotRef::Index(idx)) {
-                slots.push(*b);
+                push_slot(slots, *b);
             }
         }
     }
@@ -768,11 +850,7 @@ fn feed(
             conn.on_rst(ts, d, syns);
         }
         StreamEvent::Data { offset, bytes } => {
-            let first = &mut slot.first_bytes[d.index()];
-            if first.len() < 8 {
-                let n = (8 - first.len()).min(bytes.len());
-                first.extend_from_slice(&bytes[..n]);
-            }
+            slot.first_bytes[d.index()].keep(bytes);
             feed_data(ts, d, offset, bytes, proto, slot);
         }
         StreamEvent::Hole { offset, len, kind } => {

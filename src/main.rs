@@ -318,21 +318,23 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rep = result.report();
-    drop(result);
     if format == Format::Json && !args.summary {
-        // Streamed: the JSON text is never held in memory.
+        // Streamed: one connection entry at a time, the JSON text never held in memory.
+        let stream = |w: &mut dyn Write| {
+            report::write_json_streamed(&result.engine, &result.source, result.complete, w)
+                .map_err(|e| e.to_string())
+        };
         let written = match &args.output {
             Some(path) => std::fs::File::create(path)
                 .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|f| {
-                    report::write_json(&rep, std::io::BufWriter::new(f)).map_err(|e| e.to_string())
-                }),
-            None => report::write_json(&rep, std::io::BufWriter::new(std::io::stdout().lock()))
-                .map_err(|e| e.to_string()),
+                .and_then(|f| stream(&mut std::io::BufWriter::new(f))),
+            None => stream(&mut std::io::BufWriter::new(std::io::stdout().lock())),
         };
-        return finish(args, &rep, written);
+        let gaps = result.engine.connections().map(|c| c.gaps.len()).sum();
+        return finish(args, gaps, written.map(|_| ()));
     }
+    let rep = result.report();
+    drop(result);
     let text = match format {
         _ if args.summary => hbscope::html::to_summary(&rep),
         Format::Text | Format::Tui => report::to_text(&rep),
@@ -358,17 +360,17 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             out.write_all(text.as_bytes()).map_err(|e| e.to_string())
         }
     };
-    finish(args, &rep, written)
+    finish(args, rep.summary.gaps, written)
 }
 
-fn finish(args: &ReplayArgs, rep: &report::Report, written: Result<(), String>) -> ExitCode {
+fn finish(args: &ReplayArgs, gaps: usize, written: Result<(), String>) -> ExitCode {
     if let Err(e) = written {
         if !e.contains("Broken pipe") {
             eprintln!("hbscope: cannot write the report: {e}");
             return ExitCode::from(1);
         }
     }
-    if args.fail_on_gap && rep.summary.gaps > 0 {
+    if args.fail_on_gap && gaps > 0 {
         return ExitCode::from(3);
     }
     ExitCode::SUCCESS
