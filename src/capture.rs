@@ -11,7 +11,7 @@
 //! unreadable file) are checked here so the user gets a plain message instead
 //! of libpcap's terse one; libpcap's own errors are translated too.
 //!
-//! [`live::LiveCapture`] reads an interface (immediate mode, nanosecond
+//! [`live::LiveCapture`] reads an interface (TPACKET_V3 blocks, nanosecond
 //! timestamps, non-blocking with poll) and can save what it reads with `--write`.
 
 use std::fmt;
