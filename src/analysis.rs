@@ -565,7 +565,8 @@ pub struct Connection {
     /// Times framing was lost.
     pub lost_sync: u64,
     /// Set for AMQP over TLS: what the record layer showed.
-    pub tls: Option<TlsInfo>,
+    /// Boxed: most connections are plain AMQP and the facts are ~70 bytes.
+    pub tls: Option<Box<TlsInfo>>,
     config: AnalysisConfig,
 }
 

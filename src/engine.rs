@@ -514,6 +514,22 @@ impl Engine {
                 frame_max_applied: false,
             }),
         );
+        if self.pending_order.len() == self.pending_order.capacity() {
+            // Full: drop the keys of flows since shown to be AMQP (or gone)
+            // before growing, so the list stays about as long as the pending
+            // flows instead of one entry per flow ever opened.
+            let flows = &self.flows;
+            self.pending_order.retain(|k| {
+                flows
+                    .get(k)
+                    .is_some_and(|f| matches!(f.slot, SlotRef::Pending(_)))
+            });
+            // At least half free after this, so the scan costs O(1) per flow.
+            let n = self.pending_order.len();
+            if n * 2 > self.pending_order.capacity() {
+                self.pending_order.reserve(n);
+            }
+        }
         self.pending_order.push_back(key);
         if fresh_syn {
             self.on_reconnect(key.sender(client_dir), key.receiver(client_dir), ts);
@@ -700,12 +716,13 @@ impl Engine {
     }
 }
 
-/// Appends a slot, growing the list by a quarter instead of doubling it: a
-/// slot is ~1 KB and lives until the report, so doubling would leave up to
-/// half of a 100,000-connection list allocated and unused.
+/// Appends a slot, growing the list by an eighth instead of doubling it: a
+/// slot is ~1.2 KB and lives until the report, so doubling would leave up to
+/// half of a 100,000-connection list allocated and unused. (Large blocks
+/// grow by `mremap`, without copying.)
 fn push_slot(slots: &mut Vec<ConnSlot>, slot: ConnSlot) {
     if slots.len() == slots.capacity() {
-        slots.reserve_exact(slots.len() / 4 + 64);
+        slots.reserve_exact(slots.len() / 8 + 64);
     }
     slots.push(slot);
 }
@@ -969,9 +986,8 @@ fn apply_tls(
     slot: &mut ConnSlot,
 ) {
     use crate::amqp::{FrameInfo, FrameKind};
-    use crate::analysis::TlsInfo;
     for e in events {
-        let info = slot.conn.tls.get_or_insert_with(TlsInfo::default);
+        let info = slot.conn.tls.get_or_insert_with(Box::default);
         match e {
             TlsEvent::ClientHello {
                 sni,
