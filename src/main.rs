@@ -320,15 +320,27 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     };
     if format == Format::Json && !args.summary {
         // Streamed: one connection entry at a time, the JSON text never held in memory.
-        let stream = |w: &mut dyn Write| {
-            report::write_json_streamed(&result.engine, &result.source, result.complete, w)
-                .map_err(|e| e.to_string())
-        };
+        // Each writer type monomorphised: serde_json writes many tiny pieces.
+        let (engine, source, complete) = (&result.engine, result.source.as_str(), result.complete);
         let written = match &args.output {
             Some(path) => std::fs::File::create(path)
                 .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|f| stream(&mut std::io::BufWriter::new(f))),
-            None => stream(&mut std::io::BufWriter::new(std::io::stdout().lock())),
+                .and_then(|f| {
+                    report::write_json_streamed(
+                        engine,
+                        source,
+                        complete,
+                        std::io::BufWriter::new(f),
+                    )
+                    .map_err(|e| e.to_string())
+                }),
+            None => report::write_json_streamed(
+                engine,
+                source,
+                complete,
+                std::io::BufWriter::new(std::io::stdout().lock()),
+            )
+            .map_err(|e| e.to_string()),
         };
         let gaps = result.engine.connections().map(|c| c.gaps.len()).sum();
         return finish(args, gaps, written.map(|_| ()));
