@@ -3,6 +3,8 @@
 #   hbscope replay --format json FILE   (end to end: MB/s, packets/s, peak RSS)
 #   tcpdump -r FILE -w /dev/null         (raw libpcap read speed)
 #   tshark -r FILE -Y amqp.type==8 -T fields -e frame.time_epoch -e tcp.stream
+# and checks that the synthetic captures' verdicts match the injected silences
+# (benches/check_verdicts.py, the check tests/synth_verdicts.rs runs in CI on a small capture)
 # on (a) a ~1 GB synthetic capture with 10,000 connections (and the same
 # traffic 4x longer, ~4 GB, for RSS flatness; deleted after measuring),
 # (b) 100,000 concurrent mostly idle connections, (c) captures/healthy-busy.pcap.
@@ -68,6 +70,12 @@ loop() {
 }
 export -f loop
 
+# verdicts FILE: replays FILE and compares its gaps with FILE's .expect.json (what synth injected).
+verdicts() {
+  "$BIN" replay --format json "$1" > "$DATA/.report.json"
+  echo "  $(python3 benches/check_verdicts.py "$DATA/.report.json" "${1%.pcap}.expect.json" || true)"
+}
+
 declare -A ROW
 measure() { # measure LABEL FILE [TSHARK_FILE] [LOOP]
   local label=$1 f=$2 tf=${3:-$2} n=${4:-1}
@@ -127,6 +135,7 @@ if [ "$est" -gt "$TSHARK_BUDGET_S" ]; then
 else
   measure "(a) 10,000 connections, ~1 GB" "$DATA/a-1g.pcap"
 fi
+verdicts "$DATA/a-1g.pcap"
 measure "(b) 100,000 concurrent mostly idle connections" "$DATA/b-100k-idle.pcap"
 # 1.5 MB is read in ~10 ms, /usr/bin/time's resolution: each command runs 50 times per measurement.
 measure "(c) captures/healthy-busy.pcap" "captures/healthy-busy.pcap" "captures/healthy-busy.pcap" 50
@@ -147,6 +156,7 @@ synth a-4g $A4
 save=$REPEAT; REPEAT=1
 best "$BIN" replay --format json "$DATA/a-4g.pcap"; r4=$RSS; t4=$BEST
 REPEAT=$save
+verdicts "$DATA/a-4g.pcap"
 mb4=$(awk -v b="$(stat -c %s "$DATA/a-4g.pcap")" 'BEGIN {printf "%.0f", b/1e6}')
 awk -v r1="${ROW["(a) 10,000 connections, ~1 GB"]}" -v r4="$r4" -v t4="$t4" -v mb4="$mb4" 'BEGIN {
   printf "\n== RSS flatness: ~1 GB peak RSS %.1f MiB, %d MB (4x longer) peak RSS %.1f MiB (%.2fx), %.1f s, %.0f MB/s (targets: < 64 MiB, flat)\n", r1/1024, mb4, r4/1024, r4/r1, t4, mb4/t4 }'
