@@ -441,7 +441,9 @@ pub struct Handshake {
     pub protocol_header: bool,
     /// Broker's server_properties (Connection.Start), only the fields in
     /// [`SERVER_PROPERTIES_KEPT`].
-    pub server_properties: Option<Properties>,
+    /// Shared (`Arc`): a broker sends the same table on every connection and
+    /// the engine keeps one copy of each distinct table.
+    pub server_properties: Option<std::sync::Arc<Properties>>,
     /// Client's client_properties (Connection.Start-Ok; never the SASL response).
     pub client_properties: Option<Properties>,
     /// SASL mechanism the client chose.
@@ -584,7 +586,8 @@ pub struct Connection {
     /// Times framing was lost.
     pub lost_sync: u64,
     /// Set for AMQP over TLS: what the record layer showed.
-    pub tls: Option<TlsInfo>,
+    /// Boxed: most connections are plain AMQP and the facts are ~70 bytes.
+    pub tls: Option<Box<TlsInfo>>,
     config: AnalysisConfig,
 }
 
@@ -909,7 +912,7 @@ impl Connection {
                     .filter(|(k, _)| SERVER_PROPERTIES_KEPT.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                self.handshake.server_properties = Some(kept);
+                self.handshake.server_properties = Some(std::sync::Arc::new(kept));
             }
             ConnMethod::StartOk {
                 client_properties,

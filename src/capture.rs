@@ -11,7 +11,7 @@
 //! unreadable file) are checked here so the user gets a plain message instead
 //! of libpcap's terse one; libpcap's own errors are translated too.
 //!
-//! [`live::LiveCapture`] reads an interface (immediate mode, nanosecond
+//! [`live::LiveCapture`] reads an interface (TPACKET_V3 blocks, nanosecond
 //! timestamps, non-blocking with poll) and can save what it reads with `--write`.
 
 use std::fmt;
@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::model::Timestamp;
 
 pub mod live;
+mod pcapfile;
 
 /// A link-layer header type: the `DLT_` value libpcap reports for a capture.
 ///
@@ -213,15 +214,21 @@ const PCAP_FILE_HEADER: u64 = 24;
 const PCAPNG_EPB_OVERHEAD: u64 = 32;
 
 /// Reads a pcap or pcapng file (or stdin for `-`) through libpcap, with
-/// nanosecond timestamps.
+/// nanosecond timestamps; classic pcap files libpcap would read unchanged are
+/// read by hbscope's own reader (see `capture/pcapfile.rs`), which is faster.
 pub struct FileSource {
-    cap: pcap::Capture<pcap::Offline>,
+    reader: Reader,
     link: LinkType,
     file_size: Option<u64>,
     format: FileFormat,
     consumed: u64,
     /// Set after the end of the file or an error: later reads return `Ok(None)`.
     done: bool,
+}
+
+enum Reader {
+    Libpcap(pcap::Capture<pcap::Offline>),
+    Own(Box<pcapfile::PcapFile>),
 }
 
 impl fmt::Debug for FileSource {
@@ -245,6 +252,11 @@ impl FileSource {
     /// made before libpcap sees the path; [`CaptureError::NotACapture`] when
     /// libpcap does not recognise the file.
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        Self::open_with(path, true)
+    }
+
+    /// [`FileSource::open`]; `own_reader` false always reads through libpcap.
+    fn open_with(path: &Path, own_reader: bool) -> Result<Self, CaptureError> {
         let is_stdin = path.as_os_str() == "-";
         let (file_size, format) = if is_stdin {
             (None, FileFormat::Pcap)
@@ -257,6 +269,19 @@ impl FileSource {
                 path: path.to_path_buf(),
             });
         };
+        if own_reader && format == FileFormat::Pcap && file_size.is_some() {
+            let file = File::open(path).map_err(|e| io_error(path, e))?;
+            if let Some(own) = pcapfile::PcapFile::open(file).map_err(|e| io_error(path, e))? {
+                return Ok(FileSource {
+                    link: own.link_type(),
+                    reader: Reader::Own(Box::new(own)),
+                    file_size,
+                    format,
+                    consumed: PCAP_FILE_HEADER,
+                    done: false,
+                });
+            }
+        }
         let cap = pcap::Capture::from_file_with_precision(path_str, pcap::Precision::Nano)
             .map_err(|e| open_error(path, &e))?;
         let link = LinkType(cap.get_datalink().0);
@@ -265,7 +290,7 @@ impl FileSource {
             FileFormat::Pcapng => 0,
         };
         Ok(FileSource {
-            cap,
+            reader: Reader::Libpcap(cap),
             link,
             file_size,
             format,
@@ -292,7 +317,37 @@ impl FileSource {
         if self.done {
             return Ok(None);
         }
-        match self.cap.next_packet() {
+        let cap = match &mut self.reader {
+            Reader::Libpcap(cap) => cap,
+            Reader::Own(own) => {
+                return match own.next() {
+                    Ok(Some(rec)) => {
+                        self.consumed = self.consumed.saturating_add(rec.stored);
+                        if let Some(size) = self.file_size {
+                            self.consumed = self.consumed.min(size);
+                        }
+                        Ok(Some(PacketRecord {
+                            ts: rec.ts,
+                            caplen: rec.caplen,
+                            orig_len: rec.orig_len,
+                            data: own.data(&rec),
+                        }))
+                    }
+                    Ok(None) => {
+                        self.done = true;
+                        if let Some(size) = self.file_size {
+                            self.consumed = size;
+                        }
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        Err(e)
+                    }
+                };
+            }
+        };
+        match cap.next_packet() {
             Ok(packet) => {
                 let header = *packet.header;
                 let record_overhead = match self.format {
@@ -481,6 +536,86 @@ mod tests {
         assert_eq!(LinkType::LINUX_SLL.name(), "LINUX_SLL");
         assert_eq!(LinkType(-5).name(), "DLT_-5");
         assert_eq!(LinkType::ETHERNET.to_string(), "EN10MB (1)");
+    }
+
+    /// Every record and the way reading ends, as text.
+    fn read_all(path: &Path, own: bool) -> (bool, Vec<String>) {
+        let mut src = match FileSource::open_with(path, own) {
+            Ok(s) => s,
+            Err(e) => return (false, vec![format!("open: {e}")]),
+        };
+        let is_own = matches!(src.reader, Reader::Own(_));
+        let mut out = vec![src.link_type().to_string()];
+        loop {
+            match src.next_packet() {
+                Ok(Some(r)) => out.push(format!(
+                    "{:?} {} {} {:?}",
+                    r.ts, r.caplen, r.orig_len, r.data
+                )),
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(format!("{} {e}", e.warning_code()));
+                    break;
+                }
+            }
+        }
+        (is_own, out)
+    }
+
+    /// hbscope's own pcap reader gives libpcap's records and errors: on every
+    /// shipped capture, and on copies cut at many lengths or with a damaged
+    /// record length.
+    #[test]
+    #[allow(clippy::unwrap_used, clippy::expect_used)]
+    fn own_reader_reads_what_libpcap_reads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+        let tmp = std::env::temp_dir().join(format!("hbscope-pcapfile-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut own_used = 0;
+        let mut variants = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "pcap") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let mut cases = vec![bytes.clone()];
+            // Cut inside the first records' headers and data, and near the end.
+            for cut in (24..bytes.len().min(400))
+                .step_by(7)
+                .chain([bytes.len() - 1, bytes.len() - 17])
+            {
+                cases.push(bytes[..cut].to_vec());
+            }
+            // A first record with an impossible capture length, and one over the snapshot length.
+            if bytes.len() > 40 {
+                for caplen in [300_000u32, 70_000] {
+                    let mut b = bytes.clone();
+                    let le = b[0] == 0xd4 || b[0] == 0x4d;
+                    let v = if le {
+                        caplen.to_le_bytes()
+                    } else {
+                        caplen.to_be_bytes()
+                    };
+                    b[32..36].copy_from_slice(&v);
+                    cases.push(b);
+                }
+            }
+            for (i, case) in cases.iter().enumerate() {
+                let f = tmp.join(format!("c{i}.pcap"));
+                std::fs::write(&f, case).unwrap();
+                let (is_own, own) = read_all(&f, true);
+                let (_, lib) = read_all(&f, false);
+                own_used += usize::from(is_own);
+                variants += 1;
+                assert_eq!(own, lib, "{} variant {i}", path.display());
+            }
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+        assert!(
+            own_used > 100,
+            "own reader used on {own_used} of {variants} files"
+        );
     }
 
     #[test]

@@ -15,8 +15,11 @@
 //! that were ignored.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
-use crate::amqp::{looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer};
+use crate::amqp::{
+    looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, Properties,
+};
 use crate::analysis::{
     AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
 };
@@ -117,9 +120,35 @@ pub struct ConnSlot {
     pub timeline: Timeline,
     gaps_checked: usize,
     /// First bytes each side sent (up to 8), to say what a non-AMQP flow carried.
-    first_bytes: [Vec<u8>; 2],
+    first_bytes: [FirstBytes; 2],
     /// The broker answered with its own protocol header: it rejected what the client sent.
     broker_rejected: bool,
+    /// The broker's properties were handed to the engine's [`PropertiesPool`].
+    properties_shared: bool,
+}
+
+/// The first bytes (up to 8) one side sent, kept inline: every candidate
+/// flow has two, and a heap `Vec` each would cost more than the bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct FirstBytes {
+    buf: [u8; 8],
+    len: u8,
+}
+
+impl FirstBytes {
+    fn keep(&mut self, bytes: &[u8]) {
+        let have = usize::from(self.len);
+        let n = (self.buf.len() - have).min(bytes.len());
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(have..have + n), bytes.get(..n)) {
+            dst.copy_from_slice(src);
+            // n <= 8: the sum fits.
+            self.len += n as u8;
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len).min(self.buf.len())]
+    }
 }
 
 struct Flow {
@@ -217,6 +246,7 @@ pub struct Engine {
     flows: HashMap<FlowKey, Box<Flow>, FlowHashBuilder>,
     slots: Vec<ConnSlot>,
     syns: SynLog,
+    properties: PropertiesPool,
     counters: CaptureCounters,
     warnings: Vec<Warning>,
     awaiting: VecDeque<AwaitingResume>,
@@ -238,6 +268,7 @@ impl Engine {
             flows: HashMap::default(),
             slots: Vec::new(),
             syns: SynLog::default(),
+            properties: PropertiesPool::default(),
             counters: CaptureCounters::default(),
             warnings: Vec::new(),
             awaiting: VecDeque::new(),
@@ -366,54 +397,38 @@ impl Engine {
                 }
             }
         }
-        if !self.flows.contains_key(&key) && !self.open_flow(seg, key, dir) {
-            return;
-        }
-        let Engine {
-            flows, slots, syns, ..
-        } = self;
-        let Some(flow) = flows.get_mut(&key) else {
-            return;
-        };
-        let Flow {
-            tcp,
-            proto,
-            frame_max_applied,
-            slot: slot_ref,
-        } = &mut **flow;
-        let slot: &mut ConnSlot = match slot_ref {
-            SlotRef::Pending(b) => b,
-            SlotRef::Index(i) => &mut slots[*i],
-        };
-        // A TLS ClientHello on an AMQP port: AMQPS on a non-standard port.
-        if let Proto::Amqp(_) = proto {
-            if !slot.confirmed && looks_like_client_hello(seg.payload) {
-                *proto = Proto::Tls(Box::new(TlsFlow::new(tcp.syn_seen(dir))));
-                slot.not_amqp = None;
-            }
-        }
-        slot.conn.on_packet(ts, dir);
-        tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
-        if !*frame_max_applied {
-            if let (Some((_, fm, _)), Proto::Amqp(framers)) =
-                (slot.conn.handshake.tune_ok, &mut *proto)
-            {
-                for f in framers.iter_mut() {
-                    f.set_frame_max(fm);
+        // One hash lookup per packet of a known flow: the flow table is the
+        // biggest random access of the packet path.
+        let step = match self.flows.get_mut(&key) {
+            Some(flow) => step_flow(
+                flow,
+                &mut self.slots,
+                &self.syns,
+                &mut self.properties,
+                seg,
+                dir,
+            ),
+            None => {
+                if !self.open_flow(seg, key, dir) {
+                    return;
                 }
-                *frame_max_applied = true;
+                let Some(flow) = self.flows.get_mut(&key) else {
+                    return;
+                };
+                step_flow(
+                    flow,
+                    &mut self.slots,
+                    &self.syns,
+                    &mut self.properties,
+                    seg,
+                    dir,
+                )
             }
-        }
-        let conn = &slot.conn;
-        let ended = conn.rst.iter().any(Option::is_some) || conn.fin.iter().all(Option::is_some);
-        self.promote(&key);
-        if let Some(idx) = self.flows.get(&key).and_then(|f| match f.slot {
-            SlotRef::Index(i) => Some(i),
-            SlotRef::Pending(_) => None,
-        }) {
+        };
+        if let Some(idx) = step.slot {
             self.note_new_gaps(idx);
         }
-        if ended {
+        if step.ended {
             if let Some(flow) = self.flows.remove(&key) {
                 self.finish_flow(flow, ts);
                 self.closed.insert(key);
@@ -425,21 +440,6 @@ impl Engine {
         match &flow.slot {
             SlotRef::Pending(b) => b,
             SlotRef::Index(i) => &self.slots[*i],
-        }
-    }
-
-    /// Moves a flow's slot into the connection list once it is shown to be AMQP.
-    fn promote(&mut self, key: &FlowKey) {
-        let Some(flow) = self.flows.get_mut(key) else {
-            return;
-        };
-        let is_confirmed = matches!(&flow.slot, SlotRef::Pending(b) if b.confirmed);
-        if !is_confirmed {
-            return;
-        }
-        let idx = self.slots.len();
-        if let SlotRef::Pending(b) = std::mem::replace(&mut flow.slot, SlotRef::Index(idx)) {
-            self.slots.push(*b);
         }
     }
 
@@ -492,8 +492,9 @@ impl Engine {
             tcp_retransmissions: [0, 0],
             timeline: Timeline::with_capacity(self.config.timeline_events),
             gaps_checked: 0,
-            first_bytes: [Vec::new(), Vec::new()],
+            first_bytes: [FirstBytes::default(); 2],
             broker_rejected: false,
+            properties_shared: false,
         });
         let proto = if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
             Proto::Tls(Box::new(TlsFlow::new(at_start)))
@@ -513,6 +514,22 @@ impl Engine {
                 frame_max_applied: false,
             }),
         );
+        if self.pending_order.len() == self.pending_order.capacity() {
+            // Full: drop the keys of flows since shown to be AMQP (or gone)
+            // before growing, so the list stays about as long as the pending
+            // flows instead of one entry per flow ever opened.
+            let flows = &self.flows;
+            self.pending_order.retain(|k| {
+                flows
+                    .get(k)
+                    .is_some_and(|f| matches!(f.slot, SlotRef::Pending(_)))
+            });
+            // At least half free after this, so the scan costs O(1) per flow.
+            let n = self.pending_order.len();
+            if n * 2 > self.pending_order.capacity() {
+                self.pending_order.reserve(n);
+            }
+        }
         self.pending_order.push_back(key);
         if fresh_syn {
             self.on_reconnect(key.sender(client_dir), key.receiver(client_dir), ts);
@@ -614,7 +631,7 @@ impl Engine {
         let idx = match slot_ref {
             SlotRef::Index(i) => i,
             SlotRef::Pending(b) if b.confirmed => {
-                self.slots.push(*b);
+                push_slot(&mut self.slots, *b);
                 self.slots.len() - 1
             }
             SlotRef::Pending(b) => {
@@ -645,7 +662,7 @@ impl Engine {
                 ),
             );
         } else if s.broker_rejected {
-            let sent = crate::amqp::escape(&s.first_bytes[s.conn.client_dir.index()]);
+            let sent = crate::amqp::escape(s.first_bytes[s.conn.client_dir.index()].bytes());
             self.warn(
                 "not-amqp-0-9-1",
                 format!(
@@ -699,6 +716,111 @@ impl Engine {
     }
 }
 
+/// Appends a slot, growing the list by an eighth instead of doubling it: a
+/// slot is ~1.2 KB and lives until the report, so doubling would leave up to
+/// half of a 100,000-connection list allocated and unused. (Large blocks
+/// grow by `mremap`, without copying.)
+fn push_slot(slots: &mut Vec<ConnSlot>, slot: ConnSlot) {
+    if slots.len() == slots.capacity() {
+        slots.reserve_exact(slots.len() / 8 + 64);
+    }
+    slots.push(slot);
+}
+
+/// One copy of each distinct broker `server_properties` table: brokers send
+/// the same table on every connection (~0.6 KB each once parsed).
+/// Cap: [`PropertiesPool::CAP`] distinct tables; later ones stay unshared.
+#[derive(Default)]
+struct PropertiesPool {
+    tables: Vec<Arc<Properties>>,
+}
+
+impl PropertiesPool {
+    const CAP: usize = 64;
+
+    fn share(&mut self, p: &mut Arc<Properties>) {
+        if let Some(same) = self.tables.iter().find(|t| **t == *p) {
+            *p = Arc::clone(same);
+        } else if self.tables.len() < Self::CAP {
+            self.tables.push(Arc::clone(p));
+        }
+    }
+}
+
+/// What one segment did to its flow.
+struct Step {
+    /// The flow's slot index once it is in the connection list.
+    slot: Option<usize>,
+    /// RST, or FIN both ways: the flow is over.
+    ended: bool,
+}
+
+/// Runs one segment through a flow's reassembly, framing and analysis, and
+/// moves the flow's slot into `slots` once it is shown to be AMQP.
+fn step_flow(
+    flow: &mut Flow,
+    slots: &mut Vec<ConnSlot>,
+    syns: &SynLog,
+    properties: &mut PropertiesPool,
+    seg: &TcpSegment<'_>,
+    dir: Direction,
+) -> Step {
+    let ts = seg.ts;
+    let Flow {
+        tcp,
+        proto,
+        frame_max_applied,
+        slot: slot_ref,
+    } = flow;
+    let slot: &mut ConnSlot = match slot_ref {
+        SlotRef::Pending(b) => b,
+        SlotRef::Index(i) => &mut slots[*i],
+    };
+    // A TLS ClientHello on an AMQP port: AMQPS on a non-standard port.
+    if let Proto::Amqp(_) = proto {
+        if !slot.confirmed && looks_like_client_hello(seg.payload) {
+            *proto = Proto::Tls(Box::new(TlsFlow::new(tcp.syn_seen(dir))));
+            slot.not_amqp = None;
+        }
+    }
+    slot.conn.on_packet(ts, dir);
+    tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
+    if !*frame_max_applied {
+        if let (Some((_, fm, _)), Proto::Amqp(framers)) = (slot.conn.handshake.tune_ok, &mut *proto)
+        {
+            for f in framers.iter_mut() {
+                f.set_frame_max(fm);
+            }
+            *frame_max_applied = true;
+        }
+    }
+    if !slot.properties_shared {
+        if let Some(p) = slot.conn.handshake.server_properties.as_mut() {
+            properties.share(p);
+            slot.properties_shared = true;
+        }
+    }
+    let conn = &slot.conn;
+    let ended = conn.rst.iter().any(Option::is_some) || conn.fin.iter().all(Option::is_some);
+    let confirmed = slot.confirmed;
+    // Promote: the slot moves into the connection list once shown to be AMQP.
+    if confirmed {
+        if let SlotRef::Pending(_) = slot_ref {
+            let idx = slots.len();
+            if let SlotRef::Pending(b) = std::mem::replace(slot_ref, SlotRef::Index(idx)) {
+                push_slot(slots, *b);
+            }
+        }
+    }
+    Step {
+        slot: match slot_ref {
+            SlotRef::Index(i) => Some(*i),
+            SlotRef::Pending(_) => None,
+        },
+        ended,
+    }
+}
+
 /// Routes one reassembly event to the framer and the analysis.
 fn feed(
     ts: Timestamp,
@@ -745,11 +867,7 @@ fn feed(
             conn.on_rst(ts, d, syns);
         }
         StreamEvent::Data { offset, bytes } => {
-            let first = &mut slot.first_bytes[d.index()];
-            if first.len() < 8 {
-                let n = (8 - first.len()).min(bytes.len());
-                first.extend_from_slice(&bytes[..n]);
-            }
+            slot.first_bytes[d.index()].keep(bytes);
             feed_data(ts, d, offset, bytes, proto, slot);
         }
         StreamEvent::Hole { offset, len, kind } => {
@@ -868,9 +986,8 @@ fn apply_tls(
     slot: &mut ConnSlot,
 ) {
     use crate::amqp::{FrameInfo, FrameKind};
-    use crate::analysis::TlsInfo;
     for e in events {
-        let info = slot.conn.tls.get_or_insert_with(TlsInfo::default);
+        let info = slot.conn.tls.get_or_insert_with(Box::default);
         match e {
             TlsEvent::ClientHello {
                 sni,

@@ -342,21 +342,35 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rep = result.report();
-    drop(result);
     if format == Format::Json && !args.summary {
-        // Streamed: the JSON text is never held in memory.
+        // Streamed: one connection entry at a time, the JSON text never held in memory.
+        // Each writer type monomorphised: serde_json writes many tiny pieces.
+        let (engine, source, complete) = (&result.engine, result.source.as_str(), result.complete);
         let written = match &args.output {
             Some(path) => std::fs::File::create(path)
                 .map_err(|e| format!("{}: {e}", path.display()))
                 .and_then(|f| {
-                    report::write_json(&rep, std::io::BufWriter::new(f)).map_err(|e| e.to_string())
+                    report::write_json_streamed(
+                        engine,
+                        source,
+                        complete,
+                        std::io::BufWriter::new(f),
+                    )
+                    .map_err(|e| e.to_string())
                 }),
-            None => report::write_json(&rep, std::io::BufWriter::new(std::io::stdout().lock()))
-                .map_err(|e| e.to_string()),
+            None => report::write_json_streamed(
+                engine,
+                source,
+                complete,
+                std::io::BufWriter::new(std::io::stdout().lock()),
+            )
+            .map_err(|e| e.to_string()),
         };
-        return finish(args, &rep, written);
+        let gaps = result.engine.connections().map(|c| c.gaps.len()).sum();
+        return finish(args, gaps, written.map(|_| ()));
     }
+    let rep = result.report();
+    drop(result);
     let text = match format {
         _ if args.summary => hbscope::html::to_summary(&rep),
         Format::Text | Format::Tui => report::to_text(&rep),
@@ -374,7 +388,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         },
     };
     let written = write_text(args.output.as_deref(), &text);
-    finish(args, &rep, written)
+    finish(args, rep.summary.gaps, written)
 }
 
 /// Writes a rendered report to `-o FILE`, else to stdout.
@@ -437,27 +451,21 @@ fn replay_two(
         hbscope::merge::to_text(&rep)
     };
     let written = write_text(args.output.as_deref(), &text);
-    if let Err(e) = written {
-        if !e.contains("Broken pipe") {
-            eprintln!("hbscope: cannot write the report: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    let merged_gaps = rep.merge.as_ref().map_or(0, |m| m.summary.gaps);
-    if args.fail_on_gap && merged_gaps > 0 {
-        return ExitCode::from(3);
-    }
-    ExitCode::SUCCESS
+    finish(
+        args,
+        rep.merge.as_ref().map_or(0, |m| m.summary.gaps),
+        written,
+    )
 }
 
-fn finish(args: &ReplayArgs, rep: &report::Report, written: Result<(), String>) -> ExitCode {
+fn finish(args: &ReplayArgs, gaps: usize, written: Result<(), String>) -> ExitCode {
     if let Err(e) = written {
         if !e.contains("Broken pipe") {
             eprintln!("hbscope: cannot write the report: {e}");
             return ExitCode::from(1);
         }
     }
-    if args.fail_on_gap && rep.summary.gaps > 0 {
+    if args.fail_on_gap && gaps > 0 {
         return ExitCode::from(3);
     }
     ExitCode::SUCCESS

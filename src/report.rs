@@ -608,7 +608,11 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         frame_max: conn.handshake.tune_ok.or(conn.handshake.tune).map(|t| t.1),
         vhost: conn.handshake.vhost.clone(),
         client_properties: conn.handshake.client_properties.clone(),
-        server_properties: conn.handshake.server_properties.as_ref().map(server_subset),
+        server_properties: conn
+            .handshake
+            .server_properties
+            .as_deref()
+            .map(server_subset),
         auth_mechanism: conn.handshake.mechanism.clone(),
         state,
         ended: EndedReport {
@@ -672,23 +676,37 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
 /// Builds the report from an engine (finished, or live snapshot).
 #[must_use]
 pub fn build(engine: &Engine, source: &str, complete: bool) -> Report {
-    let c = engine.counters();
-    let mut conns: Vec<&Connection> = engine.connections().collect();
-    // Report in order of first packet, whatever order they were recognised in.
-    conns.sort_by_key(|c| (c.first_seen, c.key));
-    let connections: Vec<ConnectionReport> = conns
+    let conns = sorted_connections(engine);
+    let mut report = head(engine, source, complete, &conns);
+    report.connections = conns
         .into_iter()
         .enumerate()
         .map(|(i, conn)| connection_report(i + 1, conn))
         .collect();
+    report
+}
+
+/// The confirmed connections in report order: by first packet, whatever
+/// order they were recognised in.
+fn sorted_connections(engine: &Engine) -> Vec<&Connection> {
+    let mut conns: Vec<&Connection> = engine.connections().collect();
+    conns.sort_by_key(|c| (c.first_seen, c.key));
+    conns
+}
+
+/// The report without its connection entries (the summary counts them).
+fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Connection]) -> Report {
+    let c = engine.counters();
     let mut gaps_by_cause = BTreeMap::new();
-    for g in connections.iter().flat_map(|c| c.gaps.iter()) {
-        *gaps_by_cause.entry(g.cause.to_owned()).or_insert(0) += 1;
+    for g in conns.iter().flat_map(|c| c.gaps.iter()) {
+        *gaps_by_cause
+            .entry(g.cause.as_str().to_owned())
+            .or_insert(0) += 1;
     }
     let summary = Summary {
-        connections: connections.len(),
-        flagged_connections: connections.iter().filter(|c| !c.gaps.is_empty()).count(),
-        gaps: connections.iter().map(|c| c.gaps.len()).sum(),
+        connections: conns.len(),
+        flagged_connections: conns.iter().filter(|c| !c.gaps.is_empty()).count(),
+        gaps: conns.iter().map(|c| c.gaps.len()).sum(),
         gaps_by_cause,
     };
     Report {
@@ -724,8 +742,71 @@ pub fn build(engine: &Engine, source: &str, complete: bool) -> Report {
                 .collect(),
         },
         summary,
-        connections,
+        connections: Vec::new(),
         merge: None,
+    }
+}
+
+/// Writes the JSON report of `engine` to `w` one connection entry at a time:
+/// the same bytes as [`write_json`] of [`build`], without ever holding all
+/// the entries (about 1.5 KB each) next to the engine. Returns the summary.
+///
+/// # Errors
+/// Any write error, wrapped by serde_json.
+pub fn write_json_streamed<W: std::io::Write>(
+    engine: &Engine,
+    source: &str,
+    complete: bool,
+    mut w: W,
+) -> Result<Summary, serde_json::Error> {
+    let conns = sorted_connections(engine);
+    let head = head(engine, source, complete, &conns);
+    serde_json::to_writer_pretty(
+        &mut w,
+        &Streamed {
+            head: &head,
+            conns: &conns,
+        },
+    )?;
+    w.write_all(b"\n").map_err(serde_json::Error::io)?;
+    w.flush().map_err(serde_json::Error::io)?;
+    Ok(head.summary)
+}
+
+/// A [`Report`] whose connection entries are built while they are written.
+struct Streamed<'a> {
+    head: &'a Report,
+    conns: &'a [&'a Connection],
+}
+
+impl Serialize for Streamed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // Field for field what `#[derive(Serialize)]` on Report writes.
+        let h = self.head;
+        let mut st = s.serialize_struct("Report", 5)?;
+        st.serialize_field("schema_version", &h.schema_version)?;
+        st.serialize_field("tool", &h.tool)?;
+        st.serialize_field("capture", &h.capture)?;
+        st.serialize_field("summary", &h.summary)?;
+        st.serialize_field("connections", &StreamedConnections(self.conns))?;
+        if let Some(m) = &h.merge {
+            st.serialize_field("merge", m)?;
+        }
+        st.end()
+    }
+}
+
+struct StreamedConnections<'a>(&'a [&'a Connection]);
+
+impl Serialize for StreamedConnections<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .enumerate()
+                .map(|(i, conn)| connection_report(i + 1, conn)),
+        )
     }
 }
 

@@ -1,7 +1,16 @@
 //! Live capture from a network interface through libpcap.
 //!
-//! The capture is opened in immediate mode, with a full snapshot length and
-//! nanosecond timestamps, and switched to non-blocking mode: on an idle Linux
+//! The capture is opened with a full snapshot length and nanosecond
+//! timestamps, *not* in immediate mode: on Linux, libpcap serves immediate
+//! mode from a TPACKET_V2 ring of fixed slots sized for the largest packet
+//! (64 KiB on loopback), so the 16 MiB buffer held only ~250 packets and a
+//! burst of small AMQP segments overflowed it (benches/live_keepup.sh measured
+//! 284,854 kernel drops in 20 s at 11% CPU). Without immediate mode libpcap
+//! uses TPACKET_V3, which packs packets into blocks, and a block is handed
+//! over when full or after the 100 ms timeout: the same flood gave 0 drops.
+//! Events are therefore up to ~100 ms late, far below any heartbeat timeout.
+//!
+//! It is switched to non-blocking mode: on an idle Linux
 //! interface a blocking read does not return at its timeout, so the caller
 //! waits with [`LiveCapture::wait`] (poll(2) on libpcap's descriptor, bounded by
 //! a timeout) and then drains what is ready with [`LiveCapture::next_packet`].
@@ -185,7 +194,7 @@ fn open_error(interface: &str, e: &pcap::Error) -> LiveCaptureError {
 }
 
 impl LiveCapture {
-    /// Opens `config.interface` in immediate mode with a full snapshot length,
+    /// Opens `config.interface` (not in immediate mode, see the module doc) with a full snapshot length,
     /// nanosecond timestamps and the BPF filter, in non-blocking mode.
     ///
     /// # Errors
@@ -196,7 +205,7 @@ impl LiveCapture {
         let iface = config.interface.as_str();
         let cap = pcap::Capture::from_device(iface)
             .map_err(|e| open_error(iface, &e))?
-            .immediate_mode(true)
+            .immediate_mode(false)
             .snaplen(FULL_SNAPLEN)
             .buffer_size(BUFFER_BYTES)
             .precision(pcap::Precision::Nano)
