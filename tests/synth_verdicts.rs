@@ -95,33 +95,3 @@ fn injected_and_found(
     }
     (want, got)
 }
-
-/// The benchmark's large synthetic captures (`benches/run.sh` runs this on the
-/// 1 GB one): `HBSCOPE_SYNTH_PCAP=FILE cargo test --release --test
-/// synth_verdicts -- --ignored`. FILE.expect.json (written by `hbscope synth`)
-/// sits beside it.
-#[test]
-#[ignore = "needs HBSCOPE_SYNTH_PCAP: a large synthetic capture made by benches/run.sh"]
-fn large_synthetic_capture_verdicts_match_the_injected_silences() {
-    let pcap = std::path::PathBuf::from(
-        std::env::var_os("HBSCOPE_SYNTH_PCAP").expect("set HBSCOPE_SYNTH_PCAP to a synth capture"),
-    );
-    let expect: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(synth::expect_path(&pcap)).unwrap()).unwrap();
-    let heartbeat_s = expect["heartbeat"]["value_s"]
-        .as_u64()
-        .and_then(|h| u16::try_from(h).ok())
-        .expect("expect file names the heartbeat");
-    let report = app::replay(&pcap, EngineConfig::default(), &mut |_| {})
-        .unwrap()
-        .report();
-    let (want, got) = injected_and_found(&report, &expect, heartbeat_s);
-    let injected: usize = want.values().sum();
-    assert!(injected > 0, "nothing injected in {}", pcap.display());
-    assert_eq!(got, want, "verdicts differ from the injected silences");
-    println!(
-        "{}: {} connections, {injected} injected silences, all found with the injected cause and consequence",
-        pcap.display(),
-        report.connections.len()
-    );
-}
