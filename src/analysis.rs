@@ -472,13 +472,15 @@ pub struct Handshake {
     /// Client's client_properties (Connection.Start-Ok; never the SASL response).
     pub client_properties: Option<Properties>,
     /// SASL mechanism the client chose.
-    pub mechanism: Option<String>,
+    /// Shared (`Arc`): the engine keeps one copy of each distinct name.
+    pub mechanism: Option<Arc<str>>,
     /// Broker's Tune: (channel_max, frame_max, heartbeat).
     pub tune: Option<(u16, u32, u16)>,
     /// Client's Tune-Ok: (channel_max, frame_max, heartbeat).
     pub tune_ok: Option<(u16, u32, u16)>,
     /// Virtual host from Connection.Open.
-    pub vhost: Option<String>,
+    /// Shared (`Arc`): the engine keeps one copy of each distinct name.
+    pub vhost: Option<Arc<str>>,
     /// Connection.Open-Ok seen.
     pub open_ok: bool,
 }
@@ -946,7 +948,7 @@ impl Connection {
                 mechanism,
             } => {
                 self.handshake.client_properties = Some(client_properties.clone());
-                self.handshake.mechanism = Some(mechanism.clone());
+                self.handshake.mechanism = Some(Arc::from(mechanism.as_str()));
             }
             ConnMethod::Tune {
                 channel_max,
@@ -962,7 +964,7 @@ impl Connection {
             } => {
                 self.handshake.tune_ok = Some((*channel_max, *frame_max, *heartbeat));
             }
-            ConnMethod::Open { vhost } => self.handshake.vhost = Some(vhost.clone()),
+            ConnMethod::Open { vhost } => self.handshake.vhost = Some(Arc::from(vhost.as_str())),
             ConnMethod::OpenOk => self.handshake.open_ok = true,
             ConnMethod::Close(info) => {
                 self.closes.push(CloseEvent {

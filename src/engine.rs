@@ -126,8 +126,10 @@ pub struct ConnSlot {
     broker_rejected: bool,
     /// The broker's properties were handed to the engine's [`PropertiesPool`].
     properties_shared: bool,
-    /// The client's properties went through [`PropertiesPool::share_entries`].
+    /// The client's properties and mechanism went through the [`PropertiesPool`].
     client_properties_shared: bool,
+    /// The vhost went through the [`PropertiesPool`].
+    vhost_shared: bool,
 }
 
 /// The first bytes (up to 8) one side sent, kept inline: every candidate
@@ -502,6 +504,7 @@ impl Engine {
             broker_rejected: false,
             properties_shared: false,
             client_properties_shared: false,
+            vhost_shared: false,
         });
         let proto = if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
             Proto::Tls(Box::new(TlsFlow::new(at_start)))
@@ -742,6 +745,8 @@ struct PropertiesPool {
     tables: Vec<Arc<Properties>>,
     /// Shared client-property entries by name.
     entries: Vec<(String, Vec<Arc<PropEntry>>)>,
+    /// Shared vhost and SASL mechanism names.
+    strings: Vec<Arc<str>>,
 }
 
 impl PropertiesPool {
@@ -759,6 +764,23 @@ impl PropertiesPool {
             *p = Arc::clone(same);
         } else if self.tables.len() < Self::CAP {
             self.tables.push(Arc::clone(p));
+        }
+    }
+
+    /// Distinct vhost and mechanism names shared.
+    const STRINGS_CAP: usize = 64;
+    /// Longer names are not shared.
+    const STRING_BYTES_CAP: usize = 256;
+
+    /// Replaces a vhost or mechanism name with an equal shared copy.
+    fn share_str(&mut self, s: &mut Arc<str>) {
+        if s.len() > Self::STRING_BYTES_CAP {
+            return;
+        }
+        if let Some(same) = self.strings.iter().find(|t| **t == *s) {
+            *s = Arc::clone(same);
+        } else if self.strings.len() < Self::STRINGS_CAP {
+            self.strings.push(Arc::clone(s));
         }
     }
 
@@ -878,6 +900,15 @@ fn step_flow(
         if let Some(p) = slot.conn.handshake.client_properties.as_mut() {
             properties.share_entries(p);
             slot.client_properties_shared = true;
+        }
+        if let Some(m) = slot.conn.handshake.mechanism.as_mut() {
+            properties.share_str(m);
+        }
+    }
+    if !slot.vhost_shared {
+        if let Some(v) = slot.conn.handshake.vhost.as_mut() {
+            properties.share_str(v);
+            slot.vhost_shared = true;
         }
     }
     let conn = &slot.conn;
