@@ -17,6 +17,7 @@
 use amq_protocol::protocol::{channel, connection, parse_class, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// The protocol header a 0-9-1 client sends first.
 pub const PROTOCOL_HEADER_091: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -56,29 +57,36 @@ pub enum PropValue {
     Null,
 }
 
+/// One entry of a [`Properties`] table: a name and its value.
+pub type PropEntry = (String, PropValue);
+
 /// A field table reduced to names and [`PropValue`]s, sorted by name, each
 /// name once (when a table repeats a name, the last value wins, as in a map).
 ///
 /// A sorted boxed slice rather than a `BTreeMap`: a map's node is ~630 bytes
 /// however few entries it holds, and every connection keeps its client's table.
+/// Each entry is behind an `Arc` so that connections whose clients send the
+/// same name and value (product, version, platform, capabilities) can share
+/// one copy (see [`Properties::entries_mut`]); only the entries that differ
+/// (such as connection_name) cost memory per connection.
 /// Serialises as a JSON object in name order, like the map did.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Properties(Box<[(String, PropValue)]>);
+pub struct Properties(Box<[Arc<PropEntry>]>);
 
 impl Properties {
     /// The value of `name`.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&PropValue> {
         self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .binary_search_by(|e| e.0.as_str().cmp(name))
             .ok()
             .and_then(|i| self.0.get(i))
-            .map(|(_, v)| v)
+            .map(|e| &e.1)
     }
 
     /// Entries in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &PropValue)> + '_ {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.0.iter().map(|e| (&e.0, &e.1))
     }
 
     /// Number of entries.
@@ -92,6 +100,12 @@ impl Properties {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The shared entries, for replacing one with an equal shared copy
+    /// (the order and the values must stay the same).
+    pub fn entries_mut(&mut self) -> &mut [Arc<PropEntry>] {
+        &mut self.0
+    }
 }
 
 impl FromIterator<(String, PropValue)> for Properties {
@@ -99,32 +113,36 @@ impl FromIterator<(String, PropValue)> for Properties {
         let mut v: Vec<(String, PropValue)> = iter.into_iter().collect();
         // Stable: among equal names the last one stays last, and wins below.
         v.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(String, PropValue)> = Vec::with_capacity(v.len());
+        let mut out: Vec<Arc<PropEntry>> = Vec::with_capacity(v.len());
         for e in v {
             match out.last_mut() {
-                Some(last) if last.0 == e.0 => *last = e,
-                _ => out.push(e),
+                Some(last) if last.0 == e.0 => *last = Arc::new(e),
+                _ => out.push(Arc::new(e)),
             }
         }
         Properties(out.into_boxed_slice())
     }
 }
 
+fn entry_refs(e: &Arc<PropEntry>) -> (&String, &PropValue) {
+    (&e.0, &e.1)
+}
+
 impl<'a> IntoIterator for &'a Properties {
     type Item = (&'a String, &'a PropValue);
     type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, PropValue)>,
-        fn(&'a (String, PropValue)) -> (&'a String, &'a PropValue),
+        std::slice::Iter<'a, Arc<PropEntry>>,
+        fn(&'a Arc<PropEntry>) -> (&'a String, &'a PropValue),
     >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.0.iter().map(entry_refs)
     }
 }
 
 impl Serialize for Properties {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        s.collect_map(self.0.iter().map(|e| (&e.0, &e.1)))
     }
 }
 

@@ -13,6 +13,7 @@
 //! - **cause** from what the wire shows *during* the silence (see [`decide`]).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::amqp::{CloseInfo, ConnMethod, FrameInfo, FrameKind, PropValue, Properties};
 use crate::model::{Direction, Endpoint, FlowKey, Span, Timestamp};
@@ -424,14 +425,38 @@ pub struct DirState {
     last_window: Option<u32>,
     /// Last frame was a heartbeat at this time (for interval inference).
     last_hb: Option<Timestamp>,
+    /// State most connections never need (boxed: ~80 bytes per direction).
+    rare: Option<Box<DirRare>>,
+    /// Whether the open silence was already reported as flagged (live).
+    pub open_flagged: bool,
+}
+
+/// The parts of [`DirState`] used only while the limit is unknown or just
+/// after a gap.
+#[derive(Debug, Clone, Default)]
+struct DirRare {
     /// Intervals between consecutive idle heartbeats (bounded ring).
     hb_intervals: VecDeque<Span>,
     /// Index of a gap whose resume burst is being counted, and until when.
     burst: Option<(usize, Timestamp)>,
     /// Silences kept while the limit is unknown.
     pending: Vec<Gap>,
-    /// Whether the open silence was already reported as flagged (live).
-    pub open_flagged: bool,
+}
+
+impl DirState {
+    fn rare(&mut self) -> &mut DirRare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn no_pending(&self) -> bool {
+        self.rare.as_ref().is_none_or(|r| r.pending.is_empty())
+    }
+
+    fn clear_pending(&mut self) {
+        if let Some(r) = self.rare.as_mut() {
+            r.pending.clear();
+        }
+    }
 }
 
 /// Connection-level facts from the handshake.
@@ -447,13 +472,15 @@ pub struct Handshake {
     /// Client's client_properties (Connection.Start-Ok; never the SASL response).
     pub client_properties: Option<Properties>,
     /// SASL mechanism the client chose.
-    pub mechanism: Option<String>,
+    /// Shared (`Arc`): the engine keeps one copy of each distinct name.
+    pub mechanism: Option<Arc<str>>,
     /// Broker's Tune: (channel_max, frame_max, heartbeat).
     pub tune: Option<(u16, u32, u16)>,
     /// Client's Tune-Ok: (channel_max, frame_max, heartbeat).
     pub tune_ok: Option<(u16, u32, u16)>,
     /// Virtual host from Connection.Open.
-    pub vhost: Option<String>,
+    /// Shared (`Arc`): the engine keeps one copy of each distinct name.
+    pub vhost: Option<Arc<str>>,
     /// Connection.Open-Ok seen.
     pub open_ok: bool,
 }
@@ -588,7 +615,8 @@ pub struct Connection {
     /// Set for AMQP over TLS: what the record layer showed.
     /// Boxed: most connections are plain AMQP and the facts are ~70 bytes.
     pub tls: Option<Box<TlsInfo>>,
-    config: AnalysisConfig,
+    /// Shared with every connection of the engine rather than copied into each.
+    config: Arc<AnalysisConfig>,
 }
 
 /// The Connection.Start server_properties kept per connection (what reports show).
@@ -610,7 +638,7 @@ impl Connection {
         role_source: RoleSource,
         first_seen: Timestamp,
         joined_mid_stream: bool,
-        config: AnalysisConfig,
+        config: impl Into<Arc<AnalysisConfig>>,
     ) -> Self {
         Connection {
             key,
@@ -631,7 +659,7 @@ impl Connection {
             violations: Vec::new(),
             lost_sync: 0,
             tls: None,
-            config,
+            config: config.into(),
         }
     }
 
@@ -861,13 +889,13 @@ impl Connection {
         self.seen(ts);
         let d = &mut self.dirs[dir.index()];
         d.frames += 1;
-        if let Some((gi, until)) = d.burst {
+        if let Some((gi, until)) = d.rare.as_ref().and_then(|r| r.burst) {
             if ts <= until {
                 if let Some(g) = self.gaps.get_mut(gi) {
                     g.resume_burst_frames = g.resume_burst_frames.saturating_add(1);
                 }
-            } else {
-                d.burst = None;
+            } else if let Some(r) = d.rare.as_mut() {
+                r.burst = None;
             }
         }
         let d = &mut self.dirs[dir.index()];
@@ -879,10 +907,11 @@ impl Connection {
             let d = &mut self.dirs[dir.index()];
             // The intervals only serve inference: not kept once the limit is known.
             if let (Some(prev), false) = (d.last_hb, known) {
-                if d.hb_intervals.len() >= HB_RING {
-                    d.hb_intervals.pop_front();
+                let iv = &mut d.rare().hb_intervals;
+                if iv.len() >= HB_RING {
+                    iv.pop_front();
                 }
-                d.hb_intervals.push_back(ts.since(prev));
+                iv.push_back(ts.since(prev));
             }
             d.last_hb = Some(ts);
             if !self.limit_known() {
@@ -919,7 +948,7 @@ impl Connection {
                 mechanism,
             } => {
                 self.handshake.client_properties = Some(client_properties.clone());
-                self.handshake.mechanism = Some(mechanism.clone());
+                self.handshake.mechanism = Some(Arc::from(mechanism.as_str()));
             }
             ConnMethod::Tune {
                 channel_max,
@@ -935,7 +964,7 @@ impl Connection {
             } => {
                 self.handshake.tune_ok = Some((*channel_max, *frame_max, *heartbeat));
             }
-            ConnMethod::Open { vhost } => self.handshake.vhost = Some(vhost.clone()),
+            ConnMethod::Open { vhost } => self.handshake.vhost = Some(Arc::from(vhost.as_str())),
             ConnMethod::OpenOk => self.handshake.open_ok = true,
             ConnMethod::Close(info) => {
                 self.closes.push(CloseEvent {
@@ -991,7 +1020,7 @@ impl Connection {
         let silent = self.role_of(dir);
         let sender = self.key.sender(dir);
         let receiver = self.key.receiver(dir);
-        let cfg = self.config;
+        let cfg = *self.config;
         let d = &mut self.dirs[dir.index()];
         let before = d.last_window;
         let Some(start) = d.last_activity else {
@@ -1046,22 +1075,19 @@ impl Connection {
                 self.push_gap(gap);
                 if how == SilenceEnd::Data {
                     let idx = self.gaps.len().saturating_sub(1);
-                    self.dirs[dir.index()].burst = Some((idx, ts.plus(cfg.burst_window)));
+                    self.dirs[dir.index()].rare().burst = Some((idx, ts.plus(cfg.burst_window)));
                 }
             }
             (false, _) if silence > Span::from_millis(1_000) => {
                 let gap = make_gap(Span(0));
-                let d = &mut self.dirs[dir.index()];
-                if d.pending.len() < cfg.pending_cap {
-                    d.pending.push(gap);
-                } else if let Some((i, shortest)) = d
-                    .pending
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, g)| g.silence())
+                let pending = &mut self.dirs[dir.index()].rare().pending;
+                if pending.len() < cfg.pending_cap {
+                    pending.push(gap);
+                } else if let Some((i, shortest)) =
+                    pending.iter().enumerate().min_by_key(|(_, g)| g.silence())
                 {
                     if shortest.silence() < silence {
-                        d.pending[i] = gap;
+                        pending[i] = gap;
                     }
                 }
             }
@@ -1079,19 +1105,22 @@ impl Connection {
 
     /// Turns silences kept while the limit was unknown into gaps.
     fn resolve_pending(&mut self) {
-        if self.dirs.iter().all(|d| d.pending.is_empty()) {
+        if self.dirs.iter().all(DirState::no_pending) {
             // Nothing to add: keep gap indexes stable (the engine refers to them).
             return;
         }
         let Some(limit) = self.limit() else {
             for d in &mut self.dirs {
-                d.pending.clear();
+                d.clear_pending();
             }
             return;
         };
         let mut found: Vec<Gap> = Vec::new();
         for d in &mut self.dirs {
-            for mut g in d.pending.drain(..) {
+            let Some(r) = d.rare.as_mut() else {
+                continue;
+            };
+            for mut g in r.pending.drain(..) {
                 if g.silence() > limit {
                     g.limit = limit;
                     found.push(g);
@@ -1110,7 +1139,13 @@ impl Connection {
     fn infer_heartbeat(&mut self) {
         let order = [self.client_dir.reverse(), self.client_dir];
         for dir in order {
-            let iv = &self.dirs[dir.index()].hb_intervals;
+            let Some(iv) = self.dirs[dir.index()]
+                .rare
+                .as_ref()
+                .map(|r| &r.hb_intervals)
+            else {
+                continue;
+            };
             if iv.len() < 4 {
                 continue;
             }
@@ -1199,7 +1234,7 @@ impl Connection {
         }
         self.resolve_pending();
         for d in &mut self.dirs {
-            d.pending.clear();
+            d.clear_pending();
         }
     }
 

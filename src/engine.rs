@@ -18,7 +18,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::amqp::{
-    looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, Properties,
+    looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, PropEntry, PropValue,
+    Properties,
 };
 use crate::analysis::{
     AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
@@ -125,6 +126,10 @@ pub struct ConnSlot {
     broker_rejected: bool,
     /// The broker's properties were handed to the engine's [`PropertiesPool`].
     properties_shared: bool,
+    /// The client's properties and mechanism went through the [`PropertiesPool`].
+    client_properties_shared: bool,
+    /// The vhost went through the [`PropertiesPool`].
+    vhost_shared: bool,
 }
 
 /// The first bytes (up to 8) one side sent, kept inline: every candidate
@@ -254,6 +259,8 @@ pub struct Engine {
     /// Candidate flows not yet shown to be AMQP, oldest first (for eviction at the cap).
     pending_order: VecDeque<FlowKey>,
     finished: bool,
+    /// `config.analysis`, shared by every connection.
+    analysis: Arc<AnalysisConfig>,
 }
 
 const AWAITING_CAP: usize = 1024;
@@ -263,6 +270,7 @@ impl Engine {
     #[must_use]
     pub fn new(config: EngineConfig, link: LinkType) -> Self {
         Engine {
+            analysis: Arc::new(config.analysis),
             config,
             link,
             flows: HashMap::default(),
@@ -483,7 +491,7 @@ impl Engine {
             role_source,
             ts,
             !at_start,
-            self.config.analysis,
+            Arc::clone(&self.analysis),
         );
         let slot = Box::new(ConnSlot {
             conn,
@@ -495,6 +503,8 @@ impl Engine {
             first_bytes: [FirstBytes::default(); 2],
             broker_rejected: false,
             properties_shared: false,
+            client_properties_shared: false,
+            vhost_shared: false,
         });
         let proto = if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
             Proto::Tls(Box::new(TlsFlow::new(at_start)))
@@ -733,16 +743,102 @@ fn push_slot(slots: &mut Vec<ConnSlot>, slot: ConnSlot) {
 #[derive(Default)]
 struct PropertiesPool {
     tables: Vec<Arc<Properties>>,
+    /// Shared client-property entries by name.
+    entries: Vec<(String, Vec<Arc<PropEntry>>)>,
+    /// Shared vhost and SASL mechanism names.
+    strings: Vec<Arc<str>>,
 }
 
 impl PropertiesPool {
     const CAP: usize = 64;
+    /// Distinct client-property names whose values are shared.
+    const NAMES_CAP: usize = 64;
+    /// Distinct values kept per name (connection_name differs on every
+    /// connection: its first few fill this and the rest stay unshared).
+    const VALUES_CAP: usize = 16;
+    /// Entries larger than this (approximate bytes) are not shared.
+    const ENTRY_BYTES_CAP: usize = 2048;
 
     fn share(&mut self, p: &mut Arc<Properties>) {
         if let Some(same) = self.tables.iter().find(|t| **t == *p) {
             *p = Arc::clone(same);
         } else if self.tables.len() < Self::CAP {
             self.tables.push(Arc::clone(p));
+        }
+    }
+
+    /// Distinct vhost and mechanism names shared.
+    const STRINGS_CAP: usize = 64;
+    /// Longer names are not shared.
+    const STRING_BYTES_CAP: usize = 256;
+
+    /// Replaces a vhost or mechanism name with an equal shared copy.
+    fn share_str(&mut self, s: &mut Arc<str>) {
+        if s.len() > Self::STRING_BYTES_CAP {
+            return;
+        }
+        if let Some(same) = self.strings.iter().find(|t| **t == *s) {
+            *s = Arc::clone(same);
+        } else if self.strings.len() < Self::STRINGS_CAP {
+            self.strings.push(Arc::clone(s));
+        }
+    }
+
+    /// Replaces each entry of a client's properties with an equal shared
+    /// copy: clients of one application send the same product, version,
+    /// platform and capabilities on every connection.
+    fn share_entries(&mut self, p: &mut Properties) {
+        for e in p.entries_mut() {
+            if entry_bytes(&e.1, Self::ENTRY_BYTES_CAP, 0) > Self::ENTRY_BYTES_CAP {
+                continue;
+            }
+            let i = match self.entries.iter().position(|(k, _)| *k == e.0) {
+                Some(i) => i,
+                None if self.entries.len() < Self::NAMES_CAP => {
+                    self.entries.push((e.0.clone(), Vec::new()));
+                    self.entries.len() - 1
+                }
+                None => continue,
+            };
+            let Some((_, values)) = self.entries.get_mut(i) else {
+                continue;
+            };
+            if let Some(same) = values.iter().find(|v| ***v == **e) {
+                *e = Arc::clone(same);
+            } else if values.len() < Self::VALUES_CAP {
+                values.push(Arc::clone(e));
+            }
+        }
+    }
+}
+
+/// Approximate heap bytes of a property value, counting stops past `cap`.
+fn entry_bytes(v: &PropValue, cap: usize, depth: u8) -> usize {
+    if depth > 8 {
+        return cap + 1;
+    }
+    match v {
+        PropValue::Text(t) => t.len(),
+        PropValue::Int(_) | PropValue::Bool(_) | PropValue::Float(_) | PropValue::Null => 0,
+        PropValue::Table(t) => {
+            let mut n = 0usize;
+            for (k, v) in t.iter() {
+                n = n.saturating_add(k.len() + 64 + entry_bytes(v, cap, depth + 1));
+                if n > cap {
+                    break;
+                }
+            }
+            n
+        }
+        PropValue::Array(a) => {
+            let mut n = 0usize;
+            for v in a {
+                n = n.saturating_add(32 + entry_bytes(v, cap, depth + 1));
+                if n > cap {
+                    break;
+                }
+            }
+            n
         }
     }
 }
@@ -798,6 +894,21 @@ fn step_flow(
         if let Some(p) = slot.conn.handshake.server_properties.as_mut() {
             properties.share(p);
             slot.properties_shared = true;
+        }
+    }
+    if !slot.client_properties_shared {
+        if let Some(p) = slot.conn.handshake.client_properties.as_mut() {
+            properties.share_entries(p);
+            slot.client_properties_shared = true;
+        }
+        if let Some(m) = slot.conn.handshake.mechanism.as_mut() {
+            properties.share_str(m);
+        }
+    }
+    if !slot.vhost_shared {
+        if let Some(v) = slot.conn.handshake.vhost.as_mut() {
+            properties.share_str(v);
+            slot.vhost_shared = true;
         }
     }
     let conn = &slot.conn;

@@ -487,9 +487,19 @@ enum ChunkRef<'a> {
 pub struct TcpStream {
     config: ReassemblyConfig,
     halves: [Half; 2],
-    /// Scratch buffers reused across segments.
-    new_parts: Vec<(u64, u64)>,
-    old_parts: Vec<(u64, u64)>,
+}
+
+/// Ranges `[start, end)` of stream offsets.
+type Parts = Vec<(u64, u64)>;
+
+thread_local! {
+    /// Scratch buffers for the new and already-seen parts of a segment,
+    /// reused across segments and shared by all streams of the thread (in
+    /// every stream they would cost ~50 bytes plus their heap per connection).
+    /// Taken out for the call and put back after, so a nested call simply
+    /// gets fresh ones.
+    static PARTS: std::cell::Cell<(Parts, Parts)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 impl TcpStream {
@@ -499,8 +509,6 @@ impl TcpStream {
         TcpStream {
             config,
             halves: [Half::default(), Half::default()],
-            new_parts: Vec::new(),
-            old_parts: Vec::new(),
         }
     }
 
@@ -641,8 +649,7 @@ impl TcpStream {
     ) -> bool {
         let config = self.config;
         let s = &mut self.halves[dir.index()];
-        let mut new = std::mem::take(&mut self.new_parts);
-        let mut old = std::mem::take(&mut self.old_parts);
+        let (mut new, mut old) = PARTS.take();
         new.clear();
         old.clear();
 
@@ -661,8 +668,7 @@ impl TcpStream {
             }
         }
         if s0 >= e0 {
-            self.new_parts = new;
-            self.old_parts = old;
+            PARTS.set((new, old));
             return false;
         }
         // Below the delivery point everything is settled (retransmitted).
@@ -724,8 +730,7 @@ impl TcpStream {
         if buffered {
             s.stats.out_of_order_segments += 1;
         }
-        self.new_parts = new;
-        self.old_parts = old;
+        PARTS.set((new, old));
         emitted
     }
 

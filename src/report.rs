@@ -606,14 +606,14 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             inferred_s: conn.inferred_heartbeat,
         },
         frame_max: conn.handshake.tune_ok.or(conn.handshake.tune).map(|t| t.1),
-        vhost: conn.handshake.vhost.clone(),
+        vhost: conn.handshake.vhost.as_deref().map(str::to_owned),
         client_properties: conn.handshake.client_properties.clone(),
         server_properties: conn
             .handshake
             .server_properties
             .as_deref()
             .map(server_subset),
-        auth_mechanism: conn.handshake.mechanism.clone(),
+        auth_mechanism: conn.handshake.mechanism.as_deref().map(str::to_owned),
         state,
         ended: EndedReport {
             by: by.map(Role::as_str),

@@ -66,8 +66,14 @@ pub struct TimelineEvent {
 }
 
 /// The bounded event record of one connection, per direction.
+///
+/// Boxed, and absent when the cap is 0: every connection has a timeline but
+/// only the TUI records one, and the empty lanes would cost ~80 bytes each.
 #[derive(Debug, Clone, Default)]
-pub struct Timeline {
+pub struct Timeline(Option<Box<Lanes>>);
+
+#[derive(Debug, Clone)]
+struct Lanes {
     lanes: [VecDeque<TimelineEvent>; 2],
     forgotten: [u64; 2],
     cap: usize,
@@ -80,21 +86,27 @@ impl Timeline {
     /// A timeline keeping at most `cap` events per direction (0 records nothing).
     #[must_use]
     pub fn with_capacity(cap: usize) -> Self {
-        Timeline {
+        if cap == 0 {
+            return Timeline(None);
+        }
+        Timeline(Some(Box::new(Lanes {
             lanes: [VecDeque::new(), VecDeque::new()],
             forgotten: [0, 0],
             cap,
-        }
+        })))
     }
 
     /// Records `kinds` seen in `dir` at `at`, merging with the previous event
     /// when it has the same timestamp.
     pub fn record(&mut self, dir: Direction, at: Timestamp, kinds: Kinds) {
-        if self.cap == 0 {
+        let Some(t) = self.0.as_deref_mut() else {
+            return;
+        };
+        if t.cap == 0 {
             return;
         }
         let frame = kinds.contains(Kinds::HEARTBEAT) || kinds.contains(Kinds::FRAME);
-        let lane = &mut self.lanes[dir.index()];
+        let lane = &mut t.lanes[dir.index()];
         if let Some(last) = lane.back_mut() {
             if last.at == at {
                 last.kinds = last.kinds.with(kinds);
@@ -104,9 +116,9 @@ impl Timeline {
                 return;
             }
         }
-        if lane.len() >= self.cap {
+        if lane.len() >= t.cap {
             lane.pop_front();
-            self.forgotten[dir.index()] += 1;
+            t.forgotten[dir.index()] += 1;
         }
         lane.push_back(TimelineEvent {
             at,
@@ -117,13 +129,13 @@ impl Timeline {
 
     /// The kept events of `dir`, oldest first.
     pub fn events(&self, dir: Direction) -> impl DoubleEndedIterator<Item = &TimelineEvent> {
-        self.lanes[dir.index()].iter()
+        self.0.iter().flat_map(move |t| t.lanes[dir.index()].iter())
     }
 
     /// Events of `dir` forgotten because the ring was full.
     #[must_use]
     pub fn forgotten(&self, dir: Direction) -> u64 {
-        self.forgotten[dir.index()]
+        self.0.as_ref().map_or(0, |t| t.forgotten[dir.index()])
     }
 }
 
