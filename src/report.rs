@@ -122,6 +122,25 @@ pub struct Summary {
     pub gaps_by_cause: BTreeMap<String, usize>,
 }
 
+impl Summary {
+    /// "N flagged, N gap(s)" plus ": cause N, ..." when there are gaps, as the
+    /// text report and the TUI header say it.
+    #[must_use]
+    pub fn gaps_text(&self) -> String {
+        let causes: Vec<String> = self
+            .gaps_by_cause
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let mut t = format!("{} flagged, {} gap(s)", self.flagged_connections, self.gaps);
+        if !causes.is_empty() {
+            t.push_str(": ");
+            t.push_str(&causes.join(", "));
+        }
+        t
+    }
+}
+
 /// Heartbeat facts of a connection.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HeartbeatReport {
@@ -889,23 +908,7 @@ pub fn to_text(report: &Report) -> String {
         let _ = writeln!(o, "warning: {}{times}", w.message);
     }
     let s = &report.summary;
-    let causes: Vec<String> = s
-        .gaps_by_cause
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    let _ = writeln!(
-        o,
-        "{} AMQP connection(s), {} flagged, {} gap(s){}",
-        s.connections,
-        s.flagged_connections,
-        s.gaps,
-        if causes.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", causes.join(", "))
-        }
-    );
+    let _ = writeln!(o, "{} AMQP connection(s), {}", s.connections, s.gaps_text());
     if report.connections.is_empty() {
         let _ = writeln!(
             o,

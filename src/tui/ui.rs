@@ -203,22 +203,7 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
         ),
     ]);
     let s = &c.summary;
-    let causes: Vec<String> = s
-        .gaps_by_cause
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    let mut line2 = format!(
-        "{span} | {} conn, {} flagged, {} gap(s){}",
-        s.connections,
-        s.flagged_connections,
-        s.gaps,
-        if causes.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", causes.join(", "))
-        }
-    );
+    let mut line2 = format!("{span} | {} conn, {}", s.connections, s.gaps_text());
     if let (false, Some(now)) = (snap.state == PlayState::Done, snap.now) {
         line2.push_str(&format!(" | now {}", clock(now)));
     }
