@@ -89,6 +89,84 @@ pub fn replay(
     replay_observed(path, config, progress, &mut |_, _| {})
 }
 
+/// As [`replay`], with the flows split between `threads` threads (0 = one
+/// per core, up to 8) when the input is a file: every thread reads the whole
+/// file and analyses its share of the flows (see [`Engine::new_shard`]), and
+/// the shards are combined at the end. The result is the same as one
+/// thread's; stdin (`-`) is always read by one thread.
+///
+/// # Errors
+/// [`AppError`] when the input cannot be opened or its link type is unsupported.
+pub fn replay_threads(
+    path: &Path,
+    config: EngineConfig,
+    threads: usize,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Replay, AppError> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        n => n,
+    };
+    if threads <= 1 || path == Path::new("-") {
+        return replay(path, config, progress);
+    }
+    // Opened here first so that an unusable input fails before any thread starts.
+    let src = FileSource::open(path)?;
+    let link = src.link_type();
+    drop(src);
+    if !is_supported(link) {
+        return Err(AppError::UnsupportedLink {
+            input: path.display().to_string(),
+            link: link.to_string(),
+        });
+    }
+    let results: Vec<Result<Replay, AppError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..threads)
+            .map(|i| {
+                let config = config.clone();
+                scope.spawn(move || {
+                    read_into(
+                        path,
+                        Engine::new_shard(config, link, i, threads),
+                        &mut |_| {},
+                        &mut |_, _| {},
+                    )
+                })
+            })
+            .collect();
+        let mut out = vec![read_into(
+            path,
+            Engine::new_shard(config.clone(), link, 0, threads),
+            progress,
+            &mut |_, _| {},
+        )];
+        for h in handles {
+            out.push(h.join().unwrap_or_else(|_| {
+                Err(AppError::Open(CaptureError::Read {
+                    detail: "a replay thread stopped unexpectedly".to_owned(),
+                }))
+            }));
+        }
+        out
+    });
+    let mut engines = Vec::with_capacity(results.len());
+    let mut first: Option<(String, bool)> = None;
+    for r in results {
+        let r = r?;
+        first.get_or_insert((r.source, r.complete));
+        engines.push(r.engine);
+    }
+    let (source, complete) = first.unwrap_or_else(|| (path.display().to_string(), false));
+    match Engine::merge_shards(engines) {
+        Some(engine) => Ok(Replay {
+            engine,
+            source,
+            complete,
+        }),
+        None => replay(path, config, progress),
+    }
+}
+
 /// As [`replay`], and also hands every packet record (with the link type) to
 /// `observe` after the engine processed it; two-ended replay
 /// ([`crate::merge`]) keeps its segment log this way.
@@ -101,17 +179,29 @@ pub fn replay_observed(
     progress: &mut dyn FnMut(Progress),
     observe: &mut dyn FnMut(LinkType, &PacketRecord<'_>),
 ) -> Result<Replay, AppError> {
-    let mut src = FileSource::open(path)?;
-    let source = path.display().to_string();
+    let src = FileSource::open(path)?;
     let link = src.link_type();
+    drop(src);
     if !is_supported(link) {
         return Err(AppError::UnsupportedLink {
-            input: source,
+            input: path.display().to_string(),
             link: link.to_string(),
         });
     }
+    read_into(path, Engine::new(config, link), progress, observe)
+}
+
+/// Reads every packet of `path` into `engine`, then finishes it.
+fn read_into(
+    path: &Path,
+    mut engine: Engine,
+    progress: &mut dyn FnMut(Progress),
+    observe: &mut dyn FnMut(LinkType, &PacketRecord<'_>),
+) -> Result<Replay, AppError> {
+    let mut src = FileSource::open(path)?;
+    let source = path.display().to_string();
+    let link = src.link_type();
     let total = src.file_size();
-    let mut engine = Engine::new(config, link);
     let mut complete = true;
     let mut n: u64 = 0;
     loop {
@@ -131,7 +221,7 @@ pub fn replay_observed(
             Ok(None) => break,
             Err(e) => {
                 complete = false;
-                engine.warn(e.warning_code(), e.to_string());
+                engine.warn_input(e.warning_code(), e.to_string());
                 break;
             }
         }

@@ -173,7 +173,6 @@ pub enum CaptureError {
     },
 }
 
-/// Something that yields [`PacketRecord`]s: a file now, a live interface later.
 impl CaptureError {
     /// The stable warning code used when this error ends reading partway
     /// (the packets before it are still analysed).
@@ -187,6 +186,7 @@ impl CaptureError {
     }
 }
 
+/// Something that yields [`PacketRecord`]s: a file now, a live interface later.
 pub trait PacketSource {
     /// The link-layer type of the packets.
     fn link_type(&self) -> LinkType;

@@ -103,6 +103,9 @@ pub struct Warning {
     pub message: String,
     /// Occurrences.
     pub count: u64,
+    /// Packets read when it first happened (orders warnings when the
+    /// warnings of several shards are combined).
+    pub first_packet: u64,
 }
 
 /// One AMQP connection (candidate) with its analysis.
@@ -261,6 +264,29 @@ pub struct Engine {
     finished: bool,
     /// `config.analysis`, shared by every connection.
     analysis: Arc<AnalysisConfig>,
+    /// Which flows this engine analyses when the input is split between threads.
+    shard: Shard,
+}
+
+/// One of `count` engines that read the same input, each analysing the flows
+/// whose key hashes to its `index` (see [`Engine::new_shard`]).
+#[derive(Debug, Clone, Copy)]
+struct Shard {
+    index: u64,
+    count: u64,
+    hasher: FlowHashBuilder,
+}
+
+impl Shard {
+    /// Fixed, so that every thread of every run splits flows the same way;
+    /// different from the flow table's random seed, so that the table of one
+    /// shard does not see keys whose hashes share bits.
+    const SEED: u64 = 0x6862_7363_6f70_6531;
+
+    fn owns(&self, key: &FlowKey) -> bool {
+        use std::hash::BuildHasher;
+        self.count <= 1 || (self.hasher.hash_one(key) >> 32) % self.count == self.index
+    }
 }
 
 const AWAITING_CAP: usize = 1024;
@@ -283,7 +309,62 @@ impl Engine {
             closed: ClosedFlows::default(),
             pending_order: VecDeque::new(),
             finished: false,
+            shard: Shard {
+                index: 0,
+                count: 1,
+                hasher: FlowHashBuilder::with_seed(Shard::SEED),
+            },
         }
+    }
+
+    /// Engine `index` of `count` that all read the same packets: it keeps
+    /// every capture-wide fact (counters, connection openings for wake-up
+    /// and reconnect detection) but analyses only the flows whose key
+    /// hashes to `index`. [`Engine::merge_shards`] combines the finished
+    /// engines into the one a single engine would have been, so that
+    /// `count` threads can share a big capture. Packet-level warnings
+    /// (decode errors) are kept by engine 0 only.
+    #[must_use]
+    pub fn new_shard(config: EngineConfig, link: LinkType, index: usize, count: usize) -> Self {
+        let mut e = Engine::new(config, link);
+        let count = count.max(1);
+        e.shard.count = count as u64;
+        e.shard.index = (index % count) as u64;
+        e
+    }
+
+    /// Combines the finished engines of one input read by
+    /// [`Engine::new_shard`] engines `0..n` (in that order) into one.
+    /// Connections are listed shard after shard (reports sort them by first
+    /// packet); warnings are combined by code, the message of the earliest
+    /// occurrence kept. `None` for an empty list.
+    #[must_use]
+    pub fn merge_shards(shards: Vec<Engine>) -> Option<Engine> {
+        let mut it = shards.into_iter();
+        let mut base = it.next()?;
+        for other in it {
+            let c = &mut base.counters;
+            c.other_tcp_packets += other.counters.other_tcp_packets;
+            c.late_packets += other.counters.late_packets;
+            c.evicted_flows += other.counters.evicted_flows;
+            move_slots(&mut base.slots, other.slots);
+            for w in other.warnings {
+                match base.warnings.iter_mut().find(|b| b.code == w.code) {
+                    Some(b) => {
+                        b.count += w.count;
+                        if w.first_packet < b.first_packet {
+                            b.message = w.message;
+                            b.first_packet = w.first_packet;
+                        }
+                    }
+                    None => base.warnings.push(w),
+                }
+            }
+        }
+        base.warnings.sort_by_key(|w| w.first_packet);
+        base.shard.count = 1;
+        base.shard.index = 0;
+        Some(base)
     }
 
     /// Capture counters so far.
@@ -328,7 +409,16 @@ impl Engine {
                 code,
                 message,
                 count: 1,
+                first_packet: self.counters.packets,
             });
+        }
+    }
+
+    /// Records a warning about the input as a whole (a read error, say):
+    /// once, by engine 0 when several [`Engine::new_shard`] engines read it.
+    pub fn warn_input(&mut self, code: &'static str, message: String) {
+        if self.shard.index == 0 {
+            self.warn(code, message);
         }
     }
 
@@ -369,8 +459,10 @@ impl Engine {
             Ok(Decoded::NotTcp) => self.counters.non_tcp_packets += 1,
             Err(e) => {
                 self.counters.decode_errors += 1;
-                let n = self.counters.packets;
-                self.warn("decode-error", format!("packet {n}: {e}"));
+                if self.shard.index == 0 {
+                    let n = self.counters.packets;
+                    self.warn("decode-error", format!("packet {n}: {e}"));
+                }
             }
         }
     }
@@ -390,6 +482,12 @@ impl Engine {
             self.syns.record(ts, seg.src, seg.dst);
         }
         let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
+        if !self.shard.owns(&key) {
+            if fresh_syn {
+                self.foreign_syn(seg);
+            }
+            return;
+        }
         if fresh_syn {
             self.closed.remove(&key);
             // A new connection on a 4-tuple still open in the table: the old
@@ -469,7 +567,9 @@ impl Engine {
             self.counters.late_packets += 1;
             return false;
         }
-        if self.flows.len() >= self.config.max_flows && !self.evict_one_pending() {
+        // Split between shards: each holds its share of the cap.
+        let cap = self.config.max_flows.div_ceil(self.shard.count as usize);
+        if self.flows.len() >= cap && !self.evict_one_pending() {
             self.warn(
                 "flow-cap",
                 format!(
@@ -545,6 +645,24 @@ impl Engine {
             self.on_reconnect(key.sender(client_dir), key.receiver(client_dir), ts);
         }
         true
+    }
+
+    /// A connection opening on a flow another shard analyses: it may still be
+    /// the reconnect that ends one of this shard's client stalls (as in
+    /// [`Engine::open_flow`]).
+    fn foreign_syn(&mut self, seg: &TcpSegment<'_>) {
+        let (client, broker) = if self.is_amqp_port(seg.dst.port) {
+            (seg.src, seg.dst)
+        } else if self.is_amqp_port(seg.src.port) {
+            (seg.dst, seg.src)
+        } else if looks_like_protocol_header(seg.payload) {
+            (seg.src, seg.dst)
+        } else {
+            return;
+        };
+        if !self.awaiting.is_empty() {
+            self.on_reconnect(client, broker, seg.ts);
+        }
     }
 
     /// Drops the oldest flow not yet shown to be AMQP; false if there is none.
@@ -735,6 +853,22 @@ fn push_slot(slots: &mut Vec<ConnSlot>, slot: ConnSlot) {
         slots.reserve_exact(slots.len() / 8 + 64);
     }
     slots.push(slot);
+}
+
+/// Appends `from`'s slots to `to` a block at a time from `from`'s end,
+/// shrinking `from` as it goes: the two lists (~1 KB per connection) are
+/// never both whole in memory. The order of the moved slots changes; reports
+/// sort connections by first packet.
+fn move_slots(to: &mut Vec<ConnSlot>, mut from: Vec<ConnSlot>) {
+    const BLOCK: usize = 4096;
+    while !from.is_empty() {
+        let block = from.split_off(from.len().saturating_sub(BLOCK));
+        from.shrink_to_fit();
+        if to.capacity() - to.len() < block.len() {
+            to.reserve_exact(to.len() / 8 + block.len());
+        }
+        to.extend(block);
+    }
 }
 
 /// One copy of each distinct broker `server_properties` table: brokers send

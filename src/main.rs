@@ -126,6 +126,10 @@ struct ReplayArgs {
     /// Write the report to this file instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Threads that share the flows of one capture file for reports (0 = one per core, up to 8;
+    /// stdin, the TUI and two-file replay use one). The report is the same for any number.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -335,7 +339,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             }
         };
     }
-    let result = match app::replay(file, config, &mut |_| {}) {
+    let result = match app::replay_threads(file, config, args.threads, &mut |_| {}) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hbscope: {e}");
