@@ -630,6 +630,18 @@ const MAX_BLOCKED: usize = 64;
 const HB_RING: usize = 32;
 
 impl Connection {
+    /// Starts loading the state a packet of this connection reads (see
+    /// [`crate::engine::Engine::process_batch`]).
+    pub fn prefetch(&self) {
+        crate::prefetch::line(self);
+        crate::prefetch::line(&self.last_seen);
+        crate::prefetch::line(&self.fin);
+        for d in &self.dirs {
+            crate::prefetch::line(d);
+            crate::prefetch::line(&d.last_activity);
+        }
+    }
+
     /// A new connection whose client sends in `client_dir`.
     #[must_use]
     pub fn new(

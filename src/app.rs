@@ -89,6 +89,15 @@ pub fn replay(
     replay_observed(path, config, progress, &mut |_, _| {})
 }
 
+/// The thread count meant by `--threads N`: N, or for 0 one per core (up to 8).
+#[must_use]
+pub fn resolve_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        n => n,
+    }
+}
+
 /// As [`replay`], with the flows split between `threads` threads (0 = one
 /// per core, up to 8) when the input is a file: every thread reads the whole
 /// file and analyses its share of the flows (see [`Engine::new_shard`]), and
@@ -103,17 +112,13 @@ pub fn replay_threads(
     threads: usize,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Replay, AppError> {
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-        n => n,
-    };
+    let threads = resolve_threads(threads);
     if threads <= 1 || path == Path::new("-") {
         return replay(path, config, progress);
     }
     // Opened here first so that an unusable input fails before any thread starts.
     let src = FileSource::open(path)?;
     let link = src.link_type();
-    drop(src);
     if !is_supported(link) {
         return Err(AppError::UnsupportedLink {
             input: path.display().to_string(),
@@ -127,6 +132,7 @@ pub fn replay_threads(
                 scope.spawn(move || {
                     read_into(
                         path,
+                        FileSource::open(path)?,
                         Engine::new_shard(config, link, i, threads),
                         &mut |_| {},
                         &mut |_, _| {},
@@ -136,6 +142,7 @@ pub fn replay_threads(
             .collect();
         let mut out = vec![read_into(
             path,
+            src,
             Engine::new_shard(config.clone(), link, 0, threads),
             progress,
             &mut |_, _| {},
@@ -179,38 +186,48 @@ pub fn replay_observed(
     progress: &mut dyn FnMut(Progress),
     observe: &mut dyn FnMut(LinkType, &PacketRecord<'_>),
 ) -> Result<Replay, AppError> {
+    // Opened once: stdin cannot be opened twice.
     let src = FileSource::open(path)?;
     let link = src.link_type();
-    drop(src);
     if !is_supported(link) {
         return Err(AppError::UnsupportedLink {
             input: path.display().to_string(),
             link: link.to_string(),
         });
     }
-    read_into(path, Engine::new(config, link), progress, observe)
+    read_into(path, src, Engine::new(config, link), progress, observe)
 }
+
+/// Packets handed to the engine at once (see [`Engine::process_batch`]).
+const BATCH: usize = 1024;
 
 /// Reads every packet of `path` into `engine`, then finishes it.
 fn read_into(
     path: &Path,
+    mut src: FileSource,
     mut engine: Engine,
     progress: &mut dyn FnMut(Progress),
     observe: &mut dyn FnMut(LinkType, &PacketRecord<'_>),
 ) -> Result<Replay, AppError> {
-    let mut src = FileSource::open(path)?;
     let source = path.display().to_string();
     let link = src.link_type();
     let total = src.file_size();
     let mut complete = true;
     let mut n: u64 = 0;
+    let mut next_progress: u64 = 65_536;
     loop {
-        match src.next_packet() {
-            Ok(Some(rec)) => {
-                engine.process(&rec);
-                observe(link, &rec);
-                n += 1;
-                if n.is_multiple_of(65_536) {
+        let got = src.next_batch(BATCH, &mut |recs| {
+            engine.process_batch(recs);
+            for rec in recs {
+                observe(link, rec);
+            }
+        });
+        match got {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k as u64;
+                if n >= next_progress {
+                    next_progress = n + 65_536;
                     progress(Progress {
                         packets: n,
                         bytes: src.bytes_consumed(),
@@ -218,7 +235,6 @@ fn read_into(
                     });
                 }
             }
-            Ok(None) => break,
             Err(e) => {
                 complete = false;
                 engine.warn_input(e.warning_code(), e.to_string());

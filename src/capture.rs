@@ -224,6 +224,8 @@ pub struct FileSource {
     consumed: u64,
     /// Set after the end of the file or an error: later reads return `Ok(None)`.
     done: bool,
+    /// Records of the last [`FileSource::next_batch`] (kept for its allocation).
+    batch: Vec<pcapfile::Record>,
 }
 
 enum Reader {
@@ -279,6 +281,7 @@ impl FileSource {
                     format,
                     consumed: PCAP_FILE_HEADER,
                     done: false,
+                    batch: Vec::new(),
                 });
             }
         }
@@ -296,6 +299,7 @@ impl FileSource {
             format,
             consumed,
             done: false,
+            batch: Vec::new(),
         })
     }
 
@@ -384,6 +388,65 @@ impl FileSource {
                 Err(read_error(&e))
             }
         }
+    }
+
+    /// Reads up to `max` packets and hands them to `f` together (one at a
+    /// time through libpcap, which reuses its buffer for every packet);
+    /// returns how many, 0 at the clean end of the file.
+    ///
+    /// # Errors
+    /// As [`FileSource::next_packet`], when no packet was read before the
+    /// error (packets before an error come first, then the error).
+    pub fn next_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(&[PacketRecord<'_>]),
+    ) -> Result<usize, CaptureError> {
+        if self.done {
+            return Ok(0);
+        }
+        let Reader::Own(own) = &mut self.reader else {
+            return match self.next_packet()? {
+                Some(rec) => {
+                    f(&[rec]);
+                    Ok(1)
+                }
+                None => Ok(0),
+            };
+        };
+        let mut recs = std::mem::take(&mut self.batch);
+        if let Err(e) = own.next_batch(max, &mut recs) {
+            self.done = true;
+            self.batch = recs;
+            return Err(e);
+        }
+        if recs.is_empty() {
+            self.done = true;
+            if let Some(size) = self.file_size {
+                self.consumed = size;
+            }
+            self.batch = recs;
+            return Ok(0);
+        }
+        let stored: u64 = recs.iter().map(|r| r.stored).sum();
+        self.consumed = self.consumed.saturating_add(stored);
+        if let Some(size) = self.file_size {
+            self.consumed = self.consumed.min(size);
+        }
+        let packets: Vec<PacketRecord<'_>> = recs
+            .iter()
+            .map(|r| PacketRecord {
+                ts: r.ts,
+                caplen: r.caplen,
+                orig_len: r.orig_len,
+                data: own.data(r),
+            })
+            .collect();
+        f(&packets);
+        let n = packets.len();
+        drop(packets);
+        self.batch = recs;
+        Ok(n)
     }
 
     /// Size of the file in bytes, when it is a regular file (not stdin or a pipe).

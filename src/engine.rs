@@ -14,7 +14,7 @@
 //! that new flows are not tracked and the `flow-cap` warning counts the packets
 //! that were ignored.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::amqp::{
@@ -27,6 +27,8 @@ use crate::analysis::{
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
 use crate::flowhash::FlowHashBuilder;
+use crate::flowtable::FlowTable;
+use crate::prefetch;
 use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
 use crate::timeline::{Kinds, Timeline};
@@ -135,6 +137,16 @@ pub struct ConnSlot {
     vhost_shared: bool,
 }
 
+impl ConnSlot {
+    /// Starts loading what a packet of this connection reads.
+    fn prefetch(&self) {
+        prefetch::line(self);
+        prefetch::line(&self.confirmed);
+        prefetch::line(&self.timeline);
+        self.conn.prefetch();
+    }
+}
+
 /// The first bytes (up to 8) one side sent, kept inline: every candidate
 /// flow has two, and a heap `Vec` each would cost more than the bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -164,6 +176,29 @@ struct Flow {
     proto: Proto,
     slot: SlotRef,
     frame_max_applied: bool,
+}
+
+impl Flow {
+    /// Starts loading what a packet of this flow reads.
+    fn prefetch(&self) {
+        prefetch::line(self);
+        prefetch::line(&self.slot);
+        self.tcp.prefetch();
+        if let Proto::Amqp([a, b]) = &self.proto {
+            prefetch::line(a);
+            prefetch::line(b);
+        }
+    }
+}
+
+/// A packet decoded ahead of its turn in [`Engine::process_batch`].
+enum Ahead<'a> {
+    /// TCP of a flow this engine analyses: segment, key, direction, table hash.
+    Owned(TcpSegment<'a>, FlowKey, Direction, u64),
+    /// TCP of a flow another shard analyses.
+    Foreign(TcpSegment<'a>),
+    NotTcp,
+    Error(crate::decode::DecodeError),
 }
 
 /// Where a flow's analysis lives: inside the flow until the flow is shown to
@@ -250,8 +285,8 @@ struct AwaitingResume {
 pub struct Engine {
     config: EngineConfig,
     link: LinkType,
-    /// Boxed: the table stays small (key + pointer) and probes touch fewer cache lines.
-    flows: HashMap<FlowKey, Box<Flow>, FlowHashBuilder>,
+    /// Lookups can be started ahead of the packet ([`Engine::process_batch`]).
+    flows: FlowTable<Flow>,
     slots: Vec<ConnSlot>,
     syns: SynLog,
     properties: PropertiesPool,
@@ -299,7 +334,7 @@ impl Engine {
             analysis: Arc::new(config.analysis),
             config,
             link,
-            flows: HashMap::default(),
+            flows: FlowTable::default(),
             slots: Vec::new(),
             syns: SynLog::default(),
             properties: PropertiesPool::default(),
@@ -440,6 +475,108 @@ impl Engine {
 
     /// Feeds one captured packet.
     pub fn process(&mut self, rec: &PacketRecord<'_>) {
+        self.account(rec);
+        match decode(self.link, rec) {
+            Ok(Decoded::Tcp(seg)) => {
+                let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
+                if self.shard.owns(&key) {
+                    let hash = self.flows.hash(&key);
+                    self.on_segment(&seg, key, dir, hash, u32::MAX);
+                } else if seg.flags.syn && !seg.flags.ack {
+                    self.foreign_syn(&seg);
+                }
+            }
+            Ok(Decoded::NotTcp) => self.counters.non_tcp_packets += 1,
+            Err(e) => self.on_decode_error(&e),
+        }
+    }
+
+    /// Feeds captured packets, in order: the same as [`Engine::process`] on
+    /// each, faster when there are many flows. Each packet's flow state is
+    /// asked for a few packets ahead, so that the memory loads of several
+    /// packets overlap instead of each packet waiting for its own (with
+    /// 100,000 connections, most of a packet's time was those waits).
+    pub fn process_batch(&mut self, recs: &[PacketRecord<'_>]) {
+        /// How many packets ahead the index position, the table entry, the
+        /// flow's state and its connection are asked for: each load needs
+        /// the one before it to have arrived.
+        const INDEX_AHEAD: usize = 9;
+        const ENTRY_AHEAD: usize = 6;
+        const FLOW_AHEAD: usize = 3;
+        const SLOT_AHEAD: usize = 1;
+        let link = self.link;
+        let ahead: Vec<Ahead<'_>> = recs
+            .iter()
+            .map(|rec| match decode(link, rec) {
+                Ok(Decoded::Tcp(seg)) => {
+                    let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
+                    if self.shard.owns(&key) {
+                        let hash = self.flows.hash(&key);
+                        Ahead::Owned(seg, key, dir, hash)
+                    } else {
+                        Ahead::Foreign(seg)
+                    }
+                }
+                Ok(Decoded::NotTcp) => Ahead::NotTcp,
+                Err(e) => Ahead::Error(e),
+            })
+            .collect();
+        // Slab positions found at the flow stage, for the later stages.
+        let mut hints = vec![u32::MAX; ahead.len()];
+        for (i, (rec, a)) in recs.iter().zip(&ahead).enumerate() {
+            if let Some(Ahead::Owned(_, _, _, hash)) = ahead.get(i + INDEX_AHEAD) {
+                self.flows.prefetch_index(*hash);
+            }
+            if let Some(Ahead::Owned(_, _, _, hash)) = ahead.get(i + ENTRY_AHEAD) {
+                self.flows.prefetch_entry(*hash);
+            }
+            if let Some(Ahead::Owned(_, key, _, hash)) = ahead.get(i + FLOW_AHEAD) {
+                if let Some((at, flow)) = self.flows.peek(*hash, key) {
+                    flow.prefetch();
+                    if let Some(h) = hints.get_mut(i + FLOW_AHEAD) {
+                        *h = at;
+                    }
+                }
+            }
+            if let Some(&at) = hints.get(i + SLOT_AHEAD) {
+                if let Some(flow) = self.flows.at(at) {
+                    match &flow.slot {
+                        SlotRef::Pending(b) => b.prefetch(),
+                        SlotRef::Index(i) => {
+                            if let Some(s) = self.slots.get(*i) {
+                                s.prefetch();
+                            }
+                        }
+                    }
+                }
+            }
+            self.account(rec);
+            match a {
+                Ahead::Owned(seg, key, dir, hash) => {
+                    let hint = hints.get(i).copied().unwrap_or(u32::MAX);
+                    self.on_segment(seg, *key, *dir, *hash, hint);
+                }
+                Ahead::Foreign(seg) => {
+                    if seg.flags.syn && !seg.flags.ack {
+                        self.foreign_syn(seg);
+                    }
+                }
+                Ahead::NotTcp => self.counters.non_tcp_packets += 1,
+                Ahead::Error(e) => self.on_decode_error(e),
+            }
+        }
+    }
+
+    fn on_decode_error(&mut self, e: &crate::decode::DecodeError) {
+        self.counters.decode_errors += 1;
+        if self.shard.index == 0 {
+            let n = self.counters.packets;
+            self.warn("decode-error", format!("packet {n}: {e}"));
+        }
+    }
+
+    /// Counts a packet in the capture counters.
+    fn account(&mut self, rec: &PacketRecord<'_>) {
         let c = &mut self.counters;
         c.packets += 1;
         c.wire_bytes += u64::from(rec.orig_len);
@@ -454,17 +591,6 @@ impl Engine {
             Some(last) if rec.ts < last => c.out_of_order_timestamps += 1,
             _ => c.last = Some(rec.ts),
         }
-        match decode(self.link, rec) {
-            Ok(Decoded::Tcp(seg)) => self.on_segment(&seg),
-            Ok(Decoded::NotTcp) => self.counters.non_tcp_packets += 1,
-            Err(e) => {
-                self.counters.decode_errors += 1;
-                if self.shard.index == 0 {
-                    let n = self.counters.packets;
-                    self.warn("decode-error", format!("packet {n}: {e}"));
-                }
-            }
-        }
     }
 
     fn is_amqp_port(&self, port: u16) -> bool {
@@ -475,24 +601,24 @@ impl Engine {
         self.config.tls_ports.contains(&port)
     }
 
-    fn on_segment(&mut self, seg: &TcpSegment<'_>) {
+    /// A segment of a flow this engine analyses (key `key`, hash `hash` in
+    /// the flow table, probably at slab position `hint`).
+    fn on_segment(
+        &mut self,
+        seg: &TcpSegment<'_>,
+        key: FlowKey,
+        dir: Direction,
+        hash: u64,
+        hint: u32,
+    ) {
         let ts = seg.ts;
         let fresh_syn = seg.flags.syn && !seg.flags.ack;
         if fresh_syn {
             self.syns.record(ts, seg.src, seg.dst);
-        }
-        let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
-        if !self.shard.owns(&key) {
-            if fresh_syn {
-                self.foreign_syn(seg);
-            }
-            return;
-        }
-        if fresh_syn {
             self.closed.remove(&key);
             // A new connection on a 4-tuple still open in the table: the old
             // one ended without our seeing it; close it first.
-            let reuse = self.flows.get(&key).is_some_and(|f| {
+            let reuse = self.flows.get_hashed(hash, &key).is_some_and(|f| {
                 let conn = &self.slot_of(f).conn;
                 conn.fin.iter().any(Option::is_some) || conn.rst.iter().any(Option::is_some)
             });
@@ -505,7 +631,7 @@ impl Engine {
         }
         // One hash lookup per packet of a known flow: the flow table is the
         // biggest random access of the packet path.
-        let step = match self.flows.get_mut(&key) {
+        let step = match self.flows.get_mut_hinted(hint, hash, &key) {
             Some(flow) => step_flow(
                 flow,
                 &mut self.slots,
@@ -518,7 +644,7 @@ impl Engine {
                 if !self.open_flow(seg, key, dir) {
                     return;
                 }
-                let Some(flow) = self.flows.get_mut(&key) else {
+                let Some(flow) = self.flows.get_mut_hashed(hash, &key) else {
                     return;
                 };
                 step_flow(
@@ -617,12 +743,12 @@ impl Engine {
         };
         self.flows.insert(
             key,
-            Box::new(Flow {
+            Flow {
                 tcp: TcpStream::new(self.config.reassembly),
                 proto,
                 slot: SlotRef::Pending(slot),
                 frame_max_applied: false,
-            }),
+            },
         );
         if self.pending_order.len() == self.pending_order.capacity() {
             // Full: drop the keys of flows since shown to be AMQP (or gone)
@@ -651,6 +777,8 @@ impl Engine {
     /// the reconnect that ends one of this shard's client stalls (as in
     /// [`Engine::open_flow`]).
     fn foreign_syn(&mut self, seg: &TcpSegment<'_>) {
+        // Every engine keeps every opening: wake-ups may come from any flow.
+        self.syns.record(seg.ts, seg.src, seg.dst);
         let (client, broker) = if self.is_amqp_port(seg.dst.port) {
             (seg.src, seg.dst)
         } else if self.is_amqp_port(seg.src.port) {
@@ -737,14 +865,14 @@ impl Engine {
         }
     }
 
-    fn finish_flow(&mut self, mut flow: Box<Flow>, end: Timestamp) {
+    fn finish_flow(&mut self, mut flow: Flow, end: Timestamp) {
         let Engine { slots, syns, .. } = self;
         let Flow {
             tcp,
             proto,
             slot: slot_ref,
             ..
-        } = &mut *flow;
+        } = &mut flow;
         let slot: &mut ConnSlot = match slot_ref {
             SlotRef::Pending(b) => b,
             SlotRef::Index(i) => &mut slots[*i],
@@ -818,13 +946,24 @@ impl Engine {
         }
         self.finished = true;
         let end = self.counters.last.unwrap_or_default();
-        let mut flows: Vec<Box<Flow>> = self.flows.drain().map(|(_, f)| f).collect();
-        flows.sort_by_key(|f| match &f.slot {
-            SlotRef::Index(i) => (0, *i, Timestamp::default()),
-            SlotRef::Pending(b) => (1, 0, b.conn.first_seen),
-        });
-        for flow in flows {
-            self.finish_flow(flow, end);
+        let mut flows = self.flows.take_all();
+        let mut order: Vec<((u8, usize, Timestamp), usize)> = flows
+            .iter()
+            .enumerate()
+            .filter_map(|(at, e)| {
+                let (_, f) = e.as_ref()?;
+                let k = match &f.slot {
+                    SlotRef::Index(i) => (0, *i, Timestamp::default()),
+                    SlotRef::Pending(b) => (1, 0, b.conn.first_seen),
+                };
+                Some((k, at))
+            })
+            .collect();
+        order.sort_unstable();
+        for (_, at) in order {
+            if let Some((_, flow)) = flows.get_mut(at).and_then(Option::take) {
+                self.finish_flow(flow, end);
+            }
         }
     }
 

@@ -512,6 +512,17 @@ impl TcpStream {
         }
     }
 
+    /// Starts loading the sequence state of both directions (see
+    /// [`crate::engine::Engine::process_batch`]).
+    pub fn prefetch(&self) {
+        for h in &self.halves {
+            crate::prefetch::line(h);
+            crate::prefetch::line(&h.next);
+            crate::prefetch::line(&h.last_ack);
+            crate::prefetch::line(&h.stats);
+        }
+    }
+
     /// Processes one segment. `dir` is the packet's direction relative to the
     /// connection's `FlowKey`.
     ///

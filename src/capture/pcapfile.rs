@@ -209,6 +209,46 @@ impl PcapFile {
         }))
     }
 
+    /// The records that follow, up to `max`, read without moving the
+    /// buffer: every one stays readable with [`PcapFile::data`] until the
+    /// next call of this or [`PcapFile::next`]. Empty at the clean end of
+    /// the file. An error comes only when no record was read before it (the
+    /// next call meets it again).
+    pub fn next_batch(&mut self, max: usize, out: &mut Vec<Record>) -> Result<(), CaptureError> {
+        out.clear();
+        // The first record may refill (and move) the buffer; the rest only
+        // take what is already in it.
+        match self.next()? {
+            Some(r) => out.push(r),
+            None => return Ok(()),
+        }
+        while out.len() < max {
+            let unread = self.buf.get(self.start..self.end).unwrap_or(&[]);
+            let Some(h) = unread.get(..RECORD_HEADER) else {
+                break;
+            };
+            let word = |i: usize| {
+                let b = [h[i], h[i + 1], h[i + 2], h[i + 3]];
+                if self.swapped {
+                    u32::from_be_bytes(b)
+                } else {
+                    u32::from_le_bytes(b)
+                }
+            };
+            let caplen = word(8) as usize;
+            if unread.len() < RECORD_HEADER + caplen || caplen > MAX_SNAPLEN as usize {
+                // Not whole in the buffer, or an error: the next call's first
+                // record reads it (and reports the error) as `next` does.
+                break;
+            }
+            match self.next()? {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     /// The captured bytes of `rec`, the record [`PcapFile::next`] just returned.
     pub fn data(&self, rec: &Record) -> &[u8] {
         self.buf
