@@ -1036,8 +1036,75 @@ fn candidate(b: &[u8]) -> Candidate {
     Candidate::Yes
 }
 
-/// Decodes a buffered method payload (class id onwards) with amq-protocol.
+/// Method payloads decoded lately, with what they decoded to.
+struct RecentMethods {
+    entries: Vec<(Box<[u8]>, ConnMethod)>,
+    /// Entry replaced next when full.
+    next: usize,
+}
+
+impl RecentMethods {
+    const CAP: usize = 8;
+    /// Larger payloads are not kept.
+    const BYTES_CAP: usize = 4096;
+}
+
+thread_local! {
+    /// A broker sends the same Connection.Start (its properties table is the
+    /// largest thing parsed per connection), Tune and Open-Ok on every
+    /// connection, and one application's clients the same Tune-Ok and Open:
+    /// with 100,000 connections, parsing them again each time was a fifth of
+    /// a replay. Per thread, like the rest of a replay's state.
+    static RECENT: std::cell::RefCell<RecentMethods> =
+        const { std::cell::RefCell::new(RecentMethods { entries: Vec::new(), next: 0 }) };
+}
+
+/// Decodes a buffered method payload (class id onwards), reusing the
+/// decoding of an identical recent payload.
 fn decode_method(channel_id: u16, payload: &[u8]) -> Option<ConnMethod> {
+    if payload.len() > RecentMethods::BYTES_CAP {
+        return decode_method_fresh(channel_id, payload);
+    }
+    let hit = RECENT.with(|r| {
+        r.borrow()
+            .entries
+            .iter()
+            .find(|(p, _)| **p == *payload)
+            .map(|(_, m)| m.clone())
+    });
+    if hit.is_some() {
+        return hit;
+    }
+    let m = decode_method_fresh(channel_id, payload)?;
+    // Only methods whose decoding depends on the payload alone, and that
+    // repeat from one connection to the next.
+    if matches!(
+        m,
+        ConnMethod::Start { .. }
+            | ConnMethod::Tune { .. }
+            | ConnMethod::TuneOk { .. }
+            | ConnMethod::Open { .. }
+            | ConnMethod::OpenOk
+    ) {
+        RECENT.with(|r| {
+            let mut r = r.borrow_mut();
+            let entry = (Box::from(payload), m.clone());
+            if r.entries.len() < RecentMethods::CAP {
+                r.entries.push(entry);
+            } else {
+                let at = r.next % RecentMethods::CAP;
+                if let Some(slot) = r.entries.get_mut(at) {
+                    *slot = entry;
+                }
+                r.next = at + 1;
+            }
+        });
+    }
+    Some(m)
+}
+
+/// Decodes a buffered method payload (class id onwards) with amq-protocol.
+fn decode_method_fresh(channel_id: u16, payload: &[u8]) -> Option<ConnMethod> {
     let (_, class) = parse_class(payload).ok()?;
     match class {
         AMQPClass::Connection(m) => Some(match m {

@@ -26,10 +26,9 @@ use crate::analysis::{
 };
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
-use crate::flowhash::FlowHashBuilder;
 use crate::flowtable::FlowTable;
-use crate::prefetch;
 use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
+use crate::prefetch;
 use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
 use crate::timeline::{Kinds, Timeline};
 use crate::tls::{heartbeat_record_len, looks_like_client_hello, RecordReader, TlsEvent};
@@ -195,8 +194,10 @@ impl Flow {
 enum Ahead<'a> {
     /// TCP of a flow this engine analyses: segment, key, direction, table hash.
     Owned(TcpSegment<'a>, FlowKey, Direction, u64),
-    /// TCP of a flow another shard analyses.
-    Foreign(TcpSegment<'a>),
+    /// A connection opening on a flow another shard analyses.
+    ForeignSyn(TcpSegment<'a>),
+    /// Any other TCP of a flow another shard analyses.
+    Foreign,
     NotTcp,
     Error(crate::decode::DecodeError),
 }
@@ -304,24 +305,38 @@ pub struct Engine {
 }
 
 /// One of `count` engines that read the same input, each analysing the flows
-/// whose key hashes to its `index` (see [`Engine::new_shard`]).
+/// whose endpoints hash to its `index` (see [`Engine::new_shard`]).
 #[derive(Debug, Clone, Copy)]
 struct Shard {
     index: u64,
     count: u64,
-    hasher: FlowHashBuilder,
 }
 
 impl Shard {
-    /// Fixed, so that every thread of every run splits flows the same way;
-    /// different from the flow table's random seed, so that the table of one
-    /// shard does not see keys whose hashes share bits.
-    const SEED: u64 = 0x6862_7363_6f70_6531;
-
-    fn owns(&self, key: &FlowKey) -> bool {
-        use std::hash::BuildHasher;
-        self.count <= 1 || (self.hasher.hash_one(key) >> 32) % self.count == self.index
+    /// Whether this shard analyses the flow between `a` and `b` (either
+    /// order: the hash is symmetric, so no canonical key is needed to skip
+    /// another shard's packet). Fixed, so every thread of every run splits
+    /// flows the same way.
+    fn owns(&self, a: &Endpoint, b: &Endpoint) -> bool {
+        self.count <= 1
+            || (endpoint_mix(a).wrapping_add(endpoint_mix(b)) >> 32) % self.count == self.index
     }
+}
+
+/// A well-mixed 64-bit value of an endpoint (splitmix64's finaliser).
+fn endpoint_mix(e: &Endpoint) -> u64 {
+    let ip = match e.ip {
+        std::net::IpAddr::V4(a) => u64::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => {
+            let v = u128::from(a);
+            // Truncations intended: the two halves folded into one word.
+            (v as u64) ^ ((v >> 64) as u64) ^ 0x5bd1_e995_5bd1_e995
+        }
+    };
+    let mut x = (ip << 16) ^ u64::from(e.port);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 const AWAITING_CAP: usize = 1024;
@@ -344,11 +359,7 @@ impl Engine {
             closed: ClosedFlows::default(),
             pending_order: VecDeque::new(),
             finished: false,
-            shard: Shard {
-                index: 0,
-                count: 1,
-                hasher: FlowHashBuilder::with_seed(Shard::SEED),
-            },
+            shard: Shard { index: 0, count: 1 },
         }
     }
 
@@ -478,8 +489,8 @@ impl Engine {
         self.account(rec);
         match decode(self.link, rec) {
             Ok(Decoded::Tcp(seg)) => {
-                let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
-                if self.shard.owns(&key) {
+                if self.shard.owns(&seg.src, &seg.dst) {
+                    let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
                     let hash = self.flows.hash(&key);
                     self.on_segment(&seg, key, dir, hash, u32::MAX);
                 } else if seg.flags.syn && !seg.flags.ack {
@@ -509,12 +520,14 @@ impl Engine {
             .iter()
             .map(|rec| match decode(link, rec) {
                 Ok(Decoded::Tcp(seg)) => {
-                    let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
-                    if self.shard.owns(&key) {
+                    if self.shard.owns(&seg.src, &seg.dst) {
+                        let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
                         let hash = self.flows.hash(&key);
                         Ahead::Owned(seg, key, dir, hash)
+                    } else if seg.flags.syn && !seg.flags.ack {
+                        Ahead::ForeignSyn(seg)
                     } else {
-                        Ahead::Foreign(seg)
+                        Ahead::Foreign
                     }
                 }
                 Ok(Decoded::NotTcp) => Ahead::NotTcp,
@@ -556,11 +569,8 @@ impl Engine {
                     let hint = hints.get(i).copied().unwrap_or(u32::MAX);
                     self.on_segment(seg, *key, *dir, *hash, hint);
                 }
-                Ahead::Foreign(seg) => {
-                    if seg.flags.syn && !seg.flags.ack {
-                        self.foreign_syn(seg);
-                    }
-                }
+                Ahead::ForeignSyn(seg) => self.foreign_syn(seg),
+                Ahead::Foreign => {}
                 Ahead::NotTcp => self.counters.non_tcp_packets += 1,
                 Ahead::Error(e) => self.on_decode_error(e),
             }

@@ -25,15 +25,6 @@ impl Default for FlowHashBuilder {
     }
 }
 
-impl FlowHashBuilder {
-    /// A builder with a fixed seed: the same key hashes the same way in every
-    /// run and every thread (for splitting flows between threads).
-    #[must_use]
-    pub fn with_seed(seed: u64) -> Self {
-        FlowHashBuilder { seed }
-    }
-}
-
 impl BuildHasher for FlowHashBuilder {
     type Hasher = FlowHasher;
 

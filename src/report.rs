@@ -807,7 +807,9 @@ pub fn write_json_threads<W: std::io::Write>(
     let cut = outline
         .find(EMPTY)
         .map(|at| at + EMPTY.len() - 1)
-        .ok_or_else(|| serde_json::Error::io(std::io::Error::other("report outline without connections")))?;
+        .ok_or_else(|| {
+            serde_json::Error::io(std::io::Error::other("report outline without connections"))
+        })?;
     let (before, after) = outline.split_at(cut);
     let io = serde_json::Error::io;
     w.write_all(before.as_bytes()).map_err(io)?;
@@ -829,7 +831,8 @@ pub fn write_json_threads<W: std::io::Write>(
                     scope.spawn(move || {
                         for b in (t..blocks.len()).step_by(threads) {
                             let mut buf = Vec::new();
-                            let r = entries_text(blocks[b], b * ENTRY_BLOCK, &mut buf).map(|()| buf);
+                            let r =
+                                entries_text(blocks[b], b * ENTRY_BLOCK, &mut buf).map(|()| buf);
                             let failed = r.is_err();
                             if tx.send(r).is_err() || failed {
                                 return;
@@ -862,7 +865,11 @@ pub fn write_json_threads<W: std::io::Write>(
 
 /// Appends the entries of `conns` (numbered from `skip + 1`) as they appear
 /// inside the report's `connections` array, each with the separator before it.
-fn entries_text(conns: &[&Connection], skip: usize, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+fn entries_text(
+    conns: &[&Connection],
+    skip: usize,
+    buf: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     for (k, conn) in conns.iter().enumerate() {
         let id = skip + k + 1;
         buf.extend_from_slice(if id == 1 { b"\n    " } else { b",\n    " });
@@ -889,11 +896,18 @@ impl Nested {
     }
 
     fn newline_indent<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(b"\n")?;
-        for _ in 0..self.level {
-            w.write_all(b"  ")?;
+        // One write for the usual depths (an entry is at most ~8 deep).
+        const LINE: &[u8; 33] = b"\n                                ";
+        match LINE.get(..1 + 2 * self.level) {
+            Some(s) => w.write_all(s),
+            None => {
+                w.write_all(b"\n")?;
+                for _ in 0..self.level {
+                    w.write_all(b"  ")?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 
