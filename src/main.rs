@@ -126,8 +126,9 @@ struct ReplayArgs {
     /// Write the report to this file instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Threads that share the flows of one capture file for reports (0 = one per core, up to 8;
-    /// stdin, the TUI and two-file replay use one). The report is the same for any number.
+    /// Threads that share the flows of one capture file for reports (0 = one per core, up to 8,
+    /// and one for a file under 8 MiB; stdin, the TUI and two-file replay use one). The report is
+    /// the same for any number.
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
 }
