@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the hot stages, on an in-memory synthetic capture
 //! (`hbscope::synth`, 300 connections, 60 s, 30% busy): decode, reassembly,
 //! framing and the whole engine, each reported per packet (throughput in
-//! elements) or per byte.
+//! elements) or per byte; and the engine on 30,000 mostly idle connections,
+//! a packet at a time and in prefetching batches.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -23,15 +24,18 @@ struct Capture {
 
 impl Capture {
     fn new() -> Self {
-        let cfg = SynthConfig {
+        Self::of(&SynthConfig {
             connections: 300,
             duration_s: 60,
             heartbeat_s: 4,
             stalls_per_cause: 1,
             ..SynthConfig::default()
-        };
+        })
+    }
+
+    fn of(cfg: &SynthConfig) -> Self {
         let mut bytes = Vec::new();
-        generate(&cfg, &mut bytes).unwrap();
+        generate(cfg, &mut bytes).unwrap();
         let mut records = Vec::new();
         let mut at = 24;
         let le = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -107,6 +111,46 @@ fn stages(c: &mut Criterion) {
             let mut e = Engine::new(EngineConfig::default(), LinkType::ETHERNET);
             for rec in cap.recs() {
                 e.process(&rec);
+            }
+            e.finish();
+            black_box(e.slots().len())
+        });
+    });
+    g.finish();
+
+    // Many idle connections (the shape of benches/run.sh's (b), smaller):
+    // their state (~1.6 KB each, ~50 MB) does not fit the caches, which is
+    // what `process_batch`'s prefetching is for.
+    let idle = Capture::of(&SynthConfig {
+        seed: 3,
+        connections: 30_000,
+        duration_s: 300,
+        heartbeat_s: 60,
+        busy_fraction: 0.01,
+        msg_rate: 1.0,
+        churn: 0.0,
+        stalls_per_cause: 0,
+        ..SynthConfig::default()
+    });
+    let recs: Vec<PacketRecord<'_>> = idle.recs().collect();
+    let mut g = c.benchmark_group("many-idle-flows");
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    g.sample_size(10);
+    g.bench_function("engine-one-at-a-time", |b| {
+        b.iter(|| {
+            let mut e = Engine::new(EngineConfig::default(), LinkType::ETHERNET);
+            for rec in &recs {
+                e.process(rec);
+            }
+            e.finish();
+            black_box(e.slots().len())
+        });
+    });
+    g.bench_function("engine-batches", |b| {
+        b.iter(|| {
+            let mut e = Engine::new(EngineConfig::default(), LinkType::ETHERNET);
+            for batch in recs.chunks(1024) {
+                e.process_batch(batch);
             }
             e.finish();
             black_box(e.slots().len())
