@@ -62,10 +62,15 @@ impl Replay {
 /// # Errors
 /// [`AppError`] when the input cannot be opened or its link type is unsupported.
 pub fn check_input(path: &Path) -> Result<(), AppError> {
+    open_supported(path).map(|_| ())
+}
+
+/// Opens the capture at `path`; an error when its link type is unsupported.
+fn open_supported(path: &Path) -> Result<(FileSource, LinkType), AppError> {
     let src = FileSource::open(path)?;
     let link = src.link_type();
     if is_supported(link) {
-        Ok(())
+        Ok((src, link))
     } else {
         Err(AppError::UnsupportedLink {
             input: path.display().to_string(),
@@ -127,14 +132,7 @@ pub fn replay_threads(
         return replay(path, config, progress);
     }
     // Opened here first so that an unusable input fails before any thread starts.
-    let src = FileSource::open(path)?;
-    let link = src.link_type();
-    if !is_supported(link) {
-        return Err(AppError::UnsupportedLink {
-            input: path.display().to_string(),
-            link: link.to_string(),
-        });
-    }
+    let (src, link) = open_supported(path)?;
     let results: Vec<Result<Replay, AppError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (1..threads)
             .map(|i| {
@@ -197,14 +195,7 @@ pub fn replay_observed(
     observe: &mut dyn FnMut(LinkType, &PacketRecord<'_>),
 ) -> Result<Replay, AppError> {
     // Opened once: stdin cannot be opened twice.
-    let src = FileSource::open(path)?;
-    let link = src.link_type();
-    if !is_supported(link) {
-        return Err(AppError::UnsupportedLink {
-            input: path.display().to_string(),
-            link: link.to_string(),
-        });
-    }
+    let (src, link) = open_supported(path)?;
     read_into(path, src, Engine::new(config, link), progress, observe)
 }
 

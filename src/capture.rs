@@ -326,10 +326,7 @@ impl FileSource {
             Reader::Own(own) => {
                 return match own.next() {
                     Ok(Some(rec)) => {
-                        self.consumed = self.consumed.saturating_add(rec.stored);
-                        if let Some(size) = self.file_size {
-                            self.consumed = self.consumed.min(size);
-                        }
+                        count_bytes(&mut self.consumed, self.file_size, rec.stored);
                         Ok(Some(PacketRecord {
                             ts: rec.ts,
                             caplen: rec.caplen,
@@ -339,9 +336,7 @@ impl FileSource {
                     }
                     Ok(None) => {
                         self.done = true;
-                        if let Some(size) = self.file_size {
-                            self.consumed = size;
-                        }
+                        count_to_end(&mut self.consumed, self.file_size);
                         Ok(None)
                     }
                     Err(e) => {
@@ -362,13 +357,11 @@ impl FileSource {
                     FileFormat::Pcap => u64::from(header.caplen),
                     FileFormat::Pcapng => u64::from(header.caplen).next_multiple_of(4),
                 };
-                self.consumed = self
-                    .consumed
-                    .saturating_add(record_overhead)
-                    .saturating_add(stored);
-                if let Some(size) = self.file_size {
-                    self.consumed = self.consumed.min(size);
-                }
+                count_bytes(
+                    &mut self.consumed,
+                    self.file_size,
+                    record_overhead.saturating_add(stored),
+                );
                 Ok(Some(PacketRecord {
                     ts: timestamp(&header),
                     caplen: header.caplen,
@@ -378,9 +371,7 @@ impl FileSource {
             }
             Err(pcap::Error::NoMorePackets) => {
                 self.done = true;
-                if let Some(size) = self.file_size {
-                    self.consumed = size;
-                }
+                count_to_end(&mut self.consumed, self.file_size);
                 Ok(None)
             }
             Err(e) => {
@@ -422,17 +413,12 @@ impl FileSource {
         }
         if recs.is_empty() {
             self.done = true;
-            if let Some(size) = self.file_size {
-                self.consumed = size;
-            }
+            count_to_end(&mut self.consumed, self.file_size);
             self.batch = recs;
             return Ok(0);
         }
         let stored: u64 = recs.iter().map(|r| r.stored).sum();
-        self.consumed = self.consumed.saturating_add(stored);
-        if let Some(size) = self.file_size {
-            self.consumed = self.consumed.min(size);
-        }
+        count_bytes(&mut self.consumed, self.file_size, stored);
         let packets: Vec<PacketRecord<'_>> = recs
             .iter()
             .map(|r| PacketRecord {
@@ -471,6 +457,21 @@ impl PacketSource for FileSource {
 
     fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, CaptureError> {
         FileSource::next_packet(self)
+    }
+}
+
+/// Counts `n` more bytes of the file read (never past its size, when known).
+fn count_bytes(consumed: &mut u64, file_size: Option<u64>, n: u64) {
+    *consumed = consumed.saturating_add(n);
+    if let Some(size) = file_size {
+        *consumed = (*consumed).min(size);
+    }
+}
+
+/// The end of the file was reached: all of it counts as read.
+fn count_to_end(consumed: &mut u64, file_size: Option<u64>) {
+    if let Some(size) = file_size {
+        *consumed = size;
     }
 }
 

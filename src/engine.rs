@@ -190,7 +190,8 @@ impl Flow {
     }
 }
 
-/// A packet decoded ahead of its turn in [`Engine::process_batch`].
+/// A decoded packet and which engine it is for (decoded ahead of its turn
+/// in [`Engine::process_batch`]).
 enum Ahead<'a> {
     /// TCP of a flow this engine analyses: segment, key, direction, table hash.
     Owned(TcpSegment<'a>, FlowKey, Direction, u64),
@@ -486,19 +487,39 @@ impl Engine {
 
     /// Feeds one captured packet.
     pub fn process(&mut self, rec: &PacketRecord<'_>) {
+        let a = self.classify(rec);
         self.account(rec);
+        self.dispatch(&a, u32::MAX);
+    }
+
+    /// Decodes `rec` and says which engine's it is (see [`Ahead`]).
+    fn classify<'a>(&self, rec: &PacketRecord<'a>) -> Ahead<'a> {
         match decode(self.link, rec) {
             Ok(Decoded::Tcp(seg)) => {
                 if self.shard.owns(&seg.src, &seg.dst) {
                     let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
                     let hash = self.flows.hash(&key);
-                    self.on_segment(&seg, key, dir, hash, u32::MAX);
+                    Ahead::Owned(seg, key, dir, hash)
                 } else if seg.flags.syn && !seg.flags.ack {
-                    self.foreign_syn(&seg);
+                    Ahead::ForeignSyn(seg)
+                } else {
+                    Ahead::Foreign
                 }
             }
-            Ok(Decoded::NotTcp) => self.counters.non_tcp_packets += 1,
-            Err(e) => self.on_decode_error(&e),
+            Ok(Decoded::NotTcp) => Ahead::NotTcp,
+            Err(e) => Ahead::Error(e),
+        }
+    }
+
+    /// Runs a classified packet through the engine; `hint` is its flow's
+    /// probable slab position (`u32::MAX`: unknown).
+    fn dispatch(&mut self, a: &Ahead<'_>, hint: u32) {
+        match a {
+            Ahead::Owned(seg, key, dir, hash) => self.on_segment(seg, *key, *dir, *hash, hint),
+            Ahead::ForeignSyn(seg) => self.foreign_syn(seg),
+            Ahead::Foreign => {}
+            Ahead::NotTcp => self.counters.non_tcp_packets += 1,
+            Ahead::Error(e) => self.on_decode_error(e),
         }
     }
 
@@ -515,25 +536,7 @@ impl Engine {
         const ENTRY_AHEAD: usize = 6;
         const FLOW_AHEAD: usize = 3;
         const SLOT_AHEAD: usize = 1;
-        let link = self.link;
-        let ahead: Vec<Ahead<'_>> = recs
-            .iter()
-            .map(|rec| match decode(link, rec) {
-                Ok(Decoded::Tcp(seg)) => {
-                    if self.shard.owns(&seg.src, &seg.dst) {
-                        let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
-                        let hash = self.flows.hash(&key);
-                        Ahead::Owned(seg, key, dir, hash)
-                    } else if seg.flags.syn && !seg.flags.ack {
-                        Ahead::ForeignSyn(seg)
-                    } else {
-                        Ahead::Foreign
-                    }
-                }
-                Ok(Decoded::NotTcp) => Ahead::NotTcp,
-                Err(e) => Ahead::Error(e),
-            })
-            .collect();
+        let ahead: Vec<Ahead<'_>> = recs.iter().map(|rec| self.classify(rec)).collect();
         // Slab positions found at the flow stage, for the later stages.
         let mut hints = vec![u32::MAX; ahead.len()];
         for (i, (rec, a)) in recs.iter().zip(&ahead).enumerate() {
@@ -564,16 +567,7 @@ impl Engine {
                 }
             }
             self.account(rec);
-            match a {
-                Ahead::Owned(seg, key, dir, hash) => {
-                    let hint = hints.get(i).copied().unwrap_or(u32::MAX);
-                    self.on_segment(seg, *key, *dir, *hash, hint);
-                }
-                Ahead::ForeignSyn(seg) => self.foreign_syn(seg),
-                Ahead::Foreign => {}
-                Ahead::NotTcp => self.counters.non_tcp_packets += 1,
-                Ahead::Error(e) => self.on_decode_error(e),
-            }
+            self.dispatch(a, hints.get(i).copied().unwrap_or(u32::MAX));
         }
     }
 
