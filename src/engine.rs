@@ -177,15 +177,27 @@ struct Flow {
     frame_max_applied: bool,
 }
 
+/// A vacant flow table position (never analysed).
+impl Default for Flow {
+    fn default() -> Self {
+        Flow {
+            tcp: TcpStream::new(crate::reassembly::ReassemblyConfig::default()),
+            proto: Proto::amqp([Framer::new(true), Framer::new(true)]),
+            slot: SlotRef::Index(usize::MAX),
+            frame_max_applied: false,
+        }
+    }
+}
+
 impl Flow {
     /// Starts loading what a packet of this flow reads.
     fn prefetch(&self) {
         prefetch::line(self);
         prefetch::line(&self.slot);
         self.tcp.prefetch();
-        if let Proto::Amqp([a, b]) = &self.proto {
-            prefetch::line(a);
-            prefetch::line(b);
+        // Addresses only: reading which protocol the flow speaks would wait for its line.
+        for f in &self.proto.framers {
+            prefetch::line(f);
         }
     }
 }
@@ -243,10 +255,25 @@ impl ClosedFlows {
     }
 }
 
-/// How a flow's bytes are read: AMQP frames, or TLS records around them.
-enum Proto {
-    Amqp([Framer; 2]),
-    Tls(Box<TlsFlow>),
+/// How a flow's bytes are read: AMQP frames, or (when `tls` is set) TLS
+/// records around them. A struct rather than an enum so that the framers'
+/// place is known without reading the flow (see [`Flow::prefetch`]).
+struct Proto {
+    framers: [Framer; 2],
+    tls: Option<Box<TlsFlow>>,
+}
+
+impl Proto {
+    fn amqp(framers: [Framer; 2]) -> Self {
+        Proto { framers, tls: None }
+    }
+
+    fn tls(t: TlsFlow) -> Self {
+        Proto {
+            framers: [Framer::new(true), Framer::new(true)],
+            tls: Some(Box::new(t)),
+        }
+    }
 }
 
 /// TLS state of an AMQPS flow.
@@ -319,8 +346,14 @@ impl Shard {
     /// another shard's packet). Fixed, so every thread of every run splits
     /// flows the same way.
     fn owns(&self, a: &Endpoint, b: &Endpoint) -> bool {
-        self.count <= 1
-            || (endpoint_mix(a).wrapping_add(endpoint_mix(b)) >> 32) % self.count == self.index
+        self.count <= 1 || self.owns_mixed(endpoint_mix(a), endpoint_mix(b))
+    }
+
+    /// [`Shard::owns`] from the two [`endpoint_mix`] values.
+    fn owns_mixed(&self, a: u64, b: u64) -> bool {
+        // The high 32 bits of the sum scaled to 0..count (a multiply and a
+        // shift: a division was a sixth of classifying a packet).
+        ((a.wrapping_add(b) >> 32) * self.count) >> 32 == self.index
     }
 }
 
@@ -334,7 +367,12 @@ fn endpoint_mix(e: &Endpoint) -> u64 {
             (v as u64) ^ ((v >> 64) as u64) ^ 0x5bd1_e995_5bd1_e995
         }
     };
-    let mut x = (ip << 16) ^ u64::from(e.port);
+    mix_ip_port(ip, e.port)
+}
+
+/// [`endpoint_mix`] of an address folded to `ip` and port `port`.
+fn mix_ip_port(ip: u64, port: u16) -> u64 {
+    let mut x = (ip << 16) ^ u64::from(port);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
@@ -493,7 +531,17 @@ impl Engine {
     }
 
     /// Decodes `rec` and says which engine's it is (see [`Ahead`]).
+    #[inline(always)]
     fn classify<'a>(&self, rec: &PacketRecord<'a>) -> Ahead<'a> {
+        if self.shard.count > 1 {
+            // Another shard's packet is skipped without decoding it whole.
+            if let Some((s, sp, d, dp)) = crate::decode::ipv4_tcp_endpoints(self.link, rec.data) {
+                let mix = |ip: [u8; 4], port| mix_ip_port(u64::from(u32::from_be_bytes(ip)), port);
+                if !self.shard.owns_mixed(mix(s, sp), mix(d, dp)) {
+                    return Ahead::Foreign;
+                }
+            }
+        }
         match decode(self.link, rec) {
             Ok(Decoded::Tcp(seg)) => {
                 if self.shard.owns(&seg.src, &seg.dst) {
@@ -529,45 +577,60 @@ impl Engine {
     /// packets overlap instead of each packet waiting for its own (with
     /// 100,000 connections, most of a packet's time was those waits).
     pub fn process_batch(&mut self, recs: &[PacketRecord<'_>]) {
-        /// How many packets ahead the index position, the table entry, the
-        /// flow's state and its connection are asked for: each load needs
-        /// the one before it to have arrived.
+        /// How many of this engine's packets ahead the index position, the
+        /// table entry, the flow's state and its connection are asked for:
+        /// each load needs the one before it to have arrived.
         const INDEX_AHEAD: usize = 9;
         const ENTRY_AHEAD: usize = 6;
         const FLOW_AHEAD: usize = 3;
         const SLOT_AHEAD: usize = 1;
         let ahead: Vec<Ahead<'_>> = recs.iter().map(|rec| self.classify(rec)).collect();
+        // The stages count this engine's packets only: another shard's cost
+        // next to nothing, so counting them would shorten the lead.
+        let owned: Vec<(&FlowKey, u64)> = ahead
+            .iter()
+            .filter_map(|a| match a {
+                Ahead::Owned(_, key, _, hash) => Some((key, *hash)),
+                _ => None,
+            })
+            .collect();
         // Slab positions found at the flow stage, for the later stages.
-        let mut hints = vec![u32::MAX; ahead.len()];
-        for (i, (rec, a)) in recs.iter().zip(&ahead).enumerate() {
-            if let Some(Ahead::Owned(_, _, _, hash)) = ahead.get(i + INDEX_AHEAD) {
-                self.flows.prefetch_index(*hash);
-            }
-            if let Some(Ahead::Owned(_, _, _, hash)) = ahead.get(i + ENTRY_AHEAD) {
-                self.flows.prefetch_entry(*hash);
-            }
-            if let Some(Ahead::Owned(_, key, _, hash)) = ahead.get(i + FLOW_AHEAD) {
-                if let Some((at, flow)) = self.flows.peek(*hash, key) {
-                    flow.prefetch();
-                    if let Some(h) = hints.get_mut(i + FLOW_AHEAD) {
-                        *h = at;
+        let mut hints = vec![u32::MAX; owned.len()];
+        let mut k = 0usize;
+        for (rec, a) in recs.iter().zip(&ahead) {
+            let mut hint = u32::MAX;
+            if let Ahead::Owned(..) = a {
+                if let Some((_, hash)) = owned.get(k + INDEX_AHEAD) {
+                    self.flows.prefetch_index(*hash);
+                }
+                if let Some((_, hash)) = owned.get(k + ENTRY_AHEAD) {
+                    self.flows.prefetch_entry(*hash);
+                }
+                if let Some((key, hash)) = owned.get(k + FLOW_AHEAD) {
+                    if let Some((at, flow)) = self.flows.peek(*hash, key) {
+                        flow.prefetch();
+                        if let Some(h) = hints.get_mut(k + FLOW_AHEAD) {
+                            *h = at;
+                        }
                     }
                 }
-            }
-            if let Some(&at) = hints.get(i + SLOT_AHEAD) {
-                if let Some(flow) = self.flows.at(at) {
-                    match &flow.slot {
-                        SlotRef::Pending(b) => b.prefetch(),
-                        SlotRef::Index(i) => {
-                            if let Some(s) = self.slots.get(*i) {
-                                s.prefetch();
+                if let Some(&at) = hints.get(k + SLOT_AHEAD) {
+                    if let Some(flow) = self.flows.at(at) {
+                        match &flow.slot {
+                            SlotRef::Pending(b) => b.prefetch(),
+                            SlotRef::Index(i) => {
+                                if let Some(s) = self.slots.get(*i) {
+                                    s.prefetch();
+                                }
                             }
                         }
                     }
                 }
+                hint = hints.get(k).copied().unwrap_or(u32::MAX);
+                k += 1;
             }
             self.account(rec);
-            self.dispatch(a, hints.get(i).copied().unwrap_or(u32::MAX));
+            self.dispatch(a, hint);
         }
     }
 
@@ -737,13 +800,13 @@ impl Engine {
             vhost_shared: false,
         });
         let proto = if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
-            Proto::Tls(Box::new(TlsFlow::new(at_start)))
+            Proto::tls(TlsFlow::new(at_start))
         } else if looks_like_protocol_header(seg.payload) {
             let mut f = [Framer::new(at_start), Framer::new(at_start)];
             f[dir.index()] = Framer::new(true);
-            Proto::Amqp(f)
+            Proto::amqp(f)
         } else {
-            Proto::Amqp([Framer::new(at_start), Framer::new(at_start)])
+            Proto::amqp([Framer::new(at_start), Framer::new(at_start)])
         };
         self.flows.insert(
             key,
@@ -953,19 +1016,17 @@ impl Engine {
         let mut flows = self.flows.take_all();
         let mut order: Vec<((u8, usize, Timestamp), usize)> = flows
             .iter()
-            .enumerate()
-            .filter_map(|(at, e)| {
-                let (_, f) = e.as_ref()?;
+            .map(|(at, _, f)| {
                 let k = match &f.slot {
                     SlotRef::Index(i) => (0, *i, Timestamp::default()),
                     SlotRef::Pending(b) => (1, 0, b.conn.first_seen),
                 };
-                Some((k, at))
+                (k, at)
             })
             .collect();
         order.sort_unstable();
         for (_, at) in order {
-            if let Some((_, flow)) = flows.get_mut(at).and_then(Option::take) {
+            if let Some((_, flow)) = flows.take(at) {
                 self.finish_flow(flow, end);
             }
         }
@@ -1150,16 +1211,15 @@ fn step_flow(
         SlotRef::Index(i) => &mut slots[*i],
     };
     // A TLS ClientHello on an AMQP port: AMQPS on a non-standard port.
-    if let Proto::Amqp(_) = proto {
-        if !slot.confirmed && looks_like_client_hello(seg.payload) {
-            *proto = Proto::Tls(Box::new(TlsFlow::new(tcp.syn_seen(dir))));
-            slot.not_amqp = None;
-        }
+    if proto.tls.is_none() && !slot.confirmed && looks_like_client_hello(seg.payload) {
+        *proto = Proto::tls(TlsFlow::new(tcp.syn_seen(dir)));
+        slot.not_amqp = None;
     }
     slot.conn.on_packet(ts, dir);
     tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
     if !*frame_max_applied {
-        if let (Some((_, fm, _)), Proto::Amqp(framers)) = (slot.conn.handshake.tune_ok, &mut *proto)
+        if let (Some((_, fm, _)), Proto { framers, tls: None }) =
+            (slot.conn.handshake.tune_ok, &mut *proto)
         {
             for f in framers.iter_mut() {
                 f.set_frame_max(fm);
@@ -1269,12 +1329,12 @@ fn feed(
             }
             conn.on_hole(ts, d, offset, len, class);
             match proto {
-                Proto::Amqp(framers) => {
+                Proto { framers, tls: None } => {
                     let mut events = Vec::new();
                     framers[d.index()].hole(offset, len, &mut |e| events.push(e));
                     apply_amqp(ts, d, events, slot);
                 }
-                Proto::Tls(t) => t.readers[d.index()].hole(offset, len),
+                Proto { tls: Some(t), .. } => t.readers[d.index()].hole(offset, len),
             }
         }
     }
@@ -1290,14 +1350,14 @@ fn feed_data(
     slot: &mut ConnSlot,
 ) {
     match proto {
-        Proto::Amqp(framers) => {
+        Proto { framers, tls: None } => {
             if slot.not_amqp.is_some() {
                 return;
             }
             // Straight from the framer to the analysis: no per-segment Vec.
             framers[d.index()].data(offset, bytes, &mut |e| apply_amqp_event(ts, d, e, slot));
         }
-        Proto::Tls(t) => {
+        Proto { tls: Some(t), .. } => {
             let mut events = Vec::new();
             t.readers[d.index()].data(offset, bytes, &mut |e| events.push(e));
             apply_tls(ts, d, events, t, slot);

@@ -22,12 +22,28 @@ use crate::flowhash::FlowHashBuilder;
 use crate::model::FlowKey;
 use crate::prefetch;
 
+/// One slab position. The key and the `live` flag come first, in the cache
+/// line that [`FlowTable::prefetch_entry`] asks for, so that comparing keys
+/// needs no other line. (An `Option<(FlowKey, V)>` put its tag, a niche
+/// inside `V`, and the key wherever the compiler chose: finding a flow then
+/// waited for two more lines than were prefetched.)
+#[repr(C)]
+pub(crate) struct Entry<V> {
+    key: FlowKey,
+    live: bool,
+    /// `V::default()` when not live.
+    value: V,
+}
+
 /// A map from [`FlowKey`] to `V` with lookups that can be prefetched.
+///
+/// `V::default()` fills positions whose entry was removed: a value is moved
+/// out of the slab without reading a tag (see [`Entry`]).
 pub(crate) struct FlowTable<V> {
     hasher: FlowHashBuilder,
     /// 0 = empty; else `(hash >> 32) << 32 | (slab position + 1)`.
     index: Vec<u64>,
-    slab: Vec<Option<(FlowKey, V)>>,
+    slab: Vec<Entry<V>>,
     /// Free slab positions.
     free: Vec<u32>,
     len: usize,
@@ -51,7 +67,7 @@ fn hash32(hash: u64) -> u32 {
     (hash >> 32) as u32
 }
 
-impl<V> FlowTable<V> {
+impl<V: Default> FlowTable<V> {
     /// Entries held.
     pub fn len(&self) -> usize {
         self.len
@@ -83,8 +99,8 @@ impl<V> FlowTable<V> {
             if (word >> 32) as u32 == h {
                 // Low half: slab position + 1 (never 0 in a used word).
                 let at = (word as u32 as usize).wrapping_sub(1);
-                if let Some(Some((k, _))) = self.slab.get(at) {
-                    if k == key {
+                if let Some(e) = self.slab.get(at) {
+                    if e.live && e.key == *key {
                         return Some((pos, at));
                     }
                 }
@@ -101,13 +117,13 @@ impl<V> FlowTable<V> {
     /// The value of `key`, whose hash is `hash`.
     pub fn get_hashed(&self, hash: u64, key: &FlowKey) -> Option<&V> {
         let (_, at) = self.find(hash, key)?;
-        self.slab.get(at)?.as_ref().map(|(_, v)| v)
+        self.slab.get(at).map(|e| &e.value)
     }
 
     /// The value of `key` (hash `hash`), mutable.
     pub fn get_mut_hashed(&mut self, hash: u64, key: &FlowKey) -> Option<&mut V> {
         let (_, at) = self.find(hash, key)?;
-        self.slab.get_mut(at)?.as_mut().map(|(_, v)| v)
+        self.slab.get_mut(at).map(|e| &mut e.value)
     }
 
     /// Starts loading the index position of a key whose hash is `hash`.
@@ -130,7 +146,9 @@ impl<V> FlowTable<V> {
             }
             if (word >> 32) as u32 == h {
                 if let Some(e) = self.slab.get((word as u32 as usize).wrapping_sub(1)) {
-                    prefetch::line(e);
+                    // Entries are not line-aligned: the key may span two lines.
+                    prefetch::line(&e.key);
+                    prefetch::line(&e.live);
                 }
             }
             pos = (pos + 1) & mask;
@@ -141,21 +159,24 @@ impl<V> FlowTable<V> {
     /// once that load has arrived); meant for starting to load the value.
     pub fn peek(&self, hash: u64, key: &FlowKey) -> Option<(u32, &V)> {
         let (_, at) = self.find(hash, key)?;
-        let (_, v) = self.slab.get(at)?.as_ref()?;
-        Some((u32::try_from(at).ok()?, v))
+        let e = self.slab.get(at)?;
+        Some((u32::try_from(at).ok()?, &e.value))
     }
 
     /// The value at slab position `at`, whatever its key (a position from
     /// [`FlowTable::peek`] may since hold another flow: fine for a prefetch).
     pub fn at(&self, at: u32) -> Option<&V> {
-        self.slab.get(at as usize)?.as_ref().map(|(_, v)| v)
+        self.slab
+            .get(at as usize)
+            .filter(|e| e.live)
+            .map(|e| &e.value)
     }
 
     /// As [`FlowTable::get_mut_hashed`], trying slab position `hint` first.
     pub fn get_mut_hinted(&mut self, hint: u32, hash: u64, key: &FlowKey) -> Option<&mut V> {
-        let hit = matches!(self.slab.get(hint as usize), Some(Some((k, _))) if k == key);
+        let hit = matches!(self.slab.get(hint as usize), Some(e) if e.live && e.key == *key);
         if hit {
-            return self.slab.get_mut(hint as usize)?.as_mut().map(|(_, v)| v);
+            return self.slab.get_mut(hint as usize).map(|e| &mut e.value);
         }
         self.get_mut_hashed(hash, key)
     }
@@ -164,8 +185,8 @@ impl<V> FlowTable<V> {
     pub fn insert(&mut self, key: FlowKey, value: V) -> Option<V> {
         let hash = self.hash(&key);
         if let Some((_, at)) = self.find(hash, &key) {
-            let old = self.slab.get_mut(at)?.replace((key, value));
-            return old.map(|(_, v)| v);
+            let e = self.slab.get_mut(at)?;
+            return Some(std::mem::replace(&mut e.value, value));
         }
         if (self.len + 1) * 2 > self.index.len() {
             self.grow();
@@ -174,12 +195,20 @@ impl<V> FlowTable<V> {
             Some(at) => {
                 let at = at as usize;
                 if let Some(s) = self.slab.get_mut(at) {
-                    *s = Some((key, value));
+                    *s = Entry {
+                        key,
+                        live: true,
+                        value,
+                    };
                 }
                 at
             }
             None => {
-                self.slab.push(Some((key, value)));
+                self.slab.push(Entry {
+                    key,
+                    live: true,
+                    value,
+                });
                 self.slab.len() - 1
             }
         };
@@ -210,7 +239,7 @@ impl<V> FlowTable<V> {
         self.index = vec![0; size];
         for at in 0..self.slab.len() {
             let h = match self.slab.get(at) {
-                Some(Some((k, _))) => hash32(self.hash(k)),
+                Some(e) if e.live => hash32(self.hash(&e.key)),
                 _ => continue,
             };
             self.place(h, at);
@@ -220,7 +249,9 @@ impl<V> FlowTable<V> {
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
         let (pos, at) = self.find(self.hash(key), key)?;
-        let (_, value) = self.slab.get_mut(at)?.take()?;
+        let e = self.slab.get_mut(at)?;
+        e.live = false;
+        let value = std::mem::take(&mut e.value);
         self.free.push(u32::try_from(at).unwrap_or(u32::MAX));
         self.len -= 1;
         // Backward shift: move later words of the same probe run into the
@@ -253,13 +284,34 @@ impl<V> FlowTable<V> {
         Some(value)
     }
 
-    /// Empties the table and returns its entries where they lie (`None`
-    /// where none is): taken out one by one, they are never all copied.
-    pub fn take_all(&mut self) -> Vec<Option<(FlowKey, V)>> {
+    /// Empties the table and returns its entries where they lie: taken out
+    /// one by one ([`Taken::take`]), they are never all copied.
+    pub fn take_all(&mut self) -> Taken<V> {
         self.index = Vec::new();
         self.free = Vec::new();
         self.len = 0;
-        std::mem::take(&mut self.slab)
+        Taken(std::mem::take(&mut self.slab))
+    }
+}
+
+/// The entries of an emptied [`FlowTable`], by slab position.
+pub(crate) struct Taken<V>(Vec<Entry<V>>);
+
+impl<V: Default> Taken<V> {
+    /// The entries still here: (slab position, key, value).
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &FlowKey, &V)> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.live)
+            .map(|(at, e)| (at, &e.key, &e.value))
+    }
+
+    /// Takes out the entry at slab position `at`, if one is there.
+    pub fn take(&mut self, at: usize) -> Option<(FlowKey, V)> {
+        let e = self.0.get_mut(at).filter(|e| e.live)?;
+        e.live = false;
+        Some((e.key, std::mem::take(&mut e.value)))
     }
 }
 
@@ -298,7 +350,10 @@ mod tests {
             for k in 0..300 {
                 prop_assert_eq!(t.get(&key(k)), m.get(&key(k)));
             }
-            let mut drained: Vec<_> = t.take_all().into_iter().flatten().collect();
+            let mut taken = t.take_all();
+            let at: Vec<usize> = taken.iter().map(|(at, _, _)| at).collect();
+            let mut drained: Vec<_> = at.into_iter().filter_map(|at| taken.take(at)).collect();
+            prop_assert_eq!(taken.iter().count(), 0);
             let mut want: Vec<_> = m.into_iter().collect();
             drained.sort_by_key(|(_, v)| *v);
             want.sort_by_key(|(_, v)| *v);
