@@ -583,7 +583,11 @@ impl Engine {
         const INDEX_AHEAD: usize = 9;
         const ENTRY_AHEAD: usize = 6;
         const FLOW_AHEAD: usize = 3;
-        const SLOT_AHEAD: usize = 1;
+        const SLOT_AHEAD: usize = 2;
+        /// Only when connections keep a timeline (the TUI): its events are
+        /// a further allocation, found from the connection.
+        const TIMELINE_AHEAD: usize = 1;
+        let timelines = self.config.timeline_events > 0;
         let ahead: Vec<Ahead<'_>> = recs.iter().map(|rec| self.classify(rec)).collect();
         // The stages count this engine's packets only: another shard's cost
         // next to nothing, so counting them would shorten the lead.
@@ -615,14 +619,14 @@ impl Engine {
                     }
                 }
                 if let Some(&at) = hints.get(k + SLOT_AHEAD) {
-                    if let Some(flow) = self.flows.at(at) {
-                        match &flow.slot {
-                            SlotRef::Pending(b) => b.prefetch(),
-                            SlotRef::Index(i) => {
-                                if let Some(s) = self.slots.get(*i) {
-                                    s.prefetch();
-                                }
-                            }
+                    if let Some(s) = self.slot_at(at) {
+                        s.prefetch();
+                    }
+                }
+                if timelines {
+                    if let Some(&at) = hints.get(k + TIMELINE_AHEAD) {
+                        if let Some(s) = self.slot_at(at) {
+                            s.timeline.prefetch();
                         }
                     }
                 }
@@ -732,6 +736,16 @@ impl Engine {
                 self.finish_flow(flow, ts);
                 self.closed.insert(key);
             }
+        }
+    }
+
+    /// The connection of the flow at slab position `at` (for prefetching:
+    /// the position may since hold another flow).
+    fn slot_at(&self, at: u32) -> Option<&ConnSlot> {
+        let flow = self.flows.at(at)?;
+        match &flow.slot {
+            SlotRef::Pending(b) => Some(b),
+            SlotRef::Index(i) => self.slots.get(*i),
         }
     }
 

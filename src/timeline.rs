@@ -127,6 +127,16 @@ impl Timeline {
         });
     }
 
+    /// Starts loading the recorded events' bookkeeping (a separate
+    /// allocation, absent unless timelines are kept), so that a packet
+    /// recorded soon after does not wait for it.
+    pub fn prefetch(&self) {
+        if let Some(t) = self.0.as_deref() {
+            crate::prefetch::line(t);
+            crate::prefetch::line(&t.lanes[1]);
+        }
+    }
+
     /// The kept events of `dir`, oldest first.
     pub fn events(&self, dir: Direction) -> impl DoubleEndedIterator<Item = &TimelineEvent> {
         self.0.iter().flat_map(move |t| t.lanes[dir.index()].iter())

@@ -200,15 +200,60 @@ fn spawn_worker(
     std::sync::mpsc::Sender<Command>,
     std::thread::JoinHandle<()>,
 ) {
+    spawn_worker_at(name, 0.0)
+}
+
+/// As [`spawn_worker`], playing at `speed` times capture time (0: as fast as possible).
+fn spawn_worker_at(
+    name: &str,
+    speed: f64,
+) -> (
+    std::sync::mpsc::Receiver<Event>,
+    std::sync::mpsc::Sender<Command>,
+    std::thread::JoinHandle<()>,
+) {
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
     let cfg = tui::worker::WorkerConfig {
         path: capture(name),
         engine: EngineConfig::default(),
-        speed: 0.0,
+        speed,
     };
     let handle = std::thread::spawn(move || tui::worker::run(&cfg, ev_tx, cmd_rx));
     (ev_rx, cmd_tx, handle)
+}
+
+/// Loading as fast as possible (batches of packets) and playing on the
+/// playback clock (one packet at a time, the clock ticking the analysis) end
+/// with the same report, and each says what it is doing on the way.
+#[test]
+fn loading_and_playing_end_with_the_same_report() {
+    let finish = |speed: f64| {
+        let (ev_rx, cmd_tx, handle) = spawn_worker_at("nova-api-eventlet.pcap", speed);
+        let mut states = Vec::new();
+        let done = loop {
+            match ev_rx.recv().expect("worker alive") {
+                Event::Snapshot(s) => {
+                    states.push(s.state);
+                    if s.state == PlayState::Done {
+                        break *s;
+                    }
+                }
+                other => panic!("unexpected event {other:?}"),
+            }
+        };
+        cmd_tx.send(Command::Quit).unwrap();
+        handle.join().unwrap();
+        let report = done.report.expect("a report when done");
+        (states, serde_json::to_string(&*report).unwrap())
+    };
+    let (loading, loaded) = finish(0.0);
+    // The capture spans minutes: a million times faster plays it in well under a second.
+    let (playing, played) = finish(1e6);
+    assert_eq!(loading.first(), Some(&PlayState::Loading));
+    assert_eq!(playing.first(), Some(&PlayState::Playing { speed: 1e6 }));
+    assert!(loaded.contains("\"cause\":\"client-stall\""), "{loaded}");
+    assert_eq!(loaded, played);
 }
 
 #[test]

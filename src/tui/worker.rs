@@ -179,6 +179,140 @@ impl Clock {
     }
 }
 
+/// Packets per batch when loading as fast as possible: ~1 ms of work, so the
+/// UI is answered between batches without a visible delay.
+const BATCH: usize = 1024;
+
+/// Loads the whole input in batches ([`Engine::process_batch`]), answering
+/// the UI (snapshots, focus, pause) between batches. Returns `false` when the
+/// UI quit.
+fn load_batches(
+    w: &mut Worker,
+    src: &mut FileSource,
+    engine: &mut Engine,
+    progress: &mut Progress,
+    complete: &mut bool,
+) -> bool {
+    let mut last_sent = Instant::now();
+    loop {
+        loop {
+            let due = w.poll();
+            if w.quit {
+                return false;
+            }
+            let state = if w.paused {
+                PlayState::Paused
+            } else {
+                PlayState::Loading
+            };
+            if due || last_sent.elapsed() >= w.interval {
+                w.send(engine, *complete, None, *progress, state);
+                last_sent = Instant::now();
+            }
+            if !w.paused {
+                break;
+            }
+            if w.wait(Duration::from_millis(100)) {
+                w.send(engine, *complete, None, *progress, state);
+                last_sent = Instant::now();
+            }
+        }
+        match src.next_batch(BATCH, &mut |recs| engine.process_batch(recs)) {
+            Ok(0) => return true,
+            Ok(n) => {
+                progress.packets += n as u64;
+                progress.bytes = src.bytes_consumed();
+            }
+            Err(e) => {
+                *complete = false;
+                engine.warn(e.warning_code(), e.to_string());
+                progress.bytes = src.bytes_consumed();
+                return true;
+            }
+        }
+    }
+}
+
+/// Plays the input at `cfg.speed` times capture time, one packet at a time
+/// (the clock decides when each packet is due), answering the UI while it
+/// waits. Returns when the input ends or the UI quits (`w.quit`).
+fn play(
+    cfg: &WorkerConfig,
+    w: &mut Worker,
+    src: &mut FileSource,
+    engine: &mut Engine,
+    progress: &mut Progress,
+    complete: &mut bool,
+) {
+    let playing = PlayState::Playing { speed: cfg.speed };
+    let mut clock = Clock {
+        speed: cfg.speed,
+        played: Duration::ZERO,
+        since: Some(Instant::now()),
+    };
+    let mut last_sent = Instant::now();
+    let mut t0: Option<Timestamp> = None;
+    w.send(engine, *complete, None, *progress, playing);
+    loop {
+        if w.quit {
+            return;
+        }
+        let rec = match src.next_packet() {
+            Ok(Some(rec)) => rec,
+            Ok(None) => break,
+            Err(e) => {
+                *complete = false;
+                engine.warn(e.warning_code(), e.to_string());
+                break;
+            }
+        };
+        let ts = rec.ts;
+        let start = *t0.get_or_insert(ts);
+        // Wait for the playback clock (and while paused), still answering the UI.
+        loop {
+            let mut due = w.poll();
+            clock.pause(w.paused);
+            if w.quit {
+                return;
+            }
+            let state = if w.paused { PlayState::Paused } else { playing };
+            let wait = if w.paused {
+                Some(Duration::from_millis(100))
+            } else {
+                let ahead = ts.since(clock.now(start)).as_secs_f64() / cfg.speed;
+                (ahead > 0.0).then(|| Duration::from_secs_f64(ahead.min(0.1)))
+            };
+            let now = Some(
+                clock
+                    .now(start)
+                    .min(ts)
+                    .max(engine.counters().last.unwrap_or(start)),
+            );
+            if let Some(now) = now {
+                engine.tick(now);
+            }
+            if due || last_sent.elapsed() >= w.interval {
+                w.send(engine, *complete, now, *progress, state);
+                last_sent = Instant::now();
+                due = false;
+            }
+            let _ = due;
+            match wait {
+                Some(d) => {
+                    if w.wait(d) {
+                        w.send(engine, *complete, now, *progress, state);
+                        last_sent = Instant::now();
+                    }
+                }
+                None => break,
+            }
+        }
+        engine.process(&rec);
+        progress.packets += 1;
+        progress.bytes = src.bytes_consumed();
+    }
+}
+
 /// Runs the worker until the UI quits or goes away.
 pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command>) {
     let mut w = Worker {
@@ -226,83 +360,26 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
         bytes: 0,
         total,
     };
-    let playing = if cfg.speed > 0.0 {
-        PlayState::Playing { speed: cfg.speed }
-    } else {
-        PlayState::Loading
-    };
-    let mut clock = Clock {
-        speed: cfg.speed,
-        played: Duration::ZERO,
-        since: Some(Instant::now()),
-    };
-    let mut last_sent = Instant::now();
     let mut complete = true;
-    let mut t0: Option<Timestamp> = None;
-    w.send(&engine, complete, None, progress, playing);
-    loop {
+    if cfg.speed <= 0.0 {
+        w.send(&engine, complete, None, progress, PlayState::Loading);
+        // As fast as possible: no playback clock, so batches (whose flow
+        // state is loaded ahead) and the UI answered between them.
+        if !load_batches(&mut w, &mut src, &mut engine, &mut progress, &mut complete) {
+            return;
+        }
+    } else {
+        play(
+            cfg,
+            &mut w,
+            &mut src,
+            &mut engine,
+            &mut progress,
+            &mut complete,
+        );
         if w.quit {
             return;
         }
-        let rec = match src.next_packet() {
-            Ok(Some(rec)) => rec,
-            Ok(None) => break,
-            Err(e) => {
-                complete = false;
-                engine.warn(e.warning_code(), e.to_string());
-                break;
-            }
-        };
-        let ts = rec.ts;
-        let start = *t0.get_or_insert(ts);
-        // Wait for the playback clock (and while paused), still answering the UI.
-        loop {
-            let mut due = w.poll();
-            clock.pause(w.paused);
-            if w.quit {
-                return;
-            }
-            let state = if w.paused { PlayState::Paused } else { playing };
-            let wait = if w.paused {
-                Some(Duration::from_millis(100))
-            } else if cfg.speed > 0.0 {
-                let ahead = ts.since(clock.now(start)).as_secs_f64() / cfg.speed;
-                (ahead > 0.0).then(|| Duration::from_secs_f64(ahead.min(0.1)))
-            } else {
-                None
-            };
-            let now = if cfg.speed > 0.0 {
-                Some(
-                    clock
-                        .now(start)
-                        .min(ts)
-                        .max(engine.counters().last.unwrap_or(start)),
-                )
-            } else {
-                None
-            };
-            if let Some(now) = now {
-                engine.tick(now);
-            }
-            if due || last_sent.elapsed() >= w.interval {
-                w.send(&engine, complete, now, progress, state);
-                last_sent = Instant::now();
-                due = false;
-            }
-            let _ = due;
-            match wait {
-                Some(d) => {
-                    if w.wait(d) {
-                        w.send(&engine, complete, now, progress, state);
-                        last_sent = Instant::now();
-                    }
-                }
-                None => break,
-            }
-        }
-        engine.process(&rec);
-        progress.packets += 1;
-        progress.bytes = src.bytes_consumed();
     }
     progress.bytes = src.bytes_consumed();
     engine.finish();
