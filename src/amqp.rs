@@ -439,6 +439,13 @@ impl Framer {
         matches!(self.state, State::Ignored)
     }
 
+    /// Starts loading the framer's state (both of its cache lines).
+    pub fn prefetch(&self) {
+        crate::prefetch::line(&self.state);
+        crate::prefetch::line(&self.stats);
+        crate::prefetch::line(&self.synced_once);
+    }
+
     /// Bytes held in buffers (for memory accounting).
     #[must_use]
     pub fn buffered_bytes(&self) -> usize {

@@ -636,9 +636,20 @@ impl Connection {
         crate::prefetch::line(self);
         crate::prefetch::line(&self.last_seen);
         crate::prefetch::line(&self.fin);
+        // Read on every packet: gap count, the negotiated heartbeat, the key, the roles.
+        crate::prefetch::line(&self.gaps);
+        crate::prefetch::line(&self.handshake.tune_ok);
+        crate::prefetch::line(&self.key);
+        crate::prefetch::line(&self.client_dir);
         for d in &self.dirs {
-            crate::prefetch::line(d);
+            // A packet reads most of both directions' 256 bytes: fields spread
+            // over them (by the compiler's current layout; a stale choice only
+            // asks for a line twice).
             crate::prefetch::line(&d.last_activity);
+            crate::prefetch::line(&d.evidence.sender_packets);
+            crate::prefetch::line(&d.bytes);
+            crate::prefetch::line(&d.longest_silence);
+            crate::prefetch::line(&d.closed);
         }
     }
 

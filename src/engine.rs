@@ -140,6 +140,7 @@ impl ConnSlot {
     /// Starts loading what a packet of this connection reads.
     fn prefetch(&self) {
         prefetch::line(self);
+        prefetch::line(&self.not_amqp);
         prefetch::line(&self.confirmed);
         prefetch::line(&self.timeline);
         self.conn.prefetch();
@@ -197,7 +198,7 @@ impl Flow {
         self.tcp.prefetch();
         // Addresses only: reading which protocol the flow speaks would wait for its line.
         for f in &self.proto.framers {
-            prefetch::line(f);
+            f.prefetch();
         }
     }
 }

@@ -520,6 +520,8 @@ impl TcpStream {
             crate::prefetch::line(&h.next);
             crate::prefetch::line(&h.last_ack);
             crate::prefetch::line(&h.stats);
+            crate::prefetch::line(&h.stats.highest_offset);
+            crate::prefetch::line(&h.syn_seen);
         }
     }
 
