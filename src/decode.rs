@@ -113,24 +113,26 @@ pub fn decode<'a>(link: LinkType, rec: &PacketRecord<'a>) -> Result<Decoded<'a>,
     decode_network(rec, data, offset, ether_type, network)
 }
 
-/// The endpoints of a packet that [`decode`] reads as an IPv4 TCP segment
-/// other than a SYN, read without building the segment: (source address,
-/// source port, destination address, destination port). `None` when
-/// [`decode`] would take its general path (other packets, SYNs, errors),
-/// which then decides. For skipping packets of flows another thread
-/// analyses: half of all packets, when two threads share a capture.
+/// The common case read by hand, before building the segment: a whole,
+/// unfragmented IPv4 packet without an authentication header, carrying a
+/// whole TCP segment that is not a SYN. `None` for anything else, which
+/// [`decode`] reads through its general path (etherparse); for these
+/// packets [`decode`] gives exactly [`FastHead::segment`] (checked on every
+/// packet of the shipped captures by a test). Lets a caller look at the
+/// endpoints first, and skip the packet without building the segment (a
+/// thread skips the packets of flows another thread analyses).
 #[must_use]
-pub fn ipv4_tcp_endpoints(link: LinkType, data: &[u8]) -> Option<([u8; 4], u16, [u8; 4], u16)> {
+pub fn fast_head(link: LinkType, data: &[u8]) -> Option<FastHead<'_>> {
     let (offset, ether_type) = link_layer(link, data).ok()??;
     if ether_type != EtherType::IPV4 {
         return None;
     }
-    let h = ipv4_tcp_head(data.get(offset..)?)?;
-    Some((h.src, h.src_port, h.dst, h.dst_port))
+    ipv4_tcp_head(data.get(offset..)?)
 }
 
-/// The IPv4 and TCP header fields [`ipv4_tcp_fast`] reads.
-struct FastHead<'a> {
+/// The IPv4 and TCP header fields of a packet [`fast_head`] accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct FastHead<'a> {
     src: [u8; 4],
     dst: [u8; 4],
     src_port: u16,
@@ -138,9 +140,49 @@ struct FastHead<'a> {
     /// TCP header bytes 4..16: sequence, acknowledgement, data offset, flags, window.
     rest: [u8; 12],
     payload: &'a [u8],
+    payload_len: u32,
 }
 
-/// The checks of [`ipv4_tcp_fast`], and the fields it needs.
+impl<'a> FastHead<'a> {
+    /// (source address, source port, destination address, destination port).
+    #[must_use]
+    pub fn endpoints(&self) -> ([u8; 4], u16, [u8; 4], u16) {
+        (self.src, self.src_port, self.dst, self.dst_port)
+    }
+
+    /// The segment, as [`decode`] gives it, captured at `ts`.
+    #[must_use]
+    pub fn segment(self, ts: Timestamp) -> TcpSegment<'a> {
+        let [a0, a1, a2, a3, b0, b1, b2, b3, _, flags, w0, w1] = self.rest;
+        TcpSegment {
+            ts,
+            src: Endpoint::new(
+                IpAddr::V4(std::net::Ipv4Addr::from(self.src)),
+                self.src_port,
+            ),
+            dst: Endpoint::new(
+                IpAddr::V4(std::net::Ipv4Addr::from(self.dst)),
+                self.dst_port,
+            ),
+            seq: u32::from_be_bytes([a0, a1, a2, a3]),
+            ack: u32::from_be_bytes([b0, b1, b2, b3]),
+            flags: TcpFlags {
+                syn: false,
+                ack: flags & 0x10 != 0,
+                fin: flags & 0x01 != 0,
+                rst: flags & 0x04 != 0,
+                psh: flags & 0x08 != 0,
+            },
+            window: u16::from_be_bytes([w0, w1]),
+            window_scale: None,
+            payload: self.payload,
+            payload_len: self.payload_len,
+        }
+    }
+}
+
+/// [`fast_head`] after the link layer: the checks and the fields. Half the
+/// decoding cost of the general path was copying etherparse's slice structures.
 #[inline(always)]
 fn ipv4_tcp_head(ip: &[u8]) -> Option<FastHead<'_>> {
     let ip_head: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
@@ -162,8 +204,6 @@ fn ipv4_tcp_head(ip: &[u8]) -> Option<FastHead<'_>> {
         return None;
     }
     let payload = tcp.get(header_len..)?;
-    // The payload length is reported as a u32.
-    u32::try_from(payload.len()).ok()?;
     Some(FastHead {
         src: [s0, s1, s2, s3],
         dst: [d0, d1, d2, d3],
@@ -171,36 +211,13 @@ fn ipv4_tcp_head(ip: &[u8]) -> Option<FastHead<'_>> {
         dst_port: u16::from_be_bytes([q0, q1]),
         rest: r,
         payload,
+        payload_len: u32::try_from(payload.len()).ok()?,
     })
 }
 
-/// The common case read by hand: a whole, unfragmented IPv4 packet without
-/// an authentication header, carrying a whole TCP segment that is not a SYN.
-/// `None` for anything else, which the general path (etherparse) then reads,
-/// so the result is always the general path's (checked on every packet of
-/// the shipped captures by a test). Half the decoding cost of the general
-/// path was copying etherparse's slice structures.
+/// [`ipv4_tcp_head`] as a segment.
 fn ipv4_tcp_fast(ts: Timestamp, ip: &[u8]) -> Option<TcpSegment<'_>> {
-    let h = ipv4_tcp_head(ip)?;
-    let [a0, a1, a2, a3, b0, b1, b2, b3, _, flags, w0, w1] = h.rest;
-    Some(TcpSegment {
-        ts,
-        src: Endpoint::new(IpAddr::V4(std::net::Ipv4Addr::from(h.src)), h.src_port),
-        dst: Endpoint::new(IpAddr::V4(std::net::Ipv4Addr::from(h.dst)), h.dst_port),
-        seq: u32::from_be_bytes([a0, a1, a2, a3]),
-        ack: u32::from_be_bytes([b0, b1, b2, b3]),
-        flags: TcpFlags {
-            syn: false,
-            ack: flags & 0x10 != 0,
-            fin: flags & 0x01 != 0,
-            rst: flags & 0x04 != 0,
-            psh: flags & 0x08 != 0,
-        },
-        window: u16::from_be_bytes([w0, w1]),
-        window_scale: None,
-        payload: h.payload,
-        payload_len: u32::try_from(h.payload.len()).ok()?,
-    })
+    ipv4_tcp_head(ip).map(|h| h.segment(ts))
 }
 
 /// Everything after the link layer, through etherparse.
@@ -547,7 +564,7 @@ mod tests {
                     }
                     assert_eq!(decode(link, &r), general);
                     // The endpoint peek answers exactly for the fast path's packets, with its endpoints.
-                    let peek = ipv4_tcp_endpoints(link, data);
+                    let peek = fast_head(link, data).map(|h| h.endpoints());
                     let want = match (ether_type == EtherType::IPV4)
                         .then(|| ipv4_tcp_fast(r.ts, network))
                         .flatten()

@@ -534,29 +534,34 @@ impl Engine {
     /// Decodes `rec` and says which engine's it is (see [`Ahead`]).
     #[inline(always)]
     fn classify<'a>(&self, rec: &PacketRecord<'a>) -> Ahead<'a> {
-        if self.shard.count > 1 {
-            // Another shard's packet is skipped without decoding it whole.
-            if let Some((s, sp, d, dp)) = crate::decode::ipv4_tcp_endpoints(self.link, rec.data) {
+        let (seg, owned) = match crate::decode::fast_head(self.link, rec.data) {
+            Some(head) => {
+                let (s, sp, d, dp) = head.endpoints();
                 let mix = |ip: [u8; 4], port| mix_ip_port(u64::from(u32::from_be_bytes(ip)), port);
-                if !self.shard.owns_mixed(mix(s, sp), mix(d, dp)) {
+                // Another shard's packet is skipped before the segment is
+                // built (the fast path never carries a SYN).
+                if self.shard.count > 1 && !self.shard.owns_mixed(mix(s, sp), mix(d, dp)) {
                     return Ahead::Foreign;
                 }
+                (head.segment(rec.ts), true)
             }
-        }
-        match decode(self.link, rec) {
-            Ok(Decoded::Tcp(seg)) => {
-                if self.shard.owns(&seg.src, &seg.dst) {
-                    let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
-                    let hash = self.flows.hash(&key);
-                    Ahead::Owned(seg, key, dir, hash)
-                } else if seg.flags.syn && !seg.flags.ack {
-                    Ahead::ForeignSyn(seg)
-                } else {
-                    Ahead::Foreign
+            None => match decode(self.link, rec) {
+                Ok(Decoded::Tcp(seg)) => {
+                    let owned = self.shard.owns(&seg.src, &seg.dst);
+                    (seg, owned)
                 }
-            }
-            Ok(Decoded::NotTcp) => Ahead::NotTcp,
-            Err(e) => Ahead::Error(e),
+                Ok(Decoded::NotTcp) => return Ahead::NotTcp,
+                Err(e) => return Ahead::Error(e),
+            },
+        };
+        if owned {
+            let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
+            let hash = self.flows.hash(&key);
+            Ahead::Owned(seg, key, dir, hash)
+        } else if seg.flags.syn && !seg.flags.ack {
+            Ahead::ForeignSyn(seg)
+        } else {
+            Ahead::Foreign
         }
     }
 
@@ -743,11 +748,7 @@ impl Engine {
     /// The connection of the flow at slab position `at` (for prefetching:
     /// the position may since hold another flow).
     fn slot_at(&self, at: u32) -> Option<&ConnSlot> {
-        let flow = self.flows.at(at)?;
-        match &flow.slot {
-            SlotRef::Pending(b) => Some(b),
-            SlotRef::Index(i) => self.slots.get(*i),
-        }
+        self.flows.at(at).map(|flow| self.slot_of(flow))
     }
 
     fn slot_of<'a>(&'a self, flow: &'a Flow) -> &'a ConnSlot {
