@@ -8,11 +8,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hbscope::amqp::Framer;
 use hbscope::capture::{LinkType, PacketRecord};
 use hbscope::decode::{decode, Decoded};
 use hbscope::engine::{Engine, EngineConfig};
 use hbscope::model::{Direction, FlowKey, Timestamp};
+use hbscope::proto::amqp::Framer;
 use hbscope::reassembly::{ReassemblyConfig, StreamEvent, TcpStream};
 use hbscope::synth::{generate, SynthConfig};
 

@@ -1,4 +1,4 @@
-//! Long fuzz run over the whole pipeline (see `hbscope::fuzz`).
+//! Long fuzz run over the whole pipeline (see tests/common/fuzz.rs).
 //!
 //! `cargo run --release --example fuzz -- [INPUTS] [SEED]`; seeds are every
 //! capture in captures/. A panicking input is written to fuzz/crashes/ as a
@@ -8,7 +8,9 @@
 use std::panic;
 use std::time::Instant;
 
-use hbscope::fuzz::{load_seed, make_input, run_input, run_streams, to_pcap, Rng};
+#[path = "../tests/common/fuzz.rs"]
+mod fuzz;
+use fuzz::{load_seed, make_input, run_input, run_streams, to_pcap, Rng};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -14,24 +14,27 @@
 //! that new flows are not tracked and the `flow-cap` warning counts the packets
 //! that were ignored.
 
+pub mod flowhash;
+mod flowtable;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::amqp::{
-    looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, PropEntry, PropValue,
-    Properties,
-};
+use crate::analysis::timeline::{Kinds, Timeline};
 use crate::analysis::{
     AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
 };
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
-use crate::flowtable::FlowTable;
+use crate::engine::flowtable::FlowTable;
 use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::prefetch;
+use crate::proto::amqp::{
+    looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, PropEntry, PropValue,
+    Properties,
+};
+use crate::proto::tls::{heartbeat_record_len, looks_like_client_hello, RecordReader, TlsEvent};
 use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
-use crate::timeline::{Kinds, Timeline};
-use crate::tls::{heartbeat_record_len, looks_like_client_hello, RecordReader, TlsEvent};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -1001,7 +1004,7 @@ impl Engine {
                 ),
             );
         } else if s.broker_rejected {
-            let sent = crate::amqp::escape(s.first_bytes[s.conn.client_dir.index()].bytes());
+            let sent = crate::proto::amqp::escape(s.first_bytes[s.conn.client_dir.index()].bytes());
             self.warn(
                 "not-amqp-0-9-1",
                 format!(
@@ -1449,7 +1452,7 @@ fn apply_tls(
     t: &mut TlsFlow,
     slot: &mut ConnSlot,
 ) {
-    use crate::amqp::{FrameInfo, FrameKind};
+    use crate::proto::amqp::{FrameInfo, FrameKind};
     for e in events {
         let info = slot.conn.tls.get_or_insert_with(Box::default);
         match e {

@@ -2,47 +2,39 @@
 //! timeline, flags every silence longer than the negotiated heartbeat and
 //! says why it happened.
 //!
-//! One direction of flow, one module per stage:
+//! One direction of flow, one module (or folder) per stage:
 //!
 //! ```text
-//! capture -> decode -> reassembly -> amqp | tls -> analysis -> report | tui
-//! (pcap)     (link/IP/TCP, (per-direction (frames /  (silences,   (text/json/html;
-//!             etherparse)   byte streams)  records)   gaps, causes) ratatui)
+//! capture -> decode -> reassembly -> proto -> analysis -> engine -> report
+//! (pcap:     (link/IP/  (per-direction (amqp   (silences,  (flows,     (schema, json,
+//!  files,     TCP,       byte streams)  frames, gaps,       one packet  text, html,
+//!  live)      etherparse)               tls)    causes)     at a time)  markdown)
+//!
+//!                         driver: one loop for every mode
+//!                         (packet source + clock -> engine -> sink)
+//!                                       |
+//!                 run (replay, twoend, live)   tui   metrics   os (procinfo)
 //! ```
 //!
-//! [`engine`] wires decode, reassembly, amqp and analysis together for one
-//! packet at a time; [`app`] runs a whole input through it. Only `capture`
-//! touches `pcap`, only `decode` touches `etherparse`, only `amqp` touches
-//! `amq-protocol`, only `report` formats time with `chrono`, only `procinfo`
-//! touches `procfs`. Analysis never reads a clock: time arrives with the
-//! packets. Live mode ([`live`]) reads the wall clock at its edge and hands it
-//! to the engine as capture time so open silences grow without packets;
-//! [`metrics`] serves what it sees to Prometheus (`live --metrics`).
-//! [`synth`] writes synthetic captures with known verdicts for benchmarks and
-//! tests; [`tui`] draws snapshots of the engine; [`tls`] reads AMQPS records;
-//! [`merge`] combines two captures of the same traffic (client side and broker
-//! side) into one verdict per silence.
+//! Each outside library lives in one module: `capture` wraps `pcap`, `decode`
+//! `etherparse`, `proto::amqp` `amq-protocol`, `report` `chrono` and
+//! `serde_json`, `os::procinfo` `procfs`, `tui` ratatui/crossterm, `metrics`
+//! the Prometheus exposition. Analysis never reads a clock: time arrives with
+//! the packets, and in live mode from the clock the [`driver`] is given.
+//! docs/architecture.md is the map: what each folder owns and may import.
 
-pub mod amqp;
 pub mod analysis;
-pub mod app;
 pub mod capture;
 pub mod decode;
+pub mod driver;
 pub mod engine;
-pub mod flowhash;
-mod flowtable;
-pub mod fuzz;
-pub mod html;
-pub mod live;
-pub mod merge;
 pub mod metrics;
 pub mod model;
+pub mod os;
 mod prefetch;
-pub mod privileges;
-pub mod procinfo;
+pub mod proto;
 pub mod reassembly;
 pub mod report;
+pub mod run;
 pub mod synth;
-pub mod timeline;
-pub mod tls;
 pub mod tui;

@@ -3,169 +3,17 @@
 //! capture privileges, 3 `--fail-on-gap` and a gap was flagged).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use hbscope::app;
+use clap::{Parser, ValueEnum};
 use hbscope::engine::EngineConfig;
-use hbscope::live;
 use hbscope::report;
+use hbscope::run::live;
+use hbscope::run::replay;
 
-/// Reads AMQP 0-9-1 traffic, rebuilds each connection's heartbeat timeline,
-/// flags every silence longer than the negotiated heartbeat and says why it
-/// happened: client stall, broker stall, network/host unreachable or capture loss.
-#[derive(Debug, Parser)]
-#[command(name = "hbscope", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+mod cli;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`); two files: one per end, merged.
-    Replay(ReplayArgs),
-    /// Capture live from an interface and stream events; Ctrl-C prints the final report (docs/live.md).
-    Live(LiveArgs),
-    /// List the interfaces hbscope can capture on.
-    Interfaces,
-    /// Write a deterministic synthetic capture and its expected verdicts (FILE.expect.json).
-    Synth(SynthArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct LiveArgs {
-    /// Interface to capture on ("any" for all interfaces).
-    #[arg(long, short = 'i', value_name = "IF")]
-    interface: String,
-    /// Output format for events and the final report (default: text).
-    #[arg(long, value_enum)]
-    format: Option<LiveFormat>,
-    /// Also capture and treat this TCP port as AMQP (repeatable).
-    #[arg(long = "port", value_name = "PORT")]
-    ports: Vec<u16>,
-    /// BPF filter replacing the default `tcp port 5672 or tcp port 5671` (and --port additions).
-    #[arg(long, value_name = "BPF")]
-    filter: Option<String>,
-    /// Heartbeat timeout in seconds for connections whose negotiation was not seen.
-    #[arg(long, value_name = "SECS")]
-    heartbeat: Option<u16>,
-    /// Stop after this many seconds and print the report.
-    #[arg(long, value_name = "SECS")]
-    duration: Option<f64>,
-    /// Save the captured packets to this pcap file (created 0600: it holds credentials).
-    #[arg(long, short = 'w', value_name = "FILE")]
-    write: Option<PathBuf>,
-    /// Do not look up local processes in /proc.
-    #[arg(long)]
-    no_attribution: bool,
-    /// After opening the capture (and the --write file), switch to this user, like `tcpdump -Z`
-    /// (run as root; process attribution then sees only that user's processes).
-    #[arg(long, value_name = "NAME")]
-    user: Option<String>,
-    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187 (port 0 picks one; the
-    /// `metrics-listening` event says which). See docs/metrics.md.
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<std::net::SocketAddr>,
-    /// Add a `connection="client->broker"` label to the per-connection gauges (more series).
-    #[arg(long, requires = "metrics")]
-    metrics_per_connection: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// Human-readable report.
-    Text,
-    /// The JSON report (schema in docs/report-schema.md).
-    Json,
-    /// One self-contained HTML file (inline SVG timelines; no network fetches).
-    Html,
-    /// Markdown, for pasting into a ticket.
-    Markdown,
-    /// The interactive terminal UI (the default when stdout is a terminal).
-    Tui,
-}
-
-/// Output of `hbscope live`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LiveFormat {
-    /// Events as lines, then the text report.
-    Text,
-    /// One JSON object per line per event, then the final report.
-    Json,
-}
-
-#[derive(Debug, clap::Args)]
-struct ReplayArgs {
-    /// Capture file (pcap or pcapng), or "-" for stdin. Two files = two-ended replay: captures of the
-    /// same traffic at the client and at the broker, merged into one verdict per silence.
-    #[arg(required = true, num_args = 1.., value_name = "FILE")]
-    files: Vec<PathBuf>,
-    /// Output format [default: tui when stdout is a terminal, else text; two files: text or json].
-    #[arg(long, value_enum)]
-    format: Option<Format>,
-    /// Play the capture back at N x real time in the TUI (1, 10, 100); 0 reads as fast as possible.
-    #[arg(long, value_name = "N", default_value_t = 0.0)]
-    speed: f64,
-    /// Also treat this TCP port as AMQP (repeatable; 5672 always is).
-    #[arg(long = "port", value_name = "PORT")]
-    ports: Vec<u16>,
-    /// Also treat this TCP port as AMQP over TLS (repeatable; 5671 always is).
-    #[arg(long = "tls-port", value_name = "PORT")]
-    tls_ports: Vec<u16>,
-    /// Heartbeat timeout in seconds for connections whose negotiation is not in the capture (wins over inference).
-    #[arg(long, value_name = "SECS")]
-    heartbeat: Option<u16>,
-    /// Print only one line per flagged connection, grouped by client name, with counts per cause.
-    #[arg(long)]
-    summary: bool,
-    /// Exit with code 3 when any gap was flagged (for scripts and CI).
-    #[arg(long)]
-    fail_on_gap: bool,
-    /// Write the report to this file instead of stdout.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// Threads that share the flows of one capture file for reports (0 = one per core, up to 8,
-    /// and one for a file under 8 MiB; stdin, the TUI and two-file replay use one). The report is
-    /// the same for any number.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    threads: usize,
-}
-
-#[derive(Debug, clap::Args)]
-struct SynthArgs {
-    /// Output pcap file; the expected verdicts go beside it (.expect.json).
-    #[arg(long, short = 'o', value_name = "FILE")]
-    output: PathBuf,
-    /// PRNG seed.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Concurrent connections.
-    #[arg(long, default_value_t = 200)]
-    connections: u32,
-    /// Capture length in seconds.
-    #[arg(long, default_value_t = 120)]
-    duration: u32,
-    /// Negotiated heartbeat timeout in seconds.
-    #[arg(long, default_value_t = 4)]
-    heartbeat: u16,
-    /// Fraction of busy (publisher/consumer) connections.
-    #[arg(long, default_value_t = 0.3)]
-    busy: f64,
-    /// Messages per second per busy connection.
-    #[arg(long, default_value_t = 4.0)]
-    rate: f64,
-    /// Fraction of connections closed and replaced along the way.
-    #[arg(long, default_value_t = 0.2)]
-    churn: f64,
-    /// Injected silences per cause.
-    #[arg(long, default_value_t = 2)]
-    stalls: u32,
-    /// TCP maximum segment size.
-    #[arg(long, default_value_t = 1448)]
-    mss: u32,
-}
+use cli::{Cli, Command, Format, LiveArgs, LiveFormat, ReplayArgs, SynthArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -321,12 +169,12 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         // Say what is wrong with the input before taking over the terminal
         // (stdin can only be read once, so the worker reports its errors).
         if file.as_os_str() != "-" {
-            if let Err(e) = app::check_input(file) {
+            if let Err(e) = replay::check_input(file) {
                 eprintln!("hbscope: {e}");
                 return ExitCode::from(2);
             }
         }
-        config.timeline_events = hbscope::timeline::Timeline::CAP;
+        config.timeline_events = hbscope::analysis::timeline::Timeline::CAP;
         let cfg = hbscope::tui::WorkerConfig {
             path: file.clone(),
             engine: config,
@@ -340,7 +188,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             }
         };
     }
-    let result = match app::replay_threads(file, config, args.threads, &mut |_| {}) {
+    let result = match replay::replay_threads(file, config, args.threads, &mut |_| {}) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hbscope: {e}");
@@ -351,7 +199,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         // Streamed: one connection entry at a time, the JSON text never held in memory.
         // Each writer type monomorphised: serde_json writes many tiny pieces.
         let (engine, source, complete) = (&result.engine, result.source.as_str(), result.complete);
-        let threads = app::resolve_threads(args.threads);
+        let threads = replay::resolve_threads(args.threads);
         let written = match &args.output {
             Some(path) => std::fs::File::create(path)
                 .map_err(|e| format!("{}: {e}", path.display()))
@@ -383,10 +231,10 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     let rep = result.report();
     drop(result);
     let text = match format {
-        _ if args.summary => hbscope::html::to_summary(&rep),
+        _ if args.summary => hbscope::report::html::to_summary(&rep),
         Format::Text | Format::Tui => report::to_text(&rep),
-        Format::Html => hbscope::html::to_html(&rep),
-        Format::Markdown => hbscope::html::to_markdown(&rep),
+        Format::Html => hbscope::report::html::to_html(&rep),
+        Format::Markdown => hbscope::report::html::to_markdown(&rep),
         Format::Json => match report::to_json(&rep) {
             Ok(mut j) => {
                 j.push('\n');
@@ -440,7 +288,7 @@ fn replay_two(
             return ExitCode::from(2);
         }
     };
-    let rep = match hbscope::merge::replay_two(a, b, config) {
+    let rep = match hbscope::run::twoend::replay_two(a, b, config) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hbscope: {e}");
@@ -459,7 +307,7 @@ fn replay_two(
             }
         }
     } else {
-        hbscope::merge::to_text(&rep)
+        report::twoend_text(&rep)
     };
     let written = write_text(args.output.as_deref(), &text);
     finish(

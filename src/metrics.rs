@@ -31,10 +31,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::amqp::PropValue;
 use crate::analysis::{Cause, Connection, Role};
 use crate::engine::Engine;
 use crate::model::{Direction, Timestamp};
+use crate::proto::amqp::PropValue;
 
 /// Most distinct values of `client_name` (and, separately, of `broker`);
 /// later values are reported as `other`.

@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use hbscope::app;
 use hbscope::engine::EngineConfig;
+use hbscope::run::replay;
 
 /// Splits a classic pcap file into its header and raw records.
 fn records(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
@@ -33,7 +33,7 @@ fn records(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
 }
 
 fn gaps(path: &Path) -> Vec<(String, String, String)> {
-    let r = app::replay(path, EngineConfig::default(), &mut |_| {})
+    let r = replay::replay(path, EngineConfig::default(), &mut |_| {})
         .unwrap()
         .report();
     r.connections

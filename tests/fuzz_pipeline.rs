@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use hbscope::fuzz::{load_seed, make_input, run_input, run_streams, Rng};
+#[path = "common/fuzz.rs"]
+mod fuzz;
+use fuzz::{load_seed, make_input, run_input, run_streams, Rng};
 
 #[test]
 fn pipeline_survives_mutated_inputs() {

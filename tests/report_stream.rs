@@ -6,12 +6,12 @@
 
 use std::path::{Path, PathBuf};
 
-use hbscope::app;
 use hbscope::engine::EngineConfig;
 use hbscope::report;
+use hbscope::run::replay;
 
 fn same_bytes(path: &Path) {
-    let replay = app::replay(path, EngineConfig::default(), &mut |_| {}).expect("replay");
+    let replay = replay::replay(path, EngineConfig::default(), &mut |_| {}).expect("replay");
     let whole = replay.report();
     let mut built = Vec::new();
     report::write_json(&whole, &mut built).unwrap();

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use hbscope::app;
 use hbscope::engine::EngineConfig;
 use hbscope::report;
+use hbscope::run::replay;
 
 struct Rng(u64);
 impl Rng {
@@ -28,7 +28,7 @@ fn run_bytes(bytes: &[u8], tag: &str) {
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(format!("{tag}.pcap"));
     std::fs::write(&p, bytes).unwrap();
-    if let Ok(r) = app::replay(&p, EngineConfig::default(), &mut |_| {}) {
+    if let Ok(r) = replay::replay(&p, EngineConfig::default(), &mut |_| {}) {
         let rep = r.report();
         let _ = report::to_text(&rep);
         let _ = report::to_json(&rep).unwrap();

@@ -8,13 +8,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hbscope::app;
 use hbscope::engine::EngineConfig;
+use hbscope::run::replay;
 
 #[test]
 fn equal_client_properties_vhost_and_mechanism_are_shared() {
     let pcap = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/many-busy-one-stalled.pcap");
-    let replay = app::replay(&pcap, EngineConfig::default(), &mut |_| {}).unwrap();
+    let replay = replay::replay(&pcap, EngineConfig::default(), &mut |_| {}).unwrap();
     let conns: Vec<_> = replay
         .engine
         .connections()

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use hbscope::app;
 use hbscope::engine::EngineConfig;
+use hbscope::run::replay;
 use hbscope::synth::{self, SynthConfig};
 
 type Key = (u16, String, String, String);
@@ -28,7 +28,7 @@ fn injected_silences_are_found_exactly() {
     let expect: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(synth::expect_path(&pcap)).unwrap()).unwrap();
 
-    let report = app::replay(&pcap, EngineConfig::default(), &mut |_| {})
+    let report = replay::replay(&pcap, EngineConfig::default(), &mut |_| {})
         .unwrap()
         .report();
     std::fs::remove_dir_all(&dir).ok();

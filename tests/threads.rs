@@ -7,13 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use hbscope::app;
 use hbscope::engine::EngineConfig;
 use hbscope::report;
+use hbscope::run::replay;
 use hbscope::synth::{self, SynthConfig};
 
 fn json(path: &Path, threads: usize) -> String {
-    let r = app::replay_threads(path, EngineConfig::default(), threads, &mut |_| {})
+    let r = replay::replay_threads(path, EngineConfig::default(), threads, &mut |_| {})
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     report::to_json(&r.report()).unwrap()
 }

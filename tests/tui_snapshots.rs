@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use hbscope::app::{self, Progress};
 use hbscope::engine::EngineConfig;
+use hbscope::run::replay::{self, Progress};
 use hbscope::tui::{self, App, Command, Event, PlayState, Snapshot, Timelines};
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -23,10 +23,10 @@ fn capture(name: &str) -> PathBuf {
 fn finished(name: &str) -> Snapshot {
     let mut last = Progress::default();
     let config = EngineConfig {
-        timeline_events: hbscope::timeline::Timeline::CAP,
+        timeline_events: hbscope::analysis::timeline::Timeline::CAP,
         ..EngineConfig::default()
     };
-    let r = app::replay(&capture(name), config, &mut |p| last = p).expect("capture readable");
+    let r = replay::replay(&capture(name), config, &mut |p| last = p).expect("capture readable");
     Snapshot::build(
         &r.engine,
         &format!("captures/{name}"),
@@ -291,7 +291,7 @@ fn incremental_snapshots_equal_fresh_ones() {
     for name in ["many-busy-one-stalled.pcap", "nova-api-eventlet.pcap"] {
         let mut src = FileSource::open(&capture(name)).unwrap();
         let config = EngineConfig {
-            timeline_events: hbscope::timeline::Timeline::CAP,
+            timeline_events: hbscope::analysis::timeline::Timeline::CAP,
             ..EngineConfig::default()
         };
         let mut engine = Engine::new(config, src.link_type());

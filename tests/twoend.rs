@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hbscope::engine::EngineConfig;
-use hbscope::merge::{self, MergeError};
 use hbscope::report::Report;
+use hbscope::run::twoend::{self, MergeError};
 use serde_json::Value;
 
 const PAIRS: [&str; 3] = [
@@ -44,7 +44,7 @@ fn expect(name: &str) -> Value {
 }
 
 fn two(a: &Path, b: &Path) -> Report {
-    merge::replay_two(a, b, &EngineConfig::default()).expect("two-ended replay")
+    twoend::replay_two(a, b, &EngineConfig::default()).expect("two-ended replay")
 }
 
 fn scratch(tag: &str) -> PathBuf {
@@ -189,9 +189,10 @@ fn check_pair(name: &str) {
     let (c, b) = (file(name, "client"), file(name, "broker"));
     // Single-capture verdicts, as each file alone gives them.
     for side in ["client", "broker"] {
-        let one = hbscope::app::replay(&file(name, side), EngineConfig::default(), &mut |_| {})
-            .unwrap()
-            .report();
+        let one =
+            hbscope::run::replay::replay(&file(name, side), EngineConfig::default(), &mut |_| {})
+                .unwrap()
+                .report();
         let got: Vec<(&str, &str)> = one.connections[0]
             .gaps
             .iter()
@@ -357,7 +358,7 @@ fn same_capture_point_gives_unknown_sides() {
 #[test]
 fn same_file_twice_is_refused() {
     let c = file("twoend-lost-c2b", "client");
-    let e = merge::replay_two(&c, &c, &EngineConfig::default())
+    let e = twoend::replay_two(&c, &c, &EngineConfig::default())
         .err()
         .unwrap();
     assert!(matches!(e, MergeError::SameFile(_)), "{e}");
@@ -366,7 +367,7 @@ fn same_file_twice_is_refused() {
     let d = scratch("copy");
     let copy = d.join("copy.pcap");
     std::fs::copy(&c, &copy).unwrap();
-    let e = merge::replay_two(&c, &copy, &EngineConfig::default())
+    let e = twoend::replay_two(&c, &copy, &EngineConfig::default())
         .err()
         .unwrap();
     assert!(matches!(e, MergeError::Identical { .. }), "{e}");
@@ -381,7 +382,7 @@ fn same_file_twice_is_refused() {
 fn files_without_a_common_connection_are_refused() {
     let a = file("twoend-lost-c2b", "client");
     let b = file("twoend-client-sigstop", "broker");
-    let e = merge::replay_two(&a, &b, &EngineConfig::default())
+    let e = twoend::replay_two(&a, &b, &EngineConfig::default())
         .err()
         .unwrap();
     let msg = e.to_string();
@@ -421,7 +422,7 @@ fn unmatched_connections_are_listed_per_file() {
     assert_eq!(um.len(), 1, "{um:?}");
     assert_eq!(um[0].client, "10.78.1.2:35234");
     assert_eq!(um[0].gaps, 1);
-    let text = merge::to_text(&r);
+    let text = hbscope::report::twoend_text(&r);
     assert!(
         text.contains("only in ") && text.contains("10.78.1.2:35234"),
         "{text}"
@@ -504,6 +505,6 @@ fn merged_report_snapshots() {
         .unwrap()
         .replace(&prefix, "captures/twoend/");
     insta::assert_snapshot!("twoend-lost-c2b-json", json);
-    let text = merge::to_text(&r).replace(&prefix, "captures/twoend/");
+    let text = hbscope::report::twoend_text(&r).replace(&prefix, "captures/twoend/");
     insta::assert_snapshot!("twoend-lost-c2b-text", text);
 }

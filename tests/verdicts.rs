@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hbscope::app;
 use hbscope::engine::EngineConfig;
 use hbscope::report::Report;
+use hbscope::run::replay;
 use serde_json::Value;
 
 fn captures_dir() -> PathBuf {
@@ -18,7 +18,7 @@ fn captures_dir() -> PathBuf {
 
 fn run(name: &str) -> Report {
     let path = captures_dir().join(format!("{name}.pcap"));
-    let replay = app::replay(&path, EngineConfig::default(), &mut |_| {}).expect("replay");
+    let replay = replay::replay(&path, EngineConfig::default(), &mut |_| {}).expect("replay");
     let mut report = replay.report();
     // Paths differ between machines; keep the file name only.
     report.capture.source = format!("captures/{name}.pcap");
@@ -201,7 +201,7 @@ fn heartbeat_override_applies_only_without_negotiation() {
     let path = captures_dir().join("small-snaplen.pcap");
     let mut cfg = EngineConfig::default();
     cfg.analysis.heartbeat_override = Some(7);
-    let r = app::replay(&path, cfg, &mut |_| {}).unwrap().report();
+    let r = replay::replay(&path, cfg, &mut |_| {}).unwrap().report();
     assert!(r
         .connections
         .iter()
@@ -209,6 +209,6 @@ fn heartbeat_override_applies_only_without_negotiation() {
     let path = captures_dir().join("healthy-idle.pcap");
     let mut cfg = EngineConfig::default();
     cfg.analysis.heartbeat_override = Some(7);
-    let r = app::replay(&path, cfg, &mut |_| {}).unwrap().report();
+    let r = replay::replay(&path, cfg, &mut |_| {}).unwrap().report();
     assert_eq!(r.connections[0].heartbeat.source, "tune-ok");
 }

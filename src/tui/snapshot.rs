@@ -16,12 +16,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use crate::analysis::timeline::TimelineEvent;
 use crate::analysis::{Cause, Connection, Gap};
-use crate::app::Progress;
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
 use crate::report::{self, GapReport, Report, Summary};
-use crate::timeline::TimelineEvent;
+use crate::run::replay::Progress;
 
 /// Where the input stands.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -13,10 +13,10 @@ use ratatui::Frame;
 
 use super::snapshot::{ConnView, GapView, PlayState, Snapshot};
 use super::state::{App, Focus, View};
+use crate::analysis::timeline::{Kinds, TimelineEvent};
 use crate::analysis::Cause;
 use crate::model::{Span, Timestamp};
 use crate::report::clock;
-use crate::timeline::{Kinds, TimelineEvent};
 
 /// Width of the lane labels in the timeline.
 const LABEL: u16 = 6;

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use super::snapshot::{PlayState, Snapshot, SnapshotBuilder, Timelines};
 use super::state::{Command, Event};
-use crate::app::Progress;
 use crate::capture::FileSource;
 use crate::decode::is_supported;
 use crate::engine::{Engine, EngineConfig};
 use crate::model::{Span, Timestamp};
+use crate::run::replay::Progress;
 
 /// Least wall time between two snapshots while reading.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(150);
@@ -338,7 +338,7 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
     };
     let link = src.link_type();
     if !is_supported(link) {
-        let msg = crate::app::AppError::UnsupportedLink {
+        let msg = crate::run::replay::AppError::UnsupportedLink {
             input: w.source.clone(),
             link: link.to_string(),
         }
@@ -352,7 +352,7 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
     let mut engine_config = cfg.engine.clone();
     if engine_config.timeline_events == 0 {
         // The TUI draws timelines; reports alone do not keep them.
-        engine_config.timeline_events = crate::timeline::Timeline::CAP;
+        engine_config.timeline_events = crate::analysis::timeline::Timeline::CAP;
     }
     let mut engine = Engine::new(engine_config, link);
     let mut progress = Progress {

@@ -849,7 +849,7 @@ impl Framer {
                     out(AmqpEvent::NotAmqp091 {
                         looks_like: format!(
                             "{what} protocol header {}; hbscope analyses AMQP 0-9-1 only",
-                            crate::amqp::escape(&buf)
+                            crate::proto::amqp::escape(&buf)
                         ),
                     });
                     return (State::Ignored, n);

@@ -11,7 +11,7 @@
 //!    state, CPU time and context switches (process and threads), and its
 //!    socket queues, about once a second, keeping a bounded history per
 //!    process; [`Sampler::verdict`] turns the samples inside a silence into a
-//!    [`ProcessReport`] with numbers.
+//!    [`ProcessVerdict`] with numbers.
 //!
 //! Times are capture time ([`Timestamp`]) handed in by the caller: this module
 //! never reads a clock.
@@ -27,7 +27,94 @@ use procfs::process::{FDTarget, Process};
 use procfs::ProcError;
 
 use crate::model::{Endpoint, Timestamp};
-use crate::report::{ProcessOwnerReport, ProcessReport, ThreadReport};
+
+/// The process that owns one end of a connection (live capture on that host).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessOwner {
+    /// Process id.
+    pub pid: i32,
+    /// Command name (`comm`) of the process.
+    pub command: String,
+    /// Full command line, when readable (bounded).
+    pub cmdline: Option<String>,
+    /// Owner's user id.
+    pub uid: u32,
+}
+
+/// One thread of the silent process during a silence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadActivity {
+    /// Thread id.
+    pub tid: i32,
+    /// Thread name (`comm`).
+    pub name: String,
+    /// One state letter per sample during the silence (S, R, D, T, t, Z, X = gone).
+    pub state_samples: String,
+    /// CPU seconds (user + system) used during the silence.
+    pub cpu_s: f64,
+}
+
+/// What the silent side's process was doing during a silence (live only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessVerdict {
+    /// "client" | "broker": whose process this is.
+    pub side: &'static str,
+    /// "blocked-idle" | "busy" | "stopped" | "io-wait" | "exited" |
+    /// "undetermined" | "not-attributable".
+    pub verdict: &'static str,
+    /// One sentence: why this verdict, or why there is none.
+    pub reason: String,
+    /// Process id (absent when not attributable).
+    pub pid: Option<i32>,
+    /// Command name.
+    pub command: Option<String>,
+    /// oslo.messaging / client connection_name from Connection.Start-Ok.
+    pub connection_name: Option<String>,
+    /// One state letter per ~1 s sample of the process during the silence
+    /// (S sleeping, R running, D uninterruptible/io, T stopped, t traced,
+    /// Z zombie, X gone).
+    pub state_samples: Option<String>,
+    /// Wall seconds covered by the samples used for CPU figures.
+    pub sampled_s: Option<f64>,
+    /// CPU seconds (user + system, all threads) used during the silence.
+    pub cpu_s_during_silence: Option<f64>,
+    /// CPU seconds per wall second during the silence (1.0 = one core busy).
+    pub cpu_share: Option<f64>,
+    /// Voluntary context switches during the silence (main thread).
+    pub voluntary_ctxt_switches: Option<u64>,
+    /// Involuntary context switches during the silence (main thread).
+    pub nonvoluntary_ctxt_switches: Option<u64>,
+    /// Largest unread byte count in the socket's receive queue during the silence.
+    pub socket_rx_queue_max: Option<u32>,
+    /// Largest unsent byte count in the socket's send queue during the silence.
+    pub socket_tx_queue_max: Option<u32>,
+    /// Per-thread samples (at most 16 threads).
+    pub threads: Vec<ThreadActivity>,
+}
+
+impl ProcessVerdict {
+    /// A verdict with a side, verdict and reason and no samples yet.
+    #[must_use]
+    pub fn unsampled(side: &'static str, verdict: &'static str, reason: String) -> Self {
+        ProcessVerdict {
+            side,
+            verdict,
+            reason,
+            pid: None,
+            command: None,
+            connection_name: None,
+            state_samples: None,
+            sampled_s: None,
+            cpu_s_during_silence: None,
+            cpu_share: None,
+            voluntary_ctxt_switches: None,
+            nonvoluntary_ctxt_switches: None,
+            socket_rx_queue_max: None,
+            socket_tx_queue_max: None,
+            threads: Vec::new(),
+        }
+    }
+}
 
 /// Samples kept per process (about 5 minutes at one per second).
 pub const MAX_SAMPLES: usize = 300;
@@ -103,8 +190,8 @@ pub struct SocketOwner {
 impl SocketOwner {
     /// The report form.
     #[must_use]
-    pub fn report(&self) -> ProcessOwnerReport {
-        ProcessOwnerReport {
+    pub fn report(&self) -> ProcessOwner {
+        ProcessOwner {
             pid: self.pid,
             command: self.command.clone(),
             cmdline: self.cmdline.clone(),
@@ -381,12 +468,12 @@ impl Sampler {
         connection_name: Option<String>,
         start: Timestamp,
         end: Timestamp,
-    ) -> ProcessReport {
-        let mut rep = ProcessReport {
+    ) -> ProcessVerdict {
+        let mut rep = ProcessVerdict {
             pid: Some(owner.pid),
             command: Some(owner.command.clone()),
             connection_name,
-            ..ProcessReport::unsampled(side, "undetermined", String::new())
+            ..ProcessVerdict::unsampled(side, "undetermined", String::new())
         };
         if let Some(q) = self.sockets.get(&socket) {
             let inside: Vec<&QueueSample> =
@@ -487,7 +574,7 @@ fn round3(v: f64) -> f64 {
 }
 
 #[allow(clippy::cast_precision_loss)]
-fn thread_reports(base: &ProcSample, inside: &[&ProcSample], tps: f64) -> Vec<ThreadReport> {
+fn thread_reports(base: &ProcSample, inside: &[&ProcSample], tps: f64) -> Vec<ThreadActivity> {
     let mut order: Vec<i32> = Vec::new();
     for s in inside {
         for t in &s.threads {
@@ -510,7 +597,7 @@ fn thread_reports(base: &ProcSample, inside: &[&ProcSample], tps: f64) -> Vec<Th
                 .or(seen.first().copied())
                 .map_or(0, |t| t.cpu_ticks);
             let last_cpu = seen.last().map_or(first_cpu, |t| t.cpu_ticks);
-            ThreadReport {
+            ThreadActivity {
                 tid,
                 name: seen.first().map_or_else(String::new, |t| t.name.clone()),
                 state_samples: inside
@@ -629,7 +716,7 @@ mod tests {
         s
     }
 
-    fn judge(states: &[(char, u64)]) -> ProcessReport {
+    fn judge(states: &[(char, u64)]) -> ProcessVerdict {
         let end = Timestamp(i64::try_from(states.len()).unwrap_or(0) * 1_000_000_000);
         let e = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
         sampler_with(states).verdict("client", &owner(7), (e, e), None, Timestamp(0), end)

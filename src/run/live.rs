@@ -34,13 +34,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::amqp::PropValue;
 use crate::analysis::{Connection, Role};
 use crate::capture::live::{LiveCapture, LiveCaptureError, LiveConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer};
 use crate::model::{Direction, Endpoint, Timestamp};
-use crate::procinfo::{self, ProcInfoError, Sampler, SocketOwner, Watch};
+use crate::os::procinfo::{self, ProcInfoError, Sampler, SocketOwner, Watch};
+use crate::proto::amqp::PropValue;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
 
 /// How often open silences are re-checked against the clock.
@@ -99,7 +99,7 @@ pub enum LiveError {
     Capture(#[from] LiveCaptureError),
     /// `--user` could not be applied (nothing was captured).
     #[error(transparent)]
-    Privileges(#[from] crate::privileges::DropError),
+    Privileges(#[from] crate::os::privileges::DropError),
     /// The `--metrics` address could not be served (nothing was captured).
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -425,7 +425,7 @@ impl Tracker {
         let sampler = self.sampler.as_ref()?;
         let side = silent.as_str();
         match st.owners[role_index(silent)].as_ref()? {
-            Ok(owner) => Some(sampler.verdict(
+            Ok(owner) => Some(ProcessReport::from(sampler.verdict(
                 side,
                 owner,
                 socket_of(conn, silent),
@@ -436,7 +436,7 @@ impl Tracker {
                 },
                 start,
                 end,
-            )),
+            ))),
             Err(e) => Some(ProcessReport::unsampled(
                 side,
                 "not-attributable",
@@ -495,7 +495,7 @@ impl Tracker {
                     st.owners[k]
                         .as_ref()
                         .and_then(|o| o.as_ref().ok())
-                        .map(SocketOwner::report)
+                        .map(|o| ProcessOwnerReport::from(&o.report()))
                 };
                 emit(&LiveEvent::ConnectionSeen {
                     at: report::rfc3339(c.first_seen),
@@ -634,7 +634,7 @@ impl Tracker {
                 st.owners[k]
                     .as_ref()
                     .and_then(|o| o.as_ref().ok())
-                    .map(SocketOwner::report)
+                    .map(|o| ProcessOwnerReport::from(&o.report()))
             };
             conn_rep.client_process = owner(0);
             conn_rep.broker_process = owner(1);
@@ -672,7 +672,7 @@ pub fn run(
         cap.write_to(path)?;
     }
     if let Some(user) = &opts.user {
-        crate::privileges::drop_to(user)?;
+        crate::os::privileges::drop_to(user)?;
     }
     let mut engine = Engine::new(opts.engine.clone(), cap.link_type());
     engine.on_capture_drops(0);

@@ -184,7 +184,7 @@ pub fn replay_threads(
 
 /// As [`replay`], and also hands every packet record (with the link type) to
 /// `observe` after the engine processed it; two-ended replay
-/// ([`crate::merge`]) keeps its segment log this way.
+/// ([`crate::run::twoend`]) keeps its segment log this way.
 ///
 /// # Errors
 /// [`AppError`] when the input cannot be opened or its link type is unsupported.

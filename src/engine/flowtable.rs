@@ -13,12 +13,12 @@
 //! finds the entry so the caller can start loading the state itself.
 //!
 //! Index positions come from the high 32 bits of the flow hash (the
-//! [`FlowHasher`](crate::flowhash) mix leaves its low bits weak); an index
+//! [`FlowHasher`](crate::engine::flowhash) mix leaves its low bits weak); an index
 //! word holds those 32 bits and the slab position, so a probe compares keys
 //! only when the 32 bits match. Removal shifts the following entries back
 //! (no tombstones), so lookups stay short however many flows come and go.
 
-use crate::flowhash::FlowHashBuilder;
+use crate::engine::flowhash::FlowHashBuilder;
 use crate::model::FlowKey;
 use crate::prefetch;
 

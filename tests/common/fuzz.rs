@@ -12,12 +12,14 @@
 //! `cargo run --release --example fuzz -- N` runs N inputs; the test suite runs
 //! a short bounded run (tests/fuzz_pipeline.rs).
 
-use crate::amqp::Framer;
-use crate::capture::{LinkType, PacketRecord};
-use crate::engine::{Engine, EngineConfig};
-use crate::model::Timestamp;
-use crate::report;
-use crate::tls::RecordReader;
+#![allow(dead_code)]
+
+use hbscope::capture::{LinkType, PacketRecord};
+use hbscope::engine::{Engine, EngineConfig};
+use hbscope::model::Timestamp;
+use hbscope::proto::amqp::Framer;
+use hbscope::proto::tls::RecordReader;
+use hbscope::report;
 
 /// One seed: the packets of a capture and its link type.
 #[derive(Debug, Clone)]
@@ -212,8 +214,8 @@ pub fn run_streams(rng: &mut Rng, seeds: &[Seed]) {
 ///
 /// # Errors
 /// When the file cannot be opened or read.
-pub fn load_seed(path: &std::path::Path) -> Result<Seed, crate::capture::CaptureError> {
-    let mut src = crate::capture::FileSource::open(path)?;
+pub fn load_seed(path: &std::path::Path) -> Result<Seed, hbscope::capture::CaptureError> {
+    let mut src = hbscope::capture::FileSource::open(path)?;
     let link = src.link_type();
     let mut packets = Vec::new();
     while let Some(rec) = src.next_packet()? {

@@ -1,0 +1,268 @@
+//! Causes: the evidence gathered during a silence, the gap it becomes and
+//! the rules that decide its cause ([`decide`]).
+
+use crate::model::{Direction, Endpoint, Span, Timestamp};
+
+/// Why bytes of a stream will never be seen (the analysis' view of a hole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoleClass {
+    /// The snapshot length cut a captured packet: timing known, content not.
+    Snaplen,
+    /// The capture never saw these bytes: capture loss.
+    NotCaptured,
+    /// hbscope's own out-of-order buffer cap skipped them.
+    Overflow,
+}
+
+/// Which side of an AMQP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The AMQP client (sends the protocol header, receives Connection.Start).
+    Client,
+    /// The broker.
+    Broker,
+}
+
+impl Role {
+    /// "client" or "broker".
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Broker => "broker",
+        }
+    }
+}
+
+/// How the client and broker roles were decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleSource {
+    /// The client sent the AMQP protocol header.
+    ProtocolHeader,
+    /// The broker sent Connection.Start.
+    ConnectionStart,
+    /// The broker is the side on an AMQP port.
+    Port,
+}
+
+/// Why a silence is believed to have happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cause {
+    /// The client's application stopped sending while its kernel stayed alive.
+    ClientStall,
+    /// The broker's application stopped sending while its kernel stayed alive.
+    BrokerStall,
+    /// The silent side sent nothing at all, not even ACKs, while the other retransmitted.
+    PeerUnreachable,
+    /// The capture missed data during the silence.
+    CaptureLoss,
+    /// The evidence does not decide.
+    Unknown,
+}
+
+impl Cause {
+    /// The report name of the cause.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ClientStall => "client-stall",
+            Cause::BrokerStall => "broker-stall",
+            Cause::PeerUnreachable => "peer-unreachable",
+            Cause::CaptureLoss => "capture-loss",
+            Cause::Unknown => "unknown",
+        }
+    }
+
+    /// Severity rank for "worst cause" (higher is worse for the user to act on).
+    #[must_use]
+    pub fn severity(self) -> u8 {
+        match self {
+            Cause::ClientStall | Cause::BrokerStall => 4,
+            Cause::PeerUnreachable => 3,
+            Cause::Unknown => 2,
+            Cause::CaptureLoss => 1,
+        }
+    }
+}
+
+/// How a silence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilenceEnd {
+    /// The silent side sent new bytes again.
+    Data,
+    /// The silent side sent FIN.
+    Fin,
+    /// An RST ended the connection (from either side).
+    Rst,
+    /// The capture (or the input) ended while the silence was still open.
+    CaptureEnd,
+    /// Still open at the live "now" (only in snapshots of live analysis).
+    Open,
+}
+
+impl SilenceEnd {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SilenceEnd::Data => "data",
+            SilenceEnd::Fin => "fin",
+            SilenceEnd::Rst => "rst",
+            SilenceEnd::CaptureEnd => "capture-end",
+            SilenceEnd::Open => "open",
+        }
+    }
+}
+
+/// What the wire showed during one silence of a direction. "Sender" is the
+/// silent side, "peer" the other side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// Peer segments carrying new data during the silence.
+    pub peer_new_segments: u32,
+    /// Peer heartbeat frames during the silence.
+    pub peer_heartbeats: u32,
+    /// Peer bytes of new data.
+    pub peer_new_bytes: u64,
+    /// Peer retransmitted segments (its data was not acknowledged).
+    pub peer_retransmissions: u32,
+    /// Any packet at all from the peer.
+    pub peer_packets: u32,
+    /// Sender retransmissions: it had data out that nobody acknowledged.
+    pub sender_retransmissions: u32,
+    /// Sender ACKs that advanced over the peer's data (its kernel is alive).
+    pub sender_acks_advancing: u32,
+    /// Sender ACKs advancing over the peer's data after the peer's first
+    /// retransmission in this silence: the peer's data did get through.
+    pub sender_acks_after_peer_retransmission: u32,
+    /// Peer ACKs advancing over the sender's data after the sender's first
+    /// retransmission in this silence: the sender's data did get through.
+    pub peer_acks_after_sender_retransmission: u32,
+    /// Sender pure ACKs of any kind.
+    pub sender_pure_acks: u32,
+    /// Any packet at all from the sender (ACKs, keep-alives, window updates).
+    pub sender_packets: u32,
+    /// Smallest window the sender advertised during the silence.
+    pub sender_min_window: Option<u32>,
+    /// Window the sender advertised just before the silence.
+    pub sender_window_before: Option<u32>,
+    /// Sender segments with a zero window.
+    pub sender_zero_windows: u32,
+    /// Sender keep-alive probes.
+    pub sender_keepalives: u32,
+    /// Bytes of the sender's direction the capture never saw in this silence.
+    pub capture_missed_bytes: u64,
+    /// Bytes of the peer's direction the capture never saw in this silence.
+    pub peer_capture_missed_bytes: u64,
+    /// Packets dropped by the capture (libpcap counter) during the silence.
+    pub capture_drops: u64,
+}
+
+/// A new TCP connection seen near a client's resumption (the mod_wsgi wake-up signature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wakeup {
+    /// Who opened it.
+    pub from: Endpoint,
+    /// To where (on the client host for an inbound request).
+    pub to: Endpoint,
+    /// When its SYN was seen.
+    pub at: Timestamp,
+    /// How long before the client resumed.
+    pub before_resume: Span,
+}
+
+/// A silence longer than the limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gap {
+    /// Direction that was silent.
+    pub dir: Direction,
+    /// Role of the silent side.
+    pub silent: Role,
+    /// Last new byte before the silence.
+    pub start: Timestamp,
+    /// When the silence ended (or the capture/now).
+    pub end: Timestamp,
+    /// How it ended.
+    pub ended_by: SilenceEnd,
+    /// The heartbeat timeout it was judged against.
+    pub limit: Span,
+    /// The decided cause.
+    pub cause: Cause,
+    /// What the wire showed.
+    pub evidence: Evidence,
+    /// A new connection to the client's host just before it resumed.
+    pub wakeup: Option<Wakeup>,
+    /// Frames the silent side sent within the burst window after resuming.
+    pub resume_burst_frames: u32,
+    /// When the broker cut the connection during the silence, the client's
+    /// next connection to the same broker: (its SYN time, its endpoint).
+    pub resumed: Option<(Timestamp, Endpoint)>,
+}
+
+impl Gap {
+    /// Length of the silence.
+    #[must_use]
+    pub fn silence(&self) -> Span {
+        self.end.since(self.start)
+    }
+
+    /// Silence divided by the limit.
+    #[must_use]
+    pub fn ratio(&self) -> f64 {
+        if self.limit.0 <= 0 {
+            return 0.0;
+        }
+        self.silence().as_secs_f64() / self.limit.as_secs_f64()
+    }
+}
+
+/// Decides the cause of a silence of the `silent` side from its evidence.
+///
+/// Order matters and is documented in docs/heartbeat-model.md:
+/// 1. capture loss inside the silence means the tool cannot claim a stall;
+/// 2. a live kernel (ACKs advancing over the peer's data, or a zero window)
+///    with a silent application means the silent side's process stalled;
+/// 3. nothing at all from the silent side while the peer retransmitted, or
+///    the silent side retransmitting while nothing at all came back, means
+///    the path or the other host was gone;
+/// 4. capture loss in the other direction during the silence: capture-loss;
+/// 5. anything else is unknown.
+#[must_use]
+pub fn decide(ev: &Evidence, silent: Role) -> Cause {
+    if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 {
+        return Cause::CaptureLoss;
+    }
+    // Checked before the stall rule: a kernel that ACKs proves the host is
+    // alive, not that its packets get through. With one-way loss the silent
+    // side's ACKs (or the peer's) are seen, yet its data never arrives.
+    if ev.sender_retransmissions > 0 && ev.peer_acks_after_sender_retransmission == 0 {
+        // The silent side's TCP retransmitted and nothing it sent was
+        // acknowledged afterwards: new data could not go out.
+        return Cause::PeerUnreachable;
+    }
+    if ev.peer_retransmissions > 0
+        && ev.sender_acks_after_peer_retransmission == 0
+        && ev.sender_zero_windows == 0
+    {
+        // The peer retransmitted and the silent side never acknowledged
+        // anything after that: its host, or the path from it, was gone.
+        return Cause::PeerUnreachable;
+    }
+    if ev.peer_retransmissions >= 2 && ev.sender_zero_windows == 0 {
+        // The peer's data went unacknowledged through two retransmission
+        // timeouts. A stalled process's kernel ACKs within the delayed-ACK
+        // time, so this silence was the path's (or the host's), even if ACKs
+        // came back before the silence ended.
+        return Cause::PeerUnreachable;
+    }
+    if ev.sender_acks_advancing > 0 || ev.sender_zero_windows > 0 {
+        return match silent {
+            Role::Client => Cause::ClientStall,
+            Role::Broker => Cause::BrokerStall,
+        };
+    }
+    if ev.peer_capture_missed_bytes > 0 {
+        return Cause::CaptureLoss;
+    }
+    Cause::Unknown
+}

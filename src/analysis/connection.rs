@@ -1,0 +1,1366 @@
+//! One connection's heartbeat state: handshake, per-direction silences, open
+//! and closed gaps, how it ended.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::model::{Direction, Endpoint, FlowKey, Span, Timestamp};
+use crate::proto::amqp::{CloseInfo, ConnMethod, FrameInfo, FrameKind, PropValue, Properties};
+
+use super::*;
+
+/// Where the heartbeat limit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatSource {
+    /// Connection.Tune-Ok (client -> broker): what the broker enforces.
+    TuneOk,
+    /// Connection.Tune (the broker's proposal; Tune-Ok not in the capture).
+    Tune,
+    /// `--heartbeat` given by the user.
+    Override,
+    /// Inferred from the idle heartbeat period (timeout/2).
+    Inferred,
+    /// Not known.
+    Unknown,
+}
+
+impl HeartbeatSource {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeartbeatSource::TuneOk => "tune-ok",
+            HeartbeatSource::Tune => "tune",
+            HeartbeatSource::Override => "override",
+            HeartbeatSource::Inferred => "inferred",
+            HeartbeatSource::Unknown => "unknown",
+        }
+    }
+}
+
+/// Tunables of the analysis.
+#[derive(Debug, Clone, Copy)]
+pub struct AnalysisConfig {
+    /// `--heartbeat`: used when the negotiation is not in the capture.
+    pub heartbeat_override: Option<u16>,
+    /// How long before a resumption a new connection counts as its wake-up.
+    pub wakeup_window: Span,
+    /// Window after a resumption in which frames count as a burst.
+    pub burst_window: Span,
+    /// Silences kept per direction while the limit is still unknown.
+    pub pending_cap: usize,
+    /// Gaps kept per connection (later ones are counted, not stored).
+    pub max_gaps_per_connection: usize,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            heartbeat_override: None,
+            wakeup_window: Span::from_millis(2_000),
+            burst_window: Span::from_millis(100),
+            pending_cap: 16,
+            max_gaps_per_connection: 1_000,
+        }
+    }
+}
+
+/// Per-direction state.
+#[derive(Debug, Clone, Default)]
+pub struct DirState {
+    /// Last time new bytes were seen.
+    pub last_activity: Option<Timestamp>,
+    /// First time anything was seen from this sender.
+    pub first_activity: Option<Timestamp>,
+    /// New bytes (sequence space) seen.
+    pub bytes: u64,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Heartbeat frames decoded.
+    pub heartbeats: u64,
+    /// Retransmitted segments.
+    pub retransmissions: u64,
+    /// Bytes never captured (holes proven by ACKs or sequence jumps).
+    pub missed_bytes: u64,
+    /// Bytes cut by the snapshot length.
+    pub snaplen_bytes: u64,
+    /// Bytes skipped because the out-of-order buffer cap was hit.
+    pub overflow_bytes: u64,
+    /// Stream offset up to which missing bytes were already counted as evidence.
+    missed_counted_to: u64,
+    /// Longest silence so far (closed silences, however they ended).
+    pub longest_silence: Span,
+    /// Longest silence between two new-data segments (comparable with
+    /// tshark's inter-packet times).
+    pub longest_data_silence: Span,
+    /// Evidence accumulating for the current silence.
+    pub evidence: Evidence,
+    /// The direction's sender closed (FIN) or the connection was reset.
+    pub closed: bool,
+    /// Highest stream offset + 1 seen as new bytes.
+    seen_end: u64,
+    /// Last window the sender advertised.
+    last_window: Option<u32>,
+    /// Last frame was a heartbeat at this time (for interval inference).
+    last_hb: Option<Timestamp>,
+    /// State most connections never need (boxed: ~80 bytes per direction).
+    rare: Option<Box<DirRare>>,
+    /// Whether the open silence was already reported as flagged (live).
+    pub open_flagged: bool,
+}
+
+/// The parts of [`DirState`] used only while the limit is unknown or just
+/// after a gap.
+#[derive(Debug, Clone, Default)]
+struct DirRare {
+    /// Intervals between consecutive idle heartbeats (bounded ring).
+    hb_intervals: VecDeque<Span>,
+    /// Index of a gap whose resume burst is being counted, and until when.
+    burst: Option<(usize, Timestamp)>,
+    /// Silences kept while the limit is unknown.
+    pending: Vec<Gap>,
+}
+
+impl DirState {
+    fn rare(&mut self) -> &mut DirRare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn no_pending(&self) -> bool {
+        self.rare.as_ref().is_none_or(|r| r.pending.is_empty())
+    }
+
+    fn clear_pending(&mut self) {
+        if let Some(r) = self.rare.as_mut() {
+            r.pending.clear();
+        }
+    }
+}
+
+/// Connection-level facts from the handshake.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Handshake {
+    /// Protocol header seen.
+    pub protocol_header: bool,
+    /// Broker's server_properties (Connection.Start), only the fields in
+    /// [`SERVER_PROPERTIES_KEPT`].
+    /// Shared (`Arc`): a broker sends the same table on every connection and
+    /// the engine keeps one copy of each distinct table.
+    pub server_properties: Option<std::sync::Arc<Properties>>,
+    /// Client's client_properties (Connection.Start-Ok; never the SASL response).
+    pub client_properties: Option<Properties>,
+    /// SASL mechanism the client chose.
+    /// Shared (`Arc`): the engine keeps one copy of each distinct name.
+    pub mechanism: Option<Arc<str>>,
+    /// Broker's Tune: (channel_max, frame_max, heartbeat).
+    pub tune: Option<(u16, u32, u16)>,
+    /// Client's Tune-Ok: (channel_max, frame_max, heartbeat).
+    pub tune_ok: Option<(u16, u32, u16)>,
+    /// Virtual host from Connection.Open.
+    /// Shared (`Arc`): the engine keeps one copy of each distinct name.
+    pub vhost: Option<Arc<str>>,
+    /// Connection.Open-Ok seen.
+    pub open_ok: bool,
+}
+
+/// What the record layer shows of an AMQPS (TLS) connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Negotiated version (0x0303 = 1.2, 0x0304 = 1.3) from the ServerHello.
+    pub version: Option<u16>,
+    /// Cipher suite from the ServerHello.
+    pub cipher: Option<u16>,
+    /// Server name from the ClientHello.
+    pub sni: Option<String>,
+    /// ALPN protocols the client offered.
+    pub alpn: Vec<String>,
+    /// The client offered TLS 1.3.
+    pub client_offers_tls13: bool,
+    /// Length of the record that carries a heartbeat frame.
+    pub heartbeat_record_len: Option<u16>,
+    /// True when that length comes from the version and cipher, false when
+    /// it was learned as the dominant small record size.
+    pub heartbeat_len_from_cipher: bool,
+    /// Alert records seen (encrypted after the handshake).
+    pub alerts: u32,
+}
+
+/// A Connection.Close or Channel.Close seen on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseEvent {
+    /// When.
+    pub at: Timestamp,
+    /// Who sent it.
+    pub by: Role,
+    /// Channel (0 for Connection.Close).
+    pub channel: u16,
+    /// Reply code and text.
+    pub info: CloseInfo,
+}
+
+/// How the connection ended, from the first ending event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndHow {
+    /// Connection.Close handshake.
+    Close,
+    /// FIN without Connection.Close.
+    Fin,
+    /// RST.
+    Rst,
+    /// Still open when the capture ended.
+    CaptureEnd,
+}
+
+impl EndHow {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndHow::Close => "close",
+            EndHow::Fin => "fin",
+            EndHow::Rst => "rst",
+            EndHow::CaptureEnd => "capture-end",
+        }
+    }
+}
+
+/// What a gap led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consequence {
+    /// The broker closed the socket (FIN/RST) without Connection.Close.
+    BrokerReset,
+    /// The broker sent Connection.Close.
+    BrokerClosed,
+    /// The client closed (Connection.Close or FIN) or reset.
+    ClientClosed,
+    /// Traffic resumed and the connection went on.
+    Survived,
+    /// The capture ended during the silence.
+    CaptureEnded,
+}
+
+impl Consequence {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consequence::BrokerReset => "broker-reset",
+            Consequence::BrokerClosed => "broker-closed",
+            Consequence::ClientClosed => "client-closed",
+            Consequence::Survived => "survived",
+            Consequence::CaptureEnded => "capture-ended",
+        }
+    }
+}
+
+/// The analysis state of one AMQP connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The flow.
+    pub key: FlowKey,
+    /// Direction in which the client sends.
+    pub client_dir: Direction,
+    /// How roles were decided.
+    pub role_source: RoleSource,
+    /// First packet.
+    pub first_seen: Timestamp,
+    /// Last packet.
+    pub last_seen: Timestamp,
+    /// No SYN was seen: the capture joined mid-stream.
+    pub joined_mid_stream: bool,
+    /// Handshake facts.
+    pub handshake: Handshake,
+    /// Heartbeat value inferred from idle heartbeat periods.
+    pub inferred_heartbeat: Option<u16>,
+    /// Per direction state, indexed by [`Direction::index`].
+    pub dirs: [DirState; 2],
+    /// Gaps found.
+    pub gaps: Vec<Gap>,
+    /// Gaps not stored because of the per-connection cap.
+    pub gaps_dropped: u64,
+    /// Connection.Close / Channel.Close seen.
+    pub closes: Vec<CloseEvent>,
+    /// FIN time per direction.
+    pub fin: [Option<Timestamp>; 2],
+    /// RST time per direction.
+    pub rst: [Option<Timestamp>; 2],
+    /// Connection.Blocked / Unblocked times.
+    pub blocked: Vec<(Timestamp, bool)>,
+    /// Protocol problems noticed (bounded).
+    pub violations: Vec<String>,
+    /// Times framing was lost.
+    pub lost_sync: u64,
+    /// Set for AMQP over TLS: what the record layer showed.
+    /// Boxed: most connections are plain AMQP and the facts are ~70 bytes.
+    pub tls: Option<Box<TlsInfo>>,
+    /// Shared with every connection of the engine rather than copied into each.
+    config: Arc<AnalysisConfig>,
+}
+
+/// The Connection.Start server_properties kept per connection (what reports show).
+pub const SERVER_PROPERTIES_KEPT: [&str; 4] = ["product", "version", "platform", "cluster_name"];
+
+const MAX_VIOLATIONS: usize = 32;
+/// Connection.Close / Channel.Close events kept per connection.
+const MAX_CLOSES: usize = 64;
+/// Blocked/Unblocked events kept per connection.
+const MAX_BLOCKED: usize = 64;
+const HB_RING: usize = 32;
+
+impl Connection {
+    /// Starts loading the state a packet of this connection reads (see
+    /// [`crate::engine::Engine::process_batch`]).
+    pub fn prefetch(&self) {
+        crate::prefetch::line(self);
+        crate::prefetch::line(&self.last_seen);
+        crate::prefetch::line(&self.fin);
+        // Read on every packet: gap count, the negotiated heartbeat, the key, the roles.
+        crate::prefetch::line(&self.gaps);
+        crate::prefetch::line(&self.handshake.tune_ok);
+        crate::prefetch::line(&self.key);
+        crate::prefetch::line(&self.client_dir);
+        for d in &self.dirs {
+            // A packet reads most of both directions' 256 bytes: fields spread
+            // over them (by the compiler's current layout; a stale choice only
+            // asks for a line twice).
+            crate::prefetch::line(&d.last_activity);
+            crate::prefetch::line(&d.evidence.sender_packets);
+            crate::prefetch::line(&d.bytes);
+            crate::prefetch::line(&d.longest_silence);
+            crate::prefetch::line(&d.closed);
+        }
+    }
+
+    /// A new connection whose client sends in `client_dir`.
+    #[must_use]
+    pub fn new(
+        key: FlowKey,
+        client_dir: Direction,
+        role_source: RoleSource,
+        first_seen: Timestamp,
+        joined_mid_stream: bool,
+        config: impl Into<Arc<AnalysisConfig>>,
+    ) -> Self {
+        Connection {
+            key,
+            client_dir,
+            role_source,
+            first_seen,
+            last_seen: first_seen,
+            joined_mid_stream,
+            handshake: Handshake::default(),
+            inferred_heartbeat: None,
+            dirs: [DirState::default(), DirState::default()],
+            gaps: Vec::new(),
+            gaps_dropped: 0,
+            closes: Vec::new(),
+            fin: [None, None],
+            rst: [None, None],
+            blocked: Vec::new(),
+            violations: Vec::new(),
+            lost_sync: 0,
+            tls: None,
+            config: config.into(),
+        }
+    }
+
+    /// Role of the sender of `dir`.
+    #[must_use]
+    pub fn role_of(&self, dir: Direction) -> Role {
+        if dir == self.client_dir {
+            Role::Client
+        } else {
+            Role::Broker
+        }
+    }
+
+    /// The client endpoint.
+    #[must_use]
+    pub fn client(&self) -> Endpoint {
+        self.key.sender(self.client_dir)
+    }
+
+    /// The broker endpoint.
+    #[must_use]
+    pub fn broker(&self) -> Endpoint {
+        self.key.receiver(self.client_dir)
+    }
+
+    /// Changes which side is the client (when the protocol header or
+    /// Connection.Start shows the port guess was wrong).
+    pub fn set_client_dir(&mut self, dir: Direction, source: RoleSource) {
+        self.client_dir = dir;
+        self.role_source = source;
+    }
+
+    /// The heartbeat limit in seconds and where it came from.
+    /// Order: Tune-Ok, Tune, `--heartbeat`, inferred.
+    #[must_use]
+    pub fn heartbeat(&self) -> (Option<u16>, HeartbeatSource) {
+        if let Some((_, _, hb)) = self.handshake.tune_ok {
+            (Some(hb), HeartbeatSource::TuneOk)
+        } else if let Some((_, _, hb)) = self.handshake.tune {
+            (Some(hb), HeartbeatSource::Tune)
+        } else if let Some(hb) = self.config.heartbeat_override {
+            (Some(hb), HeartbeatSource::Override)
+        } else if let Some(hb) = self.inferred_heartbeat {
+            (Some(hb), HeartbeatSource::Inferred)
+        } else {
+            (None, HeartbeatSource::Unknown)
+        }
+    }
+
+    /// The limit as a span; `None` when unknown or disabled (0).
+    #[must_use]
+    pub fn limit(&self) -> Option<Span> {
+        match self.heartbeat().0 {
+            Some(0) | None => None,
+            Some(s) => Some(Span::from_secs(u64::from(s))),
+        }
+    }
+
+    fn limit_known(&self) -> bool {
+        self.heartbeat().0.is_some()
+    }
+
+    fn seen(&mut self, ts: Timestamp) {
+        if ts > self.last_seen {
+            self.last_seen = ts;
+        }
+    }
+
+    /// Any packet from the sender of `dir` (called before its other facts).
+    pub fn on_packet(&mut self, ts: Timestamp, dir: Direction) {
+        self.seen(ts);
+        let p = &mut self.dirs[dir.reverse().index()].evidence;
+        p.peer_packets = p.peer_packets.saturating_add(1);
+    }
+
+    /// The sender of `dir` put `len` new bytes at stream `offset` on the wire.
+    pub fn on_new_bytes(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        offset: u64,
+        len: u64,
+        syns: &SynLog,
+    ) {
+        self.seen(ts);
+        let d = &mut self.dirs[dir.index()];
+        if d.first_activity.is_none() {
+            d.first_activity = Some(ts);
+        }
+        if offset > d.seen_end && d.last_activity.is_some() {
+            // Sequence space skipped: bytes the capture never saw were sent
+            // during this silence. Counted now (the silence ends here); the
+            // hole event that may follow for the same range is not counted again.
+            let from = d.seen_end.max(d.missed_counted_to);
+            d.evidence.capture_missed_bytes += offset.saturating_sub(from);
+            d.missed_counted_to = d.missed_counted_to.max(offset);
+        }
+        d.seen_end = d.seen_end.max(offset + len);
+        d.bytes += len;
+        self.end_silence(ts, dir, SilenceEnd::Data, syns);
+        let p = &mut self.dirs[dir.reverse().index()].evidence;
+        p.peer_new_segments = p.peer_new_segments.saturating_add(1);
+        p.peer_new_bytes += len;
+    }
+
+    /// The sender of `dir` retransmitted `len` bytes.
+    pub fn on_retransmission(&mut self, ts: Timestamp, dir: Direction) {
+        self.seen(ts);
+        self.dirs[dir.index()].retransmissions += 1;
+        let own = &mut self.dirs[dir.index()].evidence;
+        own.sender_packets = own.sender_packets.saturating_add(1);
+        own.sender_retransmissions = own.sender_retransmissions.saturating_add(1);
+        let p = &mut self.dirs[dir.reverse().index()].evidence;
+        p.peer_retransmissions = p.peer_retransmissions.saturating_add(1);
+    }
+
+    /// The sender of `dir` sent an ACK about the peer's data.
+    pub fn on_ack(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        advanced: bool,
+        pure: bool,
+        window: u32,
+        zero_window: bool,
+    ) {
+        self.seen(ts);
+        let d = &mut self.dirs[dir.index()];
+        d.last_window = Some(window);
+        let ev = &mut d.evidence;
+        if advanced && ev.peer_retransmissions > 0 {
+            ev.sender_acks_after_peer_retransmission =
+                ev.sender_acks_after_peer_retransmission.saturating_add(1);
+        }
+        let other = &mut self.dirs[dir.reverse().index()].evidence;
+        if advanced && other.sender_retransmissions > 0 {
+            other.peer_acks_after_sender_retransmission = other
+                .peer_acks_after_sender_retransmission
+                .saturating_add(1);
+        }
+        let ev = &mut self.dirs[dir.index()].evidence;
+        if pure {
+            ev.sender_packets = ev.sender_packets.saturating_add(1);
+            ev.sender_pure_acks = ev.sender_pure_acks.saturating_add(1);
+            if advanced {
+                ev.sender_acks_advancing = ev.sender_acks_advancing.saturating_add(1);
+            }
+            ev.sender_min_window = Some(ev.sender_min_window.map_or(window, |w| w.min(window)));
+            if zero_window {
+                ev.sender_zero_windows = ev.sender_zero_windows.saturating_add(1);
+            }
+        }
+    }
+
+    /// The sender of `dir` sent a keep-alive probe.
+    pub fn on_keepalive(&mut self, ts: Timestamp, dir: Direction) {
+        self.seen(ts);
+        let ev = &mut self.dirs[dir.index()].evidence;
+        ev.sender_packets = ev.sender_packets.saturating_add(1);
+        ev.sender_keepalives = ev.sender_keepalives.saturating_add(1);
+    }
+
+    /// Bytes `[offset, offset+len)` of `dir` whose content will never be seen.
+    /// Only [`HoleClass::NotCaptured`] is capture loss; a snaplen cut or the
+    /// tool's own out-of-order cap lost content, not timing.
+    pub fn on_hole(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        offset: u64,
+        len: u64,
+        class: HoleClass,
+    ) {
+        self.seen(ts);
+        let d = &mut self.dirs[dir.index()];
+        match class {
+            HoleClass::Snaplen => d.snaplen_bytes += len,
+            HoleClass::Overflow => d.overflow_bytes += len,
+            HoleClass::NotCaptured => {
+                d.missed_bytes += len;
+                let end = offset + len;
+                let fresh = end.saturating_sub(offset.max(d.missed_counted_to));
+                d.missed_counted_to = d.missed_counted_to.max(end);
+                d.evidence.capture_missed_bytes += fresh;
+                self.dirs[dir.reverse().index()]
+                    .evidence
+                    .peer_capture_missed_bytes += fresh;
+            }
+        }
+    }
+
+    /// Packets the capture dropped (libpcap counter) since the last call:
+    /// counts against every open silence.
+    pub fn on_capture_drops(&mut self, drops: u64) {
+        for d in &mut self.dirs {
+            d.evidence.capture_drops += drops;
+        }
+    }
+
+    /// FIN from the sender of `dir`.
+    pub fn on_fin(&mut self, ts: Timestamp, dir: Direction, syns: &SynLog) {
+        self.seen(ts);
+        if self.fin[dir.index()].is_some() {
+            return;
+        }
+        self.fin[dir.index()] = Some(ts);
+        self.end_silence(ts, dir, SilenceEnd::Fin, syns);
+        self.dirs[dir.index()].closed = true;
+    }
+
+    /// RST from the sender of `dir`: ends both directions.
+    pub fn on_rst(&mut self, ts: Timestamp, dir: Direction, syns: &SynLog) {
+        self.seen(ts);
+        if self.rst[dir.index()].is_none() {
+            self.rst[dir.index()] = Some(ts);
+        }
+        for d in [dir, dir.reverse()] {
+            if !self.dirs[d.index()].closed {
+                self.end_silence(ts, d, SilenceEnd::Rst, syns);
+                self.dirs[d.index()].closed = true;
+            }
+        }
+    }
+
+    /// An AMQP frame from the sender of `dir`.
+    pub fn on_frame(&mut self, ts: Timestamp, dir: Direction, frame: &FrameInfo) {
+        self.seen(ts);
+        let d = &mut self.dirs[dir.index()];
+        d.frames += 1;
+        if let Some((gi, until)) = d.rare.as_ref().and_then(|r| r.burst) {
+            if ts <= until {
+                if let Some(g) = self.gaps.get_mut(gi) {
+                    g.resume_burst_frames = g.resume_burst_frames.saturating_add(1);
+                }
+            } else if let Some(r) = d.rare.as_mut() {
+                r.burst = None;
+            }
+        }
+        let d = &mut self.dirs[dir.index()];
+        if frame.kind == FrameKind::Heartbeat {
+            d.heartbeats += 1;
+            let peer = &mut self.dirs[dir.reverse().index()].evidence;
+            peer.peer_heartbeats = peer.peer_heartbeats.saturating_add(1);
+            let known = self.limit_known();
+            let d = &mut self.dirs[dir.index()];
+            // The intervals only serve inference: not kept once the limit is known.
+            if let (Some(prev), false) = (d.last_hb, known) {
+                let iv = &mut d.rare().hb_intervals;
+                if iv.len() >= HB_RING {
+                    iv.pop_front();
+                }
+                iv.push_back(ts.since(prev));
+            }
+            d.last_hb = Some(ts);
+            if !self.limit_known() {
+                self.infer_heartbeat();
+            }
+        } else {
+            d.last_hb = None;
+        }
+    }
+
+    /// A decoded connection-level method from the sender of `dir`.
+    pub fn on_method(&mut self, ts: Timestamp, dir: Direction, m: &ConnMethod) {
+        self.seen(ts);
+        let had_limit = self.limit_known();
+        let by = self.role_of(dir);
+        match m {
+            ConnMethod::Start {
+                server_properties, ..
+            } => {
+                if by == Role::Client && self.role_source == RoleSource::Port {
+                    self.set_client_dir(dir.reverse(), RoleSource::ConnectionStart);
+                }
+                // Only the fields reports show: the rest (capabilities,
+                // copyright, information) is ~1 KB per connection.
+                let kept = server_properties
+                    .iter()
+                    .filter(|(k, _)| SERVER_PROPERTIES_KEPT.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                self.handshake.server_properties = Some(std::sync::Arc::new(kept));
+            }
+            ConnMethod::StartOk {
+                client_properties,
+                mechanism,
+            } => {
+                self.handshake.client_properties = Some(client_properties.clone());
+                self.handshake.mechanism = Some(Arc::from(mechanism.as_str()));
+            }
+            ConnMethod::Tune {
+                channel_max,
+                frame_max,
+                heartbeat,
+            } => {
+                self.handshake.tune = Some((*channel_max, *frame_max, *heartbeat));
+            }
+            ConnMethod::TuneOk {
+                channel_max,
+                frame_max,
+                heartbeat,
+            } => {
+                self.handshake.tune_ok = Some((*channel_max, *frame_max, *heartbeat));
+            }
+            ConnMethod::Open { vhost } => self.handshake.vhost = Some(Arc::from(vhost.as_str())),
+            ConnMethod::OpenOk => self.handshake.open_ok = true,
+            ConnMethod::Close(info) => {
+                self.closes.push(CloseEvent {
+                    at: ts,
+                    by,
+                    channel: 0,
+                    info: info.clone(),
+                });
+            }
+            ConnMethod::ChannelClose { channel, close } => {
+                if self.closes.len() < MAX_CLOSES {
+                    self.closes.push(CloseEvent {
+                        at: ts,
+                        by,
+                        channel: *channel,
+                        info: close.clone(),
+                    });
+                }
+            }
+            ConnMethod::CloseOk => {}
+            ConnMethod::Blocked { .. } if self.blocked.len() < MAX_BLOCKED => {
+                self.blocked.push((ts, true))
+            }
+            ConnMethod::Unblocked if self.blocked.len() < MAX_BLOCKED => {
+                self.blocked.push((ts, false))
+            }
+            ConnMethod::Blocked { .. } | ConnMethod::Unblocked => {}
+        }
+        if !had_limit && self.limit_known() {
+            self.resolve_pending();
+        }
+    }
+
+    /// The protocol header came from the sender of `dir`: that is the client.
+    pub fn on_protocol_header(&mut self, dir: Direction) {
+        self.handshake.protocol_header = true;
+        if self.role_source != RoleSource::ProtocolHeader {
+            self.set_client_dir(dir, RoleSource::ProtocolHeader);
+        }
+    }
+
+    /// A protocol problem (bounded list).
+    pub fn on_violation(&mut self, detail: String) {
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(detail);
+        }
+    }
+
+    /// Ends the current silence of `dir` at `ts`.
+    fn end_silence(&mut self, ts: Timestamp, dir: Direction, how: SilenceEnd, syns: &SynLog) {
+        let limit = self.limit();
+        let known = self.limit_known();
+        let silent = self.role_of(dir);
+        let sender = self.key.sender(dir);
+        let receiver = self.key.receiver(dir);
+        let cfg = *self.config;
+        let d = &mut self.dirs[dir.index()];
+        let before = d.last_window;
+        let Some(start) = d.last_activity else {
+            d.last_activity = Some(ts);
+            d.evidence = Evidence {
+                sender_window_before: before,
+                ..Evidence::default()
+            };
+            return;
+        };
+        if d.closed {
+            return;
+        }
+        let silence = ts.since(start);
+        if silence > d.longest_silence {
+            d.longest_silence = silence;
+        }
+        if how == SilenceEnd::Data && silence > d.longest_data_silence {
+            d.longest_data_silence = silence;
+        }
+        let evidence = d.evidence;
+        d.evidence = Evidence {
+            sender_window_before: before,
+            ..Evidence::default()
+        };
+        d.last_activity = Some(ts);
+        d.open_flagged = false;
+        let make_gap = |limit: Span| {
+            let wakeup =
+                if silent == Role::Client && matches!(how, SilenceEnd::Data | SilenceEnd::Fin) {
+                    syns.wakeup(sender, receiver, ts, cfg.wakeup_window)
+                } else {
+                    None
+                };
+            Gap {
+                dir,
+                silent,
+                start,
+                end: ts,
+                ended_by: how,
+                limit,
+                cause: decide(&evidence, silent),
+                evidence,
+                wakeup,
+                resume_burst_frames: 0,
+                resumed: None,
+            }
+        };
+        match (known, limit) {
+            (true, Some(limit)) if silence > limit => {
+                let gap = make_gap(limit);
+                self.push_gap(gap);
+                if how == SilenceEnd::Data {
+                    let idx = self.gaps.len().saturating_sub(1);
+                    self.dirs[dir.index()].rare().burst = Some((idx, ts.plus(cfg.burst_window)));
+                }
+            }
+            (false, _) if silence > Span::from_millis(1_000) => {
+                let gap = make_gap(Span(0));
+                let pending = &mut self.dirs[dir.index()].rare().pending;
+                if pending.len() < cfg.pending_cap {
+                    pending.push(gap);
+                } else if let Some((i, shortest)) =
+                    pending.iter().enumerate().min_by_key(|(_, g)| g.silence())
+                {
+                    if shortest.silence() < silence {
+                        pending[i] = gap;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn push_gap(&mut self, gap: Gap) {
+        if self.gaps.len() < self.config.max_gaps_per_connection {
+            self.gaps.push(gap);
+        } else {
+            self.gaps_dropped += 1;
+        }
+    }
+
+    /// Turns silences kept while the limit was unknown into gaps.
+    fn resolve_pending(&mut self) {
+        if self.dirs.iter().all(DirState::no_pending) {
+            // Nothing to add: keep gap indexes stable (the engine refers to them).
+            return;
+        }
+        let Some(limit) = self.limit() else {
+            for d in &mut self.dirs {
+                d.clear_pending();
+            }
+            return;
+        };
+        let mut found: Vec<Gap> = Vec::new();
+        for d in &mut self.dirs {
+            let Some(r) = d.rare.as_mut() else {
+                continue;
+            };
+            for mut g in r.pending.drain(..) {
+                if g.silence() > limit {
+                    g.limit = limit;
+                    found.push(g);
+                }
+            }
+        }
+        found.append(&mut self.gaps);
+        found.sort_by_key(|g| g.start);
+        for g in found {
+            self.push_gap(g);
+        }
+    }
+
+    /// Infers the heartbeat timeout from idle heartbeat periods (timeout/2),
+    /// preferring the broker's direction.
+    fn infer_heartbeat(&mut self) {
+        let order = [self.client_dir.reverse(), self.client_dir];
+        for dir in order {
+            let Some(iv) = self.dirs[dir.index()]
+                .rare
+                .as_ref()
+                .map(|r| &r.hb_intervals)
+            else {
+                continue;
+            };
+            if iv.len() < 4 {
+                continue;
+            }
+            let mut v: Vec<i64> = iv.iter().map(|s| s.0).filter(|n| *n > 0).collect();
+            if v.len() < 4 {
+                continue;
+            }
+            v.sort_unstable();
+            let median = v[v.len() / 2];
+            let close = v
+                .iter()
+                .filter(|x| (**x - median).abs() * 4 <= median)
+                .count();
+            if close * 10 < v.len() * 6 {
+                continue;
+            }
+            // timeout = 2 x period, rounded to whole seconds.
+            let secs = (2 * median + 500_000_000) / 1_000_000_000;
+            let secs = u16::try_from(secs.max(1)).unwrap_or(u16::MAX);
+            self.inferred_heartbeat = Some(secs);
+            self.resolve_pending();
+            return;
+        }
+    }
+
+    /// Live mode: time moved to `now` without packets. Returns the directions
+    /// whose open silence just passed the limit (each reported once per silence).
+    pub fn tick(&mut self, now: Timestamp) -> Vec<(Direction, Span)> {
+        let mut flagged = Vec::new();
+        let Some(limit) = self.limit() else {
+            return flagged;
+        };
+        for dir in [Direction::AtoB, Direction::BtoA] {
+            let d = &mut self.dirs[dir.index()];
+            if d.closed || d.open_flagged {
+                continue;
+            }
+            if let Some(start) = d.last_activity {
+                let silence = now.since(start);
+                if silence > limit {
+                    d.open_flagged = true;
+                    flagged.push((dir, silence));
+                }
+            }
+        }
+        flagged
+    }
+
+    /// The open silence of `dir` as a provisional gap at `now` (live view),
+    /// if it is already longer than the limit.
+    #[must_use]
+    pub fn open_gap(&self, dir: Direction, now: Timestamp) -> Option<Gap> {
+        let limit = self.limit()?;
+        let d = &self.dirs[dir.index()];
+        if d.closed {
+            return None;
+        }
+        let start = d.last_activity?;
+        if now.since(start) <= limit {
+            return None;
+        }
+        let silent = self.role_of(dir);
+        Some(Gap {
+            dir,
+            silent,
+            start,
+            end: now,
+            ended_by: SilenceEnd::Open,
+            limit,
+            cause: decide(&d.evidence, silent),
+            evidence: d.evidence,
+            wakeup: None,
+            resume_burst_frames: 0,
+            resumed: None,
+        })
+    }
+
+    /// End of input at `end`: silences still open become gaps ended by the
+    /// capture's end; pending silences are resolved with what is known.
+    pub fn finish(&mut self, end: Timestamp, syns: &SynLog) {
+        for dir in [Direction::AtoB, Direction::BtoA] {
+            if !self.dirs[dir.index()].closed && self.dirs[dir.index()].last_activity.is_some() {
+                self.end_silence(end, dir, SilenceEnd::CaptureEnd, syns);
+                self.dirs[dir.index()].closed = true;
+            }
+        }
+        self.resolve_pending();
+        for d in &mut self.dirs {
+            d.clear_pending();
+        }
+    }
+
+    /// How the connection ended: the first of Connection.Close, FIN or RST.
+    #[must_use]
+    pub fn ended(&self) -> (EndHow, Option<Role>, Option<Timestamp>) {
+        let mut best: Option<(Timestamp, EndHow, Role)> = None;
+        let mut consider = |ts: Option<Timestamp>, how: EndHow, by: Role| {
+            if let Some(ts) = ts {
+                if best.is_none_or(|(b, _, _)| ts < b) {
+                    best = Some((ts, how, by));
+                }
+            }
+        };
+        for c in self.closes.iter().filter(|c| c.channel == 0) {
+            consider(Some(c.at), EndHow::Close, c.by);
+        }
+        for dir in [Direction::AtoB, Direction::BtoA] {
+            consider(self.fin[dir.index()], EndHow::Fin, self.role_of(dir));
+            consider(self.rst[dir.index()], EndHow::Rst, self.role_of(dir));
+        }
+        match best {
+            Some((ts, how, by)) => (how, Some(by), Some(ts)),
+            None => (EndHow::CaptureEnd, None, None),
+        }
+    }
+
+    /// What `gap` led to: the first ending event during it (or shortly after) decides.
+    #[must_use]
+    pub fn consequence(&self, gap: &Gap) -> Consequence {
+        let (how, by, at) = self.ended();
+        if let (Some(by), Some(at)) = (by, at) {
+            if at >= gap.start && at <= gap.end.plus(Span::from_millis(2_000)) {
+                return match (by, how) {
+                    (Role::Broker, EndHow::Close) => Consequence::BrokerClosed,
+                    (Role::Broker, _) => Consequence::BrokerReset,
+                    (Role::Client, _) => Consequence::ClientClosed,
+                };
+            }
+        }
+        if matches!(gap.ended_by, SilenceEnd::CaptureEnd | SilenceEnd::Open) {
+            Consequence::CaptureEnded
+        } else {
+            Consequence::Survived
+        }
+    }
+
+    /// Human-readable evidence lines for a gap, with counts.
+    #[must_use]
+    pub fn evidence_lines(&self, gap: &Gap) -> Vec<String> {
+        let s = gap.silent.as_str();
+        let p = match gap.silent {
+            Role::Client => "broker",
+            Role::Broker => "client",
+        };
+        let e = &gap.evidence;
+        let mut lines = vec![format!(
+            "{s} sent no new AMQP bytes for {:.3} s (limit {} s, {:.1}x)",
+            gap.silence().as_secs_f64(),
+            gap.limit.as_secs_f64(),
+            gap.ratio()
+        )];
+        if e.peer_new_segments > 0 {
+            lines.push(format!(
+                "{p} kept sending: {} new segments ({} bytes, {} heartbeat frames) during the silence",
+                e.peer_new_segments, e.peer_new_bytes, e.peer_heartbeats
+            ));
+        } else {
+            lines.push(format!("{p} sent no new data during the silence either"));
+        }
+        if e.sender_acks_advancing > 0 {
+            lines.push(format!(
+                "{s}'s kernel acknowledged {p} data {} times (pure ACKs advancing): its host and TCP stack were alive",
+                e.sender_acks_advancing
+            ));
+        } else if e.sender_packets > 0 {
+            lines.push(format!(
+                "{s} sent {} packets without new data ({} pure ACKs not advancing, {} keep-alives)",
+                e.sender_packets, e.sender_pure_acks, e.sender_keepalives
+            ));
+        } else {
+            lines.push(format!(
+                "nothing at all from {s} during the silence: no data, no ACKs"
+            ));
+        }
+        if let (Some(min), Some(before)) = (e.sender_min_window, e.sender_window_before) {
+            if min < before {
+                lines.push(format!("{s}'s receive window shrank from {before} to {min} bytes (unread data piling up)"));
+            }
+        }
+        if e.sender_zero_windows > 0 {
+            lines.push(format!(
+                "{s} advertised a zero window {} times",
+                e.sender_zero_windows
+            ));
+        }
+        if e.peer_retransmissions > 0 {
+            lines.push(format!(
+                "{p} retransmitted {} times: its data was not acknowledged{}",
+                e.peer_retransmissions,
+                if e.sender_zero_windows > 0 {
+                    String::new()
+                } else if e.sender_acks_after_peer_retransmission == 0 {
+                    format!(
+                        "; {s} acknowledged nothing after that: {p}'s data was not reaching {s} (or {s}'s ACKs were lost)"
+                    )
+                } else if e.peer_retransmissions >= 2 {
+                    format!(
+                        "; {s}'s kernel left it unacknowledged through {} retransmission timeouts (a stalled process's kernel would have ACKed it at once): packets were lost on the way",
+                        e.peer_retransmissions
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if e.capture_missed_bytes > 0 {
+            lines.push(format!(
+                "the capture missed {} bytes {s} sent during the silence (sequence hole acknowledged past or skipped)",
+                e.capture_missed_bytes
+            ));
+        }
+        if e.sender_retransmissions > 0 {
+            lines.push(format!(
+                "{s} retransmitted {} times during the silence{}",
+                e.sender_retransmissions,
+                if e.peer_packets == 0 {
+                    format!(
+                        " and nothing at all came back from {p}: its TCP could not send new data"
+                    )
+                } else if e.peer_acks_after_sender_retransmission == 0 {
+                    format!(
+                        " and {p} acknowledged none of it: {s}'s data was not getting through, so its TCP could not send new data"
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if e.peer_capture_missed_bytes > 0 {
+            lines.push(format!(
+                "the capture missed {} bytes {p} sent during the silence",
+                e.peer_capture_missed_bytes
+            ));
+        }
+        if e.capture_drops > 0 {
+            lines.push(format!(
+                "the capture dropped {} packets during the silence",
+                e.capture_drops
+            ));
+        }
+        lines.push(format!(
+            "the silence ended by {}",
+            match gap.ended_by {
+                SilenceEnd::Data => format!("{s} sending again"),
+                SilenceEnd::Fin => format!("{s} closing (FIN)"),
+                SilenceEnd::Rst => "a connection reset (RST)".to_owned(),
+                SilenceEnd::CaptureEnd => "the end of the capture".to_owned(),
+                SilenceEnd::Open => "nothing yet: still silent".to_owned(),
+            }
+        ));
+        if gap.resume_burst_frames > 1 {
+            lines.push(format!(
+                "on resuming, {s} sent {} frames within {} ms (queued work flushed)",
+                gap.resume_burst_frames,
+                self.config.burst_window.0 / 1_000_000
+            ));
+        }
+        if let Some((at, from)) = gap.resumed {
+            lines.push(format!(
+                "{s} came back {:.3} s after the silence began, opening a new connection from {from}",
+                at.since(gap.start).as_secs_f64()
+            ));
+        }
+        if let Some(w) = &gap.wakeup {
+            lines.push(format!(
+                "a new TCP connection {} -> {} started {:.3} s before {s} resumed (woken by an incoming request: the mod_wsgi/eventlet signature)",
+                w.from,
+                w.to,
+                w.before_resume.as_secs_f64()
+            ));
+        }
+        lines
+    }
+
+    /// The client's name: connection_name, else product.
+    #[must_use]
+    pub fn client_name(&self) -> Option<String> {
+        let props = self.handshake.client_properties.as_ref()?;
+        for key in ["connection_name", "product"] {
+            if let Some(PropValue::Text(t)) = props.get(key) {
+                return Some(t.clone());
+            }
+        }
+        None
+    }
+
+    /// The worst cause among the gaps.
+    #[must_use]
+    pub fn worst_cause(&self) -> Option<Cause> {
+        self.gaps
+            .iter()
+            .map(|g| g.cause)
+            .max_by_key(|c| c.severity())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn ep(port: u16) -> Endpoint {
+        Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+    }
+
+    /// The decision rules on the evidence of real captures (see
+    /// docs/heartbeat-model.md): a kernel that ACKs proves the host alive, not
+    /// that its packets get through.
+    #[test]
+    fn retransmissions_nobody_answers_are_not_a_stall() {
+        // twoend-lost-c2b, broker side: one ACK from the client right after its
+        // last byte, then the broker retransmits into the void.
+        let broker_side = Evidence {
+            sender_acks_advancing: 1,
+            sender_packets: 1,
+            peer_retransmissions: 5,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&broker_side, Role::Client), Cause::PeerUnreachable);
+        // twoend-lost-c2b, client side: the client's kernel ACKs the broker's
+        // heartbeats, but its own retransmissions are never acknowledged.
+        let client_side = Evidence {
+            sender_acks_advancing: 2,
+            sender_retransmissions: 5,
+            peer_packets: 7,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&client_side, Role::Client), Cause::PeerUnreachable);
+        // twoend-lost-c2b-brief, broker side: ACKs came back as the loss ended,
+        // after four broker retransmissions.
+        let brief = Evidence {
+            sender_acks_advancing: 2,
+            sender_acks_after_peer_retransmission: 2,
+            peer_retransmissions: 4,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&brief, Role::Client), Cause::PeerUnreachable);
+        // A stall with one spurious retransmission that the kernel answered.
+        let stall = Evidence {
+            sender_acks_advancing: 6,
+            sender_acks_after_peer_retransmission: 3,
+            peer_retransmissions: 1,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&stall, Role::Client), Cause::ClientStall);
+        // A stalled reader's full window makes the peer probe: still a stall.
+        let full = Evidence {
+            sender_zero_windows: 3,
+            peer_retransmissions: 3,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&full, Role::Broker), Cause::BrokerStall);
+        // Retransmissions the peer acknowledged afterwards: the data got through.
+        let answered = Evidence {
+            sender_acks_advancing: 2,
+            sender_retransmissions: 1,
+            peer_acks_after_sender_retransmission: 1,
+            ..Evidence::default()
+        };
+        assert_eq!(decide(&answered, Role::Client), Cause::ClientStall);
+    }
+
+    fn conn(hb: u16) -> (Connection, Direction) {
+        let (key, cdir) = FlowKey::from_packet(ep(40000), ep(5672));
+        let mut c = Connection::new(
+            key,
+            cdir,
+            RoleSource::Port,
+            Timestamp(0),
+            false,
+            AnalysisConfig::default(),
+        );
+        c.on_method(
+            Timestamp(0),
+            cdir,
+            &ConnMethod::TuneOk {
+                channel_max: 0,
+                frame_max: 131_072,
+                heartbeat: hb,
+            },
+        );
+        (c, cdir)
+    }
+
+    fn s(secs: f64) -> Timestamp {
+        #[allow(clippy::cast_possible_truncation)]
+        Timestamp((secs * 1e9) as i64)
+    }
+
+    #[test]
+    fn client_stall_from_acks() {
+        let syns = SynLog::default();
+        let (mut c, cd) = conn(2);
+        let bd = cd.reverse();
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        c.on_new_bytes(s(0.0), bd, 0, 8, &syns);
+        for i in 1..8 {
+            c.on_new_bytes(
+                s(f64::from(i)),
+                bd,
+                u64::try_from(i).unwrap_or(0) * 8,
+                8,
+                &syns,
+            );
+            c.on_ack(s(f64::from(i) + 0.04), cd, true, true, 65_000, false);
+        }
+        c.on_new_bytes(s(9.0), cd, 8, 8, &syns);
+        assert_eq!(c.gaps.len(), 1);
+        let g = &c.gaps[0];
+        assert_eq!(g.cause, Cause::ClientStall);
+        assert_eq!(g.silent, Role::Client);
+        assert_eq!(g.silence(), Span::from_secs(9));
+        assert_eq!(g.evidence.sender_acks_advancing, 7);
+        assert!(c
+            .evidence_lines(g)
+            .iter()
+            .any(|l| l.contains("acknowledged broker data 7 times")));
+    }
+
+    #[test]
+    fn peer_unreachable_when_nothing_and_retransmits() {
+        let syns = SynLog::default();
+        let (mut c, cd) = conn(2);
+        let bd = cd.reverse();
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        c.on_new_bytes(s(1.0), bd, 0, 8, &syns);
+        c.on_retransmission(s(1.5), bd);
+        c.on_retransmission(s(2.5), bd);
+        c.on_rst(s(6.0), bd, &syns);
+        let g = c
+            .gaps
+            .iter()
+            .find(|g| g.silent == Role::Client)
+            .map(|g| g.cause);
+        assert_eq!(g, Some(Cause::PeerUnreachable));
+    }
+
+    #[test]
+    fn capture_loss_beats_stall() {
+        let syns = SynLog::default();
+        let (mut c, cd) = conn(2);
+        let bd = cd.reverse();
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        c.on_ack(s(1.0), cd, true, true, 100, false);
+        c.on_new_bytes(s(5.0), cd, 100, 8, &syns);
+        assert_eq!(c.gaps[0].cause, Cause::CaptureLoss);
+        let _ = bd;
+    }
+
+    #[test]
+    fn disabled_heartbeat_never_flags() {
+        let syns = SynLog::default();
+        let (mut c, cd) = conn(0);
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        c.on_new_bytes(s(100.0), cd, 8, 8, &syns);
+        c.finish(s(200.0), &syns);
+        assert!(c.gaps.is_empty());
+        assert_eq!(c.dirs[cd.index()].longest_silence, Span::from_secs(100));
+    }
+
+    #[test]
+    fn heartbeat_inferred_from_broker_period_and_pending_resolved() {
+        let syns = SynLog::default();
+        let (key, cd) = FlowKey::from_packet(ep(40000), ep(5672));
+        let mut c = Connection::new(
+            key,
+            cd,
+            RoleSource::Port,
+            s(0.0),
+            true,
+            AnalysisConfig::default(),
+        );
+        let bd = cd.reverse();
+        let hb = FrameInfo {
+            kind: FrameKind::Heartbeat,
+            channel: 0,
+            size: 0,
+            offset: 0,
+        };
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        // Client silent 10 s before the broker's period is known.
+        c.on_new_bytes(s(10.0), cd, 8, 8, &syns);
+        for i in 0..8 {
+            let t = s(10.0 + 2.0 * f64::from(i));
+            c.on_new_bytes(t, bd, u64::try_from(i).unwrap_or(0) * 8, 8, &syns);
+            c.on_frame(t, bd, &hb);
+        }
+        assert_eq!(c.heartbeat(), (Some(4), HeartbeatSource::Inferred));
+        assert_eq!(c.gaps.len(), 1);
+        assert_eq!(c.gaps[0].limit, Span::from_secs(4));
+    }
+
+    #[test]
+    fn open_silence_flagged_once_by_tick() {
+        let syns = SynLog::default();
+        let (mut c, cd) = conn(2);
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        assert!(c.tick(s(1.0)).is_empty());
+        assert_eq!(c.tick(s(2.5)).len(), 1);
+        assert!(c.tick(s(3.0)).is_empty());
+        assert!(c.open_gap(cd, s(3.0)).is_some());
+    }
+
+    #[test]
+    fn wakeup_found_before_resume() {
+        let mut syns = SynLog::default();
+        let (mut c, cd) = conn(2);
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        c.on_ack(s(1.0), cd, true, true, 100, false);
+        syns.record(s(9.99), ep(50000), ep(8774));
+        c.on_fin(s(10.0), cd, &syns);
+        let w = c.gaps[0].wakeup.expect("wake-up");
+        assert_eq!(w.to.port, 8774);
+        assert_eq!(c.gaps[0].ended_by, SilenceEnd::Fin);
+    }
+}

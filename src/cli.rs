@@ -1,0 +1,160 @@
+//! The command line: clap types, with the doc comments as help text.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Reads AMQP 0-9-1 traffic, rebuilds each connection's heartbeat timeline,
+/// flags every silence longer than the negotiated heartbeat and says why it
+/// happened: client stall, broker stall, network/host unreachable or capture loss.
+#[derive(Debug, Parser)]
+#[command(name = "hbscope", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`); two files: one per end, merged.
+    Replay(ReplayArgs),
+    /// Capture live from an interface and stream events; Ctrl-C prints the final report (docs/live.md).
+    Live(LiveArgs),
+    /// List the interfaces hbscope can capture on.
+    Interfaces,
+    /// Write a deterministic synthetic capture and its expected verdicts (FILE.expect.json).
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LiveArgs {
+    /// Interface to capture on ("any" for all interfaces).
+    #[arg(long, short = 'i', value_name = "IF")]
+    pub interface: String,
+    /// Output format for events and the final report (default: text).
+    #[arg(long, value_enum)]
+    pub format: Option<LiveFormat>,
+    /// Also capture and treat this TCP port as AMQP (repeatable).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// BPF filter replacing the default `tcp port 5672 or tcp port 5671` (and --port additions).
+    #[arg(long, value_name = "BPF")]
+    pub filter: Option<String>,
+    /// Heartbeat timeout in seconds for connections whose negotiation was not seen.
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat: Option<u16>,
+    /// Stop after this many seconds and print the report.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Save the captured packets to this pcap file (created 0600: it holds credentials).
+    #[arg(long, short = 'w', value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// Do not look up local processes in /proc.
+    #[arg(long)]
+    pub no_attribution: bool,
+    /// After opening the capture (and the --write file), switch to this user, like `tcpdump -Z`
+    /// (run as root; process attribution then sees only that user's processes).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187 (port 0 picks one; the
+    /// `metrics-listening` event says which). See docs/metrics.md.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Add a `connection="client->broker"` label to the per-connection gauges (more series).
+    #[arg(long, requires = "metrics")]
+    pub metrics_per_connection: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable report.
+    Text,
+    /// The JSON report (schema in docs/report-schema.md).
+    Json,
+    /// One self-contained HTML file (inline SVG timelines; no network fetches).
+    Html,
+    /// Markdown, for pasting into a ticket.
+    Markdown,
+    /// The interactive terminal UI (the default when stdout is a terminal).
+    Tui,
+}
+
+/// Output of `hbscope live`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LiveFormat {
+    /// Events as lines, then the text report.
+    Text,
+    /// One JSON object per line per event, then the final report.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Capture file (pcap or pcapng), or "-" for stdin. Two files = two-ended replay: captures of the
+    /// same traffic at the client and at the broker, merged into one verdict per silence.
+    #[arg(required = true, num_args = 1.., value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Output format [default: tui when stdout is a terminal, else text; two files: text or json].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Play the capture back at N x real time in the TUI (1, 10, 100); 0 reads as fast as possible.
+    #[arg(long, value_name = "N", default_value_t = 0.0)]
+    pub speed: f64,
+    /// Also treat this TCP port as AMQP (repeatable; 5672 always is).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Also treat this TCP port as AMQP over TLS (repeatable; 5671 always is).
+    #[arg(long = "tls-port", value_name = "PORT")]
+    pub tls_ports: Vec<u16>,
+    /// Heartbeat timeout in seconds for connections whose negotiation is not in the capture (wins over inference).
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat: Option<u16>,
+    /// Print only one line per flagged connection, grouped by client name, with counts per cause.
+    #[arg(long)]
+    pub summary: bool,
+    /// Exit with code 3 when any gap was flagged (for scripts and CI).
+    #[arg(long)]
+    pub fail_on_gap: bool,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Threads that share the flows of one capture file for reports (0 = one per core, up to 8,
+    /// and one for a file under 8 MiB; stdin, the TUI and two-file replay use one). The report is
+    /// the same for any number.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SynthArgs {
+    /// Output pcap file; the expected verdicts go beside it (.expect.json).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
+    /// PRNG seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 200)]
+    pub connections: u32,
+    /// Capture length in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub duration: u32,
+    /// Negotiated heartbeat timeout in seconds.
+    #[arg(long, default_value_t = 4)]
+    pub heartbeat: u16,
+    /// Fraction of busy (publisher/consumer) connections.
+    #[arg(long, default_value_t = 0.3)]
+    pub busy: f64,
+    /// Messages per second per busy connection.
+    #[arg(long, default_value_t = 4.0)]
+    pub rate: f64,
+    /// Fraction of connections closed and replaced along the way.
+    #[arg(long, default_value_t = 0.2)]
+    pub churn: f64,
+    /// Injected silences per cause.
+    #[arg(long, default_value_t = 2)]
+    pub stalls: u32,
+    /// TCP maximum segment size.
+    #[arg(long, default_value_t = 1448)]
+    pub mss: u32,
+}

@@ -1,0 +1,7 @@
+//! The host hbscope runs on: which process owns a socket and what it is doing
+//! ([`procinfo`], the only module touching `procfs`), and dropping root
+//! privileges after a capture is open ([`privileges`]). These return their
+//! own types; `report` turns them into report entries.
+
+pub mod privileges;
+pub mod procinfo;

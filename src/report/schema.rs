@@ -1,0 +1,458 @@
+//! The report's plain data types: what docs/report-schema.md documents.
+//! They depend on nothing above the analysis; `build` fills them in.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::*;
+
+/// Version of the JSON schema; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// The tool that wrote it.
+    pub tool: ToolInfo,
+    /// Facts about the capture.
+    pub capture: CaptureFacts,
+    /// Counts over all connections.
+    pub summary: Summary,
+    /// AMQP 0-9-1 connections, in order of first packet.
+    pub connections: Vec<ConnectionReport>,
+    /// Two-ended replay only: the second capture, the clock offset and one
+    /// merged verdict per silence ([`crate::run::twoend`]); absent for one file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeReport>,
+}
+
+/// Tool name and version.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolInfo {
+    /// "hbscope".
+    pub name: &'static str,
+    /// Crate version.
+    pub version: &'static str,
+}
+
+/// Facts about the input.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CaptureFacts {
+    /// File path, "-" for stdin, or interface name.
+    pub source: String,
+    /// Link type name (EN10MB, LINUX_SLL2, ...).
+    pub link_type: String,
+    /// Packets read.
+    pub packets: u64,
+    /// Bytes on the wire.
+    pub wire_bytes: u64,
+    /// Packets cut by the snapshot length.
+    pub truncated_packets: u64,
+    /// Packets that were not TCP.
+    pub non_tcp_packets: u64,
+    /// Packets that could not be decoded.
+    pub decode_errors: u64,
+    /// Packets dropped by the kernel (live capture only; null for files).
+    pub dropped_packets: Option<u64>,
+    /// First packet time.
+    pub first_packet: Option<String>,
+    /// Last packet time.
+    pub last_packet: Option<String>,
+    /// Seconds between first and last packet.
+    pub duration_s: Option<f64>,
+    /// False when the input ended in the middle of a record (file cut short).
+    pub complete: bool,
+    /// Warnings about the input.
+    pub warnings: Vec<WarningReport>,
+}
+
+/// One warning.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WarningReport {
+    /// Stable code.
+    pub code: String,
+    /// Message (first occurrence).
+    pub message: String,
+    /// Occurrences.
+    pub count: u64,
+}
+
+/// Totals.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// AMQP connections.
+    pub connections: usize,
+    /// Connections with at least one gap.
+    pub flagged_connections: usize,
+    /// Gaps.
+    pub gaps: usize,
+    /// Gaps per cause name.
+    pub gaps_by_cause: BTreeMap<String, usize>,
+}
+
+impl Summary {
+    /// "N flagged, N gap(s)" plus ": cause N, ..." when there are gaps, as the
+    /// text report and the TUI header say it.
+    #[must_use]
+    pub fn gaps_text(&self) -> String {
+        let causes: Vec<String> = self
+            .gaps_by_cause
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let mut t = format!("{} flagged, {} gap(s)", self.flagged_connections, self.gaps);
+        if !causes.is_empty() {
+            t.push_str(": ");
+            t.push_str(&causes.join(", "));
+        }
+        t
+    }
+}
+
+/// Heartbeat facts of a connection.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HeartbeatReport {
+    /// The timeout in seconds used for gaps (0 = disabled), null when unknown.
+    pub value_s: Option<u16>,
+    /// "tune-ok" | "tune" | "inferred" | "override" | "unknown".
+    pub source: &'static str,
+    /// Broker's proposal (Connection.Tune).
+    pub broker_proposed_s: Option<u16>,
+    /// Client's answer (Connection.Tune-Ok).
+    pub negotiated_s: Option<u16>,
+    /// Value inferred from the idle heartbeat period.
+    pub inferred_s: Option<u16>,
+}
+
+/// How the connection ended.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndedReport {
+    /// "client" | "broker" | null (still open at capture end).
+    pub by: Option<&'static str>,
+    /// "close" | "fin" | "rst" | "capture-end".
+    pub how: &'static str,
+    /// When.
+    pub at: Option<String>,
+    /// Connection.Close reply code when `how` is "close".
+    pub reply_code: Option<u16>,
+    /// Connection.Close reply text.
+    pub reply_text: Option<String>,
+}
+
+/// Per-direction counters.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DirectionReport {
+    /// New bytes sent.
+    pub bytes: u64,
+    /// AMQP frames.
+    pub frames: u64,
+    /// Heartbeat frames.
+    pub heartbeats: u64,
+    /// Retransmitted segments.
+    pub retransmissions: u64,
+    /// Bytes the capture never saw.
+    pub missed_bytes: u64,
+    /// Bytes cut by the snapshot length.
+    pub snaplen_cut_bytes: u64,
+    /// Bytes whose content hbscope skipped because its out-of-order cap was hit.
+    pub overflow_skipped_bytes: u64,
+    /// Longest silence in seconds, however it ended.
+    pub longest_silence_s: f64,
+    /// Longest silence between two new-data segments, in seconds.
+    pub longest_data_silence_s: f64,
+}
+
+/// A Connection.Close / Channel.Close.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CloseReport {
+    /// When.
+    pub at: String,
+    /// "client" | "broker".
+    pub by: &'static str,
+    /// 0 for Connection.Close.
+    pub channel: u16,
+    /// Reply code.
+    pub reply_code: u16,
+    /// Reply text.
+    pub reply_text: String,
+}
+
+/// The wake-up connection.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WakeupReport {
+    /// "ip:port" that opened it.
+    pub from: String,
+    /// "ip:port" it went to.
+    pub to: String,
+    /// When its SYN was seen.
+    pub at: String,
+    /// Seconds before the client resumed.
+    pub before_resume_s: f64,
+}
+
+/// The client's next connection after the broker cut this one.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResumedReport {
+    /// When its SYN was seen.
+    pub at: String,
+    /// "ip:port" of the new connection's client side.
+    pub from: String,
+}
+
+/// Evidence counts behind a verdict.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvidenceCounts {
+    /// Peer segments with new data during the silence.
+    pub peer_new_segments: u32,
+    /// Peer heartbeat frames.
+    pub peer_heartbeats: u32,
+    /// Peer retransmissions.
+    pub peer_retransmissions: u32,
+    /// Any packets from the peer.
+    pub peer_packets: u32,
+    /// Silent side's own retransmissions.
+    pub silent_side_retransmissions: u32,
+    /// Silent side's ACKs advancing over the peer's data.
+    pub silent_side_acks_advancing: u32,
+    /// Of those, the ones after the peer's first retransmission.
+    pub silent_side_acks_after_peer_retransmission: u32,
+    /// Peer ACKs advancing over the silent side's data after its first retransmission.
+    pub peer_acks_after_silent_side_retransmission: u32,
+    /// Any packets from the silent side.
+    pub silent_side_packets: u32,
+    /// Silent side's smallest advertised window.
+    pub silent_side_min_window: Option<u32>,
+    /// Silent side's zero-window segments.
+    pub silent_side_zero_windows: u32,
+    /// Bytes of the silent side the capture missed.
+    pub capture_missed_bytes: u64,
+    /// Bytes of the peer the capture missed.
+    pub peer_capture_missed_bytes: u64,
+    /// Packets the capture dropped.
+    pub capture_drops: u64,
+}
+
+/// One gap.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GapReport {
+    /// "client-to-broker" | "broker-to-client".
+    pub direction: &'static str,
+    /// "client" | "broker".
+    pub silent_side: &'static str,
+    /// Last new byte before the silence.
+    pub start: String,
+    /// End of the silence.
+    pub end: String,
+    /// Silence in seconds.
+    pub silence_s: f64,
+    /// Heartbeat timeout in seconds.
+    pub limit_s: f64,
+    /// silence / limit.
+    pub ratio: f64,
+    /// "data" | "fin" | "rst" | "capture-end" | "open".
+    pub ended_by: &'static str,
+    /// "client-stall" | "broker-stall" | "peer-unreachable" | "capture-loss" | "unknown".
+    pub cause: &'static str,
+    /// "broker-reset" | "broker-closed" | "client-closed" | "survived" | "capture-ended".
+    pub consequence: &'static str,
+    /// Human evidence lines.
+    pub evidence: Vec<String>,
+    /// The numbers behind them.
+    pub counts: EvidenceCounts,
+    /// Frames sent in a burst right after resuming.
+    pub resume_burst_frames: u32,
+    /// Incoming connection just before the client resumed.
+    pub wakeup: Option<WakeupReport>,
+    /// Client's next connection after the broker cut this one.
+    pub resumed: Option<ResumedReport>,
+    /// Live capture only: what the silent side's process was doing during
+    /// the silence (absent in replay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessReport>,
+    /// Two-ended replay only: the merged verdict of the silence this gap is
+    /// part of (see `merge.connections[].gaps[]`); absent for one file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_cause: Option<&'static str>,
+}
+
+/// The process that owns one end of a connection (live capture on that host).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProcessOwnerReport {
+    /// Process id.
+    pub pid: i32,
+    /// Command name (`comm`) of the process.
+    pub command: String,
+    /// Full command line, when readable (bounded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// Owner's user id.
+    pub uid: u32,
+}
+
+/// One thread of the silent process during a silence.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ThreadReport {
+    /// Thread id.
+    pub tid: i32,
+    /// Thread name (`comm`).
+    pub name: String,
+    /// One state letter per sample during the silence (S, R, D, T, t, Z, X = gone).
+    pub state_samples: String,
+    /// CPU seconds (user + system) used during the silence.
+    pub cpu_s: f64,
+}
+
+/// What the silent side's process was doing during a silence (live only).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProcessReport {
+    /// "client" | "broker": whose process this is.
+    pub side: &'static str,
+    /// "blocked-idle" | "busy" | "stopped" | "io-wait" | "exited" |
+    /// "undetermined" | "not-attributable".
+    pub verdict: &'static str,
+    /// One sentence: why this verdict, or why there is none.
+    pub reason: String,
+    /// Process id (absent when not attributable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Command name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// oslo.messaging / client connection_name from Connection.Start-Ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_name: Option<String>,
+    /// One state letter per ~1 s sample of the process during the silence
+    /// (S sleeping, R running, D uninterruptible/io, T stopped, t traced,
+    /// Z zombie, X gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_samples: Option<String>,
+    /// Wall seconds covered by the samples used for CPU figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled_s: Option<f64>,
+    /// CPU seconds (user + system, all threads) used during the silence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_s_during_silence: Option<f64>,
+    /// CPU seconds per wall second during the silence (1.0 = one core busy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_share: Option<f64>,
+    /// Voluntary context switches during the silence (main thread).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voluntary_ctxt_switches: Option<u64>,
+    /// Involuntary context switches during the silence (main thread).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonvoluntary_ctxt_switches: Option<u64>,
+    /// Largest unread byte count in the socket's receive queue during the silence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_rx_queue_max: Option<u32>,
+    /// Largest unsent byte count in the socket's send queue during the silence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_tx_queue_max: Option<u32>,
+    /// Per-thread samples (at most 16 threads).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<ThreadReport>,
+}
+
+impl ProcessReport {
+    /// A report with a side, verdict and reason and no samples yet.
+    #[must_use]
+    pub fn unsampled(side: &'static str, verdict: &'static str, reason: String) -> Self {
+        ProcessReport {
+            side,
+            verdict,
+            reason,
+            pid: None,
+            command: None,
+            connection_name: None,
+            state_samples: None,
+            sampled_s: None,
+            cpu_s_during_silence: None,
+            cpu_share: None,
+            voluntary_ctxt_switches: None,
+            nonvoluntary_ctxt_switches: None,
+            socket_rx_queue_max: None,
+            socket_tx_queue_max: None,
+            threads: Vec::new(),
+        }
+    }
+}
+
+/// One AMQP connection.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConnectionReport {
+    /// 1-based id in this report.
+    pub id: usize,
+    /// Client "ip:port".
+    pub client: String,
+    /// Broker "ip:port".
+    pub broker: String,
+    /// connection_name, else product.
+    pub client_name: Option<String>,
+    /// "protocol-header" | "connection-start" | "port".
+    pub roles_from: &'static str,
+    /// First packet.
+    pub first_seen: String,
+    /// Last packet.
+    pub last_seen: String,
+    /// No SYN seen.
+    pub joined_mid_stream: bool,
+    /// Heartbeat.
+    pub heartbeat: HeartbeatReport,
+    /// Negotiated frame_max.
+    pub frame_max: Option<u32>,
+    /// Virtual host.
+    pub vhost: Option<String>,
+    /// Client properties (never the SASL response).
+    pub client_properties: Option<Properties>,
+    /// Broker properties: product, version, platform, cluster_name.
+    pub server_properties: Option<Properties>,
+    /// SASL mechanism chosen (the response is never reported).
+    pub auth_mechanism: Option<String>,
+    /// "open" | "closed" | "reset-by-broker" | "reset-by-client".
+    pub state: &'static str,
+    /// How it ended.
+    pub ended: EndedReport,
+    /// Per direction counters.
+    pub directions: BTreeMap<&'static str, DirectionReport>,
+    /// Connection.Close and Channel.Close seen.
+    pub closes: Vec<CloseReport>,
+    /// Connection.Blocked / Unblocked: (time, blocked?).
+    pub blocked: Vec<(String, bool)>,
+    /// Protocol problems.
+    pub violations: Vec<String>,
+    /// Gaps.
+    pub gaps: Vec<GapReport>,
+    /// Gaps beyond the per-connection cap (counted, not listed).
+    pub gaps_not_listed: u64,
+    /// Live capture only: the process owning the client's socket on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_process: Option<ProcessOwnerReport>,
+    /// Live capture only: the process owning the broker's socket on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_process: Option<ProcessOwnerReport>,
+    /// AMQP over TLS: what the record layer showed; null for plain AMQP.
+    pub tls: Option<TlsReport>,
+    /// Facts the capture cannot give for this connection (e.g. under TLS).
+    pub unavailable: Vec<&'static str>,
+}
+
+/// TLS facts of an AMQPS connection (read without keys).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TlsReport {
+    /// "1.2", "1.3", or null when the ServerHello was not in the capture.
+    pub version: Option<String>,
+    /// Cipher suite number, e.g. "0x1301".
+    pub cipher: Option<String>,
+    /// Server name (SNI) from the ClientHello.
+    pub sni: Option<String>,
+    /// ALPN protocols offered.
+    pub alpn: Vec<String>,
+    /// Record length that carries one heartbeat frame.
+    pub heartbeat_record_len: Option<u16>,
+    /// "cipher" (from version and cipher) or "dominant-size" (learned) or null.
+    pub heartbeat_record_len_from: Option<&'static str>,
+    /// Alert records seen.
+    pub alerts: u32,
+}

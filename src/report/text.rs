@@ -1,0 +1,326 @@
+//! The text rendering, for a terminal or a ticket.
+
+use std::fmt::Write as _;
+
+use super::*;
+
+fn prop_text(p: &Properties, key: &str) -> Option<String> {
+    match p.get(key) {
+        Some(PropValue::Text(t)) => Some(t.clone()),
+        Some(PropValue::Int(i)) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// One line about a gap's process verdict, for text output.
+#[must_use]
+pub fn process_text(p: &ProcessReport) -> String {
+    let mut o = String::new();
+    if let (Some(pid), Some(cmd)) = (p.pid, &p.command) {
+        let _ = write!(o, "{} pid {pid} ({cmd}) ", p.side);
+    } else {
+        let _ = write!(o, "{} ", p.side);
+    }
+    let _ = write!(o, "{}: {}", p.verdict, p.reason);
+    if let Some(s) = &p.state_samples {
+        let _ = write!(o, "; states {s}");
+    }
+    if let Some(rx) = p.socket_rx_queue_max.filter(|v| *v > 0) {
+        let _ = write!(o, "; {rx} unread bytes in its socket");
+    }
+    o
+}
+
+/// Renders the report as text for a terminal or a ticket.
+#[must_use]
+pub fn to_text(report: &Report) -> String {
+    let mut o = String::new();
+    let c = &report.capture;
+    let _ = writeln!(
+        o,
+        "hbscope {} - {} ({}, {} packets{}{})",
+        report.tool.version,
+        c.source,
+        c.link_type,
+        c.packets,
+        c.duration_s
+            .map_or(String::new(), |d| format!(", {d:.3} s")),
+        c.first_packet
+            .as_ref()
+            .map_or(String::new(), |f| format!(", from {f}")),
+    );
+    if !c.complete {
+        let _ = writeln!(
+            o,
+            "warning: the capture file is cut short; reporting what was read"
+        );
+    }
+    for w in &c.warnings {
+        let times = if w.count > 1 {
+            format!(" (x{})", w.count)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "warning: {}{times}", w.message);
+    }
+    let s = &report.summary;
+    let _ = writeln!(o, "{} AMQP connection(s), {}", s.connections, s.gaps_text());
+    if report.connections.is_empty() {
+        let _ = writeln!(
+            o,
+            "no AMQP 0-9-1 traffic found: hbscope looks at TCP ports 5672 (AMQP) and 5671 (AMQPS) and for the \
+             AMQP protocol header on any port; add other ports with --port / --tls-port"
+        );
+    }
+    for conn in &report.connections {
+        let _ = writeln!(o);
+        let name = conn
+            .client_name
+            .clone()
+            .unwrap_or_else(|| "(no client properties in capture)".into());
+        let _ = writeln!(
+            o,
+            "[{}] {} -> {}  {}",
+            conn.id, conn.client, conn.broker, name
+        );
+        if let Some(p) = &conn.client_properties {
+            let bits: Vec<String> = ["product", "version", "platform"]
+                .iter()
+                .filter_map(|k| prop_text(p, k).map(|v| format!("{k}={v}")))
+                .collect();
+            if !bits.is_empty() {
+                let _ = writeln!(o, "    client: {}", bits.join(" "));
+            }
+        }
+        if let Some(t) = &conn.tls {
+            let _ = writeln!(
+                o,
+                "    tls: version {} cipher {}{}; heartbeat record {} bytes{}",
+                t.version.as_deref().unwrap_or("?"),
+                t.cipher.as_deref().unwrap_or("?"),
+                t.sni
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(" sni {s}")),
+                t.heartbeat_record_len
+                    .map_or("?".to_owned(), |l| l.to_string()),
+                t.heartbeat_record_len_from
+                    .map_or(String::new(), |f| format!(" (from {f})")),
+            );
+        }
+        for (side, p) in [
+            ("client", &conn.client_process),
+            ("broker", &conn.broker_process),
+        ] {
+            if let Some(p) = p {
+                let _ = writeln!(o, "    {side} process: pid {} ({})", p.pid, p.command);
+            }
+        }
+        let hb = &conn.heartbeat;
+        let hb_text = match hb.value_s {
+            Some(0) => "disabled (0): silences are never flagged".to_owned(),
+            Some(v) => format!("{v} s"),
+            None => {
+                "unknown (no Tune in capture and no steady heartbeat period; use --heartbeat SECS)"
+                    .into()
+            }
+        };
+        let mut extra = Vec::new();
+        if let Some(p) = hb.broker_proposed_s {
+            extra.push(format!("broker proposed {p}"));
+        }
+        if let Some(n) = hb.negotiated_s {
+            extra.push(format!("client answered {n}"));
+        }
+        let _ = writeln!(
+            o,
+            "    heartbeat: {hb_text} [{}{}]",
+            hb.source,
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", extra.join(", "))
+            }
+        );
+        let ended = &conn.ended;
+        let end_text = match (ended.how, ended.by) {
+            ("capture-end", _) => "still open at the end of the capture".to_owned(),
+            ("close", Some(by)) => format!(
+                "{by} sent Connection.Close {} {}",
+                ended.reply_code.map_or(String::new(), |c| c.to_string()),
+                ended.reply_text.clone().unwrap_or_default()
+            ),
+            ("fin", Some(by)) => format!("{by} closed the socket (FIN) without Connection.Close"),
+            ("rst", Some(by)) => {
+                format!("{by} reset the connection (RST) without Connection.Close")
+            }
+            (how, _) => how.to_owned(),
+        };
+        let _ = writeln!(
+            o,
+            "    ended: {end_text}{}",
+            ended
+                .at
+                .as_ref()
+                .map_or(String::new(), |a| format!(" at {a}"))
+        );
+        for (name, d) in &conn.directions {
+            let _ = writeln!(
+                o,
+                "    {name}: {} bytes, {} frames, {} heartbeats, {} retransmissions, longest silence {:.3} s",
+                d.bytes, d.frames, d.heartbeats, d.retransmissions, d.longest_silence_s
+            );
+        }
+        for v in conn.violations.iter().take(5) {
+            let _ = writeln!(o, "    protocol: {v}");
+        }
+        if conn.gaps.is_empty() {
+            let _ = writeln!(o, "    no gaps");
+        }
+        for (i, g) in conn.gaps.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "    gap {}: {} silent {:.3} s (limit {} s, {:.1}x) from {} to {}, ended by {}",
+                i + 1,
+                g.direction,
+                g.silence_s,
+                g.limit_s,
+                g.ratio,
+                g.start,
+                g.end,
+                g.ended_by
+            );
+            let _ = writeln!(
+                o,
+                "      cause: {}   consequence: {}",
+                g.cause, g.consequence
+            );
+            for line in &g.evidence {
+                let _ = writeln!(o, "      - {line}");
+            }
+            if let Some(p) = &g.process {
+                let _ = writeln!(o, "      process: {}", process_text(p));
+            }
+        }
+    }
+    o
+}
+
+/// Renders the `merge` object as text (empty when the report has none).
+#[must_use]
+pub fn twoend_text(report: &Report) -> String {
+    let mut o = String::new();
+    let Some(m) = &report.merge else {
+        return o;
+    };
+    let _ = writeln!(o, "hbscope {} - two-ended replay", report.tool.version);
+    for s in &m.sources {
+        let _ = writeln!(
+            o,
+            "  {} side: {} ({}, {} packets{}, {} connection(s), {} single-capture gap(s){})",
+            s.side,
+            s.file,
+            s.link_type,
+            s.packets,
+            s.first_packet
+                .as_ref()
+                .map_or(String::new(), |f| format!(", from {f}")),
+            s.connections,
+            s.gaps,
+            if s.complete { "" } else { ", cut short" }
+        );
+    }
+    let c = &m.clock_offset;
+    let _ = writeln!(
+        o,
+        "  clock: {} = {} {:+.6} s{} ({} client-to-broker and {} broker-to-client segments matched{})",
+        c.of,
+        c.relative_to,
+        c.estimate_s,
+        c.uncertainty_s
+            .map_or(" (uncertainty unknown)".to_owned(), |u| format!(" ± {u:.6} s")),
+        c.samples_client_to_broker,
+        c.samples_broker_to_client,
+        c.one_way_delay_s
+            .map_or(String::new(), |d| format!("; one-way delay {d:.6} s")),
+    );
+    let _ = writeln!(o, "  times below are in {}'s clock", m.reference);
+    for w in &m.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    let causes: Vec<String> = m
+        .summary
+        .gaps_by_merged_cause
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "{} connection(s) in both captures, {} merged gap(s){}",
+        m.summary.matched_connections,
+        m.summary.gaps,
+        if causes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", causes.join(", "))
+        }
+    );
+    for (i, conn) in m.connections.iter().enumerate() {
+        let _ = writeln!(o);
+        let ids: Vec<String> = m
+            .sources
+            .iter()
+            .filter_map(|s| conn.ids.get(&s.file).map(|id| format!("{} #{id}", s.file)))
+            .collect();
+        let _ = writeln!(
+            o,
+            "[{}] {} -> {}  {}  ({})",
+            i + 1,
+            conn.client,
+            conn.broker,
+            conn.client_name
+                .as_deref()
+                .unwrap_or("(no client properties in capture)"),
+            ids.join(", ")
+        );
+        if conn.gaps.is_empty() {
+            let _ = writeln!(o, "    no gaps in either capture");
+        }
+        for (gi, g) in conn.gaps.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "    gap {}: {} silent {:.3} s (limit {} s) from {} to {}",
+                gi + 1,
+                g.direction,
+                g.silence_s,
+                g.limit_s,
+                g.start,
+                g.end
+            );
+            let singles: Vec<String> = g
+                .single
+                .iter()
+                .map(|s| format!("{} side {} ({:.3} s)", s.side, s.cause, s.silence_s))
+                .collect();
+            let _ = writeln!(
+                o,
+                "      merged cause: {}   consequence: {}   single captures: {}",
+                g.merged_cause,
+                g.consequence,
+                singles.join(", ")
+            );
+            for l in &g.seen_at {
+                let _ = writeln!(o, "      - {l}");
+            }
+        }
+    }
+    for s in &m.sources {
+        for u in &s.unmatched {
+            let _ = writeln!(
+                o,
+                "\nonly in {} ({} side): [{}] {} -> {}, {} gap(s): run `hbscope replay {}` for its single-capture verdicts",
+                s.file, s.side, u.id, u.client, u.broker, u.gaps, s.file
+            );
+        }
+    }
+    o
+}

@@ -1,0 +1,8 @@
+//! The modes: whole inputs run through the engine to a report. [`replay`]
+//! reads one capture, [`twoend`] combines a client-side and a broker-side
+//! capture of the same traffic, [`live`] captures from an interface and
+//! streams events.
+
+pub mod live;
+pub mod replay;
+pub mod twoend;
