@@ -33,7 +33,10 @@ use crate::proto::amqp::{
     looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, PropEntry, PropValue,
     Properties,
 };
-use crate::proto::tls::{heartbeat_record_len, looks_like_client_hello, RecordReader, TlsEvent};
+use crate::proto::tls::{
+    heartbeat_record_len, looks_like_client_hello, HeartbeatSizeGuess, RecordReader, TlsEvent,
+    CONTENT_ALERT, CONTENT_APPLICATION_DATA,
+};
 use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
 
 /// Engine settings.
@@ -283,8 +286,8 @@ impl Proto {
 /// TLS state of an AMQPS flow.
 struct TlsFlow {
     readers: [RecordReader; 2],
-    /// Application-data record sizes up to 64 bytes seen per direction: (len, count).
-    small_sizes: [Vec<(u16, u32)>; 2],
+    /// Learns the heartbeat record size when the cipher does not give it.
+    sizes: HeartbeatSizeGuess,
     server_hello: bool,
     app_records: [u64; 2],
     /// The client's AMQP protocol header travels in a record of heartbeat
@@ -296,7 +299,7 @@ impl TlsFlow {
     fn new(at_start: bool) -> Self {
         TlsFlow {
             readers: [RecordReader::new(at_start), RecordReader::new(at_start)],
-            small_sizes: [Vec::new(), Vec::new()],
+            sizes: HeartbeatSizeGuess::default(),
             server_hello: false,
             app_records: [0, 0],
             header_record_skipped: !at_start,
@@ -1484,19 +1487,18 @@ fn apply_tls(
                 len,
                 offset,
             } => {
-                if content_type == 21 {
+                if content_type == CONTENT_ALERT {
                     info.alerts = info.alerts.saturating_add(1);
                 }
-                if content_type != 23 {
+                if content_type != CONTENT_APPLICATION_DATA {
                     continue;
                 }
                 t.app_records[d.index()] += 1;
                 if t.app_records[0] > 0 && t.app_records[1] > 0 {
                     slot.confirmed = true;
                 }
-                if info.heartbeat_record_len.is_none() && len <= 64 {
-                    learn_small_size(&mut t.small_sizes[d.index()], len);
-                    if let Some(l) = dominant_small_size(&t.small_sizes[d.index()]) {
+                if info.heartbeat_record_len.is_none() {
+                    if let Some(l) = t.sizes.learn(d.index(), len) {
                         info.heartbeat_record_len = Some(l);
                         info.heartbeat_len_from_cipher = false;
                     }
@@ -1538,23 +1540,4 @@ fn apply_tls(
             }
         }
     }
-}
-
-fn learn_small_size(sizes: &mut Vec<(u16, u32)>, len: u16) {
-    if let Some(e) = sizes.iter_mut().find(|(l, _)| *l == len) {
-        e.1 = e.1.saturating_add(1);
-    } else if sizes.len() < 8 {
-        sizes.push((len, 1));
-    }
-}
-
-/// The small record size that dominates a direction (>= 4 records and more
-/// than half of the small ones): the heartbeat record when the cipher is unknown.
-fn dominant_small_size(sizes: &[(u16, u32)]) -> Option<u16> {
-    let total: u32 = sizes.iter().map(|(_, c)| *c).sum();
-    sizes
-        .iter()
-        .filter(|(l, c)| *c >= 4 && *l <= 48 && c * 2 > total)
-        .map(|(l, _)| *l)
-        .next()
 }

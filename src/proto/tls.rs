@@ -58,6 +58,57 @@ pub fn heartbeat_record_len(version: u16, cipher: u16) -> Option<u16> {
     }
 }
 
+/// TLS record content type of an alert.
+pub const CONTENT_ALERT: u8 = 21;
+/// TLS record content type of application data (what carries AMQP frames).
+pub const CONTENT_APPLICATION_DATA: u8 = 23;
+
+/// Application-data records up to this length are candidates for a heartbeat
+/// record (an 8-byte frame plus at most 56 bytes of record overhead).
+pub const SMALL_RECORD_MAX: u16 = 64;
+/// A learned heartbeat record is at most this long: 8 bytes of frame plus the
+/// largest overhead of the AEAD suites seen (explicit nonce 8 + tag 16 = 32).
+pub const HEARTBEAT_RECORD_MAX: u16 = 48;
+/// Distinct small sizes remembered per direction.
+const SMALL_SIZES_KEPT: usize = 8;
+/// Records of one size needed before it can be the heartbeat size.
+const DOMINANT_MIN_RECORDS: u32 = 4;
+
+/// Learns the record length that carries one heartbeat frame when the
+/// cipher does not say it: per direction, the small application-data size
+/// that dominates (at least [`DOMINANT_MIN_RECORDS`] records, more than half
+/// of the small ones, at most [`HEARTBEAT_RECORD_MAX`] bytes). An idle AMQP
+/// connection sends little else.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatSizeGuess {
+    /// Per direction: (record length, count), at most [`SMALL_SIZES_KEPT`].
+    sizes: [Vec<(u16, u32)>; 2],
+}
+
+impl HeartbeatSizeGuess {
+    /// Counts an application-data record of `len` bytes in direction `dir`
+    /// (0 or 1); the heartbeat record length once one size dominates.
+    pub fn learn(&mut self, dir: usize, len: u16) -> Option<u16> {
+        if len > SMALL_RECORD_MAX {
+            return None;
+        }
+        let sizes = self.sizes.get_mut(dir)?;
+        if let Some(e) = sizes.iter_mut().find(|(l, _)| *l == len) {
+            e.1 = e.1.saturating_add(1);
+        } else if sizes.len() < SMALL_SIZES_KEPT {
+            sizes.push((len, 1));
+        }
+        let total: u32 = sizes.iter().map(|(_, c)| *c).sum();
+        sizes
+            .iter()
+            .filter(|(l, c)| {
+                *c >= DOMINANT_MIN_RECORDS && *l <= HEARTBEAT_RECORD_MAX && c * 2 > total
+            })
+            .map(|(l, _)| *l)
+            .next()
+    }
+}
+
 /// Human name of a TLS version number.
 #[must_use]
 pub fn version_name(v: u16) -> String {
@@ -449,6 +500,23 @@ fn parse_server_hello(body: &[u8]) -> Option<TlsEvent> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_size_is_the_dominant_small_record() {
+        let mut g = HeartbeatSizeGuess::default();
+        // Three heartbeat-sized records and a big one: not yet (needs four).
+        for len in [37, 37, 300, 37] {
+            assert_eq!(g.learn(0, len), None);
+        }
+        assert_eq!(g.learn(0, 37), Some(37));
+        // The other direction learns on its own.
+        assert_eq!(g.learn(1, 37), None);
+        // Sizes above the heartbeat maximum never win.
+        let mut big = HeartbeatSizeGuess::default();
+        for _ in 0..10 {
+            assert_eq!(big.learn(0, HEARTBEAT_RECORD_MAX + 1), None);
+        }
+    }
 
     fn record(ct: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![ct, 3, 3];
