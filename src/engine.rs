@@ -9,10 +9,13 @@
 //! [`SynLog`] used for wake-up detection. It is fed one packet at a time and
 //! never reads a clock, so replay, live capture and tests drive it the same way.
 //!
-//! Caps: at most [`EngineConfig::max_flows`] candidate AMQP flows are tracked
-//! (over the whole input: flows are kept until the end for the report); beyond
-//! that new flows are not tracked and the `flow-cap` warning counts the packets
-//! that were ignored.
+//! Caps: at most [`EngineConfig::max_flows`] flows (200,000 by default, split
+//! between replay threads) are in the flow table at once. A flow leaves the
+//! table when it ends (RST, or FIN both ways); its connection's results stay
+//! in the engine for the report. At the cap the oldest flow that has not
+//! shown AMQP yet is evicted (`flow-evicted` warning, `evicted_flows`
+//! counter); when every tracked flow is AMQP, packets of new flows are
+//! ignored and the `flow-cap` warning says so.
 
 pub mod flowhash;
 mod flowtable;

@@ -218,15 +218,24 @@ impl Gap {
 
 /// Decides the cause of a silence of the `silent` side from its evidence.
 ///
-/// Order matters and is documented in docs/heartbeat-model.md:
-/// 1. capture loss inside the silence means the tool cannot claim a stall;
-/// 2. a live kernel (ACKs advancing over the peer's data, or a zero window)
-///    with a silent application means the silent side's process stalled;
-/// 3. nothing at all from the silent side while the peer retransmitted, or
-///    the silent side retransmitting while nothing at all came back, means
-///    the path or the other host was gone;
-/// 4. capture loss in the other direction during the silence: capture-loss;
-/// 5. anything else is unknown.
+/// Order matters; the rules are numbered as in docs/heartbeat-model.md and
+/// the first that matches decides:
+/// 1. capture loss inside the silence (bytes of the silent side the capture
+///    missed, or libpcap drops): `capture-loss`, no stall is claimed from
+///    missing data;
+/// 2. the silent side retransmitted and nothing it sent was acknowledged
+///    afterwards: `peer-unreachable`;
+/// 3. the peer retransmitted and the silent side acknowledged nothing after
+///    that (and advertised no zero window): `peer-unreachable`;
+/// 4. the peer's data went unacknowledged through two retransmission
+///    timeouts (no zero window): `peer-unreachable`;
+/// 5. a live kernel (ACKs advancing over the peer's data, or a zero window)
+///    with a silent application: the silent side's process stalled;
+/// 6. capture loss in the other direction during the silence: `capture-loss`;
+/// 7. anything else: `unknown`.
+///
+/// Rules 2-4 come before the stall rule because an ACK proves that a host is
+/// alive, not that its packets get through.
 #[must_use]
 pub fn decide(ev: &Evidence, silent: Role) -> Cause {
     if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 {
