@@ -292,7 +292,8 @@ pub fn find_owners(pairs: &[(Endpoint, Endpoint)]) -> Vec<Result<SocketOwner, Pr
                                 .map(|s| (s.comm, s.starttime))
                                 .unwrap_or_else(|_| (String::from("?"), 0));
                             let cmdline = p.cmdline().ok().map(|v| {
-                                let mut s = v.join(" ");
+                                // Redacted before it is kept: nothing downstream sees the secret.
+                                let mut s = super::redact::cmdline(&v);
                                 if s.len() > MAX_CMDLINE {
                                     let mut cut = MAX_CMDLINE;
                                     while !s.is_char_boundary(cut) {
