@@ -36,6 +36,7 @@ pub fn clock(ts: Timestamp) -> String {
 mod build;
 pub mod html;
 mod json;
+pub mod sanitize;
 mod schema;
 mod text;
 mod twoend;
