@@ -156,6 +156,7 @@ capture_tests! {
     tls_on_5672 => "tls-on-5672",
     amqp10_on_5672 => "amqp10-on-5672",
     http_on_5672 => "http-on-5672",
+    hostile_names => "hostile-names",
 }
 
 /// The founding case, checked field by field (not only by snapshot).

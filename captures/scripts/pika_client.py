@@ -32,6 +32,8 @@ def main():
     ap.add_argument('--heartbeat', type=int, default=2)
     ap.add_argument('--duration', type=float, default=15)
     ap.add_argument('--name', default='hbscope-pika')
+    ap.add_argument('--name-hex', help='the connection name as hex bytes (for names with '
+                    'control characters, which no shell argument carries safely)')
     ap.add_argument('--pidfile')
     ap.add_argument('--debug', action='store_true')
     a = ap.parse_args()
@@ -45,7 +47,9 @@ def main():
         host=a.host, port=a.port,
         credentials=pika.PlainCredentials(a.user, a.password),
         heartbeat=a.heartbeat,
-        client_properties={'connection_name': '%s:%d' % (a.name, os.getpid())},
+        client_properties={'connection_name': (bytes.fromhex(a.name_hex).decode('utf-8')
+                                               if a.name_hex else
+                                               '%s:%d' % (a.name, os.getpid()))},
         # keep pika's own 'blocked connection' machinery out of the picture
         blocked_connection_timeout=None)
     log('connecting to %s:%d heartbeat=%d pika=%s' % (a.host, a.port, a.heartbeat,

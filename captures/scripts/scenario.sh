@@ -189,6 +189,13 @@ sc_small-snaplen() {
     cap_stop
 }
 
+# A client whose connection_name tries to take over the terminal (ESC sequences clear the
+# screen and set the title), forge report lines (newline) and break Markdown/HTML.
+sc_hostile-names() {
+    local name=$'\e[2J\e]0;owned\a\nhbscope: 0 flagged, all healthy | # Heading [x](http://e) <script>alert(1)</script>'
+    CLIENT_ARGS="--name-hex $(printf '%s' "$name" | od -An -tx1 | tr -d ' \n')" sigstop_scenario lo 2 5 10
+}
+
 sc_any-interface() { sigstop_scenario any 2 5 10; }
 sc_any-interface-sll1() { sigstop_scenario any 2 5 10 -y LINUX_SLL; }
 
