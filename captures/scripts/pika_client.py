@@ -36,10 +36,21 @@ def main():
                     'control characters, which no shell argument carries safely)')
     ap.add_argument('--pidfile')
     ap.add_argument('--debug', action='store_true')
+    ap.add_argument('--log-heartbeats', action='store_true',
+                    help="log pika's heartbeat sends/receipts (logger pika.heartbeat) with "
+                    'the same wall-clock timestamps, so a script can act right after a send')
     a = ap.parse_args()
     if a.debug:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stdout,
                             format='%(asctime)s %(name)s %(message)s')
+    if a.log_heartbeats:
+        class ToLog(logging.Handler):
+            def emit(self, record):
+                log('pika.heartbeat: %s' % record.getMessage())
+        hl = logging.getLogger('pika.heartbeat')
+        hl.setLevel(logging.DEBUG)
+        hl.addHandler(ToLog())
+        hl.propagate = False
     if a.pidfile:
         with open(a.pidfile, 'w') as f:
             f.write('%d\n' % os.getpid())

@@ -221,6 +221,249 @@ sc_non-amqp() {
     cap_stop
 }
 
+# ---- captures/pending/: broker flow control, middlebox idle timeouts, late heartbeats -----
+# record.sh runs these with CAPDIR=captures/pending (their verdict rules do not exist yet, so
+# tests/verdicts.rs must not see them).
+FLOW="$PY -u $SCRIPTS/pika_flow.py"
+
+# local port of a pika client, from its "connected local=('127.0.0.1', 40000) ..." log line
+client_port() { sed -n "s/.*connected local=('[^']*', \([0-9]*\)).*/\1/p" "$LOGDIR/$NAME.$1.log" | head -1; }
+# Other people's tests use the same broker on lo:5672 while we record: keep only our own
+# connections in the capture (tcpdump -r/-w copies the packets unchanged: same link type,
+# snaplen and timestamps). keep_ports FILE PORT...
+keep_ports() {
+    local f=$1; shift
+    local filt="tcp port $1" p; shift
+    for p in "$@"; do filt="$filt or tcp port $p"; done
+    local before; before=$(tcpdump -r "$f" 2>/dev/null | wc -l)
+    tcpdump -r "$f" -w "$f.keep" "$filt" 2>/dev/null && mv "$f.keep" "$f" && chown root:root "$f"
+    echo "tcpdump -r $(basename "$f") -w $(basename "$f") '$filt'   # after recording" >> "$LOGDIR/$NAME.tcpdump.cmd"
+    mark "kept only $filt: $(tcpdump -r "$f" 2>/dev/null | wc -l) of $before packets"
+}
+# ss view (queues, windows, timers) of the connection whose local port is $2, into logs/NAME.$1.log
+ss_snapshot() {
+    { echo "== $(now) ss -tnmioe ( sport = :$2 or dport = :$2 )"
+      ss -tnmioe "( sport = :$2 or dport = :$2 )"; } >> "$LOGDIR/$NAME.$1.log" 2>&1
+}
+
+# The memory high watermark as arguments of `rabbitmqctl set_vm_memory_high_watermark`
+# ("0.4" or "absolute N"), and the broker's alarms, from `rabbitmqctl status`.
+watermark_args() {
+    rabbitmqctl status --formatter json 2>/dev/null | $PY -c '
+import json, sys
+w = json.load(sys.stdin)["vm_memory_high_watermark_setting"]
+print(w["relative"] if "relative" in w else "absolute %s" % w["absolute"])'
+}
+broker_alarms() {
+    rabbitmqctl status --formatter json 2>/dev/null | $PY -c 'import json, sys; print(json.load(sys.stdin)["alarms"])'
+}
+WM_ORIG=
+# put the watermark back (cleanup hook too: runs on every exit, also on failure or Ctrl-C)
+restore_watermark() {
+    [ -n "$WM_ORIG" ] || return 0
+    if rabbitmqctl set_vm_memory_high_watermark $WM_ORIG >/dev/null 2>&1; then
+        mark "restored: rabbitmqctl set_vm_memory_high_watermark $WM_ORIG (alarms now: $(broker_alarms))"
+        WM_ORIG=
+    else
+        mark "FAILED to restore the memory watermark: run rabbitmqctl set_vm_memory_high_watermark $WM_ORIG"
+        return 1
+    fi
+}
+
+# A steady publisher (32 KB bodies, 3/s) when the broker raises a memory alarm for 10 s: the
+# broker sends Connection.Blocked, stops reading the socket at the next publish, its receive
+# window fills to zero; the client's kernel can only send zero-window probes. The watermark is
+# then restored (Connection.Unblocked). Every connection on this broker that publishes is
+# blocked for those 10 s (shared broker: keep it short).
+sc_broker-blocked() {
+    local wm; wm=$(watermark_args)
+    [ -n "$wm" ] || { mark "cannot read the memory watermark from rabbitmqctl status: broker untouched"; return 1; }
+    [ "$(broker_alarms)" = "[]" ] || { mark "broker already has alarms: $(broker_alarms); not recording"; return 1; }
+    CLEANUP_HOOKS+=("restore_watermark")
+    # -B: 64 KB loopback segments in bursts overflow tcpdump's default 2 MB buffer
+    cap_start lo "$OUT" -B 16384 -- $AMQP_FILTER
+    spawn publisher $FLOW publisher --heartbeat 2 --queue hbscope.blocked --size 32768 --rate 3 \
+        --duration 18 --name hbscope-broker-blocked
+    local ppid=$LAST_PID
+    wait_for_log publisher 'queue .* declared' 10 || mark "publisher did not connect"
+    local port; port=$(client_port publisher)
+    mark "publisher pid $ppid connected, port $port (heartbeat 2, 32768-byte bodies at 3/s)"
+    sleep 2     # rabbitmqctl itself takes ~2 s more
+    WM_ORIG=$wm
+    rabbitmqctl set_vm_memory_high_watermark 0.0000001 >> "$LOGDIR/$NAME.rabbitmqctl.log" 2>&1
+    mark "memory alarm: rabbitmqctl set_vm_memory_high_watermark 0.0000001 (was $wm); alarms: $(broker_alarms)"
+    wait_for_log publisher 'Connection.Blocked' 5 && mark "publisher logged: $(grep 'Connection.Blocked' "$LOGDIR/$NAME.publisher.log" | head -1)"
+    sleep 4
+    ss_snapshot ss "$port"
+    sleep 5
+    ss_snapshot ss "$port"
+    restore_watermark
+    wait_for_log publisher 'Connection.Unblocked' 5 && mark "publisher logged: $(grep 'Connection.Unblocked' "$LOGDIR/$NAME.publisher.log" | head -1)"
+    wait_exit "$ppid" 15 && mark "publisher exited: $(tail -1 "$LOGDIR/$NAME.publisher.log")" \
+                         || mark "publisher still running 15 s after the alarm was cleared"
+    cap_stop 1.5
+    keep_ports "$OUT" "$port"
+}
+
+# A consumer (prefetch 500, manual acks, heartbeat 2) receiving 32 KB messages at 8/s from a
+# publisher on another connection, SIGSTOPped 8 s: its receive window fills to zero and the
+# broker can only send zero-window probes. Only the consumer's connection is kept in the
+# capture (the publisher's would double the size).
+sc_consumer-zero-window() {
+    local dir; dir=$(mktemp -d /tmp/hbscope-zw.XXXXXX); CLEANUP_HOOKS+=("rm -rf $dir")
+    spawn publisher $FLOW publisher --heartbeat 2 --queue hbscope.zerowindow --size 32768 --rate 8 \
+        --duration 12 --go-file "$dir/go" --name hbscope-zw-publisher
+    local ppid=$LAST_PID
+    wait_for_log publisher 'waiting for' 10 || mark "publisher did not connect"
+    local pport; pport=$(client_port publisher)
+    mark "publisher pid $ppid connected, port $pport (heartbeat 2, 32768-byte bodies at 8/s once told to go); not captured"
+    cap_start lo "$OUT" -B 16384 -- $AMQP_FILTER and not tcp port "$pport"   # keep_ports below
+    spawn client $FLOW consumer --heartbeat 2 --queue hbscope.zerowindow --prefetch 500 \
+        --duration 20 --name hbscope-consumer-zero-window
+    local cpid=$LAST_PID
+    wait_for_log client 'consuming' 10 || mark "consumer did not connect"
+    local cport; cport=$(client_port client)
+    mark "consumer pid $cpid connected, port $cport (heartbeat 2, prefetch 500)"
+    touch "$dir/go"
+    mark "publisher told to go"
+    sleep 3
+    stop_client "$cpid"
+    sleep 3
+    ss_snapshot ss "$cport"
+    sleep 5
+    ss_snapshot ss "$cport"
+    sleep 0.01
+    cont_client "$cpid"
+    wait_exit "$cpid" 15 && mark "consumer exited: $(tail -1 "$LOGDIR/$NAME.client.log")" \
+                        || mark "consumer still running 15 s after CONT"
+    wait_exit "$ppid" 10 && mark "publisher exited: $(tail -1 "$LOGDIR/$NAME.publisher.log")"
+    cap_stop 1.5
+    keep_ports "$OUT" "$cport"
+}
+
+# Two tcpdumps at once: $CAPDIR/NAME.client.pcap (IFACE1, FILTER1) and NAME.broker.pcap
+# (IFACE2, FILTER2). caps2_start IFACE1 FILTER1 IFACE2 FILTER2
+TD_C=; TD_B=
+caps2_start() {
+    local fc=$CAPDIR/$NAME.client.pcap fb=$CAPDIR/$NAME.broker.pcap
+    rm -f "$fc" "$fb"
+    : > "$LOGDIR/$NAME.tcpdump.log"
+    {
+        echo "tcpdump --immediate-mode -U -i $1 -w $NAME.client.pcap $2"
+        echo "tcpdump --immediate-mode -U -i $3 -w $NAME.broker.pcap $4"
+    } > "$LOGDIR/$NAME.tcpdump.cmd"
+    tcpdump --immediate-mode -U -i "$1" -w "$fc" $2 2>>"$LOGDIR/$NAME.tcpdump.log" &
+    TD_C=$!
+    tcpdump --immediate-mode -U -i "$3" -w "$fb" $4 2>>"$LOGDIR/$NAME.tcpdump.log" &
+    TD_B=$!
+    CLEANUP_HOOKS+=('for p in $TD_C $TD_B; do kill -INT $p 2>/dev/null; done')
+    for _ in $(seq 50); do
+        [ "$(grep -c 'listening on' "$LOGDIR/$NAME.tcpdump.log")" -ge 2 ] && break
+        sleep 0.1
+    done
+    sleep 0.3
+    mark "tcpdumps started (client side pid $TD_C on $1, broker side pid $TD_B on $3)"
+}
+caps2_stop() {
+    sleep "${1:-1.5}"
+    for p in $TD_C $TD_B; do kill -INT "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    chown root:root "$CAPDIR/$NAME.client.pcap" "$CAPDIR/$NAME.broker.pcap" 2>/dev/null
+    mark "tcpdumps stopped: $(grep -E 'captured|dropped' "$LOGDIR/$NAME.tcpdump.log" | tr '\n' ' ')"
+    TD_C=; TD_B=
+}
+
+# Our own haproxy (never the system service): mode tcp, 5 s client/server idle timeouts,
+# listening on BIND, connecting to the broker at 127.0.0.1:5672 from SOURCE (a loopback address
+# of its own, so the broker-side capture can filter on it and the broker still sees a loopback
+# peer: guest is allowed). Logs (tcplog) go to logs/NAME.haproxy.log. haproxy_start BIND SOURCE
+haproxy_start() {
+    command -v haproxy >/dev/null || { mark "needs haproxy (apt-get install -y haproxy; do not start the service)"; return 1; }
+    local dir; dir=$(mktemp -d /tmp/hbscope-haproxy.XXXXXX); CLEANUP_HOOKS+=("rm -rf $dir")
+    cat > "$dir/haproxy.cfg" <<EOF
+global
+    log stdout format raw local0 info
+    maxconn 64
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+frontend amqp_in
+    bind $1
+    default_backend rabbitmq
+backend rabbitmq
+    server rmq 127.0.0.1:5672 source $2
+EOF
+    cp "$dir/haproxy.cfg" "$LOGDIR/$NAME.haproxy.cfg"
+    spawn haproxy haproxy -db -f "$dir/haproxy.cfg"
+    HAPROXY_PID=$LAST_PID
+    local t=0
+    while ! ss -ltnH "src ${1%:*} and sport = :${1##*:}" | grep -q .; do
+        sleep 0.1; t=$((t + 1))
+        [ $t -ge 50 ] && { mark "haproxy is not listening on $1: $(tail -3 "$LOGDIR/$NAME.haproxy.log")"; return 1; }
+    done
+    mark "haproxy $(haproxy -v | head -1 | awk '{print $3}') pid $HAPROXY_PID listening on $1 -> 127.0.0.1:5672 (source $2), timeout client/server 5s, connect 2s"
+}
+
+# haproxy_idle_scenario HEARTBEAT: an idle pika client in netns hbscope-c connects through
+# haproxy (10.77.0.1:5672 on the host side of the veth) to the broker; the proxy's 5 s idle
+# timeout ends it unless heartbeats come more often than that. Captured on both sides of the
+# proxy at once: client side on hbs-h, broker side on lo (haproxy's source 127.0.0.2).
+haproxy_idle_scenario() {
+    if ss -ltnH 'sport = :5672' | grep -qE '(\*|0\.0\.0\.0|\[::\]):5672'; then
+        mark "the broker listens on all interfaces (broker-setup.sh): haproxy cannot bind 10.77.0.1:5672"; return 1
+    fi
+    netns_setup
+    haproxy_start 10.77.0.1:5672 127.0.0.2 || return 1
+    OUT=$CAPDIR/$NAME.broker.pcap   # for end_scenario's size line
+    caps2_start hbs-h "tcp port 5672" lo "tcp port 5672 and host 127.0.0.2"
+    spawn client ip netns exec $NS $PIKA --host 10.77.0.1 --heartbeat "$1" --duration 30 \
+        --name "hbscope-$NAME" --log-heartbeats
+    local cpid=$LAST_PID
+    wait_for_log client 'channel open' 10 || mark "client did not connect"
+    mark "client pid $cpid connected from netns $NS (10.77.0.2 -> haproxy 10.77.0.1:5672 -> 127.0.0.2 -> 127.0.0.1:5672, heartbeat $1)"
+    wait_exit "$cpid" 20 && mark "client exited: $(tail -1 "$LOGDIR/$NAME.client.log")" \
+                         || mark "client still running 20 s after connecting"
+    sleep 2
+    caps2_stop 1
+    kill "$HAPROXY_PID" 2>/dev/null; wait "$HAPROXY_PID" 2>/dev/null
+    mark "haproxy stopped; its log: $(tr '\n' ' ' < "$LOGDIR/$NAME.haproxy.log")"
+}
+sc_haproxy-idle-hb0() { haproxy_idle_scenario 0; }
+sc_haproxy-idle-hb-long() { haproxy_idle_scenario 30; }
+
+# pika heartbeat 4 (one frame every 2 s) SIGSTOPped right after it sent a heartbeat, for
+# 2.5, 3.0, 3.5 and 3.0 s: silences just below the 4 s timeout (near-misses), no gap.
+sc_late-heartbeats() {
+    cap_start lo "$OUT" -- $AMQP_FILTER
+    spawn client $PIKA --heartbeat 4 --duration 40 --name hbscope-late-heartbeats --log-heartbeats
+    local cpid=$LAST_PID
+    wait_for_log client 'channel open' 10 || mark "client did not connect"
+    local port; port=$(client_port client)
+    mark "client pid $cpid connected, port $port (heartbeat 4: pika sends every 2 s)"
+    sleep 5
+    local d n t
+    for d in 2.5 3.0 3.5 3.0; do
+        n=$(grep -c 'Sending heartbeat frame' "$LOGDIR/$NAME.client.log")
+        t=0
+        while [ "$(grep -c 'Sending heartbeat frame' "$LOGDIR/$NAME.client.log")" -le "$n" ]; do
+            sleep 0.02; t=$((t + 1)); [ $t -ge 250 ] && break
+        done
+        sleep 0.05    # let the frame leave pika's output buffer
+        stop_client "$cpid"
+        sleep "$d"
+        cont_client "$cpid"
+        mark "client was stopped $d s right after a heartbeat send"
+        sleep 4
+    done
+    wait_exit "$cpid" 25 && mark "client exited: $(tail -1 "$LOGDIR/$NAME.client.log")" \
+                         || mark "client still running"
+    cap_stop
+    keep_ports "$OUT" "$port"
+}
+
 [ $# -eq 1 ] || { echo "usage: $0 NAME" >&2; exit 2; }
 [ "$(type -t "sc_$1")" = function ] || { echo "unknown scenario: $1" >&2; exit 2; }
 begin_scenario "$1"
