@@ -31,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::analysis::{Cause, Connection, Role};
+use crate::analysis::{Cause, Connection};
 use crate::engine::Engine;
 use crate::model::{Direction, Timestamp};
 use crate::proto::amqp::PropValue;
@@ -326,10 +326,7 @@ struct Tracked {
 }
 
 fn dir_label(conn: &Connection, dir: Direction) -> &'static str {
-    match conn.role_of(dir) {
-        Role::Client => "client-to-broker",
-        Role::Broker => "broker-to-client",
-    }
+    conn.role_of(dir).sends().as_str()
 }
 
 const CAUSES: [Cause; 5] = [

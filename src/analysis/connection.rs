@@ -10,7 +10,8 @@ use crate::proto::amqp::{CloseInfo, ConnMethod, FrameInfo, FrameKind, PropValue,
 use super::*;
 
 /// Where the heartbeat limit came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HeartbeatSource {
     /// Connection.Tune-Ok (client -> broker): what the broker enforces.
     TuneOk,
@@ -199,7 +200,8 @@ pub struct CloseEvent {
 }
 
 /// How the connection ended, from the first ending event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum EndHow {
     /// Connection.Close handshake.
     Close,
@@ -225,7 +227,8 @@ impl EndHow {
 }
 
 /// What a gap led to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Consequence {
     /// The broker closed the socket (FIN/RST) without Connection.Close.
     BrokerReset,
@@ -252,6 +255,8 @@ impl Consequence {
         }
     }
 }
+
+super::cause::display_as_str!(HeartbeatSource, EndHow, Consequence);
 
 /// The analysis state of one AMQP connection.
 #[derive(Debug, Clone)]

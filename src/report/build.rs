@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use crate::os::procinfo::{ProcessOwner, ProcessVerdict, ThreadActivity};
 
 use super::*;
+use crate::analysis::RoleDirection;
 
-fn dir_name(conn: &Connection, dir: Direction) -> &'static str {
-    match conn.role_of(dir) {
-        Role::Client => "client-to-broker",
-        Role::Broker => "broker-to-client",
-    }
+fn dir_name(conn: &Connection, dir: Direction) -> RoleDirection {
+    conn.role_of(dir).sends()
 }
 
 fn secs(ns: i64) -> f64 {
@@ -30,15 +28,15 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
     let e = &g.evidence;
     GapReport {
         direction: dir_name(conn, g.dir),
-        silent_side: g.silent.as_str(),
+        silent_side: g.silent,
         start: rfc3339(g.start),
         end: rfc3339(g.end),
         silence_s: secs(g.silence().0),
         limit_s: secs(g.limit.0),
         ratio: round3(g.ratio()),
-        ended_by: g.ended_by.as_str(),
-        cause: g.cause.as_str(),
-        consequence: conn.consequence(g).as_str(),
+        ended_by: g.ended_by,
+        cause: g.cause,
+        consequence: conn.consequence(g),
         evidence: conn.evidence_lines(g),
         counts: EvidenceCounts {
             peer_new_segments: e.peer_new_segments,
@@ -84,18 +82,6 @@ fn server_subset(p: &Properties) -> Properties {
         .collect()
 }
 
-/// The report's `state` of a connection that ended `how`, `by` whom:
-/// "open" | "closed" | "reset-by-broker" | "reset-by-client".
-#[must_use]
-pub fn state_name(how: crate::analysis::EndHow, by: Option<Role>) -> &'static str {
-    match (how, by) {
-        (crate::analysis::EndHow::CaptureEnd, _) => "open",
-        (crate::analysis::EndHow::Rst, Some(Role::Broker)) => "reset-by-broker",
-        (crate::analysis::EndHow::Rst, _) => "reset-by-client",
-        _ => "closed",
-    }
-}
-
 /// Builds one connection's report entry.
 #[must_use]
 pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
@@ -105,7 +91,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         .closes
         .iter()
         .find(|c| c.channel == 0 && Some(c.at) == at);
-    let state = state_name(how, by);
+    let state = ConnectionState::of(how, by);
     let mut directions = BTreeMap::new();
     for dir in [Direction::AtoB, Direction::BtoA] {
         let d = &conn.dirs[dir.index()];
@@ -129,17 +115,13 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         client: conn.client().to_string(),
         broker: conn.broker().to_string(),
         client_name: conn.client_name(),
-        roles_from: match conn.role_source {
-            RoleSource::ProtocolHeader => "protocol-header",
-            RoleSource::ConnectionStart => "connection-start",
-            RoleSource::Port => "port",
-        },
+        roles_from: conn.role_source,
         first_seen: rfc3339(conn.first_seen),
         last_seen: rfc3339(conn.last_seen),
         joined_mid_stream: conn.joined_mid_stream,
         heartbeat: HeartbeatReport {
             value_s: value,
-            source: source.as_str(),
+            source,
             broker_proposed_s: conn.handshake.tune.map(|t| t.2),
             negotiated_s: conn.handshake.tune_ok.map(|t| t.2),
             inferred_s: conn.inferred_heartbeat,
@@ -155,8 +137,8 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         auth_mechanism: conn.handshake.mechanism.as_deref().map(str::to_owned),
         state,
         ended: EndedReport {
-            by: by.map(Role::as_str),
-            how: how.as_str(),
+            by,
+            how,
             at: at.map(rfc3339),
             reply_code: close.map(|c| c.info.reply_code),
             reply_text: close.map(|c| c.info.reply_text.clone()),
@@ -167,7 +149,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             .iter()
             .map(|c| CloseReport {
                 at: rfc3339(c.at),
-                by: c.by.as_str(),
+                by: c.by,
                 channel: c.channel,
                 reply_code: c.info.reply_code,
                 reply_text: c.info.reply_text.clone(),
@@ -189,9 +171,9 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             heartbeat_record_len: t.heartbeat_record_len,
             heartbeat_record_len_from: t.heartbeat_record_len.map(|_| {
                 if t.heartbeat_len_from_cipher {
-                    "cipher"
+                    RecordLenFrom::Cipher
                 } else {
-                    "dominant-size"
+                    RecordLenFrom::DominantSize
                 }
             }),
             alerts: t.alerts,
@@ -289,6 +271,7 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::RoleDirection;
 
     #[test]
     fn secs_is_exact_to_the_nanosecond() {
@@ -321,10 +304,12 @@ impl From<&ThreadActivity> for ThreadReport {
     }
 }
 
-impl From<ProcessVerdict> for ProcessReport {
-    fn from(p: ProcessVerdict) -> Self {
+impl ProcessReport {
+    /// The report entry of `side`'s process verdict.
+    #[must_use]
+    pub fn new(side: Role, p: ProcessVerdict) -> Self {
         ProcessReport {
-            side: p.side,
+            side,
             verdict: p.verdict,
             reason: p.reason,
             pid: p.pid,

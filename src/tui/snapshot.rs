@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::analysis::timeline::TimelineEvent;
-use crate::analysis::{Cause, Connection, Gap};
+use crate::analysis::{Cause, Connection, Gap, HeartbeatSource};
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
-use crate::report::{self, GapReport, Report, Summary};
+use crate::report::{self, ConnectionState, GapReport, Report, Summary};
 use crate::run::replay::Progress;
 
 /// Where the input stands.
@@ -72,7 +72,7 @@ pub struct ConnCore {
     /// Heartbeat timeout in seconds (0 = disabled), when known.
     pub heartbeat: Option<u16>,
     /// Where it came from ("tune-ok", "inferred", ...).
-    pub heartbeat_source: &'static str,
+    pub heartbeat_source: HeartbeatSource,
     /// The limit as a span (`None` when unknown or disabled).
     pub limit: Option<Span>,
     /// The decided gaps (open ones are added per snapshot in [`ConnView::gaps`]).
@@ -104,7 +104,7 @@ pub struct ConnView {
     /// Worst cause among the gaps.
     pub worst: Option<Cause>,
     /// "open" | "closed" | "reset-by-broker" | "reset-by-client".
-    pub state: &'static str,
+    pub state: ConnectionState,
     /// First packet.
     pub first_seen: Timestamp,
     /// Last packet.
@@ -231,7 +231,7 @@ struct Stamp {
     gaps: usize,
     gaps_dropped: u64,
     amended: u64,
-    heartbeat: (Option<u16>, &'static str),
+    heartbeat: (Option<u16>, HeartbeatSource),
     has_properties: bool,
 }
 
@@ -246,7 +246,7 @@ impl Stamp {
                     .wrapping_add(u64::from(g.wakeup.is_some()) << 32)
                     .wrapping_add(u64::from(g.resumed.is_some()) << 48)
             }),
-            heartbeat: (value, source.as_str()),
+            heartbeat: (value, source),
             has_properties: conn.handshake.client_properties.is_some(),
         }
     }
@@ -259,7 +259,7 @@ fn core_of(conn: &Connection) -> ConnCore {
         broker: conn.broker().to_string(),
         name: conn.client_name(),
         heartbeat: value,
-        heartbeat_source: source.as_str(),
+        heartbeat_source: source,
         limit: conn.limit(),
         closed_gaps: Arc::new(conn.gaps.iter().map(|g| gap_view(conn, g, false)).collect()),
         gaps_not_listed: conn.gaps_dropped,
@@ -392,7 +392,7 @@ impl SnapshotBuilder {
                 longest,
                 gaps,
                 worst,
-                state: report::state_name(how, by),
+                state: ConnectionState::of(how, by),
                 first_seen: conn.first_seen,
                 last_seen: conn.last_seen,
                 timeline,
