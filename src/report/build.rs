@@ -268,17 +268,6 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::analysis::RoleDirection;
-
-    #[test]
-    fn secs_is_exact_to_the_nanosecond() {
-        assert!((secs(11_987_654_321) - 11.987_654_321).abs() < 1e-12);
-    }
-}
-
 // What the host told about processes (`os::procinfo`), as report entries: the
 // one place where those types become report types.
 
@@ -325,5 +314,15 @@ impl ProcessReport {
             socket_tx_queue_max: p.socket_tx_queue_max,
             threads: p.threads.iter().map(ThreadReport::from).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secs_is_exact_to_the_nanosecond() {
+        assert!((secs(11_987_654_321) - 11.987_654_321).abs() < 1e-12);
     }
 }

@@ -508,3 +508,126 @@ impl RecordLenFrom {
 }
 
 display_as_str!(ConnectionState, RecordLenFrom);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Each enum's JSON name (serde) is its `Display` (the text views): the
+    /// two spellings can never drift apart.
+    fn same<T: Serialize + std::fmt::Display>(values: &[T]) {
+        for v in values {
+            let json = serde_json::to_value(v).unwrap();
+            assert_eq!(json, serde_json::Value::String(v.to_string()));
+        }
+    }
+
+    #[test]
+    fn json_names_are_the_display_names() {
+        use crate::analysis::RoleSource;
+        same(&[Role::Client, Role::Broker]);
+        same(&[RoleDirection::ClientToBroker, RoleDirection::BrokerToClient]);
+        same(&[
+            RoleSource::ProtocolHeader,
+            RoleSource::ConnectionStart,
+            RoleSource::Port,
+        ]);
+        same(&[
+            Cause::ClientStall,
+            Cause::BrokerStall,
+            Cause::PeerUnreachable,
+            Cause::CaptureLoss,
+            Cause::Unknown,
+        ]);
+        same(&[
+            SilenceEnd::Data,
+            SilenceEnd::Fin,
+            SilenceEnd::Rst,
+            SilenceEnd::CaptureEnd,
+            SilenceEnd::Open,
+        ]);
+        same(&[
+            HeartbeatSource::TuneOk,
+            HeartbeatSource::Tune,
+            HeartbeatSource::Override,
+            HeartbeatSource::Inferred,
+            HeartbeatSource::Unknown,
+        ]);
+        same(&[EndHow::Close, EndHow::Fin, EndHow::Rst, EndHow::CaptureEnd]);
+        same(&[
+            Consequence::BrokerReset,
+            Consequence::BrokerClosed,
+            Consequence::ClientClosed,
+            Consequence::Survived,
+            Consequence::CaptureEnded,
+        ]);
+        same(&[
+            ConnectionState::Open,
+            ConnectionState::Closed,
+            ConnectionState::ResetByBroker,
+            ConnectionState::ResetByClient,
+        ]);
+        same(&[RecordLenFrom::Cipher, RecordLenFrom::DominantSize]);
+        same(&[
+            Activity::BlockedIdle,
+            Activity::Busy,
+            Activity::Stopped,
+            Activity::IoWait,
+            Activity::Exited,
+            Activity::Undetermined,
+            Activity::NotAttributable,
+        ]);
+        same(&[
+            CaptureSide::Client,
+            CaptureSide::Broker,
+            CaptureSide::Unknown,
+        ]);
+        same(&[
+            MergedCause::ClientStall,
+            MergedCause::BrokerStall,
+            MergedCause::PeerUnreachable,
+            MergedCause::CaptureLoss,
+            MergedCause::Unknown,
+            MergedCause::LostInNetwork,
+        ]);
+        same(&[
+            MergeBasis::CaptureLoss,
+            MergeBasis::LostPackets,
+            MergeBasis::NeverSent,
+            MergeBasis::SentAndReceived,
+            MergeBasis::OneCapture,
+        ]);
+    }
+
+    #[test]
+    fn directions_map_keeps_name_order() {
+        let mut m = BTreeMap::new();
+        m.insert(RoleDirection::ClientToBroker, 1);
+        m.insert(RoleDirection::BrokerToClient, 2);
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"broker-to-client":2,"client-to-broker":1}"#
+        );
+    }
+
+    #[test]
+    fn connection_state_of_its_end() {
+        assert_eq!(
+            ConnectionState::of(EndHow::CaptureEnd, None),
+            ConnectionState::Open
+        );
+        assert_eq!(
+            ConnectionState::of(EndHow::Rst, Some(Role::Broker)),
+            ConnectionState::ResetByBroker
+        );
+        assert_eq!(
+            ConnectionState::of(EndHow::Rst, None),
+            ConnectionState::ResetByClient
+        );
+        assert_eq!(
+            ConnectionState::of(EndHow::Fin, Some(Role::Client)),
+            ConnectionState::Closed
+        );
+    }
+}
