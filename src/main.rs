@@ -194,7 +194,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         let written = write_report(args.output.as_deref(), |w| {
             report::write_json_threads(engine, source, complete, threads, w).map(|_| ())
         });
-        let gaps = result.engine.connections().map(|c| c.gaps.len()).sum();
+        let gaps = result.engine.connections().map(|c| c.gaps().len()).sum();
         // The process ends next: freeing 100,000 connections one by one
         // would only delay it (~0.1 s).
         std::mem::forget(result);

@@ -88,13 +88,13 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
     let (value, source) = conn.heartbeat();
     let (how, by, at) = conn.ended();
     let close = conn
-        .closes
+        .closes()
         .iter()
         .find(|c| c.channel == 0 && Some(c.at) == at);
     let state = ConnectionState::of(how, by);
     let mut directions = BTreeMap::new();
     for dir in [Direction::AtoB, Direction::BtoA] {
-        let d = &conn.dirs[dir.index()];
+        let d = conn.dir(dir);
         directions.insert(
             dir_name(conn, dir),
             DirectionReport {
@@ -115,26 +115,30 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         client: conn.client().to_string(),
         broker: conn.broker().to_string(),
         client_name: conn.client_name(),
-        roles_from: conn.role_source,
-        first_seen: rfc3339(conn.first_seen),
-        last_seen: rfc3339(conn.last_seen),
-        joined_mid_stream: conn.joined_mid_stream,
+        roles_from: conn.role_source(),
+        first_seen: rfc3339(conn.first_seen()),
+        last_seen: rfc3339(conn.last_seen()),
+        joined_mid_stream: conn.joined_mid_stream(),
         heartbeat: HeartbeatReport {
             value_s: value,
             source,
-            broker_proposed_s: conn.handshake.tune.map(|t| t.2),
-            negotiated_s: conn.handshake.tune_ok.map(|t| t.2),
-            inferred_s: conn.inferred_heartbeat,
+            broker_proposed_s: conn.handshake().tune.map(|t| t.2),
+            negotiated_s: conn.handshake().tune_ok.map(|t| t.2),
+            inferred_s: conn.inferred_heartbeat(),
         },
-        frame_max: conn.handshake.tune_ok.or(conn.handshake.tune).map(|t| t.1),
-        vhost: conn.handshake.vhost.as_deref().map(str::to_owned),
-        client_properties: conn.handshake.client_properties.clone(),
+        frame_max: conn
+            .handshake()
+            .tune_ok
+            .or(conn.handshake().tune)
+            .map(|t| t.1),
+        vhost: conn.handshake().vhost.as_deref().map(str::to_owned),
+        client_properties: conn.handshake().client_properties.clone(),
         server_properties: conn
-            .handshake
+            .handshake()
             .server_properties
             .as_deref()
             .map(server_subset),
-        auth_mechanism: conn.handshake.mechanism.as_deref().map(str::to_owned),
+        auth_mechanism: conn.handshake().mechanism.as_deref().map(str::to_owned),
         state,
         ended: EndedReport {
             by,
@@ -145,7 +149,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         },
         directions,
         closes: conn
-            .closes
+            .closes()
             .iter()
             .map(|c| CloseReport {
                 at: rfc3339(c.at),
@@ -156,14 +160,14 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             })
             .collect(),
         blocked: conn
-            .blocked
+            .blocked()
             .iter()
             .map(|(t, b)| (rfc3339(*t), *b))
             .collect(),
-        violations: conn.violations.clone(),
-        gaps: conn.gaps.iter().map(|g| gap_report(conn, g)).collect(),
-        gaps_not_listed: conn.gaps_dropped,
-        tls: conn.tls.as_ref().map(|t| TlsReport {
+        violations: conn.violations().to_vec(),
+        gaps: conn.gaps().iter().map(|g| gap_report(conn, g)).collect(),
+        gaps_not_listed: conn.gaps_dropped(),
+        tls: conn.tls().map(|t| TlsReport {
             version: t.version.map(crate::proto::tls::version_name),
             cipher: t.cipher.map(|c| format!("0x{c:04x}")),
             sni: t.sni.clone(),
@@ -178,7 +182,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             }),
             alerts: t.alerts,
         }),
-        unavailable: if conn.tls.is_some() {
+        unavailable: if conn.tls().is_some() {
             vec![
                 "client_properties",
                 "server_properties",
@@ -211,7 +215,7 @@ pub fn build(engine: &Engine, source: &str, complete: bool) -> Report {
 /// order they were recognised in.
 pub(super) fn sorted_connections(engine: &Engine) -> Vec<&Connection> {
     let mut conns: Vec<&Connection> = engine.connections().collect();
-    conns.sort_by_key(|c| (c.first_seen, c.key));
+    conns.sort_by_key(|c| (c.first_seen(), c.key()));
     conns
 }
 
@@ -219,15 +223,15 @@ pub(super) fn sorted_connections(engine: &Engine) -> Vec<&Connection> {
 pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Connection]) -> Report {
     let c = engine.counters();
     let mut gaps_by_cause = BTreeMap::new();
-    for g in conns.iter().flat_map(|c| c.gaps.iter()) {
+    for g in conns.iter().flat_map(|c| c.gaps().iter()) {
         *gaps_by_cause
             .entry(g.cause.as_str().to_owned())
             .or_insert(0) += 1;
     }
     let summary = Summary {
         connections: conns.len(),
-        flagged_connections: conns.iter().filter(|c| !c.gaps.is_empty()).count(),
-        gaps: conns.iter().map(|c| c.gaps.len()).sum(),
+        flagged_connections: conns.iter().filter(|c| !c.gaps().is_empty()).count(),
+        gaps: conns.iter().map(|c| c.gaps().len()).sum(),
         gaps_by_cause,
     };
     Report {

@@ -414,7 +414,7 @@ fn role_index(r: Role) -> usize {
 
 fn connection_name(conn: &Connection) -> Option<String> {
     match conn
-        .handshake
+        .handshake()
         .client_properties
         .as_ref()?
         .get("connection_name")
@@ -493,10 +493,10 @@ impl Tracker {
                 !self.slots[*i].announced
                     && s.confirmed
                     && s.not_amqp.is_none()
-                    && (c.handshake.tune_ok.is_some()
-                        || c.joined_mid_stream
-                        || now.since(c.first_seen).0 > ANNOUNCE_AFTER
-                        || c.dirs.iter().all(|d| d.closed))
+                    && (c.handshake().tune_ok.is_some()
+                        || c.joined_mid_stream()
+                        || now.since(c.first_seen()).0 > ANNOUNCE_AFTER
+                        || c.dirs().iter().all(|d| d.closed))
             })
             .map(|(i, _)| i)
             .collect();
@@ -525,12 +525,12 @@ impl Tracker {
                         .map(|o| ProcessOwnerReport::from(&o.report()))
                 };
                 emit(&LiveEvent::ConnectionSeen {
-                    at: report::rfc3339(c.first_seen),
+                    at: report::rfc3339(c.first_seen()),
                     client: c.client().to_string(),
                     broker: c.broker().to_string(),
                     client_name: c.client_name(),
                     heartbeat_s: c.heartbeat().0,
-                    joined_mid_stream: c.joined_mid_stream,
+                    joined_mid_stream: c.joined_mid_stream(),
                     client_process: owner(0),
                     broker_process: owner(1),
                     client_not_attributable: st.owners[0]
@@ -546,10 +546,10 @@ impl Tracker {
                 continue;
             }
             let c = &s.conn;
-            while self.slots[i].gaps_emitted < c.gaps.len() {
+            while self.slots[i].gaps_emitted < c.gaps().len() {
                 let gi = self.slots[i].gaps_emitted;
                 self.slots[i].gaps_emitted += 1;
-                let g = &c.gaps[gi];
+                let g = &c.gaps()[gi];
                 let process = self.process_verdict(&self.slots[i], c, g.silent, g.start, g.end);
                 let mut gap = report::gap_report(c, g);
                 gap.process.clone_from(&process);
@@ -563,16 +563,16 @@ impl Tracker {
                     gap,
                 })?;
             }
-            if !self.slots[i].ended && c.dirs.iter().all(|d| d.closed) {
+            if !self.slots[i].ended && c.dirs().iter().all(|d| d.closed) {
                 self.slots[i].ended = true;
                 let (how, by, at) = c.ended();
                 emit(&LiveEvent::ConnectionEnded {
-                    at: report::rfc3339(at.unwrap_or(c.last_seen)),
+                    at: report::rfc3339(at.unwrap_or(c.last_seen())),
                     client: c.client().to_string(),
                     broker: c.broker().to_string(),
                     how,
                     by,
-                    gaps: c.gaps.len(),
+                    gaps: c.gaps().len(),
                 })?;
             }
         }

@@ -248,7 +248,7 @@ pub fn read_side(
 /// [`report::build`] numbers them (id = index + 1).
 fn ordered(side: &SideCapture) -> Vec<&Connection> {
     let mut v: Vec<&Connection> = side.replay.engine.connections().collect();
-    v.sort_by_key(|c| (c.first_seen, c.key));
+    v.sort_by_key(|c| (c.first_seen(), c.key()));
     v
 }
 
@@ -321,7 +321,7 @@ fn estimate_offset(
     let mut bc = Vec::new();
     let mut all_zero = true;
     for (ca, _) in pairs {
-        let (Some(fa), Some(fb)) = (a.log.flows.get(&ca.key), b.log.flows.get(&ca.key)) else {
+        let (Some(fa), Some(fb)) = (a.log.flows.get(&ca.key()), b.log.flows.get(&ca.key())) else {
             continue;
         };
         let count = |segs: &[Seg]| {
@@ -521,7 +521,7 @@ struct Item<'a> {
 fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapReport> {
     let mut items: Vec<Item<'_>> = Vec::new();
     for (vi, v) in views.iter().enumerate() {
-        for (gi, g) in v.conn.gaps.iter().enumerate() {
+        for (gi, g) in v.conn.gaps().iter().enumerate() {
             items.push(Item {
                 view: vi,
                 idx: gi,
@@ -772,7 +772,7 @@ pub fn build(two: &TwoEnded) -> Result<Report, MergeError> {
     let mut pair_ids: Vec<(usize, usize)> = Vec::new();
     let mut matched_a = vec![false; oa.len()];
     for (ia, ca) in oa.iter().enumerate() {
-        if let Some(ib) = (0..ob.len()).find(|&i| !used[i] && ob[i].key == ca.key) {
+        if let Some(ib) = (0..ob.len()).find(|&i| !used[i] && ob[i].key() == ca.key()) {
             used[ib] = true;
             matched_a[ia] = true;
             pairs.push((ca, ob[ib]));
@@ -846,8 +846,8 @@ pub fn build(two: &TwoEnded) -> Result<Report, MergeError> {
     let mut connections = Vec::new();
     let mut merged_of_a: HashMap<(usize, usize), MergedCause> = HashMap::new();
     for ((ca, cb), (ia, ib)) in pairs.iter().zip(&pair_ids) {
-        let la = a.log.flows.get(&ca.key);
-        let lb = b.log.flows.get(&cb.key);
+        let la = a.log.flows.get(&ca.key());
+        let lb = b.log.flows.get(&cb.key());
         let views = [
             View {
                 file: fa,
