@@ -119,12 +119,12 @@ pub struct ReplayArgs {
     /// Exit with code 3 when any gap was flagged (for scripts and CI).
     #[arg(long)]
     pub fail_on_gap: bool,
-    /// Write the report to this file instead of stdout.
+    /// Write the report to this file instead of stdout (it appears only once complete).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Threads that share the flows of one capture file for reports (0 = one per core, up to 8,
-    /// and one for a file under 8 MiB; stdin, the TUI and two-file replay use one). The report is
-    /// the same for any number.
+    /// and one for a file under 8 MiB; stdin, the TUI and two-file replay use one; at most 64).
+    /// The report is the same for any number.
     #[arg(long, value_name = "N", default_value_t = 0,
           value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_THREADS))]
     pub threads: usize,
