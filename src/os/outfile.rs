@@ -64,7 +64,16 @@ impl AtomicFile {
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => n += 1,
-                Err(e) => return Err(e),
+                // Say which directory: the destination itself may be writable.
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot create a temporary file in {} (the file appears there once complete): {e}",
+                            dir.display()
+                        ),
+                    ))
+                }
             }
         }
     }
