@@ -17,6 +17,9 @@ mod connection;
 mod synlog;
 pub mod timeline;
 
-pub use cause::{decide, Cause, Evidence, Gap, HoleClass, Role, RoleSource, SilenceEnd, Wakeup};
+pub(crate) use cause::display_as_str;
+pub use cause::{
+    decide, Cause, Evidence, Gap, HoleClass, Role, RoleDirection, RoleSource, SilenceEnd, Wakeup,
+};
 pub use connection::*;
 pub use synlog::SynLog;

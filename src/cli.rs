@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::RangedU64ValueParser;
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Reads AMQP 0-9-1 traffic, rebuilds each connection's heartbeat timeline,
 /// flags every silence longer than the negotiated heartbeat and says why it
@@ -44,7 +47,7 @@ pub struct LiveArgs {
     #[arg(long, value_name = "SECS")]
     pub heartbeat: Option<u16>,
     /// Stop after this many seconds and print the report.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = positive_secs, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Save the captured packets to this pcap file (created 0600: it holds credentials).
     #[arg(long, short = 'w', value_name = "FILE")]
@@ -98,7 +101,8 @@ pub struct ReplayArgs {
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Play the capture back at N x real time in the TUI (1, 10, 100); 0 reads as fast as possible.
-    #[arg(long, value_name = "N", default_value_t = 0.0)]
+    #[arg(long, value_name = "N", default_value_t = 0.0, value_parser = speed,
+          allow_negative_numbers = true, conflicts_with_all = ["summary", "output"])]
     pub speed: f64,
     /// Also treat this TCP port as AMQP (repeatable; 5672 always is).
     #[arg(long = "port", value_name = "PORT")]
@@ -115,13 +119,14 @@ pub struct ReplayArgs {
     /// Exit with code 3 when any gap was flagged (for scripts and CI).
     #[arg(long)]
     pub fail_on_gap: bool,
-    /// Write the report to this file instead of stdout.
+    /// Write the report to this file instead of stdout (it appears only once complete).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Threads that share the flows of one capture file for reports (0 = one per core, up to 8,
-    /// and one for a file under 8 MiB; stdin, the TUI and two-file replay use one). The report is
-    /// the same for any number.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// and one for a file under 8 MiB; stdin, the TUI and two-file replay use one; at most 64).
+    /// The report is the same for any number.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_THREADS))]
     pub threads: usize,
 }
 
@@ -134,27 +139,131 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Concurrent connections.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub connections: u32,
     /// Capture length in seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
     pub duration: u32,
     /// Negotiated heartbeat timeout in seconds.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub heartbeat: u16,
     /// Fraction of busy (publisher/consumer) connections.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = fraction, allow_negative_numbers = true)]
     pub busy: f64,
     /// Messages per second per busy connection.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 4.0, value_parser = rate, allow_negative_numbers = true)]
     pub rate: f64,
     /// Fraction of connections closed and replaced along the way.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = fraction, allow_negative_numbers = true)]
     pub churn: f64,
     /// Injected silences per cause.
     #[arg(long, default_value_t = 2)]
     pub stalls: u32,
     /// TCP maximum segment size.
-    #[arg(long, default_value_t = 1448)]
+    #[arg(long, default_value_t = 1448, value_parser = clap::value_parser!(u32).range(64..=65495))]
     pub mss: u32,
+}
+
+/// Most threads `--threads` accepts (more only costs memory: the report is the same).
+pub const MAX_THREADS: u64 = 64;
+
+fn number(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .map_err(|_| format!("{s} is not a number"))
+}
+
+/// `--speed`: 0 or a positive, finite factor.
+fn speed(s: &str) -> Result<f64, String> {
+    match number(s)? {
+        v if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(
+            "not a playback speed; use 0 (as fast as possible) or a positive factor such as 1, 10 or 100"
+                .into(),
+        ),
+    }
+}
+
+/// `live --duration`: a positive, finite number of seconds.
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match number(s)? {
+        v if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("give a positive number of seconds".into()),
+    }
+}
+
+/// `synth --busy`, `--churn`: a fraction from 0 to 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    match number(s)? {
+        v if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("give a fraction from 0 to 1".into()),
+    }
+}
+
+/// `synth --rate`: messages per second, positive and at most 100,000.
+fn rate(s: &str) -> Result<f64, String> {
+    match number(s)? {
+        v if v > 0.0 && v <= 100_000.0 => Ok(v),
+        _ => Err("give a positive number of messages per second, at most 100000".into()),
+    }
+}
+
+/// Parses the command line, exiting as clap does (code 2, one `error:` line)
+/// on a bad value or on options that cannot go together.
+#[must_use]
+pub fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Replay(args), Some(("replay", m))) = (&cli.command, matches.subcommand()) {
+        if let Some(conflict) = args.conflict(m) {
+            let mut cmd = Cli::command();
+            cmd.build();
+            let err = match cmd.find_subcommand_mut("replay") {
+                Some(sub) => sub.error(ErrorKind::ArgumentConflict, conflict),
+                None => Cli::command().error(ErrorKind::ArgumentConflict, conflict),
+            };
+            err.exit();
+        }
+    }
+    cli
+}
+
+impl ReplayArgs {
+    /// Options that clap cannot refuse alone because the rule depends on a
+    /// value (`--format`) or on the number of files.
+    fn conflict(&self, m: &ArgMatches) -> Option<String> {
+        let format = self
+            .format
+            .and_then(|f| f.to_possible_value())
+            .map(|v| v.get_name().to_owned());
+        let speed_given = m.value_source("speed") == Some(ValueSource::CommandLine);
+        match self.format {
+            Some(Format::Text | Format::Json | Format::Html | Format::Markdown) if speed_given => {
+                return Some(format!(
+                    "the argument '--speed <N>' cannot be used with '--format {}': --speed sets the TUI's playback speed",
+                    format.unwrap_or_default()
+                ));
+            }
+            Some(Format::Html | Format::Markdown | Format::Json | Format::Tui) if self.summary => {
+                return Some(format!(
+                    "the argument '--summary' cannot be used with '--format {}': the summary is text",
+                    format.unwrap_or_default()
+                ));
+            }
+            Some(Format::Tui) if self.output.is_some() => {
+                return Some(
+                    "the argument '--output <FILE>' cannot be used with '--format tui': the TUI is not written to a file"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if speed_given && self.files.len() == 2 {
+            return Some(
+                "the argument '--speed <N>' cannot be used with two files: two-file replay has no TUI"
+                    .into(),
+            );
+        }
+        None
+    }
 }

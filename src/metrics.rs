@@ -31,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::analysis::{Cause, Connection, Role};
+use crate::analysis::{Cause, Connection};
 use crate::engine::Engine;
 use crate::model::{Direction, Timestamp};
 use crate::proto::amqp::PropValue;
@@ -265,7 +265,7 @@ impl Registry {
 /// product, else `unknown`; at most [`MAX_NAME_CHARS`] characters.
 #[must_use]
 pub fn client_label(conn: &Connection) -> String {
-    let props = conn.handshake.client_properties.as_ref();
+    let props = conn.handshake().client_properties.as_ref();
     let text = |key: &str| match props.and_then(|p| p.get(key)) {
         Some(PropValue::Text(t)) => Some(t.as_str()),
         _ => None,
@@ -326,10 +326,7 @@ struct Tracked {
 }
 
 fn dir_label(conn: &Connection, dir: Direction) -> &'static str {
-    match conn.role_of(dir) {
-        Role::Client => "client-to-broker",
-        Role::Broker => "broker-to-client",
-    }
+    conn.role_of(dir).sends().as_str()
 }
 
 const CAUSES: [Cause; 5] = [
@@ -441,9 +438,9 @@ impl Collector {
                 let p = self.pair_of(c);
                 // Client properties come with Start-Ok, before Tune-Ok; a
                 // capture that joined mid-stream never sees them.
-                if c.handshake.client_properties.is_some()
-                    || c.handshake.tune_ok.is_some()
-                    || c.joined_mid_stream
+                if c.handshake().client_properties.is_some()
+                    || c.handshake().tune_ok.is_some()
+                    || c.joined_mid_stream()
                 {
                     t.pair = Some(p);
                 }
@@ -457,15 +454,15 @@ impl Collector {
                 self.gaps.entry((cause.as_str(), pair)).or_insert(0);
             }
         }
-        for gap in c.gaps.get(t.gaps_counted..).unwrap_or(&[]) {
+        for gap in c.gaps().get(t.gaps_counted..).unwrap_or(&[]) {
             *self.gaps.entry((gap.cause.as_str(), pair)).or_insert(0) += 1;
             self.ratios
                 .entry((gap.cause.as_str(), pair))
                 .or_insert_with(|| Histogram::new(&RATIO_BUCKETS))
                 .observe(gap.ratio());
         }
-        t.gaps_counted = c.gaps.len();
-        if c.dirs.iter().all(|d| d.closed) {
+        t.gaps_counted = c.gaps().len();
+        if c.dirs().iter().all(|d| d.closed) {
             *self.ended.entry((c.ended().0.as_str(), pair)).or_insert(0) += 1;
             return false;
         }
@@ -476,7 +473,7 @@ impl Collector {
         let mut over = false;
         let mut any_closed = false;
         for dir in [Direction::AtoB, Direction::BtoA] {
-            let d = &c.dirs[dir.index()];
+            let d = c.dir(dir);
             if d.closed {
                 any_closed = true;
                 continue;

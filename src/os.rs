@@ -1,9 +1,11 @@
 //! The host hbscope runs on: which process owns a socket and what it is doing
-//! ([`procinfo`], the only module touching `procfs`), and dropping root
-//! privileges after a capture is open ([`privileges`]), and masking secrets in
-//! command lines before anything keeps them ([`redact`]). These return their
-//! own types; `report` turns them into report entries.
+//! ([`procinfo`], the only module touching `procfs`), dropping root
+//! privileges after a capture is open ([`privileges`]), output files that
+//! appear whole or not at all ([`outfile`]), and masking secrets in command
+//! lines before anything keeps them ([`redact`]). These return their own
+//! types; `report` turns them into report entries.
 
+pub mod outfile;
 pub mod privileges;
 pub mod procinfo;
 pub mod redact;

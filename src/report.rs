@@ -33,6 +33,39 @@ pub fn clock(ts: Timestamp) -> String {
         .map_or_else(|| "?".into(), |d| d.format("%H:%M:%S%.3f").to_string())
 }
 
+/// Writing a report failed: where to, and the io error as the writer gave it.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Writing the report file (`-o FILE`) failed; nothing was left at `path`.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Writing to standard output failed.
+    #[error("{0}")]
+    Stdout(std::io::Error),
+}
+
+impl WriteError {
+    /// The io error.
+    #[must_use]
+    pub fn io(&self) -> &std::io::Error {
+        match self {
+            WriteError::File { source, .. } | WriteError::Stdout(source) => source,
+        }
+    }
+
+    /// The reader went away (`hbscope ... | head`, or a FIFO given to `-o`):
+    /// the reader's choice, not a failure worth a message.
+    #[must_use]
+    pub fn is_broken_pipe(&self) -> bool {
+        self.io().kind() == std::io::ErrorKind::BrokenPipe
+    }
+}
+
 mod build;
 pub mod html;
 mod json;

@@ -948,18 +948,26 @@ pub fn expect_path(pcap: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// Writes the capture to `pcap` (through a 1 MiB buffer) and the expected
-/// verdicts to [`expect_path`].
+/// verdicts to [`expect_path`]. Both appear only once both are complete: a
+/// failure leaves neither (nor a partial one) behind.
 ///
 /// # Errors
-/// As [`generate`], plus creating either file.
+/// As [`generate`], plus creating or writing either file.
 pub fn write_files(cfg: &SynthConfig, pcap: &std::path::Path) -> Result<Summary, SynthError> {
-    let file = std::fs::File::create(pcap)?;
-    let mut w = io::BufWriter::with_capacity(1 << 20, file);
+    use crate::os::outfile::AtomicFile;
+    let mut file = AtomicFile::create(pcap)?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, &mut file);
     let summary = generate(cfg, &mut w)?;
     w.flush()?;
+    drop(w);
     let text = serde_json::to_string_pretty(&summary.to_expect_json())
         .map_err(|e| SynthError::Io(io::Error::other(e)))?;
-    std::fs::write(expect_path(pcap), text + "\n")?;
+    let mut expect = AtomicFile::create(&expect_path(pcap))?;
+    expect.write_all(text.as_bytes())?;
+    expect.write_all(b"\n")?;
+    // Both are complete: only a rename (same directory) can fail now.
+    file.commit()?;
+    expect.commit()?;
     Ok(summary)
 }
 

@@ -3,6 +3,7 @@
 //! and an AMQP frame that claims 4 GB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use hbscope::analysis::RoleDirection;
 use hbscope::capture::{LinkType, PacketRecord};
 use hbscope::engine::{Engine, EngineConfig};
 use hbscope::model::Timestamp;
@@ -150,7 +151,7 @@ fn real_connections_are_kept_while_a_syn_flood_is_evicted() {
         "the real connection survives the flood"
     );
     assert_eq!(
-        rep.connections[0].directions["client-to-broker"].heartbeats,
+        rep.connections[0].directions[&RoleDirection::ClientToBroker].heartbeats,
         1
     );
 }
@@ -198,7 +199,7 @@ fn huge_out_of_order_window_is_bounded() {
     engine.finish();
     let rep = report::build(&engine, "ooo", true);
     let conn = &rep.connections[0];
-    let d = &conn.directions["client-to-broker"];
+    let d = &conn.directions[&RoleDirection::ClientToBroker];
     assert!(
         d.overflow_skipped_bytes > 0,
         "the out-of-order cap must have been hit: {d:?}"
@@ -257,7 +258,8 @@ fn frame_claiming_4_gb_is_a_framing_error_not_a_wait() {
         conn.violations
     );
     assert_eq!(
-        conn.directions["client-to-broker"].heartbeats, 1,
+        conn.directions[&RoleDirection::ClientToBroker].heartbeats,
+        1,
         "framing recovered after the bad header"
     );
 }

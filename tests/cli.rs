@@ -228,3 +228,267 @@ fn bad_input_captures_say_what_they_carry() {
         assert!(out.contains(needle), "{name}: expected {needle:?} in {out}");
     }
 }
+
+/// Refused by clap: exit 2 and one `error:` line naming what is wrong.
+fn assert_refused(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(o.stdout.is_empty(), "nothing analysed: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {err:?}");
+    assert!(errors[0].contains(needle), "expected {needle:?} in {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn threads_are_capped() {
+    let f = capture("healthy-idle.pcap");
+    let f = f.to_str().unwrap();
+    assert_refused(&replay(&["--threads", "100000", f]), "--threads");
+    assert_refused(&replay(&["--threads", "65", f]), "0..=64");
+    let o = replay(&["--threads", "64", "--format", "json", f]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn conflicting_replay_options_are_refused() {
+    let f = capture("healthy-idle.pcap");
+    let f = f.to_str().unwrap();
+    let out = tmp("conflict-out.txt");
+    let out = out.to_str().unwrap();
+    for format in ["text", "json", "html", "markdown"] {
+        assert_refused(
+            &replay(&["--speed", "10", "--format", format, f]),
+            &format!("'--speed <N>' cannot be used with '--format {format}'"),
+        );
+    }
+    assert_refused(&replay(&["--speed", "10", "--summary", f]), "--summary");
+    assert_refused(&replay(&["--speed", "10", "-o", out, f]), "--output");
+    for format in ["html", "markdown", "json", "tui"] {
+        assert_refused(
+            &replay(&["--summary", "--format", format, f]),
+            &format!("'--summary' cannot be used with '--format {format}'"),
+        );
+    }
+    assert_refused(
+        &replay(&["--format", "tui", "-o", out, f]),
+        "'--output <FILE>' cannot be used with '--format tui'",
+    );
+    assert_refused(&replay(&["--speed", "1", f, f]), "two files");
+    assert!(!Path::new(out).exists());
+    // What still goes together.
+    let o = replay(&["--summary", "--format", "text", f]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn numbers_out_of_range_are_refused() {
+    let f = capture("healthy-idle.pcap");
+    let f = f.to_str().unwrap();
+    for speed in ["-1", "nan", "inf", "fast"] {
+        assert_refused(&replay(&["--speed", speed, f]), "--speed");
+    }
+    for d in ["0", "-1", "nan", "inf"] {
+        let o = bin()
+            .args(["live", "-i", "lo", "--duration", d])
+            .output()
+            .unwrap();
+        assert_refused(&o, "--duration");
+    }
+    let p = tmp("synth-refused.pcap");
+    let p = p.to_str().unwrap();
+    for (arg, value) in [
+        ("--connections", "0"),
+        ("--duration", "0"),
+        ("--heartbeat", "0"),
+        ("--busy", "1.5"),
+        ("--busy", "-0.1"),
+        ("--churn", "2"),
+        ("--rate", "0"),
+        ("--rate", "nan"),
+        ("--mss", "63"),
+        ("--mss", "65496"),
+    ] {
+        let o = bin().args(["synth", "-o", p, arg, value]).output().unwrap();
+        assert_refused(&o, arg);
+    }
+    assert!(!Path::new(p).exists());
+}
+
+/// Runs `args` with writes past `blocks` 512-byte blocks of a file failing
+/// (EFBIG, SIGXFSZ ignored): a failure in the middle of writing.
+fn with_file_size_limit(blocks: u32, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {blocks}; exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_hbscope"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn dir_entries(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let d = tmp(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn failed_output_file_leaves_nothing() {
+    let f = capture("healthy-busy.pcap");
+    let f = f.to_str().unwrap();
+    // A directory that does not exist.
+    let d = fresh_dir("out-missing");
+    let missing = d.join("no/such/dir/report.json");
+    let o = replay(&["--format", "json", "-o", missing.to_str().unwrap(), f]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot write the report"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(dir_entries(&d).is_empty());
+    // A directory that cannot be written (unless run as root, who can).
+    use std::os::unix::fs::PermissionsExt;
+    let ro = fresh_dir("out-readonly");
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::write(ro.join("probe"), b"").is_err() {
+        let o = replay(&[
+            "--format",
+            "json",
+            "-o",
+            ro.join("r.json").to_str().unwrap(),
+            f,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(dir_entries(&ro).is_empty());
+    }
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Writing fails mid-way: neither a partial report nor a temporary file,
+    // and a report already there stays as it was.
+    let d = fresh_dir("out-midway");
+    let dest = d.join("report.json");
+    std::fs::write(&dest, b"previous report\n").unwrap();
+    for format in ["json", "text", "html"] {
+        let o = with_file_size_limit(
+            2,
+            &[
+                "replay",
+                "--format",
+                format,
+                "-o",
+                dest.to_str().unwrap(),
+                f,
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{format}: {}", stderr(&o));
+        assert_eq!(dir_entries(&d), ["report.json"], "{format}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"previous report\n");
+    }
+    // Without the limit, the report replaces it.
+    let o = replay(&["--format", "json", "-o", dest.to_str().unwrap(), f]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(dir_entries(&d), ["report.json"]);
+    assert!(std::fs::read(&dest).unwrap().starts_with(b"{"));
+}
+
+#[test]
+fn failed_synth_leaves_no_file() {
+    let d = fresh_dir("synth-fail");
+    let pcap = d.join("s.pcap");
+    let pcap = pcap.to_str().unwrap();
+    // Refused by the generator (too short for injected silences).
+    let o = bin()
+        .args([
+            "synth",
+            "-o",
+            pcap,
+            "--connections",
+            "5",
+            "--duration",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("too short"), "{}", stderr(&o));
+    assert!(dir_entries(&d).is_empty(), "{:?}", dir_entries(&d));
+    // Writing fails mid-way.
+    let o = with_file_size_limit(
+        4,
+        &[
+            "synth",
+            "-o",
+            pcap,
+            "--connections",
+            "30",
+            "--duration",
+            "60",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot write"), "{}", stderr(&o));
+    assert!(dir_entries(&d).is_empty(), "{:?}", dir_entries(&d));
+    // A directory that does not exist.
+    let o = bin()
+        .args(["synth", "-o", d.join("no/s.pcap").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(dir_entries(&d).is_empty());
+    // Success: both files, nothing else.
+    let o = bin()
+        .args([
+            "synth",
+            "-o",
+            pcap,
+            "--connections",
+            "30",
+            "--duration",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(dir_entries(&d), ["s.expect.json", "s.pcap"]);
+}
+
+#[test]
+fn closed_pipe_is_not_an_error() {
+    use std::io::Read;
+    let d = fresh_dir("pipe");
+    let pcap = d.join("many.pcap");
+    let o = bin()
+        .args(["synth", "-o", pcap.to_str().unwrap()])
+        .args(["--connections", "2000", "--duration", "20", "--stalls", "0"])
+        .args(["--busy", "0", "--churn", "0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for format in ["json", "text"] {
+        let mut child = bin()
+            .args(["replay", "--format", format, pcap.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut head = [0u8; 16];
+        child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+        // The reader is gone: the rest of the report meets a broken pipe.
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{format}: {}", stderr(&o));
+        assert!(o.stderr.is_empty(), "{format}: {}", stderr(&o));
+    }
+}

@@ -39,9 +39,13 @@ fn gaps(path: &Path) -> Vec<(String, String, String)> {
     r.connections
         .iter()
         .flat_map(|c| {
-            c.gaps
-                .iter()
-                .map(move |g| (c.client.clone(), g.direction.to_owned(), g.cause.to_owned()))
+            c.gaps.iter().map(move |g| {
+                (
+                    c.client.clone(),
+                    g.direction.to_string(),
+                    g.cause.to_string(),
+                )
+            })
         })
         .collect()
 }

@@ -18,7 +18,7 @@ fn equal_client_properties_vhost_and_mechanism_are_shared() {
     let conns: Vec<_> = replay
         .engine
         .connections()
-        .filter(|c| c.handshake.client_properties.is_some())
+        .filter(|c| c.handshake().client_properties.is_some())
         .collect();
     assert!(
         conns.len() >= 4,
@@ -30,8 +30,8 @@ fn equal_client_properties_vhost_and_mechanism_are_shared() {
     for (i, a) in conns.iter().enumerate() {
         for b in &conns[i + 1..] {
             let (pa, pb) = (
-                a.handshake.client_properties.as_ref().unwrap(),
-                b.handshake.client_properties.as_ref().unwrap(),
+                a.handshake().client_properties.as_ref().unwrap(),
+                b.handshake().client_properties.as_ref().unwrap(),
             );
             for (name, va) in pa.iter() {
                 let Some(vb) = pb.get(name) else { continue };
@@ -44,8 +44,8 @@ fn equal_client_properties_vhost_and_mechanism_are_shared() {
                 }
             }
             for (x, y) in [
-                (&a.handshake.vhost, &b.handshake.vhost),
-                (&a.handshake.mechanism, &b.handshake.mechanism),
+                (&a.handshake().vhost, &b.handshake().vhost),
+                (&a.handshake().mechanism, &b.handshake().mechanism),
             ] {
                 if let (Some(x), Some(y)) = (x, y) {
                     assert_eq!(x == y, Arc::ptr_eq(x, y), "{x} / {y}");

@@ -63,7 +63,7 @@ fn injected_and_found(
     );
     for c in &report.connections {
         assert_eq!(
-            (c.heartbeat.value_s, c.heartbeat.source),
+            (c.heartbeat.value_s, c.heartbeat.source.as_str()),
             (Some(heartbeat_s), "tune-ok"),
             "{}",
             c.client
@@ -86,9 +86,9 @@ fn injected_and_found(
         for g in &c.gaps {
             let key = (
                 port,
-                g.direction.to_owned(),
-                g.cause.to_owned(),
-                g.consequence.to_owned(),
+                g.direction.to_string(),
+                g.cause.to_string(),
+                g.consequence.to_string(),
             );
             *got.entry(key).or_default() += 1;
         }

@@ -118,9 +118,9 @@ fn merged_verdicts(r: &Report) -> Verdicts {
         .flat_map(|c| c.gaps.iter())
         .map(|g| {
             (
-                g.direction.to_owned(),
-                g.merged_cause.to_owned(),
-                g.consequence.to_owned(),
+                g.direction.to_string(),
+                g.merged_cause.to_string(),
+                g.consequence.to_string(),
             )
         })
         .collect();
@@ -153,7 +153,7 @@ fn side_of(r: &Report, path: &Path) -> String {
         .find(|s| s.file == f)
         .unwrap()
         .side
-        .to_owned()
+        .to_string()
 }
 
 /// Every single-capture gap of both files is part of exactly one merged
@@ -196,7 +196,7 @@ fn check_pair(name: &str) {
         let got: Vec<(&str, &str)> = one.connections[0]
             .gaps
             .iter()
-            .map(|g| (g.direction, g.cause))
+            .map(|g| (g.direction.as_str(), g.cause.as_str()))
             .collect();
         let want: Vec<(&str, &str)> = exp["single"][side]
             .as_array()
@@ -241,7 +241,7 @@ fn check_pair(name: &str) {
                         .as_array()
                         .unwrap()
                         .iter()
-                        .any(|x| x["direction"] == g.direction)
+                        .any(|x| x["direction"] == g.direction.as_str())
                 })
                 .count();
             assert_eq!(g.single.len(), flagged_by, "{name}: {:?}", g.single);
@@ -344,7 +344,7 @@ fn same_capture_point_gives_unknown_sides() {
         "{:?}",
         m.clock_offset
     );
-    assert!(m.sources.iter().all(|s| s.side == "unknown"));
+    assert!(m.sources.iter().all(|s| s.side.as_str() == "unknown"));
     assert!(
         m.warnings
             .iter()

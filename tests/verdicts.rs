@@ -55,7 +55,8 @@ fn check(name: &str) {
         let port: u16 = c.client.rsplit(':').next().unwrap().parse().unwrap();
         if let Some(hb) = expected_heartbeat(&exp, port) {
             let got_v = c.heartbeat.value_s.map(u64::from);
-            if hb["value_s"].as_u64() != got_v || hb["source"].as_str() != Some(c.heartbeat.source)
+            if hb["value_s"].as_u64() != got_v
+                || hb["source"].as_str() != Some(c.heartbeat.source.as_str())
             {
                 problems.push(format!(
                     "connection {}: heartbeat {:?} [{}], expected {} [{}]",
@@ -67,8 +68,12 @@ fn check(name: &str) {
 
     let mut got: BTreeMap<GapKey, usize> = BTreeMap::new();
     for g in report.connections.iter().flat_map(|c| &c.gaps) {
-        *got.entry((g.direction.into(), g.cause.into(), g.consequence.into()))
-            .or_default() += 1;
+        *got.entry((
+            g.direction.to_string(),
+            g.cause.to_string(),
+            g.consequence.to_string(),
+        ))
+        .or_default() += 1;
     }
     let mut want: BTreeMap<GapKey, usize> = BTreeMap::new();
     for g in exp["gaps"].as_array().unwrap() {
@@ -79,11 +84,9 @@ fn check(name: &str) {
         );
         *want.entry(key).or_default() += 1;
         if g.get("wakeup").and_then(Value::as_bool) == Some(true) {
-            let found = report
-                .connections
-                .iter()
-                .flat_map(|c| &c.gaps)
-                .any(|x| x.direction == g["direction"].as_str().unwrap() && x.wakeup.is_some());
+            let found = report.connections.iter().flat_map(|c| &c.gaps).any(|x| {
+                x.direction.as_str() == g["direction"].as_str().unwrap() && x.wakeup.is_some()
+            });
             if !found {
                 problems.push(format!(
                     "gap {:?}: expected a wake-up connection, none reported",
@@ -172,10 +175,15 @@ fn nova_eventlet_evidence_is_explicit() {
         "{:?}",
         c.client_name
     );
-    assert_eq!(c.state, "reset-by-broker");
+    assert_eq!(c.state.as_str(), "reset-by-broker");
     let g = &c.gaps[0];
     assert_eq!(
-        (g.direction, g.cause, g.consequence, g.ended_by),
+        (
+            g.direction.as_str(),
+            g.cause.as_str(),
+            g.consequence.as_str(),
+            g.ended_by.as_str()
+        ),
         ("client-to-broker", "client-stall", "broker-reset", "rst")
     );
     assert!(
@@ -206,10 +214,10 @@ fn heartbeat_override_applies_only_without_negotiation() {
     assert!(r
         .connections
         .iter()
-        .all(|c| c.heartbeat.value_s == Some(7) && c.heartbeat.source == "override"));
+        .all(|c| c.heartbeat.value_s == Some(7) && c.heartbeat.source.as_str() == "override"));
     let path = captures_dir().join("healthy-idle.pcap");
     let mut cfg = EngineConfig::default();
     cfg.analysis.heartbeat_override = Some(7);
     let r = replay::replay(&path, cfg, &mut |_| {}).unwrap().report();
-    assert_eq!(r.connections[0].heartbeat.source, "tune-ok");
+    assert_eq!(r.connections[0].heartbeat.source.as_str(), "tune-ok");
 }

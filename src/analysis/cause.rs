@@ -1,6 +1,8 @@
 //! Causes: the evidence gathered during a silence, the gap it becomes and
 //! the rules that decide its cause ([`decide`]).
 
+use serde::Serialize;
+
 use crate::model::{Direction, Endpoint, Span, Timestamp};
 
 /// Why bytes of a stream will never be seen (the analysis' view of a hole).
@@ -15,7 +17,8 @@ pub enum HoleClass {
 }
 
 /// Which side of an AMQP connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// The AMQP client (sends the protocol header, receives Connection.Start).
     Client,
@@ -32,10 +35,53 @@ impl Role {
             Role::Broker => "broker",
         }
     }
+
+    /// The other side.
+    #[must_use]
+    pub fn other(self) -> Role {
+        match self {
+            Role::Client => Role::Broker,
+            Role::Broker => Role::Client,
+        }
+    }
+
+    /// The direction in which this side sends.
+    #[must_use]
+    pub fn sends(self) -> RoleDirection {
+        match self {
+            Role::Client => RoleDirection::ClientToBroker,
+            Role::Broker => RoleDirection::BrokerToClient,
+        }
+    }
+}
+
+/// A direction named by who sends in it (the reports' names), where
+/// [`Direction`] names it by the flow key's endpoints.
+///
+/// Declared in name order: maps keyed by it list "broker-to-client" first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleDirection {
+    /// The broker sends.
+    BrokerToClient,
+    /// The client sends.
+    ClientToBroker,
+}
+
+impl RoleDirection {
+    /// "client-to-broker" or "broker-to-client".
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleDirection::BrokerToClient => "broker-to-client",
+            RoleDirection::ClientToBroker => "client-to-broker",
+        }
+    }
 }
 
 /// How the client and broker roles were decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RoleSource {
     /// The client sent the AMQP protocol header.
     ProtocolHeader,
@@ -45,8 +91,21 @@ pub enum RoleSource {
     Port,
 }
 
+impl RoleSource {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleSource::ProtocolHeader => "protocol-header",
+            RoleSource::ConnectionStart => "connection-start",
+            RoleSource::Port => "port",
+        }
+    }
+}
+
 /// Why a silence is believed to have happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Cause {
     /// The client's application stopped sending while its kernel stayed alive.
     ClientStall,
@@ -86,7 +145,8 @@ impl Cause {
 }
 
 /// How a silence ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SilenceEnd {
     /// The silent side sent new bytes again.
     Data,
@@ -113,6 +173,20 @@ impl SilenceEnd {
         }
     }
 }
+
+/// `Display` of the report names: the text views print what the JSON says.
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    )*};
+}
+pub(crate) use display_as_str;
+
+display_as_str!(Role, RoleDirection, RoleSource, Cause, SilenceEnd);
 
 /// What the wire showed during one silence of a direction. "Sender" is the
 /// silent side, "peer" the other side.

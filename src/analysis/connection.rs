@@ -10,7 +10,8 @@ use crate::proto::amqp::{CloseInfo, ConnMethod, FrameInfo, FrameKind, PropValue,
 use super::*;
 
 /// Where the heartbeat limit came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HeartbeatSource {
     /// Connection.Tune-Ok (client -> broker): what the broker enforces.
     TuneOk,
@@ -199,7 +200,8 @@ pub struct CloseEvent {
 }
 
 /// How the connection ended, from the first ending event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum EndHow {
     /// Connection.Close handshake.
     Close,
@@ -225,7 +227,8 @@ impl EndHow {
 }
 
 /// What a gap led to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Consequence {
     /// The broker closed the socket (FIN/RST) without Connection.Close.
     BrokerReset,
@@ -253,46 +256,51 @@ impl Consequence {
     }
 }
 
+super::cause::display_as_str!(HeartbeatSource, EndHow, Consequence);
+
 /// The analysis state of one AMQP connection.
+///
+/// Written only by the analysis and the engine (its fields are crate-private);
+/// everyone else reads it through the accessors.
 #[derive(Debug, Clone)]
 pub struct Connection {
     /// The flow.
-    pub key: FlowKey,
+    pub(crate) key: FlowKey,
     /// Direction in which the client sends.
-    pub client_dir: Direction,
+    pub(crate) client_dir: Direction,
     /// How roles were decided.
-    pub role_source: RoleSource,
+    pub(crate) role_source: RoleSource,
     /// First packet.
-    pub first_seen: Timestamp,
+    pub(crate) first_seen: Timestamp,
     /// Last packet.
-    pub last_seen: Timestamp,
+    pub(crate) last_seen: Timestamp,
     /// No SYN was seen: the capture joined mid-stream.
-    pub joined_mid_stream: bool,
+    pub(crate) joined_mid_stream: bool,
     /// Handshake facts.
-    pub handshake: Handshake,
+    pub(crate) handshake: Handshake,
     /// Heartbeat value inferred from idle heartbeat periods.
-    pub inferred_heartbeat: Option<u16>,
+    pub(crate) inferred_heartbeat: Option<u16>,
     /// Per direction state, indexed by [`Direction::index`].
-    pub dirs: [DirState; 2],
+    pub(crate) dirs: [DirState; 2],
     /// Gaps found.
-    pub gaps: Vec<Gap>,
+    pub(crate) gaps: Vec<Gap>,
     /// Gaps not stored because of the per-connection cap.
-    pub gaps_dropped: u64,
+    pub(crate) gaps_dropped: u64,
     /// Connection.Close / Channel.Close seen.
-    pub closes: Vec<CloseEvent>,
+    pub(crate) closes: Vec<CloseEvent>,
     /// FIN time per direction.
-    pub fin: [Option<Timestamp>; 2],
+    pub(crate) fin: [Option<Timestamp>; 2],
     /// RST time per direction.
-    pub rst: [Option<Timestamp>; 2],
+    pub(crate) rst: [Option<Timestamp>; 2],
     /// Connection.Blocked / Unblocked times.
-    pub blocked: Vec<(Timestamp, bool)>,
+    pub(crate) blocked: Vec<(Timestamp, bool)>,
     /// Protocol problems noticed (bounded).
-    pub violations: Vec<String>,
+    pub(crate) violations: Vec<String>,
     /// Times framing was lost.
-    pub lost_sync: u64,
+    pub(crate) lost_sync: u64,
     /// Set for AMQP over TLS: what the record layer showed.
     /// Boxed: most connections are plain AMQP and the facts are ~70 bytes.
-    pub tls: Option<Box<TlsInfo>>,
+    pub(crate) tls: Option<Box<TlsInfo>>,
     /// Shared with every connection of the engine rather than copied into each.
     config: Arc<AnalysisConfig>,
 }
@@ -362,6 +370,108 @@ impl Connection {
             tls: None,
             config: config.into(),
         }
+    }
+
+    /// The flow.
+    #[must_use]
+    pub fn key(&self) -> FlowKey {
+        self.key
+    }
+
+    /// Direction in which the client sends.
+    #[must_use]
+    pub fn client_dir(&self) -> Direction {
+        self.client_dir
+    }
+
+    /// How the roles were decided.
+    #[must_use]
+    pub fn role_source(&self) -> RoleSource {
+        self.role_source
+    }
+
+    /// First packet.
+    #[must_use]
+    pub fn first_seen(&self) -> Timestamp {
+        self.first_seen
+    }
+
+    /// Last packet.
+    #[must_use]
+    pub fn last_seen(&self) -> Timestamp {
+        self.last_seen
+    }
+
+    /// No SYN was seen: the capture joined mid-stream.
+    #[must_use]
+    pub fn joined_mid_stream(&self) -> bool {
+        self.joined_mid_stream
+    }
+
+    /// Handshake facts.
+    #[must_use]
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// Heartbeat value inferred from idle heartbeat periods.
+    #[must_use]
+    pub fn inferred_heartbeat(&self) -> Option<u16> {
+        self.inferred_heartbeat
+    }
+
+    /// The state of the direction `dir`.
+    #[must_use]
+    pub fn dir(&self, dir: Direction) -> &DirState {
+        &self.dirs[dir.index()]
+    }
+
+    /// Both directions' state, indexed by [`Direction::index`].
+    #[must_use]
+    pub fn dirs(&self) -> &[DirState; 2] {
+        &self.dirs
+    }
+
+    /// Gaps found (at most the per-connection cap).
+    #[must_use]
+    pub fn gaps(&self) -> &[Gap] {
+        &self.gaps
+    }
+
+    /// Gaps not stored because of the per-connection cap.
+    #[must_use]
+    pub fn gaps_dropped(&self) -> u64 {
+        self.gaps_dropped
+    }
+
+    /// Connection.Close / Channel.Close seen.
+    #[must_use]
+    pub fn closes(&self) -> &[CloseEvent] {
+        &self.closes
+    }
+
+    /// Connection.Blocked / Unblocked: (time, blocked?).
+    #[must_use]
+    pub fn blocked(&self) -> &[(Timestamp, bool)] {
+        &self.blocked
+    }
+
+    /// Protocol problems noticed (bounded).
+    #[must_use]
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// Times framing was lost.
+    #[must_use]
+    pub fn lost_sync(&self) -> u64 {
+        self.lost_sync
+    }
+
+    /// For AMQP over TLS: what the record layer showed.
+    #[must_use]
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_deref()
     }
 
     /// Role of the sender of `dir`.

@@ -54,14 +54,53 @@ pub struct ThreadActivity {
     pub cpu_s: f64,
 }
 
+/// What a process was doing during a silence, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activity {
+    /// Asleep with (almost) no CPU: blocked in a call that does not service heartbeats.
+    BlockedIdle,
+    /// Running: busy with something else.
+    Busy,
+    /// Stopped (SIGSTOP, job control, a debugger).
+    Stopped,
+    /// In uninterruptible wait (disk, NFS).
+    IoWait,
+    /// Gone, or a zombie.
+    Exited,
+    /// The samples do not decide.
+    Undetermined,
+    /// The socket's process could not be found.
+    NotAttributable,
+}
+
+impl Activity {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::BlockedIdle => "blocked-idle",
+            Activity::Busy => "busy",
+            Activity::Stopped => "stopped",
+            Activity::IoWait => "io-wait",
+            Activity::Exited => "exited",
+            Activity::Undetermined => "undetermined",
+            Activity::NotAttributable => "not-attributable",
+        }
+    }
+}
+
+impl std::fmt::Display for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// What the silent side's process was doing during a silence (live only).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessVerdict {
-    /// "client" | "broker": whose process this is.
-    pub side: &'static str,
-    /// "blocked-idle" | "busy" | "stopped" | "io-wait" | "exited" |
-    /// "undetermined" | "not-attributable".
-    pub verdict: &'static str,
+    /// The verdict.
+    pub verdict: Activity,
     /// One sentence: why this verdict, or why there is none.
     pub reason: String,
     /// Process id (absent when not attributable).
@@ -93,11 +132,10 @@ pub struct ProcessVerdict {
 }
 
 impl ProcessVerdict {
-    /// A verdict with a side, verdict and reason and no samples yet.
+    /// A verdict with a reason and no samples yet.
     #[must_use]
-    pub fn unsampled(side: &'static str, verdict: &'static str, reason: String) -> Self {
+    pub fn unsampled(verdict: Activity, reason: String) -> Self {
         ProcessVerdict {
-            side,
             verdict,
             reason,
             pid: None,
@@ -458,12 +496,11 @@ impl Sampler {
     }
 
     /// Judges what `owner` was doing from `start` to `end` (a silence of its
-    /// side, `side` = "client" | "broker"), from the samples taken in that span.
+    /// side), from the samples taken in that span.
     #[must_use]
     #[allow(clippy::cast_precision_loss)]
     pub fn verdict(
         &self,
-        side: &'static str,
         owner: &SocketOwner,
         socket: (Endpoint, Endpoint),
         connection_name: Option<String>,
@@ -474,7 +511,7 @@ impl Sampler {
             pid: Some(owner.pid),
             command: Some(owner.command.clone()),
             connection_name,
-            ..ProcessVerdict::unsampled(side, "undetermined", String::new())
+            ..ProcessVerdict::unsampled(Activity::Undetermined, String::new())
         };
         if let Some(q) = self.sockets.get(&socket) {
             let inside: Vec<&QueueSample> =
@@ -539,27 +576,27 @@ impl Sampler {
             |s| format!("{:.2} CPU s per s", s),
         );
         if half(gone) {
-            rep.verdict = "exited";
+            rep.verdict = Activity::Exited;
             rep.reason = format!(
                 "the process was gone (or a zombie) in {gone} of {n} samples during the silence"
             );
         } else if half(stopped) {
-            rep.verdict = "stopped";
+            rep.verdict = Activity::Stopped;
             rep.reason = format!(
                 "the process was stopped (T: SIGSTOP, job control or a debugger) in {stopped} of {n} samples; {cpu_txt}"
             );
         } else if half(io) {
-            rep.verdict = "io-wait";
+            rep.verdict = Activity::IoWait;
             rep.reason = format!(
                 "the process was in uninterruptible wait (D: disk/NFS/io) in {io} of {n} samples; {cpu_txt}"
             );
         } else if share.is_some_and(|s| s >= 0.5) || half(running) {
-            rep.verdict = "busy";
+            rep.verdict = Activity::Busy;
             rep.reason = format!(
                 "the process was running (R in {running} of {n} samples, {cpu_txt}): busy with something other than heartbeats"
             );
         } else if half(sleeping) && share.is_some_and(|s| s < 0.1) {
-            rep.verdict = "blocked-idle";
+            rep.verdict = Activity::BlockedIdle;
             rep.reason = format!(
                 "the process slept (S in {sleeping} of {n} samples) and used {cpu_txt}: blocked in a call that does not service heartbeats"
             );
@@ -720,24 +757,24 @@ mod tests {
     fn judge(states: &[(char, u64)]) -> ProcessVerdict {
         let end = Timestamp(i64::try_from(states.len()).unwrap_or(0) * 1_000_000_000);
         let e = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
-        sampler_with(states).verdict("client", &owner(7), (e, e), None, Timestamp(0), end)
+        sampler_with(states).verdict(&owner(7), (e, e), None, Timestamp(0), end)
     }
 
     #[test]
     fn verdicts_follow_states_and_cpu() {
         let r = judge(&[('S', 0), ('T', 1), ('T', 1), ('T', 1), ('S', 1)]);
-        assert_eq!(r.verdict, "stopped", "{r:?}");
+        assert_eq!(r.verdict, Activity::Stopped, "{r:?}");
         assert_eq!(r.state_samples.as_deref(), Some("STTTS"));
         let r = judge(&[('S', 0), ('S', 0), ('S', 1), ('S', 1), ('S', 1)]);
-        assert_eq!(r.verdict, "blocked-idle", "{r:?}");
+        assert_eq!(r.verdict, Activity::BlockedIdle, "{r:?}");
         assert_eq!(r.cpu_s_during_silence, Some(0.01));
         let r = judge(&[('R', 0), ('R', 100), ('S', 200), ('R', 300), ('R', 400)]);
-        assert_eq!(r.verdict, "busy", "{r:?}");
+        assert_eq!(r.verdict, Activity::Busy, "{r:?}");
         assert_eq!(r.cpu_share, Some(1.0));
         let r = judge(&[('D', 0), ('D', 0), ('D', 0), ('S', 0)]);
-        assert_eq!(r.verdict, "io-wait", "{r:?}");
+        assert_eq!(r.verdict, Activity::IoWait, "{r:?}");
         let r = judge(&[('S', 0), ('X', 0), ('X', 0)]);
-        assert_eq!(r.verdict, "exited", "{r:?}");
+        assert_eq!(r.verdict, Activity::Exited, "{r:?}");
     }
 
     #[test]

@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use crate::os::procinfo::{ProcessOwner, ProcessVerdict, ThreadActivity};
 
 use super::*;
+use crate::analysis::RoleDirection;
 
-fn dir_name(conn: &Connection, dir: Direction) -> &'static str {
-    match conn.role_of(dir) {
-        Role::Client => "client-to-broker",
-        Role::Broker => "broker-to-client",
-    }
+fn dir_name(conn: &Connection, dir: Direction) -> RoleDirection {
+    conn.role_of(dir).sends()
 }
 
 fn secs(ns: i64) -> f64 {
@@ -30,15 +28,15 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
     let e = &g.evidence;
     GapReport {
         direction: dir_name(conn, g.dir),
-        silent_side: g.silent.as_str(),
+        silent_side: g.silent,
         start: rfc3339(g.start),
         end: rfc3339(g.end),
         silence_s: secs(g.silence().0),
         limit_s: secs(g.limit.0),
         ratio: round3(g.ratio()),
-        ended_by: g.ended_by.as_str(),
-        cause: g.cause.as_str(),
-        consequence: conn.consequence(g).as_str(),
+        ended_by: g.ended_by,
+        cause: g.cause,
+        consequence: conn.consequence(g),
         evidence: conn.evidence_lines(g),
         counts: EvidenceCounts {
             peer_new_segments: e.peer_new_segments,
@@ -84,31 +82,19 @@ fn server_subset(p: &Properties) -> Properties {
         .collect()
 }
 
-/// The report's `state` of a connection that ended `how`, `by` whom:
-/// "open" | "closed" | "reset-by-broker" | "reset-by-client".
-#[must_use]
-pub fn state_name(how: crate::analysis::EndHow, by: Option<Role>) -> &'static str {
-    match (how, by) {
-        (crate::analysis::EndHow::CaptureEnd, _) => "open",
-        (crate::analysis::EndHow::Rst, Some(Role::Broker)) => "reset-by-broker",
-        (crate::analysis::EndHow::Rst, _) => "reset-by-client",
-        _ => "closed",
-    }
-}
-
 /// Builds one connection's report entry.
 #[must_use]
 pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
     let (value, source) = conn.heartbeat();
     let (how, by, at) = conn.ended();
     let close = conn
-        .closes
+        .closes()
         .iter()
         .find(|c| c.channel == 0 && Some(c.at) == at);
-    let state = state_name(how, by);
+    let state = ConnectionState::of(how, by);
     let mut directions = BTreeMap::new();
     for dir in [Direction::AtoB, Direction::BtoA] {
-        let d = &conn.dirs[dir.index()];
+        let d = conn.dir(dir);
         directions.insert(
             dir_name(conn, dir),
             DirectionReport {
@@ -129,59 +115,59 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         client: conn.client().to_string(),
         broker: conn.broker().to_string(),
         client_name: conn.client_name(),
-        roles_from: match conn.role_source {
-            RoleSource::ProtocolHeader => "protocol-header",
-            RoleSource::ConnectionStart => "connection-start",
-            RoleSource::Port => "port",
-        },
-        first_seen: rfc3339(conn.first_seen),
-        last_seen: rfc3339(conn.last_seen),
-        joined_mid_stream: conn.joined_mid_stream,
+        roles_from: conn.role_source(),
+        first_seen: rfc3339(conn.first_seen()),
+        last_seen: rfc3339(conn.last_seen()),
+        joined_mid_stream: conn.joined_mid_stream(),
         heartbeat: HeartbeatReport {
             value_s: value,
-            source: source.as_str(),
-            broker_proposed_s: conn.handshake.tune.map(|t| t.2),
-            negotiated_s: conn.handshake.tune_ok.map(|t| t.2),
-            inferred_s: conn.inferred_heartbeat,
+            source,
+            broker_proposed_s: conn.handshake().tune.map(|t| t.2),
+            negotiated_s: conn.handshake().tune_ok.map(|t| t.2),
+            inferred_s: conn.inferred_heartbeat(),
         },
-        frame_max: conn.handshake.tune_ok.or(conn.handshake.tune).map(|t| t.1),
-        vhost: conn.handshake.vhost.as_deref().map(str::to_owned),
-        client_properties: conn.handshake.client_properties.clone(),
+        frame_max: conn
+            .handshake()
+            .tune_ok
+            .or(conn.handshake().tune)
+            .map(|t| t.1),
+        vhost: conn.handshake().vhost.as_deref().map(str::to_owned),
+        client_properties: conn.handshake().client_properties.clone(),
         server_properties: conn
-            .handshake
+            .handshake()
             .server_properties
             .as_deref()
             .map(server_subset),
-        auth_mechanism: conn.handshake.mechanism.as_deref().map(str::to_owned),
+        auth_mechanism: conn.handshake().mechanism.as_deref().map(str::to_owned),
         state,
         ended: EndedReport {
-            by: by.map(Role::as_str),
-            how: how.as_str(),
+            by,
+            how,
             at: at.map(rfc3339),
             reply_code: close.map(|c| c.info.reply_code),
             reply_text: close.map(|c| c.info.reply_text.clone()),
         },
         directions,
         closes: conn
-            .closes
+            .closes()
             .iter()
             .map(|c| CloseReport {
                 at: rfc3339(c.at),
-                by: c.by.as_str(),
+                by: c.by,
                 channel: c.channel,
                 reply_code: c.info.reply_code,
                 reply_text: c.info.reply_text.clone(),
             })
             .collect(),
         blocked: conn
-            .blocked
+            .blocked()
             .iter()
             .map(|(t, b)| (rfc3339(*t), *b))
             .collect(),
-        violations: conn.violations.clone(),
-        gaps: conn.gaps.iter().map(|g| gap_report(conn, g)).collect(),
-        gaps_not_listed: conn.gaps_dropped,
-        tls: conn.tls.as_ref().map(|t| TlsReport {
+        violations: conn.violations().to_vec(),
+        gaps: conn.gaps().iter().map(|g| gap_report(conn, g)).collect(),
+        gaps_not_listed: conn.gaps_dropped(),
+        tls: conn.tls().map(|t| TlsReport {
             version: t.version.map(crate::proto::tls::version_name),
             cipher: t.cipher.map(|c| format!("0x{c:04x}")),
             sni: t.sni.clone(),
@@ -189,14 +175,14 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             heartbeat_record_len: t.heartbeat_record_len,
             heartbeat_record_len_from: t.heartbeat_record_len.map(|_| {
                 if t.heartbeat_len_from_cipher {
-                    "cipher"
+                    RecordLenFrom::Cipher
                 } else {
-                    "dominant-size"
+                    RecordLenFrom::DominantSize
                 }
             }),
             alerts: t.alerts,
         }),
-        unavailable: if conn.tls.is_some() {
+        unavailable: if conn.tls().is_some() {
             vec![
                 "client_properties",
                 "server_properties",
@@ -229,7 +215,7 @@ pub fn build(engine: &Engine, source: &str, complete: bool) -> Report {
 /// order they were recognised in.
 pub(super) fn sorted_connections(engine: &Engine) -> Vec<&Connection> {
     let mut conns: Vec<&Connection> = engine.connections().collect();
-    conns.sort_by_key(|c| (c.first_seen, c.key));
+    conns.sort_by_key(|c| (c.first_seen(), c.key()));
     conns
 }
 
@@ -237,15 +223,15 @@ pub(super) fn sorted_connections(engine: &Engine) -> Vec<&Connection> {
 pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Connection]) -> Report {
     let c = engine.counters();
     let mut gaps_by_cause = BTreeMap::new();
-    for g in conns.iter().flat_map(|c| c.gaps.iter()) {
+    for g in conns.iter().flat_map(|c| c.gaps().iter()) {
         *gaps_by_cause
             .entry(g.cause.as_str().to_owned())
             .or_insert(0) += 1;
     }
     let summary = Summary {
         connections: conns.len(),
-        flagged_connections: conns.iter().filter(|c| !c.gaps.is_empty()).count(),
-        gaps: conns.iter().map(|c| c.gaps.len()).sum(),
+        flagged_connections: conns.iter().filter(|c| !c.gaps().is_empty()).count(),
+        gaps: conns.iter().map(|c| c.gaps().len()).sum(),
         gaps_by_cause,
     };
     Report {
@@ -311,10 +297,12 @@ impl From<&ThreadActivity> for ThreadReport {
     }
 }
 
-impl From<ProcessVerdict> for ProcessReport {
-    fn from(p: ProcessVerdict) -> Self {
+impl ProcessReport {
+    /// The report entry of `side`'s process verdict.
+    #[must_use]
+    pub fn new(side: Role, p: ProcessVerdict) -> Self {
         ProcessReport {
-            side: p.side,
+            side,
             verdict: p.verdict,
             reason: p.reason,
             pid: p.pid,

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::analysis::{Cause, Role, RoleDirection};
 use crate::report::{ConnectionReport, GapReport, Report};
 
 fn esc(s: &str) -> String {
@@ -49,13 +50,13 @@ fn secs_of(t: &str) -> Option<f64> {
     Some(days as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + s)
 }
 
-fn cause_colour(cause: &str) -> &'static str {
+fn cause_colour(cause: Cause) -> &'static str {
     match cause {
-        "client-stall" => "#d9534f",
-        "broker-stall" => "#e67e22",
-        "peer-unreachable" => "#8e44ad",
-        "capture-loss" => "#7f8c8d",
-        _ => "#95a5a6",
+        Cause::ClientStall => "#d9534f",
+        Cause::BrokerStall => "#e67e22",
+        Cause::PeerUnreachable => "#8e44ad",
+        Cause::CaptureLoss => "#7f8c8d",
+        Cause::Unknown => "#95a5a6",
     }
 }
 
@@ -73,7 +74,10 @@ fn timeline_svg(c: &ConnectionReport) -> String {
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="124" role="img" aria-label="timeline">"#
     );
-    for (i, lane) in ["client-to-broker", "broker-to-client"].iter().enumerate() {
+    for (i, lane) in [RoleDirection::ClientToBroker, RoleDirection::BrokerToClient]
+        .iter()
+        .enumerate()
+    {
         #[allow(clippy::cast_precision_loss)]
         let y = 18.0 + i as f64 * (lane_h + 12.0);
         let _ = write!(
@@ -90,7 +94,7 @@ fn timeline_svg(c: &ConnectionReport) -> String {
                     r#"<rect x="{:.1}" y="{y}" width="{:.1}" height="{lane_h}" fill="{col}" fill-opacity="0.55"><title>{} {:.3} s ({:.1}x limit)</title></rect>"#,
                     x(a),
                     (x(b) - x(a)).max(1.0),
-                    esc(g.cause),
+                    esc(g.cause.as_str()),
                     g.silence_s,
                     g.ratio
                 );
@@ -109,8 +113,8 @@ fn timeline_svg(c: &ConnectionReport) -> String {
         let _ = write!(
             s,
             r##"<line x1="{ex:.1}" x2="{ex:.1}" y1="14" y2="104" stroke="#333"/><text x="{ex:.1}" y="11" font-size="11" text-anchor="end">{} {}</text>"##,
-            esc(c.ended.by.unwrap_or("")),
-            esc(c.ended.how)
+            esc(c.ended.by.map_or("", Role::as_str)),
+            esc(c.ended.how.as_str())
         );
     }
     let _ = write!(
@@ -127,13 +131,13 @@ fn gap_html(g: &GapReport) -> String {
         s,
         r#"<div class="gap"><p><b style="color:{}">{}</b> &mdash; {} silent {:.3} s (limit {} s, {:.1}&times;), ended by {}; consequence <b>{}</b></p><ul>"#,
         cause_colour(g.cause),
-        esc(g.cause),
-        esc(g.direction),
+        esc(g.cause.as_str()),
+        esc(g.direction.as_str()),
         g.silence_s,
         g.limit_s,
         g.ratio,
-        esc(g.ended_by),
-        esc(g.consequence)
+        esc(g.ended_by.as_str()),
+        esc(g.consequence.as_str())
     );
     for e in &g.evidence {
         let _ = write!(s, "<li>{}</li>", esc(e));
@@ -179,7 +183,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
             .values()
             .map(|d| d.longest_silence_s)
             .fold(0.0_f64, f64::max);
-        let worst = conn.gaps.iter().map(|g| g.cause).next().unwrap_or("");
+        let worst = conn.gaps.first().map_or("", |g| g.cause.as_str());
         let _ = write!(
             s,
             r#"<tr class="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{longest:.3} s</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
@@ -191,10 +195,10 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
             conn.heartbeat
                 .value_s
                 .map_or("?".into(), |v| format!("{v} s")),
-            esc(conn.heartbeat.source),
+            esc(conn.heartbeat.source.as_str()),
             conn.gaps.len(),
             esc(worst),
-            esc(conn.state)
+            esc(conn.state.as_str())
         );
     }
     s.push_str("</table>");
@@ -285,7 +289,7 @@ pub fn to_summary(r: &Report) -> String {
     for (name, conns) in groups {
         let mut causes: BTreeMap<&str, usize> = BTreeMap::new();
         for g in conns.iter().flat_map(|c| &c.gaps) {
-            *causes.entry(g.cause).or_default() += 1;
+            *causes.entry(g.cause.as_str()).or_default() += 1;
         }
         let counts: Vec<String> = causes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
@@ -303,7 +307,7 @@ pub fn to_summary(r: &Report) -> String {
                 c.broker,
                 c.gaps.len(),
                 worst,
-                c.gaps.first().map_or("", |g| g.cause)
+                c.gaps.first().map_or("", |g| g.cause.as_str())
             );
         }
     }

@@ -8,13 +8,13 @@ use super::*;
 /// the entries (about 1.5 KB each) next to the engine. Returns the summary.
 ///
 /// # Errors
-/// Any write error, wrapped by serde_json.
+/// Any write error (as [`write_json_threads`]).
 pub fn write_json_streamed<W: std::io::Write>(
     engine: &Engine,
     source: &str,
     complete: bool,
     w: W,
-) -> Result<Summary, serde_json::Error> {
+) -> std::io::Result<Summary> {
     write_json_threads(engine, source, complete, 1, w)
 }
 
@@ -27,8 +27,21 @@ const ENTRY_BLOCK: usize = 512;
 /// this one writes them in order: the same bytes for any `threads`.
 ///
 /// # Errors
-/// Any write error, wrapped by serde_json.
+/// Any write error, as the writer gave it (a broken pipe stays
+/// [`std::io::ErrorKind::BrokenPipe`]); a serialisation error as
+/// [`std::io::ErrorKind::InvalidData`].
 pub fn write_json_threads<W: std::io::Write>(
+    engine: &Engine,
+    source: &str,
+    complete: bool,
+    threads: usize,
+    w: W,
+) -> std::io::Result<Summary> {
+    // serde_json hands an io error back as it was, anything else as InvalidData.
+    json_threads(engine, source, complete, threads, w).map_err(std::io::Error::from)
+}
+
+fn json_threads<W: std::io::Write>(
     engine: &Engine,
     source: &str,
     complete: bool,
@@ -242,9 +255,10 @@ pub fn to_json(report: &Report) -> Result<String, serde_json::Error> {
 /// `w`, without building the text in memory (20 MB for 10,000 connections).
 ///
 /// # Errors
-/// Any write error, wrapped by serde_json.
-pub fn write_json<W: std::io::Write>(report: &Report, mut w: W) -> Result<(), serde_json::Error> {
+/// Any write error, as the writer gave it; a serialisation error as
+/// [`std::io::ErrorKind::InvalidData`].
+pub fn write_json<W: std::io::Write>(report: &Report, mut w: W) -> std::io::Result<()> {
     serde_json::to_writer_pretty(&mut w, report)?;
-    w.write_all(b"\n").map_err(serde_json::Error::io)?;
-    w.flush().map_err(serde_json::Error::io)
+    w.write_all(b"\n")?;
+    w.flush()
 }

@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::*;
+use crate::analysis::{
+    display_as_str, Cause, Consequence, EndHow, HeartbeatSource, RoleDirection, SilenceEnd,
+};
+pub use crate::os::procinfo::Activity;
 
 /// Version of the JSON schema; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -118,7 +122,7 @@ pub struct HeartbeatReport {
     /// The timeout in seconds used for gaps (0 = disabled), null when unknown.
     pub value_s: Option<u16>,
     /// "tune-ok" | "tune" | "inferred" | "override" | "unknown".
-    pub source: &'static str,
+    pub source: HeartbeatSource,
     /// Broker's proposal (Connection.Tune).
     pub broker_proposed_s: Option<u16>,
     /// Client's answer (Connection.Tune-Ok).
@@ -131,9 +135,9 @@ pub struct HeartbeatReport {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EndedReport {
     /// "client" | "broker" | null (still open at capture end).
-    pub by: Option<&'static str>,
+    pub by: Option<Role>,
     /// "close" | "fin" | "rst" | "capture-end".
-    pub how: &'static str,
+    pub how: EndHow,
     /// When.
     pub at: Option<String>,
     /// Connection.Close reply code when `how` is "close".
@@ -171,7 +175,7 @@ pub struct CloseReport {
     /// When.
     pub at: String,
     /// "client" | "broker".
-    pub by: &'static str,
+    pub by: Role,
     /// 0 for Connection.Close.
     pub channel: u16,
     /// Reply code.
@@ -239,9 +243,9 @@ pub struct EvidenceCounts {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GapReport {
     /// "client-to-broker" | "broker-to-client".
-    pub direction: &'static str,
+    pub direction: RoleDirection,
     /// "client" | "broker".
-    pub silent_side: &'static str,
+    pub silent_side: Role,
     /// Last new byte before the silence.
     pub start: String,
     /// End of the silence.
@@ -253,11 +257,11 @@ pub struct GapReport {
     /// silence / limit.
     pub ratio: f64,
     /// "data" | "fin" | "rst" | "capture-end" | "open".
-    pub ended_by: &'static str,
+    pub ended_by: SilenceEnd,
     /// "client-stall" | "broker-stall" | "peer-unreachable" | "capture-loss" | "unknown".
-    pub cause: &'static str,
+    pub cause: Cause,
     /// "broker-reset" | "broker-closed" | "client-closed" | "survived" | "capture-ended".
-    pub consequence: &'static str,
+    pub consequence: Consequence,
     /// Human evidence lines.
     pub evidence: Vec<String>,
     /// The numbers behind them.
@@ -275,7 +279,7 @@ pub struct GapReport {
     /// Two-ended replay only: the merged verdict of the silence this gap is
     /// part of (see `merge.connections[].gaps[]`); absent for one file.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub merged_cause: Option<&'static str>,
+    pub merged_cause: Option<MergedCause>,
 }
 
 /// The process that owns one end of a connection (live capture on that host).
@@ -309,10 +313,10 @@ pub struct ThreadReport {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProcessReport {
     /// "client" | "broker": whose process this is.
-    pub side: &'static str,
+    pub side: Role,
     /// "blocked-idle" | "busy" | "stopped" | "io-wait" | "exited" |
     /// "undetermined" | "not-attributable".
-    pub verdict: &'static str,
+    pub verdict: Activity,
     /// One sentence: why this verdict, or why there is none.
     pub reason: String,
     /// Process id (absent when not attributable).
@@ -358,24 +362,11 @@ pub struct ProcessReport {
 impl ProcessReport {
     /// A report with a side, verdict and reason and no samples yet.
     #[must_use]
-    pub fn unsampled(side: &'static str, verdict: &'static str, reason: String) -> Self {
-        ProcessReport {
+    pub fn unsampled(side: Role, verdict: Activity, reason: String) -> Self {
+        ProcessReport::new(
             side,
-            verdict,
-            reason,
-            pid: None,
-            command: None,
-            connection_name: None,
-            state_samples: None,
-            sampled_s: None,
-            cpu_s_during_silence: None,
-            cpu_share: None,
-            voluntary_ctxt_switches: None,
-            nonvoluntary_ctxt_switches: None,
-            socket_rx_queue_max: None,
-            socket_tx_queue_max: None,
-            threads: Vec::new(),
-        }
+            crate::os::procinfo::ProcessVerdict::unsampled(verdict, reason),
+        )
     }
 }
 
@@ -391,7 +382,7 @@ pub struct ConnectionReport {
     /// connection_name, else product.
     pub client_name: Option<String>,
     /// "protocol-header" | "connection-start" | "port".
-    pub roles_from: &'static str,
+    pub roles_from: RoleSource,
     /// First packet.
     pub first_seen: String,
     /// Last packet.
@@ -411,11 +402,11 @@ pub struct ConnectionReport {
     /// SASL mechanism chosen (the response is never reported).
     pub auth_mechanism: Option<String>,
     /// "open" | "closed" | "reset-by-broker" | "reset-by-client".
-    pub state: &'static str,
+    pub state: ConnectionState,
     /// How it ended.
     pub ended: EndedReport,
     /// Per direction counters.
-    pub directions: BTreeMap<&'static str, DirectionReport>,
+    pub directions: BTreeMap<RoleDirection, DirectionReport>,
     /// Connection.Close and Channel.Close seen.
     pub closes: Vec<CloseReport>,
     /// Connection.Blocked / Unblocked: (time, blocked?).
@@ -452,7 +443,191 @@ pub struct TlsReport {
     /// Record length that carries one heartbeat frame.
     pub heartbeat_record_len: Option<u16>,
     /// "cipher" (from version and cipher) or "dominant-size" (learned) or null.
-    pub heartbeat_record_len_from: Option<&'static str>,
+    pub heartbeat_record_len_from: Option<RecordLenFrom>,
     /// Alert records seen.
     pub alerts: u32,
+}
+
+/// A connection's `state` in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionState {
+    /// Still open at the end of the capture.
+    Open,
+    /// Closed (Connection.Close or FIN).
+    Closed,
+    /// The broker sent RST.
+    ResetByBroker,
+    /// The client (or an unknown side) sent RST.
+    ResetByClient,
+}
+
+impl ConnectionState {
+    /// The state of a connection that ended `how`, `by` whom.
+    #[must_use]
+    pub fn of(how: EndHow, by: Option<Role>) -> Self {
+        match (how, by) {
+            (EndHow::CaptureEnd, _) => ConnectionState::Open,
+            (EndHow::Rst, Some(Role::Broker)) => ConnectionState::ResetByBroker,
+            (EndHow::Rst, _) => ConnectionState::ResetByClient,
+            _ => ConnectionState::Closed,
+        }
+    }
+
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Open => "open",
+            ConnectionState::Closed => "closed",
+            ConnectionState::ResetByBroker => "reset-by-broker",
+            ConnectionState::ResetByClient => "reset-by-client",
+        }
+    }
+}
+
+/// Where a TLS connection's heartbeat record length came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordLenFrom {
+    /// Computed from the version and cipher suite.
+    Cipher,
+    /// Learned as the dominant small record size.
+    DominantSize,
+}
+
+impl RecordLenFrom {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordLenFrom::Cipher => "cipher",
+            RecordLenFrom::DominantSize => "dominant-size",
+        }
+    }
+}
+
+display_as_str!(ConnectionState, RecordLenFrom);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Each enum's JSON name (serde) is its `Display` (the text views): the
+    /// two spellings can never drift apart.
+    fn same<T: Serialize + std::fmt::Display>(values: &[T]) {
+        for v in values {
+            let json = serde_json::to_value(v).unwrap();
+            assert_eq!(json, serde_json::Value::String(v.to_string()));
+        }
+    }
+
+    #[test]
+    fn json_names_are_the_display_names() {
+        use crate::analysis::RoleSource;
+        same(&[Role::Client, Role::Broker]);
+        same(&[RoleDirection::ClientToBroker, RoleDirection::BrokerToClient]);
+        same(&[
+            RoleSource::ProtocolHeader,
+            RoleSource::ConnectionStart,
+            RoleSource::Port,
+        ]);
+        same(&[
+            Cause::ClientStall,
+            Cause::BrokerStall,
+            Cause::PeerUnreachable,
+            Cause::CaptureLoss,
+            Cause::Unknown,
+        ]);
+        same(&[
+            SilenceEnd::Data,
+            SilenceEnd::Fin,
+            SilenceEnd::Rst,
+            SilenceEnd::CaptureEnd,
+            SilenceEnd::Open,
+        ]);
+        same(&[
+            HeartbeatSource::TuneOk,
+            HeartbeatSource::Tune,
+            HeartbeatSource::Override,
+            HeartbeatSource::Inferred,
+            HeartbeatSource::Unknown,
+        ]);
+        same(&[EndHow::Close, EndHow::Fin, EndHow::Rst, EndHow::CaptureEnd]);
+        same(&[
+            Consequence::BrokerReset,
+            Consequence::BrokerClosed,
+            Consequence::ClientClosed,
+            Consequence::Survived,
+            Consequence::CaptureEnded,
+        ]);
+        same(&[
+            ConnectionState::Open,
+            ConnectionState::Closed,
+            ConnectionState::ResetByBroker,
+            ConnectionState::ResetByClient,
+        ]);
+        same(&[RecordLenFrom::Cipher, RecordLenFrom::DominantSize]);
+        same(&[
+            Activity::BlockedIdle,
+            Activity::Busy,
+            Activity::Stopped,
+            Activity::IoWait,
+            Activity::Exited,
+            Activity::Undetermined,
+            Activity::NotAttributable,
+        ]);
+        same(&[
+            CaptureSide::Client,
+            CaptureSide::Broker,
+            CaptureSide::Unknown,
+        ]);
+        same(&[
+            MergedCause::ClientStall,
+            MergedCause::BrokerStall,
+            MergedCause::PeerUnreachable,
+            MergedCause::CaptureLoss,
+            MergedCause::Unknown,
+            MergedCause::LostInNetwork,
+        ]);
+        same(&[
+            MergeBasis::CaptureLoss,
+            MergeBasis::LostPackets,
+            MergeBasis::NeverSent,
+            MergeBasis::SentAndReceived,
+            MergeBasis::OneCapture,
+        ]);
+    }
+
+    #[test]
+    fn directions_map_keeps_name_order() {
+        let mut m = BTreeMap::new();
+        m.insert(RoleDirection::ClientToBroker, 1);
+        m.insert(RoleDirection::BrokerToClient, 2);
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"broker-to-client":2,"client-to-broker":1}"#
+        );
+    }
+
+    #[test]
+    fn connection_state_of_its_end() {
+        assert_eq!(
+            ConnectionState::of(EndHow::CaptureEnd, None),
+            ConnectionState::Open
+        );
+        assert_eq!(
+            ConnectionState::of(EndHow::Rst, Some(Role::Broker)),
+            ConnectionState::ResetByBroker
+        );
+        assert_eq!(
+            ConnectionState::of(EndHow::Rst, None),
+            ConnectionState::ResetByClient
+        );
+        assert_eq!(
+            ConnectionState::of(EndHow::Fin, Some(Role::Client)),
+            ConnectionState::Closed
+        );
+    }
 }

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::*;
+use crate::analysis::EndHow;
 
 fn prop_text(p: &Properties, key: &str) -> Option<String> {
     match p.get(key) {
@@ -143,17 +144,19 @@ pub fn to_text(report: &Report) -> String {
         );
         let ended = &conn.ended;
         let end_text = match (ended.how, ended.by) {
-            ("capture-end", _) => "still open at the end of the capture".to_owned(),
-            ("close", Some(by)) => format!(
+            (EndHow::CaptureEnd, _) => "still open at the end of the capture".to_owned(),
+            (EndHow::Close, Some(by)) => format!(
                 "{by} sent Connection.Close {} {}",
                 ended.reply_code.map_or(String::new(), |c| c.to_string()),
                 ended.reply_text.clone().unwrap_or_default()
             ),
-            ("fin", Some(by)) => format!("{by} closed the socket (FIN) without Connection.Close"),
-            ("rst", Some(by)) => {
+            (EndHow::Fin, Some(by)) => {
+                format!("{by} closed the socket (FIN) without Connection.Close")
+            }
+            (EndHow::Rst, Some(by)) => {
                 format!("{by} reset the connection (RST) without Connection.Close")
             }
-            (how, _) => how.to_owned(),
+            (how, None) => how.to_string(),
         };
         let _ = writeln!(
             o,

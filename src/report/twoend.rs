@@ -5,6 +5,120 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::analysis::{display_as_str, Cause, Consequence, Role, RoleDirection};
+
+/// Which end of the connection a capture was taken at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaptureSide {
+    /// At the client.
+    Client,
+    /// At the broker.
+    Broker,
+    /// Not detected.
+    Unknown,
+}
+
+impl CaptureSide {
+    /// `Unknown` for `None`.
+    #[must_use]
+    pub fn of(role: Option<Role>) -> Self {
+        match role {
+            Some(Role::Client) => CaptureSide::Client,
+            Some(Role::Broker) => CaptureSide::Broker,
+            None => CaptureSide::Unknown,
+        }
+    }
+
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureSide::Client => "client",
+            CaptureSide::Broker => "broker",
+            CaptureSide::Unknown => "unknown",
+        }
+    }
+}
+
+/// A merged verdict: a single-capture cause both ends agree on, or a loss
+/// only two captures can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergedCause {
+    /// [`Cause::ClientStall`].
+    ClientStall,
+    /// [`Cause::BrokerStall`].
+    BrokerStall,
+    /// [`Cause::PeerUnreachable`].
+    PeerUnreachable,
+    /// [`Cause::CaptureLoss`].
+    CaptureLoss,
+    /// [`Cause::Unknown`].
+    Unknown,
+    /// Packets left one capture point and never reached the other.
+    LostInNetwork,
+}
+
+impl From<Cause> for MergedCause {
+    fn from(c: Cause) -> Self {
+        match c {
+            Cause::ClientStall => MergedCause::ClientStall,
+            Cause::BrokerStall => MergedCause::BrokerStall,
+            Cause::PeerUnreachable => MergedCause::PeerUnreachable,
+            Cause::CaptureLoss => MergedCause::CaptureLoss,
+            Cause::Unknown => MergedCause::Unknown,
+        }
+    }
+}
+
+impl MergedCause {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergedCause::ClientStall => Cause::ClientStall.as_str(),
+            MergedCause::BrokerStall => Cause::BrokerStall.as_str(),
+            MergedCause::PeerUnreachable => Cause::PeerUnreachable.as_str(),
+            MergedCause::CaptureLoss => Cause::CaptureLoss.as_str(),
+            MergedCause::Unknown => Cause::Unknown.as_str(),
+            MergedCause::LostInNetwork => "lost-in-network",
+        }
+    }
+}
+
+/// Which rule decided a merged verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergeBasis {
+    /// A capture missed bytes: missing packets prove nothing.
+    CaptureLoss,
+    /// Packets seen leaving one end never reached the other.
+    LostPackets,
+    /// The silent side's own capture shows it never sent.
+    NeverSent,
+    /// The new bytes were sent and received: the silence is at the window's edges.
+    SentAndReceived,
+    /// Only one capture covers the silence.
+    OneCapture,
+}
+
+impl MergeBasis {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeBasis::CaptureLoss => "capture-loss",
+            MergeBasis::LostPackets => "lost-packets",
+            MergeBasis::NeverSent => "never-sent",
+            MergeBasis::SentAndReceived => "sent-and-received",
+            MergeBasis::OneCapture => "one-capture",
+        }
+    }
+}
+
+display_as_str!(CaptureSide, MergedCause, MergeBasis);
+
 /// Per capture and per direction, what a window of time shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WindowCounts {
@@ -46,7 +160,7 @@ pub struct SingleVerdict {
     /// The file.
     pub file: String,
     /// "client" | "broker" | "unknown": where it was captured.
-    pub side: &'static str,
+    pub side: CaptureSide,
     /// 1-based gap number in that file's connection.
     pub gap: usize,
     /// Start, in that file's own clock.
@@ -56,18 +170,18 @@ pub struct SingleVerdict {
     /// Silence in seconds.
     pub silence_s: f64,
     /// The file's single-capture cause.
-    pub cause: &'static str,
+    pub cause: Cause,
     /// The file's consequence.
-    pub consequence: &'static str,
+    pub consequence: Consequence,
 }
 
 /// One silence with its merged verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MergedGapReport {
     /// "client-to-broker" | "broker-to-client".
-    pub direction: &'static str,
+    pub direction: RoleDirection,
     /// "client" | "broker".
-    pub silent_side: &'static str,
+    pub silent_side: Role,
     /// Start of the silence as the receiving side's capture saw it (the
     /// silent side's capture when only it has the gap), in the reference clock.
     pub start: String,
@@ -78,12 +192,12 @@ pub struct MergedGapReport {
     /// Heartbeat timeout in seconds.
     pub limit_s: f64,
     /// "lost-in-network" or a single-capture cause confirmed by both ends.
-    pub merged_cause: &'static str,
+    pub merged_cause: MergedCause,
     /// Which rule decided: "capture-loss" | "lost-packets" | "never-sent" |
     /// "sent-and-received" | "one-capture".
-    pub basis: &'static str,
+    pub basis: MergeBasis,
     /// Consequence (from the peer side's file when it has the gap).
-    pub consequence: &'static str,
+    pub consequence: Consequence,
     /// What each capture shows, and the conclusion, as lines.
     pub seen_at: Vec<String>,
     /// The numbers behind the lines.
@@ -126,7 +240,7 @@ pub struct SourceReport {
     /// The path.
     pub file: String,
     /// "client" | "broker" | "unknown": which end it was captured at.
-    pub side: &'static str,
+    pub side: CaptureSide,
     /// Link type name.
     pub link_type: String,
     /// Packets read.

@@ -34,12 +34,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::analysis::{Connection, Role};
+use crate::analysis::{Connection, EndHow, Role};
 use crate::capture::live::{LiveCapture, LiveCaptureError, LiveConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer};
 use crate::model::{Direction, Endpoint, Timestamp};
-use crate::os::procinfo::{self, ProcInfoError, Sampler, SocketOwner, Watch};
+use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::proto::amqp::PropValue;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
 
@@ -218,10 +218,10 @@ pub enum LiveEvent {
         /// Broker "ip:port".
         broker: String,
         /// "close" | "fin" | "rst".
-        how: &'static str,
+        how: EndHow,
         /// "client" | "broker".
         #[serde(skip_serializing_if = "Option::is_none")]
-        by: Option<&'static str>,
+        by: Option<Role>,
         /// Gaps flagged on it.
         gaps: usize,
     },
@@ -239,7 +239,7 @@ pub enum LiveEvent {
         /// Now.
         at: String,
         /// "signal" | "duration" | "error" (see the report's warnings).
-        reason: &'static str,
+        reason: StopReason,
         /// Packets read.
         packets: u64,
         /// Packets the kernel dropped.
@@ -249,6 +249,32 @@ pub enum LiveEvent {
         written: Option<String>,
     },
 }
+
+/// Why a live capture stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// Ctrl-C, SIGTERM or the caller's stop flag.
+    Signal,
+    /// `--duration` elapsed.
+    Duration,
+    /// The capture failed (the report's warnings say how).
+    Error,
+}
+
+impl StopReason {
+    /// Event name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Signal => "signal",
+            StopReason::Duration => "duration",
+            StopReason::Error => "error",
+        }
+    }
+}
+
+crate::analysis::display_as_str!(StopReason);
 
 /// One event as a line of text.
 #[must_use]
@@ -341,7 +367,7 @@ pub fn event_text(e: &LiveEvent) -> String {
             gaps,
         } => format!(
             "{at} connection ended {client} -> {broker}: {how} by {}, {gaps} gap(s)",
-            by.unwrap_or("?")
+            by.map_or("?", Role::as_str)
         ),
         LiveEvent::CaptureDrops { at, new, total, .. } => format!(
             "{at} the kernel dropped {new} packets (total {total}): silences open now may be capture loss"
@@ -388,7 +414,7 @@ fn role_index(r: Role) -> usize {
 
 fn connection_name(conn: &Connection) -> Option<String> {
     match conn
-        .handshake
+        .handshake()
         .client_properties
         .as_ref()?
         .get("connection_name")
@@ -423,23 +449,24 @@ impl Tracker {
         end: Timestamp,
     ) -> Option<ProcessReport> {
         let sampler = self.sampler.as_ref()?;
-        let side = silent.as_str();
         match st.owners[role_index(silent)].as_ref()? {
-            Ok(owner) => Some(ProcessReport::from(sampler.verdict(
-                side,
-                owner,
-                socket_of(conn, silent),
-                if silent == Role::Client {
-                    connection_name(conn)
-                } else {
-                    None
-                },
-                start,
-                end,
-            ))),
+            Ok(owner) => Some(ProcessReport::new(
+                silent,
+                sampler.verdict(
+                    owner,
+                    socket_of(conn, silent),
+                    if silent == Role::Client {
+                        connection_name(conn)
+                    } else {
+                        None
+                    },
+                    start,
+                    end,
+                ),
+            )),
             Err(e) => Some(ProcessReport::unsampled(
-                side,
-                "not-attributable",
+                silent,
+                Activity::NotAttributable,
                 e.to_string(),
             )),
         }
@@ -466,10 +493,10 @@ impl Tracker {
                 !self.slots[*i].announced
                     && s.confirmed
                     && s.not_amqp.is_none()
-                    && (c.handshake.tune_ok.is_some()
-                        || c.joined_mid_stream
-                        || now.since(c.first_seen).0 > ANNOUNCE_AFTER
-                        || c.dirs.iter().all(|d| d.closed))
+                    && (c.handshake().tune_ok.is_some()
+                        || c.joined_mid_stream()
+                        || now.since(c.first_seen()).0 > ANNOUNCE_AFTER
+                        || c.dirs().iter().all(|d| d.closed))
             })
             .map(|(i, _)| i)
             .collect();
@@ -498,12 +525,12 @@ impl Tracker {
                         .map(|o| ProcessOwnerReport::from(&o.report()))
                 };
                 emit(&LiveEvent::ConnectionSeen {
-                    at: report::rfc3339(c.first_seen),
+                    at: report::rfc3339(c.first_seen()),
                     client: c.client().to_string(),
                     broker: c.broker().to_string(),
                     client_name: c.client_name(),
                     heartbeat_s: c.heartbeat().0,
-                    joined_mid_stream: c.joined_mid_stream,
+                    joined_mid_stream: c.joined_mid_stream(),
                     client_process: owner(0),
                     broker_process: owner(1),
                     client_not_attributable: st.owners[0]
@@ -519,10 +546,10 @@ impl Tracker {
                 continue;
             }
             let c = &s.conn;
-            while self.slots[i].gaps_emitted < c.gaps.len() {
+            while self.slots[i].gaps_emitted < c.gaps().len() {
                 let gi = self.slots[i].gaps_emitted;
                 self.slots[i].gaps_emitted += 1;
-                let g = &c.gaps[gi];
+                let g = &c.gaps()[gi];
                 let process = self.process_verdict(&self.slots[i], c, g.silent, g.start, g.end);
                 let mut gap = report::gap_report(c, g);
                 gap.process.clone_from(&process);
@@ -536,16 +563,16 @@ impl Tracker {
                     gap,
                 })?;
             }
-            if !self.slots[i].ended && c.dirs.iter().all(|d| d.closed) {
+            if !self.slots[i].ended && c.dirs().iter().all(|d| d.closed) {
                 self.slots[i].ended = true;
                 let (how, by, at) = c.ended();
                 emit(&LiveEvent::ConnectionEnded {
-                    at: report::rfc3339(at.unwrap_or(c.last_seen)),
+                    at: report::rfc3339(at.unwrap_or(c.last_seen())),
                     client: c.client().to_string(),
                     broker: c.broker().to_string(),
-                    how: how.as_str(),
-                    by: by.map(Role::as_str),
-                    gaps: c.gaps.len(),
+                    how,
+                    by,
+                    gaps: c.gaps().len(),
                 })?;
             }
         }
@@ -702,14 +729,14 @@ pub fn run(
     if let Some((server, collector)) = &mut metrics {
         server.publish(collector.collect(&engine, wall_now()));
     }
-    let mut reason = "signal";
+    let mut reason = StopReason::Signal;
     while emit_ok {
         if stop.load(Ordering::SeqCst) {
             break;
         }
         let now_i = Instant::now();
         if deadline.is_some_and(|d| now_i >= d) {
-            reason = "duration";
+            reason = StopReason::Duration;
             break;
         }
         let mut wake = next_tick.min(next_sample);
@@ -720,7 +747,7 @@ pub fn run(
             Ok(r) => r,
             Err(e) => {
                 engine.warn("live-capture-error", e.to_string());
-                reason = "error";
+                reason = StopReason::Error;
                 break;
             }
         };
@@ -732,7 +759,7 @@ pub fn run(
                     Ok(None) => break,
                     Err(e) => {
                         engine.warn("live-capture-error", e.to_string());
-                        reason = "error";
+                        reason = StopReason::Error;
                         emit_ok = false;
                         break;
                     }
@@ -776,7 +803,7 @@ pub fn run(
         }
     }
     // Drain what the kernel already holds, then count the final drops.
-    if reason != "error" {
+    if reason != StopReason::Error {
         for _ in 0..BATCH {
             match cap.next_packet() {
                 Ok(Some(rec)) => engine.process(&rec),

@@ -27,14 +27,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::analysis::{Cause, Connection, Gap, Role};
+use crate::analysis::{Cause, Connection, Consequence, Gap, Role};
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{self, Decoded};
 use crate::engine::EngineConfig;
 use crate::model::{Direction, FlowKey, Span, Timestamp};
 use crate::report::{
-    self, ClockOffsetReport, MergeReport, MergeSummary, MergedConnectionReport, MergedCounts,
-    MergedGapReport, Report, SingleVerdict, SourceReport, UnmatchedReport, WindowCounts,
+    self, CaptureSide, ClockOffsetReport, MergeBasis, MergeReport, MergeSummary, MergedCause,
+    MergedConnectionReport, MergedCounts, MergedGapReport, Report, SingleVerdict, SourceReport,
+    UnmatchedReport, WindowCounts,
 };
 use crate::run::replay::{self, AppError, Replay};
 
@@ -247,7 +248,7 @@ pub fn read_side(
 /// [`report::build`] numbers them (id = index + 1).
 fn ordered(side: &SideCapture) -> Vec<&Connection> {
     let mut v: Vec<&Connection> = side.replay.engine.connections().collect();
-    v.sort_by_key(|c| (c.first_seen, c.key));
+    v.sort_by_key(|c| (c.first_seen(), c.key()));
     v
 }
 
@@ -320,7 +321,7 @@ fn estimate_offset(
     let mut bc = Vec::new();
     let mut all_zero = true;
     for (ca, _) in pairs {
-        let (Some(fa), Some(fb)) = (a.log.flows.get(&ca.key), b.log.flows.get(&ca.key)) else {
+        let (Some(fa), Some(fb)) = (a.log.flows.get(&ca.key()), b.log.flows.get(&ca.key())) else {
             continue;
         };
         let count = |segs: &[Seg]| {
@@ -394,18 +395,8 @@ fn secs(ns: i64) -> f64 {
     (v * 1e9).round() / 1e9
 }
 
-fn dir_name(role: Role) -> &'static str {
-    match role {
-        Role::Client => "client-to-broker",
-        Role::Broker => "broker-to-client",
-    }
-}
-
 fn other(role: Role) -> Role {
-    match role {
-        Role::Client => Role::Broker,
-        Role::Broker => Role::Client,
-    }
+    role.other()
 }
 
 /// For each segment of `up`, whether `down` has a segment identical on the
@@ -442,8 +433,8 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    fn side_name(&self) -> &'static str {
-        self.side.map_or("unknown", Role::as_str)
+    fn side_name(&self) -> CaptureSide {
+        CaptureSide::of(self.side)
     }
 
     /// Counts in [start, end] (reference clock) for silent role `silent`;
@@ -530,7 +521,7 @@ struct Item<'a> {
 fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapReport> {
     let mut items: Vec<Item<'_>> = Vec::new();
     for (vi, v) in views.iter().enumerate() {
-        for (gi, g) in v.conn.gaps.iter().enumerate() {
+        for (gi, g) in v.conn.gaps().iter().enumerate() {
             items.push(Item {
                 view: vi,
                 idx: gi,
@@ -583,8 +574,8 @@ fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapRe
                     start: report::rfc3339(i.gap.start),
                     end: report::rfc3339(i.gap.end),
                     silence_s: secs(i.gap.silence().0),
-                    cause: i.gap.cause.as_str(),
-                    consequence: v.conn.consequence(i.gap).as_str(),
+                    cause: i.gap.cause,
+                    consequence: v.conn.consequence(i.gap),
                 }
             })
             .collect();
@@ -646,28 +637,28 @@ fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapRe
         let any_capture_loss = g.iter().any(|i| i.gap.cause == Cause::CaptureLoss);
         let (merged, basis, why) = if !covered {
             (
-                fallback.as_str(),
-                "one-capture",
+                fallback.into(),
+                MergeBasis::OneCapture,
                 "the verdict is the one capture's own".to_owned(),
             )
         } else if any_capture_loss {
             (
-                Cause::CaptureLoss.as_str(),
-                "capture-loss",
+                MergedCause::CaptureLoss,
+                MergeBasis::CaptureLoss,
                 "a capture missed bytes during the silence (see the single-capture verdicts), so missing packets prove nothing".to_owned(),
             )
         } else if counts.lost_from_silent_side > 0 && counts.lost_new_segments > 0 {
             (
-                "lost-in-network",
-                "lost-packets",
+                MergedCause::LostInNetwork,
+                MergeBasis::LostPackets,
                 format!("{x} sent new bytes that never arrived: the network lost them; {x} did not stall"),
             )
         } else if (counts.lost_from_silent_side > 0 || counts.lost_from_peer > 0)
             && counts.at_silent_side.silent_side_retransmissions > 0
         {
             (
-                "lost-in-network",
-                "lost-packets",
+                MergedCause::LostInNetwork,
+                MergeBasis::LostPackets,
                 format!(
                     "{x}'s TCP kept retransmitting and could send no new data because packets were lost between the captures; {x} did not stall"
                 ),
@@ -682,16 +673,16 @@ fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapRe
                 "nothing was lost between the captures"
             };
             (
-                c.as_str(),
-                "never-sent",
+                c.into(),
+                MergeBasis::NeverSent,
                 format!(
                     "{what} and {x}'s own capture shows no new bytes and no retransmissions from {x}: it never sent them"
                 ),
             )
         } else {
             (
-                fallback.as_str(),
-                "sent-and-received",
+                fallback.into(),
+                MergeBasis::SentAndReceived,
                 format!("{x}'s new bytes reached the {y} side: the silence is at the edges of the window"),
             )
         };
@@ -699,19 +690,19 @@ fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapRe
         let limit = g[0].gap.limit;
         // The receiving side's consequence, unless only the other capture saw
         // how the connection ended.
-        let cons: Vec<&'static str> = [(vp, peer_single), (vo, own_single)]
+        let cons: Vec<Consequence> = [(vp, peer_single), (vo, own_single)]
             .iter()
-            .filter_map(|(v, g)| g.map(|g| v.conn.consequence(g).as_str()))
+            .filter_map(|(v, g)| g.map(|g| v.conn.consequence(g)))
             .collect();
         let consequence = cons
             .iter()
-            .find(|c| !matches!(**c, "survived" | "capture-ended"))
+            .find(|c| !matches!(**c, Consequence::Survived | Consequence::CaptureEnded))
             .or_else(|| cons.first())
             .copied()
-            .unwrap_or("survived");
+            .unwrap_or(Consequence::Survived);
         out.push(MergedGapReport {
-            direction: dir_name(silent),
-            silent_side: x,
+            direction: silent.sends(),
+            silent_side: silent,
             start: report::rfc3339(Timestamp(start)),
             end: report::rfc3339(Timestamp(end)),
             silence_s: secs(end - start),
@@ -781,7 +772,7 @@ pub fn build(two: &TwoEnded) -> Result<Report, MergeError> {
     let mut pair_ids: Vec<(usize, usize)> = Vec::new();
     let mut matched_a = vec![false; oa.len()];
     for (ia, ca) in oa.iter().enumerate() {
-        if let Some(ib) = (0..ob.len()).find(|&i| !used[i] && ob[i].key == ca.key) {
+        if let Some(ib) = (0..ob.len()).find(|&i| !used[i] && ob[i].key() == ca.key()) {
             used[ib] = true;
             matched_a[ia] = true;
             pairs.push((ca, ob[ib]));
@@ -853,10 +844,10 @@ pub fn build(two: &TwoEnded) -> Result<Report, MergeError> {
             .min(cnt_b.last.map_or(i64::MAX, |t| t.0 - shift)),
     );
     let mut connections = Vec::new();
-    let mut merged_of_a: HashMap<(usize, usize), &'static str> = HashMap::new();
+    let mut merged_of_a: HashMap<(usize, usize), MergedCause> = HashMap::new();
     for ((ca, cb), (ia, ib)) in pairs.iter().zip(&pair_ids) {
-        let la = a.log.flows.get(&ca.key);
-        let lb = b.log.flows.get(&cb.key);
+        let la = a.log.flows.get(&ca.key());
+        let lb = b.log.flows.get(&cb.key());
         let views = [
             View {
                 file: fa,
@@ -918,9 +909,7 @@ pub fn build(two: &TwoEnded) -> Result<Report, MergeError> {
             SourceReport {
                 file: f.to_owned(),
                 // An assumed side is reported as unknown (a warning says what was assumed).
-                side: side
-                    .filter(|_| off.first_is.is_some())
-                    .map_or("unknown", Role::as_str),
+                side: CaptureSide::of(side.filter(|_| off.first_is.is_some())),
                 link_type: r.capture.link_type.clone(),
                 packets: r.capture.packets,
                 first_packet: r.capture.first_packet.clone(),
@@ -939,7 +928,9 @@ pub fn build(two: &TwoEnded) -> Result<Report, MergeError> {
     ];
     let mut by_cause = BTreeMap::new();
     for g in connections.iter().flat_map(|c| c.gaps.iter()) {
-        *by_cause.entry(g.merged_cause.to_owned()).or_insert(0) += 1;
+        *by_cause
+            .entry(g.merged_cause.as_str().to_owned())
+            .or_insert(0) += 1;
     }
     let us = |s: Option<Span>| s.map(|s| secs(s.0));
     rep.merge = Some(MergeReport {

@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::analysis::timeline::TimelineEvent;
-use crate::analysis::{Cause, Connection, Gap};
+use crate::analysis::{Cause, Connection, Gap, HeartbeatSource};
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
-use crate::report::{self, GapReport, Report, Summary};
+use crate::report::{self, ConnectionState, GapReport, Report, Summary};
 use crate::run::replay::Progress;
 
 /// Where the input stands.
@@ -72,7 +72,7 @@ pub struct ConnCore {
     /// Heartbeat timeout in seconds (0 = disabled), when known.
     pub heartbeat: Option<u16>,
     /// Where it came from ("tune-ok", "inferred", ...).
-    pub heartbeat_source: &'static str,
+    pub heartbeat_source: HeartbeatSource,
     /// The limit as a span (`None` when unknown or disabled).
     pub limit: Option<Span>,
     /// The decided gaps (open ones are added per snapshot in [`ConnView::gaps`]).
@@ -104,7 +104,7 @@ pub struct ConnView {
     /// Worst cause among the gaps.
     pub worst: Option<Cause>,
     /// "open" | "closed" | "reset-by-broker" | "reset-by-client".
-    pub state: &'static str,
+    pub state: ConnectionState,
     /// First packet.
     pub first_seen: Timestamp,
     /// Last packet.
@@ -193,7 +193,7 @@ pub enum Timelines<'a> {
 }
 
 fn props_text(conn: &Connection) -> Vec<(String, String)> {
-    let Some(p) = conn.handshake.client_properties.as_ref() else {
+    let Some(p) = conn.handshake().client_properties.as_ref() else {
         return Vec::new();
     };
     let mut out: Vec<(String, String)> = p
@@ -231,7 +231,7 @@ struct Stamp {
     gaps: usize,
     gaps_dropped: u64,
     amended: u64,
-    heartbeat: (Option<u16>, &'static str),
+    heartbeat: (Option<u16>, HeartbeatSource),
     has_properties: bool,
 }
 
@@ -239,15 +239,15 @@ impl Stamp {
     fn of(conn: &Connection) -> Stamp {
         let (value, source) = conn.heartbeat();
         Stamp {
-            gaps: conn.gaps.len(),
-            gaps_dropped: conn.gaps_dropped,
-            amended: conn.gaps.iter().fold(0u64, |acc, g| {
+            gaps: conn.gaps().len(),
+            gaps_dropped: conn.gaps_dropped(),
+            amended: conn.gaps().iter().fold(0u64, |acc, g| {
                 acc.wrapping_add(u64::from(g.resume_burst_frames))
                     .wrapping_add(u64::from(g.wakeup.is_some()) << 32)
                     .wrapping_add(u64::from(g.resumed.is_some()) << 48)
             }),
-            heartbeat: (value, source.as_str()),
-            has_properties: conn.handshake.client_properties.is_some(),
+            heartbeat: (value, source),
+            has_properties: conn.handshake().client_properties.is_some(),
         }
     }
 }
@@ -259,11 +259,16 @@ fn core_of(conn: &Connection) -> ConnCore {
         broker: conn.broker().to_string(),
         name: conn.client_name(),
         heartbeat: value,
-        heartbeat_source: source.as_str(),
+        heartbeat_source: source,
         limit: conn.limit(),
-        closed_gaps: Arc::new(conn.gaps.iter().map(|g| gap_view(conn, g, false)).collect()),
-        gaps_not_listed: conn.gaps_dropped,
-        client_dir: conn.client_dir,
+        closed_gaps: Arc::new(
+            conn.gaps()
+                .iter()
+                .map(|g| gap_view(conn, g, false))
+                .collect(),
+        ),
+        gaps_not_listed: conn.gaps_dropped(),
+        client_dir: conn.client_dir(),
         client_properties: props_text(conn),
     }
 }
@@ -325,7 +330,7 @@ impl SnapshotBuilder {
             .enumerate()
             .filter(|(_, s)| s.confirmed && s.not_amqp.is_none())
             .collect();
-        slots.sort_by_key(|(_, s)| (s.conn.first_seen, s.conn.key));
+        slots.sort_by_key(|(_, s)| (s.conn.first_seen(), s.conn.key()));
         let mut summary = Summary {
             connections: slots.len(),
             flagged_connections: 0,
@@ -346,13 +351,13 @@ impl SnapshotBuilder {
                         .or_insert(0) += 1;
                 }
             }
-            let mut longest = conn.dirs[0]
+            let mut longest = conn.dirs()[0]
                 .longest_silence
-                .max(conn.dirs[1].longest_silence);
+                .max(conn.dirs()[1].longest_silence);
             let mut open_gaps = Vec::new();
             if let Some(now) = now {
                 for dir in [Direction::AtoB, Direction::BtoA] {
-                    let d = &conn.dirs[dir.index()];
+                    let d = conn.dir(dir);
                     if let (false, Some(start)) = (d.closed, d.last_activity) {
                         longest = longest.max(now.since(start));
                     }
@@ -375,7 +380,7 @@ impl SnapshotBuilder {
                 Timelines::All => true,
             };
             let timeline = with_timeline.then(|| {
-                let cd = conn.client_dir;
+                let cd = conn.client_dir();
                 let bd = cd.reverse();
                 TimelineView {
                     client: s.timeline.events(cd).copied().collect(),
@@ -392,9 +397,9 @@ impl SnapshotBuilder {
                 longest,
                 gaps,
                 worst,
-                state: report::state_name(how, by),
-                first_seen: conn.first_seen,
-                last_seen: conn.last_seen,
+                state: ConnectionState::of(how, by),
+                first_seen: conn.first_seen(),
+                last_seen: conn.last_seen(),
                 timeline,
             });
         }

@@ -545,7 +545,7 @@ fn matches_filter(c: &ConnView, needle: &str) -> bool {
         c.broker.as_str(),
         c.name.as_deref().unwrap_or(""),
         c.worst.map_or("", |w| w.as_str()),
-        c.state,
+        c.state.as_str(),
     ];
     hay.iter().any(|h| h.to_lowercase().contains(needle))
 }

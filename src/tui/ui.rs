@@ -16,7 +16,7 @@ use super::state::{App, Focus, View};
 use crate::analysis::timeline::{Kinds, TimelineEvent};
 use crate::analysis::Cause;
 use crate::model::{Span, Timestamp};
-use crate::report::clock;
+use crate::report::{clock, ConnectionState};
 
 /// Width of the lane labels in the timeline.
 const LABEL: u16 = 6;
@@ -313,7 +313,7 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {
             }));
             cells.push(Cell::from(c.worst.map_or("-", Cause::as_str)));
             cells.push(Cell::from(if wide {
-                c.state
+                c.state.as_str()
             } else {
                 short_state(c.state)
             }));
@@ -356,11 +356,11 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {
     f.render_stateful_widget(table, area, &mut state);
 }
 
-fn short_state(state: &'static str) -> &'static str {
+fn short_state(state: ConnectionState) -> &'static str {
     match state {
-        "reset-by-broker" => "rst:broker",
-        "reset-by-client" => "rst:client",
-        other => other,
+        ConnectionState::ResetByBroker => "rst:broker",
+        ConnectionState::ResetByClient => "rst:client",
+        other => other.as_str(),
     }
 }
 
@@ -566,7 +566,7 @@ fn draw_chart(f: &mut Frame<'_>, area: Rect, app: &App) {
         f.render_widget(block, area);
         return;
     };
-    let end = if c.state == "open" {
+    let end = if c.state == ConnectionState::Open {
         app.snap.as_ref().and_then(|s| s.now).unwrap_or(c.last_seen)
     } else {
         c.last_seen
@@ -683,7 +683,7 @@ fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
                     if g.open { "*" } else { "" }
                 ))];
                 if !narrow {
-                    cells.push(Cell::from(g.report.silent_side));
+                    cells.push(Cell::from(g.report.silent_side.as_str()));
                 }
                 cells.push(Cell::from(format!("{:.1}x", g.report.ratio)));
                 cells.push(Cell::from(g.cause.as_str()));
