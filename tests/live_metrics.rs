@@ -5,7 +5,8 @@
 //! connection, a client-stall gap counted.
 //!
 //! Needs root (capture on `lo`), python3 with pika and the broker, like
-//! tests/live_rabbitmq.rs: without them the tests fail and say which.
+//! tests/live_rabbitmq.rs, so the tests are `#[ignore]`d: run them with
+//! `--include-ignored`, and without those they fail and say which.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -162,6 +163,7 @@ fn start_live(extra: &[&str]) -> (Lines, SocketAddr) {
 }
 
 #[test]
+#[ignore = "needs root, RabbitMQ on 127.0.0.1:5672, python3 with pika and promtool: run with --include-ignored (CI does)"]
 fn scrape_shows_open_silence_then_a_counted_client_stall_while_the_client_is_stopped() {
     require_environment("live_metrics");
     let t0 = Instant::now();
@@ -357,6 +359,7 @@ fn scrape_shows_open_silence_then_a_counted_client_stall_while_the_client_is_sto
 }
 
 #[test]
+#[ignore = "needs root, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
 fn an_address_in_use_is_one_line_and_exit_2() {
     require_environment("live_metrics");
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,6 +1,6 @@
 //! `hbscope live --user NAME` drops root after opening the capture, like
 //! `tcpdump -Z`: checked on the running process's real and effective uid.
-//! Needs root (as the other live tests).
+//! Needs root (as the other live tests): `#[ignore]`d, run with `--include-ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
@@ -12,6 +12,7 @@ fn uid_of(name: &str) -> u32 {
 }
 
 #[test]
+#[ignore = "needs root: run with --include-ignored (CI does)"]
 fn live_drops_to_the_given_user_after_opening_the_capture() {
     let me = Command::new("id").arg("-u").output().unwrap();
     assert_eq!(

@@ -27,7 +27,7 @@ pub fn require_environment(test: &str) {
     assert!(
         uid == "0",
         "tests/{test}.rs must run as root (effective uid is {uid}): it captures on lo and reads \
-         other processes' /proc entries. Run `sudo -E cargo test --test {test}`."
+         other processes' /proc entries. Run `sudo -E cargo test --test {test} -- --include-ignored`."
     );
     let addr: SocketAddr = "127.0.0.1:5672".parse().unwrap();
     assert!(
