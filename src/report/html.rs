@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::analysis::{Cause, Role, RoleDirection};
+use crate::report::sanitize::{markdown as md, text as clean};
 use crate::report::{ConnectionReport, GapReport, Report};
 
 fn esc(s: &str) -> String {
@@ -140,7 +141,7 @@ fn gap_html(g: &GapReport) -> String {
         esc(g.consequence.as_str())
     );
     for e in &g.evidence {
-        let _ = write!(s, "<li>{}</li>", esc(e));
+        let _ = write!(s, "<li>{}</li>", esc(&clean(e)));
     }
     s.push_str("</ul></div>");
     s
@@ -191,7 +192,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
             conn.id,
             esc(&conn.client),
             esc(&conn.broker),
-            esc(conn.client_name.as_deref().unwrap_or("")),
+            esc(&clean(conn.client_name.as_deref().unwrap_or(""))),
             conn.heartbeat
                 .value_s
                 .map_or("?".into(), |v| format!("{v} s")),
@@ -209,7 +210,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
             conn.id,
             esc(&conn.client),
             esc(&conn.broker),
-            esc(conn.client_name.as_deref().unwrap_or(""))
+            esc(&clean(conn.client_name.as_deref().unwrap_or("")))
         );
         s.push_str(&timeline_svg(conn));
         for g in &conn.gaps {
@@ -229,7 +230,11 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
 #[must_use]
 pub fn to_markdown(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "## hbscope: `{}`\n", r.capture.source);
+    let _ = writeln!(
+        s,
+        "## hbscope: `{}`\n",
+        clean(&r.capture.source).replace('`', "'")
+    );
     let _ = writeln!(
         s,
         "{} packets ({}), {} AMQP connections, **{} flagged**, {} gaps.\n",
@@ -247,7 +252,7 @@ pub fn to_markdown(r: &Report) -> String {
             c.id,
             c.client,
             c.broker,
-            c.client_name.as_deref().unwrap_or("").replace('|', "\\|"),
+            md(c.client_name.as_deref().unwrap_or("")),
             c.heartbeat.value_s.map_or("?".into(), |v| format!("{v} s")),
             c.heartbeat.source,
             c.gaps.len(),
@@ -263,7 +268,7 @@ pub fn to_markdown(r: &Report) -> String {
                 g.cause, g.consequence, g.direction, g.silence_s, g.limit_s, g.ratio, g.ended_by
             );
             for e in &g.evidence {
-                let _ = writeln!(s, "- {e}");
+                let _ = writeln!(s, "- {}", md(e));
             }
         }
     }
@@ -275,7 +280,10 @@ pub fn to_markdown(r: &Report) -> String {
 pub fn to_summary(r: &Report) -> String {
     let mut groups: BTreeMap<String, Vec<&ConnectionReport>> = BTreeMap::new();
     for c in r.connections.iter().filter(|c| !c.gaps.is_empty()) {
-        let name = c.client_name.clone().unwrap_or_else(|| "(unnamed)".into());
+        let name = c
+            .client_name
+            .as_deref()
+            .map_or_else(|| "(unnamed)".to_owned(), |n| clean(n).into_owned());
         // oslo.messaging names are argv0:pid:uuid; group by the program.
         let key = name.split(':').next().unwrap_or(&name).to_owned();
         groups.entry(key).or_default().push(c);
@@ -284,7 +292,10 @@ pub fn to_summary(r: &Report) -> String {
     let _ = writeln!(
         s,
         "{}: {} connections, {} flagged, {} gaps",
-        r.capture.source, r.summary.connections, r.summary.flagged_connections, r.summary.gaps
+        clean(&r.capture.source),
+        r.summary.connections,
+        r.summary.flagged_connections,
+        r.summary.gaps
     );
     for (name, conns) in groups {
         let mut causes: BTreeMap<&str, usize> = BTreeMap::new();

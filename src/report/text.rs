@@ -4,10 +4,11 @@ use std::fmt::Write as _;
 
 use super::*;
 use crate::analysis::EndHow;
+use crate::report::sanitize::text as clean;
 
 fn prop_text(p: &Properties, key: &str) -> Option<String> {
     match p.get(key) {
-        Some(PropValue::Text(t)) => Some(t.clone()),
+        Some(PropValue::Text(t)) => Some(clean(t).into_owned()),
         Some(PropValue::Int(i)) => Some(i.to_string()),
         _ => None,
     }
@@ -18,11 +19,11 @@ fn prop_text(p: &Properties, key: &str) -> Option<String> {
 pub fn process_text(p: &ProcessReport) -> String {
     let mut o = String::new();
     if let (Some(pid), Some(cmd)) = (p.pid, &p.command) {
-        let _ = write!(o, "{} pid {pid} ({cmd}) ", p.side);
+        let _ = write!(o, "{} pid {pid} ({}) ", p.side, clean(cmd));
     } else {
         let _ = write!(o, "{} ", p.side);
     }
-    let _ = write!(o, "{}: {}", p.verdict, p.reason);
+    let _ = write!(o, "{}: {}", p.verdict, clean(&p.reason));
     if let Some(s) = &p.state_samples {
         let _ = write!(o, "; states {s}");
     }
@@ -41,7 +42,7 @@ pub fn to_text(report: &Report) -> String {
         o,
         "hbscope {} - {} ({}, {} packets{}{})",
         report.tool.version,
-        c.source,
+        clean(&c.source),
         c.link_type,
         c.packets,
         c.duration_s
@@ -62,7 +63,7 @@ pub fn to_text(report: &Report) -> String {
         } else {
             String::new()
         };
-        let _ = writeln!(o, "warning: {}{times}", w.message);
+        let _ = writeln!(o, "warning: {}{times}", clean(&w.message));
     }
     let s = &report.summary;
     let _ = writeln!(o, "{} AMQP connection(s), {}", s.connections, s.gaps_text());
@@ -77,8 +78,8 @@ pub fn to_text(report: &Report) -> String {
         let _ = writeln!(o);
         let name = conn
             .client_name
-            .clone()
-            .unwrap_or_else(|| "(no client properties in capture)".into());
+            .as_deref()
+            .map_or_else(|| "(no client properties in capture)".into(), clean);
         let _ = writeln!(
             o,
             "[{}] {} -> {}  {}",
@@ -101,7 +102,7 @@ pub fn to_text(report: &Report) -> String {
                 t.cipher.as_deref().unwrap_or("?"),
                 t.sni
                     .as_ref()
-                    .map_or(String::new(), |s| format!(" sni {s}")),
+                    .map_or(String::new(), |s| format!(" sni {}", clean(s))),
                 t.heartbeat_record_len
                     .map_or("?".to_owned(), |l| l.to_string()),
                 t.heartbeat_record_len_from
@@ -113,7 +114,12 @@ pub fn to_text(report: &Report) -> String {
             ("broker", &conn.broker_process),
         ] {
             if let Some(p) = p {
-                let _ = writeln!(o, "    {side} process: pid {} ({})", p.pid, p.command);
+                let _ = writeln!(
+                    o,
+                    "    {side} process: pid {} ({})",
+                    p.pid,
+                    clean(&p.command)
+                );
             }
         }
         let hb = &conn.heartbeat;
@@ -148,7 +154,7 @@ pub fn to_text(report: &Report) -> String {
             (EndHow::Close, Some(by)) => format!(
                 "{by} sent Connection.Close {} {}",
                 ended.reply_code.map_or(String::new(), |c| c.to_string()),
-                ended.reply_text.clone().unwrap_or_default()
+                clean(ended.reply_text.as_deref().unwrap_or_default())
             ),
             (EndHow::Fin, Some(by)) => {
                 format!("{by} closed the socket (FIN) without Connection.Close")
@@ -174,7 +180,7 @@ pub fn to_text(report: &Report) -> String {
             );
         }
         for v in conn.violations.iter().take(5) {
-            let _ = writeln!(o, "    protocol: {v}");
+            let _ = writeln!(o, "    protocol: {}", clean(v));
         }
         if conn.gaps.is_empty() {
             let _ = writeln!(o, "    no gaps");
@@ -198,7 +204,7 @@ pub fn to_text(report: &Report) -> String {
                 g.cause, g.consequence
             );
             for line in &g.evidence {
-                let _ = writeln!(o, "      - {line}");
+                let _ = writeln!(o, "      - {}", clean(line));
             }
             if let Some(p) = &g.process {
                 let _ = writeln!(o, "      process: {}", process_text(p));
@@ -221,7 +227,7 @@ pub fn twoend_text(report: &Report) -> String {
             o,
             "  {} side: {} ({}, {} packets{}, {} connection(s), {} single-capture gap(s){})",
             s.side,
-            s.file,
+            clean(&s.file),
             s.link_type,
             s.packets,
             s.first_packet
@@ -248,7 +254,7 @@ pub fn twoend_text(report: &Report) -> String {
     );
     let _ = writeln!(o, "  times below are in {}'s clock", m.reference);
     for w in &m.warnings {
-        let _ = writeln!(o, "warning: {w}");
+        let _ = writeln!(o, "warning: {}", clean(w));
     }
     let causes: Vec<String> = m
         .summary
@@ -280,9 +286,11 @@ pub fn twoend_text(report: &Report) -> String {
             i + 1,
             conn.client,
             conn.broker,
-            conn.client_name
-                .as_deref()
-                .unwrap_or("(no client properties in capture)"),
+            clean(
+                conn.client_name
+                    .as_deref()
+                    .unwrap_or("(no client properties in capture)")
+            ),
             ids.join(", ")
         );
         if conn.gaps.is_empty() {

@@ -13,6 +13,7 @@
 //! numbers per connection. The full report is built once, at the end, or on
 //! demand when the user exports it.
 
+use crate::report::sanitize::text as clean;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -204,7 +205,8 @@ fn props_text(conn: &Connection) -> Vec<(String, String)> {
                 Ok(other) => other.to_string(),
                 Err(_) => String::from("?"),
             };
-            (k.clone(), text)
+            // Wire strings are drawn sanitised: ratatui would send control bytes to the terminal.
+            (clean(k).into_owned(), clean(&text).into_owned())
         })
         .collect();
     out.sort();
@@ -257,7 +259,7 @@ fn core_of(conn: &Connection) -> ConnCore {
     ConnCore {
         client: conn.client().to_string(),
         broker: conn.broker().to_string(),
-        name: conn.client_name(),
+        name: conn.client_name().map(|n| clean(&n).into_owned()),
         heartbeat: value,
         heartbeat_source: source,
         limit: conn.limit(),

@@ -1,6 +1,7 @@
 //! Drawing: turns an [`App`] into widgets. Pure: reads the app, never changes it,
 //! never reads a clock (all times shown are capture times, in UTC).
 
+use crate::report::sanitize::text as clean;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::symbols::Marker;
@@ -746,7 +747,7 @@ fn detail_text<'a>(c: &'a ConnView, gap: Option<&'a GapView>) -> Text<'a> {
             r.ended_by,
         )));
         for e in &r.evidence {
-            lines.push(Line::from(format!("- {e}")));
+            lines.push(Line::from(format!("- {}", clean(e))));
         }
         if let Some(w) = &r.wakeup {
             lines.push(Line::from(format!(
