@@ -120,8 +120,10 @@ fn live(args: &LiveArgs) -> ExitCode {
         },
     };
     let mut out = std::io::stdout().lock();
-    // A closed pipe is the reader's choice, not an error worth a message.
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        eprintln!("hbscope: the final report was not written: {e}");
+        return ExitCode::from(1);
+    }
     ExitCode::SUCCESS
 }
 
@@ -311,10 +313,14 @@ fn replay_two(
 
 fn finish(args: &ReplayArgs, gaps: usize, written: Result<(), WriteError>) -> ExitCode {
     if let Err(e) = written {
-        if !e.is_broken_pipe() {
+        // A reader that went away (`| head`) still means the report was not
+        // written in full: exit 1 says so to a script.
+        if e.is_broken_pipe() {
+            eprintln!("hbscope: the report was cut short: its reader closed the pipe");
+        } else {
             eprintln!("hbscope: cannot write the report: {e}");
-            return ExitCode::from(1);
         }
+        return ExitCode::from(1);
     }
     if args.fail_on_gap && gaps > 0 {
         return ExitCode::from(3);
