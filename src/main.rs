@@ -135,6 +135,16 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if let Some(out) = &args.output {
+        if let Some(input) = args.files.iter().find(|f| same_file(f, out)) {
+            eprintln!(
+                "hbscope: -o {} is the input capture {}: writing the report there would destroy it; choose another file",
+                out.display(),
+                input.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
     let format = args.format.unwrap_or_else(|| {
         if args.output.is_none() && !args.summary && std::io::stdout().is_terminal() {
             Format::Tui
@@ -309,6 +319,16 @@ fn replay_two(
         rep.merge.as_ref().map_or(0, |m| m.summary.gaps),
         written,
     )
+}
+
+/// True when `a` and `b` name the same existing file (same device and inode:
+/// also through links and different spellings of the path).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 fn finish(args: &ReplayArgs, gaps: usize, written: Result<(), WriteError>) -> ExitCode {

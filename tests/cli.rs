@@ -494,3 +494,31 @@ fn closed_pipe_exits_1_report_not_written() {
         assert!(err.contains("cut short"), "{format}: {err}");
     }
 }
+
+#[test]
+fn output_onto_the_input_is_refused_and_the_input_kept() {
+    let d = fresh_dir("same-file");
+    let input = d.join("x.pcap");
+    let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap");
+    std::fs::copy(&original, &input).unwrap();
+    let link = d.join("link.pcap");
+    std::os::unix::fs::symlink(&input, &link).unwrap();
+    for out in [&input, &link] {
+        let o = bin()
+            .args(["replay", "--format", "json", "-o"])
+            .arg(out)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is the input capture"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            std::fs::read(&input).unwrap(),
+            std::fs::read(&original).unwrap()
+        );
+    }
+}
