@@ -13,10 +13,12 @@
 //! - **cause** from what the wire shows *during* the silence (see [`decide`]).
 
 mod cause;
+mod clock;
 mod connection;
 mod synlog;
 pub mod timeline;
 
 pub use cause::{decide, Cause, Evidence, Gap, HoleClass, Role, RoleSource, SilenceEnd, Wakeup};
+pub use clock::DISORDER_TOLERANCE;
 pub use connection::*;
 pub use synlog::SynLog;
