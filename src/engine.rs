@@ -731,17 +731,22 @@ impl Engine {
         self.warnings.retain(|w| w.code != timecheck::WARNING);
         let mut count = 0u64;
         let mut worst = crate::model::Span(0);
-        let mut first: Option<FlowKey> = None;
+        // The first by first packet, as reports order connections: the same
+        // whatever the thread count.
+        let mut first: Option<(Timestamp, FlowKey)> = None;
         for c in self.connections() {
             let n = c.timestamps_disordered();
             if n > 0 {
                 count += n;
                 worst = worst.max(c.worst_time_jump());
-                first = first.or(Some(c.key));
+                let k = (c.first_seen, c.key);
+                if first.is_none_or(|f| k < f) {
+                    first = Some(k);
+                }
             }
         }
         self.counters.disordered_timestamps = count;
-        if let Some(key) = first {
+        if let Some((_, key)) = first {
             self.warnings.push(Warning {
                 code: timecheck::WARNING,
                 message: timecheck::warning_message(worst, key),
