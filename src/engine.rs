@@ -17,7 +17,7 @@
 //! counter); when every tracked flow is AMQP, packets of new flows are
 //! ignored and the `flow-cap` warning says so.
 
-mod dedup;
+pub mod dedup;
 pub mod flowhash;
 mod flowtable;
 mod timecheck;

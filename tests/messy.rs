@@ -193,3 +193,41 @@ fn clean_captures_have_no_duplicates_and_no_disorder() {
         .sum();
     assert_eq!(retrans, 5, "retransmissions: {retrans}");
 }
+
+/// Two-ended replay of two doubled captures: the segment logs drop the
+/// copies too, so the clocks still line up (every segment would otherwise
+/// be seen twice and none could be matched) and the merged verdicts are
+/// the original's.
+#[test]
+fn two_ended_replay_of_doubled_captures_gives_the_original_verdicts() {
+    let dir = temp_dir("messy-twoend");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/twoend");
+    for name in ["twoend-client-sigstop", "twoend-lost-c2b"] {
+        let merged = |client: &Path, broker: &Path| -> Value {
+            let r = hbscope::run::twoend::replay_two(client, broker, &EngineConfig::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let v: Value = serde_json::from_str(&report::to_json(&r).unwrap()).unwrap();
+            v["merge"]["connections"].clone()
+        };
+        let (c, b) = (
+            root.join(format!("{name}.client.pcap")),
+            root.join(format!("{name}.broker.pcap")),
+        );
+        let orig = merged(&c, &b);
+        let (c2, b2) = (dir.join("client.pcap"), dir.join("broker.pcap"));
+        Pcap::read(&c).doubled(0).write(&c2);
+        // At the same time: a later copy of the last packet would rightly
+        // make the capture (and a gap the capture's end closes) longer.
+        Pcap::read(&b).doubled(0).write(&b2);
+        let v = merged(&c2, &b2);
+        assert!(orig.as_array().is_some_and(|a| !a.is_empty()), "{name}");
+        // The entries name their files: the same once the names are.
+        let named = |v: &Value, client: &Path, broker: &Path| {
+            v.to_string()
+                .replace(&client.display().to_string(), "CLIENT")
+                .replace(&broker.display().to_string(), "BROKER")
+        };
+        assert_eq!(named(&v, &c2, &b2), named(&orig, &c, &b), "{name}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -20,7 +20,9 @@
 //!   probe re-sends 10 ms or more later, a fast retransmission after the
 //!   peer's duplicate ACKs.
 //!
-//! State: one fingerprint (hash and time) per direction of each flow.
+//! State: one fingerprint (hash and time) per direction of each flow. The
+//! engine drops copies before reassembly; two-ended replay's segment log
+//! (`run::twoend`) drops them the same way before matching segments.
 
 use crate::model::{Direction, TcpSegment, Timestamp};
 
@@ -32,7 +34,7 @@ pub const WEAK_WINDOW_NS: i64 = 1_000_000;
 
 /// The last segment of each direction of a flow, as a fingerprint.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct DupGuard {
+pub struct DupGuard {
     /// Fingerprint hash per direction; the lowest bit is set once the peer
     /// sent something after it.
     print: [u64; 2],
@@ -44,7 +46,7 @@ impl DupGuard {
     /// Whether `seg`, sent in `dir`, is a second copy of the previous
     /// segment of that direction. Remembers it when it is not.
     #[inline]
-    pub(super) fn is_copy(&mut self, dir: Direction, seg: &TcpSegment<'_>) -> bool {
+    pub fn is_copy(&mut self, dir: Direction, seg: &TcpSegment<'_>) -> bool {
         let print = fingerprint(seg);
         let i = dir.index();
         let (last, peer_after) = (self.print[i] & !1, self.print[i] & 1 == 1);
