@@ -13,6 +13,7 @@
 //! - **cause** from what the wire shows *during* the silence (see [`decide`]).
 
 mod cause;
+mod clock;
 mod connection;
 mod synlog;
 pub mod timeline;
@@ -21,5 +22,6 @@ pub(crate) use cause::display_as_str;
 pub use cause::{
     decide, Cause, Evidence, Gap, HoleClass, Role, RoleDirection, RoleSource, SilenceEnd, Wakeup,
 };
+pub use clock::DISORDER_TOLERANCE;
 pub use connection::*;
 pub use synlog::SynLog;

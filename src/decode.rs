@@ -141,6 +141,8 @@ pub struct FastHead<'a> {
     rest: [u8; 12],
     payload: &'a [u8],
     payload_len: u32,
+    ip_id: u16,
+    tsval: Option<u32>,
 }
 
 impl<'a> FastHead<'a> {
@@ -177,6 +179,8 @@ impl<'a> FastHead<'a> {
             window_scale: None,
             payload: self.payload,
             payload_len: self.payload_len,
+            ip_id: self.ip_id,
+            tsval: self.tsval,
         }
     }
 }
@@ -186,7 +190,7 @@ impl<'a> FastHead<'a> {
 #[inline(always)]
 fn ipv4_tcp_head(ip: &[u8]) -> Option<FastHead<'_>> {
     let ip_head: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
-    let [ver_ihl, _, tl0, tl1, _, _, fl0, fl1, _, proto, _, _, s0, s1, s2, s3, d0, d1, d2, d3] =
+    let [ver_ihl, _, tl0, tl1, id0, id1, fl0, fl1, _, proto, _, _, s0, s1, s2, s3, d0, d1, d2, d3] =
         *ip_head;
     let ihl = usize::from(ver_ihl & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([tl0, tl1]));
@@ -204,6 +208,7 @@ fn ipv4_tcp_head(ip: &[u8]) -> Option<FastHead<'_>> {
         return None;
     }
     let payload = tcp.get(header_len..)?;
+    let tsval = tcp.get(20..header_len).and_then(tsval_of);
     Some(FastHead {
         src: [s0, s1, s2, s3],
         dst: [d0, d1, d2, d3],
@@ -212,7 +217,40 @@ fn ipv4_tcp_head(ip: &[u8]) -> Option<FastHead<'_>> {
         rest: r,
         payload,
         payload_len: u32::try_from(payload.len()).ok()?,
+        ip_id: u16::from_be_bytes([id0, id1]),
+        tsval,
     })
+}
+
+/// The TSval of the TCP timestamp option among `options` (the TCP header
+/// past its first 20 bytes), if there is one before the options end or turn
+/// out malformed. Linux puts it first after two NOPs: that layout is read
+/// without the loop.
+#[inline(always)]
+fn tsval_of(options: &[u8]) -> Option<u32> {
+    if let Some([1, 1, 8, 10, a, b, c, d, ..]) = options.get(..12) {
+        return Some(u32::from_be_bytes([*a, *b, *c, *d]));
+    }
+    let mut i = 0usize;
+    while let Some(&kind) = options.get(i) {
+        match kind {
+            0 => return None,
+            1 => i += 1,
+            _ => {
+                let len = usize::from(*options.get(i + 1)?);
+                if len < 2 {
+                    return None;
+                }
+                if kind == 8 {
+                    let v = options.get(i + 2..i + 6)?;
+                    return (len == 10 && options.len() >= i + 10)
+                        .then(|| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+                }
+                i += len;
+            }
+        }
+    }
+    None
 }
 
 /// [`ipv4_tcp_head`] as a segment.
@@ -252,7 +290,15 @@ fn decode_network<'a>(
                 IpAddr::V4(header.source_addr()),
                 IpAddr::V4(header.destination_addr()),
             );
-            tcp(rec.ts, ips, ip.payload(), declared, cut, data.len())
+            tcp(
+                rec.ts,
+                ips,
+                header.identification(),
+                ip.payload(),
+                declared,
+                cut,
+                data.len(),
+            )
         }
         Some(LaxNetSlice::Ipv6(ip)) => {
             let header = ip.header();
@@ -272,7 +318,7 @@ fn decode_network<'a>(
                 IpAddr::V6(header.source_addr()),
                 IpAddr::V6(header.destination_addr()),
             );
-            tcp(rec.ts, ips, ip.payload(), declared, cut, data.len())
+            tcp(rec.ts, ips, 0, ip.payload(), declared, cut, data.len())
         }
         Some(LaxNetSlice::Arp(_)) | None => Ok(Decoded::NotTcp),
     }
@@ -413,10 +459,12 @@ const MAX_WINDOW_SCALE: u8 = 14;
 
 /// Reads the TCP header from the IP payload. `declared` is the IP payload
 /// length from the IP header when usable; `cut` the bytes the snapshot length
-/// removed; `captured` the length of the whole captured packet.
+/// removed; `captured` the length of the whole captured packet; `ip_id`
+/// the IPv4 identification (0 for IPv6).
 fn tcp<'a>(
     ts: Timestamp,
     (src_ip, dst_ip): (IpAddr, IpAddr),
+    ip_id: u16,
     ip_payload: &LaxIpPayloadSlice<'a>,
     declared: Option<usize>,
     cut: usize,
@@ -498,6 +546,8 @@ fn tcp<'a>(
         window_scale,
         payload,
         payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+        ip_id,
+        tsval: header.slice().get(20..).and_then(tsval_of),
     }))
 }
 

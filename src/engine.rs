@@ -17,8 +17,10 @@
 //! counter); when every tracked flow is AMQP, packets of new flows are
 //! ignored and the `flow-cap` warning says so.
 
+pub mod dedup;
 pub mod flowhash;
 mod flowtable;
+mod timecheck;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -102,6 +104,12 @@ pub struct CaptureCounters {
     pub late_packets: u64,
     /// Candidate flows evicted at the flow cap before they showed AMQP.
     pub evicted_flows: u64,
+    /// Second copies of a packet dropped before analysis (see `engine::dedup`).
+    pub duplicate_packets: u64,
+    /// Packets of the analysed connections stamped out of time order by
+    /// more than [`crate::analysis::DISORDER_TOLERANCE`] (set when the
+    /// engine finishes; see `analysis::clock`).
+    pub disordered_timestamps: u64,
 }
 
 /// A warning about the input, with how many times it happened.
@@ -185,6 +193,8 @@ struct Flow {
     proto: Proto,
     slot: SlotRef,
     frame_max_applied: bool,
+    /// The last segment of each direction, to drop second copies.
+    dup: dedup::DupGuard,
 }
 
 /// A vacant flow table position (never analysed).
@@ -195,6 +205,7 @@ impl Default for Flow {
             proto: Proto::amqp([Framer::new(true), Framer::new(true)]),
             slot: SlotRef::Index(usize::MAX),
             frame_max_applied: false,
+            dup: dedup::DupGuard::default(),
         }
     }
 }
@@ -340,6 +351,10 @@ pub struct Engine {
     analysis: Arc<AnalysisConfig>,
     /// Which flows this engine analyses when the input is split between threads.
     shard: Shard,
+    /// The capture's clock, for packets stamped out of time order.
+    clock: timecheck::CaptureClock,
+    /// Duplicate fingerprints of flows that just ended (their last packet's copies).
+    ended_dups: VecDeque<(FlowKey, dedup::DupGuard)>,
 }
 
 /// One of `count` engines that read the same input, each analysing the flows
@@ -390,6 +405,9 @@ fn mix_ip_port(ip: u64, port: u16) -> u64 {
 
 const AWAITING_CAP: usize = 1024;
 
+/// Warning code for dropped second copies of packets.
+pub const DUPLICATES: &str = "duplicate-packets";
+
 impl Engine {
     /// A new engine for packets of link type `link`.
     #[must_use]
@@ -409,6 +427,8 @@ impl Engine {
             pending_order: VecDeque::new(),
             finished: false,
             shard: Shard { index: 0, count: 1 },
+            clock: timecheck::CaptureClock::default(),
+            ended_dups: VecDeque::new(),
         }
     }
 
@@ -442,6 +462,7 @@ impl Engine {
             c.other_tcp_packets += other.counters.other_tcp_packets;
             c.late_packets += other.counters.late_packets;
             c.evicted_flows += other.counters.evicted_flows;
+            c.duplicate_packets += other.counters.duplicate_packets;
             move_slots(&mut base.slots, other.slots);
             for w in other.warnings {
                 match base.warnings.iter_mut().find(|b| b.code == w.code) {
@@ -459,6 +480,9 @@ impl Engine {
         base.warnings.sort_by_key(|w| w.first_packet);
         base.shard.count = 1;
         base.shard.index = 0;
+        if base.finished {
+            base.disorder_warning();
+        }
         Some(base)
     }
 
@@ -674,8 +698,80 @@ impl Engine {
             c.first = Some(rec.ts);
         }
         match c.last {
-            Some(last) if rec.ts < last => c.out_of_order_timestamps += 1,
-            _ => c.last = Some(rec.ts),
+            Some(last) if rec.ts < last => {
+                c.out_of_order_timestamps += 1;
+                self.on_time_step_back(rec.ts, last);
+            }
+            _ => {
+                self.clock.advance(c.last, rec.ts);
+                c.last = Some(rec.ts);
+            }
+        }
+    }
+
+    /// A packet stamped before the latest one: beyond the tolerance, one of
+    /// the two is out of time order (see `engine::timecheck`).
+    #[cold]
+    fn on_time_step_back(&mut self, ts: Timestamp, last: Timestamp) {
+        let Some(step) = self.clock.step_back(ts, last) else {
+            return;
+        };
+        // Only the capture's end time follows it here: what matters to
+        // verdicts is disorder within a connection, counted there (see
+        // `Engine::disorder_warning`); packets of different connections
+        // written out of order (the synthetic writer does) harm nothing.
+        if step.latest_was_late {
+            self.counters.last = Some(step.now);
+        }
+    }
+
+    /// Sets the `timestamp-disorder` warning and counter from the
+    /// connections' counts of packets stamped out of time order.
+    fn disorder_warning(&mut self) {
+        self.warnings.retain(|w| w.code != timecheck::WARNING);
+        let mut count = 0u64;
+        let mut worst = crate::model::Span(0);
+        // The first by first packet, as reports order connections: the same
+        // whatever the thread count.
+        let mut first: Option<(Timestamp, FlowKey)> = None;
+        for c in self.connections() {
+            let n = c.timestamps_disordered();
+            if n > 0 {
+                count += n;
+                worst = worst.max(c.worst_time_jump());
+                let k = (c.first_seen, c.key);
+                if first.is_none_or(|f| k < f) {
+                    first = Some(k);
+                }
+            }
+        }
+        self.counters.disordered_timestamps = count;
+        if let Some((_, key)) = first {
+            self.warnings.push(Warning {
+                code: timecheck::WARNING,
+                message: timecheck::warning_message(worst, key),
+                count,
+                first_packet: self.counters.packets,
+            });
+        }
+    }
+
+    /// A second copy of a packet of flow `key`, dropped.
+    #[cold]
+    fn on_duplicate(&mut self, key: &FlowKey) {
+        self.counters.duplicate_packets += 1;
+        match self.warnings.iter_mut().find(|w| w.code == DUPLICATES) {
+            Some(w) => w.count += 1,
+            None => {
+                let n = self.counters.packets;
+                self.warn(
+                    DUPLICATES,
+                    format!(
+                        "packets captured twice were dropped before analysis (first: {key}, packet {n}): \
+                         a capture on `-i any` across a bridge, a mirror port or a capture merged with itself"
+                    ),
+                );
+            }
         }
     }
 
@@ -718,14 +814,20 @@ impl Engine {
         // One hash lookup per packet of a known flow: the flow table is the
         // biggest random access of the packet path.
         let step = match self.flows.get_mut_hinted(hint, hash, &key) {
-            Some(flow) => step_flow(
-                flow,
-                &mut self.slots,
-                &self.syns,
-                &mut self.properties,
-                seg,
-                dir,
-            ),
+            Some(flow) => {
+                if flow.dup.is_copy(dir, seg) {
+                    self.on_duplicate(&key);
+                    return;
+                }
+                step_flow(
+                    flow,
+                    &mut self.slots,
+                    &self.syns,
+                    &mut self.properties,
+                    seg,
+                    dir,
+                )
+            }
             None => {
                 if !self.open_flow(seg, key, dir) {
                     return;
@@ -733,6 +835,7 @@ impl Engine {
                 let Some(flow) = self.flows.get_mut_hashed(hash, &key) else {
                     return;
                 };
+                flow.dup.is_copy(dir, seg);
                 step_flow(
                     flow,
                     &mut self.slots,
@@ -748,6 +851,7 @@ impl Engine {
         }
         if step.ended {
             if let Some(flow) = self.flows.remove(&key) {
+                self.remember_ended_dups(key, flow.dup);
                 self.finish_flow(flow, ts);
                 self.closed.insert(key);
             }
@@ -782,7 +886,11 @@ impl Engine {
             return false;
         };
         if !fresh_syn && self.closed.contains(&key) {
-            self.counters.late_packets += 1;
+            if self.ended_copy(key, dir, seg) {
+                self.on_duplicate(&key);
+            } else {
+                self.counters.late_packets += 1;
+            }
             return false;
         }
         // Split between shards: each holds its share of the cap.
@@ -840,6 +948,7 @@ impl Engine {
                 proto,
                 slot: SlotRef::Pending(slot),
                 frame_max_applied: false,
+                dup: dedup::DupGuard::default(),
             },
         );
         if self.pending_order.len() == self.pending_order.capacity() {
@@ -885,6 +994,26 @@ impl Engine {
         }
     }
 
+    /// Keeps the duplicate fingerprints of a flow that just ended: copies of
+    /// its last packets come after it left the flow table.
+    fn remember_ended_dups(&mut self, key: FlowKey, dup: dedup::DupGuard) {
+        const KEPT: usize = 16;
+        if self.ended_dups.len() >= KEPT {
+            self.ended_dups.pop_front();
+        }
+        self.ended_dups.push_back((key, dup));
+    }
+
+    /// Whether a packet of ended flow `key` is a copy of its previous packet
+    /// (false when that flow's fingerprints are no longer kept).
+    fn ended_copy(&mut self, key: FlowKey, dir: Direction, seg: &TcpSegment<'_>) -> bool {
+        self.ended_dups
+            .iter_mut()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .is_some_and(|(_, g)| g.is_copy(dir, seg))
+    }
+
     /// Drops the oldest flow not yet shown to be AMQP; false if there is none.
     fn evict_one_pending(&mut self) -> bool {
         while let Some(key) = self.pending_order.pop_front() {
@@ -912,10 +1041,16 @@ impl Engine {
     /// be seen as the client's next connection.
     fn note_new_gaps(&mut self, slot_idx: usize) {
         let slot = &mut self.slots[slot_idx];
-        if slot.conn.gaps.len() == slot.gaps_checked {
+        // Gaps found, stored or not: over the cap a new gap may replace a
+        // stored one (the new ones are last), and a gap undone for a late
+        // timestamp lowers the count.
+        let found = usize::try_from(slot.conn.gaps_found()).unwrap_or(usize::MAX);
+        if found <= slot.gaps_checked {
+            slot.gaps_checked = found;
             return;
         }
-        for gi in slot.gaps_checked..slot.conn.gaps.len() {
+        let len = slot.conn.gaps.len();
+        for gi in len.saturating_sub(found - slot.gaps_checked)..len {
             let g = &slot.conn.gaps[gi];
             if g.silent == Role::Client
                 && g.cause == Cause::ClientStall
@@ -933,7 +1068,7 @@ impl Engine {
                 });
             }
         }
-        slot.gaps_checked = slot.conn.gaps.len();
+        slot.gaps_checked = found;
     }
 
     /// A new connection opened: if it is a client reconnecting to a broker
@@ -1055,6 +1190,7 @@ impl Engine {
                 self.finish_flow(flow, end);
             }
         }
+        self.disorder_warning();
     }
 
     /// Live mode: time is `now` though no packet came. Returns open silences
@@ -1230,6 +1366,7 @@ fn step_flow(
         proto,
         frame_max_applied,
         slot: slot_ref,
+        ..
     } = flow;
     let slot: &mut ConnSlot = match slot_ref {
         SlotRef::Pending(b) => b,

@@ -216,6 +216,12 @@ pub struct TcpSegment<'a> {
     pub payload: &'a [u8],
     /// Payload length on the wire, from the IP total length.
     pub payload_len: u32,
+    /// IPv4 identification field (0 for IPv6). Linux gives each packet of a
+    /// connected socket a new one, so a retransmission differs from the
+    /// original here while a second capture of the same packet does not.
+    pub ip_id: u16,
+    /// TCP timestamp option's TSval, when the segment carries one.
+    pub tsval: Option<u32>,
 }
 
 #[cfg(test)]

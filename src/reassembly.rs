@@ -919,6 +919,8 @@ mod tests {
             window: 1000,
             window_scale: None,
             payload,
+            ip_id: 0,
+            tsval: None,
             payload_len: u32::try_from(payload.len()).unwrap(),
         }
     }
@@ -1117,6 +1119,8 @@ mod tests {
         let mut h = H::new();
         h.handshake();
         let s = TcpSegment {
+            ip_id: 0,
+            tsval: None,
             payload_len: 10,
             ..seg(1001, b"abcd")
         };
@@ -1135,6 +1139,8 @@ mod tests {
         assert_eq!(h.st.stats(AtoB).hole_bytes(HoleKind::Snaplen), 6);
         // Captured bytes beyond payload_len (e.g. Ethernet padding) are ignored.
         let s = TcpSegment {
+            ip_id: 0,
+            tsval: None,
             payload_len: 2,
             ..seg(1012, b"xy\0\0\0")
         };
@@ -1149,6 +1155,8 @@ mod tests {
         let mut h = H::new();
         h.handshake();
         let cut = TcpSegment {
+            ip_id: 0,
+            tsval: None,
             payload_len: 10,
             ..seg(1011, b"klm")
         };
@@ -1574,6 +1582,8 @@ mod tests {
         let mut h = H::new();
         let s = TcpSegment {
             payload: b"tfo",
+            ip_id: 0,
+            tsval: None,
             payload_len: 3,
             ..syn(1000, None, None)
         };

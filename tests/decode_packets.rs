@@ -105,6 +105,8 @@ fn expected_v4() -> TcpSegment<'static> {
         window: 512,
         window_scale: None,
         payload: PAYLOAD,
+        ip_id: 0,
+        tsval: None,
         payload_len: 8,
     }
 }

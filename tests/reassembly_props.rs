@@ -59,6 +59,8 @@ fn segment(
         window: 500,
         window_scale: None,
         payload,
+        ip_id: 0,
+        tsval: None,
         payload_len: len,
     }
 }
@@ -444,6 +446,8 @@ proptest! {
                 window: *window,
                 window_scale: *ws,
                 payload,
+                ip_id: 0,
+                tsval: None,
                 payload_len: if extra % 5 == 0 {
                     // Shorter than captured (e.g. Ethernet padding).
                     u32::try_from(payload.len() / 2).unwrap()

@@ -148,6 +148,7 @@ capture_tests! {
     small_snaplen => "small-snaplen",
     any_interface => "any-interface",
     any_interface_sll1 => "any-interface-sll1",
+    bridge_any => "bridge-any",
     ipv6 => "ipv6",
     heartbeat_disabled => "heartbeat-disabled",
     empty => "empty",

@@ -462,6 +462,57 @@ sc_late-heartbeats() {
                          || mark "client still running"
     cap_stop
     keep_ports "$OUT" "$port"
+# A Docker/Kubernetes-like host: the client in its own namespace behind a Linux bridge, the
+# broker in the root namespace, `tcpdump -i any` there. Every packet is captured twice: on the
+# client's veth and on the bridge. The broker listens on 127.0.0.1 only, so the bridge address
+# is DNATed to it (route_localnet): no broker restart. The client logs in as hbscope/hbscope
+# (guest is loopback-only), a user this scenario adds and removes again if it was not there.
+sc_bridge-any() {
+    local ns=hbs-br-ns added_user=0
+    ip netns del $ns 2>/dev/null; ip link del hbs-br 2>/dev/null; ip link del hbs-brh 2>/dev/null
+    ip netns add $ns
+    ip link add hbs-br type bridge
+    ip link add hbs-brh type veth peer name hbs-brc
+    ip link set hbs-brc netns $ns
+    ip link set hbs-brh master hbs-br
+    ip addr add 10.79.0.1/24 dev hbs-br
+    ip link set hbs-br up; ip link set hbs-brh up
+    sysctl -qw net.ipv6.conf.hbs-br.disable_ipv6=1 net.ipv6.conf.hbs-brh.disable_ipv6=1
+    ip netns exec $ns sysctl -qw net.ipv6.conf.hbs-brc.disable_ipv6=1
+    ip netns exec $ns ip addr add 10.79.0.2/24 dev hbs-brc
+    ip netns exec $ns ip link set hbs-brc up
+    ip netns exec $ns ip link set lo up
+    sysctl -qw net.ipv4.conf.hbs-br.route_localnet=1
+    # With br_netfilter calling iptables for bridged frames, the DNAT happens before the capture
+    # on the bridge sees the frame: the client's packets would appear once to 10.79.0.1 and once
+    # to 127.0.0.1 (what a Docker host with a published port shows). Off while recording, so
+    # both copies are the same packet; restored afterwards.
+    local nfcall; nfcall=$(sysctl -n net.bridge.bridge-nf-call-iptables 2>/dev/null)
+    if [ -n "$nfcall" ]; then
+        sysctl -qw net.bridge.bridge-nf-call-iptables=0
+        CLEANUP_HOOKS+=("sysctl -qw net.bridge.bridge-nf-call-iptables=$nfcall")
+    fi
+    iptables -t nat -A PREROUTING -i hbs-br -p tcp -d 10.79.0.1 --dport 5672 -j DNAT --to-destination 127.0.0.1:5672
+    CLEANUP_HOOKS+=("iptables -t nat -D PREROUTING -i hbs-br -p tcp -d 10.79.0.1 --dport 5672 -j DNAT --to-destination 127.0.0.1:5672; ip netns del $ns; ip link del hbs-br")
+    if ! rabbitmqctl list_users --silent 2>/dev/null | grep -q '^hbscope\b'; then
+        rabbitmqctl add_user hbscope hbscope >/dev/null && added_user=1
+        rabbitmqctl set_permissions -p / hbscope '.*' '.*' '.*' >/dev/null
+        CLEANUP_HOOKS+=("rabbitmqctl delete_user hbscope >/dev/null")
+    fi
+    mark "bridge hbs-br 10.79.0.1 <- veth -> netns $ns 10.79.0.2; DNAT 10.79.0.1:5672 -> 127.0.0.1:5672; user hbscope added: $added_user"
+    cap_start any "$OUT" -- $AMQP_FILTER
+    spawn client ip netns exec $ns $PIKA --host 10.79.0.1 --user hbscope --password hbscope \
+        --heartbeat 2 --duration 90 --name "hbscope-$NAME"
+    local cpid=$LAST_PID
+    wait_for_log client 'channel open' 10 || mark "client did not connect"
+    mark "client pid $cpid connected from netns $ns (10.79.0.2 -> 10.79.0.1:5672, heartbeat 2)"
+    sleep 5
+    stop_client "$cpid"
+    sleep 10
+    cont_client "$cpid"
+    wait_exit "$cpid" 8 && mark "client exited: $(tail -1 "$LOGDIR/$NAME.client.log")" \
+                        || mark "client still running after CONT"
+    cap_stop 1.5
 }
 
 [ $# -eq 1 ] || { echo "usage: $0 NAME" >&2; exit 2; }

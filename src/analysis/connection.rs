@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::model::{Direction, Endpoint, FlowKey, Span, Timestamp};
 use crate::proto::amqp::{CloseInfo, ConnMethod, FrameInfo, FrameKind, PropValue, Properties};
 
+use super::clock::{ConnClock, Undo, DISORDER_TOLERANCE};
 use super::*;
 
 /// Where the heartbeat limit came from.
@@ -284,8 +285,12 @@ pub struct Connection {
     pub(crate) dirs: [DirState; 2],
     /// Gaps found.
     pub(crate) gaps: Vec<Gap>,
-    /// Gaps not stored because of the per-connection cap.
+    /// Gaps not stored because of the per-connection cap (over the cap the
+    /// worst gaps by ratio stay stored, and always those that ended the
+    /// connection).
     pub(crate) gaps_dropped: u64,
+    /// The causes of the gaps not stored, with their counts.
+    pub(crate) gaps_dropped_causes: Vec<(Cause, u64)>,
     /// Connection.Close / Channel.Close seen.
     pub(crate) closes: Vec<CloseEvent>,
     /// FIN time per direction.
@@ -303,6 +308,8 @@ pub struct Connection {
     pub(crate) tls: Option<Box<TlsInfo>>,
     /// Shared with every connection of the engine rather than copied into each.
     config: Arc<AnalysisConfig>,
+    /// Packets stamped out of time order (see [`super::clock`]).
+    clock: ConnClock,
 }
 
 /// The Connection.Start server_properties kept per connection (what reports show).
@@ -361,6 +368,7 @@ impl Connection {
             dirs: [DirState::default(), DirState::default()],
             gaps: Vec::new(),
             gaps_dropped: 0,
+            gaps_dropped_causes: Vec::new(),
             closes: Vec::new(),
             fin: [None, None],
             rst: [None, None],
@@ -369,6 +377,10 @@ impl Connection {
             lost_sync: 0,
             tls: None,
             config: config.into(),
+            clock: ConnClock {
+                prev_max: first_seen,
+                ..ConnClock::default()
+            },
         }
     }
 
@@ -474,6 +486,32 @@ impl Connection {
         self.tls.as_deref()
     }
 
+    /// The causes of the gaps not stored because of the cap, with counts.
+    #[must_use]
+    pub fn gaps_dropped_causes(&self) -> &[(Cause, u64)] {
+        &self.gaps_dropped_causes
+    }
+
+    /// Packets of this connection stamped out of time order: when not 0,
+    /// silences across them were not measured and the verdicts are unreliable.
+    #[must_use]
+    pub fn timestamps_disordered(&self) -> u64 {
+        self.clock.disordered
+    }
+
+    /// The largest step back in time among [`Connection::timestamps_disordered`].
+    #[must_use]
+    pub fn worst_time_jump(&self) -> Span {
+        self.clock.worst_jump
+    }
+
+    /// Gaps found: stored in [`Connection::gaps`] or counted in
+    /// [`Connection::gaps_dropped`].
+    #[must_use]
+    pub fn gaps_found(&self) -> u64 {
+        self.gaps.len() as u64 + self.gaps_dropped
+    }
+
     /// Role of the sender of `dir`.
     #[must_use]
     pub fn role_of(&self, dir: Direction) -> Role {
@@ -540,10 +578,110 @@ impl Connection {
     }
 
     /// Any packet from the sender of `dir` (called before its other facts).
+    /// Checks its timestamp against the connection's latest (see [`super::clock`]).
     pub fn on_packet(&mut self, ts: Timestamp, dir: Direction) {
+        let c = &mut self.clock;
+        c.now_early = false;
+        c.now_latest = ts > self.last_seen;
+        if c.now_latest {
+            c.prev_max = self.last_seen;
+            if c.undo.is_some() {
+                c.undo = None;
+            }
+        } else if ts.plus(DISORDER_TOLERANCE) < self.last_seen {
+            self.time_step_back(ts);
+        }
+        if (self.clock.restart[0] || self.clock.restart[1]) && !self.clock.now_early {
+            self.restart_silences(ts);
+        }
         self.seen(ts);
         let p = &mut self.dirs[dir.reverse().index()].evidence;
         p.peer_packets = p.peer_packets.saturating_add(1);
+    }
+
+    /// A packet stamped more than [`DISORDER_TOLERANCE`] before the latest.
+    #[cold]
+    fn time_step_back(&mut self, ts: Timestamp) {
+        self.clock.disordered += 1;
+        self.clock.worst_jump = self.clock.worst_jump.max(self.last_seen.since(ts));
+        if ts.plus(DISORDER_TOLERANCE) < self.clock.prev_max {
+            // Stamped too early: it may not end or start a silence.
+            self.clock.now_early = true;
+            return;
+        }
+        // The latest packet was stamped too late: undo what it did.
+        if let Some(u) = self.clock.undo.take() {
+            if u.at == self.last_seen {
+                self.undo(*u);
+            }
+        }
+        let now = ts.max(self.clock.prev_max);
+        self.last_seen = now;
+        for (i, d) in self.dirs.iter().enumerate() {
+            if d.last_activity.is_some_and(|a| a > now) {
+                self.clock.restart[i] = true;
+            }
+        }
+    }
+
+    /// Silences flagged to restart start again at `ts` (a packet in order,
+    /// after an outlier whose true time lies before it).
+    fn restart_silences(&mut self, ts: Timestamp) {
+        for (i, d) in self.dirs.iter_mut().enumerate() {
+            if std::mem::take(&mut self.clock.restart[i]) && !d.closed {
+                d.last_activity = Some(ts);
+                d.evidence = Evidence {
+                    sender_window_before: d.last_window,
+                    ..Evidence::default()
+                };
+                d.open_flagged = false;
+            }
+        }
+    }
+
+    /// Takes back what a packet stamped too late did to silences and gaps.
+    fn undo(&mut self, u: Undo) {
+        match u.displaced {
+            Some((i, g)) => {
+                self.gaps.pop();
+                self.gaps.insert(i.min(self.gaps.len()), g);
+            }
+            None => self.gaps.truncate(u.gaps_len),
+        }
+        self.gaps_dropped = u.gaps_dropped;
+        self.gaps_dropped_causes = u.dropped_causes;
+        for ((d, (longest, data)), pending) in
+            self.dirs.iter_mut().zip(u.longest).zip(u.pending_len)
+        {
+            d.longest_silence = longest;
+            d.longest_data_silence = data;
+            if let Some(r) = d.rare.as_mut() {
+                r.burst = None;
+                r.pending.truncate(pending);
+            }
+        }
+    }
+
+    /// Remembers the state a packet setting a new latest timestamp changes,
+    /// in case it turns out to be stamped too late.
+    #[cold]
+    fn record_undo(&mut self, ts: Timestamp) {
+        if self.clock.undo.as_ref().is_some_and(|u| u.at == ts) {
+            return;
+        }
+        let longest = [0, 1].map(|i| {
+            let d = &self.dirs[i];
+            (d.longest_silence, d.longest_data_silence)
+        });
+        self.clock.undo = Some(Box::new(Undo {
+            at: ts,
+            gaps_len: self.gaps.len(),
+            gaps_dropped: self.gaps_dropped,
+            dropped_causes: self.gaps_dropped_causes.clone(),
+            displaced: None,
+            pending_len: [0, 1].map(|i| self.dirs[i].rare.as_ref().map_or(0, |r| r.pending.len())),
+            longest,
+        }));
     }
 
     /// The sender of `dir` put `len` new bytes at stream `offset` on the wire.
@@ -832,6 +970,27 @@ impl Connection {
         let sender = self.key.sender(dir);
         let receiver = self.key.receiver(dir);
         let cfg = *self.config;
+        if self.clock.now_early {
+            // Stamped too early: its time is not when this side spoke.
+            if !self.dirs[dir.index()].closed {
+                self.clock.restart[dir.index()] = true;
+            }
+            return;
+        }
+        if self.clock.now_latest {
+            // What this silence changes, in case its end is stamped too late.
+            let d = &self.dirs[dir.index()];
+            if let (Some(start), false) = (d.last_activity, d.closed) {
+                let silence = ts.since(start);
+                let kept = match limit {
+                    Some(l) => silence > l,
+                    None => !known && silence > Span::from_millis(1_000),
+                };
+                if kept || silence > d.longest_silence || silence > d.longest_data_silence {
+                    self.record_undo(ts);
+                }
+            }
+        }
         let d = &mut self.dirs[dir.index()];
         let before = d.last_window;
         let Some(start) = d.last_activity else {
@@ -906,11 +1065,47 @@ impl Connection {
         }
     }
 
+    /// Stores a gap; over the cap, keeps the worst (by ratio to the limit)
+    /// and always the ones that ended the connection, and counts the rest.
     fn push_gap(&mut self, gap: Gap) {
         if self.gaps.len() < self.config.max_gaps_per_connection {
             self.gaps.push(gap);
-        } else {
-            self.gaps_dropped += 1;
+            return;
+        }
+        self.gaps_dropped += 1;
+        let ends = |g: &Gap| {
+            matches!(
+                g.ended_by,
+                SilenceEnd::Rst | SilenceEnd::Fin | SilenceEnd::CaptureEnd
+            )
+        };
+        let weakest = self
+            .gaps
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !ends(g))
+            .min_by(|a, b| a.1.ratio().total_cmp(&b.1.ratio()))
+            .map(|(i, g)| (i, g.ratio()));
+        let dropped = match weakest {
+            Some((i, ratio)) if ends(&gap) || gap.ratio() > ratio => {
+                let old = self.gaps.remove(i);
+                self.gaps.push(gap);
+                if let Some(u) = self.clock.undo.as_mut() {
+                    if u.displaced.is_none() && u.gaps_len == self.gaps.len() {
+                        u.displaced = Some((i, old.clone()));
+                    }
+                }
+                old.cause
+            }
+            _ => gap.cause,
+        };
+        match self
+            .gaps_dropped_causes
+            .iter_mut()
+            .find(|(c, _)| *c == dropped)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.gaps_dropped_causes.push((dropped, 1)),
         }
     }
 
@@ -1037,6 +1232,10 @@ impl Connection {
     /// End of input at `end`: silences still open become gaps ended by the
     /// capture's end; pending silences are resolved with what is known.
     pub fn finish(&mut self, end: Timestamp, syns: &SynLog) {
+        // No packet is being handled: the last one's timestamp checks are over.
+        self.clock.now_early = false;
+        self.clock.now_latest = false;
+        self.clock.restart = [false, false];
         for dir in [Direction::AtoB, Direction::BtoA] {
             if !self.dirs[dir.index()].closed && self.dirs[dir.index()].last_activity.is_some() {
                 self.end_silence(end, dir, SilenceEnd::CaptureEnd, syns);

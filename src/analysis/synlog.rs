@@ -15,9 +15,21 @@ pub struct SynLog {
 impl SynLog {
     /// Entries kept.
     pub const CAP: usize = 4096;
+    /// Two SYNs of one connection this close are one packet captured twice.
+    const COPY_WINDOW: Span = Span(1_000_000);
 
     /// Records a SYN from `from` to `to`.
+    /// A second copy of a recent SYN (a capture that sees each packet
+    /// twice, see `engine::dedup`) is not recorded again: a real SYN
+    /// retransmission comes a second or more later.
     pub fn record(&mut self, ts: Timestamp, from: Endpoint, to: Endpoint) {
+        let copy =
+            self.recent.iter().rev().take(4).any(|(t, f, d)| {
+                *f == from && *d == to && ts.since(*t).0.abs() <= Self::COPY_WINDOW.0
+            });
+        if copy {
+            return;
+        }
         if self.recent.len() >= Self::CAP {
             self.recent.pop_front();
         }

@@ -167,6 +167,12 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         violations: conn.violations().to_vec(),
         gaps: conn.gaps().iter().map(|g| gap_report(conn, g)).collect(),
         gaps_not_listed: conn.gaps_dropped(),
+        gaps_not_listed_by_cause: conn
+            .gaps_dropped_causes()
+            .iter()
+            .map(|(c, n)| (c.as_str(), *n))
+            .collect(),
+        timestamps_disordered: conn.timestamps_disordered(),
         tls: conn.tls().map(|t| TlsReport {
             version: t.version.map(crate::proto::tls::version_name),
             cipher: t.cipher.map(|c| format!("0x{c:04x}")),
@@ -228,10 +234,18 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
             .entry(g.cause.as_str().to_owned())
             .or_insert(0) += 1;
     }
+    // Gaps over the per-connection cap count too.
+    for (cause, n) in conns.iter().flat_map(|c| c.gaps_dropped_causes.iter()) {
+        *gaps_by_cause.entry(cause.as_str().to_owned()).or_insert(0) +=
+            usize::try_from(*n).unwrap_or(usize::MAX);
+    }
     let summary = Summary {
         connections: conns.len(),
         flagged_connections: conns.iter().filter(|c| !c.gaps().is_empty()).count(),
-        gaps: conns.iter().map(|c| c.gaps().len()).sum(),
+        gaps: conns
+            .iter()
+            .map(|c| usize::try_from(c.gaps_found()).unwrap_or(usize::MAX))
+            .sum(),
         gaps_by_cause,
     };
     Report {
@@ -248,6 +262,8 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
             truncated_packets: c.truncated_packets,
             non_tcp_packets: c.non_tcp_packets,
             decode_errors: c.decode_errors,
+            duplicate_packets: c.duplicate_packets,
+            disordered_timestamps: c.disordered_timestamps,
             dropped_packets: c.dropped,
             first_packet: c.first.map(rfc3339),
             last_packet: c.last.map(rfc3339),
@@ -322,8 +338,80 @@ impl ProcessReport {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    use crate::analysis::{AnalysisConfig, SilenceEnd, SynLog};
+    use crate::model::{Endpoint, FlowKey, Timestamp};
+    use crate::proto::amqp::ConnMethod;
+
+    /// A client that speaks every 2.5 s under a 2 s limit (a small gap each
+    /// time), `small` times, then goes silent 10 s (5x) until the broker
+    /// resets the connection; at most `cap` gaps kept.
+    fn many_gaps(small: u32, cap: usize) -> Connection {
+        let ep = |port| Endpoint::new(std::net::Ipv4Addr::LOCALHOST.into(), port);
+        let (key, cd) = FlowKey::from_packet(ep(40000), ep(5672));
+        let cfg = AnalysisConfig {
+            max_gaps_per_connection: cap,
+            ..AnalysisConfig::default()
+        };
+        let mut c = Connection::new(key, cd, RoleSource::Port, Timestamp(0), false, cfg);
+        let syns = SynLog::default();
+        c.on_method(
+            Timestamp(0),
+            cd,
+            &ConnMethod::TuneOk {
+                channel_max: 0,
+                frame_max: 131_072,
+                heartbeat: 2,
+            },
+        );
+        c.on_packet(Timestamp(0), cd);
+        c.on_new_bytes(Timestamp(0), cd, 0, 8, &syns);
+        let mut t = 0;
+        for i in 1..=u64::from(small) {
+            t += 2_500_000_000;
+            c.on_packet(Timestamp(t), cd);
+            c.on_new_bytes(Timestamp(t), cd, i * 8, 8, &syns);
+        }
+        t += 10_000_000_000;
+        c.on_packet(Timestamp(t), cd.reverse());
+        c.on_rst(Timestamp(t), cd.reverse(), &syns);
+        c.finish(Timestamp(t), &syns);
+        c
+    }
+
+    /// Over the cap the worst gap and the one that ended the connection are
+    /// kept, the others counted with their causes, and reports say so.
+    #[test]
+    fn over_the_gap_cap_the_worst_gaps_are_kept() {
+        let c = many_gaps(1_200, 1_000);
+        assert_eq!(c.gaps_found(), 1_201);
+        assert_eq!(c.gaps.len(), 1_000);
+        assert_eq!(c.gaps_dropped, 201);
+        let last = c.gaps.last().expect("gaps");
+        assert_eq!(last.ended_by, SilenceEnd::Rst);
+        assert!((last.ratio() - 5.0).abs() < 1e-9);
+        let r = connection_report(1, &c);
+        assert_eq!(r.gaps_not_listed, 201);
+        assert_eq!(r.gaps_not_listed_by_cause.values().sum::<u64>(), 201);
+        let lines = super::super::text::caveats(&r);
+        assert!(
+            lines[0].starts_with("201 more gap(s) not listed"),
+            "{lines:?}"
+        );
+        // A small cap: the worst by ratio, in time order.
+        let c = many_gaps(5, 3);
+        assert_eq!(c.gaps_found(), 6);
+        assert_eq!(c.gaps.len(), 3);
+        assert!(c.gaps.windows(2).all(|w| w[0].start <= w[1].start));
+        assert_eq!(c.gaps.last().map(|g| g.ended_by), Some(SilenceEnd::Rst));
+        // Under the cap nothing changes.
+        let c = many_gaps(5, 1_000);
+        assert_eq!((c.gaps.len(), c.gaps_dropped), (6, 0));
+        assert!(connection_report(1, &c).gaps_not_listed_by_cause.is_empty());
+    }
 
     #[test]
     fn secs_is_exact_to_the_nanosecond() {

@@ -213,6 +213,9 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
             esc(&clean(conn.client_name.as_deref().unwrap_or("")))
         );
         s.push_str(&timeline_svg(conn));
+        for line in super::text::caveats(conn) {
+            let _ = write!(s, "<p><b>{}</b></p>", esc(&line));
+        }
         for g in &conn.gaps {
             s.push_str(&gap_html(g));
         }
@@ -261,6 +264,9 @@ pub fn to_markdown(r: &Report) -> String {
     }
     for c in r.connections.iter().filter(|c| !c.gaps.is_empty()) {
         let _ = writeln!(s, "\n### [{}] {} -> {}", c.id, c.client, c.broker);
+        for line in super::text::caveats(c) {
+            let _ = writeln!(s, "\n**{line}**");
+        }
         for g in &c.gaps {
             let _ = writeln!(
                 s,
@@ -302,6 +308,10 @@ pub fn to_summary(r: &Report) -> String {
         for g in conns.iter().flat_map(|c| &c.gaps) {
             *causes.entry(g.cause.as_str()).or_default() += 1;
         }
+        // Gaps over the per-connection cap count too.
+        for (cause, n) in conns.iter().flat_map(|c| &c.gaps_not_listed_by_cause) {
+            *causes.entry(cause).or_default() += usize::try_from(*n).unwrap_or(usize::MAX);
+        }
         let counts: Vec<String> = causes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             s,
@@ -310,16 +320,29 @@ pub fn to_summary(r: &Report) -> String {
             counts.join(", ")
         );
         for c in conns {
+            // Over the cap the worst gaps are the ones listed: the longest is among them.
             let worst = c.gaps.iter().map(|g| g.silence_s).fold(0.0_f64, f64::max);
+            let listed = c.gaps.len() as u64;
             let _ = writeln!(
                 s,
-                "  {} -> {} {} gap(s), longest {:.3} s, {}",
+                "  {} -> {} {} gap(s){}, longest {:.3} s, {}",
                 c.client,
                 c.broker,
-                c.gaps.len(),
+                listed + c.gaps_not_listed,
+                if c.gaps_not_listed > 0 {
+                    format!(" ({} not listed)", c.gaps_not_listed)
+                } else {
+                    String::new()
+                },
                 worst,
                 c.gaps.first().map_or("", |g| g.cause.as_str())
             );
+            for line in super::text::caveats(c)
+                .iter()
+                .skip(usize::from(c.gaps_not_listed > 0))
+            {
+                let _ = writeln!(s, "    {line}");
+            }
         }
     }
     s

@@ -59,6 +59,12 @@ pub struct CaptureFacts {
     pub non_tcp_packets: u64,
     /// Packets that could not be decoded.
     pub decode_errors: u64,
+    /// Second copies of packets dropped before analysis (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicate_packets: u64,
+    /// Packets stamped out of time order (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disordered_timestamps: u64,
     /// Packets dropped by the kernel (live capture only; null for files).
     pub dropped_packets: Option<u64>,
     /// First packet time.
@@ -415,8 +421,16 @@ pub struct ConnectionReport {
     pub violations: Vec<String>,
     /// Gaps.
     pub gaps: Vec<GapReport>,
-    /// Gaps beyond the per-connection cap (counted, not listed).
+    /// Gaps beyond the per-connection cap (counted, not listed; the worst
+    /// gaps by ratio and those that ended the connection are listed).
     pub gaps_not_listed: u64,
+    /// The causes of the gaps not listed, with their counts (omitted when none).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub gaps_not_listed_by_cause: BTreeMap<&'static str, u64>,
+    /// Packets of this connection stamped out of time order: silences across
+    /// them were not measured and its verdicts are unreliable (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub timestamps_disordered: u64,
     /// Live capture only: the process owning the client's socket on this host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_process: Option<ProcessOwnerReport>,
@@ -446,6 +460,13 @@ pub struct TlsReport {
     pub heartbeat_record_len_from: Option<RecordLenFrom>,
     /// Alert records seen.
     pub alerts: u32,
+}
+
+/// For `skip_serializing_if`: counters that are 0 on clean captures are left
+/// out, so reports of clean captures keep their shape.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A connection's `state` in the report.

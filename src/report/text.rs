@@ -182,6 +182,9 @@ pub fn to_text(report: &Report) -> String {
         for v in conn.violations.iter().take(5) {
             let _ = writeln!(o, "    protocol: {}", clean(v));
         }
+        for line in caveats(conn) {
+            let _ = writeln!(o, "    {line}");
+        }
         if conn.gaps.is_empty() {
             let _ = writeln!(o, "    no gaps");
         }
@@ -212,6 +215,37 @@ pub fn to_text(report: &Report) -> String {
         }
     }
     o
+}
+
+/// What a reader must know before trusting a connection's gap list: gaps
+/// left out at the per-connection cap, timestamps out of order. Empty for
+/// most connections. Shared by the text, Markdown, HTML and summary reports.
+#[must_use]
+pub fn caveats(conn: &ConnectionReport) -> Vec<String> {
+    let mut out = Vec::new();
+    if conn.gaps_not_listed > 0 {
+        let causes: Vec<String> = conn
+            .gaps_not_listed_by_cause
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        out.push(format!(
+            "{} more gap(s) not listed (over the per-connection cap; the worst by ratio and the one that ended the connection are listed){}",
+            conn.gaps_not_listed,
+            if causes.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", causes.join(", "))
+            }
+        ));
+    }
+    if conn.timestamps_disordered > 0 {
+        out.push(format!(
+            "timestamps: {} packet(s) stamped out of time order; silences across them were not measured, so these verdicts are unreliable",
+            conn.timestamps_disordered
+        ));
+    }
+    out
 }
 
 /// Renders the `merge` object as text (empty when the report has none).

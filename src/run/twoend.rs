@@ -133,6 +133,9 @@ struct FlowLog {
     segs: Vec<Seg>,
     /// Highest sequence end seen per direction.
     hi: [Option<u32>; 2],
+    /// Second copies of a packet are not logged (they would make every
+    /// segment ambiguous for matching).
+    dup: crate::engine::dedup::DupGuard,
 }
 
 /// A compact record of every TCP segment of one capture, per flow, for
@@ -182,6 +185,9 @@ impl SegmentLog {
         }
         let (key, dir) = FlowKey::from_packet(t.src, t.dst);
         let flow = self.flows.entry(key).or_default();
+        if flow.dup.is_copy(dir, &t) {
+            return;
+        }
         let f = &t.flags;
         let flags = u8::from(f.syn)
             | u8::from(f.ack) << 1
