@@ -359,7 +359,7 @@ fn deb_package_has_the_binary_man_page_completions_and_unit() {
         assert!(st.success(), "dpkg-deb {flag}");
     }
     let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
-    assert!(postinst.contains("adduser --system --group --no-create-home"));
+    assert!(postinst.contains("adduser --system --group --quiet --no-create-home"));
     assert!(postinst.contains("deb-systemd-helper enable hbscope.service"));
     assert!(postinst.contains("deb-systemd-invoke $_dh_action hbscope.service"));
     let postrm = std::fs::read_to_string(control.join("postrm")).unwrap();
