@@ -10,6 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::live::{client_script, require_environment, Lines, BIN};
@@ -22,6 +23,10 @@ const SUBCOMMANDS: &[&str] = &[
     "completions",
     "man",
 ];
+
+/// The two ignored tests run one at a time: the release build of the .deb
+/// would otherwise slow the live one past its waits on 2 cores.
+static HEAVY: Mutex<()> = Mutex::new(());
 
 /// The documented default metrics address of the service.
 const METRICS_ADDR: &str = "127.0.0.1:19672";
@@ -224,6 +229,9 @@ fn scrape(addr: &str) -> String {
 #[test]
 #[ignore = "needs root, setpriv, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
 fn service_command_works_as_nobody_with_only_the_units_capabilities() {
+    let _one_at_a_time = HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     require_environment("packaging");
     let unit = unit_file();
     let caps = setpriv_caps(&unit);
@@ -232,7 +240,7 @@ fn service_command_works_as_nobody_with_only_the_units_capabilities() {
     let mut args = exec_args(&unit);
     let m = args.iter().position(|a| a == "--metrics").unwrap();
     args[m + 1] = "127.0.0.1:0".into();
-    args.extend(["--duration".into(), "8".into()]);
+    args.extend(["--duration".into(), "20".into()]);
     let mut cmd = Command::new("setpriv");
     cmd.args([
         "--reuid=65534",
@@ -259,7 +267,7 @@ fn service_command_works_as_nobody_with_only_the_units_capabilities() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let seen = live.wait_for("\"connection-seen\"", Duration::from_secs(5));
+    let seen = live.wait_for("\"connection-seen\"", Duration::from_secs(15));
     let scrape = scrape(&addr);
     let _ = client.kill();
     let _ = client.wait();
@@ -270,6 +278,8 @@ fn service_command_works_as_nobody_with_only_the_units_capabilities() {
         "the root-owned client was not attributed: {seen}"
     );
     assert!(scrape.contains("hbscope_build_info"), "{scrape}");
+    // setpriv execs hbscope: the same pid. SIGTERM, as `systemctl stop` sends.
+    common::live::signal(live.child.id(), "-TERM");
     let status = live.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{status:?}\n{}", live.dump());
 }
@@ -277,6 +287,9 @@ fn service_command_works_as_nobody_with_only_the_units_capabilities() {
 #[test]
 #[ignore = "needs cargo-deb and dpkg-deb: run with --include-ignored (CI does)"]
 fn deb_package_has_the_binary_man_page_completions_and_unit() {
+    let _one_at_a_time = HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let o = Command::new("bash")
         .arg(root().join("packaging/build-deb.sh"))
         .output()
