@@ -7,6 +7,8 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+pub mod generate;
+
 /// Reads AMQP 0-9-1 traffic, rebuilds each connection's heartbeat timeline,
 /// flags every silence longer than the negotiated heartbeat and says why it
 /// happened: client stall, broker stall, network/host unreachable or capture loss.
@@ -27,6 +29,17 @@ pub enum Command {
     Interfaces,
     /// Write a deterministic synthetic capture and its expected verdicts (FILE.expect.json).
     Synth(SynthArgs),
+    /// Print a shell completion script to stdout, e.g. `hbscope completions bash > /etc/bash_completion.d/hbscope`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout, e.g. `hbscope man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, clap::Args)]

@@ -24,6 +24,10 @@ fn main() -> ExitCode {
         Command::Live(args) => live(&args),
         Command::Interfaces => interfaces(),
         Command::Synth(args) => synth(&args),
+        Command::Completions(args) => {
+            cli::generate::print(Ok(cli::generate::completions(args.shell)))
+        }
+        Command::Man => cli::generate::print(cli::generate::man()),
     }
 }
 
