@@ -72,7 +72,7 @@ pub struct LiveArgs {
     /// (run as root; process attribution then sees only that user's processes).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
-    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187 (port 0 picks one; the
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:19672 (port 0 picks one; the
     /// `metrics-listening` event says which). See docs/metrics.md.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first: a module may name modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     &["model", "prefetch"],
-    &["capture", "os", "synth"],
-    &["decode"],
+    &["capture", "os"],
+    &["decode", "synth"],
     &["reassembly", "proto"],
     &["analysis"],
     &["engine"],

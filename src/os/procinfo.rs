@@ -184,7 +184,7 @@ pub enum ProcInfoError {
         "socket {local} -> {remote} (inode {inode}) exists but its process could not be found{}",
         if *unreadable > 0 {
             format!(
-                ": {unreadable} processes' /proc/PID/fd were not readable; run as root or with CAP_SYS_PTRACE"
+                ": {unreadable} processes' /proc/PID/fd were not readable; run as root or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
             )
         } else {
             String::from(" (orphaned socket, or the process exited)")
