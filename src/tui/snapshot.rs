@@ -21,8 +21,8 @@ use crate::analysis::timeline::TimelineEvent;
 use crate::analysis::{Cause, Connection, Gap, HeartbeatSource};
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
+use crate::driver::Progress;
 use crate::report::{self, ConnectionState, GapReport, Report, Summary};
-use crate::run::replay::Progress;
 
 /// Where the input stands.
 #[derive(Debug, Clone, Copy, PartialEq)]

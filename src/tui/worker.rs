@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use super::snapshot::{PlayState, Snapshot, SnapshotBuilder, Timelines};
 use super::state::{Command, Event};
 use crate::capture::FileSource;
-use crate::decode::is_supported;
+use crate::driver::{self, DriveOptions, Flow, Progress, Sink, StopReason};
 use crate::engine::{Engine, EngineConfig};
 use crate::model::{Span, Timestamp};
-use crate::run::replay::Progress;
 
 /// Least wall time between two snapshots while reading.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(150);
@@ -183,18 +182,17 @@ impl Clock {
 /// UI is answered between batches without a visible delay.
 const BATCH: usize = 1024;
 
-/// Loads the whole input in batches ([`Engine::process_batch`]), answering
-/// the UI (snapshots, focus, pause) between batches. Returns `false` when the
-/// UI quit.
-fn load_batches(
-    w: &mut Worker,
-    src: &mut FileSource,
-    engine: &mut Engine,
-    progress: &mut Progress,
-    complete: &mut bool,
-) -> bool {
-    let mut last_sent = Instant::now();
-    loop {
+/// Loading's [`Sink`]: answers the UI (snapshots, focus, pause) between batches.
+struct Loading<'w> {
+    w: &'w mut Worker,
+    last_sent: Instant,
+}
+
+impl Loading<'_> {
+    /// Answers the UI before the next batch, waiting while paused; `false`
+    /// when the UI quit.
+    fn between(&mut self, engine: &Engine, progress: Progress) -> bool {
+        let w = &mut *self.w;
         loop {
             let due = w.poll();
             if w.quit {
@@ -205,31 +203,67 @@ fn load_batches(
             } else {
                 PlayState::Loading
             };
-            if due || last_sent.elapsed() >= w.interval {
-                w.send(engine, *complete, None, *progress, state);
-                last_sent = Instant::now();
+            if due || self.last_sent.elapsed() >= w.interval {
+                w.send(engine, true, None, progress, state);
+                self.last_sent = Instant::now();
             }
             if !w.paused {
-                break;
-            }
-            if w.wait(Duration::from_millis(100)) {
-                w.send(engine, *complete, None, *progress, state);
-                last_sent = Instant::now();
-            }
-        }
-        match src.next_batch(BATCH, &mut |recs| engine.process_batch(recs)) {
-            Ok(0) => return true,
-            Ok(n) => {
-                progress.packets += n as u64;
-                progress.bytes = src.bytes_consumed();
-            }
-            Err(e) => {
-                *complete = false;
-                engine.warn(e.warning_code(), e.to_string());
-                progress.bytes = src.bytes_consumed();
                 return true;
             }
+            if w.wait(Duration::from_millis(100)) {
+                w.send(engine, true, None, progress, state);
+                self.last_sent = Instant::now();
+            }
         }
+    }
+}
+
+impl Sink for Loading<'_> {
+    fn after_packets(&mut self, engine: &Engine, _: Timestamp, progress: &Progress) -> Flow {
+        if self.between(engine, *progress) {
+            Flow::Continue
+        } else {
+            Flow::Stop
+        }
+    }
+}
+
+/// Loads the whole input in batches ([`Engine::process_batch`]) through the
+/// driver, answering the UI (snapshots, focus, pause) between batches.
+/// Returns `false` when the UI quit.
+fn load_batches(
+    w: &mut Worker,
+    src: &mut FileSource,
+    engine: &mut Engine,
+    progress: &mut Progress,
+    complete: &mut bool,
+) -> bool {
+    let mut sink = Loading {
+        w,
+        last_sent: Instant::now(),
+    };
+    if !sink.between(engine, *progress) {
+        return false;
+    }
+    let driven = driver::drive(
+        src,
+        engine,
+        &mut sink,
+        DriveOptions {
+            batch: BATCH,
+            paced: None,
+            stop: None,
+        },
+    );
+    *progress = driven.progress;
+    match driven.reason {
+        StopReason::SinkClosed => false,
+        // The driver recorded the error as a warning.
+        StopReason::Error(_) => {
+            *complete = false;
+            true
+        }
+        _ => true,
     }
 }
 
@@ -326,7 +360,7 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
         builder: SnapshotBuilder::new(&cfg.path.display().to_string()),
         export: None,
     };
-    let mut src = match FileSource::open(&cfg.path) {
+    let (mut src, link) = match crate::run::replay::open_supported(&cfg.path) {
         Ok(s) => s,
         Err(e) => {
             let _ = w.events.send(Event::Snapshot(Box::new(Snapshot::failed(
@@ -336,18 +370,6 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
             return;
         }
     };
-    let link = src.link_type();
-    if !is_supported(link) {
-        let msg = crate::run::replay::AppError::UnsupportedLink {
-            input: w.source.clone(),
-            link: link.to_string(),
-        }
-        .to_string();
-        let _ = w
-            .events
-            .send(Event::Snapshot(Box::new(Snapshot::failed(&w.source, msg))));
-        return;
-    }
     let total = src.file_size();
     let mut engine_config = cfg.engine.clone();
     if engine_config.timeline_events == 0 {
