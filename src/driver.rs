@@ -40,6 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::capture::{CaptureError, FileSource, LinkType, PacketRecord};
 pub use crate::capture::{Batch, PacketSource, SourceError};
+use crate::decode::is_supported;
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
 
@@ -52,6 +53,44 @@ pub struct Progress {
     pub bytes: u64,
     /// Input size when known (not for stdin or a live interface).
     pub total: Option<u64>,
+}
+
+/// Why an input file could not be analysed at all (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The capture could not be opened.
+    #[error("{0}")]
+    Open(#[from] CaptureError),
+    /// The link type is not one hbscope decodes.
+    #[error(
+        "{input}: link-layer type {link} is not supported; hbscope reads Ethernet (with VLAN tags), Linux cooked \
+         v1/v2 (`tcpdump -i any`), BSD loopback and raw IP captures"
+    )]
+    UnsupportedLink {
+        /// The input.
+        input: String,
+        /// Its link type.
+        link: String,
+    },
+}
+
+/// Opens the capture file at `path` (`-`: stdin) and checks that its link
+/// type is one hbscope decodes, without reading packets: replay, two-ended
+/// replay and the TUI open their inputs this way.
+///
+/// # Errors
+/// [`InputError`] when the input cannot be opened or its link type is unsupported.
+pub fn open_input(path: &Path) -> Result<(FileSource, LinkType), InputError> {
+    let src = FileSource::open(path)?;
+    let link = src.link_type();
+    if is_supported(link) {
+        Ok((src, link))
+    } else {
+        Err(InputError::UnsupportedLink {
+            input: path.display().to_string(),
+            link: link.to_string(),
+        })
+    }
 }
 
 /// How [`drive`] ended.

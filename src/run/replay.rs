@@ -1,34 +1,15 @@
-//! Running a whole input through the engine: the code shared by the CLI,
-//! the tests and the TUI's worker thread (which opens inputs with
-//! [`open_supported`]). Reading is [`crate::driver::drive`], unpaced.
+//! Running a whole input through the engine: the code shared by the CLI
+//! and the tests. Opening and reading are the driver's
+//! ([`crate::driver::open_input`], [`crate::driver::drive`] unpaced), shared
+//! with the TUI's worker thread.
 
 use std::path::Path;
 
 use crate::capture::{CaptureError, FileSource, LinkType, PacketRecord};
-use crate::decode::is_supported;
+pub use crate::driver::{open_input as open_supported, InputError as AppError, Progress};
 use crate::driver::{self, DriveOptions, Flow, Sink, StopReason};
-pub use crate::driver::Progress;
 use crate::engine::{Engine, EngineConfig};
 use crate::report::{self, Report};
-
-/// Why an input could not be analysed at all (exit code 2).
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// The capture could not be opened.
-    #[error("{0}")]
-    Open(#[from] CaptureError),
-    /// The link type is not one hbscope decodes.
-    #[error(
-        "{input}: link-layer type {link} is not supported; hbscope reads Ethernet (with VLAN tags), Linux cooked \
-         v1/v2 (`tcpdump -i any`), BSD loopback and raw IP captures"
-    )]
-    UnsupportedLink {
-        /// The input.
-        input: String,
-        /// Its link type.
-        link: String,
-    },
-}
 
 /// The result of a replay: the finished engine and how reading ended.
 pub struct Replay {
@@ -55,23 +36,6 @@ impl Replay {
 /// [`AppError`] when the input cannot be opened or its link type is unsupported.
 pub fn check_input(path: &Path) -> Result<(), AppError> {
     open_supported(path).map(|_| ())
-}
-
-/// Opens the capture at `path`; an error when its link type is unsupported.
-///
-/// # Errors
-/// [`AppError`] when the input cannot be opened or its link type is unsupported.
-pub fn open_supported(path: &Path) -> Result<(FileSource, LinkType), AppError> {
-    let src = FileSource::open(path)?;
-    let link = src.link_type();
-    if is_supported(link) {
-        Ok((src, link))
-    } else {
-        Err(AppError::UnsupportedLink {
-            input: path.display().to_string(),
-            link: link.to_string(),
-        })
-    }
 }
 
 /// Reads the whole capture at `path` ("-" = stdin) through the engine.

@@ -360,7 +360,7 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
         builder: SnapshotBuilder::new(&cfg.path.display().to_string()),
         export: None,
     };
-    let (mut src, link) = match crate::run::replay::open_supported(&cfg.path) {
+    let (mut src, link) = match driver::open_input(&cfg.path) {
         Ok(s) => s,
         Err(e) => {
             let _ = w.events.send(Event::Snapshot(Box::new(Snapshot::failed(
