@@ -38,8 +38,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::capture::{CaptureError, FileSource, LinkType, PacketRecord};
 pub use crate::capture::{Batch, PacketSource, SourceError};
+use crate::capture::{CaptureError, FileSource, LinkType, PacketRecord};
 use crate::decode::is_supported;
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};

@@ -27,7 +27,9 @@ use serde_json::Value;
 const TICK_NS: i64 = 200_000_000;
 
 fn capture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures")
+        .join(name)
 }
 
 fn options(duration: Option<Duration>, metrics: bool) -> LiveOptions {
@@ -295,11 +297,7 @@ fn metrics_are_published_at_every_tick_and_show_the_open_gap_from_its_tick() {
     for (k, t) in times.iter().enumerate() {
         assert_eq!(*t, TICK_NS * k as i64, "scrape {k}");
     }
-    let opened = sim
-        .events
-        .iter()
-        .find(|x| kind(x) == "gap-opened")
-        .unwrap();
+    let opened = sim.events.iter().find(|x| kind(x) == "gap-opened").unwrap();
     let at = ts(&opened["at"]);
     let open = |s: &str| {
         value(
@@ -338,7 +336,10 @@ fn metrics_are_published_at_every_tick_and_show_the_open_gap_from_its_tick() {
         value(
             last,
             "hbscope_gaps_total",
-            &[("cause", "client-stall"), ("client_name", "hbscope-client-sigstop")]
+            &[
+                ("cause", "client-stall"),
+                ("client_name", "hbscope-client-sigstop")
+            ]
         ),
         Some(1.0),
         "{last}"
@@ -377,11 +378,7 @@ fn the_stop_flag_stops_with_reason_signal() {
         |_, _| {},
         |e| kind(e) == "gap-opened",
     );
-    let opened = sim
-        .events
-        .iter()
-        .find(|x| kind(x) == "gap-opened")
-        .unwrap();
+    let opened = sim.events.iter().find(|x| kind(x) == "gap-opened").unwrap();
     let stop = stopped(&sim);
     assert_eq!(stop["reason"], "signal");
     // Seen at the top of the next loop turn: no time passed since the tick.

@@ -16,7 +16,9 @@ use std::time::Duration;
 mod common;
 
 use common::metrics::{promtool_check, value};
-use hbscope::driver::{self, DriveOptions, Flow, PacedSource, PacketSource, Paced, Sink, StopReason};
+use hbscope::driver::{
+    self, DriveOptions, Flow, Paced, PacedSource, PacketSource, Sink, StopReason,
+};
 use hbscope::engine::{Engine, EngineConfig};
 use hbscope::metrics::Collector;
 use hbscope::model::{Direction, Span, Timestamp};
@@ -63,7 +65,10 @@ fn scrapes(per_connection: bool) -> Vec<(Timestamp, String)> {
             stop: None,
         },
     );
-    assert!(matches!(driven.reason, StopReason::EndOfInput), "{driven:?}");
+    assert!(
+        matches!(driven.reason, StopReason::EndOfInput),
+        "{driven:?}"
+    );
     // Ticks every 200 ms of capture time from the first packet on.
     let start = clock.started_at();
     for (k, (t, _)) in sink.out.iter().enumerate() {

@@ -408,7 +408,11 @@ impl PacketSource for LiveCapture {
             }
             n += 1;
         }
-        Ok(if n == 0 { Batch::Idle } else { Batch::Packets(n) })
+        Ok(if n == 0 {
+            Batch::Idle
+        } else {
+            Batch::Packets(n)
+        })
     }
 
     fn drops(&mut self) -> Option<u64> {

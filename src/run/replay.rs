@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use crate::capture::{CaptureError, FileSource, LinkType, PacketRecord};
-pub use crate::driver::{open_input as open_supported, InputError as AppError, Progress};
 use crate::driver::{self, DriveOptions, Flow, Sink, StopReason};
+pub use crate::driver::{open_input as open_supported, InputError as AppError, Progress};
 use crate::engine::{Engine, EngineConfig};
 use crate::report::{self, Report};
 

@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use crate::analysis::timeline::TimelineEvent;
 use crate::analysis::{Cause, Connection, Gap, HeartbeatSource};
+use crate::driver::Progress;
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
-use crate::driver::Progress;
 use crate::report::{self, ConnectionState, GapReport, Report, Summary};
 
 /// Where the input stands.
