@@ -695,3 +695,113 @@ fn paced<S: PacketSource + ?Sized>(
         dropped: total,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+
+    fn sigstop() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap")
+    }
+
+    fn unpaced_opts(stop: Option<&AtomicBool>) -> DriveOptions<'_> {
+        DriveOptions {
+            batch: 8,
+            paced: None,
+            stop,
+        }
+    }
+
+    /// Counts calls; stops after `stop_after` batches.
+    #[derive(Default)]
+    struct Count {
+        batches: usize,
+        records: usize,
+        stop_after: Option<usize>,
+    }
+
+    impl Sink for Count {
+        fn packets(&mut self, _: LinkType, recs: &[PacketRecord<'_>]) {
+            self.records += recs.len();
+        }
+        fn after_packets(&mut self, _: &Engine, _: Timestamp, p: &Progress) -> Flow {
+            self.batches += 1;
+            assert_eq!(p.packets as usize, self.records);
+            if self.stop_after == Some(self.batches) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        }
+    }
+
+    #[test]
+    fn unpaced_reads_a_file_to_its_end_in_batches() {
+        let (mut src, link) = open_input(&sigstop()).unwrap();
+        let mut engine = Engine::new(EngineConfig::default(), link);
+        let mut sink = Count::default();
+        let d = drive(&mut src, &mut engine, &mut sink, unpaced_opts(None));
+        assert!(matches!(d.reason, StopReason::EndOfInput), "{d:?}");
+        assert_eq!(d.progress.packets, 42);
+        assert_eq!(engine.counters().packets, 42);
+        assert_eq!(sink.records, 42);
+        assert_eq!(sink.batches, 6, "42 packets in batches of 8");
+        assert_eq!(Some(d.progress.bytes), d.progress.total);
+    }
+
+    #[test]
+    fn unpaced_stops_for_the_flag_and_for_the_sink() {
+        let (mut src, link) = open_input(&sigstop()).unwrap();
+        let mut engine = Engine::new(EngineConfig::default(), link);
+        let flag = AtomicBool::new(true);
+        let d = drive(
+            &mut src,
+            &mut engine,
+            &mut NoSink,
+            unpaced_opts(Some(&flag)),
+        );
+        assert!(matches!(d.reason, StopReason::Signal), "{d:?}");
+        assert_eq!(d.progress.packets, 0);
+
+        let (mut src, link) = open_input(&sigstop()).unwrap();
+        let mut engine = Engine::new(EngineConfig::default(), link);
+        let mut sink = Count {
+            stop_after: Some(2),
+            ..Count::default()
+        };
+        let d = drive(&mut src, &mut engine, &mut sink, unpaced_opts(None));
+        assert!(matches!(d.reason, StopReason::SinkClosed), "{d:?}");
+        assert_eq!(d.progress.packets, 16);
+    }
+
+    #[test]
+    fn paced_source_releases_packets_as_the_clock_passes_them() {
+        let (mut src, clock) = PacedSource::open(&sigstop()).unwrap();
+        let start = clock.now();
+        let mut got: Vec<Timestamp> = Vec::new();
+        let mut take = |src: &mut PacedSource| {
+            let mut ts = Vec::new();
+            let b = src
+                .next_batch(1000, &mut |recs| ts.extend(recs.iter().map(|r| r.ts)))
+                .unwrap();
+            (b, ts)
+        };
+        // At the first packet's time: the packets stamped then, no later one.
+        let (b, ts) = take(&mut src);
+        assert!(matches!(b, Batch::Packets(_)));
+        assert!(ts.iter().all(|t| *t <= start));
+        got.extend(ts);
+        clock.advance(Duration::from_secs(1));
+        let (_, ts) = take(&mut src);
+        assert!(ts.iter().all(|t| *t > start && *t <= clock.now()));
+        got.extend(ts);
+        assert!(matches!(take(&mut src).0, Batch::Idle));
+        clock.advance(Duration::from_secs(60));
+        let (_, ts) = take(&mut src);
+        got.extend(ts);
+        assert_eq!(got.len(), 42);
+        assert!(matches!(take(&mut src).0, Batch::End));
+    }
+}
