@@ -781,7 +781,7 @@ mod tests {
         let (mut src, clock) = PacedSource::open(&sigstop()).unwrap();
         let start = clock.now();
         let mut got: Vec<Timestamp> = Vec::new();
-        let mut take = |src: &mut PacedSource| {
+        let take = |src: &mut PacedSource| {
             let mut ts = Vec::new();
             let b = src
                 .next_batch(1000, &mut |recs| ts.extend(recs.iter().map(|r| r.ts)))
