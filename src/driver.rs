@@ -320,13 +320,14 @@ impl OwnedRecord {
 }
 
 /// A capture file played as if captured live: each packet is released once
-/// the [`SimClock`] has passed its timestamp, so live mode can run from a pcap
-/// with simulated time. Kernel drops can be simulated too
+/// the clock has passed its timestamp, so live mode can run from a pcap with
+/// simulated time ([`SimClock`], the default), and the TUI plays a file at N
+/// times real time (its playback clock). Kernel drops can be simulated too
 /// ([`PacedSource::drop_at`]). The file's end is [`Batch::End`]; a read error
 /// comes after the packets before it.
-pub struct PacedSource {
+pub struct PacedSource<C: Clock + Clone = SimClock> {
     file: FileSource,
-    clock: SimClock,
+    clock: C,
     /// The next packet, read but not yet due.
     pending: Option<OwnedRecord>,
     /// The file ended (cleanly: `None`) or failed (`Some`), after `pending`.
@@ -336,7 +337,7 @@ pub struct PacedSource {
     bytes: u64,
 }
 
-impl std::fmt::Debug for PacedSource {
+impl<C: Clock + Clone> std::fmt::Debug for PacedSource<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PacedSource")
             .field("file", &self.file)
@@ -345,27 +346,42 @@ impl std::fmt::Debug for PacedSource {
     }
 }
 
-impl PacedSource {
-    /// Opens the capture at `path` and a clock standing at its first
-    /// packet's timestamp (0 when it has none).
+impl PacedSource<SimClock> {
+    /// Opens the capture at `path` and a simulated clock standing at its
+    /// first packet's timestamp (0 when it has none).
     ///
     /// # Errors
     /// [`CaptureError`] when the file cannot be opened (see [`FileSource::open`]).
     pub fn open(path: &Path) -> Result<(Self, SimClock), CaptureError> {
-        let file = FileSource::open(path)?;
-        let mut src = PacedSource {
+        Ok(Self::with_clock(FileSource::open(path)?, SimClock::new))
+    }
+}
+
+impl<C: Clock + Clone> PacedSource<C> {
+    /// Plays `file` against the clock `make_clock` builds from the first
+    /// packet's timestamp (0 when there is none); returns a handle on that
+    /// clock too (clones share their time).
+    pub fn with_clock(file: FileSource, make_clock: impl FnOnce(Timestamp) -> C) -> (Self, C) {
+        let mut pending = None;
+        let mut ended = None;
+        let mut file = file;
+        match file.next_packet() {
+            Ok(Some(rec)) => pending = Some(OwnedRecord::of(&rec)),
+            Ok(None) => ended = Some(None),
+            Err(e) => ended = Some(Some(e)),
+        }
+        let start = pending.as_ref().map_or(Timestamp(0), |r| r.ts);
+        let clock = make_clock(start);
+        let bytes = file.bytes_consumed();
+        let src = PacedSource {
             file,
-            clock: SimClock::new(Timestamp(0)),
-            pending: None,
-            ended: None,
+            clock: clock.clone(),
+            pending,
+            ended,
             drops: Vec::new(),
-            bytes: 0,
+            bytes,
         };
-        src.fetch();
-        let start = src.pending.as_ref().map_or(Timestamp(0), |r| r.ts);
-        src.clock = SimClock::new(start);
-        let clock = src.clock.clone();
-        Ok((src, clock))
+        (src, clock)
     }
 
     /// Simulates `n` packets dropped by the kernel at capture time `at`
@@ -392,16 +408,34 @@ impl PacedSource {
             .as_ref()
             .is_some_and(|r| r.ts <= self.clock.now())
     }
+
+    fn ready(&mut self) -> bool {
+        self.fetch();
+        self.due() || self.pending.is_none()
+    }
 }
 
-impl PacketSource for PacedSource {
+impl<C: Clock + Clone> PacketSource for PacedSource<C> {
     fn link_type(&self) -> LinkType {
         self.file.link_type()
     }
 
-    fn wait(&mut self, _timeout: Duration) -> Result<bool, SourceError> {
-        self.fetch();
-        Ok(self.due() || self.pending.is_none())
+    /// A simulated clock waits no real time (`timeout` is zero); a real-time
+    /// one sleeps in short naps until a packet is due or `timeout` passed.
+    fn wait(&mut self, timeout: Duration) -> Result<bool, SourceError> {
+        /// Longest nap: how late a packet may be released.
+        const NAP: Duration = Duration::from_millis(10);
+        let until = Instant::now() + timeout;
+        loop {
+            if self.ready() {
+                return Ok(true);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            std::thread::sleep(left.min(NAP));
+        }
     }
 
     fn next_batch(
