@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!                  Clock: now (capture time), elapsed, pass(wait)
-//!                    |  WallClock (live) | SimClock (tests, live_sim)
+//!                    |  WallClock (live) | SimClock (tests) | TUI playback clock
 //!                    v
 //! PacketSource --wait, next_batch--> Engine::process(_batch) --> Sink::packets
 //!  FileSource          |                   |                     Sink::after_packets
@@ -14,24 +14,35 @@
 //!        drive() -> Driven { reason: StopReason, progress, dropped }
 //! ```
 //!
+//! | mode | source | pace | sink |
+//! |------|--------|------|------|
+//! | replay (`run::replay`) | [`FileSource`] | unpaced, batches of 1024 | progress, `observe` (two-ended) |
+//! | TUI loading | [`FileSource`] | unpaced | answers the UI between batches |
+//! | TUI `--speed N` | [`PacedSource`] + playback clock | 50 ms ticks | answers the UI at ticks |
+//! | live (`run::live`) | `LiveCapture` | [`WallClock`], 200 ms ticks, 1 s samples, `--duration` | events, `/proc` samples, metrics |
+//! | tests (`live_sim`, `metrics_replay`) | [`PacedSource`] | [`SimClock`] | live's, or the test's |
+//!
 //! [`drive`] has two paces. Without a clock ([`DriveOptions::paced`] is
 //! `None`) it reads as fast as it can, batch after batch, until the source
-//! ends, fails, the stop flag is set or the sink asks to stop: replay and the
-//! TUI's loading. With a [`Paced`] clock it is the live loop: it waits on the
-//! source until the next tick, sample or deadline, hands over what is ready,
-//! re-checks open silences every tick ([`Engine::tick`], whose newly flagged
-//! open gaps go to [`Sink::on_tick`]), reads the source's kernel drop counter,
-//! calls [`Sink::on_sample`] about once a second, and stops at the deadline.
-//! How it stopped comes back as a [`StopReason`]; the caller finishes the
-//! engine ([`Engine::finish`]) when it is ready to.
+//! ends, fails, the stop flag is set or the sink asks to stop. With a
+//! [`Paced`] clock it is the live loop: it waits on the source until the next
+//! tick, sample or deadline, hands over what is ready, re-checks open
+//! silences every tick ([`Engine::tick`], whose newly flagged open gaps go to
+//! [`Sink::on_tick`]), reads the source's kernel drop counter, calls
+//! [`Sink::on_sample`] (and flushes the source's `--write` file) every sample
+//! period, and stops at the deadline. How it stopped comes back as a
+//! [`StopReason`]; a source error is also recorded as an engine warning under
+//! the error's code. The caller finishes the engine ([`Engine::finish`]) when
+//! it is ready to. [`open_input`] opens a capture file and checks its link
+//! type for every mode that reads files.
 //!
 //! Time: analysis never reads a clock. Capture time comes with the packets,
 //! and in paced mode from the [`Clock`] the driver is given. [`WallClock`] is
-//! the only place in hbscope that reads the system clock for capture time
-//! (live capture is stamped by the kernel's wall clock). [`SimClock`] is a
-//! simulated clock; with a [`PacedSource`] (a capture file whose packets are
-//! released as the simulated clock passes their timestamps) live mode runs
-//! from a pcap without root, a broker or real waiting, in tick steps.
+//! the only place in hbscope that reads the system's wall clock (live capture
+//! is stamped by the kernel with it). [`SimClock`] is a simulated clock; with
+//! a [`PacedSource`] (a capture file whose packets are released as the clock
+//! passes their timestamps) live mode runs from a pcap without root, a broker
+//! or real waiting, in tick steps.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
