@@ -431,3 +431,39 @@ fn simulated_kernel_drops_are_announced_at_the_next_tick() {
     assert_eq!(stopped(&sim)["dropped"], 7);
     assert_eq!(sim.report.capture.dropped_packets, Some(7));
 }
+
+/// When the event reader goes away (an emit error, e.g. a closed pipe), the
+/// capture stops cleanly and says "signal", as before the driver existed.
+#[test]
+fn a_closed_event_reader_stops_the_capture_with_reason_signal() {
+    let path = capture("client-sigstop.pcap");
+    let (mut src, mut clock) = PacedSource::open(&path).unwrap();
+    let start = clock.now();
+    let stop = AtomicBool::new(false);
+    let mut events = Vec::new();
+    let mut emit = |e: &LiveEvent| -> std::io::Result<()> {
+        let v = serde_json::to_value(e).unwrap();
+        let closed = kind(&v) == "connection-seen";
+        events.push(v);
+        if closed {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        } else {
+            Ok(())
+        }
+    };
+    let rep = live::run_with(
+        &options(None, false),
+        &mut src,
+        &mut clock,
+        None,
+        &stop,
+        &mut emit,
+    );
+    let stop = events.last().unwrap();
+    assert_eq!(kind(stop), "capture-stopped");
+    assert_eq!(stop["reason"], "signal");
+    // Stopped right after the failed write: well before the stall.
+    assert!(ts(&stop["at"]).since(start).0 < 2_000_000_000, "{stop}");
+    assert!(!events.iter().any(|x| kind(x) == "gap-opened"));
+    assert!(rep.capture.packets < 20, "{}", rep.capture.packets);
+}
