@@ -3,8 +3,8 @@
 //! This is the only module that touches the `pcap` crate (libpcap). It hands
 //! out [`PacketRecord`]s: a capture timestamp in nanoseconds, the captured and
 //! original lengths, and the captured bytes. Everything downstream speaks only
-//! this type, so a live source can later produce the same records through the
-//! [`PacketSource`] trait.
+//! this type, and every source (file, live interface, simulation) hands them
+//! out through the [`PacketSource`] trait, which `crate::driver` runs.
 //!
 //! [`FileSource`] reads pcap and pcapng files (or stdin for `-`). Before libpcap
 //! sees a path, the obvious mistakes (missing file, directory, empty file,
@@ -186,16 +186,109 @@ impl CaptureError {
     }
 }
 
-/// Something that yields [`PacketRecord`]s: a file now, a live interface later.
+/// How a [`PacketSource::next_batch`] call went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// This many packets (at least one) were handed over.
+    Packets(usize),
+    /// No packet is ready now; more may come (a live interface).
+    Idle,
+    /// The source is exhausted: no packet will come any more.
+    End,
+}
+
+/// Why a packet source stopped or failed: a file's or a live interface's
+/// error, with the warning code the report records it under.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Reading a capture file.
+    #[error(transparent)]
+    File(#[from] CaptureError),
+    /// Reading a live interface or writing its `--write` file.
+    #[error(transparent)]
+    Live(#[from] live::LiveCaptureError),
+}
+
+impl SourceError {
+    /// The stable warning code the report records this error under
+    /// (`capture-truncated`, `read-error`, `live-capture-error`, `write-error`, ...).
+    #[must_use]
+    pub fn warning_code(&self) -> &'static str {
+        match self {
+            SourceError::File(e) => e.warning_code(),
+            SourceError::Live(e) => e.warning_code(),
+        }
+    }
+}
+
+/// Something that yields [`PacketRecord`]s: a capture file ([`FileSource`]),
+/// a live interface ([`live::LiveCapture`]) or a simulation
+/// (`driver::PacedSource`). `crate::driver` runs every mode's loop over it.
+///
+/// A source ends in one of two ways: [`Batch::End`] (a file's clean end), or
+/// an error, after which it is exhausted. Packets read before an error come
+/// first (in a batch of their own), then the error.
 pub trait PacketSource {
     /// The link-layer type of the packets.
     fn link_type(&self) -> LinkType;
 
-    /// The next packet; `Ok(None)` when the source is exhausted.
+    /// Waits until packets are ready or `timeout` passed; `true` when they
+    /// may be ready. A file is always ready: the default returns at once.
     ///
     /// # Errors
-    /// See [`CaptureError`]; after an error the source is exhausted.
-    fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, CaptureError>;
+    /// [`SourceError`] when waiting failed (the source cannot go on).
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, SourceError> {
+        let _ = timeout;
+        Ok(true)
+    }
+
+    /// Hands up to `max` packets that are ready to `f`, together or in
+    /// several calls (the records are borrowed from the source until `f`
+    /// returns); says how many, or that none is ready, or the end.
+    ///
+    /// # Errors
+    /// [`SourceError`] when reading failed, only when no packet was handed
+    /// over before it in this call; the source is exhausted afterwards.
+    fn next_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(&[PacketRecord<'_>]),
+    ) -> Result<Batch, SourceError>;
+
+    /// Packets the kernel dropped since the capture started, for sources that
+    /// have such a counter (a live interface); `None` otherwise or when the
+    /// counter cannot be read.
+    fn drops(&mut self) -> Option<u64> {
+        None
+    }
+
+    /// Writes out what the source saves on the side (`--write`); called about
+    /// once a second. The default saves nothing.
+    ///
+    /// # Errors
+    /// [`SourceError`] when the save file cannot be written.
+    fn flush(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Flushes and closes what the source saves; the saved file's path, when
+    /// there is one. Later reads are still allowed but nothing more is saved.
+    ///
+    /// # Errors
+    /// [`SourceError`] when the final flush fails.
+    fn close_save(&mut self) -> Result<Option<PathBuf>, SourceError> {
+        Ok(None)
+    }
+
+    /// Bytes of the input read so far (for progress display); 0 when unknown.
+    fn bytes_read(&self) -> u64 {
+        0
+    }
+
+    /// Size of the input in bytes, when known (a regular file).
+    fn size(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The on-disk format, known from the file's first bytes (when the file could
@@ -455,8 +548,23 @@ impl PacketSource for FileSource {
         FileSource::link_type(self)
     }
 
-    fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, CaptureError> {
-        FileSource::next_packet(self)
+    fn next_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(&[PacketRecord<'_>]),
+    ) -> Result<Batch, SourceError> {
+        match FileSource::next_batch(self, max, f)? {
+            0 => Ok(Batch::End),
+            n => Ok(Batch::Packets(n)),
+        }
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_consumed()
+    }
+
+    fn size(&self) -> Option<u64> {
+        self.file_size()
     }
 }
 

@@ -1,56 +1,80 @@
-//! The Prometheus collector driven by a real capture, the way live mode drives
-//! it: captures/client-sigstop.pcap (an idle pika client SIGSTOPped, RabbitMQ
-//! resets it 5 s after its last byte) is fed packet by packet, with
-//! `Engine::tick` and `Collector::collect` every 200 ms of capture time.
-//! No root or broker needed. The promtool checks need `promtool` (Debian
-//! package `prometheus`, installed by .ci/setup), so they are `#[ignore]`d:
-//! with `--include-ignored` they fail and say so without it.
+//! The Prometheus collector driven by a real capture through the real
+//! driver, paced as live mode paces it: captures/client-sigstop.pcap (an idle
+//! pika client SIGSTOPped, RabbitMQ resets it 5 s after its last byte) is
+//! released packet by packet as a simulated clock passes their timestamps
+//! (`driver::PacedSource`), with `Engine::tick` and `Collector::collect` at
+//! every 200 ms tick. No root or broker needed. The promtool checks need
+//! `promtool` (Debian package `prometheus`, installed by .ci/setup), so they
+//! are `#[ignore]`d: with `--include-ignored` they fail and say so without it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 mod common;
 
 use common::metrics::{promtool_check, value};
-use hbscope::capture::FileSource;
+use hbscope::driver::{
+    self, DriveOptions, Flow, Paced, PacedSource, PacketSource, Sink, StopReason,
+};
 use hbscope::engine::{Engine, EngineConfig};
 use hbscope::metrics::Collector;
-use hbscope::model::Timestamp;
+use hbscope::model::{Direction, Span, Timestamp};
 
-const TICK_NS: i64 = 200_000_000;
+const TICK: Duration = Duration::from_millis(200);
+
+/// Renders the registry at every tick.
+struct Scrapes {
+    collector: Collector,
+    out: Vec<(Timestamp, String)>,
+}
+
+impl Sink for Scrapes {
+    fn on_tick(&mut self, engine: &Engine, now: Timestamp, _: &[(usize, Direction, Span)]) -> Flow {
+        self.out
+            .push((now, self.collector.collect(engine, now).render()));
+        Flow::Continue
+    }
+}
 
 /// Every rendering of the registry, one per tick, with its capture time.
 fn scrapes(per_connection: bool) -> Vec<(Timestamp, String)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap");
-    let mut src = FileSource::open(&path).unwrap();
+    let (mut src, mut clock) = PacedSource::open(&path).unwrap();
     let mut engine = Engine::new(EngineConfig::default(), src.link_type());
     engine.on_capture_drops(0);
-    let mut collector = Collector::new(per_connection);
-    let mut out = Vec::new();
-    let mut next_tick: Option<i64> = None;
-    let mut last = 0;
-    while let Some(rec) = src.next_packet().unwrap() {
-        let ts = rec.ts.as_nanos();
-        let mut t = *next_tick.get_or_insert(ts + TICK_NS);
-        while t <= ts {
-            engine.tick(Timestamp(t));
-            out.push((
-                Timestamp(t),
-                collector.collect(&engine, Timestamp(t)).render(),
-            ));
-            t += TICK_NS;
-        }
-        next_tick = Some(t);
-        engine.process(&rec);
-        last = ts;
+    let mut sink = Scrapes {
+        collector: Collector::new(per_connection),
+        out: Vec::new(),
+    };
+    let driven = driver::drive(
+        &mut src,
+        &mut engine,
+        &mut sink,
+        DriveOptions {
+            batch: 4096,
+            paced: Some(Paced {
+                clock: &mut clock,
+                tick: TICK,
+                sample: Duration::from_secs(1),
+                deadline: None,
+                drain: true,
+            }),
+            stop: None,
+        },
+    );
+    assert!(
+        matches!(driven.reason, StopReason::EndOfInput),
+        "{driven:?}"
+    );
+    // Ticks every 200 ms of capture time from the first packet on.
+    let start = clock.started_at();
+    for (k, (t, _)) in sink.out.iter().enumerate() {
+        assert_eq!(t.since(start), Span(200_000_000 * (k as i64 + 1)));
     }
-    // One more tick after the last packet, as the live loop would do.
-    let t = Timestamp(last + TICK_NS);
-    engine.tick(t);
-    out.push((t, collector.collect(&engine, t).render()));
-    out
+    sink.out
 }
 
 const NAME: (&str, &str) = ("client_name", "hbscope-client-sigstop");

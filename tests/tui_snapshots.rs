@@ -256,6 +256,43 @@ fn loading_and_playing_end_with_the_same_report() {
     assert_eq!(loaded, played);
 }
 
+/// Playing at 5x through the driver's paced loop: while the stopped client
+/// is silent past its limit (and before the broker's reset ends it), the
+/// snapshots show the gap open, flagged by the playback clock's ticks alone.
+#[test]
+fn playing_shows_a_silence_open_before_it_ends() {
+    let (ev_rx, cmd_tx, handle) = spawn_worker_at("client-sigstop.pcap", 5.0);
+    let mut open_seen = 0;
+    let mut last_now = None;
+    let done = loop {
+        let Event::Snapshot(s) = ev_rx.recv().expect("worker alive") else {
+            continue;
+        };
+        if s.state == PlayState::Done {
+            break *s;
+        }
+        if let (Some(prev), Some(now)) = (last_now, s.now) {
+            assert!(now >= prev, "the playback clock went back");
+        }
+        last_now = s.now.or(last_now);
+        for c in &s.conns {
+            for g in c.gaps.iter() {
+                let r = serde_json::to_value(&g.report).unwrap();
+                if r["ended_by"] == "open" {
+                    let now = s.now.expect("a playing snapshot has a now");
+                    assert!(now.since(g.start) > g.limit, "{r}");
+                    open_seen += 1;
+                }
+            }
+        }
+    };
+    cmd_tx.send(Command::Quit).unwrap();
+    handle.join().unwrap();
+    assert!(open_seen > 0, "no snapshot showed the open silence");
+    let rep = done.report.expect("a report when done");
+    assert_eq!(rep.summary.gaps, 1);
+}
+
 #[test]
 fn worker_streams_snapshots_and_answers_focus() {
     let (ev_rx, cmd_tx, handle) = spawn_worker("nova-api-eventlet.pcap");

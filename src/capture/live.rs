@@ -24,7 +24,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{timestamp, LinkType, PacketRecord};
+use super::{timestamp, Batch, LinkType, PacketRecord, PacketSource, SourceError};
 
 /// The snapshot length used for live capture: whole packets.
 pub const FULL_SNAPLEN: i32 = 262_144;
@@ -110,6 +110,19 @@ pub enum LiveCaptureError {
     },
 }
 
+impl LiveCaptureError {
+    /// The warning code the report records this error under when it ends a
+    /// capture that had started: `write-error` for the `--write` file,
+    /// `live-capture-error` otherwise.
+    #[must_use]
+    pub fn warning_code(&self) -> &'static str {
+        match self {
+            LiveCaptureError::Write { .. } => "write-error",
+            _ => "live-capture-error",
+        }
+    }
+}
+
 /// A capturable interface, as libpcap lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InterfaceInfo {
@@ -166,6 +179,8 @@ pub struct LiveCapture {
     /// Last raw (32-bit, wrapping) kernel counters seen, and their 64-bit totals.
     last_raw: (u32, u32),
     totals: DropCounters,
+    /// A read error met after packets of the same batch: returned next.
+    pending: Option<LiveCaptureError>,
 }
 
 impl std::fmt::Debug for LiveCapture {
@@ -227,6 +242,7 @@ impl LiveCapture {
             savefile: None,
             last_raw: (0, 0),
             totals: DropCounters::default(),
+            pending: None,
         })
     }
 
@@ -297,6 +313,9 @@ impl LiveCapture {
     /// [`LiveCaptureError::Read`] when libpcap reports an error (interface
     /// gone, capture broken).
     pub fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, LiveCaptureError> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
         match self.cap.next_packet() {
             Ok(packet) => {
                 if let Some((save, _)) = self.savefile.as_mut() {
@@ -351,6 +370,60 @@ impl LiveCapture {
     /// # Errors
     /// [`LiveCaptureError::Write`] when the final flush fails.
     pub fn close(mut self) -> Result<Option<PathBuf>, LiveCaptureError> {
+        self.flush()?;
+        Ok(self.savefile.take().map(|(save, path)| {
+            drop(save);
+            path
+        }))
+    }
+}
+
+impl PacketSource for LiveCapture {
+    fn link_type(&self) -> LinkType {
+        self.link
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<bool, SourceError> {
+        Ok(LiveCapture::wait(self, timeout)?)
+    }
+
+    /// One packet at a time: libpcap reuses its buffer for the next one.
+    fn next_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(&[PacketRecord<'_>]),
+    ) -> Result<Batch, SourceError> {
+        let mut n = 0;
+        while n < max {
+            match self.next_packet() {
+                Ok(Some(rec)) => f(&[rec]),
+                Ok(None) => break,
+                // The packets before the error were handed over: they come
+                // first, the error with the next call.
+                Err(e) if n > 0 => {
+                    self.pending = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            n += 1;
+        }
+        Ok(if n == 0 {
+            Batch::Idle
+        } else {
+            Batch::Packets(n)
+        })
+    }
+
+    fn drops(&mut self) -> Option<u64> {
+        LiveCapture::drops(self).ok().map(|d| d.dropped)
+    }
+
+    fn flush(&mut self) -> Result<(), SourceError> {
+        Ok(LiveCapture::flush(self)?)
+    }
+
+    fn close_save(&mut self) -> Result<Option<PathBuf>, SourceError> {
         self.flush()?;
         Ok(self.savefile.take().map(|(save, path)| {
             drop(save);

@@ -2,12 +2,11 @@
 //! stream events while it runs.
 //!
 //! ```text
-//! LiveCapture --packets--> Engine --(after each batch)--> events
-//!      ^                     ^
-//!      | poll <= 200 ms      | tick(now) every 200 ms: open silences grow
-//!  SIGINT/SIGTERM,       wall clock -> capture time (here, and only here)
-//!  --duration                                  |
-//!                     procinfo: owners, ~1 s samples -> process verdicts
+//! LiveCapture --packets--> driver::drive --> Engine --(after each batch)--> LiveSink -> events
+//!   (any PacketSource)       ^   | tick every 200 ms: open silences grow -> gap-opened
+//!                            |   | sample every 1 s: procinfo, --write flush
+//!  SIGINT/SIGTERM flag,  Clock: WallClock (kernel wall clock = capture time);
+//!  --duration deadline          SimClock + PacedSource in tests (no root, no broker)
 //! ```
 //!
 //! Events ([`LiveEvent`]) say: capture started, connection seen, gap opened
@@ -17,28 +16,36 @@
 //! after start) the engine is finished and the final [`Report`] is returned,
 //! with the process facts added to it.
 //!
+//! [`run`] opens the interface, binds `--metrics`, creates the `--write` file
+//! and drops privileges, in that order, then hands over to [`run_with`], which
+//! takes any [`PacketSource`], [`Clock`] and metrics [`Publish`]er: that is
+//! the code the tests run from a capture file with simulated time.
+//!
 //! With `--metrics` ([`crate::metrics`]), a tick after a scrape asked for it
 //! rebuilds the Prometheus registry from the engine and hands it to the HTTP
 //! thread.
 //!
-//! Capture timestamps are the kernel's wall clock in nanoseconds, so
-//! `SystemTime::now()` is the live "now"; it is read in [`wall_now`] and
-//! handed to the engine and the sampler, which never read a clock themselves.
+//! Capture timestamps are the kernel's wall clock in nanoseconds, so the live
+//! "now" is [`WallClock`]'s; it is handed to the engine and the sampler,
+//! which never read a clock themselves.
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::analysis::{Connection, EndHow, Role};
 use crate::capture::live::{LiveCapture, LiveCaptureError, LiveConfig};
+use crate::capture::PacketSource;
+use crate::driver::{self, Clock, DriveOptions, Flow, Paced, Progress, Sink, WallClock};
 use crate::engine::{Engine, EngineConfig};
-use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer};
-use crate::model::{Direction, Endpoint, Timestamp};
+use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer, Registry};
+use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::proto::amqp::PropValue;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
@@ -120,17 +127,27 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>, LiveError> {
     Ok(flag)
 }
 
-/// The live "now" in capture time: the kernel stamps packets with the wall
-/// clock, so the wall clock is the right clock to compare them with.
-#[must_use]
-pub fn wall_now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_parts(
-        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        i64::from(d.subsec_nanos()),
-    )
+/// Where the Prometheus registry goes (`--metrics`): the HTTP server, or a
+/// test's recorder.
+pub trait Publish {
+    /// The address scrapes go to (announced by `metrics-listening`).
+    fn local_addr(&self) -> SocketAddr;
+    /// Whether a scrape asked for fresh numbers since the last call.
+    fn take_wanted(&self) -> bool;
+    /// Hands over a fresh registry.
+    fn publish(&self, registry: Registry);
+}
+
+impl Publish for MetricsServer {
+    fn local_addr(&self) -> SocketAddr {
+        MetricsServer::local_addr(self)
+    }
+    fn take_wanted(&self) -> bool {
+        MetricsServer::take_wanted(self)
+    }
+    fn publish(&self, registry: Registry) {
+        MetricsServer::publish(self, registry);
+    }
 }
 
 /// One live event, one JSON object per line (`"event"` names its kind).
@@ -238,7 +255,8 @@ pub enum LiveEvent {
     CaptureStopped {
         /// Now.
         at: String,
-        /// "signal" | "duration" | "error" (see the report's warnings).
+        /// "signal" | "duration" | "error" (see the report's warnings), or
+        /// "end-of-input" when a finite (simulated) source ended.
         reason: StopReason,
         /// Packets read.
         packets: u64,
@@ -250,7 +268,7 @@ pub enum LiveEvent {
     },
 }
 
-/// Why a live capture stopped.
+/// Why a live capture stopped (the `reason` of `capture-stopped`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {
@@ -260,6 +278,9 @@ pub enum StopReason {
     Duration,
     /// The capture failed (the report's warnings say how).
     Error,
+    /// A finite source ended by itself: only a simulated capture
+    /// ([`crate::driver::PacedSource`]); an interface never does.
+    EndOfInput,
 }
 
 impl StopReason {
@@ -270,6 +291,21 @@ impl StopReason {
             StopReason::Signal => "signal",
             StopReason::Duration => "duration",
             StopReason::Error => "error",
+            StopReason::EndOfInput => "end-of-input",
+        }
+    }
+}
+
+impl From<&driver::StopReason> for StopReason {
+    /// How the driver stopped, in live mode's words. The event reader going
+    /// away ([`driver::StopReason::SinkClosed`]) says "signal", as it did
+    /// before the driver existed.
+    fn from(r: &driver::StopReason) -> Self {
+        match r {
+            driver::StopReason::Signal | driver::StopReason::SinkClosed => StopReason::Signal,
+            driver::StopReason::Duration => StopReason::Duration,
+            driver::StopReason::Error(_) => StopReason::Error,
+            driver::StopReason::EndOfInput => StopReason::EndOfInput,
         }
     }
 }
@@ -579,20 +615,16 @@ impl Tracker {
         Ok(())
     }
 
-    /// Open silences that just passed their limit.
+    /// Open silences that just passed their limit (`flagged`, from [`Engine::tick`]).
     fn on_tick(
         &mut self,
-        engine: &mut Engine,
+        engine: &Engine,
         now: Timestamp,
+        flagged: &[(usize, Direction, Span)],
         emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
     ) -> io::Result<()> {
-        let flagged: Vec<(usize, Direction)> = engine
-            .tick(now)
-            .into_iter()
-            .map(|(slot, dir, _)| (slot, dir))
-            .collect();
         let slots = engine.slots();
-        for (i, dir) in flagged {
+        for &(i, dir, _) in flagged {
             let (Some(s), Some(st)) = (slots.get(i), self.slots.get(i)) else {
                 continue;
             };
@@ -672,6 +704,91 @@ impl Tracker {
     }
 }
 
+/// Live mode's [`Sink`]: the tracker's events, drops and metrics.
+struct LiveSink<'e, 'm> {
+    tracker: Tracker,
+    emit: &'e mut dyn FnMut(&LiveEvent) -> io::Result<()>,
+    metrics: Option<(&'m mut dyn Publish, Collector)>,
+    /// For `capture-started`.
+    interface: String,
+    filter: String,
+    write: Option<String>,
+}
+
+fn flow(r: io::Result<()>) -> Flow {
+    flow_if(r.is_ok())
+}
+
+/// Goes on while the events can be written.
+fn flow_if(ok: bool) -> Flow {
+    if ok {
+        Flow::Continue
+    } else {
+        Flow::Stop
+    }
+}
+
+impl Sink for LiveSink<'_, '_> {
+    fn start(&mut self, engine: &Engine, now: Timestamp) -> Flow {
+        let mut ok = (self.emit)(&LiveEvent::CaptureStarted {
+            at: report::rfc3339(now),
+            interface: self.interface.clone(),
+            link_type: engine.link().name(),
+            filter: self.filter.clone(),
+            write: self.write.clone(),
+        })
+        .is_ok();
+        if let Some((server, collector)) = &mut self.metrics {
+            let address = server.local_addr().to_string();
+            ok &= (self.emit)(&LiveEvent::MetricsListening {
+                at: report::rfc3339(now),
+                url: format!("http://{address}/metrics"),
+                address,
+            })
+            .is_ok();
+            server.publish(collector.collect(engine, now));
+        }
+        flow_if(ok)
+    }
+
+    fn after_packets(&mut self, engine: &Engine, now: Timestamp, _: &Progress) -> Flow {
+        flow(self.tracker.after_packets(engine, now, self.emit))
+    }
+
+    fn on_drops(&mut self, _: &Engine, now: Timestamp, new: u64, total: u64) -> Flow {
+        flow((self.emit)(&LiveEvent::CaptureDrops {
+            at: report::rfc3339(now),
+            new,
+            total,
+        }))
+    }
+
+    fn on_tick(
+        &mut self,
+        engine: &Engine,
+        now: Timestamp,
+        flagged: &[(usize, Direction, Span)],
+    ) -> Flow {
+        // Connections become announceable with time alone (ANNOUNCE_AFTER).
+        let mut ok = self.tracker.after_packets(engine, now, self.emit).is_ok();
+        ok &= self
+            .tracker
+            .on_tick(engine, now, flagged, self.emit)
+            .is_ok();
+        if let Some((server, collector)) = &mut self.metrics {
+            if server.take_wanted() {
+                server.publish(collector.collect(engine, now));
+            }
+        }
+        flow_if(ok)
+    }
+
+    fn on_sample(&mut self, engine: &Engine, now: Timestamp) -> Flow {
+        self.tracker.sample(engine, now);
+        Flow::Continue
+    }
+}
+
 /// Runs a live capture until `stop` is set, `--duration` passes or the
 /// capture fails after it started; `emit` receives each event (an error from
 /// it, such as a closed pipe, stops the capture cleanly). Returns the final
@@ -688,11 +805,8 @@ pub fn run(
     let mut cap = LiveCapture::open(&opts.capture)?;
     // Bound before dropping privileges, so a port below 1024 works with --user,
     // and before the --write file is created, so a bind error leaves no file.
-    let mut metrics = match &opts.metrics {
-        Some(m) => Some((
-            MetricsServer::bind(m.addr)?,
-            Collector::new(m.per_connection),
-        )),
+    let mut server = match &opts.metrics {
+        Some(m) => Some(MetricsServer::bind(m.addr)?),
         None => None,
     };
     if let Some(path) = &opts.write {
@@ -701,124 +815,61 @@ pub fn run(
     if let Some(user) = &opts.user {
         crate::os::privileges::drop_to(user)?;
     }
-    let mut engine = Engine::new(opts.engine.clone(), cap.link_type());
+    let mut clock = WallClock::start();
+    Ok(run_with(
+        opts,
+        &mut cap,
+        &mut clock,
+        server.as_mut().map(|s| s as &mut dyn Publish),
+        stop,
+        emit,
+    ))
+}
+
+/// Live mode over any packet source and clock: [`run`] after the capture is
+/// open (`opts.capture` only names it in the events and the report). With
+/// `metrics`, the registry is published at the start and at every tick a
+/// scrape asked for one (`opts.metrics` says whether per-connection labels
+/// are added). Stops as [`run`] does, and also when a finite source ends.
+pub fn run_with(
+    opts: &LiveOptions,
+    source: &mut dyn PacketSource,
+    clock: &mut dyn Clock,
+    metrics: Option<&mut dyn Publish>,
+    stop: &AtomicBool,
+    emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
+) -> Report {
+    let mut engine = Engine::new(opts.engine.clone(), source.link_type());
     engine.on_capture_drops(0);
-    let mut tracker = Tracker::new(opts.attribution);
-    let started = Instant::now();
-    let deadline = opts.duration.map(|d| started + d);
-    let mut next_tick = started + TICK;
-    let mut next_sample = started;
-    let mut dropped_seen = 0u64;
-    let mut emit_ok = emit(&LiveEvent::CaptureStarted {
-        at: report::rfc3339(wall_now()),
+    let per_connection = opts.metrics.is_some_and(|m| m.per_connection);
+    let mut sink = LiveSink {
+        tracker: Tracker::new(opts.attribution),
+        emit,
+        metrics: metrics.map(|p| (p, Collector::new(per_connection))),
         interface: opts.capture.interface.clone(),
-        link_type: cap.link_type().name(),
         filter: opts.capture.filter.clone(),
         write: opts.write.as_ref().map(|p| p.display().to_string()),
-    })
-    .is_ok();
-    if let Some((server, _)) = &metrics {
-        let address = server.local_addr().to_string();
-        emit_ok &= emit(&LiveEvent::MetricsListening {
-            at: report::rfc3339(wall_now()),
-            url: format!("http://{address}/metrics"),
-            address,
-        })
-        .is_ok();
-    }
-    if let Some((server, collector)) = &mut metrics {
-        server.publish(collector.collect(&engine, wall_now()));
-    }
-    let mut reason = StopReason::Signal;
-    while emit_ok {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let now_i = Instant::now();
-        if deadline.is_some_and(|d| now_i >= d) {
-            reason = StopReason::Duration;
-            break;
-        }
-        let mut wake = next_tick.min(next_sample);
-        if let Some(d) = deadline {
-            wake = wake.min(d);
-        }
-        let ready = match cap.wait(wake.saturating_duration_since(now_i)) {
-            Ok(r) => r,
-            Err(e) => {
-                engine.warn("live-capture-error", e.to_string());
-                reason = StopReason::Error;
-                break;
-            }
-        };
-        let mut n = 0usize;
-        if ready {
-            while n < BATCH {
-                match cap.next_packet() {
-                    Ok(Some(rec)) => engine.process(&rec),
-                    Ok(None) => break,
-                    Err(e) => {
-                        engine.warn("live-capture-error", e.to_string());
-                        reason = StopReason::Error;
-                        emit_ok = false;
-                        break;
-                    }
-                }
-                n += 1;
-            }
-        }
-        let now = wall_now();
-        let now_i = Instant::now();
-        if n > 0 && tracker.after_packets(&engine, now, emit).is_err() {
-            emit_ok = false;
-        }
-        if now_i >= next_sample {
-            tracker.sample(&engine, now);
-            if let Err(e) = cap.flush() {
-                engine.warn("write-error", e.to_string());
-            }
-            next_sample = now_i + SAMPLE_EVERY;
-        }
-        if now_i >= next_tick {
-            let total = cap.drops().map_or(dropped_seen, |d| d.dropped);
-            if total > dropped_seen {
-                let new = total - dropped_seen;
-                dropped_seen = total;
-                engine.on_capture_drops(new);
-                emit_ok &= emit(&LiveEvent::CaptureDrops {
-                    at: report::rfc3339(now),
-                    new,
-                    total,
-                })
-                .is_ok();
-            }
-            emit_ok &= tracker.after_packets(&engine, now, emit).is_ok();
-            emit_ok &= tracker.on_tick(&mut engine, now, emit).is_ok();
-            if let Some((server, collector)) = &mut metrics {
-                if server.take_wanted() {
-                    server.publish(collector.collect(&engine, now));
-                }
-            }
-            next_tick = now_i + TICK;
-        }
-    }
-    // Drain what the kernel already holds, then count the final drops.
-    if reason != StopReason::Error {
-        for _ in 0..BATCH {
-            match cap.next_packet() {
-                Ok(Some(rec)) => engine.process(&rec),
-                Ok(None) | Err(_) => break,
-            }
-        }
-    }
-    let total = cap.drops().map_or(dropped_seen, |d| d.dropped);
-    if total > dropped_seen {
-        engine.on_capture_drops(total - dropped_seen);
-    }
-    let now = wall_now();
-    tracker.sample(&engine, now);
-    let _ = tracker.after_packets(&engine, now, emit);
-    let written = match cap.close() {
+    };
+    let driven = driver::drive(
+        source,
+        &mut engine,
+        &mut sink,
+        DriveOptions {
+            batch: BATCH,
+            paced: Some(Paced {
+                clock: &mut *clock,
+                tick: TICK,
+                sample: SAMPLE_EVERY,
+                deadline: opts.duration,
+                drain: true,
+            }),
+            stop: Some(stop),
+        },
+    );
+    let now = clock.now();
+    sink.tracker.sample(&engine, now);
+    let _ = sink.tracker.after_packets(&engine, now, sink.emit);
+    let written = match source.close_save() {
         Ok(w) => w,
         Err(e) => {
             engine.warn("write-error", e.to_string());
@@ -826,17 +877,17 @@ pub fn run(
         }
     };
     engine.finish();
-    let _ = tracker.after_packets(&engine, now, emit);
-    let _ = emit(&LiveEvent::CaptureStopped {
+    let _ = sink.tracker.after_packets(&engine, now, sink.emit);
+    let _ = (sink.emit)(&LiveEvent::CaptureStopped {
         at: report::rfc3339(now),
-        reason,
+        reason: StopReason::from(&driven.reason),
         packets: engine.counters().packets,
-        dropped: total,
+        dropped: driven.dropped,
         written: written.map(|p| p.display().to_string()),
     });
     let mut rep = report::build(&engine, &opts.capture.interface, true);
-    tracker.decorate(&engine, &mut rep);
-    Ok(rep)
+    sink.tracker.decorate(&engine, &mut rep);
+    rep
 }
 
 #[cfg(test)]

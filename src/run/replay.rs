@@ -1,42 +1,15 @@
-//! Running a whole input through the engine: the code shared by the CLI,
-//! the tests and (later) the TUI's worker thread.
+//! Running a whole input through the engine: the code shared by the CLI
+//! and the tests. Opening and reading are the driver's
+//! ([`crate::driver::open_input`], [`crate::driver::drive`] unpaced), shared
+//! with the TUI's worker thread.
 
 use std::path::Path;
 
 use crate::capture::{CaptureError, FileSource, LinkType, PacketRecord};
-use crate::decode::is_supported;
+use crate::driver::{self, DriveOptions, Flow, Sink, StopReason};
+pub use crate::driver::{open_input as open_supported, InputError as AppError, Progress};
 use crate::engine::{Engine, EngineConfig};
 use crate::report::{self, Report};
-
-/// Why an input could not be analysed at all (exit code 2).
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// The capture could not be opened.
-    #[error("{0}")]
-    Open(#[from] CaptureError),
-    /// The link type is not one hbscope decodes.
-    #[error(
-        "{input}: link-layer type {link} is not supported; hbscope reads Ethernet (with VLAN tags), Linux cooked \
-         v1/v2 (`tcpdump -i any`), BSD loopback and raw IP captures"
-    )]
-    UnsupportedLink {
-        /// The input.
-        input: String,
-        /// Its link type.
-        link: String,
-    },
-}
-
-/// Progress while reading (for a UI).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Packets read.
-    pub packets: u64,
-    /// Bytes of the file consumed.
-    pub bytes: u64,
-    /// File size when known (not for stdin).
-    pub total: Option<u64>,
-}
 
 /// The result of a replay: the finished engine and how reading ended.
 pub struct Replay {
@@ -63,20 +36,6 @@ impl Replay {
 /// [`AppError`] when the input cannot be opened or its link type is unsupported.
 pub fn check_input(path: &Path) -> Result<(), AppError> {
     open_supported(path).map(|_| ())
-}
-
-/// Opens the capture at `path`; an error when its link type is unsupported.
-fn open_supported(path: &Path) -> Result<(FileSource, LinkType), AppError> {
-    let src = FileSource::open(path)?;
-    let link = src.link_type();
-    if is_supported(link) {
-        Ok((src, link))
-    } else {
-        Err(AppError::UnsupportedLink {
-            input: path.display().to_string(),
-            link: link.to_string(),
-        })
-    }
 }
 
 /// Reads the whole capture at `path` ("-" = stdin) through the engine.
@@ -202,6 +161,32 @@ pub fn replay_observed(
 /// Packets handed to the engine at once (see [`Engine::process_batch`]).
 const BATCH: usize = 1024;
 
+/// Progress reports while reading: one every this many packets.
+const PROGRESS_EVERY: u64 = 65_536;
+
+/// Replay's [`Sink`]: progress now and then, every record to `observe`.
+struct ReplaySink<'a> {
+    progress: &'a mut dyn FnMut(Progress),
+    observe: &'a mut dyn FnMut(LinkType, &PacketRecord<'_>),
+    next_progress: u64,
+}
+
+impl Sink for ReplaySink<'_> {
+    fn packets(&mut self, link: LinkType, recs: &[PacketRecord<'_>]) {
+        for rec in recs {
+            (self.observe)(link, rec);
+        }
+    }
+
+    fn after_packets(&mut self, _: &Engine, _: crate::model::Timestamp, p: &Progress) -> Flow {
+        if p.packets >= self.next_progress {
+            self.next_progress = p.packets + PROGRESS_EVERY;
+            (self.progress)(*p);
+        }
+        Flow::Continue
+    }
+}
+
 /// Reads every packet of `path` into `engine`, then finishes it.
 fn read_into(
     path: &Path,
@@ -211,43 +196,24 @@ fn read_into(
     observe: &mut dyn FnMut(LinkType, &PacketRecord<'_>),
 ) -> Result<Replay, AppError> {
     let source = path.display().to_string();
-    let link = src.link_type();
-    let total = src.file_size();
-    let mut complete = true;
-    let mut n: u64 = 0;
-    let mut next_progress: u64 = 65_536;
-    loop {
-        let got = src.next_batch(BATCH, &mut |recs| {
-            engine.process_batch(recs);
-            for rec in recs {
-                observe(link, rec);
-            }
-        });
-        match got {
-            Ok(0) => break,
-            Ok(k) => {
-                n += k as u64;
-                if n >= next_progress {
-                    next_progress = n + 65_536;
-                    progress(Progress {
-                        packets: n,
-                        bytes: src.bytes_consumed(),
-                        total,
-                    });
-                }
-            }
-            Err(e) => {
-                complete = false;
-                engine.warn_input(e.warning_code(), e.to_string());
-                break;
-            }
-        }
-    }
-    progress(Progress {
-        packets: n,
-        bytes: src.bytes_consumed(),
-        total,
-    });
+    let mut sink = ReplaySink {
+        progress,
+        observe,
+        next_progress: PROGRESS_EVERY,
+    };
+    let driven = driver::drive(
+        &mut src,
+        &mut engine,
+        &mut sink,
+        DriveOptions {
+            batch: BATCH,
+            paced: None,
+            stop: None,
+        },
+    );
+    // A read error is a warning in the report (recorded by the driver).
+    let complete = !matches!(driven.reason, StopReason::Error(_));
+    (sink.progress)(driven.progress);
     engine.finish();
     Ok(Replay {
         engine,

@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use crate::analysis::timeline::TimelineEvent;
 use crate::analysis::{Cause, Connection, Gap, HeartbeatSource};
+use crate::driver::Progress;
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
 use crate::report::{self, ConnectionState, GapReport, Report, Summary};
-use crate::run::replay::Progress;
 
 /// Where the input stands.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,23 +1,27 @@
-//! The worker thread: owns the [`Engine`], reads the capture (as fast as
-//! possible or at N x real time), and sends [`Snapshot`]s to the UI. It
-//! listens for [`Command`]s (focus, pause, quit) between packets.
+//! The worker thread: owns the [`Engine`], reads the capture through the
+//! driver ([`crate::driver::drive`]: as fast as possible, or paced at N x
+//! real time), and sends [`Snapshot`]s to the UI. It listens for
+//! [`Command`]s (focus, pause, quit) between batches, or at every tick.
 //!
 //! "Now" is the playback clock: with `--speed N` it moves with the wall clock
 //! even when no packet arrives, so a silence still open grows on screen and
-//! [`Engine::tick`] flags it when it passes the limit (as live capture will).
+//! [`Engine::tick`] flags it when it passes the limit (as in live capture).
+//! Packets are released by a [`PacedSource`] as the clock passes them.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::snapshot::{PlayState, Snapshot, SnapshotBuilder, Timelines};
 use super::state::{Command, Event};
 use crate::capture::FileSource;
-use crate::decode::is_supported;
+use crate::driver::{
+    self, Clock, DriveOptions, Flow, Paced, PacedSource, Progress, Sink, StopReason,
+};
 use crate::engine::{Engine, EngineConfig};
-use crate::model::{Span, Timestamp};
-use crate::run::replay::Progress;
+use crate::model::{Direction, Span, Timestamp};
 
 /// Least wall time between two snapshots while reading.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(150);
@@ -150,32 +154,71 @@ fn export_report(engine: &Engine, source: &str, complete: bool, path: &std::path
     }
 }
 
-/// A playback clock that stops while paused.
-struct Clock {
+/// The playback clock: capture time moves at `speed` times the wall clock
+/// from the first packet on, and stops while paused. Clones share it (the
+/// [`PacedSource`] releasing packets holds one).
+#[derive(Debug, Clone)]
+struct Playback {
+    t0: Timestamp,
     speed: f64,
+    started: Instant,
+    state: Arc<Mutex<Played>>,
+}
+
+/// Wall time played so far, and since when it is running (`None`: paused).
+#[derive(Debug)]
+struct Played {
     played: Duration,
     since: Option<Instant>,
 }
 
-impl Clock {
-    fn elapsed(&self) -> Duration {
-        self.played + self.since.map_or(Duration::ZERO, |s| s.elapsed())
+impl Playback {
+    fn new(t0: Timestamp, speed: f64) -> Self {
+        let now = Instant::now();
+        Playback {
+            t0,
+            speed,
+            started: now,
+            state: Arc::new(Mutex::new(Played {
+                played: Duration::ZERO,
+                since: Some(now),
+            })),
+        }
     }
-    fn pause(&mut self, paused: bool) {
-        match (paused, self.since) {
+
+    fn played(&self) -> std::sync::MutexGuard<'_, Played> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pause(&self, paused: bool) {
+        let mut p = self.played();
+        match (paused, p.since) {
             (true, Some(s)) => {
-                self.played += s.elapsed();
-                self.since = None;
+                p.played += s.elapsed();
+                p.since = None;
             }
-            (false, None) => self.since = Some(Instant::now()),
+            (false, None) => p.since = Some(Instant::now()),
             _ => {}
         }
     }
-    /// Capture time reached, counted from the first packet `t0`.
-    fn now(&self, t0: Timestamp) -> Timestamp {
+}
+
+impl Clock for Playback {
+    /// Capture time reached, counted from the first packet.
+    fn now(&self) -> Timestamp {
+        let p = self.played();
+        let elapsed = p.played + p.since.map_or(Duration::ZERO, |s| s.elapsed());
         #[allow(clippy::cast_possible_truncation)]
-        let ns = (self.elapsed().as_secs_f64() * self.speed * 1e9) as i64;
-        t0.plus(Span(ns))
+        let ns = (elapsed.as_secs_f64() * self.speed * 1e9) as i64;
+        self.t0.plus(Span(ns))
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn pass(&mut self, d: Duration) -> Duration {
+        d
     }
 }
 
@@ -183,18 +226,17 @@ impl Clock {
 /// UI is answered between batches without a visible delay.
 const BATCH: usize = 1024;
 
-/// Loads the whole input in batches ([`Engine::process_batch`]), answering
-/// the UI (snapshots, focus, pause) between batches. Returns `false` when the
-/// UI quit.
-fn load_batches(
-    w: &mut Worker,
-    src: &mut FileSource,
-    engine: &mut Engine,
-    progress: &mut Progress,
-    complete: &mut bool,
-) -> bool {
-    let mut last_sent = Instant::now();
-    loop {
+/// Loading's [`Sink`]: answers the UI (snapshots, focus, pause) between batches.
+struct Loading<'w> {
+    w: &'w mut Worker,
+    last_sent: Instant,
+}
+
+impl Loading<'_> {
+    /// Answers the UI before the next batch, waiting while paused; `false`
+    /// when the UI quit.
+    fn between(&mut self, engine: &Engine, progress: Progress) -> bool {
+        let w = &mut *self.w;
         loop {
             let due = w.poll();
             if w.quit {
@@ -205,111 +247,161 @@ fn load_batches(
             } else {
                 PlayState::Loading
             };
-            if due || last_sent.elapsed() >= w.interval {
-                w.send(engine, *complete, None, *progress, state);
-                last_sent = Instant::now();
+            if due || self.last_sent.elapsed() >= w.interval {
+                w.send(engine, true, None, progress, state);
+                self.last_sent = Instant::now();
             }
             if !w.paused {
-                break;
+                return true;
             }
             if w.wait(Duration::from_millis(100)) {
-                w.send(engine, *complete, None, *progress, state);
-                last_sent = Instant::now();
-            }
-        }
-        match src.next_batch(BATCH, &mut |recs| engine.process_batch(recs)) {
-            Ok(0) => return true,
-            Ok(n) => {
-                progress.packets += n as u64;
-                progress.bytes = src.bytes_consumed();
-            }
-            Err(e) => {
-                *complete = false;
-                engine.warn(e.warning_code(), e.to_string());
-                progress.bytes = src.bytes_consumed();
-                return true;
+                w.send(engine, true, None, progress, state);
+                self.last_sent = Instant::now();
             }
         }
     }
 }
 
-/// Plays the input at `cfg.speed` times capture time, one packet at a time
-/// (the clock decides when each packet is due), answering the UI while it
-/// waits. Returns when the input ends or the UI quits (`w.quit`).
-fn play(
-    cfg: &WorkerConfig,
+impl Sink for Loading<'_> {
+    fn after_packets(&mut self, engine: &Engine, _: Timestamp, progress: &Progress) -> Flow {
+        if self.between(engine, *progress) {
+            Flow::Continue
+        } else {
+            Flow::Stop
+        }
+    }
+}
+
+/// Loads the whole input in batches ([`Engine::process_batch`]) through the
+/// driver, answering the UI (snapshots, focus, pause) between batches.
+/// Returns `false` when the UI quit.
+fn load_batches(
     w: &mut Worker,
     src: &mut FileSource,
     engine: &mut Engine,
     progress: &mut Progress,
     complete: &mut bool,
+) -> bool {
+    let mut sink = Loading {
+        w,
+        last_sent: Instant::now(),
+    };
+    if !sink.between(engine, *progress) {
+        return false;
+    }
+    let driven = driver::drive(
+        src,
+        engine,
+        &mut sink,
+        DriveOptions {
+            batch: BATCH,
+            paced: None,
+            stop: None,
+        },
+    );
+    *progress = driven.progress;
+    match driven.reason {
+        StopReason::SinkClosed => false,
+        // The driver recorded the error as a warning.
+        StopReason::Error(_) => {
+            *complete = false;
+            true
+        }
+        _ => true,
+    }
+}
+
+/// How often playback re-checks open silences and answers the UI.
+const PLAY_TICK: Duration = Duration::from_millis(50);
+
+/// Playback's [`Sink`]: at every tick, answers the UI (snapshots, focus,
+/// pause: the clock stops while paused).
+struct Playing<'w> {
+    w: &'w mut Worker,
+    clock: Playback,
+    state: PlayState,
+    progress: Progress,
+    last_sent: Instant,
+}
+
+impl Sink for Playing<'_> {
+    fn after_packets(&mut self, _: &Engine, _: Timestamp, progress: &Progress) -> Flow {
+        self.progress = *progress;
+        Flow::Continue
+    }
+
+    fn on_tick(&mut self, engine: &Engine, now: Timestamp, _: &[(usize, Direction, Span)]) -> Flow {
+        let w = &mut *self.w;
+        // Never before a packet already read (they may be stamped ahead).
+        let now = Some(now.max(engine.counters().last.unwrap_or(now)));
+        loop {
+            let due = w.poll();
+            self.clock.pause(w.paused);
+            if w.quit {
+                return Flow::Stop;
+            }
+            let state = if w.paused {
+                PlayState::Paused
+            } else {
+                self.state
+            };
+            if due || self.last_sent.elapsed() >= w.interval {
+                w.send(engine, true, now, self.progress, state);
+                self.last_sent = Instant::now();
+            }
+            if !w.paused {
+                return Flow::Continue;
+            }
+            if w.wait(Duration::from_millis(100)) {
+                w.send(engine, true, now, self.progress, state);
+                self.last_sent = Instant::now();
+            }
+        }
+    }
+}
+
+/// Plays the input at `cfg.speed` times capture time through the driver:
+/// packets are released as the playback clock passes their timestamps, open
+/// silences re-checked and the UI answered every [`PLAY_TICK`]. Returns when
+/// the input ends or the UI quits (`w.quit`).
+fn play(
+    cfg: &WorkerConfig,
+    w: &mut Worker,
+    src: FileSource,
+    engine: &mut Engine,
+    progress: &mut Progress,
+    complete: &mut bool,
 ) {
     let playing = PlayState::Playing { speed: cfg.speed };
-    let mut clock = Clock {
-        speed: cfg.speed,
-        played: Duration::ZERO,
-        since: Some(Instant::now()),
-    };
-    let mut last_sent = Instant::now();
-    let mut t0: Option<Timestamp> = None;
+    let (mut src, mut clock) = PacedSource::with_clock(src, |t0| Playback::new(t0, cfg.speed));
     w.send(engine, *complete, None, *progress, playing);
-    loop {
-        if w.quit {
-            return;
-        }
-        let rec = match src.next_packet() {
-            Ok(Some(rec)) => rec,
-            Ok(None) => break,
-            Err(e) => {
-                *complete = false;
-                engine.warn(e.warning_code(), e.to_string());
-                break;
-            }
-        };
-        let ts = rec.ts;
-        let start = *t0.get_or_insert(ts);
-        // Wait for the playback clock (and while paused), still answering the UI.
-        loop {
-            let mut due = w.poll();
-            clock.pause(w.paused);
-            if w.quit {
-                return;
-            }
-            let state = if w.paused { PlayState::Paused } else { playing };
-            let wait = if w.paused {
-                Some(Duration::from_millis(100))
-            } else {
-                let ahead = ts.since(clock.now(start)).as_secs_f64() / cfg.speed;
-                (ahead > 0.0).then(|| Duration::from_secs_f64(ahead.min(0.1)))
-            };
-            let now = Some(
-                clock
-                    .now(start)
-                    .min(ts)
-                    .max(engine.counters().last.unwrap_or(start)),
-            );
-            if let Some(now) = now {
-                engine.tick(now);
-            }
-            if due || last_sent.elapsed() >= w.interval {
-                w.send(engine, *complete, now, *progress, state);
-                last_sent = Instant::now();
-                due = false;
-            }
-            let _ = due;
-            match wait {
-                Some(d) => {
-                    if w.wait(d) {
-                        w.send(engine, *complete, now, *progress, state);
-                        last_sent = Instant::now();
-                    }
-                }
-                None => break,
-            }
-        }
-        engine.process(&rec);
-        progress.packets += 1;
-        progress.bytes = src.bytes_consumed();
+    let mut sink = Playing {
+        w,
+        clock: clock.clone(),
+        state: playing,
+        progress: *progress,
+        last_sent: Instant::now(),
+    };
+    let driven = driver::drive(
+        &mut src,
+        engine,
+        &mut sink,
+        DriveOptions {
+            batch: BATCH,
+            paced: Some(Paced {
+                clock: &mut clock,
+                tick: PLAY_TICK,
+                // Nothing is sampled.
+                sample: Duration::from_secs(3600),
+                deadline: None,
+                drain: false,
+            }),
+            stop: None,
+        },
+    );
+    *progress = driven.progress;
+    if let StopReason::Error(_) = driven.reason {
+        *complete = false;
     }
 }
 
@@ -326,7 +418,7 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
         builder: SnapshotBuilder::new(&cfg.path.display().to_string()),
         export: None,
     };
-    let mut src = match FileSource::open(&cfg.path) {
+    let (mut src, link) = match driver::open_input(&cfg.path) {
         Ok(s) => s,
         Err(e) => {
             let _ = w.events.send(Event::Snapshot(Box::new(Snapshot::failed(
@@ -336,18 +428,6 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
             return;
         }
     };
-    let link = src.link_type();
-    if !is_supported(link) {
-        let msg = crate::run::replay::AppError::UnsupportedLink {
-            input: w.source.clone(),
-            link: link.to_string(),
-        }
-        .to_string();
-        let _ = w
-            .events
-            .send(Event::Snapshot(Box::new(Snapshot::failed(&w.source, msg))));
-        return;
-    }
     let total = src.file_size();
     let mut engine_config = cfg.engine.clone();
     if engine_config.timeline_events == 0 {
@@ -369,19 +449,11 @@ pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command
             return;
         }
     } else {
-        play(
-            cfg,
-            &mut w,
-            &mut src,
-            &mut engine,
-            &mut progress,
-            &mut complete,
-        );
+        play(cfg, &mut w, src, &mut engine, &mut progress, &mut complete);
         if w.quit {
             return;
         }
     }
-    progress.bytes = src.bytes_consumed();
     engine.finish();
     w.send(&engine, complete, None, progress, PlayState::Done);
     // Finished: answer focus changes until the UI quits.
