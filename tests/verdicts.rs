@@ -160,6 +160,8 @@ capture_tests! {
     amqp10_on_5672 => "amqp10-on-5672",
     http_on_5672 => "http-on-5672",
     hostile_names => "hostile-names",
+    broker_blocked => "broker-blocked",
+    consumer_zero_window => "consumer-zero-window",
 }
 
 /// The founding case, checked field by field (not only by snapshot).
@@ -202,6 +204,36 @@ fn nova_eventlet_evidence_is_explicit() {
     assert!(w.before_resume_s > 0.0 && w.before_resume_s < 2.0);
     assert!(g.resumed.is_some());
     assert!(g.evidence.iter().any(|l| l.contains("kernel acknowledged")));
+}
+
+/// Flow control: the blocked publisher is never blamed, and the broker's
+/// silence into the stopped consumer's zero window is linked to the
+/// consumer's own gap.
+#[test]
+fn flow_control_evidence_is_explicit() {
+    let report = run("broker-blocked");
+    let c = &report.connections[0];
+    assert_eq!(c.blocked_events.len(), 2, "{:?}", c.blocked_events);
+    assert_eq!(c.blocked_events[0].reason.as_deref(), Some("low on memory"));
+    let g = &c.gaps[0];
+    assert_eq!(g.cause.as_str(), "broker-blocked");
+    assert!(g.counts.peer_zero_windows > 0, "{:?}", g.counts);
+    assert!(g.counts.blocked_s > g.limit_s);
+    assert!(g.evidence.iter().any(|l| l.contains("Connection.Blocked")));
+    assert!(g
+        .evidence
+        .iter()
+        .any(|l| l.contains("Connection.Unblocked")));
+
+    let report = run("consumer-zero-window");
+    let gaps = &report.connections[0].gaps;
+    let b2c = gaps
+        .iter()
+        .find(|g| g.direction.as_str() == "broker-to-client")
+        .expect("b2c gap");
+    let linked = b2c.consequence_of.expect("linked to the client's gap");
+    assert_eq!(gaps[linked].direction.as_str(), "client-to-broker");
+    assert_eq!(gaps[linked].cause.as_str(), "client-stall");
 }
 
 /// `--heartbeat` fills in what the wire cannot give, and never beats Tune-Ok.

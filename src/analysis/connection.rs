@@ -199,6 +199,17 @@ pub struct CloseEvent {
     pub info: CloseInfo,
 }
 
+/// A Connection.Blocked or Connection.Unblocked from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedEvent {
+    /// When.
+    pub at: Timestamp,
+    /// `true` for Blocked, `false` for Unblocked.
+    pub blocked: bool,
+    /// The reason the broker gave (Blocked only), e.g. "low on memory".
+    pub reason: Option<Arc<str>>,
+}
+
 /// How the connection ended, from the first ending event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -292,8 +303,8 @@ pub struct Connection {
     pub(crate) fin: [Option<Timestamp>; 2],
     /// RST time per direction.
     pub(crate) rst: [Option<Timestamp>; 2],
-    /// Connection.Blocked / Unblocked times.
-    pub(crate) blocked: Vec<(Timestamp, bool)>,
+    /// Connection.Blocked / Unblocked from the broker.
+    pub(crate) blocked: Vec<BlockedEvent>,
     /// Protocol problems noticed (bounded).
     pub(crate) violations: Vec<String>,
     /// Times framing was lost.
@@ -303,6 +314,19 @@ pub struct Connection {
     pub(crate) tls: Option<Box<TlsInfo>>,
     /// Shared with every connection of the engine rather than copied into each.
     config: Arc<AnalysisConfig>,
+}
+
+/// UTC time of day with milliseconds (as the reports' `clock`), for evidence
+/// lines: the analysis does no calendar arithmetic beyond this.
+fn time_of_day(ts: Timestamp) -> String {
+    let ms = ts.0.div_euclid(1_000_000).rem_euclid(86_400_000);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1_000 % 60,
+        ms % 1_000
+    )
 }
 
 /// The Connection.Start server_properties kept per connection (what reports show).
@@ -450,10 +474,58 @@ impl Connection {
         &self.closes
     }
 
-    /// Connection.Blocked / Unblocked: (time, blocked?).
+    /// Connection.Blocked / Unblocked, in capture order.
     #[must_use]
-    pub fn blocked(&self) -> &[(Timestamp, bool)] {
+    pub fn blocked(&self) -> &[BlockedEvent] {
         &self.blocked
+    }
+
+    /// The time of `[start, end]` during which the broker had the client
+    /// blocked: from each Connection.Blocked to the next Unblocked (or on).
+    #[must_use]
+    pub fn blocked_within(&self, start: Timestamp, end: Timestamp) -> Span {
+        let mut total = 0i64;
+        let mut since: Option<Timestamp> = None;
+        let mut add = |from: Timestamp, to: Timestamp| {
+            let (a, b) = (from.max(start), to.min(end));
+            if b > a {
+                total += b.since(a).0;
+            }
+        };
+        for e in &self.blocked {
+            match (e.blocked, since) {
+                (true, None) => since = Some(e.at),
+                (false, Some(from)) => {
+                    add(from, e.at);
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = since {
+            add(from, end);
+        }
+        Span(total)
+    }
+
+    /// The Connection.Blocked in effect during `[start, end]` (the last one
+    /// sent before `end`, if not unblocked before `start`) and the Unblocked
+    /// that followed it, if any.
+    #[must_use]
+    pub fn blocked_during(
+        &self,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Option<(&BlockedEvent, Option<&BlockedEvent>)> {
+        let i = self
+            .blocked
+            .iter()
+            .rposition(|e| e.blocked && e.at <= end)?;
+        let un = self.blocked[i..].iter().find(|e| !e.blocked);
+        if un.is_some_and(|u| u.at < start) {
+            return None;
+        }
+        Some((&self.blocked[i], un))
     }
 
     /// Protocol problems noticed (bounded).
@@ -600,6 +672,17 @@ impl Connection {
         self.seen(ts);
         let d = &mut self.dirs[dir.index()];
         d.last_window = Some(window);
+        // For the other direction's silence this sender is the peer: a zero
+        // window keeps that direction from sending anything new.
+        let o = &mut self.dirs[dir.reverse().index()].evidence;
+        if zero_window {
+            o.peer_zero_windows = o.peer_zero_windows.saturating_add(1);
+            o.peer_zero_since.get_or_insert(ts);
+            o.peer_zero_first.get_or_insert(ts);
+        } else if let Some(since) = o.peer_zero_since.take() {
+            o.peer_zero_window_time = Span(o.peer_zero_window_time.0 + ts.since(since).0);
+        }
+        let d = &mut self.dirs[dir.index()];
         let ev = &mut d.evidence;
         if advanced && ev.peer_retransmissions > 0 {
             ev.sender_acks_after_peer_retransmission =
@@ -796,11 +879,19 @@ impl Connection {
                 }
             }
             ConnMethod::CloseOk => {}
-            ConnMethod::Blocked { .. } if self.blocked.len() < MAX_BLOCKED => {
-                self.blocked.push((ts, true))
+            ConnMethod::Blocked { reason } if self.blocked.len() < MAX_BLOCKED => {
+                self.blocked.push(BlockedEvent {
+                    at: ts,
+                    blocked: true,
+                    reason: Some(Arc::from(reason.as_str())),
+                });
             }
             ConnMethod::Unblocked if self.blocked.len() < MAX_BLOCKED => {
-                self.blocked.push((ts, false))
+                self.blocked.push(BlockedEvent {
+                    at: ts,
+                    blocked: false,
+                    reason: None,
+                });
             }
             ConnMethod::Blocked { .. } | ConnMethod::Unblocked => {}
         }
@@ -832,14 +923,20 @@ impl Connection {
         let sender = self.key.sender(dir);
         let receiver = self.key.receiver(dir);
         let cfg = *self.config;
+        // A peer window still closed carries over into the next silence.
+        let peer_zero_since =
+            (self.dirs[dir.reverse().index()].last_window == Some(0)).then_some(ts);
         let d = &mut self.dirs[dir.index()];
         let before = d.last_window;
+        let fresh = Evidence {
+            sender_window_before: before,
+            peer_zero_since,
+            peer_zero_first: peer_zero_since,
+            ..Evidence::default()
+        };
         let Some(start) = d.last_activity else {
             d.last_activity = Some(ts);
-            d.evidence = Evidence {
-                sender_window_before: before,
-                ..Evidence::default()
-            };
+            d.evidence = fresh;
             return;
         };
         if d.closed {
@@ -852,13 +949,13 @@ impl Connection {
         if how == SilenceEnd::Data && silence > d.longest_data_silence {
             d.longest_data_silence = silence;
         }
-        let evidence = d.evidence;
-        d.evidence = Evidence {
-            sender_window_before: before,
-            ..Evidence::default()
-        };
+        let mut evidence = d.evidence.closed_at(ts);
+        d.evidence = fresh;
         d.last_activity = Some(ts);
         d.open_flagged = false;
+        if silent == Role::Client {
+            evidence.blocked_time = self.blocked_within(start, ts);
+        }
         let make_gap = |limit: Span| {
             let wakeup =
                 if silent == Role::Client && matches!(how, SilenceEnd::Data | SilenceEnd::Fin) {
@@ -873,7 +970,7 @@ impl Connection {
                 end: ts,
                 ended_by: how,
                 limit,
-                cause: decide(&evidence, silent),
+                cause: decide(&evidence, silent, silence, limit),
                 evidence,
                 wakeup,
                 resume_burst_frames: 0,
@@ -934,6 +1031,7 @@ impl Connection {
             for mut g in r.pending.drain(..) {
                 if g.silence() > limit {
                     g.limit = limit;
+                    g.cause = decide(&g.evidence, g.silent, g.silence(), limit);
                     found.push(g);
                 }
             }
@@ -1019,6 +1117,10 @@ impl Connection {
             return None;
         }
         let silent = self.role_of(dir);
+        let mut evidence = d.evidence.closed_at(now);
+        if silent == Role::Client {
+            evidence.blocked_time = self.blocked_within(start, now);
+        }
         Some(Gap {
             dir,
             silent,
@@ -1026,8 +1128,8 @@ impl Connection {
             end: now,
             ended_by: SilenceEnd::Open,
             limit,
-            cause: decide(&d.evidence, silent),
-            evidence: d.evidence,
+            cause: decide(&evidence, silent, now.since(start), limit),
+            evidence,
             wakeup: None,
             resume_burst_frames: 0,
             resumed: None,
@@ -1142,6 +1244,24 @@ impl Connection {
                 e.sender_zero_windows
             ));
         }
+        if gap.cause == Cause::BrokerBlocked {
+            lines.extend(self.blocked_lines(gap));
+        }
+        if e.peer_zero_windows > 0 {
+            lines.push(format!(
+                "{p} advertised a zero window {} times during the silence, first at {}: its window was closed for {:.3} s of the {:.3} s, so {s}'s TCP could send no new data (only window probes: {} keep-alives)",
+                e.peer_zero_windows,
+                time_of_day(e.peer_zero_first.unwrap_or(gap.start)),
+                e.peer_zero_window_time.as_secs_f64(),
+                gap.silence().as_secs_f64(),
+                e.sender_keepalives
+            ));
+        }
+        if receiver_window_decided(e, gap.silent, gap.cause) {
+            lines.push(format!(
+                "the silence is {p}'s: {p}'s application was not reading its socket, its kernel's receive buffer filled and it advertised a zero window ({s} was not stalled)"
+            ));
+        }
         if e.peer_retransmissions > 0 {
             lines.push(format!(
                 "{p} retransmitted {} times: its data was not acknowledged{}",
@@ -1231,6 +1351,31 @@ impl Connection {
         lines
     }
 
+    /// Evidence lines on the broker's Connection.Blocked during a client gap.
+    fn blocked_lines(&self, gap: &Gap) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some((b, un)) = self.blocked_during(gap.start, gap.end) {
+            lines.push(format!(
+                "broker sent Connection.Blocked at {} (reason \"{}\"): RabbitMQ stops reading a blocked publisher's socket and does not check its heartbeats",
+                time_of_day(b.at),
+                b.reason.as_deref().unwrap_or("")
+            ));
+            match un {
+                Some(u) => lines.push(format!(
+                    "broker sent Connection.Unblocked at {} ({:.3} s after Blocked)",
+                    time_of_day(u.at),
+                    u.at.since(b.at).as_secs_f64()
+                )),
+                None => lines.push("no Connection.Unblocked followed in the capture".to_owned()),
+            }
+        }
+        lines.push(format!(
+            "the client was blocked for {:.3} s of the silence: it was not stalled, the broker's flow control held it (a resource alarm)",
+            gap.evidence.blocked_time.as_secs_f64()
+        ));
+        lines
+    }
+
     /// The client's name: connection_name, else product.
     #[must_use]
     pub fn client_name(&self) -> Option<String> {
@@ -1263,6 +1408,93 @@ mod tests {
         Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
     }
 
+    const TEN_S: Span = Span(10_000_000_000);
+    const TWO_S: Span = Span(2_000_000_000);
+
+    /// Rules 5 and 6 on the evidence of broker-blocked.pcap and
+    /// consumer-zero-window.pcap: TCP sends nothing new into a zero window.
+    #[test]
+    fn zero_window_and_blocked_are_not_the_senders_stall() {
+        let silence = Span::from_millis(7_081);
+        // broker-blocked: the client's kernel ACKs the broker's heartbeats
+        // (a stall by rule 7), but the broker had it blocked and its window was
+        // closed for the whole silence.
+        let blocked = Evidence {
+            sender_acks_advancing: 9,
+            sender_keepalives: 4,
+            peer_zero_windows: 13,
+            peer_zero_window_time: silence,
+            blocked_time: silence,
+            ..Evidence::default()
+        };
+        assert_eq!(
+            decide(&blocked, Role::Client, silence, TWO_S),
+            Cause::BrokerBlocked
+        );
+        // The same zero window without Connection.Blocked: the broker was not
+        // reading, so the silence is the broker's.
+        let not_reading = Evidence {
+            blocked_time: Span(0),
+            ..blocked
+        };
+        assert_eq!(
+            decide(&not_reading, Role::Client, silence, TWO_S),
+            Cause::BrokerStall
+        );
+        // Blocked only briefly at the start of a long silence: the rest is the
+        // client's own.
+        let brief = Evidence {
+            peer_zero_windows: 0,
+            peer_zero_window_time: Span(0),
+            blocked_time: Span::from_secs(1),
+            ..blocked
+        };
+        assert_eq!(
+            decide(&brief, Role::Client, TEN_S, TWO_S),
+            Cause::ClientStall
+        );
+        // consumer-zero-window, broker-to-client: only probes from the broker
+        // into the stopped client's zero window.
+        let probes = Evidence {
+            sender_pure_acks: 4,
+            sender_keepalives: 4,
+            sender_packets: 8,
+            peer_zero_windows: 4,
+            peer_zero_window_time: Span::from_millis(4_277),
+            ..Evidence::default()
+        };
+        let cause = decide(&probes, Role::Broker, Span::from_millis(4_277), TWO_S);
+        assert_eq!(cause, Cause::ClientStall);
+        assert!(receiver_window_decided(&probes, Role::Broker, cause));
+        // A window closed for a moment does not explain a long silence.
+        let short = Evidence {
+            peer_zero_window_time: Span::from_millis(500),
+            ..probes
+        };
+        assert_eq!(decide(&short, Role::Broker, TEN_S, TWO_S), Cause::Unknown);
+    }
+
+    #[test]
+    fn blocked_time_counts_blocked_until_unblocked() {
+        let (mut c, cd) = conn(2);
+        let bd = cd.reverse();
+        c.on_method(
+            s(2.0),
+            bd,
+            &ConnMethod::Blocked {
+                reason: "low on memory".into(),
+            },
+        );
+        c.on_method(s(6.0), bd, &ConnMethod::Unblocked);
+        assert_eq!(c.blocked_within(s(0.0), s(10.0)), Span::from_secs(4));
+        assert_eq!(c.blocked_within(s(3.0), s(5.0)), Span::from_secs(2));
+        assert_eq!(c.blocked_within(s(7.0), s(9.0)), Span(0));
+        assert!(c.blocked_during(s(7.0), s(9.0)).is_none());
+        let (b, u) = c.blocked_during(s(3.0), s(9.0)).expect("blocked");
+        assert_eq!(b.reason.as_deref(), Some("low on memory"));
+        assert_eq!(u.map(|u| u.at), Some(s(6.0)));
+    }
+
     /// The decision rules on the evidence of real captures (see
     /// docs/heartbeat-model.md): a kernel that ACKs proves the host alive, not
     /// that its packets get through.
@@ -1276,7 +1508,10 @@ mod tests {
             peer_retransmissions: 5,
             ..Evidence::default()
         };
-        assert_eq!(decide(&broker_side, Role::Client), Cause::PeerUnreachable);
+        assert_eq!(
+            decide(&broker_side, Role::Client, TEN_S, TWO_S),
+            Cause::PeerUnreachable
+        );
         // twoend-lost-c2b, client side: the client's kernel ACKs the broker's
         // heartbeats, but its own retransmissions are never acknowledged.
         let client_side = Evidence {
@@ -1285,7 +1520,10 @@ mod tests {
             peer_packets: 7,
             ..Evidence::default()
         };
-        assert_eq!(decide(&client_side, Role::Client), Cause::PeerUnreachable);
+        assert_eq!(
+            decide(&client_side, Role::Client, TEN_S, TWO_S),
+            Cause::PeerUnreachable
+        );
         // twoend-lost-c2b-brief, broker side: ACKs came back as the loss ended,
         // after four broker retransmissions.
         let brief = Evidence {
@@ -1294,7 +1532,10 @@ mod tests {
             peer_retransmissions: 4,
             ..Evidence::default()
         };
-        assert_eq!(decide(&brief, Role::Client), Cause::PeerUnreachable);
+        assert_eq!(
+            decide(&brief, Role::Client, TEN_S, TWO_S),
+            Cause::PeerUnreachable
+        );
         // A stall with one spurious retransmission that the kernel answered.
         let stall = Evidence {
             sender_acks_advancing: 6,
@@ -1302,14 +1543,20 @@ mod tests {
             peer_retransmissions: 1,
             ..Evidence::default()
         };
-        assert_eq!(decide(&stall, Role::Client), Cause::ClientStall);
+        assert_eq!(
+            decide(&stall, Role::Client, TEN_S, TWO_S),
+            Cause::ClientStall
+        );
         // A stalled reader's full window makes the peer probe: still a stall.
         let full = Evidence {
             sender_zero_windows: 3,
             peer_retransmissions: 3,
             ..Evidence::default()
         };
-        assert_eq!(decide(&full, Role::Broker), Cause::BrokerStall);
+        assert_eq!(
+            decide(&full, Role::Broker, TEN_S, TWO_S),
+            Cause::BrokerStall
+        );
         // Retransmissions the peer acknowledged afterwards: the data got through.
         let answered = Evidence {
             sender_acks_advancing: 2,
@@ -1317,7 +1564,10 @@ mod tests {
             peer_acks_after_sender_retransmission: 1,
             ..Evidence::default()
         };
-        assert_eq!(decide(&answered, Role::Client), Cause::ClientStall);
+        assert_eq!(
+            decide(&answered, Role::Client, TEN_S, TWO_S),
+            Cause::ClientStall
+        );
     }
 
     fn conn(hb: u16) -> (Connection, Direction) {

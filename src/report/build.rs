@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::os::procinfo::{ProcessOwner, ProcessVerdict, ThreadActivity};
 
 use super::*;
-use crate::analysis::RoleDirection;
+use crate::analysis::{receiver_window_decided, RoleDirection};
 
 fn dir_name(conn: &Connection, dir: Direction) -> RoleDirection {
     conn.role_of(dir).sends()
@@ -36,6 +36,14 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
         ratio: round3(g.ratio()),
         ended_by: g.ended_by,
         cause: g.cause,
+        consequence_of: if receiver_window_decided(e, g.silent, g.cause) {
+            // The receiver's own gap overlapping this one.
+            conn.gaps()
+                .iter()
+                .position(|h| h.dir == g.dir.reverse() && h.start < g.end && g.start < h.end)
+        } else {
+            None
+        },
         consequence: conn.consequence(g),
         evidence: conn.evidence_lines(g),
         counts: EvidenceCounts {
@@ -53,6 +61,9 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
             capture_missed_bytes: e.capture_missed_bytes,
             peer_capture_missed_bytes: e.peer_capture_missed_bytes,
             capture_drops: e.capture_drops,
+            peer_zero_windows: e.peer_zero_windows,
+            peer_zero_window_s: secs(e.peer_zero_window_time.0),
+            blocked_s: secs(e.blocked_time.0),
         },
         resume_burst_frames: g.resume_burst_frames,
         wakeup: g.wakeup.map(|w| WakeupReport {
@@ -162,7 +173,16 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         blocked: conn
             .blocked()
             .iter()
-            .map(|(t, b)| (rfc3339(*t), *b))
+            .map(|e| (rfc3339(e.at), e.blocked))
+            .collect(),
+        blocked_events: conn
+            .blocked()
+            .iter()
+            .map(|e| BlockedEventReport {
+                at: rfc3339(e.at),
+                event: if e.blocked { "blocked" } else { "unblocked" },
+                reason: e.reason.as_deref().map(str::to_owned),
+            })
             .collect(),
         violations: conn.violations().to_vec(),
         gaps: conn.gaps().iter().map(|g| gap_report(conn, g)).collect(),

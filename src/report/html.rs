@@ -55,6 +55,7 @@ fn cause_colour(cause: Cause) -> &'static str {
         Cause::ClientStall => "#d9534f",
         Cause::BrokerStall => "#e67e22",
         Cause::PeerUnreachable => "#8e44ad",
+        Cause::BrokerBlocked => "#2980b9",
         Cause::CaptureLoss => "#7f8c8d",
         Cause::Unknown => "#95a5a6",
     }

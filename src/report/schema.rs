@@ -237,6 +237,26 @@ pub struct EvidenceCounts {
     pub peer_capture_missed_bytes: u64,
     /// Packets the capture dropped.
     pub capture_drops: u64,
+    /// Peer segments advertising a zero window during the silence (absent when 0).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub peer_zero_windows: u32,
+    /// Seconds of the silence during which the peer's window was zero (absent when 0).
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub peer_zero_window_s: f64,
+    /// Seconds of the silence during which the broker had the client blocked
+    /// (Connection.Blocked; absent when 0).
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub blocked_s: f64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// One gap.
@@ -258,8 +278,14 @@ pub struct GapReport {
     pub ratio: f64,
     /// "data" | "fin" | "rst" | "capture-end" | "open".
     pub ended_by: SilenceEnd,
-    /// "client-stall" | "broker-stall" | "peer-unreachable" | "capture-loss" | "unknown".
+    /// "client-stall" | "broker-stall" | "peer-unreachable" | "broker-blocked" |
+    /// "capture-loss" | "unknown".
     pub cause: Cause,
+    /// When the silence was the receiver's zero window: the 0-based index in
+    /// this connection's `gaps` of the receiver's own gap it is a consequence
+    /// of (absent otherwise, or when the receiver had no gap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consequence_of: Option<usize>,
     /// "broker-reset" | "broker-closed" | "client-closed" | "survived" | "capture-ended".
     pub consequence: Consequence,
     /// Human evidence lines.
@@ -411,6 +437,9 @@ pub struct ConnectionReport {
     pub closes: Vec<CloseReport>,
     /// Connection.Blocked / Unblocked: (time, blocked?).
     pub blocked: Vec<(String, bool)>,
+    /// Connection.Blocked / Unblocked with the broker's reason (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked_events: Vec<BlockedEventReport>,
     /// Protocol problems.
     pub violations: Vec<String>,
     /// Gaps.
@@ -427,6 +456,18 @@ pub struct ConnectionReport {
     pub tls: Option<TlsReport>,
     /// Facts the capture cannot give for this connection (e.g. under TLS).
     pub unavailable: Vec<&'static str>,
+}
+
+/// A Connection.Blocked or Connection.Unblocked from the broker.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BlockedEventReport {
+    /// When.
+    pub at: String,
+    /// "blocked" | "unblocked".
+    pub event: &'static str,
+    /// The broker's reason (Blocked only), e.g. "low on memory".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// TLS facts of an AMQPS connection (read without keys).
@@ -537,6 +578,7 @@ mod tests {
             Cause::ClientStall,
             Cause::BrokerStall,
             Cause::PeerUnreachable,
+            Cause::BrokerBlocked,
             Cause::CaptureLoss,
             Cause::Unknown,
         ]);
@@ -587,6 +629,7 @@ mod tests {
             MergedCause::ClientStall,
             MergedCause::BrokerStall,
             MergedCause::PeerUnreachable,
+            MergedCause::BrokerBlocked,
             MergedCause::CaptureLoss,
             MergedCause::Unknown,
             MergedCause::LostInNetwork,

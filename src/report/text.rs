@@ -173,6 +173,17 @@ pub fn to_text(report: &Report) -> String {
                 d.bytes, d.frames, d.heartbeats, d.retransmissions, d.longest_silence_s
             );
         }
+        if !conn.blocked_events.is_empty() {
+            let events: Vec<String> = conn
+                .blocked_events
+                .iter()
+                .map(|e| match &e.reason {
+                    Some(r) => format!("{} at {} ({r})", e.event, e.at),
+                    None => format!("{} at {}", e.event, e.at),
+                })
+                .collect();
+            let _ = writeln!(o, "    flow control: {}", events.join(", "));
+        }
         for v in conn.violations.iter().take(5) {
             let _ = writeln!(o, "    protocol: {v}");
         }
@@ -194,8 +205,13 @@ pub fn to_text(report: &Report) -> String {
             );
             let _ = writeln!(
                 o,
-                "      cause: {}   consequence: {}",
-                g.cause, g.consequence
+                "      cause: {}   consequence: {}{}",
+                g.cause,
+                g.consequence,
+                g.consequence_of.map_or(String::new(), |j| format!(
+                    "   (the receiver's window: a consequence of gap {})",
+                    j + 1
+                ))
             );
             for line in &g.evidence {
                 let _ = writeln!(o, "      - {line}");

@@ -25,6 +25,7 @@ fn cause_color(c: Cause) -> Color {
     match c {
         Cause::ClientStall | Cause::BrokerStall => Color::Red,
         Cause::PeerUnreachable => Color::LightRed,
+        Cause::BrokerBlocked => Color::Magenta,
         Cause::CaptureLoss => Color::Blue,
         Cause::Unknown => Color::Yellow,
     }
