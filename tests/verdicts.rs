@@ -38,8 +38,19 @@ fn expected_heartbeat(exp: &Value, client_port: u16) -> Option<&Value> {
 
 type GapKey = (String, String, String);
 
+/// The expect file of a capture: `NAME.expect.json`, shared by the two files
+/// `NAME.client.pcap` and `NAME.broker.pcap` of a capture taken at both ends
+/// of a proxy (each is checked on its own).
+fn expect_path(name: &str) -> PathBuf {
+    let base = name
+        .strip_suffix(".client")
+        .or_else(|| name.strip_suffix(".broker"))
+        .unwrap_or(name);
+    captures_dir().join(format!("{base}.expect.json"))
+}
+
 fn check(name: &str) {
-    let exp_path = captures_dir().join(format!("{name}.expect.json"));
+    let exp_path = expect_path(name);
     let exp: Value = serde_json::from_str(&std::fs::read_to_string(&exp_path).unwrap()).unwrap();
     let report = run(name);
     let mut problems = Vec::new();
@@ -61,6 +72,18 @@ fn check(name: &str) {
                 problems.push(format!(
                     "connection {}: heartbeat {:?} [{}], expected {} [{}]",
                     c.client, got_v, c.heartbeat.source, hb["value_s"], hb["source"]
+                ));
+            }
+        }
+    }
+
+    if let Some(by) = exp.pointer("/ended/by").and_then(Value::as_str) {
+        for c in &report.connections {
+            let got = c.ended.by.map(|b| b.to_string());
+            if got.as_deref() != Some(by) {
+                problems.push(format!(
+                    "connection {}: ended.by {got:?}, expected {by:?}",
+                    c.client
                 ));
             }
         }
@@ -162,6 +185,10 @@ capture_tests! {
     hostile_names => "hostile-names",
     broker_blocked => "broker-blocked",
     consumer_zero_window => "consumer-zero-window",
+    haproxy_idle_hb0_client => "haproxy-idle-hb0.client",
+    haproxy_idle_hb0_broker => "haproxy-idle-hb0.broker",
+    haproxy_idle_hb_long_client => "haproxy-idle-hb-long.client",
+    haproxy_idle_hb_long_broker => "haproxy-idle-hb-long.broker",
 }
 
 /// The founding case, checked field by field (not only by snapshot).
@@ -234,6 +261,48 @@ fn flow_control_evidence_is_explicit() {
     let linked = b2c.consequence_of.expect("linked to the client's gap");
     assert_eq!(gaps[linked].direction.as_str(), "client-to-broker");
     assert_eq!(gaps[linked].cause.as_str(), "client-stall");
+}
+
+/// Behind HAProxy (5 s idle timeouts), each end of the proxy sees a FIN
+/// without Connection.Close after 5 s of silence both ways: a middlebox.
+#[test]
+fn middlebox_idle_timeout_is_named_with_advice() {
+    for name in [
+        "haproxy-idle-hb0.client",
+        "haproxy-idle-hb0.broker",
+        "haproxy-idle-hb-long.client",
+        "haproxy-idle-hb-long.broker",
+    ] {
+        let report = run(name);
+        let e = &report.connections[0].ended;
+        assert_eq!(
+            e.by.map(|b| b.to_string()).as_deref(),
+            Some("middlebox-suspected"),
+            "{name}"
+        );
+        let idle = e.idle_period_s.expect("idle period");
+        assert!((idle - 5.0).abs() < 0.05, "{name}: {idle}");
+        assert_eq!(e.idle_timeout_s, Some(5), "{name}");
+        let want_side = if name.ends_with(".client") {
+            "broker"
+        } else {
+            "client"
+        };
+        assert_eq!(e.seen_from.map(|r| r.as_str()), Some(want_side), "{name}");
+        assert!(
+            e.advice.as_deref().unwrap_or("").contains("below 2.5 s"),
+            "{e:?}"
+        );
+    }
+    // An RST from the broker after the client's heartbeats stopped is
+    // RabbitMQ's own heartbeat check, not a middlebox.
+    for name in ["client-sigstop", "consumer-zero-window", "netns-blackhole"] {
+        let report = run(name);
+        assert!(report
+            .connections
+            .iter()
+            .all(|c| c.ended.by.map(|b| b.to_string()).as_deref() != Some("middlebox-suspected")));
+    }
 }
 
 /// `--heartbeat` fills in what the wire cannot give, and never beats Tune-Ok.

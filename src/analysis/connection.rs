@@ -71,6 +71,8 @@ impl Default for AnalysisConfig {
 pub struct DirState {
     /// Last time new bytes were seen.
     pub last_activity: Option<Timestamp>,
+    /// Last time new bytes were seen (never moved by FIN, RST or the capture's end).
+    pub last_data: Option<Timestamp>,
     /// First time anything was seen from this sender.
     pub first_activity: Option<Timestamp>,
     /// New bytes (sequence space) seen.
@@ -236,6 +238,86 @@ impl EndHow {
         }
     }
 }
+
+/// The connection ended in a way only a middlebox's idle timeout explains
+/// (see [`Connection::middlebox_suspected`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MiddleboxEnd {
+    /// The side whose FIN or RST ended the connection, as the capture saw it.
+    pub seen_from: Role,
+    /// FIN or RST.
+    pub how: EndHow,
+    /// When.
+    pub at: Timestamp,
+    /// How long both directions had been idle (no new byte) before it.
+    pub idle: Span,
+    /// The connection's heartbeat timeout (0 = disabled).
+    pub heartbeat: u16,
+}
+
+impl MiddleboxEnd {
+    /// The middlebox's idle timeout as estimated from the idle period, in
+    /// whole seconds (timeouts are configured in seconds).
+    #[must_use]
+    pub fn idle_timeout_s(&self) -> u64 {
+        let ms = u64::try_from(self.idle.0 / 1_000_000).unwrap_or(0);
+        ((ms + 500) / 1_000).max(1)
+    }
+
+    /// Why the end is blamed on a middlebox.
+    #[must_use]
+    pub fn reason(&self) -> String {
+        let side = self.seen_from.as_str();
+        let what = match self.how {
+            EndHow::Rst => "reset (RST)",
+            _ => "closed (FIN)",
+        };
+        let beats = if self.heartbeat == 0 {
+            "heartbeats are disabled, so nothing crosses an idle connection".to_owned()
+        } else if self.idle < Span::from_millis(i64::from(self.heartbeat) * 500) {
+            format!(
+                "no heartbeat was due yet (timeout {} s: a frame every {:.1} s each way), so no heartbeat check gave up",
+                self.heartbeat,
+                f64::from(self.heartbeat) / 2.0
+            )
+        } else {
+            format!(
+                "less than the heartbeat deadline (timeout {} s), so no heartbeat check gave up",
+                self.heartbeat
+            )
+        };
+        let rabbit = if self.seen_from == Role::Broker && self.how == EndHow::Fin {
+            "; RabbitMQ never ends a connection with a FIN without Connection.Close"
+        } else {
+            ""
+        };
+        format!(
+            "the {side} side {what} the connection without Connection.Close after both directions were idle for {:.3} s; {beats}{rabbit}",
+            self.idle.as_secs_f64()
+        )
+    }
+
+    /// What to do about it.
+    #[must_use]
+    pub fn advice(&self) -> String {
+        let n = self.idle_timeout_s();
+        #[allow(clippy::cast_precision_loss)]
+        let half = n as f64 / 2.0;
+        let what = if self.heartbeat == 0 {
+            "enable heartbeats"
+        } else {
+            "set heartbeat"
+        };
+        format!(
+            "a middlebox (proxy, load balancer, NAT, firewall) closes idle connections after ~{n} s: {what} below {half} s (N/2), or raise its idle timeout"
+        )
+    }
+}
+
+/// A FIN or RST comes from an application's own close only if it follows its
+/// last action; a middlebox's idle timer fires after at least this much
+/// quiet (timeouts are configured in seconds).
+const MIDDLEBOX_MIN_IDLE: Span = Span(1_000_000_000);
 
 /// What a gap led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -556,6 +638,15 @@ impl Connection {
         }
     }
 
+    /// The direction in which `role` sends.
+    #[must_use]
+    pub fn dir_of(&self, role: Role) -> Direction {
+        match role {
+            Role::Client => self.client_dir,
+            Role::Broker => self.client_dir.reverse(),
+        }
+    }
+
     /// The client endpoint.
     #[must_use]
     pub fn client(&self) -> Endpoint {
@@ -642,6 +733,9 @@ impl Connection {
         }
         d.seen_end = d.seen_end.max(offset + len);
         d.bytes += len;
+        if d.last_data.is_none_or(|t| t < ts) {
+            d.last_data = Some(ts);
+        }
         self.end_silence(ts, dir, SilenceEnd::Data, syns);
         let p = &mut self.dirs[dir.reverse().index()].evidence;
         p.peer_new_segments = p.peer_new_segments.saturating_add(1);
@@ -1173,6 +1267,55 @@ impl Connection {
             Some((ts, how, by)) => (how, Some(by), Some(ts)),
             None => (EndHow::CaptureEnd, None, None),
         }
+    }
+
+    /// The connection's end as a middlebox's idle timeout, if that is the only
+    /// explanation: the first ending event is a FIN or RST without
+    /// Connection.Close, after both directions were idle for at least
+    /// [`MIDDLEBOX_MIN_IDLE`], and either heartbeats are disabled or the idle
+    /// period was shorter than the heartbeat deadline of the side that ended
+    /// it. RabbitMQ closes a silent client only 2-3 timeouts after its last
+    /// byte (with RST); a client library gives up on a silent broker after
+    /// about one timeout. A connection the heartbeats kept busy cannot have
+    /// been idle that long, so neither end's heartbeat check explains it.
+    #[must_use]
+    pub fn middlebox_suspected(&self) -> Option<MiddleboxEnd> {
+        let (how, by, at) = self.ended();
+        let (Some(by), Some(at)) = (by, at) else {
+            return None;
+        };
+        if !matches!(how, EndHow::Fin | EndHow::Rst) {
+            return None;
+        }
+        let heartbeat = self.heartbeat().0?;
+        let last = self.dirs.iter().filter_map(|d| d.last_data).max()?;
+        if last > at {
+            return None;
+        }
+        let idle = at.since(last);
+        if idle < MIDDLEBOX_MIN_IDLE {
+            return None;
+        }
+        // The heartbeat check of the side that ended it watches the other
+        // side's bytes: RabbitMQ cuts a client silent for 2 timeouts (its
+        // monitor needs two missed checks), a client library a broker silent
+        // for about one.
+        let (watched, deadline) = match by {
+            Role::Broker => (Role::Client, 2 * u64::from(heartbeat)),
+            Role::Client => (Role::Broker, u64::from(heartbeat)),
+        };
+        let watched_last = self.dirs[self.dir_of(watched).index()].last_data;
+        let watched_silence = watched_last.map_or(idle, |t| at.since(t));
+        if heartbeat != 0 && watched_silence >= Span::from_secs(deadline) {
+            return None;
+        }
+        Some(MiddleboxEnd {
+            seen_from: by,
+            how,
+            at,
+            idle,
+            heartbeat,
+        })
     }
 
     /// What `gap` led to: the first ending event during it (or shortly after) decides.

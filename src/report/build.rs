@@ -103,6 +103,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         .iter()
         .find(|c| c.channel == 0 && Some(c.at) == at);
     let state = ConnectionState::of(how, by);
+    let middlebox = conn.middlebox_suspected();
     let mut directions = BTreeMap::new();
     for dir in [Direction::AtoB, Direction::BtoA] {
         let d = conn.dir(dir);
@@ -152,11 +153,20 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         auth_mechanism: conn.handshake().mechanism.as_deref().map(str::to_owned),
         state,
         ended: EndedReport {
-            by,
+            by: if middlebox.is_some() {
+                Some(EndedBy::MiddleboxSuspected)
+            } else {
+                by.map(EndedBy::from)
+            },
             how,
             at: at.map(rfc3339),
             reply_code: close.map(|c| c.info.reply_code),
             reply_text: close.map(|c| c.info.reply_text.clone()),
+            seen_from: middlebox.map(|m| m.seen_from),
+            reason: middlebox.map(|m| m.reason()),
+            idle_period_s: middlebox.map(|m| secs(m.idle.0)),
+            idle_timeout_s: middlebox.map(|m| m.idle_timeout_s()),
+            advice: middlebox.map(|m| m.advice()),
         },
         directions,
         closes: conn

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::analysis::{Cause, Role, RoleDirection};
+use crate::analysis::{Cause, RoleDirection};
+use crate::report::EndedBy;
 use crate::report::{ConnectionReport, GapReport, Report};
 
 fn esc(s: &str) -> String {
@@ -114,7 +115,7 @@ fn timeline_svg(c: &ConnectionReport) -> String {
         let _ = write!(
             s,
             r##"<line x1="{ex:.1}" x2="{ex:.1}" y1="14" y2="104" stroke="#333"/><text x="{ex:.1}" y="11" font-size="11" text-anchor="end">{} {}</text>"##,
-            esc(c.ended.by.map_or("", Role::as_str)),
+            esc(c.ended.by.map_or("", EndedBy::as_str)),
             esc(c.ended.how.as_str())
         );
     }

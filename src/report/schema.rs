@@ -131,11 +131,46 @@ pub struct HeartbeatReport {
     pub inferred_s: Option<u16>,
 }
 
+/// Who ended the connection, in the report's `ended.by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndedBy {
+    /// The client (its Close, FIN or RST came first).
+    Client,
+    /// The broker.
+    Broker,
+    /// A FIN or RST that only a middlebox's idle timeout explains
+    /// ([`crate::analysis::Connection::middlebox_suspected`]); `seen_from`
+    /// says which side it came from.
+    MiddleboxSuspected,
+}
+
+impl EndedBy {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Client => "client",
+            EndedBy::Broker => "broker",
+            EndedBy::MiddleboxSuspected => "middlebox-suspected",
+        }
+    }
+}
+
+impl From<Role> for EndedBy {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Client => EndedBy::Client,
+            Role::Broker => EndedBy::Broker,
+        }
+    }
+}
+
 /// How the connection ended.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EndedReport {
-    /// "client" | "broker" | null (still open at capture end).
-    pub by: Option<Role>,
+    /// "client" | "broker" | "middlebox-suspected" | null (still open at capture end).
+    pub by: Option<EndedBy>,
     /// "close" | "fin" | "rst" | "capture-end".
     pub how: EndHow,
     /// When.
@@ -144,6 +179,21 @@ pub struct EndedReport {
     pub reply_code: Option<u16>,
     /// Connection.Close reply text.
     pub reply_text: Option<String>,
+    /// Middlebox suspected: the side the FIN or RST came from, as captured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_from: Option<Role>,
+    /// Middlebox suspected: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Middlebox suspected: seconds both directions were idle before the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_period_s: Option<f64>,
+    /// Middlebox suspected: its idle timeout as estimated (whole seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
+    /// Middlebox suspected: what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
 }
 
 /// Per-direction counters.
@@ -548,7 +598,7 @@ impl RecordLenFrom {
     }
 }
 
-display_as_str!(ConnectionState, RecordLenFrom);
+display_as_str!(ConnectionState, RecordLenFrom, EndedBy);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -611,6 +661,11 @@ mod tests {
             ConnectionState::ResetByClient,
         ]);
         same(&[RecordLenFrom::Cipher, RecordLenFrom::DominantSize]);
+        same(&[
+            EndedBy::Client,
+            EndedBy::Broker,
+            EndedBy::MiddleboxSuspected,
+        ]);
         same(&[
             Activity::BlockedIdle,
             Activity::Busy,

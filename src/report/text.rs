@@ -144,6 +144,7 @@ pub fn to_text(report: &Report) -> String {
         );
         let ended = &conn.ended;
         let end_text = match (ended.how, ended.by) {
+            (_, Some(EndedBy::MiddleboxSuspected)) => "middlebox suspected".to_owned(),
             (EndHow::CaptureEnd, _) => "still open at the end of the capture".to_owned(),
             (EndHow::Close, Some(by)) => format!(
                 "{by} sent Connection.Close {} {}",
@@ -166,6 +167,12 @@ pub fn to_text(report: &Report) -> String {
                 .as_ref()
                 .map_or(String::new(), |a| format!(" at {a}"))
         );
+        if let Some(r) = &ended.reason {
+            let _ = writeln!(o, "      {r}");
+        }
+        if let Some(a) = &ended.advice {
+            let _ = writeln!(o, "    advice: {a}");
+        }
         for (name, d) in &conn.directions {
             let _ = writeln!(
                 o,
