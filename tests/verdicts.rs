@@ -89,6 +89,24 @@ fn check(name: &str) {
         }
     }
 
+    if let Some(nm) = exp.get("near_misses") {
+        for dir in ["client-to-broker", "broker-to-client"] {
+            let Some(want) = nm.get(dir).and_then(Value::as_u64) else {
+                continue;
+            };
+            let got: u64 = report
+                .connections
+                .iter()
+                .flat_map(|c| &c.health.directions)
+                .filter(|(d, _)| d.as_str() == dir)
+                .map(|(_, h)| h.near_misses)
+                .sum();
+            if got != want {
+                problems.push(format!("near-misses {dir}: got {got}, expected {want}"));
+            }
+        }
+    }
+
     let mut got: BTreeMap<GapKey, usize> = BTreeMap::new();
     for g in report.connections.iter().flat_map(|c| &c.gaps) {
         *got.entry((
@@ -189,6 +207,7 @@ capture_tests! {
     haproxy_idle_hb0_broker => "haproxy-idle-hb0.broker",
     haproxy_idle_hb_long_client => "haproxy-idle-hb-long.client",
     haproxy_idle_hb_long_broker => "haproxy-idle-hb-long.broker",
+    late_heartbeats => "late-heartbeats",
 }
 
 /// The founding case, checked field by field (not only by snapshot).
@@ -303,6 +322,31 @@ fn middlebox_idle_timeout_is_named_with_advice() {
             .iter()
             .all(|c| c.ended.by.map(|b| b.to_string()).as_deref() != Some("middlebox-suspected")));
     }
+}
+
+/// Late heartbeats below the timeout: no gap, but counted, listed, and a
+/// longer heartbeat recommended for the client.
+#[test]
+fn near_misses_are_listed_and_rolled_up() {
+    let report = run("late-heartbeats");
+    let c = &report.connections[0];
+    assert_eq!(c.health.status.as_str(), "near-miss");
+    let h = &c.health.directions[&hbscope::analysis::RoleDirection::ClientToBroker];
+    let ratios: Vec<f64> = h.near_miss_list.iter().map(|n| n.ratio).collect();
+    assert_eq!(ratios, vec![0.773, 0.898, 0.768], "{h:?}");
+    assert!((h.margin.unwrap() - 0.898).abs() < 0.001);
+    let b2c = &c.health.directions[&hbscope::analysis::RoleDirection::BrokerToClient];
+    assert!((b2c.cadence_ratio.unwrap() - 1.0).abs() < 0.01, "{b2c:?}");
+    let roll = &report.summary.heartbeat_health;
+    assert_eq!(roll.near_misses, 3);
+    assert_eq!(roll.by_client.len(), 1);
+    assert_eq!(roll.by_client[0].recommended_heartbeat_s, Some(5));
+    // A healthy idle connection: no near-miss, no recommendation.
+    let report = run("healthy-idle");
+    assert_eq!(report.connections[0].health.status.as_str(), "ok");
+    assert!(report.summary.heartbeat_health.by_client[0]
+        .recommended_heartbeat_s
+        .is_none());
 }
 
 /// `--heartbeat` fills in what the wire cannot give, and never beats Tune-Ok.

@@ -106,6 +106,9 @@ pub struct DirState {
     last_window: Option<u32>,
     /// Last frame was a heartbeat at this time (for interval inference).
     last_hb: Option<Timestamp>,
+    /// Intervals between consecutive heartbeat frames (nothing else between):
+    /// how many, their sum and the longest (the idle send cadence).
+    hb_cadence: (u64, Span, Span),
     /// State most connections never need (boxed: ~80 bytes per direction).
     rare: Option<Box<DirRare>>,
     /// Whether the open silence was already reported as flagged (live).
@@ -122,9 +125,31 @@ struct DirRare {
     burst: Option<(usize, Timestamp)>,
     /// Silences kept while the limit is unknown.
     pending: Vec<Gap>,
+    /// Near-misses: silences ended by data of at least
+    /// [`NEAR_MISS_NUM`]/[`NEAR_MISS_DEN`] of the limit, not over it.
+    near_misses: u64,
+    /// The first [`MAX_NEAR_MISSES`] of them: (start, end).
+    near_miss_list: Vec<(Timestamp, Timestamp)>,
 }
 
 impl DirState {
+    /// Heartbeat send cadence: (intervals measured, their mean, the longest),
+    /// over consecutive heartbeat frames with nothing else between.
+    #[must_use]
+    pub fn heartbeat_cadence(&self) -> Option<(u64, Span, Span)> {
+        let (n, sum, max) = self.hb_cadence;
+        let mean = sum.0.checked_div(i64::try_from(n).ok()?)?;
+        Some((n, Span(mean), max))
+    }
+
+    /// Near-misses counted, and the first ones kept: (start, end).
+    #[must_use]
+    pub fn near_misses(&self) -> (u64, &[(Timestamp, Timestamp)]) {
+        self.rare
+            .as_ref()
+            .map_or((0, &[][..]), |r| (r.near_misses, &r.near_miss_list[..]))
+    }
+
     fn rare(&mut self) -> &mut DirRare {
         self.rare.get_or_insert_with(Box::default)
     }
@@ -420,6 +445,12 @@ const MAX_CLOSES: usize = 64;
 /// Blocked/Unblocked events kept per connection.
 const MAX_BLOCKED: usize = 64;
 const HB_RING: usize = 32;
+/// A near-miss is a silence of at least 3/4 of the heartbeat timeout.
+pub const NEAR_MISS_NUM: i64 = 3;
+/// See [`NEAR_MISS_NUM`].
+pub const NEAR_MISS_DEN: i64 = 4;
+/// Near-misses listed per direction (later ones are counted).
+pub const MAX_NEAR_MISSES: usize = 16;
 
 impl Connection {
     /// Starts loading the state a packet of this connection reads (see
@@ -901,6 +932,13 @@ impl Connection {
                 }
                 iv.push_back(ts.since(prev));
             }
+            if let Some(prev) = d.last_hb {
+                let iv = ts.since(prev);
+                let c = &mut d.hb_cadence;
+                c.0 += 1;
+                c.1 = Span(c.1 .0.saturating_add(iv.0));
+                c.2 = c.2.max(iv);
+            }
             d.last_hb = Some(ts);
             if !self.limit_known() {
                 self.infer_heartbeat();
@@ -1072,6 +1110,18 @@ impl Connection {
             }
         };
         match (known, limit) {
+            (true, Some(limit))
+                if how == SilenceEnd::Data
+                    && silence <= limit
+                    && silence.0.saturating_mul(NEAR_MISS_DEN)
+                        >= limit.0.saturating_mul(NEAR_MISS_NUM) =>
+            {
+                let r = self.dirs[dir.index()].rare();
+                r.near_misses += 1;
+                if r.near_miss_list.len() < MAX_NEAR_MISSES {
+                    r.near_miss_list.push((start, ts));
+                }
+            }
             (true, Some(limit)) if silence > limit => {
                 let gap = make_gap(limit);
                 self.push_gap(gap);

@@ -95,6 +95,146 @@ pub struct Summary {
     pub gaps: usize,
     /// Gaps per cause name.
     pub gaps_by_cause: BTreeMap<String, usize>,
+    /// Heartbeat health over all connections, and per client name.
+    pub heartbeat_health: HealthSummary,
+}
+
+/// Heartbeat health over all connections.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HealthSummary {
+    /// Connections with heartbeats disabled (0).
+    pub disabled_connections: usize,
+    /// Connections whose heartbeat value is unknown.
+    pub unknown_connections: usize,
+    /// Near-misses over all connections and directions.
+    pub near_misses: u64,
+    /// Connections with at least one near-miss.
+    pub connections_with_near_misses: usize,
+    /// Connections whose end is `middlebox-suspected`.
+    pub middlebox_suspected: usize,
+    /// One entry per client name (null name last), in name order.
+    pub by_client: Vec<ClientHealthReport>,
+}
+
+/// Heartbeat health of the connections of one client name.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientHealthReport {
+    /// connection_name, else product; null when the capture has neither.
+    pub client_name: Option<String>,
+    /// Connections.
+    pub connections: usize,
+    /// Distinct heartbeat timeouts, in seconds (0 = disabled), sorted.
+    pub heartbeat_s: Vec<u16>,
+    /// Connections with heartbeats disabled.
+    pub disabled: usize,
+    /// Gaps.
+    pub gaps: usize,
+    /// Near-misses.
+    pub near_misses: u64,
+    /// Largest longest-silence / timeout over its connections and directions.
+    pub worst_margin: Option<f64>,
+    /// Smallest idle timeout estimated from `middlebox-suspected` ends.
+    pub middlebox_idle_timeout_s: Option<u64>,
+    /// A heartbeat timeout that fits what was observed, when something calls for one.
+    pub recommended_heartbeat_s: Option<u16>,
+    /// Why (null without a recommendation).
+    pub recommendation: Option<String>,
+}
+
+/// Whether a connection's heartbeats kept it healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStatus {
+    /// Every silence stayed below 3/4 of the timeout.
+    Ok,
+    /// No gap, but silences of at least 3/4 of the timeout.
+    NearMiss,
+    /// At least one gap.
+    Gap,
+    /// Heartbeats disabled (0).
+    Disabled,
+    /// The heartbeat value is unknown.
+    Unknown,
+}
+
+impl HealthStatus {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::NearMiss => "near-miss",
+            HealthStatus::Gap => "gap",
+            HealthStatus::Disabled => "disabled",
+            HealthStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// Heartbeat health of one connection, gap or not.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HealthReport {
+    /// "ok" | "near-miss" | "gap" | "disabled" | "unknown".
+    pub status: HealthStatus,
+    /// The idle send interval each side should keep: timeout / 2 (null when
+    /// disabled or unknown).
+    pub expected_interval_s: Option<f64>,
+    /// A silence at least this long is a near-miss: 0.75 x the timeout.
+    pub near_miss_threshold_s: Option<f64>,
+    /// Per direction.
+    pub directions: BTreeMap<RoleDirection, DirectionHealth>,
+    /// Still open at the end of the capture with the client silent for at
+    /// least the near-miss threshold: when RabbitMQ would cut it for missed
+    /// heartbeats (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_kill_window: Option<KillWindowReport>,
+}
+
+/// Heartbeat health of one direction.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DirectionHealth {
+    /// Intervals measured between consecutive heartbeat frames (nothing else between).
+    pub heartbeat_intervals: u64,
+    /// Their mean, in seconds (null without any).
+    pub heartbeat_interval_mean_s: Option<f64>,
+    /// The longest of them.
+    pub heartbeat_interval_max_s: Option<f64>,
+    /// Mean interval / expected interval (1.0 = on time).
+    pub cadence_ratio: Option<f64>,
+    /// Longest silence, however it ended.
+    pub longest_silence_s: f64,
+    /// Longest silence / timeout (>= 1 is a gap; null when disabled or unknown).
+    pub margin: Option<f64>,
+    /// Silences ended by data of at least 0.75 x the timeout, not over it.
+    pub near_misses: u64,
+    /// The first 16 of them.
+    pub near_miss_list: Vec<NearMissReport>,
+}
+
+/// One near-miss.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NearMissReport {
+    /// Last new byte before it.
+    pub start: String,
+    /// The next new byte.
+    pub end: String,
+    /// Seconds.
+    pub silence_s: f64,
+    /// silence / timeout.
+    pub ratio: f64,
+}
+
+/// When RabbitMQ would cut a client silent at the end of the capture.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KillWindowReport {
+    /// The client's last new byte.
+    pub client_silent_since: String,
+    /// Its silence when the capture ended, in seconds.
+    pub client_silence_at_end_s: f64,
+    /// 2 timeouts after the last byte: the earliest cut.
+    pub from: String,
+    /// 3 timeouts after: the latest.
+    pub to: String,
 }
 
 impl Summary {
@@ -481,6 +621,8 @@ pub struct ConnectionReport {
     pub state: ConnectionState,
     /// How it ended.
     pub ended: EndedReport,
+    /// Heartbeat health, gap or not.
+    pub health: HealthReport,
     /// Per direction counters.
     pub directions: BTreeMap<RoleDirection, DirectionReport>,
     /// Connection.Close and Channel.Close seen.
@@ -598,7 +740,7 @@ impl RecordLenFrom {
     }
 }
 
-display_as_str!(ConnectionState, RecordLenFrom, EndedBy);
+display_as_str!(ConnectionState, RecordLenFrom, EndedBy, HealthStatus);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -661,6 +803,13 @@ mod tests {
             ConnectionState::ResetByClient,
         ]);
         same(&[RecordLenFrom::Cipher, RecordLenFrom::DominantSize]);
+        same(&[
+            HealthStatus::Ok,
+            HealthStatus::NearMiss,
+            HealthStatus::Gap,
+            HealthStatus::Disabled,
+            HealthStatus::Unknown,
+        ]);
         same(&[
             EndedBy::Client,
             EndedBy::Broker,

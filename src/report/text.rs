@@ -32,6 +32,107 @@ pub fn process_text(p: &ProcessReport) -> String {
     o
 }
 
+/// The heartbeat health lines of a connection (text report).
+fn health_text(o: &mut String, conn: &ConnectionReport) {
+    let h = &conn.health;
+    match (h.status, conn.heartbeat.value_s) {
+        (HealthStatus::Disabled, _) => {
+            let _ = writeln!(
+                o,
+                "    health: disabled (heartbeat 0): a dead peer goes unnoticed and nothing keeps an idle connection's middlebox timers alive"
+            );
+            return;
+        }
+        (HealthStatus::Unknown, _) | (_, None) => {
+            let _ = writeln!(o, "    health: unknown (no heartbeat value)");
+            return;
+        }
+        (status, Some(v)) => {
+            let _ = writeln!(
+                o,
+                "    health: {status} (timeout {v} s: a frame every {:.3} s each way when idle; near-miss from {:.3} s, 0.75x)",
+                h.expected_interval_s.unwrap_or(0.0),
+                h.near_miss_threshold_s.unwrap_or(0.0)
+            );
+        }
+    }
+    for (name, d) in &h.directions {
+        let mut line = format!("      {name}: ");
+        match (d.heartbeat_interval_mean_s, d.heartbeat_interval_max_s) {
+            (Some(mean), Some(max)) => {
+                let _ = write!(
+                    line,
+                    "heartbeats every {mean:.3} s on average ({:.2}x expected, longest {max:.3} s)",
+                    d.cadence_ratio.unwrap_or(0.0)
+                );
+            }
+            _ => line.push_str("no consecutive idle heartbeats"),
+        }
+        let _ = write!(
+            line,
+            "; longest silence {:.3} s ({:.2}x)",
+            d.longest_silence_s,
+            d.margin.unwrap_or(0.0)
+        );
+        if d.near_misses > 0 {
+            let list: Vec<String> = d
+                .near_miss_list
+                .iter()
+                .map(|n| format!("{:.3} s ({:.2}x) from {}", n.silence_s, n.ratio, n.start))
+                .collect();
+            let _ = write!(
+                line,
+                "; {} near-miss(es): {}",
+                d.near_misses,
+                list.join(", ")
+            );
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    if let Some(k) = &h.broker_kill_window {
+        let _ = writeln!(
+            o,
+            "      client silent since {} ({:.3} s at the end of the capture): RabbitMQ cuts it between {} and {} (2-3 timeouts after its last byte)",
+            k.client_silent_since, k.client_silence_at_end_s, k.from, k.to
+        );
+    }
+}
+
+/// The heartbeat health rollup lines (text report): only what calls for attention.
+fn health_summary_text(o: &mut String, s: &HealthSummary) {
+    let mut bits = Vec::new();
+    if s.disabled_connections > 0 {
+        bits.push(format!(
+            "{} with heartbeats disabled",
+            s.disabled_connections
+        ));
+    }
+    if s.near_misses > 0 {
+        bits.push(format!(
+            "{} near-miss(es) on {} connection(s)",
+            s.near_misses, s.connections_with_near_misses
+        ));
+    }
+    if s.middlebox_suspected > 0 {
+        bits.push(format!(
+            "{} ended by a suspected middlebox",
+            s.middlebox_suspected
+        ));
+    }
+    if !bits.is_empty() {
+        let _ = writeln!(o, "heartbeat health: {}", bits.join(", "));
+    }
+    for c in &s.by_client {
+        if let (Some(rec), Some(why)) = (c.recommended_heartbeat_s, &c.recommendation) {
+            let _ = writeln!(
+                o,
+                "  {}: recommended heartbeat {rec} s: {why}",
+                c.client_name.as_deref().unwrap_or("(unnamed clients)")
+            );
+        }
+    }
+}
+
 /// Renders the report as text for a terminal or a ticket.
 #[must_use]
 pub fn to_text(report: &Report) -> String {
@@ -66,6 +167,7 @@ pub fn to_text(report: &Report) -> String {
     }
     let s = &report.summary;
     let _ = writeln!(o, "{} AMQP connection(s), {}", s.connections, s.gaps_text());
+    health_summary_text(&mut o, &s.heartbeat_health);
     if report.connections.is_empty() {
         let _ = writeln!(
             o,
@@ -180,6 +282,7 @@ pub fn to_text(report: &Report) -> String {
                 d.bytes, d.frames, d.heartbeats, d.retransmissions, d.longest_silence_s
             );
         }
+        health_text(&mut o, conn);
         if !conn.blocked_events.is_empty() {
             let events: Vec<String> = conn
                 .blocked_events

@@ -20,7 +20,7 @@ use crate::analysis::timeline::TimelineEvent;
 use crate::analysis::{Cause, Connection, Gap, HeartbeatSource};
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
-use crate::report::{self, ConnectionState, GapReport, Report, Summary};
+use crate::report::{self, ConnectionState, GapReport, HealthSummary, Report, Summary};
 use crate::run::replay::Progress;
 
 /// Where the input stands.
@@ -336,6 +336,7 @@ impl SnapshotBuilder {
             flagged_connections: 0,
             gaps: 0,
             gaps_by_cause: BTreeMap::new(),
+            heartbeat_health: HealthSummary::default(),
         };
         let mut conns = Vec::with_capacity(slots.len());
         for (i, (slot, s)) in slots.into_iter().enumerate() {
