@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::analysis::{Cause, RoleDirection};
+use crate::report::text::{health_notes, health_summary_lines};
 use crate::report::EndedBy;
 use crate::report::{ConnectionReport, GapReport, Report};
 
@@ -141,6 +142,13 @@ fn gap_html(g: &GapReport) -> String {
         esc(g.ended_by.as_str()),
         esc(g.consequence.as_str())
     );
+    if let Some(j) = g.consequence_of {
+        let _ = write!(
+            s,
+            "<p>the receiver's zero window: a consequence of gap {}</p>",
+            j + 1
+        );
+    }
     for e in &g.evidence {
         let _ = write!(s, "<li>{}</li>", esc(e));
     }
@@ -178,6 +186,17 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
     for w in &c.warnings {
         let _ = write!(s, "<p>&#9888; {}</p>", esc(&w.message));
     }
+    let (head, recs) = health_summary_lines(&r.summary.heartbeat_health);
+    if let Some(h) = head {
+        let _ = write!(s, "<p>{}</p>", esc(&h));
+    }
+    if !recs.is_empty() {
+        s.push_str("<ul>");
+        for rec in recs {
+            let _ = write!(s, "<li>{}</li>", esc(&rec));
+        }
+        s.push_str("</ul>");
+    }
     s.push_str("<table><tr><th>#</th><th>client</th><th>broker</th><th>client name</th><th>heartbeat</th><th>longest silence</th><th>gaps</th><th>worst cause</th><th>state</th></tr>");
     for conn in &r.connections {
         let longest = conn
@@ -204,6 +223,24 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
         );
     }
     s.push_str("</table>");
+    for conn in r.connections.iter().filter(|c| c.gaps.is_empty()) {
+        let notes = health_notes(conn);
+        if notes.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            s,
+            "<h2>[{}] {} &rarr; {} <small>{}</small></h2><ul>",
+            conn.id,
+            esc(&conn.client),
+            esc(&conn.broker),
+            esc(conn.client_name.as_deref().unwrap_or(""))
+        );
+        for n in notes {
+            let _ = write!(s, "<li>{}</li>", esc(&n));
+        }
+        s.push_str("</ul>");
+    }
     for conn in r.connections.iter().filter(|c| !c.gaps.is_empty()) {
         let _ = write!(
             s,
@@ -214,6 +251,14 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
             esc(conn.client_name.as_deref().unwrap_or(""))
         );
         s.push_str(&timeline_svg(conn));
+        let notes = health_notes(conn);
+        if !notes.is_empty() {
+            s.push_str("<ul>");
+            for n in notes {
+                let _ = write!(s, "<li>{}</li>", esc(&n));
+            }
+            s.push_str("</ul>");
+        }
         for g in &conn.gaps {
             s.push_str(&gap_html(g));
         }
@@ -256,13 +301,39 @@ pub fn to_markdown(r: &Report) -> String {
             c.state
         );
     }
+    let (head, recs) = health_summary_lines(&r.summary.heartbeat_health);
+    if let Some(h) = head {
+        let _ = writeln!(s, "\n{h}");
+        for rec in &recs {
+            let _ = writeln!(s, "- {rec}");
+        }
+    }
+    for c in &r.connections {
+        let notes = health_notes(c);
+        if !notes.is_empty() {
+            let _ = writeln!(s, "\n[{}] {} -> {}:", c.id, c.client, c.broker);
+            for n in notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+    }
     for c in r.connections.iter().filter(|c| !c.gaps.is_empty()) {
         let _ = writeln!(s, "\n### [{}] {} -> {}", c.id, c.client, c.broker);
         for g in &c.gaps {
             let _ = writeln!(
                 s,
-                "\n**{}** ({}): {} silent {:.3} s, limit {} s ({:.1}x), ended by {}\n",
-                g.cause, g.consequence, g.direction, g.silence_s, g.limit_s, g.ratio, g.ended_by
+                "\n**{}** ({}): {} silent {:.3} s, limit {} s ({:.1}x), ended by {}{}\n",
+                g.cause,
+                g.consequence,
+                g.direction,
+                g.silence_s,
+                g.limit_s,
+                g.ratio,
+                g.ended_by,
+                g.consequence_of.map_or(String::new(), |j| format!(
+                    "; the receiver's zero window: a consequence of gap {}",
+                    j + 1
+                ))
             );
             for e in &g.evidence {
                 let _ = writeln!(s, "- {e}");
@@ -312,6 +383,13 @@ pub fn to_summary(r: &Report) -> String {
                 c.gaps.first().map_or("", |g| g.cause.as_str())
             );
         }
+    }
+    let (head, recs) = health_summary_lines(&r.summary.heartbeat_health);
+    if let Some(h) = head {
+        let _ = writeln!(s, "{h}");
+    }
+    for rec in recs {
+        let _ = writeln!(s, "  {rec}");
     }
     s
 }

@@ -98,8 +98,11 @@ fn health_text(o: &mut String, conn: &ConnectionReport) {
     }
 }
 
-/// The heartbeat health rollup lines (text report): only what calls for attention.
-fn health_summary_text(o: &mut String, s: &HealthSummary) {
+/// The heartbeat health rollup (text, HTML, Markdown, summary): one line of
+/// totals and one per recommended heartbeat; only what calls for attention,
+/// so nothing at all for healthy connections.
+#[must_use]
+pub fn health_summary_lines(s: &HealthSummary) -> (Option<String>, Vec<String>) {
     let mut bits = Vec::new();
     if s.disabled_connections > 0 {
         bits.push(format!(
@@ -119,18 +122,63 @@ fn health_summary_text(o: &mut String, s: &HealthSummary) {
             s.middlebox_suspected
         ));
     }
-    if !bits.is_empty() {
-        let _ = writeln!(o, "heartbeat health: {}", bits.join(", "));
-    }
-    for c in &s.by_client {
-        if let (Some(rec), Some(why)) = (c.recommended_heartbeat_s, &c.recommendation) {
-            let _ = writeln!(
-                o,
-                "  {}: recommended heartbeat {rec} s: {why}",
+    let head = (!bits.is_empty()).then(|| format!("heartbeat health: {}", bits.join(", ")));
+    let recs = s
+        .by_client
+        .iter()
+        .filter_map(|c| {
+            let (rec, why) = (c.recommended_heartbeat_s?, c.recommendation.as_ref()?);
+            Some(format!(
+                "{}: recommended heartbeat {rec} s: {why}",
                 c.client_name.as_deref().unwrap_or("(unnamed clients)")
-            );
+            ))
+        })
+        .collect();
+    (head, recs)
+}
+
+fn health_summary_text(o: &mut String, s: &HealthSummary) {
+    let (head, recs) = health_summary_lines(s);
+    if let Some(h) = head {
+        let _ = writeln!(o, "{h}");
+    }
+    for r in recs {
+        let _ = writeln!(o, "  {r}");
+    }
+}
+
+/// A connection's health facts worth a line outside the text report (HTML,
+/// Markdown): near-misses and a suspected middlebox.
+#[must_use]
+pub fn health_notes(conn: &ConnectionReport) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (name, d) in &conn.health.directions {
+        if d.near_misses > 0 {
+            let worst = d
+                .near_miss_list
+                .iter()
+                .map(|n| n.ratio)
+                .fold(0.0_f64, f64::max);
+            notes.push(format!(
+                "{name}: {} near-miss(es), up to {worst:.2}x the timeout",
+                d.near_misses
+            ));
         }
     }
+    if let Some(k) = &conn.health.broker_kill_window {
+        notes.push(format!(
+            "client silent since {} ({:.3} s at the end): RabbitMQ cuts it between {} and {}",
+            k.client_silent_since, k.client_silence_at_end_s, k.from, k.to
+        ));
+    }
+    let e = &conn.ended;
+    if let (Some(EndedBy::MiddleboxSuspected), Some(r)) = (e.by, &e.reason) {
+        notes.push(format!("middlebox suspected: {r}"));
+        if let Some(a) = &e.advice {
+            notes.push(format!("advice: {a}"));
+        }
+    }
+    notes
 }
 
 /// Renders the report as text for a terminal or a ticket.
