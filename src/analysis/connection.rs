@@ -1440,7 +1440,9 @@ impl Connection {
         if gap.cause == Cause::BrokerBlocked {
             lines.extend(self.blocked_lines(gap));
         }
-        if e.peer_zero_windows > 0 {
+        // A zero window on the segment that ends the silence (an RST often
+        // carries one) closed nothing: only a window closed for a while counts.
+        if e.peer_zero_windows > 0 && e.peer_zero_window_time.0 > 0 {
             lines.push(format!(
                 "{p} advertised a zero window {} times during the silence, first at {}: its window was closed for {:.3} s of the {:.3} s, so {s}'s TCP could send no new data (only window probes: {} keep-alives)",
                 e.peer_zero_windows,

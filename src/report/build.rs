@@ -183,11 +183,14 @@ pub fn health_summary(conns: &[&Connection]) -> HealthSummary {
     let mut longest_near: BTreeMap<Option<String>, (Span, u16)> = BTreeMap::new();
     for conn in conns {
         let value = conn.heartbeat().0;
-        let name = conn.client_name();
+        // Grouped by program, as --summary does: names are often argv0:pid:...
+        let name = conn
+            .client_name()
+            .map(|n| n.split(':').next().unwrap_or(&n).to_owned());
         let e = by
             .entry(name.clone())
             .or_insert_with(|| ClientHealthReport {
-                client_name: name.clone(),
+                client: name.clone(),
                 connections: 0,
                 heartbeat_s: Vec::new(),
                 disabled: 0,
@@ -265,9 +268,16 @@ pub fn health_summary(conns: &[&Connection]) -> HealthSummary {
             ));
         }
     }
-    // Named clients first, in name order; the unnamed last.
-    let (named, unnamed): (Vec<_>, Vec<_>) =
-        by.into_values().partition(|e| e.client_name.is_some());
+    // Only clients with something to report; named first, in name order.
+    let (named, unnamed): (Vec<_>, Vec<_>) = by
+        .into_values()
+        .filter(|e| {
+            e.disabled > 0
+                || e.gaps > 0
+                || e.near_misses > 0
+                || e.middlebox_idle_timeout_s.is_some()
+        })
+        .partition(|e| e.client.is_some());
     sum.by_client = named.into_iter().chain(unnamed).collect();
     sum
 }

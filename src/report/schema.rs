@@ -112,15 +112,20 @@ pub struct HealthSummary {
     pub connections_with_near_misses: usize,
     /// Connections whose end is `middlebox-suspected`.
     pub middlebox_suspected: usize,
-    /// One entry per client name (null name last), in name order.
+    /// One entry per client program (the client name up to its first ':',
+    /// as `--summary` groups), in name order, unnamed clients last; only
+    /// clients with something to report (heartbeats disabled, gaps,
+    /// near-misses or a suspected middlebox).
     pub by_client: Vec<ClientHealthReport>,
 }
 
-/// Heartbeat health of the connections of one client name.
+/// Heartbeat health of the connections of one client program.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ClientHealthReport {
-    /// connection_name, else product; null when the capture has neither.
-    pub client_name: Option<String>,
+    /// The client name (connection_name, else product) up to its first ':'
+    /// (oslo.messaging's `argv0:pid:uuid` groups by program); null when the
+    /// capture has neither.
+    pub client: Option<String>,
     /// Connections.
     pub connections: usize,
     /// Distinct heartbeat timeouts, in seconds (0 = disabled), sorted.

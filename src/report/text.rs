@@ -130,7 +130,7 @@ pub fn health_summary_lines(s: &HealthSummary) -> (Option<String>, Vec<String>) 
             let (rec, why) = (c.recommended_heartbeat_s?, c.recommendation.as_ref()?);
             Some(format!(
                 "{}: recommended heartbeat {rec} s: {why}",
-                c.client_name.as_deref().unwrap_or("(unnamed clients)")
+                c.client.as_deref().unwrap_or("(unnamed clients)")
             ))
         })
         .collect();
