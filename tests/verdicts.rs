@@ -97,7 +97,7 @@ fn check(name: &str) {
             let got: u64 = report
                 .connections
                 .iter()
-                .flat_map(|c| &c.health.directions)
+                .flat_map(|c| c.health.directions.iter())
                 .filter(|(d, _)| d.as_str() == dir)
                 .map(|(_, h)| h.near_misses)
                 .sum();
@@ -331,11 +331,17 @@ fn near_misses_are_listed_and_rolled_up() {
     let report = run("late-heartbeats");
     let c = &report.connections[0];
     assert_eq!(c.health.status.as_str(), "near-miss");
-    let h = &c.health.directions[&hbscope::analysis::RoleDirection::ClientToBroker];
+    let h = c
+        .health
+        .directions
+        .get(hbscope::analysis::RoleDirection::ClientToBroker);
     let ratios: Vec<f64> = h.near_miss_list.iter().map(|n| n.ratio).collect();
     assert_eq!(ratios, vec![0.773, 0.898, 0.768], "{h:?}");
     assert!((h.margin.unwrap() - 0.898).abs() < 0.001);
-    let b2c = &c.health.directions[&hbscope::analysis::RoleDirection::BrokerToClient];
+    let b2c = c
+        .health
+        .directions
+        .get(hbscope::analysis::RoleDirection::BrokerToClient);
     assert!((b2c.cadence_ratio.unwrap() - 1.0).abs() < 0.01, "{b2c:?}");
     let roll = &report.summary.heartbeat_health;
     assert_eq!(roll.near_misses, 3);

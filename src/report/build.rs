@@ -104,41 +104,40 @@ pub fn health_report(conn: &Connection) -> HealthReport {
     let (value, _) = conn.heartbeat();
     let limit = conn.limit();
     let expected = limit.map(|l| Span(l.0 / 2));
-    let mut near = 0;
-    let mut directions = BTreeMap::new();
-    for dir in [Direction::AtoB, Direction::BtoA] {
-        let d = conn.dir(dir);
+    let one = |role: Role| {
+        let d = conn.dir(conn.dir_of(role));
         let cadence = d.heartbeat_cadence();
         let (count, list) = d.near_misses();
-        near += count;
         #[allow(clippy::cast_precision_loss)]
         let ratio = |s: Span| limit.map(|l| round3(s.0 as f64 / l.0 as f64));
-        directions.insert(
-            dir_name(conn, dir),
-            DirectionHealth {
-                heartbeat_intervals: cadence.map_or(0, |c| c.0),
-                heartbeat_interval_mean_s: cadence.map(|c| secs(c.1 .0)),
-                heartbeat_interval_max_s: cadence.map(|c| secs(c.2 .0)),
-                #[allow(clippy::cast_precision_loss)]
-                cadence_ratio: cadence
-                    .zip(expected)
-                    .filter(|(_, e)| e.0 > 0)
-                    .map(|(c, e)| round3(c.1 .0 as f64 / e.0 as f64)),
-                longest_silence_s: secs(d.longest_silence.0),
-                margin: ratio(d.longest_silence),
-                near_misses: count,
-                near_miss_list: list
-                    .iter()
-                    .map(|(a, b)| NearMissReport {
-                        start: rfc3339(*a),
-                        end: rfc3339(*b),
-                        silence_s: secs(b.since(*a).0),
-                        ratio: ratio(b.since(*a)).unwrap_or(0.0),
-                    })
-                    .collect(),
-            },
-        );
-    }
+        DirectionHealth {
+            heartbeat_intervals: cadence.map_or(0, |c| c.0),
+            heartbeat_interval_mean_s: cadence.map(|c| secs(c.1 .0)),
+            heartbeat_interval_max_s: cadence.map(|c| secs(c.2 .0)),
+            #[allow(clippy::cast_precision_loss)]
+            cadence_ratio: cadence
+                .zip(expected)
+                .filter(|(_, e)| e.0 > 0)
+                .map(|(c, e)| round3(c.1 .0 as f64 / e.0 as f64)),
+            longest_silence_s: secs(d.longest_silence.0),
+            margin: ratio(d.longest_silence),
+            near_misses: count,
+            near_miss_list: list
+                .iter()
+                .map(|(a, b)| NearMissReport {
+                    start: rfc3339(*a),
+                    end: rfc3339(*b),
+                    silence_s: secs(b.since(*a).0),
+                    ratio: ratio(b.since(*a)).unwrap_or(0.0),
+                })
+                .collect(),
+        }
+    };
+    let directions = HealthDirections {
+        broker_to_client: one(Role::Broker),
+        client_to_broker: one(Role::Client),
+    };
+    let near = directions.broker_to_client.near_misses + directions.client_to_broker.near_misses;
     let status = match value {
         None => HealthStatus::Unknown,
         Some(0) => HealthStatus::Disabled,

@@ -187,12 +187,43 @@ pub struct HealthReport {
     /// A silence at least this long is a near-miss: 0.75 x the timeout.
     pub near_miss_threshold_s: Option<f64>,
     /// Per direction.
-    pub directions: BTreeMap<RoleDirection, DirectionHealth>,
+    pub directions: HealthDirections,
     /// Still open at the end of the capture with the client silent for at
     /// least the near-miss threshold: when RabbitMQ would cut it for missed
     /// heartbeats (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_kill_window: Option<KillWindowReport>,
+}
+
+/// [`DirectionHealth`] of both directions: serialised as the map
+/// `{"broker-to-client": .., "client-to-broker": ..}` (a struct, not a
+/// `BTreeMap`: a map's node would cost ~1 KB per connection in a report).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HealthDirections {
+    /// The broker's direction.
+    #[serde(rename = "broker-to-client")]
+    pub broker_to_client: DirectionHealth,
+    /// The client's direction.
+    #[serde(rename = "client-to-broker")]
+    pub client_to_broker: DirectionHealth,
+}
+
+impl HealthDirections {
+    /// The health of `dir`.
+    #[must_use]
+    pub fn get(&self, dir: RoleDirection) -> &DirectionHealth {
+        match dir {
+            RoleDirection::BrokerToClient => &self.broker_to_client,
+            RoleDirection::ClientToBroker => &self.client_to_broker,
+        }
+    }
+
+    /// Both, in name order (as the JSON lists them).
+    pub fn iter(&self) -> impl Iterator<Item = (RoleDirection, &DirectionHealth)> {
+        [RoleDirection::BrokerToClient, RoleDirection::ClientToBroker]
+            .into_iter()
+            .map(move |d| (d, self.get(d)))
+    }
 }
 
 /// Heartbeat health of one direction.

@@ -56,7 +56,7 @@ fn health_text(o: &mut String, conn: &ConnectionReport) {
             );
         }
     }
-    for (name, d) in &h.directions {
+    for (name, d) in h.directions.iter() {
         let mut line = format!("      {name}: ");
         match (d.heartbeat_interval_mean_s, d.heartbeat_interval_max_s) {
             (Some(mean), Some(max)) => {
@@ -152,7 +152,7 @@ fn health_summary_text(o: &mut String, s: &HealthSummary) {
 #[must_use]
 pub fn health_notes(conn: &ConnectionReport) -> Vec<String> {
     let mut notes = Vec::new();
-    for (name, d) in &conn.health.directions {
+    for (name, d) in conn.health.directions.iter() {
         if d.near_misses > 0 {
             let worst = d
                 .near_miss_list
