@@ -329,10 +329,11 @@ fn dir_label(conn: &Connection, dir: Direction) -> &'static str {
     conn.role_of(dir).sends().as_str()
 }
 
-const CAUSES: [Cause; 5] = [
+const CAUSES: [Cause; 6] = [
     Cause::ClientStall,
     Cause::BrokerStall,
     Cause::PeerUnreachable,
+    Cause::BrokerBlocked,
     Cause::CaptureLoss,
     Cause::Unknown,
 ];

@@ -144,6 +144,7 @@ fn a_stall_shows_as_open_then_counted_and_the_connection_leaves_the_gauges() {
     for other in [
         "broker-stall",
         "peer-unreachable",
+        "broker-blocked",
         "capture-loss",
         "unknown",
     ] {

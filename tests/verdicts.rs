@@ -38,8 +38,19 @@ fn expected_heartbeat(exp: &Value, client_port: u16) -> Option<&Value> {
 
 type GapKey = (String, String, String);
 
+/// The expect file of a capture: `NAME.expect.json`, shared by the two files
+/// `NAME.client.pcap` and `NAME.broker.pcap` of a capture taken at both ends
+/// of a proxy (each is checked on its own).
+fn expect_path(name: &str) -> PathBuf {
+    let base = name
+        .strip_suffix(".client")
+        .or_else(|| name.strip_suffix(".broker"))
+        .unwrap_or(name);
+    captures_dir().join(format!("{base}.expect.json"))
+}
+
 fn check(name: &str) {
-    let exp_path = captures_dir().join(format!("{name}.expect.json"));
+    let exp_path = expect_path(name);
     let exp: Value = serde_json::from_str(&std::fs::read_to_string(&exp_path).unwrap()).unwrap();
     let report = run(name);
     let mut problems = Vec::new();
@@ -62,6 +73,36 @@ fn check(name: &str) {
                     "connection {}: heartbeat {:?} [{}], expected {} [{}]",
                     c.client, got_v, c.heartbeat.source, hb["value_s"], hb["source"]
                 ));
+            }
+        }
+    }
+
+    if let Some(by) = exp.pointer("/ended/by").and_then(Value::as_str) {
+        for c in &report.connections {
+            let got = c.ended.by.map(|b| b.to_string());
+            if got.as_deref() != Some(by) {
+                problems.push(format!(
+                    "connection {}: ended.by {got:?}, expected {by:?}",
+                    c.client
+                ));
+            }
+        }
+    }
+
+    if let Some(nm) = exp.get("near_misses") {
+        for dir in ["client-to-broker", "broker-to-client"] {
+            let Some(want) = nm.get(dir).and_then(Value::as_u64) else {
+                continue;
+            };
+            let got: u64 = report
+                .connections
+                .iter()
+                .flat_map(|c| c.health.directions.iter())
+                .filter(|(d, _)| d.as_str() == dir)
+                .map(|(_, h)| h.near_misses)
+                .sum();
+            if got != want {
+                problems.push(format!("near-misses {dir}: got {got}, expected {want}"));
             }
         }
     }
@@ -161,6 +202,13 @@ capture_tests! {
     amqp10_on_5672 => "amqp10-on-5672",
     http_on_5672 => "http-on-5672",
     hostile_names => "hostile-names",
+    broker_blocked => "broker-blocked",
+    consumer_zero_window => "consumer-zero-window",
+    haproxy_idle_hb0_client => "haproxy-idle-hb0.client",
+    haproxy_idle_hb0_broker => "haproxy-idle-hb0.broker",
+    haproxy_idle_hb_long_client => "haproxy-idle-hb-long.client",
+    haproxy_idle_hb_long_broker => "haproxy-idle-hb-long.broker",
+    late_heartbeats => "late-heartbeats",
 }
 
 /// The founding case, checked field by field (not only by snapshot).
@@ -203,6 +251,111 @@ fn nova_eventlet_evidence_is_explicit() {
     assert!(w.before_resume_s > 0.0 && w.before_resume_s < 2.0);
     assert!(g.resumed.is_some());
     assert!(g.evidence.iter().any(|l| l.contains("kernel acknowledged")));
+}
+
+/// Flow control: the blocked publisher is never blamed, and the broker's
+/// silence into the stopped consumer's zero window is linked to the
+/// consumer's own gap.
+#[test]
+fn flow_control_evidence_is_explicit() {
+    let report = run("broker-blocked");
+    let c = &report.connections[0];
+    assert_eq!(c.blocked_events.len(), 2, "{:?}", c.blocked_events);
+    assert_eq!(c.blocked_events[0].reason.as_deref(), Some("low on memory"));
+    let g = &c.gaps[0];
+    assert_eq!(g.cause.as_str(), "broker-blocked");
+    assert!(g.counts.peer_zero_windows > 0, "{:?}", g.counts);
+    assert!(g.counts.blocked_s > g.limit_s);
+    assert!(g.evidence.iter().any(|l| l.contains("Connection.Blocked")));
+    assert!(g
+        .evidence
+        .iter()
+        .any(|l| l.contains("Connection.Unblocked")));
+
+    let report = run("consumer-zero-window");
+    let gaps = &report.connections[0].gaps;
+    let b2c = gaps
+        .iter()
+        .find(|g| g.direction.as_str() == "broker-to-client")
+        .expect("b2c gap");
+    let linked = b2c.consequence_of.expect("linked to the client's gap");
+    assert_eq!(gaps[linked].direction.as_str(), "client-to-broker");
+    assert_eq!(gaps[linked].cause.as_str(), "client-stall");
+}
+
+/// Behind HAProxy (5 s idle timeouts), each end of the proxy sees a FIN
+/// without Connection.Close after 5 s of silence both ways: a middlebox.
+#[test]
+fn middlebox_idle_timeout_is_named_with_advice() {
+    for name in [
+        "haproxy-idle-hb0.client",
+        "haproxy-idle-hb0.broker",
+        "haproxy-idle-hb-long.client",
+        "haproxy-idle-hb-long.broker",
+    ] {
+        let report = run(name);
+        let e = &report.connections[0].ended;
+        assert_eq!(
+            e.by.map(|b| b.to_string()).as_deref(),
+            Some("middlebox-suspected"),
+            "{name}"
+        );
+        let idle = e.idle_period_s.expect("idle period");
+        assert!((idle - 5.0).abs() < 0.05, "{name}: {idle}");
+        assert_eq!(e.idle_timeout_s, Some(5), "{name}");
+        let want_side = if name.ends_with(".client") {
+            "broker"
+        } else {
+            "client"
+        };
+        assert_eq!(e.seen_from.map(|r| r.as_str()), Some(want_side), "{name}");
+        assert!(
+            e.advice.as_deref().unwrap_or("").contains("below 2.5 s"),
+            "{e:?}"
+        );
+    }
+    // An RST from the broker after the client's heartbeats stopped is
+    // RabbitMQ's own heartbeat check, not a middlebox.
+    for name in ["client-sigstop", "consumer-zero-window", "netns-blackhole"] {
+        let report = run(name);
+        assert!(report
+            .connections
+            .iter()
+            .all(|c| c.ended.by.map(|b| b.to_string()).as_deref() != Some("middlebox-suspected")));
+    }
+}
+
+/// Late heartbeats below the timeout: no gap, but counted, listed, and a
+/// longer heartbeat recommended for the client.
+#[test]
+fn near_misses_are_listed_and_rolled_up() {
+    let report = run("late-heartbeats");
+    let c = &report.connections[0];
+    assert_eq!(c.health.status.as_str(), "near-miss");
+    let h = c
+        .health
+        .directions
+        .get(hbscope::analysis::RoleDirection::ClientToBroker);
+    let ratios: Vec<f64> = h.near_miss_list.iter().map(|n| n.ratio).collect();
+    assert_eq!(ratios, vec![0.773, 0.898, 0.768], "{h:?}");
+    assert!((h.margin.unwrap() - 0.898).abs() < 0.001);
+    let b2c = c
+        .health
+        .directions
+        .get(hbscope::analysis::RoleDirection::BrokerToClient);
+    assert!((b2c.cadence_ratio.unwrap() - 1.0).abs() < 0.01, "{b2c:?}");
+    let roll = &report.summary.heartbeat_health;
+    assert_eq!(roll.near_misses, 3);
+    assert_eq!(roll.by_client.len(), 1);
+    assert_eq!(roll.by_client[0].recommended_heartbeat_s, Some(5));
+    assert_eq!(
+        roll.by_client[0].client.as_deref(),
+        Some("hbscope-late-heartbeats")
+    );
+    // A healthy idle connection: nothing to report.
+    let report = run("healthy-idle");
+    assert_eq!(report.connections[0].health.status.as_str(), "ok");
+    assert!(report.summary.heartbeat_health.by_client.is_empty());
 }
 
 /// `--heartbeat` fills in what the wire cannot give, and never beats Tune-Ok.

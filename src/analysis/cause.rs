@@ -113,6 +113,9 @@ pub enum Cause {
     BrokerStall,
     /// The silent side sent nothing at all, not even ACKs, while the other retransmitted.
     PeerUnreachable,
+    /// The client's silence while the broker had it blocked (Connection.Blocked,
+    /// RabbitMQ's flow control): the broker stopped reading the socket.
+    BrokerBlocked,
     /// The capture missed data during the silence.
     CaptureLoss,
     /// The evidence does not decide.
@@ -127,6 +130,7 @@ impl Cause {
             Cause::ClientStall => "client-stall",
             Cause::BrokerStall => "broker-stall",
             Cause::PeerUnreachable => "peer-unreachable",
+            Cause::BrokerBlocked => "broker-blocked",
             Cause::CaptureLoss => "capture-loss",
             Cause::Unknown => "unknown",
         }
@@ -136,8 +140,9 @@ impl Cause {
     #[must_use]
     pub fn severity(self) -> u8 {
         match self {
-            Cause::ClientStall | Cause::BrokerStall => 4,
-            Cause::PeerUnreachable => 3,
+            Cause::ClientStall | Cause::BrokerStall => 5,
+            Cause::PeerUnreachable => 4,
+            Cause::BrokerBlocked => 3,
             Cause::Unknown => 2,
             Cause::CaptureLoss => 1,
         }
@@ -230,6 +235,33 @@ pub struct Evidence {
     pub peer_capture_missed_bytes: u64,
     /// Packets dropped by the capture (libpcap counter) during the silence.
     pub capture_drops: u64,
+    /// Peer segments (of any kind) advertising a zero window during the
+    /// silence: the silent side's TCP could not send new data.
+    pub peer_zero_windows: u32,
+    /// Time of the silence during which the peer's window was zero (runs
+    /// closed so far; [`Evidence::closed_at`] adds the open one).
+    pub peer_zero_window_time: Span,
+    /// Start of the peer's zero-window run still open, if any.
+    pub peer_zero_since: Option<Timestamp>,
+    /// First zero-window advertisement of the peer in this silence.
+    pub peer_zero_first: Option<Timestamp>,
+    /// Time of the silence covered by the broker's Connection.Blocked
+    /// (client silences only; filled in when the silence is judged).
+    pub blocked_time: Span,
+}
+
+impl Evidence {
+    /// The evidence of a silence judged at `at`: the peer's open zero-window
+    /// run counted up to `at`.
+    #[must_use]
+    pub fn closed_at(mut self, at: Timestamp) -> Evidence {
+        if let Some(since) = self.peer_zero_since.take() {
+            if at > since {
+                self.peer_zero_window_time = Span(self.peer_zero_window_time.0 + at.since(since).0);
+            }
+        }
+        self
+    }
 }
 
 /// A new TCP connection seen near a client's resumption (the mod_wsgi wake-up signature).
@@ -290,7 +322,9 @@ impl Gap {
     }
 }
 
-/// Decides the cause of a silence of the `silent` side from its evidence.
+/// Decides the cause of a silence of the `silent` side, `silence` long and
+/// judged against `limit`, from its evidence (closed with
+/// [`Evidence::closed_at`]).
 ///
 /// Order matters; the rules are numbered as in docs/heartbeat-model.md and
 /// the first that matches decides:
@@ -303,15 +337,23 @@ impl Gap {
 ///    that (and advertised no zero window): `peer-unreachable`;
 /// 4. the peer's data went unacknowledged through two retransmission
 ///    timeouts (no zero window): `peer-unreachable`;
-/// 5. a live kernel (ACKs advancing over the peer's data, or a zero window)
+/// 5. the client was silent while the broker had it blocked
+///    (Connection.Blocked, and its zero window), and what is left of the
+///    silence outside the blocked time is within the limit: `broker-blocked`;
+/// 6. the peer advertised a zero window and what is left of the silence
+///    outside the zero-window time is within the limit: the silent side
+///    could not send, the silence is the receiver's (the peer's stall);
+/// 7. a live kernel (ACKs advancing over the peer's data, or a zero window)
 ///    with a silent application: the silent side's process stalled;
-/// 6. capture loss in the other direction during the silence: `capture-loss`;
-/// 7. anything else: `unknown`.
+/// 8. capture loss in the other direction during the silence: `capture-loss`;
+/// 9. anything else: `unknown`.
 ///
 /// Rules 2-4 come before the stall rule because an ACK proves that a host is
-/// alive, not that its packets get through.
+/// alive, not that its packets get through. Rules 5-6 come before it because
+/// TCP cannot send into a zero window: a silent side whose peer's window
+/// was closed sends at most window probes, however healthy it is.
 #[must_use]
-pub fn decide(ev: &Evidence, silent: Role) -> Cause {
+pub fn decide(ev: &Evidence, silent: Role, silence: Span, limit: Span) -> Cause {
     if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 {
         return Cause::CaptureLoss;
     }
@@ -338,6 +380,26 @@ pub fn decide(ev: &Evidence, silent: Role) -> Cause {
         // came back before the silence ended.
         return Cause::PeerUnreachable;
     }
+    // The time the silent side could have sent: the silence outside the
+    // peer's zero window (TCP sends no new data into it) and, for a client,
+    // outside the broker's Blocked (RabbitMQ reads nothing from a blocked
+    // publisher and does not check its heartbeats). Only if that is still
+    // longer than the limit is the silence the silent side's own.
+    let within = |excused: Span| silence.0.saturating_sub(excused.0) <= limit.0;
+    if silent == Role::Client
+        && ev.blocked_time.0 > 0
+        && within(ev.blocked_time.max(ev.peer_zero_window_time))
+    {
+        return Cause::BrokerBlocked;
+    }
+    if ev.peer_zero_windows > 0 && within(ev.peer_zero_window_time) {
+        // The receiver's window stayed closed: its application was not
+        // reading. The silence is the receiver's stall.
+        return match silent {
+            Role::Client => Cause::BrokerStall,
+            Role::Broker => Cause::ClientStall,
+        };
+    }
     if ev.sender_acks_advancing > 0 || ev.sender_zero_windows > 0 {
         return match silent {
             Role::Client => Cause::ClientStall,
@@ -348,4 +410,15 @@ pub fn decide(ev: &Evidence, silent: Role) -> Cause {
         return Cause::CaptureLoss;
     }
     Cause::Unknown
+}
+
+/// Whether the cause was decided by the receiver's zero window (rule 6 of
+/// [`decide`]): the silence is a consequence of the peer's stall.
+#[must_use]
+pub fn receiver_window_decided(ev: &Evidence, silent: Role, cause: Cause) -> bool {
+    ev.peer_zero_windows > 0
+        && match silent {
+            Role::Client => cause == Cause::BrokerStall,
+            Role::Broker => cause == Cause::ClientStall,
+        }
 }

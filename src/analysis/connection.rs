@@ -72,6 +72,8 @@ impl Default for AnalysisConfig {
 pub struct DirState {
     /// Last time new bytes were seen.
     pub last_activity: Option<Timestamp>,
+    /// Last time new bytes were seen (never moved by FIN, RST or the capture's end).
+    pub last_data: Option<Timestamp>,
     /// First time anything was seen from this sender.
     pub first_activity: Option<Timestamp>,
     /// New bytes (sequence space) seen.
@@ -105,6 +107,9 @@ pub struct DirState {
     last_window: Option<u32>,
     /// Last frame was a heartbeat at this time (for interval inference).
     last_hb: Option<Timestamp>,
+    /// Intervals between consecutive heartbeat frames (nothing else between):
+    /// how many, their sum and the longest (the idle send cadence).
+    hb_cadence: (u64, Span, Span),
     /// State most connections never need (boxed: ~80 bytes per direction).
     rare: Option<Box<DirRare>>,
     /// Whether the open silence was already reported as flagged (live).
@@ -121,9 +126,31 @@ struct DirRare {
     burst: Option<(usize, Timestamp)>,
     /// Silences kept while the limit is unknown.
     pending: Vec<Gap>,
+    /// Near-misses: silences ended by data of at least
+    /// [`NEAR_MISS_NUM`]/[`NEAR_MISS_DEN`] of the limit, not over it.
+    near_misses: u64,
+    /// The first [`MAX_NEAR_MISSES`] of them: (start, end).
+    near_miss_list: Vec<(Timestamp, Timestamp)>,
 }
 
 impl DirState {
+    /// Heartbeat send cadence: (intervals measured, their mean, the longest),
+    /// over consecutive heartbeat frames with nothing else between.
+    #[must_use]
+    pub fn heartbeat_cadence(&self) -> Option<(u64, Span, Span)> {
+        let (n, sum, max) = self.hb_cadence;
+        let mean = sum.0.checked_div(i64::try_from(n).ok()?)?;
+        Some((n, Span(mean), max))
+    }
+
+    /// Near-misses counted, and the first ones kept: (start, end).
+    #[must_use]
+    pub fn near_misses(&self) -> (u64, &[(Timestamp, Timestamp)]) {
+        self.rare
+            .as_ref()
+            .map_or((0, &[][..]), |r| (r.near_misses, &r.near_miss_list[..]))
+    }
+
     fn rare(&mut self) -> &mut DirRare {
         self.rare.get_or_insert_with(Box::default)
     }
@@ -200,6 +227,17 @@ pub struct CloseEvent {
     pub info: CloseInfo,
 }
 
+/// A Connection.Blocked or Connection.Unblocked from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedEvent {
+    /// When.
+    pub at: Timestamp,
+    /// `true` for Blocked, `false` for Unblocked.
+    pub blocked: bool,
+    /// The reason the broker gave (Blocked only), e.g. "low on memory".
+    pub reason: Option<Arc<str>>,
+}
+
 /// How the connection ended, from the first ending event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -226,6 +264,86 @@ impl EndHow {
         }
     }
 }
+
+/// The connection ended in a way only a middlebox's idle timeout explains
+/// (see [`Connection::middlebox_suspected`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MiddleboxEnd {
+    /// The side whose FIN or RST ended the connection, as the capture saw it.
+    pub seen_from: Role,
+    /// FIN or RST.
+    pub how: EndHow,
+    /// When.
+    pub at: Timestamp,
+    /// How long both directions had been idle (no new byte) before it.
+    pub idle: Span,
+    /// The connection's heartbeat timeout (0 = disabled).
+    pub heartbeat: u16,
+}
+
+impl MiddleboxEnd {
+    /// The middlebox's idle timeout as estimated from the idle period, in
+    /// whole seconds (timeouts are configured in seconds).
+    #[must_use]
+    pub fn idle_timeout_s(&self) -> u64 {
+        let ms = u64::try_from(self.idle.0 / 1_000_000).unwrap_or(0);
+        ((ms + 500) / 1_000).max(1)
+    }
+
+    /// Why the end is blamed on a middlebox.
+    #[must_use]
+    pub fn reason(&self) -> String {
+        let side = self.seen_from.as_str();
+        let what = match self.how {
+            EndHow::Rst => "reset (RST)",
+            _ => "closed (FIN)",
+        };
+        let beats = if self.heartbeat == 0 {
+            "heartbeats are disabled, so nothing crosses an idle connection".to_owned()
+        } else if self.idle < Span::from_millis(i64::from(self.heartbeat) * 500) {
+            format!(
+                "no heartbeat was due yet (timeout {} s: a frame every {:.1} s each way), so no heartbeat check gave up",
+                self.heartbeat,
+                f64::from(self.heartbeat) / 2.0
+            )
+        } else {
+            format!(
+                "less than the heartbeat deadline (timeout {} s), so no heartbeat check gave up",
+                self.heartbeat
+            )
+        };
+        let rabbit = if self.seen_from == Role::Broker && self.how == EndHow::Fin {
+            "; RabbitMQ never ends a connection with a FIN without Connection.Close"
+        } else {
+            ""
+        };
+        format!(
+            "the {side} side {what} the connection without Connection.Close after both directions were idle for {:.3} s; {beats}{rabbit}",
+            self.idle.as_secs_f64()
+        )
+    }
+
+    /// What to do about it.
+    #[must_use]
+    pub fn advice(&self) -> String {
+        let n = self.idle_timeout_s();
+        #[allow(clippy::cast_precision_loss)]
+        let half = n as f64 / 2.0;
+        let what = if self.heartbeat == 0 {
+            "enable heartbeats"
+        } else {
+            "set heartbeat"
+        };
+        format!(
+            "a middlebox (proxy, load balancer, NAT, firewall) closes idle connections after ~{n} s: {what} below {half} s (N/2), or raise its idle timeout"
+        )
+    }
+}
+
+/// A FIN or RST comes from an application's own close only if it follows its
+/// last action; a middlebox's idle timer fires after at least this much
+/// quiet (timeouts are configured in seconds).
+const MIDDLEBOX_MIN_IDLE: Span = Span(1_000_000_000);
 
 /// What a gap led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -297,8 +415,8 @@ pub struct Connection {
     pub(crate) fin: [Option<Timestamp>; 2],
     /// RST time per direction.
     pub(crate) rst: [Option<Timestamp>; 2],
-    /// Connection.Blocked / Unblocked times.
-    pub(crate) blocked: Vec<(Timestamp, bool)>,
+    /// Connection.Blocked / Unblocked from the broker.
+    pub(crate) blocked: Vec<BlockedEvent>,
     /// Protocol problems noticed (bounded).
     pub(crate) violations: Vec<String>,
     /// Times framing was lost.
@@ -312,6 +430,19 @@ pub struct Connection {
     clock: ConnClock,
 }
 
+/// UTC time of day with milliseconds (as the reports' `clock`), for evidence
+/// lines: the analysis does no calendar arithmetic beyond this.
+fn time_of_day(ts: Timestamp) -> String {
+    let ms = ts.0.div_euclid(1_000_000).rem_euclid(86_400_000);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1_000 % 60,
+        ms % 1_000
+    )
+}
+
 /// The Connection.Start server_properties kept per connection (what reports show).
 pub const SERVER_PROPERTIES_KEPT: [&str; 4] = ["product", "version", "platform", "cluster_name"];
 
@@ -321,6 +452,12 @@ const MAX_CLOSES: usize = 64;
 /// Blocked/Unblocked events kept per connection.
 const MAX_BLOCKED: usize = 64;
 const HB_RING: usize = 32;
+/// A near-miss is a silence of at least 3/4 of the heartbeat timeout.
+pub const NEAR_MISS_NUM: i64 = 3;
+/// See [`NEAR_MISS_NUM`].
+pub const NEAR_MISS_DEN: i64 = 4;
+/// Near-misses listed per direction (later ones are counted).
+pub const MAX_NEAR_MISSES: usize = 16;
 
 impl Connection {
     /// Starts loading the state a packet of this connection reads (see
@@ -462,10 +599,58 @@ impl Connection {
         &self.closes
     }
 
-    /// Connection.Blocked / Unblocked: (time, blocked?).
+    /// Connection.Blocked / Unblocked, in capture order.
     #[must_use]
-    pub fn blocked(&self) -> &[(Timestamp, bool)] {
+    pub fn blocked(&self) -> &[BlockedEvent] {
         &self.blocked
+    }
+
+    /// The time of `[start, end]` during which the broker had the client
+    /// blocked: from each Connection.Blocked to the next Unblocked (or on).
+    #[must_use]
+    pub fn blocked_within(&self, start: Timestamp, end: Timestamp) -> Span {
+        let mut total = 0i64;
+        let mut since: Option<Timestamp> = None;
+        let mut add = |from: Timestamp, to: Timestamp| {
+            let (a, b) = (from.max(start), to.min(end));
+            if b > a {
+                total += b.since(a).0;
+            }
+        };
+        for e in &self.blocked {
+            match (e.blocked, since) {
+                (true, None) => since = Some(e.at),
+                (false, Some(from)) => {
+                    add(from, e.at);
+                    since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = since {
+            add(from, end);
+        }
+        Span(total)
+    }
+
+    /// The Connection.Blocked in effect during `[start, end]` (the last one
+    /// sent before `end`, if not unblocked before `start`) and the Unblocked
+    /// that followed it, if any.
+    #[must_use]
+    pub fn blocked_during(
+        &self,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Option<(&BlockedEvent, Option<&BlockedEvent>)> {
+        let i = self
+            .blocked
+            .iter()
+            .rposition(|e| e.blocked && e.at <= end)?;
+        let un = self.blocked[i..].iter().find(|e| !e.blocked);
+        if un.is_some_and(|u| u.at < start) {
+            return None;
+        }
+        Some((&self.blocked[i], un))
     }
 
     /// Protocol problems noticed (bounded).
@@ -519,6 +704,15 @@ impl Connection {
             Role::Client
         } else {
             Role::Broker
+        }
+    }
+
+    /// The direction in which `role` sends.
+    #[must_use]
+    pub fn dir_of(&self, role: Role) -> Direction {
+        match role {
+            Role::Client => self.client_dir,
+            Role::Broker => self.client_dir.reverse(),
         }
     }
 
@@ -708,6 +902,9 @@ impl Connection {
         }
         d.seen_end = d.seen_end.max(offset + len);
         d.bytes += len;
+        if d.last_data.is_none_or(|t| t < ts) {
+            d.last_data = Some(ts);
+        }
         self.end_silence(ts, dir, SilenceEnd::Data, syns);
         let p = &mut self.dirs[dir.reverse().index()].evidence;
         p.peer_new_segments = p.peer_new_segments.saturating_add(1);
@@ -738,6 +935,17 @@ impl Connection {
         self.seen(ts);
         let d = &mut self.dirs[dir.index()];
         d.last_window = Some(window);
+        // For the other direction's silence this sender is the peer: a zero
+        // window keeps that direction from sending anything new.
+        let o = &mut self.dirs[dir.reverse().index()].evidence;
+        if zero_window {
+            o.peer_zero_windows = o.peer_zero_windows.saturating_add(1);
+            o.peer_zero_since.get_or_insert(ts);
+            o.peer_zero_first.get_or_insert(ts);
+        } else if let Some(since) = o.peer_zero_since.take() {
+            o.peer_zero_window_time = Span(o.peer_zero_window_time.0 + ts.since(since).0);
+        }
+        let d = &mut self.dirs[dir.index()];
         let ev = &mut d.evidence;
         if advanced && ev.peer_retransmissions > 0 {
             ev.sender_acks_after_peer_retransmission =
@@ -862,6 +1070,13 @@ impl Connection {
                 }
                 iv.push_back(ts.since(prev));
             }
+            if let Some(prev) = d.last_hb {
+                let iv = ts.since(prev);
+                let c = &mut d.hb_cadence;
+                c.0 += 1;
+                c.1 = Span(c.1 .0.saturating_add(iv.0));
+                c.2 = c.2.max(iv);
+            }
             d.last_hb = Some(ts);
             if !self.limit_known() {
                 self.infer_heartbeat();
@@ -934,11 +1149,19 @@ impl Connection {
                 }
             }
             ConnMethod::CloseOk => {}
-            ConnMethod::Blocked { .. } if self.blocked.len() < MAX_BLOCKED => {
-                self.blocked.push((ts, true))
+            ConnMethod::Blocked { reason } if self.blocked.len() < MAX_BLOCKED => {
+                self.blocked.push(BlockedEvent {
+                    at: ts,
+                    blocked: true,
+                    reason: Some(Arc::from(reason.as_str())),
+                });
             }
             ConnMethod::Unblocked if self.blocked.len() < MAX_BLOCKED => {
-                self.blocked.push((ts, false))
+                self.blocked.push(BlockedEvent {
+                    at: ts,
+                    blocked: false,
+                    reason: None,
+                });
             }
             ConnMethod::Blocked { .. } | ConnMethod::Unblocked => {}
         }
@@ -991,14 +1214,20 @@ impl Connection {
                 }
             }
         }
+        // A peer window still closed carries over into the next silence.
+        let peer_zero_since =
+            (self.dirs[dir.reverse().index()].last_window == Some(0)).then_some(ts);
         let d = &mut self.dirs[dir.index()];
         let before = d.last_window;
+        let fresh = Evidence {
+            sender_window_before: before,
+            peer_zero_since,
+            peer_zero_first: peer_zero_since,
+            ..Evidence::default()
+        };
         let Some(start) = d.last_activity else {
             d.last_activity = Some(ts);
-            d.evidence = Evidence {
-                sender_window_before: before,
-                ..Evidence::default()
-            };
+            d.evidence = fresh;
             return;
         };
         if d.closed {
@@ -1011,13 +1240,13 @@ impl Connection {
         if how == SilenceEnd::Data && silence > d.longest_data_silence {
             d.longest_data_silence = silence;
         }
-        let evidence = d.evidence;
-        d.evidence = Evidence {
-            sender_window_before: before,
-            ..Evidence::default()
-        };
+        let mut evidence = d.evidence.closed_at(ts);
+        d.evidence = fresh;
         d.last_activity = Some(ts);
         d.open_flagged = false;
+        if silent == Role::Client {
+            evidence.blocked_time = self.blocked_within(start, ts);
+        }
         let make_gap = |limit: Span| {
             let wakeup =
                 if silent == Role::Client && matches!(how, SilenceEnd::Data | SilenceEnd::Fin) {
@@ -1032,7 +1261,7 @@ impl Connection {
                 end: ts,
                 ended_by: how,
                 limit,
-                cause: decide(&evidence, silent),
+                cause: decide(&evidence, silent, silence, limit),
                 evidence,
                 wakeup,
                 resume_burst_frames: 0,
@@ -1040,6 +1269,18 @@ impl Connection {
             }
         };
         match (known, limit) {
+            (true, Some(limit))
+                if how == SilenceEnd::Data
+                    && silence <= limit
+                    && silence.0.saturating_mul(NEAR_MISS_DEN)
+                        >= limit.0.saturating_mul(NEAR_MISS_NUM) =>
+            {
+                let r = self.dirs[dir.index()].rare();
+                r.near_misses += 1;
+                if r.near_miss_list.len() < MAX_NEAR_MISSES {
+                    r.near_miss_list.push((start, ts));
+                }
+            }
             (true, Some(limit)) if silence > limit => {
                 let gap = make_gap(limit);
                 self.push_gap(gap);
@@ -1129,6 +1370,7 @@ impl Connection {
             for mut g in r.pending.drain(..) {
                 if g.silence() > limit {
                     g.limit = limit;
+                    g.cause = decide(&g.evidence, g.silent, g.silence(), limit);
                     found.push(g);
                 }
             }
@@ -1214,6 +1456,10 @@ impl Connection {
             return None;
         }
         let silent = self.role_of(dir);
+        let mut evidence = d.evidence.closed_at(now);
+        if silent == Role::Client {
+            evidence.blocked_time = self.blocked_within(start, now);
+        }
         Some(Gap {
             dir,
             silent,
@@ -1221,8 +1467,8 @@ impl Connection {
             end: now,
             ended_by: SilenceEnd::Open,
             limit,
-            cause: decide(&d.evidence, silent),
-            evidence: d.evidence,
+            cause: decide(&evidence, silent, now.since(start), limit),
+            evidence,
             wakeup: None,
             resume_burst_frames: 0,
             resumed: None,
@@ -1270,6 +1516,55 @@ impl Connection {
             Some((ts, how, by)) => (how, Some(by), Some(ts)),
             None => (EndHow::CaptureEnd, None, None),
         }
+    }
+
+    /// The connection's end as a middlebox's idle timeout, if that is the only
+    /// explanation: the first ending event is a FIN or RST without
+    /// Connection.Close, after both directions were idle for at least
+    /// [`MIDDLEBOX_MIN_IDLE`], and either heartbeats are disabled or the idle
+    /// period was shorter than the heartbeat deadline of the side that ended
+    /// it. RabbitMQ closes a silent client only 2-3 timeouts after its last
+    /// byte (with RST); a client library gives up on a silent broker after
+    /// about one timeout. A connection the heartbeats kept busy cannot have
+    /// been idle that long, so neither end's heartbeat check explains it.
+    #[must_use]
+    pub fn middlebox_suspected(&self) -> Option<MiddleboxEnd> {
+        let (how, by, at) = self.ended();
+        let (Some(by), Some(at)) = (by, at) else {
+            return None;
+        };
+        if !matches!(how, EndHow::Fin | EndHow::Rst) {
+            return None;
+        }
+        let heartbeat = self.heartbeat().0?;
+        let last = self.dirs.iter().filter_map(|d| d.last_data).max()?;
+        if last > at {
+            return None;
+        }
+        let idle = at.since(last);
+        if idle < MIDDLEBOX_MIN_IDLE {
+            return None;
+        }
+        // The heartbeat check of the side that ended it watches the other
+        // side's bytes: RabbitMQ cuts a client silent for 2 timeouts (its
+        // monitor needs two missed checks), a client library a broker silent
+        // for about one.
+        let (watched, deadline) = match by {
+            Role::Broker => (Role::Client, 2 * u64::from(heartbeat)),
+            Role::Client => (Role::Broker, u64::from(heartbeat)),
+        };
+        let watched_last = self.dirs[self.dir_of(watched).index()].last_data;
+        let watched_silence = watched_last.map_or(idle, |t| at.since(t));
+        if heartbeat != 0 && watched_silence >= Span::from_secs(deadline) {
+            return None;
+        }
+        Some(MiddleboxEnd {
+            seen_from: by,
+            how,
+            at,
+            idle,
+            heartbeat,
+        })
     }
 
     /// What `gap` led to: the first ending event during it (or shortly after) decides.
@@ -1339,6 +1634,26 @@ impl Connection {
             lines.push(format!(
                 "{s} advertised a zero window {} times",
                 e.sender_zero_windows
+            ));
+        }
+        if gap.cause == Cause::BrokerBlocked {
+            lines.extend(self.blocked_lines(gap));
+        }
+        // A zero window on the segment that ends the silence (an RST often
+        // carries one) closed nothing: only a window closed for a while counts.
+        if e.peer_zero_windows > 0 && e.peer_zero_window_time.0 > 0 {
+            lines.push(format!(
+                "{p} advertised a zero window {} times during the silence, first at {}: its window was closed for {:.3} s of the {:.3} s, so {s}'s TCP could send no new data (only window probes: {} keep-alives)",
+                e.peer_zero_windows,
+                time_of_day(e.peer_zero_first.unwrap_or(gap.start)),
+                e.peer_zero_window_time.as_secs_f64(),
+                gap.silence().as_secs_f64(),
+                e.sender_keepalives
+            ));
+        }
+        if receiver_window_decided(e, gap.silent, gap.cause) {
+            lines.push(format!(
+                "the silence is {p}'s: {p}'s application was not reading its socket, its kernel's receive buffer filled and it advertised a zero window ({s} was not stalled)"
             ));
         }
         if e.peer_retransmissions > 0 {
@@ -1430,6 +1745,31 @@ impl Connection {
         lines
     }
 
+    /// Evidence lines on the broker's Connection.Blocked during a client gap.
+    fn blocked_lines(&self, gap: &Gap) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some((b, un)) = self.blocked_during(gap.start, gap.end) {
+            lines.push(format!(
+                "broker sent Connection.Blocked at {} (reason \"{}\"): RabbitMQ stops reading a blocked publisher's socket and does not check its heartbeats",
+                time_of_day(b.at),
+                b.reason.as_deref().unwrap_or("")
+            ));
+            match un {
+                Some(u) => lines.push(format!(
+                    "broker sent Connection.Unblocked at {} ({:.3} s after Blocked)",
+                    time_of_day(u.at),
+                    u.at.since(b.at).as_secs_f64()
+                )),
+                None => lines.push("no Connection.Unblocked followed in the capture".to_owned()),
+            }
+        }
+        lines.push(format!(
+            "the client was blocked for {:.3} s of the silence: it was not stalled, the broker's flow control held it (a resource alarm)",
+            gap.evidence.blocked_time.as_secs_f64()
+        ));
+        lines
+    }
+
     /// The client's name: connection_name, else product.
     #[must_use]
     pub fn client_name(&self) -> Option<String> {
@@ -1462,6 +1802,93 @@ mod tests {
         Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
     }
 
+    const TEN_S: Span = Span(10_000_000_000);
+    const TWO_S: Span = Span(2_000_000_000);
+
+    /// Rules 5 and 6 on the evidence of broker-blocked.pcap and
+    /// consumer-zero-window.pcap: TCP sends nothing new into a zero window.
+    #[test]
+    fn zero_window_and_blocked_are_not_the_senders_stall() {
+        let silence = Span::from_millis(7_081);
+        // broker-blocked: the client's kernel ACKs the broker's heartbeats
+        // (a stall by rule 7), but the broker had it blocked and its window was
+        // closed for the whole silence.
+        let blocked = Evidence {
+            sender_acks_advancing: 9,
+            sender_keepalives: 4,
+            peer_zero_windows: 13,
+            peer_zero_window_time: silence,
+            blocked_time: silence,
+            ..Evidence::default()
+        };
+        assert_eq!(
+            decide(&blocked, Role::Client, silence, TWO_S),
+            Cause::BrokerBlocked
+        );
+        // The same zero window without Connection.Blocked: the broker was not
+        // reading, so the silence is the broker's.
+        let not_reading = Evidence {
+            blocked_time: Span(0),
+            ..blocked
+        };
+        assert_eq!(
+            decide(&not_reading, Role::Client, silence, TWO_S),
+            Cause::BrokerStall
+        );
+        // Blocked only briefly at the start of a long silence: the rest is the
+        // client's own.
+        let brief = Evidence {
+            peer_zero_windows: 0,
+            peer_zero_window_time: Span(0),
+            blocked_time: Span::from_secs(1),
+            ..blocked
+        };
+        assert_eq!(
+            decide(&brief, Role::Client, TEN_S, TWO_S),
+            Cause::ClientStall
+        );
+        // consumer-zero-window, broker-to-client: only probes from the broker
+        // into the stopped client's zero window.
+        let probes = Evidence {
+            sender_pure_acks: 4,
+            sender_keepalives: 4,
+            sender_packets: 8,
+            peer_zero_windows: 4,
+            peer_zero_window_time: Span::from_millis(4_277),
+            ..Evidence::default()
+        };
+        let cause = decide(&probes, Role::Broker, Span::from_millis(4_277), TWO_S);
+        assert_eq!(cause, Cause::ClientStall);
+        assert!(receiver_window_decided(&probes, Role::Broker, cause));
+        // A window closed for a moment does not explain a long silence.
+        let short = Evidence {
+            peer_zero_window_time: Span::from_millis(500),
+            ..probes
+        };
+        assert_eq!(decide(&short, Role::Broker, TEN_S, TWO_S), Cause::Unknown);
+    }
+
+    #[test]
+    fn blocked_time_counts_blocked_until_unblocked() {
+        let (mut c, cd) = conn(2);
+        let bd = cd.reverse();
+        c.on_method(
+            s(2.0),
+            bd,
+            &ConnMethod::Blocked {
+                reason: "low on memory".into(),
+            },
+        );
+        c.on_method(s(6.0), bd, &ConnMethod::Unblocked);
+        assert_eq!(c.blocked_within(s(0.0), s(10.0)), Span::from_secs(4));
+        assert_eq!(c.blocked_within(s(3.0), s(5.0)), Span::from_secs(2));
+        assert_eq!(c.blocked_within(s(7.0), s(9.0)), Span(0));
+        assert!(c.blocked_during(s(7.0), s(9.0)).is_none());
+        let (b, u) = c.blocked_during(s(3.0), s(9.0)).expect("blocked");
+        assert_eq!(b.reason.as_deref(), Some("low on memory"));
+        assert_eq!(u.map(|u| u.at), Some(s(6.0)));
+    }
+
     /// The decision rules on the evidence of real captures (see
     /// docs/heartbeat-model.md): a kernel that ACKs proves the host alive, not
     /// that its packets get through.
@@ -1475,7 +1902,10 @@ mod tests {
             peer_retransmissions: 5,
             ..Evidence::default()
         };
-        assert_eq!(decide(&broker_side, Role::Client), Cause::PeerUnreachable);
+        assert_eq!(
+            decide(&broker_side, Role::Client, TEN_S, TWO_S),
+            Cause::PeerUnreachable
+        );
         // twoend-lost-c2b, client side: the client's kernel ACKs the broker's
         // heartbeats, but its own retransmissions are never acknowledged.
         let client_side = Evidence {
@@ -1484,7 +1914,10 @@ mod tests {
             peer_packets: 7,
             ..Evidence::default()
         };
-        assert_eq!(decide(&client_side, Role::Client), Cause::PeerUnreachable);
+        assert_eq!(
+            decide(&client_side, Role::Client, TEN_S, TWO_S),
+            Cause::PeerUnreachable
+        );
         // twoend-lost-c2b-brief, broker side: ACKs came back as the loss ended,
         // after four broker retransmissions.
         let brief = Evidence {
@@ -1493,7 +1926,10 @@ mod tests {
             peer_retransmissions: 4,
             ..Evidence::default()
         };
-        assert_eq!(decide(&brief, Role::Client), Cause::PeerUnreachable);
+        assert_eq!(
+            decide(&brief, Role::Client, TEN_S, TWO_S),
+            Cause::PeerUnreachable
+        );
         // A stall with one spurious retransmission that the kernel answered.
         let stall = Evidence {
             sender_acks_advancing: 6,
@@ -1501,14 +1937,20 @@ mod tests {
             peer_retransmissions: 1,
             ..Evidence::default()
         };
-        assert_eq!(decide(&stall, Role::Client), Cause::ClientStall);
+        assert_eq!(
+            decide(&stall, Role::Client, TEN_S, TWO_S),
+            Cause::ClientStall
+        );
         // A stalled reader's full window makes the peer probe: still a stall.
         let full = Evidence {
             sender_zero_windows: 3,
             peer_retransmissions: 3,
             ..Evidence::default()
         };
-        assert_eq!(decide(&full, Role::Broker), Cause::BrokerStall);
+        assert_eq!(
+            decide(&full, Role::Broker, TEN_S, TWO_S),
+            Cause::BrokerStall
+        );
         // Retransmissions the peer acknowledged afterwards: the data got through.
         let answered = Evidence {
             sender_acks_advancing: 2,
@@ -1516,7 +1958,10 @@ mod tests {
             peer_acks_after_sender_retransmission: 1,
             ..Evidence::default()
         };
-        assert_eq!(decide(&answered, Role::Client), Cause::ClientStall);
+        assert_eq!(
+            decide(&answered, Role::Client, TEN_S, TWO_S),
+            Cause::ClientStall
+        );
     }
 
     fn conn(hb: u16) -> (Connection, Direction) {

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use crate::os::procinfo::{ProcessOwner, ProcessVerdict, ThreadActivity};
 
 use super::*;
-use crate::analysis::RoleDirection;
+use crate::analysis::{
+    receiver_window_decided, EndHow, RoleDirection, NEAR_MISS_DEN, NEAR_MISS_NUM,
+};
+use crate::model::Span;
 
 fn dir_name(conn: &Connection, dir: Direction) -> RoleDirection {
     conn.role_of(dir).sends()
@@ -36,6 +39,14 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
         ratio: round3(g.ratio()),
         ended_by: g.ended_by,
         cause: g.cause,
+        consequence_of: if receiver_window_decided(e, g.silent, g.cause) {
+            // The receiver's own gap overlapping this one.
+            conn.gaps()
+                .iter()
+                .position(|h| h.dir == g.dir.reverse() && h.start < g.end && g.start < h.end)
+        } else {
+            None
+        },
         consequence: conn.consequence(g),
         evidence: conn.evidence_lines(g),
         counts: EvidenceCounts {
@@ -53,6 +64,9 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
             capture_missed_bytes: e.capture_missed_bytes,
             peer_capture_missed_bytes: e.peer_capture_missed_bytes,
             capture_drops: e.capture_drops,
+            peer_zero_windows: e.peer_zero_windows,
+            peer_zero_window_s: secs(e.peer_zero_window_time.0),
+            blocked_s: secs(e.blocked_time.0),
         },
         resume_burst_frames: g.resume_burst_frames,
         wakeup: g.wakeup.map(|w| WakeupReport {
@@ -82,6 +96,191 @@ fn server_subset(p: &Properties) -> Properties {
         .collect()
 }
 
+/// Builds a connection's heartbeat health: cadence, margin and near-misses
+/// per direction, and the broker's kill window for a client still silent at
+/// the end.
+#[must_use]
+pub fn health_report(conn: &Connection) -> HealthReport {
+    let (value, _) = conn.heartbeat();
+    let limit = conn.limit();
+    let expected = limit.map(|l| Span(l.0 / 2));
+    let one = |role: Role| {
+        let d = conn.dir(conn.dir_of(role));
+        let cadence = d.heartbeat_cadence();
+        let (count, list) = d.near_misses();
+        #[allow(clippy::cast_precision_loss)]
+        let ratio = |s: Span| limit.map(|l| round3(s.0 as f64 / l.0 as f64));
+        DirectionHealth {
+            heartbeat_intervals: cadence.map_or(0, |c| c.0),
+            heartbeat_interval_mean_s: cadence.map(|c| secs(c.1 .0)),
+            heartbeat_interval_max_s: cadence.map(|c| secs(c.2 .0)),
+            #[allow(clippy::cast_precision_loss)]
+            cadence_ratio: cadence
+                .zip(expected)
+                .filter(|(_, e)| e.0 > 0)
+                .map(|(c, e)| round3(c.1 .0 as f64 / e.0 as f64)),
+            longest_silence_s: secs(d.longest_silence.0),
+            margin: ratio(d.longest_silence),
+            near_misses: count,
+            near_miss_list: list
+                .iter()
+                .map(|(a, b)| NearMissReport {
+                    start: rfc3339(*a),
+                    end: rfc3339(*b),
+                    silence_s: secs(b.since(*a).0),
+                    ratio: ratio(b.since(*a)).unwrap_or(0.0),
+                })
+                .collect(),
+        }
+    };
+    let directions = HealthDirections {
+        broker_to_client: one(Role::Broker),
+        client_to_broker: one(Role::Client),
+    };
+    let near = directions.broker_to_client.near_misses + directions.client_to_broker.near_misses;
+    let status = match value {
+        None => HealthStatus::Unknown,
+        Some(0) => HealthStatus::Disabled,
+        Some(_) if !conn.gaps().is_empty() => HealthStatus::Gap,
+        Some(_) if near > 0 => HealthStatus::NearMiss,
+        Some(_) => HealthStatus::Ok,
+    };
+    let client = conn.dir(conn.dir_of(Role::Client));
+    // Only for a silence already worth watching: at least a near-miss long.
+    let broker_kill_window = match (conn.ended().0, limit, client.last_data) {
+        (EndHow::CaptureEnd, Some(l), Some(last)) => {
+            // The capture's end closed the silence (replay), else the last packet.
+            let end = conn.last_seen().max(client.last_activity.unwrap_or(last));
+            let silent = end.since(last);
+            (silent.0.saturating_mul(NEAR_MISS_DEN) >= l.0.saturating_mul(NEAR_MISS_NUM)).then(
+                || KillWindowReport {
+                    client_silent_since: rfc3339(last),
+                    client_silence_at_end_s: secs(silent.0),
+                    from: rfc3339(last.plus(Span(l.0 * 2))),
+                    to: rfc3339(last.plus(Span(l.0 * 3))),
+                },
+            )
+        }
+        _ => None,
+    };
+    HealthReport {
+        status,
+        expected_interval_s: expected.map(|e| secs(e.0)),
+        near_miss_threshold_s: limit.map(|l| secs(l.0 * NEAR_MISS_NUM / NEAR_MISS_DEN)),
+        directions,
+        broker_kill_window,
+    }
+}
+
+/// The heartbeat health rollup: totals and one entry per client name, with
+/// a recommended heartbeat where the observed behaviour calls for one.
+#[must_use]
+pub fn health_summary(conns: &[&Connection]) -> HealthSummary {
+    let mut sum = HealthSummary::default();
+    let mut by: BTreeMap<Option<String>, ClientHealthReport> = BTreeMap::new();
+    // The longest near-miss per client, for the recommendation.
+    let mut longest_near: BTreeMap<Option<String>, (Span, u16)> = BTreeMap::new();
+    for conn in conns {
+        let value = conn.heartbeat().0;
+        // Grouped by program, as --summary does: names are often argv0:pid:...
+        let name = conn
+            .client_name()
+            .map(|n| n.split(':').next().unwrap_or(&n).to_owned());
+        let e = by
+            .entry(name.clone())
+            .or_insert_with(|| ClientHealthReport {
+                client: name.clone(),
+                connections: 0,
+                heartbeat_s: Vec::new(),
+                disabled: 0,
+                gaps: 0,
+                near_misses: 0,
+                worst_margin: None,
+                middlebox_idle_timeout_s: None,
+                recommended_heartbeat_s: None,
+                recommendation: None,
+            });
+        e.connections += 1;
+        e.gaps += conn.gaps().len();
+        match value {
+            None => sum.unknown_connections += 1,
+            Some(v) => {
+                if !e.heartbeat_s.contains(&v) {
+                    e.heartbeat_s.push(v);
+                    e.heartbeat_s.sort_unstable();
+                }
+                if v == 0 {
+                    sum.disabled_connections += 1;
+                    e.disabled += 1;
+                }
+            }
+        }
+        let mut conn_near = 0;
+        for d in conn.dirs() {
+            let (n, list) = d.near_misses();
+            conn_near += n;
+            if let (Some(l), Some(v)) = (conn.limit(), value) {
+                #[allow(clippy::cast_precision_loss)]
+                let m = round3(d.longest_silence.0 as f64 / l.0 as f64);
+                e.worst_margin = Some(e.worst_margin.map_or(m, |w: f64| w.max(m)));
+                for (a, b) in list {
+                    let s = b.since(*a);
+                    let slot = longest_near.entry(name.clone()).or_insert((Span(0), v));
+                    if s > slot.0 {
+                        *slot = (s, v);
+                    }
+                }
+            }
+        }
+        e.near_misses += conn_near;
+        sum.near_misses += conn_near;
+        if conn_near > 0 {
+            sum.connections_with_near_misses += 1;
+        }
+        if let Some(m) = conn.middlebox_suspected() {
+            sum.middlebox_suspected += 1;
+            let n = m.idle_timeout_s();
+            e.middlebox_idle_timeout_s = Some(e.middlebox_idle_timeout_s.map_or(n, |x| x.min(n)));
+        }
+    }
+    for (name, e) in &mut by {
+        if let Some(n) = e.middlebox_idle_timeout_s {
+            // Below N/2: a frame every timeout/2 crosses the idle timer twice.
+            let rec = u16::try_from(n.saturating_sub(1) / 2)
+                .unwrap_or(u16::MAX)
+                .max(1);
+            e.recommended_heartbeat_s = Some(rec);
+            e.recommendation = Some(format!(
+                "a middlebox closed idle connections after ~{n} s: a heartbeat below {} s keeps them busy (or raise its idle timeout)",
+                n as f64 / 2.0
+            ));
+        } else if let Some((s, v)) = longest_near.get(name).filter(|_| e.gaps == 0) {
+            // Keep the longest silence seen under 3/4 of the timeout.
+            let need_ms = s.0 / 1_000_000 * NEAR_MISS_DEN / NEAR_MISS_NUM;
+            let rec = u16::try_from((need_ms + 999) / 1_000)
+                .unwrap_or(u16::MAX)
+                .max(v.saturating_add(1));
+            e.recommended_heartbeat_s = Some(rec);
+            e.recommendation = Some(format!(
+                "silences up to {:.3} s came within a quarter of the {v} s timeout: a heartbeat of {rec} s keeps them under 3/4 of it (or find what delays the sender)",
+                s.as_secs_f64()
+            ));
+        }
+    }
+    // Only clients with something to report; named first, in name order.
+    let (named, unnamed): (Vec<_>, Vec<_>) = by
+        .into_values()
+        .filter(|e| {
+            e.disabled > 0
+                || e.gaps > 0
+                || e.near_misses > 0
+                || e.middlebox_idle_timeout_s.is_some()
+        })
+        .partition(|e| e.client.is_some());
+    sum.by_client = named.into_iter().chain(unnamed).collect();
+    sum
+}
+
 /// Builds one connection's report entry.
 #[must_use]
 pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
@@ -92,6 +291,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         .iter()
         .find(|c| c.channel == 0 && Some(c.at) == at);
     let state = ConnectionState::of(how, by);
+    let middlebox = conn.middlebox_suspected();
     let mut directions = BTreeMap::new();
     for dir in [Direction::AtoB, Direction::BtoA] {
         let d = conn.dir(dir);
@@ -140,12 +340,22 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             .map(server_subset),
         auth_mechanism: conn.handshake().mechanism.as_deref().map(str::to_owned),
         state,
+        health: health_report(conn),
         ended: EndedReport {
-            by,
+            by: if middlebox.is_some() {
+                Some(EndedBy::MiddleboxSuspected)
+            } else {
+                by.map(EndedBy::from)
+            },
             how,
             at: at.map(rfc3339),
             reply_code: close.map(|c| c.info.reply_code),
             reply_text: close.map(|c| c.info.reply_text.clone()),
+            seen_from: middlebox.map(|m| m.seen_from),
+            reason: middlebox.map(|m| m.reason()),
+            idle_period_s: middlebox.map(|m| secs(m.idle.0)),
+            idle_timeout_s: middlebox.map(|m| m.idle_timeout_s()),
+            advice: middlebox.map(|m| m.advice()),
         },
         directions,
         closes: conn
@@ -162,7 +372,16 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         blocked: conn
             .blocked()
             .iter()
-            .map(|(t, b)| (rfc3339(*t), *b))
+            .map(|e| (rfc3339(e.at), e.blocked))
+            .collect(),
+        blocked_events: conn
+            .blocked()
+            .iter()
+            .map(|e| BlockedEventReport {
+                at: rfc3339(e.at),
+                event: if e.blocked { "blocked" } else { "unblocked" },
+                reason: e.reason.as_deref().map(str::to_owned),
+            })
             .collect(),
         violations: conn.violations().to_vec(),
         gaps: conn.gaps().iter().map(|g| gap_report(conn, g)).collect(),
@@ -247,6 +466,7 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
             .map(|c| usize::try_from(c.gaps_found()).unwrap_or(usize::MAX))
             .sum(),
         gaps_by_cause,
+        heartbeat_health: health_summary(conns),
     };
     Report {
         schema_version: SCHEMA_VERSION,
@@ -411,6 +631,41 @@ mod tests {
         let c = many_gaps(5, 1_000);
         assert_eq!((c.gaps.len(), c.gaps_dropped), (6, 0));
         assert!(connection_report(1, &c).gaps_not_listed_by_cause.is_empty());
+    }
+
+    /// A client silent when the capture ends: the window in which RabbitMQ
+    /// cuts it is 2-3 timeouts after its last byte.
+    #[test]
+    fn kill_window_for_a_client_silent_at_the_end() {
+        use crate::analysis::{AnalysisConfig, RoleSource, SynLog};
+        use crate::model::{Endpoint, FlowKey};
+        use crate::proto::amqp::ConnMethod;
+        let ep = |p| Endpoint::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), p);
+        let (key, cd) = FlowKey::from_packet(ep(40000), ep(5672));
+        let syns = SynLog::default();
+        let mut c = Connection::new(
+            key,
+            cd,
+            RoleSource::Port,
+            Timestamp(0),
+            false,
+            AnalysisConfig::default(),
+        );
+        let tune = ConnMethod::TuneOk {
+            channel_max: 0,
+            frame_max: 131_072,
+            heartbeat: 4,
+        };
+        c.on_method(Timestamp(0), cd, &tune);
+        c.on_new_bytes(Timestamp(1_000_000_000), cd, 0, 8, &syns);
+        c.on_new_bytes(Timestamp(2_000_000_000), cd.reverse(), 0, 8, &syns);
+        c.finish(Timestamp(6_000_000_000), &syns);
+        let h = health_report(&c);
+        let k = h.broker_kill_window.expect("open at the end");
+        assert_eq!(k.from, rfc3339(Timestamp(9_000_000_000)));
+        assert_eq!(k.to, rfc3339(Timestamp(13_000_000_000)));
+        assert!((k.client_silence_at_end_s - 5.0).abs() < 1e-9);
+        assert_eq!(h.status, HealthStatus::Gap);
     }
 
     #[test]

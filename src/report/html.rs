@@ -8,8 +8,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::analysis::{Cause, Role, RoleDirection};
+use crate::analysis::{Cause, RoleDirection};
 use crate::report::sanitize::{markdown as md, text as clean};
+use crate::report::text::{health_notes, health_summary_lines};
+use crate::report::EndedBy;
 use crate::report::{ConnectionReport, GapReport, Report};
 
 fn esc(s: &str) -> String {
@@ -56,6 +58,7 @@ fn cause_colour(cause: Cause) -> &'static str {
         Cause::ClientStall => "#d9534f",
         Cause::BrokerStall => "#e67e22",
         Cause::PeerUnreachable => "#8e44ad",
+        Cause::BrokerBlocked => "#2980b9",
         Cause::CaptureLoss => "#7f8c8d",
         Cause::Unknown => "#95a5a6",
     }
@@ -114,7 +117,7 @@ fn timeline_svg(c: &ConnectionReport) -> String {
         let _ = write!(
             s,
             r##"<line x1="{ex:.1}" x2="{ex:.1}" y1="14" y2="104" stroke="#333"/><text x="{ex:.1}" y="11" font-size="11" text-anchor="end">{} {}</text>"##,
-            esc(c.ended.by.map_or("", Role::as_str)),
+            esc(c.ended.by.map_or("", EndedBy::as_str)),
             esc(c.ended.how.as_str())
         );
     }
@@ -140,6 +143,13 @@ fn gap_html(g: &GapReport) -> String {
         esc(g.ended_by.as_str()),
         esc(g.consequence.as_str())
     );
+    if let Some(j) = g.consequence_of {
+        let _ = write!(
+            s,
+            "<p>the receiver's zero window: a consequence of gap {}</p>",
+            j + 1
+        );
+    }
     for e in &g.evidence {
         let _ = write!(s, "<li>{}</li>", esc(&clean(e)));
     }
@@ -177,6 +187,17 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
     for w in &c.warnings {
         let _ = write!(s, "<p>&#9888; {}</p>", esc(&w.message));
     }
+    let (head, recs) = health_summary_lines(&r.summary.heartbeat_health);
+    if let Some(h) = head {
+        let _ = write!(s, "<p>{}</p>", esc(&h));
+    }
+    if !recs.is_empty() {
+        s.push_str("<ul>");
+        for rec in recs {
+            let _ = write!(s, "<li>{}</li>", esc(&rec));
+        }
+        s.push_str("</ul>");
+    }
     s.push_str("<table><tr><th>#</th><th>client</th><th>broker</th><th>client name</th><th>heartbeat</th><th>longest silence</th><th>gaps</th><th>worst cause</th><th>state</th></tr>");
     for conn in &r.connections {
         let longest = conn
@@ -203,6 +224,24 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
         );
     }
     s.push_str("</table>");
+    for conn in r.connections.iter().filter(|c| c.gaps.is_empty()) {
+        let notes = health_notes(conn);
+        if notes.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            s,
+            "<h2>[{}] {} &rarr; {} <small>{}</small></h2><ul>",
+            conn.id,
+            esc(&conn.client),
+            esc(&conn.broker),
+            esc(&clean(conn.client_name.as_deref().unwrap_or("")))
+        );
+        for n in notes {
+            let _ = write!(s, "<li>{}</li>", esc(&n));
+        }
+        s.push_str("</ul>");
+    }
     for conn in r.connections.iter().filter(|c| !c.gaps.is_empty()) {
         let _ = write!(
             s,
@@ -215,6 +254,14 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} th{{background:#f3
         s.push_str(&timeline_svg(conn));
         for line in super::text::caveats(conn) {
             let _ = write!(s, "<p><b>{}</b></p>", esc(&line));
+        }
+        let notes = health_notes(conn);
+        if !notes.is_empty() {
+            s.push_str("<ul>");
+            for n in notes {
+                let _ = write!(s, "<li>{}</li>", esc(&n));
+            }
+            s.push_str("</ul>");
         }
         for g in &conn.gaps {
             s.push_str(&gap_html(g));
@@ -262,6 +309,22 @@ pub fn to_markdown(r: &Report) -> String {
             c.state
         );
     }
+    let (head, recs) = health_summary_lines(&r.summary.heartbeat_health);
+    if let Some(h) = head {
+        let _ = writeln!(s, "\n{h}");
+        for rec in &recs {
+            let _ = writeln!(s, "- {}", md(rec));
+        }
+    }
+    for c in &r.connections {
+        let notes = health_notes(c);
+        if !notes.is_empty() {
+            let _ = writeln!(s, "\n[{}] {} -> {}:", c.id, c.client, c.broker);
+            for n in notes {
+                let _ = writeln!(s, "- {}", md(&n));
+            }
+        }
+    }
     for c in r.connections.iter().filter(|c| !c.gaps.is_empty()) {
         let _ = writeln!(s, "\n### [{}] {} -> {}", c.id, c.client, c.broker);
         for line in super::text::caveats(c) {
@@ -270,8 +333,18 @@ pub fn to_markdown(r: &Report) -> String {
         for g in &c.gaps {
             let _ = writeln!(
                 s,
-                "\n**{}** ({}): {} silent {:.3} s, limit {} s ({:.1}x), ended by {}\n",
-                g.cause, g.consequence, g.direction, g.silence_s, g.limit_s, g.ratio, g.ended_by
+                "\n**{}** ({}): {} silent {:.3} s, limit {} s ({:.1}x), ended by {}{}\n",
+                g.cause,
+                g.consequence,
+                g.direction,
+                g.silence_s,
+                g.limit_s,
+                g.ratio,
+                g.ended_by,
+                g.consequence_of.map_or(String::new(), |j| format!(
+                    "; the receiver's zero window: a consequence of gap {}",
+                    j + 1
+                ))
             );
             for e in &g.evidence {
                 let _ = writeln!(s, "- {}", md(e));
@@ -344,6 +417,13 @@ pub fn to_summary(r: &Report) -> String {
                 let _ = writeln!(s, "    {line}");
             }
         }
+    }
+    let (head, recs) = health_summary_lines(&r.summary.heartbeat_health);
+    if let Some(h) = head {
+        let _ = writeln!(s, "{h}");
+    }
+    for rec in recs {
+        let _ = writeln!(s, "  {rec}");
     }
     s
 }

@@ -101,6 +101,182 @@ pub struct Summary {
     pub gaps: usize,
     /// Gaps per cause name.
     pub gaps_by_cause: BTreeMap<String, usize>,
+    /// Heartbeat health over all connections, and per client name.
+    pub heartbeat_health: HealthSummary,
+}
+
+/// Heartbeat health over all connections.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HealthSummary {
+    /// Connections with heartbeats disabled (0).
+    pub disabled_connections: usize,
+    /// Connections whose heartbeat value is unknown.
+    pub unknown_connections: usize,
+    /// Near-misses over all connections and directions.
+    pub near_misses: u64,
+    /// Connections with at least one near-miss.
+    pub connections_with_near_misses: usize,
+    /// Connections whose end is `middlebox-suspected`.
+    pub middlebox_suspected: usize,
+    /// One entry per client program (the client name up to its first ':',
+    /// as `--summary` groups), in name order, unnamed clients last; only
+    /// clients with something to report (heartbeats disabled, gaps,
+    /// near-misses or a suspected middlebox).
+    pub by_client: Vec<ClientHealthReport>,
+}
+
+/// Heartbeat health of the connections of one client program.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientHealthReport {
+    /// The client name (connection_name, else product) up to its first ':'
+    /// (oslo.messaging's `argv0:pid:uuid` groups by program); null when the
+    /// capture has neither.
+    pub client: Option<String>,
+    /// Connections.
+    pub connections: usize,
+    /// Distinct heartbeat timeouts, in seconds (0 = disabled), sorted.
+    pub heartbeat_s: Vec<u16>,
+    /// Connections with heartbeats disabled.
+    pub disabled: usize,
+    /// Gaps.
+    pub gaps: usize,
+    /// Near-misses.
+    pub near_misses: u64,
+    /// Largest longest-silence / timeout over its connections and directions.
+    pub worst_margin: Option<f64>,
+    /// Smallest idle timeout estimated from `middlebox-suspected` ends.
+    pub middlebox_idle_timeout_s: Option<u64>,
+    /// A heartbeat timeout that fits what was observed, when something calls for one.
+    pub recommended_heartbeat_s: Option<u16>,
+    /// Why (null without a recommendation).
+    pub recommendation: Option<String>,
+}
+
+/// Whether a connection's heartbeats kept it healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStatus {
+    /// Every silence stayed below 3/4 of the timeout.
+    Ok,
+    /// No gap, but silences of at least 3/4 of the timeout.
+    NearMiss,
+    /// At least one gap.
+    Gap,
+    /// Heartbeats disabled (0).
+    Disabled,
+    /// The heartbeat value is unknown.
+    Unknown,
+}
+
+impl HealthStatus {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::NearMiss => "near-miss",
+            HealthStatus::Gap => "gap",
+            HealthStatus::Disabled => "disabled",
+            HealthStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// Heartbeat health of one connection, gap or not.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HealthReport {
+    /// "ok" | "near-miss" | "gap" | "disabled" | "unknown".
+    pub status: HealthStatus,
+    /// The idle send interval each side should keep: timeout / 2 (null when
+    /// disabled or unknown).
+    pub expected_interval_s: Option<f64>,
+    /// A silence at least this long is a near-miss: 0.75 x the timeout.
+    pub near_miss_threshold_s: Option<f64>,
+    /// Per direction.
+    pub directions: HealthDirections,
+    /// Still open at the end of the capture with the client silent for at
+    /// least the near-miss threshold: when RabbitMQ would cut it for missed
+    /// heartbeats (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_kill_window: Option<KillWindowReport>,
+}
+
+/// [`DirectionHealth`] of both directions: serialised as the map
+/// `{"broker-to-client": .., "client-to-broker": ..}` (a struct, not a
+/// `BTreeMap`: a map's node would cost ~1 KB per connection in a report).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HealthDirections {
+    /// The broker's direction.
+    #[serde(rename = "broker-to-client")]
+    pub broker_to_client: DirectionHealth,
+    /// The client's direction.
+    #[serde(rename = "client-to-broker")]
+    pub client_to_broker: DirectionHealth,
+}
+
+impl HealthDirections {
+    /// The health of `dir`.
+    #[must_use]
+    pub fn get(&self, dir: RoleDirection) -> &DirectionHealth {
+        match dir {
+            RoleDirection::BrokerToClient => &self.broker_to_client,
+            RoleDirection::ClientToBroker => &self.client_to_broker,
+        }
+    }
+
+    /// Both, in name order (as the JSON lists them).
+    pub fn iter(&self) -> impl Iterator<Item = (RoleDirection, &DirectionHealth)> {
+        [RoleDirection::BrokerToClient, RoleDirection::ClientToBroker]
+            .into_iter()
+            .map(move |d| (d, self.get(d)))
+    }
+}
+
+/// Heartbeat health of one direction.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DirectionHealth {
+    /// Intervals measured between consecutive heartbeat frames (nothing else between).
+    pub heartbeat_intervals: u64,
+    /// Their mean, in seconds (null without any).
+    pub heartbeat_interval_mean_s: Option<f64>,
+    /// The longest of them.
+    pub heartbeat_interval_max_s: Option<f64>,
+    /// Mean interval / expected interval (1.0 = on time).
+    pub cadence_ratio: Option<f64>,
+    /// Longest silence, however it ended.
+    pub longest_silence_s: f64,
+    /// Longest silence / timeout (>= 1 is a gap; null when disabled or unknown).
+    pub margin: Option<f64>,
+    /// Silences ended by data of at least 0.75 x the timeout, not over it.
+    pub near_misses: u64,
+    /// The first 16 of them.
+    pub near_miss_list: Vec<NearMissReport>,
+}
+
+/// One near-miss.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NearMissReport {
+    /// Last new byte before it.
+    pub start: String,
+    /// The next new byte.
+    pub end: String,
+    /// Seconds.
+    pub silence_s: f64,
+    /// silence / timeout.
+    pub ratio: f64,
+}
+
+/// When RabbitMQ would cut a client silent at the end of the capture.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KillWindowReport {
+    /// The client's last new byte.
+    pub client_silent_since: String,
+    /// Its silence when the capture ended, in seconds.
+    pub client_silence_at_end_s: f64,
+    /// 2 timeouts after the last byte: the earliest cut.
+    pub from: String,
+    /// 3 timeouts after: the latest.
+    pub to: String,
 }
 
 impl Summary {
@@ -137,11 +313,46 @@ pub struct HeartbeatReport {
     pub inferred_s: Option<u16>,
 }
 
+/// Who ended the connection, in the report's `ended.by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndedBy {
+    /// The client (its Close, FIN or RST came first).
+    Client,
+    /// The broker.
+    Broker,
+    /// A FIN or RST that only a middlebox's idle timeout explains
+    /// ([`crate::analysis::Connection::middlebox_suspected`]); `seen_from`
+    /// says which side it came from.
+    MiddleboxSuspected,
+}
+
+impl EndedBy {
+    /// Report name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Client => "client",
+            EndedBy::Broker => "broker",
+            EndedBy::MiddleboxSuspected => "middlebox-suspected",
+        }
+    }
+}
+
+impl From<Role> for EndedBy {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Client => EndedBy::Client,
+            Role::Broker => EndedBy::Broker,
+        }
+    }
+}
+
 /// How the connection ended.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EndedReport {
-    /// "client" | "broker" | null (still open at capture end).
-    pub by: Option<Role>,
+    /// "client" | "broker" | "middlebox-suspected" | null (still open at capture end).
+    pub by: Option<EndedBy>,
     /// "close" | "fin" | "rst" | "capture-end".
     pub how: EndHow,
     /// When.
@@ -150,6 +361,21 @@ pub struct EndedReport {
     pub reply_code: Option<u16>,
     /// Connection.Close reply text.
     pub reply_text: Option<String>,
+    /// Middlebox suspected: the side the FIN or RST came from, as captured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_from: Option<Role>,
+    /// Middlebox suspected: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Middlebox suspected: seconds both directions were idle before the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_period_s: Option<f64>,
+    /// Middlebox suspected: its idle timeout as estimated (whole seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
+    /// Middlebox suspected: what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
 }
 
 /// Per-direction counters.
@@ -243,6 +469,26 @@ pub struct EvidenceCounts {
     pub peer_capture_missed_bytes: u64,
     /// Packets the capture dropped.
     pub capture_drops: u64,
+    /// Peer segments advertising a zero window during the silence (absent when 0).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub peer_zero_windows: u32,
+    /// Seconds of the silence during which the peer's window was zero (absent when 0).
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub peer_zero_window_s: f64,
+    /// Seconds of the silence during which the broker had the client blocked
+    /// (Connection.Blocked; absent when 0).
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub blocked_s: f64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// One gap.
@@ -264,8 +510,14 @@ pub struct GapReport {
     pub ratio: f64,
     /// "data" | "fin" | "rst" | "capture-end" | "open".
     pub ended_by: SilenceEnd,
-    /// "client-stall" | "broker-stall" | "peer-unreachable" | "capture-loss" | "unknown".
+    /// "client-stall" | "broker-stall" | "peer-unreachable" | "broker-blocked" |
+    /// "capture-loss" | "unknown".
     pub cause: Cause,
+    /// When the silence was the receiver's zero window: the 0-based index in
+    /// this connection's `gaps` of the receiver's own gap it is a consequence
+    /// of (absent otherwise, or when the receiver had no gap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consequence_of: Option<usize>,
     /// "broker-reset" | "broker-closed" | "client-closed" | "survived" | "capture-ended".
     pub consequence: Consequence,
     /// Human evidence lines.
@@ -411,12 +663,17 @@ pub struct ConnectionReport {
     pub state: ConnectionState,
     /// How it ended.
     pub ended: EndedReport,
+    /// Heartbeat health, gap or not.
+    pub health: HealthReport,
     /// Per direction counters.
     pub directions: BTreeMap<RoleDirection, DirectionReport>,
     /// Connection.Close and Channel.Close seen.
     pub closes: Vec<CloseReport>,
     /// Connection.Blocked / Unblocked: (time, blocked?).
     pub blocked: Vec<(String, bool)>,
+    /// Connection.Blocked / Unblocked with the broker's reason (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked_events: Vec<BlockedEventReport>,
     /// Protocol problems.
     pub violations: Vec<String>,
     /// Gaps.
@@ -441,6 +698,18 @@ pub struct ConnectionReport {
     pub tls: Option<TlsReport>,
     /// Facts the capture cannot give for this connection (e.g. under TLS).
     pub unavailable: Vec<&'static str>,
+}
+
+/// A Connection.Blocked or Connection.Unblocked from the broker.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BlockedEventReport {
+    /// When.
+    pub at: String,
+    /// "blocked" | "unblocked".
+    pub event: &'static str,
+    /// The broker's reason (Blocked only), e.g. "low on memory".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// TLS facts of an AMQPS connection (read without keys).
@@ -528,7 +797,7 @@ impl RecordLenFrom {
     }
 }
 
-display_as_str!(ConnectionState, RecordLenFrom);
+display_as_str!(ConnectionState, RecordLenFrom, EndedBy, HealthStatus);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -558,6 +827,7 @@ mod tests {
             Cause::ClientStall,
             Cause::BrokerStall,
             Cause::PeerUnreachable,
+            Cause::BrokerBlocked,
             Cause::CaptureLoss,
             Cause::Unknown,
         ]);
@@ -591,6 +861,18 @@ mod tests {
         ]);
         same(&[RecordLenFrom::Cipher, RecordLenFrom::DominantSize]);
         same(&[
+            HealthStatus::Ok,
+            HealthStatus::NearMiss,
+            HealthStatus::Gap,
+            HealthStatus::Disabled,
+            HealthStatus::Unknown,
+        ]);
+        same(&[
+            EndedBy::Client,
+            EndedBy::Broker,
+            EndedBy::MiddleboxSuspected,
+        ]);
+        same(&[
             Activity::BlockedIdle,
             Activity::Busy,
             Activity::Stopped,
@@ -608,6 +890,7 @@ mod tests {
             MergedCause::ClientStall,
             MergedCause::BrokerStall,
             MergedCause::PeerUnreachable,
+            MergedCause::BrokerBlocked,
             MergedCause::CaptureLoss,
             MergedCause::Unknown,
             MergedCause::LostInNetwork,

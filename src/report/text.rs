@@ -33,6 +33,155 @@ pub fn process_text(p: &ProcessReport) -> String {
     o
 }
 
+/// The heartbeat health lines of a connection (text report).
+fn health_text(o: &mut String, conn: &ConnectionReport) {
+    let h = &conn.health;
+    match (h.status, conn.heartbeat.value_s) {
+        (HealthStatus::Disabled, _) => {
+            let _ = writeln!(
+                o,
+                "    health: disabled (heartbeat 0): a dead peer goes unnoticed and nothing keeps an idle connection's middlebox timers alive"
+            );
+            return;
+        }
+        (HealthStatus::Unknown, _) | (_, None) => {
+            let _ = writeln!(o, "    health: unknown (no heartbeat value)");
+            return;
+        }
+        (status, Some(v)) => {
+            let _ = writeln!(
+                o,
+                "    health: {status} (timeout {v} s: a frame every {:.3} s each way when idle; near-miss from {:.3} s, 0.75x)",
+                h.expected_interval_s.unwrap_or(0.0),
+                h.near_miss_threshold_s.unwrap_or(0.0)
+            );
+        }
+    }
+    for (name, d) in h.directions.iter() {
+        let mut line = format!("      {name}: ");
+        match (d.heartbeat_interval_mean_s, d.heartbeat_interval_max_s) {
+            (Some(mean), Some(max)) => {
+                let _ = write!(
+                    line,
+                    "heartbeats every {mean:.3} s on average ({:.2}x expected, longest {max:.3} s)",
+                    d.cadence_ratio.unwrap_or(0.0)
+                );
+            }
+            _ => line.push_str("no consecutive idle heartbeats"),
+        }
+        let _ = write!(
+            line,
+            "; longest silence {:.3} s ({:.2}x)",
+            d.longest_silence_s,
+            d.margin.unwrap_or(0.0)
+        );
+        if d.near_misses > 0 {
+            let list: Vec<String> = d
+                .near_miss_list
+                .iter()
+                .map(|n| format!("{:.3} s ({:.2}x) from {}", n.silence_s, n.ratio, n.start))
+                .collect();
+            let _ = write!(
+                line,
+                "; {} near-miss(es): {}",
+                d.near_misses,
+                list.join(", ")
+            );
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    if let Some(k) = &h.broker_kill_window {
+        let _ = writeln!(
+            o,
+            "      client silent since {} ({:.3} s at the end of the capture): RabbitMQ cuts it between {} and {} (2-3 timeouts after its last byte)",
+            k.client_silent_since, k.client_silence_at_end_s, k.from, k.to
+        );
+    }
+}
+
+/// The heartbeat health rollup (text, HTML, Markdown, summary): one line of
+/// totals and one per recommended heartbeat; only what calls for attention,
+/// so nothing at all for healthy connections.
+#[must_use]
+pub fn health_summary_lines(s: &HealthSummary) -> (Option<String>, Vec<String>) {
+    let mut bits = Vec::new();
+    if s.disabled_connections > 0 {
+        bits.push(format!(
+            "{} with heartbeats disabled",
+            s.disabled_connections
+        ));
+    }
+    if s.near_misses > 0 {
+        bits.push(format!(
+            "{} near-miss(es) on {} connection(s)",
+            s.near_misses, s.connections_with_near_misses
+        ));
+    }
+    if s.middlebox_suspected > 0 {
+        bits.push(format!(
+            "{} ended by a suspected middlebox",
+            s.middlebox_suspected
+        ));
+    }
+    let head = (!bits.is_empty()).then(|| format!("heartbeat health: {}", bits.join(", ")));
+    let recs = s
+        .by_client
+        .iter()
+        .filter_map(|c| {
+            let (rec, why) = (c.recommended_heartbeat_s?, c.recommendation.as_ref()?);
+            Some(format!(
+                "{}: recommended heartbeat {rec} s: {why}",
+                clean(c.client.as_deref().unwrap_or("(unnamed clients)"))
+            ))
+        })
+        .collect();
+    (head, recs)
+}
+
+fn health_summary_text(o: &mut String, s: &HealthSummary) {
+    let (head, recs) = health_summary_lines(s);
+    if let Some(h) = head {
+        let _ = writeln!(o, "{h}");
+    }
+    for r in recs {
+        let _ = writeln!(o, "  {r}");
+    }
+}
+
+/// A connection's health facts worth a line outside the text report (HTML,
+/// Markdown): near-misses and a suspected middlebox.
+#[must_use]
+pub fn health_notes(conn: &ConnectionReport) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (name, d) in conn.health.directions.iter() {
+        if d.near_misses > 0 {
+            let worst = d
+                .near_miss_list
+                .iter()
+                .map(|n| n.ratio)
+                .fold(0.0_f64, f64::max);
+            notes.push(format!(
+                "{name}: {} near-miss(es), up to {worst:.2}x the timeout",
+                d.near_misses
+            ));
+        }
+    }
+    if let Some(k) = &conn.health.broker_kill_window {
+        notes.push(format!(
+            "client silent since {} ({:.3} s at the end): RabbitMQ cuts it between {} and {}",
+            k.client_silent_since, k.client_silence_at_end_s, k.from, k.to
+        ));
+    }
+    let e = &conn.ended;
+    if let (Some(EndedBy::MiddleboxSuspected), Some(r)) = (e.by, &e.reason) {
+        notes.push(format!("middlebox suspected: {r}"));
+        if let Some(a) = &e.advice {
+            notes.push(format!("advice: {a}"));
+        }
+    }
+    notes
+}
+
 /// Renders the report as text for a terminal or a ticket.
 #[must_use]
 pub fn to_text(report: &Report) -> String {
@@ -67,6 +216,7 @@ pub fn to_text(report: &Report) -> String {
     }
     let s = &report.summary;
     let _ = writeln!(o, "{} AMQP connection(s), {}", s.connections, s.gaps_text());
+    health_summary_text(&mut o, &s.heartbeat_health);
     if report.connections.is_empty() {
         let _ = writeln!(
             o,
@@ -150,6 +300,7 @@ pub fn to_text(report: &Report) -> String {
         );
         let ended = &conn.ended;
         let end_text = match (ended.how, ended.by) {
+            (_, Some(EndedBy::MiddleboxSuspected)) => "middlebox suspected".to_owned(),
             (EndHow::CaptureEnd, _) => "still open at the end of the capture".to_owned(),
             (EndHow::Close, Some(by)) => format!(
                 "{by} sent Connection.Close {} {}",
@@ -172,12 +323,30 @@ pub fn to_text(report: &Report) -> String {
                 .as_ref()
                 .map_or(String::new(), |a| format!(" at {a}"))
         );
+        if let Some(r) = &ended.reason {
+            let _ = writeln!(o, "      {}", clean(r));
+        }
+        if let Some(a) = &ended.advice {
+            let _ = writeln!(o, "    advice: {a}");
+        }
         for (name, d) in &conn.directions {
             let _ = writeln!(
                 o,
                 "    {name}: {} bytes, {} frames, {} heartbeats, {} retransmissions, longest silence {:.3} s",
                 d.bytes, d.frames, d.heartbeats, d.retransmissions, d.longest_silence_s
             );
+        }
+        health_text(&mut o, conn);
+        if !conn.blocked_events.is_empty() {
+            let events: Vec<String> = conn
+                .blocked_events
+                .iter()
+                .map(|e| match &e.reason {
+                    Some(r) => format!("{} at {} ({})", e.event, e.at, clean(r)),
+                    None => format!("{} at {}", e.event, e.at),
+                })
+                .collect();
+            let _ = writeln!(o, "    flow control: {}", events.join(", "));
         }
         for v in conn.violations.iter().take(5) {
             let _ = writeln!(o, "    protocol: {}", clean(v));
@@ -203,8 +372,13 @@ pub fn to_text(report: &Report) -> String {
             );
             let _ = writeln!(
                 o,
-                "      cause: {}   consequence: {}",
-                g.cause, g.consequence
+                "      cause: {}   consequence: {}{}",
+                g.cause,
+                g.consequence,
+                g.consequence_of.map_or(String::new(), |j| format!(
+                    "   (the receiver's window: a consequence of gap {})",
+                    j + 1
+                ))
             );
             for line in &g.evidence {
                 let _ = writeln!(o, "      - {}", clean(line));

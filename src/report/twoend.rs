@@ -52,6 +52,8 @@ pub enum MergedCause {
     BrokerStall,
     /// [`Cause::PeerUnreachable`].
     PeerUnreachable,
+    /// [`Cause::BrokerBlocked`].
+    BrokerBlocked,
     /// [`Cause::CaptureLoss`].
     CaptureLoss,
     /// [`Cause::Unknown`].
@@ -66,6 +68,7 @@ impl From<Cause> for MergedCause {
             Cause::ClientStall => MergedCause::ClientStall,
             Cause::BrokerStall => MergedCause::BrokerStall,
             Cause::PeerUnreachable => MergedCause::PeerUnreachable,
+            Cause::BrokerBlocked => MergedCause::BrokerBlocked,
             Cause::CaptureLoss => MergedCause::CaptureLoss,
             Cause::Unknown => MergedCause::Unknown,
         }
@@ -80,6 +83,7 @@ impl MergedCause {
             MergedCause::ClientStall => Cause::ClientStall.as_str(),
             MergedCause::BrokerStall => Cause::BrokerStall.as_str(),
             MergedCause::PeerUnreachable => Cause::PeerUnreachable.as_str(),
+            MergedCause::BrokerBlocked => Cause::BrokerBlocked.as_str(),
             MergedCause::CaptureLoss => Cause::CaptureLoss.as_str(),
             MergedCause::Unknown => Cause::Unknown.as_str(),
             MergedCause::LostInNetwork => "lost-in-network",

@@ -22,7 +22,7 @@ use crate::analysis::{Cause, Connection, Gap, HeartbeatSource};
 use crate::driver::Progress;
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
-use crate::report::{self, ConnectionState, GapReport, Report, Summary};
+use crate::report::{self, ConnectionState, GapReport, HealthSummary, Report, Summary};
 
 /// Where the input stands.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,6 +112,8 @@ pub struct ConnView {
     pub last_seen: Timestamp,
     /// The timeline, when this connection's was asked for.
     pub timeline: Option<TimelineView>,
+    /// Heartbeat health worth a line: near-misses, a suspected middlebox.
+    pub health_notes: Vec<String>,
 }
 
 impl std::ops::Deref for ConnView {
@@ -338,6 +340,7 @@ impl SnapshotBuilder {
             flagged_connections: 0,
             gaps: 0,
             gaps_by_cause: BTreeMap::new(),
+            heartbeat_health: HealthSummary::default(),
         };
         let mut conns = Vec::with_capacity(slots.len());
         for (i, (slot, s)) in slots.into_iter().enumerate() {
@@ -391,7 +394,22 @@ impl SnapshotBuilder {
                 }
             });
             let (how, by, _) = conn.ended();
+            let mut health_notes = Vec::new();
+            for dir in [Direction::AtoB, Direction::BtoA] {
+                let n = conn.dir(dir).near_misses().0;
+                if n > 0 {
+                    health_notes.push(format!(
+                        "{}: {n} near-miss(es) (silences >= 0.75x the timeout)",
+                        conn.role_of(dir).sends()
+                    ));
+                }
+            }
+            if let Some(m) = conn.middlebox_suspected() {
+                health_notes.push(format!("middlebox suspected: {}", m.reason()));
+                health_notes.push(format!("advice: {}", m.advice()));
+            }
             conns.push(ConnView {
+                health_notes,
                 slot,
                 id: i + 1,
                 ratio: core.limit.map(|l| longest.as_secs_f64() / l.as_secs_f64()),

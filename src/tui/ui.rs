@@ -26,6 +26,7 @@ fn cause_color(c: Cause) -> Color {
     match c {
         Cause::ClientStall | Cause::BrokerStall => Color::Red,
         Cause::PeerUnreachable => Color::LightRed,
+        Cause::BrokerBlocked => Color::Magenta,
         Cause::CaptureLoss => Color::Blue,
         Cause::Unknown => Color::Yellow,
     }
@@ -761,6 +762,12 @@ fn detail_text<'a>(c: &'a ConnView, gap: Option<&'a GapView>) -> Text<'a> {
                 rs.from
             )));
         }
+        if let Some(j) = r.consequence_of {
+            lines.push(Line::from(format!(
+                "the receiver's zero window: a consequence of gap {}",
+                j + 1
+            )));
+        }
     } else {
         lines.push(Line::from(format!(
             "#{} {} -> {}  state: {}",
@@ -771,6 +778,9 @@ fn detail_text<'a>(c: &'a ConnView, gap: Option<&'a GapView>) -> Text<'a> {
             heartbeat_text(c),
             secs(c.longest)
         )));
+        for n in &c.health_notes {
+            lines.push(Line::from(n.clone()).fg(Color::Yellow));
+        }
     }
     if c.client_properties.is_empty() {
         lines.push(Line::from("client_properties: not in the capture").fg(Color::DarkGray));
