@@ -71,6 +71,12 @@ fn show_cursor() {
     let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
 }
 
+/// `NO_COLOR` (<https://no-color.org>): set and not empty means no colours.
+#[must_use]
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
 /// Opens the terminal UI on a capture file and runs it until the user quits.
 ///
 /// # Errors
@@ -166,6 +172,7 @@ pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
     });
     let export_dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let mut app = App::new(export_dir);
+    app.no_color = no_color();
     let mut send = |c: Command| {
         let _ = cmd_tx.send(c);
     };

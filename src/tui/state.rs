@@ -45,6 +45,14 @@ pub enum Action {
     Up,
     /// Move the selection down.
     Down,
+    /// Select the first row.
+    Top,
+    /// Select the last row.
+    Bottom,
+    /// Move the selection a page up.
+    PageUp,
+    /// Move the selection a page down.
+    PageDown,
     /// Open the selected connection's gaps / centre the timeline on the gap.
     Enter,
     /// Next pane.
@@ -79,7 +87,8 @@ pub enum Action {
     Export,
     /// Show or hide the help overlay.
     ToggleHelp,
-    /// Close the overlay, or quit.
+    /// Step back: close the help, else clear the filter, else leave the
+    /// gap pane. Never quits.
     Back,
     /// Quit.
     Quit,
@@ -90,6 +99,9 @@ pub enum Action {
     /// Time passed.
     Tick,
 }
+
+/// Rows moved by PgUp / PgDn.
+const PAGE: isize = 10;
 
 /// Which pane has the keyboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +193,11 @@ pub struct App {
     pub status: Option<String>,
     /// The user asked to quit.
     pub quit: bool,
+    /// Draw without colours (`NO_COLOR` set): styles keep bold, reverse
+    /// and underline only.
+    pub no_color: bool,
+    /// Live capture: Space freezes the display (the capture goes on).
+    pub live: bool,
     /// Where `e` writes the report.
     pub export_dir: PathBuf,
     /// Requests for the worker, drained by the event loop.
@@ -208,6 +225,8 @@ impl App {
             paused: false,
             status: None,
             quit: false,
+            no_color: false,
+            live: false,
             export_dir,
             outbox: Vec::new(),
             rows: Vec::new(),
@@ -240,6 +259,10 @@ impl App {
                 Some(match k.code {
                     KeyCode::Up | KeyCode::Char('k') => Action::Up,
                     KeyCode::Down | KeyCode::Char('j') => Action::Down,
+                    KeyCode::Home | KeyCode::Char('g') => Action::Top,
+                    KeyCode::End | KeyCode::Char('G') => Action::Bottom,
+                    KeyCode::PageUp => Action::PageUp,
+                    KeyCode::PageDown => Action::PageDown,
                     KeyCode::Enter => Action::Enter,
                     KeyCode::Tab => Action::NextFocus,
                     KeyCode::BackTab => Action::PrevFocus,
@@ -452,6 +475,10 @@ impl App {
         match action {
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
+            Action::Top => self.move_selection(isize::MIN),
+            Action::Bottom => self.move_selection(isize::MAX),
+            Action::PageUp => self.move_selection(-PAGE),
+            Action::PageDown => self.move_selection(PAGE),
             Action::Enter => match self.focus {
                 Focus::Connections => {
                     if self.selected().is_some_and(ConnView::flagged) {
@@ -512,8 +539,14 @@ impl App {
             Action::Back => {
                 if self.help {
                     self.help = false;
-                } else {
-                    self.quit = true;
+                } else if !self.filter.is_empty() {
+                    self.filter.clear();
+                    self.refresh_rows();
+                    self.fix_selection();
+                } else if self.focus == Focus::Gaps {
+                    self.focus = Focus::Connections;
+                } else if self.view.is_some() {
+                    self.view = None;
                 }
             }
             Action::Quit => self.quit = true,

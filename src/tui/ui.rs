@@ -22,12 +22,26 @@ use crate::report::{clock, ConnectionState};
 /// Width of the lane labels in the timeline.
 const LABEL: u16 = 6;
 
-fn cause_color(c: Cause) -> Color {
-    match c {
-        Cause::ClientStall | Cause::BrokerStall => Color::Red,
-        Cause::PeerUnreachable => Color::LightRed,
-        Cause::CaptureLoss => Color::Blue,
-        Cause::Unknown => Color::Yellow,
+/// A cause's colour: the HTML report's ([`crate::report::html::cause_rgb`]),
+/// so a stall looks the same in the terminal and in the browser.
+#[must_use]
+pub fn cause_color(c: Cause) -> Color {
+    let (r, g, b) = crate::report::html::cause_rgb(c);
+    Color::Rgb(r, g, b)
+}
+
+/// `NO_COLOR`: every cell keeps its symbol and modifiers (bold, reverse,
+/// underline) but loses its colours.
+fn strip_colours(f: &mut Frame<'_>) {
+    let area = f.area();
+    let buf = f.buffer_mut();
+    for y in area.top()..area.bottom() {
+        for x in area.left()..area.right() {
+            if let Some(cell) = buf.cell_mut((x, y)) {
+                cell.set_fg(Color::Reset);
+                cell.set_bg(Color::Reset);
+            }
+        }
     }
 }
 
@@ -100,6 +114,13 @@ fn ratio_bar(ratio: Option<f64>, cells: usize) -> Line<'static> {
 
 /// Draws the whole screen.
 pub fn draw(f: &mut Frame<'_>, app: &App) {
+    draw_screen(f, app);
+    if app.no_color {
+        strip_colours(f);
+    }
+}
+
+fn draw_screen(f: &mut Frame<'_>, app: &App) {
     let area = f.area();
     let Some(snap) = &app.snap else {
         f.render_widget(
@@ -131,7 +152,8 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         (false, Focus::Gaps) => 4,
     };
     let timeline_h = if tall { 6 } else { 5 };
-    let chart_h = if tall { 8 } else { 0 };
+    // 9: a plot of 5 rows, so labels 0, l, 2l, 3l, 4l each sit on their own row.
+    let chart_h = if tall { 9 } else { 0 };
     let [header, table, timeline, chart, bottom, footer] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(table_h),
@@ -226,7 +248,13 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
 fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {
     let Some(snap) = &app.snap else { return };
     let focused = app.focus == Focus::Connections;
-    let mut title = format!(" connections (sort: {}", app.sort.as_str());
+    let rows_idx = app.visible();
+    let at = app.selected_row().map_or(0, |r| r + 1);
+    let mut title = format!(
+        " connections {at}/{} (sort: {}",
+        rows_idx.len(),
+        app.sort.as_str()
+    );
     if app.flagged_only {
         title.push_str(", flagged only");
     }
@@ -239,7 +267,6 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {
     } else {
         Style::new()
     });
-    let rows_idx = app.visible();
     if rows_idx.is_empty() {
         let msg = if snap.conns.is_empty() {
             if snap.state == PlayState::Done {
@@ -557,6 +584,48 @@ fn silence_points(events: &[TimelineEvent], view: &View, end: Timestamp) -> Vec<
     pts
 }
 
+/// A y-axis value as a label: whole seconds without decimals.
+fn y_label(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// The top of the silence chart's y axis and its labels, for a plot of
+/// `rows` rows. ratatui puts label `i` of `n` on row `i * (rows - 1) / (n - 1)`
+/// (integer division) from the bottom, while the plot maps values linearly:
+/// a label sits on the row of its value only when the label steps divide
+/// `rows - 1`. So the top is a multiple of the limit chosen for that, and each
+/// label is a multiple of the limit on its own row (the limit line is drawn
+/// on the row labelled with the limit).
+#[must_use]
+pub fn y_scale(peak: f64, limit: Option<f64>, rows: u16) -> (f64, Vec<String>) {
+    let steps = u32::from(rows.saturating_sub(1));
+    match limit {
+        Some(l) if l > 0.0 && steps > 0 => {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let need = ((peak * 1.1 / l).ceil() as u32).clamp(2, 1000);
+            let (intervals, per) = if need <= steps {
+                let m = (need..=steps).find(|d| steps % d == 0).unwrap_or(steps);
+                (m, 1)
+            } else {
+                (steps, need.div_ceil(steps))
+            };
+            let top = l * f64::from(intervals * per);
+            let labels = (0..=intervals)
+                .map(|k| y_label(l * f64::from(k * per)))
+                .collect();
+            (top, labels)
+        }
+        _ => {
+            let top = (peak * 1.1).max(limit.unwrap_or(0.0) * 2.0).max(1.0);
+            (top, vec!["0".into(), y_label(top.round())])
+        }
+    }
+}
+
 fn draw_chart(f: &mut Frame<'_>, area: Rect, app: &App) {
     let block = Block::bordered().title(" silence per direction vs limit (s) ");
     let (Some(c), Some(view)) = (app.selected(), app.view_window()) else {
@@ -578,51 +647,63 @@ fn draw_chart(f: &mut Frame<'_>, area: Rect, app: &App) {
     let limit = c.limit.map(Span::as_secs_f64);
     let lp: Vec<(f64, f64)> = limit.map_or_else(Vec::new, |l| vec![(0.0, l), (w, l)]);
     let peak = cp.iter().chain(bp.iter()).map(|p| p.1).fold(0.0, f64::max);
-    // y labels are spread evenly, so make the top a whole multiple of the
-    // limit: each label then sits on a multiple of the limit.
-    let (top, ylabels) = match limit {
-        Some(l) if l > 0.0 => {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let m = ((peak * 1.1 / l).ceil() as u32).clamp(2, 1000);
-            let top = l * f64::from(m);
-            let labels: Vec<Line<'_>> = if m <= 6 {
-                (0..=m)
-                    .map(|i| Line::from(format!("{:.0}", l * f64::from(i))))
-                    .collect()
-            } else {
-                vec![Line::from("0"), Line::from(format!("{top:.0}"))]
-            };
-            (top, labels)
-        }
-        _ => {
-            let top = (peak * 1.1).max(1.0);
-            (top, vec![Line::from("0"), Line::from(format!("{top:.0}"))])
-        }
-    };
-    let mut sets = vec![
-        Dataset::default()
-            .name("client->broker")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::new().fg(Color::Cyan))
-            .data(&cp),
-        Dataset::default()
-            .name("broker->client")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::new().fg(Color::Magenta))
-            .data(&bp),
-    ];
+    // Rows of the plot: the block's borders and the x axis (labels, line) take 4.
+    let rows = area.height.saturating_sub(4);
+    let (top, ylabels) = y_scale(peak, limit, rows);
+    let ylabels: Vec<Line<'_>> = ylabels.into_iter().map(Line::from).collect();
+    let mut sets = Vec::new();
+    // RabbitMQ closes a connection whose client is silent for 2-3 heartbeat
+    // timeouts: that window is drawn as two dim lines (when the scale reaches it).
+    let kill: Vec<(f64, f64)> = limit.map_or_else(Vec::new, |l| {
+        vec![(0.0, 2.0 * l), (w, 2.0 * l), (w, 3.0 * l), (0.0, 3.0 * l)]
+    });
+    if !kill.is_empty() {
+        sets.push(
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(Color::DarkGray))
+                .data(&kill),
+        );
+    }
     if !lp.is_empty() {
         sets.push(
             Dataset::default()
-                .name("limit")
                 .marker(Marker::Braille)
                 .graph_type(GraphType::Line)
                 .style(Style::new().fg(Color::Red))
                 .data(&lp),
         );
     }
+    // Drawn last: a later dataset covers the cells of an earlier one.
+    sets.extend([
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(Color::Cyan))
+            .data(&cp),
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(Color::Magenta))
+            .data(&bp),
+    ]);
+    // The legend is a title line: ratatui's boxed legend needs more rows than
+    // the plot has and would be hidden.
+    let mut legend = vec![
+        TSpan::styled("── c->b ", Style::new().fg(Color::Cyan)),
+        TSpan::styled("── b->c ", Style::new().fg(Color::Magenta)),
+    ];
+    if limit.is_some() {
+        legend.push(TSpan::styled("── limit ", Style::new().fg(Color::Red)));
+        if limit.is_some_and(|l| top >= 2.0 * l) {
+            legend.push(TSpan::styled(
+                "── broker kills 2-3x ",
+                Style::new().fg(Color::DarkGray),
+            ));
+        }
+    }
+    let block = block.title_top(Line::from(legend).right_aligned());
     let chart = Chart::new(sets)
         .block(block)
         .x_axis(
@@ -641,8 +722,7 @@ fn draw_chart(f: &mut Frame<'_>, area: Rect, app: &App) {
                 .labels(ylabels)
                 .style(Style::new().fg(Color::DarkGray)),
         )
-        .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
-        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 1)));
+        .legend_position(None);
     f.render_widget(chart, area);
 }
 
@@ -651,7 +731,19 @@ fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
     let [list, detail] =
         Layout::horizontal([Constraint::Length(list_w), Constraint::Fill(1)]).areas(area);
     let focused = app.focus == Focus::Gaps;
-    let block = Block::bordered().title(" gaps ").border_style(if focused {
+    let title = app.selected().map_or_else(
+        || " gaps ".to_owned(),
+        |c| {
+            let n = c.gaps.len();
+            let at = if n == 0 {
+                0
+            } else {
+                app.gap_sel.min(n - 1) + 1
+            };
+            format!(" gaps {at}/{n} ")
+        },
+    );
+    let block = Block::bordered().title(title).border_style(if focused {
         Style::new().fg(Color::Cyan)
     } else {
         Style::new()
@@ -832,6 +924,10 @@ fn draw_footer(f: &mut Frame<'_>, area: Rect, app: &App) {
 
 const HELP: &[(&str, &str)] = &[
     ("↑ ↓  j k", "select a connection, or a gap in the gap pane"),
+    (
+        "g G Home End",
+        "first / last row;  PgUp PgDn: a page up / down",
+    ),
     ("Tab", "switch between connections and gaps"),
     (
         "Enter",
@@ -842,18 +938,22 @@ const HELP: &[(&str, &str)] = &[
     ("s", "sort: severity (default), ratio, gaps, id"),
     ("+ -", "zoom the timeline in / out"),
     ("← →  h l", "pan the timeline"),
-    ("Space", "pause / resume playback"),
+    (
+        "Space",
+        "pause / resume playback (live: freeze the display)",
+    ),
     (
         "e",
         "write the JSON report to hbscope-report-<capture>.json",
     ),
     ("?", "this help"),
-    ("q  Esc", "quit (Esc closes this help first)"),
+    ("Esc", "back: close help, clear filter, leave the gap pane"),
+    ("q  Ctrl-C", "quit"),
 ];
 
 fn draw_help(f: &mut Frame<'_>, area: Rect) {
-    let w = area.width.min(76);
-    let h = area.height.min(22);
+    let w = area.width.min(78);
+    let h = area.height.min(23);
     let rect = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,
@@ -864,7 +964,7 @@ fn draw_help(f: &mut Frame<'_>, area: Rect) {
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
-                TSpan::styled(format!("{k:<10}"), Style::new().bold().fg(Color::Cyan)),
+                TSpan::styled(format!("{k:<13}"), Style::new().bold().fg(Color::Cyan)),
                 TSpan::raw(*what),
             ])
         })
@@ -874,11 +974,23 @@ fn draw_help(f: &mut Frame<'_>, area: Rect) {
         "timeline: H heartbeat, # frame/data, . pure ACK, r retransmission,",
     ));
     lines.push(Line::from(
-        "k keep-alive, F FIN, R RST, ? capture loss; a gap is shaded by its",
+        "k keep-alive, F FIN, R RST, ? loss; ! = limit. A gap is shaded by cause:",
     ));
-    lines.push(Line::from(
-        "cause (red stall, yellow unknown, blue capture loss); ! = limit.",
-    ));
+    let mut causes = Vec::new();
+    for c in [
+        Cause::ClientStall,
+        Cause::BrokerStall,
+        Cause::PeerUnreachable,
+        Cause::CaptureLoss,
+        Cause::Unknown,
+    ] {
+        causes.push(TSpan::styled(
+            format!(" {} ", c.as_str()),
+            Style::new().fg(Color::Black).bg(cause_color(c)),
+        ));
+        causes.push(TSpan::raw(" "));
+    }
+    lines.push(Line::from(causes));
     lines.push(Line::from(
         "ratio = longest silence / heartbeat timeout; > 1.00x is a gap.",
     ));
@@ -886,7 +998,7 @@ fn draw_help(f: &mut Frame<'_>, area: Rect) {
     f.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: false }).block(
             Block::bordered()
-                .title(" help (? or Esc to close) ")
+                .title(" help (? or Esc closes) ")
                 .borders(Borders::ALL),
         ),
         rect,
