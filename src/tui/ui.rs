@@ -188,6 +188,8 @@ fn state_text(snap: &Snapshot, app: &App) -> (String, Color) {
         })
         .unwrap_or_default();
     match snap.state {
+        PlayState::Live if app.paused => ("FROZEN, still capturing".into(), Color::Yellow),
+        PlayState::Live => ("capturing".into(), Color::Green),
         PlayState::Done => ("done".into(), Color::Green),
         _ if app.paused => (format!("PAUSED{pct}"), Color::Yellow),
         PlayState::Paused => (format!("PAUSED{pct}"), Color::Yellow),
@@ -197,6 +199,10 @@ fn state_text(snap: &Snapshot, app: &App) -> (String, Color) {
 }
 
 fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
+    if let Some(live) = &snap.live {
+        draw_live_header(f, area, snap, live, app);
+        return;
+    }
     let c = &snap.header;
     let span = match (snap.first, snap.last) {
         (Some(a), Some(b)) => format!(
@@ -243,6 +249,52 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
         line2.push_str(&format!(" | warning: {w}"));
     }
     f.render_widget(Paragraph::new(vec![line1, Line::from(line2)]), area);
+}
+
+/// Live: interface, filter, elapsed time, packets, kernel drops; totals and now.
+fn draw_live_header(
+    f: &mut Frame<'_>,
+    area: Rect,
+    snap: &Snapshot,
+    live: &crate::tui::LiveHeader,
+    app: &App,
+) {
+    let c = &snap.header;
+    let (state, color) = state_text(snap, app);
+    let drops = if live.dropped > 0 {
+        Style::new().fg(Color::Yellow).bold()
+    } else {
+        Style::new()
+    };
+    let line1 = Line::from(vec![
+        TSpan::styled("hbscope live ", Style::new().bold()),
+        TSpan::raw(format!("{}  `{}`  ", c.source, clean(&live.filter))),
+        TSpan::styled(format!("[{state}]"), Style::new().fg(color).bold()),
+        TSpan::raw(format!(
+            "  {}  {} pkts  ",
+            elapsed_text(live.elapsed),
+            c.packets
+        )),
+        TSpan::styled(format!("{} dropped", live.dropped), drops),
+    ]);
+    let s = &c.summary;
+    let mut line2 = format!("{} conn, {}", s.connections, s.gaps_text());
+    if let Some(now) = snap.now {
+        line2.push_str(&format!(" | now {}", clock(now)));
+    }
+    if c.warnings > 0 {
+        line2.push_str(&format!(" | warnings: {}", c.warnings));
+    }
+    if let Some(w) = &c.first_warning {
+        line2.push_str(&format!(" | {w}"));
+    }
+    f.render_widget(Paragraph::new(vec![line1, Line::from(line2)]), area);
+}
+
+/// Elapsed time as h:mm:ss.
+fn elapsed_text(s: Span) -> String {
+    let t = s.0.max(0) / 1_000_000_000;
+    format!("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
 }
 
 fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {

@@ -136,7 +136,12 @@ impl Worker {
 }
 
 /// Writes the JSON report of `engine` as it stands to `path`; says what happened.
-fn export_report(engine: &Engine, source: &str, complete: bool, path: &std::path::Path) -> String {
+pub(super) fn export_report(
+    engine: &Engine,
+    source: &str,
+    complete: bool,
+    path: &std::path::Path,
+) -> String {
     let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let written = std::fs::File::create(path)
         .map_err(|e| e.to_string())

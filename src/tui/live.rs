@@ -1,0 +1,186 @@
+//! Live capture in the terminal UI: a [`LiveView`] is a driver [`Sink`]
+//! that turns the live engine into [`Snapshot`]s at every tick, as the
+//! replay worker does for a file.
+//!
+//! ```text
+//! capture thread: LiveCapture -> driver::drive (WallClock, 200 ms ticks) -> Engine
+//!                                   | run::live's sink (events, /proc, metrics)
+//!                                   | LiveView: Snapshot every tick --> Event channel -> UI
+//!                  Command (focus, freeze, export, quit) <-- UI thread
+//! ```
+//!
+//! The capture loop itself lives in `run::live` (it owns attribution and the
+//! final report); this module only sees the engine through the [`Sink`]
+//! calls, so the same view is tested from a pcap on a simulated clock
+//! ([`crate::driver::PacedSource`] + [`crate::driver::SimClock`]). Space
+//! freezes the display (no new snapshots, except for a newly selected
+//! connection's timeline) while the capture goes on; `q` stops the capture.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+
+use super::snapshot::{LiveHeader, PlayState, SnapshotBuilder, Timelines};
+use super::state::{Command, Event};
+use crate::driver::{Flow, Progress, Sink};
+use crate::engine::Engine;
+use crate::model::{Direction, Span, Timestamp};
+
+/// How long an ended connection stays in the live table (it stays in the
+/// totals and the final report).
+pub const KEEP_ENDED: Span = Span(5 * 60 * 1_000_000_000);
+
+/// What the live header names.
+#[derive(Debug, Clone)]
+pub struct LiveInfo {
+    /// Interface.
+    pub interface: String,
+    /// BPF filter.
+    pub filter: String,
+}
+
+/// Sends one-line messages to the UI's footer (the live events worth a look).
+#[derive(Debug, Clone)]
+pub struct Notifier(Sender<Event>);
+
+impl Notifier {
+    /// Shows `msg` in the footer.
+    pub fn status(&self, msg: String) {
+        let _ = self.0.send(Event::Status(msg));
+    }
+}
+
+/// The live screen's [`Sink`]: builds a snapshot at every tick (unless
+/// frozen) and answers the UI's commands; asks the driver to stop when the
+/// UI quits or goes away.
+pub struct LiveView {
+    info: LiveInfo,
+    events: Sender<Event>,
+    commands: Receiver<Command>,
+    builder: SnapshotBuilder,
+    focus: HashSet<usize>,
+    frozen: bool,
+    quit: bool,
+    export: Option<PathBuf>,
+    started: Option<Timestamp>,
+    progress: Progress,
+    dropped: u64,
+}
+
+impl std::fmt::Debug for LiveView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveView")
+            .field("interface", &self.info.interface)
+            .field("frozen", &self.frozen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveView {
+    /// A view sending snapshots to `events` and reading `commands`.
+    #[must_use]
+    pub fn new(info: LiveInfo, events: Sender<Event>, commands: Receiver<Command>) -> Self {
+        LiveView {
+            builder: SnapshotBuilder::new(&info.interface).retain_ended(KEEP_ENDED),
+            info,
+            events,
+            commands,
+            focus: HashSet::new(),
+            frozen: false,
+            quit: false,
+            export: None,
+            started: None,
+            progress: Progress::default(),
+            dropped: 0,
+        }
+    }
+
+    /// A handle for footer messages.
+    #[must_use]
+    pub fn notifier(&self) -> Notifier {
+        Notifier(self.events.clone())
+    }
+
+    /// Applies pending commands; true when a snapshot is due even if frozen.
+    fn poll(&mut self) -> bool {
+        let mut due = false;
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Focus(slot)) => {
+                    due |= !self.focus.contains(&slot) || self.focus.len() != 1;
+                    self.focus.clear();
+                    self.focus.insert(slot);
+                }
+                Ok(Command::Pause(p)) => {
+                    self.frozen = p;
+                    due = true;
+                }
+                Ok(Command::Export(path)) => self.export = Some(path),
+                Ok(Command::Quit) | Err(TryRecvError::Disconnected) => {
+                    self.quit = true;
+                    return due;
+                }
+                Err(TryRecvError::Empty) => return due,
+            }
+        }
+    }
+
+    fn send(&mut self, engine: &Engine, now: Timestamp) {
+        if let Some(path) = self.export.take() {
+            let msg = super::worker::export_report(engine, &self.info.interface, true, &path);
+            let _ = self.events.send(Event::Status(msg));
+        }
+        let mut snap = self.builder.build(
+            engine,
+            true,
+            Some(now),
+            self.progress,
+            PlayState::Live,
+            Timelines::Slots(&self.focus),
+        );
+        snap.live = Some(LiveHeader {
+            filter: self.info.filter.clone(),
+            elapsed: self.started.map_or(Span(0), |s| now.since(s).max(Span(0))),
+            dropped: self.dropped,
+        });
+        if self.events.send(Event::Snapshot(Box::new(snap))).is_err() {
+            self.quit = true;
+        }
+    }
+
+    fn answer(&mut self, engine: &Engine, now: Timestamp) -> Flow {
+        let due = self.poll();
+        if self.quit {
+            return Flow::Stop;
+        }
+        if due || !self.frozen {
+            self.send(engine, now);
+        }
+        if self.quit {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+}
+
+impl Sink for LiveView {
+    fn start(&mut self, engine: &Engine, now: Timestamp) -> Flow {
+        self.started = Some(now);
+        self.answer(engine, now)
+    }
+
+    fn after_packets(&mut self, _: &Engine, _: Timestamp, progress: &Progress) -> Flow {
+        self.progress = *progress;
+        Flow::Continue
+    }
+
+    fn on_drops(&mut self, _: &Engine, _: Timestamp, _: u64, total: u64) -> Flow {
+        self.dropped = total;
+        Flow::Continue
+    }
+
+    fn on_tick(&mut self, engine: &Engine, now: Timestamp, _: &[(usize, Direction, Span)]) -> Flow {
+        self.answer(engine, now)
+    }
+}
