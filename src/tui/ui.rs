@@ -268,7 +268,7 @@ fn draw_live_header(
     };
     let line1 = Line::from(vec![
         TSpan::styled("hbscope live ", Style::new().bold()),
-        TSpan::raw(format!("{}  `{}`  ", c.source, clean(&live.filter))),
+        TSpan::raw(format!("{}  ", c.source)),
         TSpan::styled(format!("[{state}]"), Style::new().fg(color).bold()),
         TSpan::raw(format!(
             "  {}  {} pkts  ",
@@ -285,6 +285,7 @@ fn draw_live_header(
     if c.warnings > 0 {
         line2.push_str(&format!(" | warnings: {}", c.warnings));
     }
+    line2.push_str(&format!(" | filter `{}`", clean(&live.filter)));
     if let Some(w) = &c.first_warning {
         line2.push_str(&format!(" | {w}"));
     }

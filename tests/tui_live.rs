@@ -1,0 +1,183 @@
+//! The live screen driven from a shipped capture on a simulated clock: live
+//! mode's real loop (`run::live::run_with_view`, the driver's paced loop)
+//! over `driver::PacedSource` + `SimClock`, with the TUI's `LiveView` as the
+//! view, as `hbscope live` runs it on a terminal. The snapshots it sends are
+//! drawn into ratatui's `TestBackend` at 120x40 and 80x24: a silence
+//! growing, the gap open past the limit (provisional cause), the gap closed
+//! (final cause). No root, interface, broker or real waiting.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+
+use hbscope::capture::live::LiveConfig;
+use hbscope::driver::PacedSource;
+use hbscope::engine::EngineConfig;
+use hbscope::run::live::{self, LiveOptions};
+use hbscope::tui::live::{LiveInfo, LiveView};
+use hbscope::tui::{self, App, Command, Event, Snapshot};
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+
+/// Every snapshot the live view sent while `name` played on the simulated
+/// clock (the first connection's timeline asked for from the start).
+fn live_snapshots(name: &str) -> Vec<Snapshot> {
+    live_snapshots_with(name, &[])
+}
+
+/// As [`live_snapshots`], with `commands` queued for the view from the start.
+fn live_snapshots_with(name: &str, commands: &[Command]) -> Vec<Snapshot> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures")
+        .join(name);
+    let opts = LiveOptions {
+        capture: LiveConfig {
+            interface: "sim0".into(),
+            filter: live::DEFAULT_FILTER.into(),
+        },
+        engine: EngineConfig {
+            timeline_events: hbscope::analysis::timeline::Timeline::CAP,
+            ..EngineConfig::default()
+        },
+        duration: None,
+        write: None,
+        attribution: false,
+        user: None,
+        metrics: None,
+    };
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    cmd_tx.send(Command::Focus(0)).unwrap();
+    for c in commands {
+        cmd_tx.send(c.clone()).unwrap();
+    }
+    let mut view = LiveView::new(
+        LiveInfo {
+            interface: "sim0".into(),
+            filter: live::DEFAULT_FILTER.into(),
+        },
+        ev_tx,
+        cmd_rx,
+    );
+    let (mut src, mut clock) = PacedSource::open(&path).unwrap();
+    let stop = AtomicBool::new(false);
+    let rep = live::run_with_view(
+        &opts,
+        &mut src,
+        &mut clock,
+        None,
+        &stop,
+        &mut |_| Ok(()),
+        &mut view,
+    );
+    assert_eq!(rep.summary.gaps, 1, "{name}: the report has its gap");
+    drop(view);
+    drop(cmd_tx);
+    ev_rx
+        .try_iter()
+        .filter_map(|e| match e {
+            Event::Snapshot(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn screen(snap: &Snapshot, w: u16, h: u16, keys: &[KeyCode]) -> (String, App) {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let mut app = App::new(std::env::temp_dir());
+    app.live = true;
+    let mut events = vec![Event::Snapshot(Box::new(snap.clone()))];
+    events.extend(
+        keys.iter()
+            .map(|k| Event::Key(KeyEvent::new(*k, KeyModifiers::NONE))),
+    );
+    tui::run(&mut terminal, &mut app, events, &mut |_| {}).unwrap();
+    (terminal.backend().to_string(), app)
+}
+
+#[test]
+fn live_screens_silence_growing_open_gap_closed_gap() {
+    let snaps = live_snapshots("client-sigstop.pcap");
+    assert!(snaps.len() > 20, "{} snapshots", snaps.len());
+    for s in &snaps {
+        let live = s
+            .live
+            .as_ref()
+            .expect("live snapshots carry the live header");
+        assert_eq!(live.dropped, 0);
+        assert_eq!(s.header.source, "sim0");
+    }
+    // Elapsed time only grows.
+    assert!(snaps
+        .windows(2)
+        .all(|w| w[0].live.as_ref().unwrap().elapsed <= w[1].live.as_ref().unwrap().elapsed));
+    let conn = |s: &Snapshot| s.conns.first().cloned();
+    let growing = snaps
+        .iter()
+        .find(|s| {
+            conn(s).is_some_and(|c| {
+                c.timeline.is_some() && c.gaps.is_empty() && c.ratio.is_some_and(|r| r > 0.6)
+            })
+        })
+        .expect("a snapshot with the silence growing below the limit");
+    let open = snaps
+        .iter()
+        .find(|s| conn(s).is_some_and(|c| c.gaps.iter().any(|g| g.open)))
+        .expect("a snapshot with the gap open");
+    let closed = snaps
+        .iter()
+        .find(|s| conn(s).is_some_and(|c| !c.gaps.is_empty() && c.gaps.iter().all(|g| !g.open)))
+        .expect("a snapshot with the gap closed");
+    let og = &conn(open).unwrap().gaps[0];
+    assert!(og.open && og.end.since(og.start) > og.limit);
+    let cg = &conn(closed).unwrap().gaps[0];
+    assert_eq!(cg.cause.as_str(), "client-stall");
+    assert!(!cg.open);
+
+    for (name, snap) in [
+        ("growing", growing),
+        ("open_gap", open),
+        ("closed_gap", closed),
+    ] {
+        for (w, h) in [(120, 40), (80, 24)] {
+            let (text, _) = screen(snap, w, h, &[]);
+            assert!(text.contains("hbscope live sim0"), "{text}");
+            insta::assert_snapshot!(format!("live_{name}_{w}x{h}"), text);
+        }
+    }
+    // The open gap is listed with its provisional mark; Esc does not quit
+    // the live screen, q does.
+    let (text, app) = screen(open, 120, 40, &[KeyCode::Enter, KeyCode::Esc, KeyCode::Esc]);
+    assert!(
+        text.contains("(still open)") || text.contains("1*"),
+        "{text}"
+    );
+    assert!(!app.quit);
+    let (_, app) = screen(open, 120, 40, &[KeyCode::Char('q')]);
+    assert!(app.quit);
+}
+
+/// Space freezes the display: the view sends no new snapshot while the
+/// capture goes on (the report still has the gap found meanwhile).
+#[test]
+fn frozen_live_screen_gets_no_snapshots_while_capturing() {
+    let snaps = live_snapshots_with("client-sigstop.pcap", &[Command::Pause(true)]);
+    assert_eq!(snaps.len(), 1, "only the snapshot answering the freeze");
+    let (text, _) = {
+        let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        let mut app = App::new(std::env::temp_dir());
+        app.live = true;
+        let events = vec![
+            Event::Snapshot(Box::new(snaps[0].clone())),
+            Event::Key(KeyEvent::new(KeyCode::Char(' '), KeyModifiers::NONE)),
+        ];
+        let mut sent = Vec::new();
+        tui::run(&mut terminal, &mut app, events, &mut |c| sent.push(c)).unwrap();
+        assert_eq!(sent.last(), Some(&Command::Pause(true)));
+        (terminal.backend().to_string(), app)
+    };
+    assert!(text.contains("[FROZEN, still capturing]"), "{text}");
+}
