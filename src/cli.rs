@@ -23,7 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`); two files: one per end, merged.
     Replay(ReplayArgs),
-    /// Capture live from an interface and stream events; Ctrl-C prints the final report (docs/live.md).
+    /// Capture live from an interface: the live screen on a terminal, else a stream of events;
+    /// stopping prints the final report (docs/live.md).
     Live(LiveArgs),
     /// List the interfaces hbscope can capture on.
     Interfaces,
