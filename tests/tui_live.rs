@@ -181,3 +181,67 @@ fn frozen_live_screen_gets_no_snapshots_while_capturing() {
     };
     assert!(text.contains("[FROZEN, still capturing]"), "{text}");
 }
+
+/// Live: the process pane shows the selected connection's owner (pid,
+/// command, uid, connection_name) and the latest gap's verdict with its
+/// state samples, from live attribution's notes.
+#[test]
+fn process_pane_shows_owner_and_verdict() {
+    use hbscope::report::{ProcessOwnerReport, ProcessReport};
+    use hbscope::tui::live::ProcessNote;
+    let snaps = live_snapshots("client-sigstop.pcap");
+    let open = snaps
+        .iter()
+        .find(|s| {
+            s.conns
+                .first()
+                .is_some_and(|c| c.gaps.iter().any(|g| g.open))
+        })
+        .unwrap();
+    let c = &open.conns[0];
+    let mut process = ProcessReport::unsampled(
+        hbscope::analysis::Role::Client,
+        hbscope::os::procinfo::Activity::Stopped,
+        "the process was stopped (SIGSTOP) during the whole silence".into(),
+    );
+    process.pid = Some(4242);
+    process.command = Some("python3".into());
+    process.state_samples = Some("TTT".into());
+    process.connection_name = c.name.clone();
+    let notes = [
+        ProcessNote::Owners {
+            client: c.client.clone(),
+            broker: c.broker.clone(),
+            client_process: Some(ProcessOwnerReport {
+                pid: 4242,
+                command: "python3".into(),
+                cmdline: None,
+                uid: 1000,
+            }),
+            broker_process: None,
+            not_attributable: None,
+        },
+        ProcessNote::Verdict {
+            client: c.client.clone(),
+            broker: c.broker.clone(),
+            process,
+            open: true,
+        },
+    ];
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    let mut app = App::new(std::env::temp_dir());
+    app.live = true;
+    let mut events = vec![Event::Snapshot(Box::new(open.clone()))];
+    events.extend(notes.into_iter().map(|n| Event::Process(Box::new(n))));
+    tui::run(&mut terminal, &mut app, events, &mut |_| {}).unwrap();
+    let text = terminal.backend().to_string();
+    insta::assert_snapshot!("live_process_pane_120x40", text);
+    for want in [
+        " process ",
+        "client pid 4242 python3 uid 1000",
+        "client stopped (gap open)",
+        "states TTT",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+}

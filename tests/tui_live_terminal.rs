@@ -4,6 +4,7 @@
 //! screen shows its silence growing past the limit (the gap open), then
 //! the gap closed as client-stall once the broker gives up on it. Esc does
 //! not quit; q does, the terminal is restored and the final report printed.
+//! The process pane names the client's pid and its `stopped` verdict.
 //!
 //! Needs root (capture on `lo`), tmux, RabbitMQ on 127.0.0.1:5672 and
 //! python3 with pika, so it is `#[ignore]`d: run it with `--include-ignored`.
@@ -127,6 +128,14 @@ fn live_screen_shows_a_stopped_client_grow_then_stall() {
         })
     });
     assert!(closed.contains("gaps 1/1"), "{closed}");
+    // The process pane names the stopped client and its verdict.
+    let pane_text = wait_screen(s, "the process verdict", Duration::from_secs(5), |t| {
+        t.contains("client stopped")
+    });
+    assert!(
+        pane_text.contains(&format!("client pid {pid} python3")),
+        "{pane_text}"
+    );
     signal(pid, "-CONT");
 
     // Esc steps back, never quits.

@@ -49,6 +49,7 @@ use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::proto::amqp::PropValue;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
+use crate::tui::live::ProcessNote;
 
 /// How often open silences are re-checked against the clock.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -885,6 +886,9 @@ pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveErro
                 let text = event_text(e);
                 notes.status(text.lines().next().unwrap_or_default().to_owned());
             }
+            if let Some(note) = process_note(e) {
+                notes.process(note);
+            }
             Ok(())
         };
         let mut clock = WallClock::start();
@@ -899,6 +903,44 @@ pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveErro
         )
     })
     .map_err(LiveError::Terminal)
+}
+
+/// The process facts of an event, for the live screen's process pane.
+fn process_note(e: &LiveEvent) -> Option<ProcessNote> {
+    match e {
+        LiveEvent::ConnectionSeen {
+            client,
+            broker,
+            client_process,
+            broker_process,
+            client_not_attributable,
+            ..
+        } => Some(ProcessNote::Owners {
+            client: client.clone(),
+            broker: broker.clone(),
+            client_process: client_process.clone(),
+            broker_process: broker_process.clone(),
+            not_attributable: client_not_attributable.clone(),
+        }),
+        LiveEvent::GapOpened {
+            client,
+            broker,
+            gap,
+            ..
+        }
+        | LiveEvent::GapClosed {
+            client,
+            broker,
+            gap,
+            ..
+        } => gap.process.clone().map(|process| ProcessNote::Verdict {
+            client: client.clone(),
+            broker: broker.clone(),
+            process,
+            open: matches!(e, LiveEvent::GapOpened { .. }),
+        }),
+        _ => None,
+    }
 }
 
 /// Live mode over any packet source and clock: [`run`] after the capture is

@@ -25,6 +25,7 @@ use super::state::{Command, Event};
 use crate::driver::{Flow, Progress, Sink};
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
+use crate::report::{ProcessOwnerReport, ProcessReport};
 
 /// How long an ended connection stays in the live table (it stays in the
 /// totals and the final report).
@@ -39,7 +40,82 @@ pub struct LiveInfo {
     pub filter: String,
 }
 
-/// Sends one-line messages to the UI's footer (the live events worth a look).
+/// What live attribution found about a connection's processes, for the
+/// process pane (from live mode's events: the owner when the connection is
+/// seen, the silent side's verdict when a gap opens and closes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessNote {
+    /// The processes owning the connection's sockets on this host.
+    Owners {
+        /// Client "ip:port".
+        client: String,
+        /// Broker "ip:port".
+        broker: String,
+        /// The client socket's owner.
+        client_process: Option<ProcessOwnerReport>,
+        /// The broker socket's owner.
+        broker_process: Option<ProcessOwnerReport>,
+        /// Why the client side could not be attributed.
+        not_attributable: Option<String>,
+    },
+    /// The silent side's process during a gap (`open`: still going on).
+    Verdict {
+        /// Client "ip:port".
+        client: String,
+        /// Broker "ip:port".
+        broker: String,
+        /// The verdict with its samples.
+        process: ProcessReport,
+        /// The gap is still open.
+        open: bool,
+    },
+}
+
+impl ProcessNote {
+    /// The connection it is about (client, broker).
+    #[must_use]
+    pub fn key(&self) -> (&str, &str) {
+        match self {
+            ProcessNote::Owners { client, broker, .. }
+            | ProcessNote::Verdict { client, broker, .. } => (client, broker),
+        }
+    }
+}
+
+/// What the process pane shows for one connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessPane {
+    /// The client socket's owner.
+    pub client_process: Option<ProcessOwnerReport>,
+    /// The broker socket's owner.
+    pub broker_process: Option<ProcessOwnerReport>,
+    /// Why the client side could not be attributed.
+    pub not_attributable: Option<String>,
+    /// The latest gap's verdict, and whether that gap is still open.
+    pub verdict: Option<(ProcessReport, bool)>,
+}
+
+impl ProcessPane {
+    /// Takes in one note.
+    pub fn apply(&mut self, note: ProcessNote) {
+        match note {
+            ProcessNote::Owners {
+                client_process,
+                broker_process,
+                not_attributable,
+                ..
+            } => {
+                self.client_process = client_process;
+                self.broker_process = broker_process;
+                self.not_attributable = not_attributable;
+            }
+            ProcessNote::Verdict { process, open, .. } => self.verdict = Some((process, open)),
+        }
+    }
+}
+
+/// Sends messages to the UI: footer lines (the live events worth a look)
+/// and process facts.
 #[derive(Debug, Clone)]
 pub struct Notifier(Sender<Event>);
 
@@ -47,6 +123,11 @@ impl Notifier {
     /// Shows `msg` in the footer.
     pub fn status(&self, msg: String) {
         let _ = self.0.send(Event::Status(msg));
+    }
+
+    /// Hands process facts to the process pane.
+    pub fn process(&self, note: ProcessNote) {
+        let _ = self.0.send(Event::Process(Box::new(note)));
     }
 }
 

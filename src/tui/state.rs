@@ -3,10 +3,12 @@
 //! changes. Requests for the worker (timeline of another connection, pause)
 //! are queued as [`Command`]s for the event loop to forward.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use super::live::{ProcessNote, ProcessPane};
 use super::snapshot::{ConnView, GapView, PlayState, Snapshot};
 use crate::model::{Span, Timestamp};
 
@@ -23,6 +25,8 @@ pub enum Event {
     Resize,
     /// A message from the worker for the footer (e.g. where it wrote the report).
     Status(String),
+    /// Live: process facts for the process pane.
+    Process(Box<ProcessNote>),
 }
 
 /// A request from the UI to the worker.
@@ -96,6 +100,8 @@ pub enum Action {
     Snapshot(Box<Snapshot>),
     /// A message for the footer.
     Status(String),
+    /// Live: process facts for the process pane.
+    Process(Box<ProcessNote>),
     /// Time passed.
     Tick,
 }
@@ -198,6 +204,8 @@ pub struct App {
     pub no_color: bool,
     /// Live capture: Space freezes the display (the capture goes on).
     pub live: bool,
+    /// Live: process facts by connection (client, broker).
+    pub processes: HashMap<(String, String), ProcessPane>,
     /// Where `e` writes the report.
     pub export_dir: PathBuf,
     /// Requests for the worker, drained by the event loop.
@@ -227,6 +235,7 @@ impl App {
             quit: false,
             no_color: false,
             live: false,
+            processes: HashMap::new(),
             export_dir,
             outbox: Vec::new(),
             rows: Vec::new(),
@@ -239,6 +248,7 @@ impl App {
         match ev {
             Event::Snapshot(s) => Some(Action::Snapshot(s)),
             Event::Status(m) => Some(Action::Status(m)),
+            Event::Process(n) => Some(Action::Process(n)),
             Event::Tick | Event::Resize => Some(Action::Tick),
             Event::Key(k) => {
                 if k.kind != KeyEventKind::Press {
@@ -564,6 +574,11 @@ impl App {
                 }
             }
             Action::Status(m) => self.status = Some(m),
+            Action::Process(n) => {
+                let (c, b) = n.key();
+                let key = (c.to_owned(), b.to_owned());
+                self.processes.entry(key).or_default().apply(*n);
+            }
             Action::Tick => {}
         }
         if self.quit {

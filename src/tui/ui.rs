@@ -857,12 +857,76 @@ fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
         let mut state = TableState::default().with_selected(Some(sel));
         f.render_stateful_widget(table, list, &mut state);
     }
+    let detail = if app.live {
+        let w = (detail.width / 2).min(44);
+        let [detail, process] =
+            Layout::horizontal([Constraint::Fill(1), Constraint::Length(w)]).areas(detail);
+        draw_process(f, process, app, c);
+        detail
+    } else {
+        detail
+    };
     let text = detail_text(c, app.selected_gap());
     f.render_widget(
         Paragraph::new(text)
             .wrap(Wrap { trim: false })
             .block(Block::bordered().title(" detail ")),
         detail,
+    );
+}
+
+/// Live: the selected connection's processes (pid, command, user id,
+/// connection_name) and the latest gap's verdict with its state samples.
+fn draw_process(f: &mut Frame<'_>, area: Rect, app: &App, c: &ConnView) {
+    let block = Block::bordered().title(" process ");
+    let key = (c.client.clone(), c.broker.clone());
+    let Some(p) = app.processes.get(&key) else {
+        f.render_widget(
+            Paragraph::new("not attributed (yet): attribution runs when a connection is announced, and is off with --no-attribution")
+                .wrap(Wrap { trim: true })
+                .fg(Color::DarkGray)
+                .block(block),
+            area,
+        );
+        return;
+    };
+    let mut lines: Vec<Line<'_>> = Vec::new();
+    let owner = |who: &str, o: &crate::report::ProcessOwnerReport| {
+        Line::from(vec![
+            TSpan::styled(format!("{who} "), Style::new().bold()),
+            TSpan::raw(format!("pid {} {} uid {}", o.pid, clean(&o.command), o.uid)),
+        ])
+    };
+    match (&p.client_process, &p.not_attributable) {
+        (Some(o), _) => lines.push(owner("client", o)),
+        (None, Some(why)) => lines.push(Line::from(format!("client: {}", clean(why)))),
+        (None, None) => lines.push(Line::from("client: not on this host")),
+    }
+    if let Some(n) = &c.name {
+        lines.push(Line::from(format!("name {n}")).fg(Color::Gray));
+    }
+    if let Some(o) = &p.broker_process {
+        lines.push(owner("broker", o));
+    }
+    if let Some((v, open)) = &p.verdict {
+        lines.push(Line::from(vec![
+            TSpan::styled(
+                format!("{} {}", v.side.as_str(), v.verdict.as_str()),
+                Style::new().bold().fg(Color::Yellow),
+            ),
+            TSpan::raw(if *open { " (gap open)" } else { " (last gap)" }),
+        ]));
+        if let Some(s) = &v.state_samples {
+            lines.push(Line::from(format!("states {s}")));
+        }
+        if let Some(cpu) = v.cpu_share {
+            lines.push(Line::from(format!("cpu {:.0}% of a core", cpu * 100.0)));
+        }
+        lines.push(Line::from(clean(&v.reason).into_owned()).fg(Color::Gray));
+    }
+    f.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: true }).block(block),
+        area,
     );
 }
 
