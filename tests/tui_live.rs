@@ -245,3 +245,80 @@ fn process_pane_shows_owner_and_verdict() {
         assert!(text.contains(want), "{want:?} missing:\n{text}");
     }
 }
+
+/// `w` (live): the selected connection's recent packets, from the view's
+/// bounded ring, go to a pcap file created 0600 that replays to the same gap.
+#[test]
+fn w_writes_the_connections_recent_packets_to_a_private_pcap() {
+    use hbscope::driver::{self, Clock, DriveOptions, PacketSource, Paced, Sink};
+    use hbscope::engine::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap");
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let mut view = LiveView::new(
+        LiveInfo {
+            interface: "sim0".into(),
+            filter: live::DEFAULT_FILTER.into(),
+        },
+        ev_tx,
+        cmd_rx,
+    );
+    let (mut src, mut clock) = PacedSource::open(&path).unwrap();
+    let mut engine = Engine::new(EngineConfig::default(), src.link_type());
+    driver::drive(
+        &mut src,
+        &mut engine,
+        &mut view,
+        DriveOptions {
+            batch: 64,
+            paced: Some(Paced {
+                clock: &mut clock,
+                tick: Duration::from_millis(200),
+                sample: Duration::from_secs(1),
+                deadline: None,
+                drain: true,
+            }),
+            stop: None,
+        },
+    );
+    let out = std::env::temp_dir().join(format!("hbscope-w-{}.pcap", std::process::id()));
+    cmd_tx.send(Command::WritePackets(0, out.clone())).unwrap();
+    let _ = view.on_tick(&engine, clock.now(), &[]);
+    let status = ev_rx
+        .try_iter()
+        .find_map(|e| match e {
+            Event::Status(s) => Some(s),
+            _ => None,
+        })
+        .expect("a status line");
+    assert!(status.starts_with("42 recent packets"), "{status}");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let r = hbscope::run::replay::replay(&out, EngineConfig::default(), &mut |_| {}).unwrap();
+    let rep = hbscope::report::build(&r.engine, "w.pcap", r.complete);
+    assert_eq!(rep.summary.gaps, 1);
+    assert_eq!(rep.connections[0].gaps[0].cause.as_str(), "client-stall");
+    let _ = std::fs::remove_file(&out);
+
+    // The key: live only, the selected connection's slot, into the export dir.
+    let snaps = live_snapshots("client-sigstop.pcap");
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let mut app = App::new(std::env::temp_dir());
+    app.live = true;
+    let mut sent = Vec::new();
+    tui::run(
+        &mut terminal,
+        &mut app,
+        vec![
+            Event::Snapshot(Box::new(snaps[snaps.len() - 1].clone())),
+            Event::Key(KeyEvent::new(KeyCode::Char('w'), KeyModifiers::NONE)),
+        ],
+        &mut |c| sent.push(c),
+    )
+    .unwrap();
+    let want = std::env::temp_dir().join("hbscope-conn-1-127-0-0-1-50888.pcap");
+    assert!(sent.contains(&Command::WritePackets(0, want)), "{sent:?}");
+}

@@ -16,12 +16,15 @@
 //! freezes the display (no new snapshots, except for a newly selected
 //! connection's timeline) while the capture goes on; `q` stops the capture.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 
 use super::snapshot::{LiveHeader, PlayState, SnapshotBuilder, Timelines};
 use super::state::{Command, Event};
+use crate::capture::{LinkType, PacketRecord};
+use crate::decode::{decode, Decoded};
 use crate::driver::{Flow, Progress, Sink};
 use crate::engine::Engine;
 use crate::model::{Direction, Span, Timestamp};
@@ -30,6 +33,90 @@ use crate::report::{ProcessOwnerReport, ProcessReport};
 /// How long an ended connection stays in the live table (it stays in the
 /// totals and the final report).
 pub const KEEP_ENDED: Span = Span(5 * 60 * 1_000_000_000);
+
+/// The ring of recent packets `w` writes from: at most this many packets...
+pub const RING_PACKETS: usize = 50_000;
+/// ...and this many captured bytes (the oldest go first).
+pub const RING_BYTES: usize = 32 << 20;
+
+/// The most recent packets captured (every connection's), bounded by
+/// [`RING_PACKETS`] and [`RING_BYTES`]: `w` writes the selected
+/// connection's share of them to a pcap file.
+#[derive(Debug, Default)]
+struct Ring {
+    packets: VecDeque<(Timestamp, u32, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Ring {
+    fn push(&mut self, rec: &PacketRecord<'_>) {
+        self.bytes += rec.data.len();
+        self.packets
+            .push_back((rec.ts, rec.orig_len, rec.data.to_vec()));
+        while self.packets.len() > RING_PACKETS || self.bytes > RING_BYTES {
+            match self.packets.pop_front() {
+                Some((_, _, d)) => self.bytes -= d.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Writes the packets of `ring` between `a` and `b` (either direction) to a
+/// new pcap file at `path`, created 0600 (packets hold credentials);
+/// returns how many were written.
+fn write_pcap(
+    ring: &Ring,
+    link: LinkType,
+    ends: (crate::model::Endpoint, crate::model::Endpoint),
+    path: &Path,
+) -> std::io::Result<usize> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode through open(): set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let mut out = std::io::BufWriter::new(file);
+    // pcap, nanosecond timestamps, little-endian.
+    out.write_all(&0xa1b2_3c4d_u32.to_le_bytes())?;
+    out.write_all(&2u16.to_le_bytes())?;
+    out.write_all(&4u16.to_le_bytes())?;
+    out.write_all(&0i32.to_le_bytes())?;
+    out.write_all(&0u32.to_le_bytes())?;
+    out.write_all(&262_144u32.to_le_bytes())?;
+    out.write_all(&link.0.to_le_bytes())?;
+    let mut n = 0;
+    for (ts, orig_len, data) in &ring.packets {
+        let caplen = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let rec = PacketRecord {
+            ts: *ts,
+            caplen,
+            orig_len: *orig_len,
+            data,
+        };
+        let Ok(Decoded::Tcp(seg)) = decode(link, &rec) else {
+            continue;
+        };
+        let (a, b) = ends;
+        if !((seg.src == a && seg.dst == b) || (seg.src == b && seg.dst == a)) {
+            continue;
+        }
+        let ns = ts.as_nanos();
+        let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
+        let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
+        for v in [secs, nanos, caplen, *orig_len] {
+            out.write_all(&v.to_le_bytes())?;
+        }
+        out.write_all(data)?;
+        n += 1;
+    }
+    out.flush()?;
+    Ok(n)
+}
 
 /// What the live header names.
 #[derive(Debug, Clone)]
@@ -146,6 +233,10 @@ pub struct LiveView {
     started: Option<Timestamp>,
     progress: Progress,
     dropped: u64,
+    ring: Ring,
+    link: LinkType,
+    /// `w`: the slot whose packets to write, and where.
+    write: Option<(usize, PathBuf)>,
 }
 
 impl std::fmt::Debug for LiveView {
@@ -173,6 +264,9 @@ impl LiveView {
             started: None,
             progress: Progress::default(),
             dropped: 0,
+            ring: Ring::default(),
+            link: LinkType::ETHERNET,
+            write: None,
         }
     }
 
@@ -197,6 +291,10 @@ impl LiveView {
                     due = true;
                 }
                 Ok(Command::Export(path)) => self.export = Some(path),
+                Ok(Command::WritePackets(slot, path)) => {
+                    self.write = Some((slot, path));
+                    due = true;
+                }
                 Ok(Command::Quit) | Err(TryRecvError::Disconnected) => {
                     self.quit = true;
                     return due;
@@ -206,7 +304,29 @@ impl LiveView {
         }
     }
 
+    fn write_packets(&mut self, engine: &Engine) {
+        let Some((slot, path)) = self.write.take() else {
+            return;
+        };
+        let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+        let Some(s) = engine.slots().get(slot) else {
+            return;
+        };
+        let ends = (s.conn.client(), s.conn.broker());
+        let msg = match write_pcap(&self.ring, self.link, ends, &path) {
+            Ok(n) => format!(
+                "{n} recent packets of {} -> {} written to {} (0600)",
+                ends.0,
+                ends.1,
+                shown.display()
+            ),
+            Err(e) => format!("could not write {}: {e}", shown.display()),
+        };
+        let _ = self.events.send(Event::Status(msg));
+    }
+
     fn send(&mut self, engine: &Engine, now: Timestamp) {
+        self.write_packets(engine);
         if let Some(path) = self.export.take() {
             let msg = super::worker::export_report(engine, &self.info.interface, true, &path);
             let _ = self.events.send(Event::Status(msg));
@@ -249,6 +369,13 @@ impl Sink for LiveView {
     fn start(&mut self, engine: &Engine, now: Timestamp) -> Flow {
         self.started = Some(now);
         self.answer(engine, now)
+    }
+
+    fn packets(&mut self, link: LinkType, recs: &[PacketRecord<'_>]) {
+        self.link = link;
+        for r in recs {
+            self.ring.push(r);
+        }
     }
 
     fn after_packets(&mut self, _: &Engine, _: Timestamp, progress: &Progress) -> Flow {

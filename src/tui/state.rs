@@ -38,6 +38,8 @@ pub enum Command {
     Pause(bool),
     /// Write the JSON report of the engine as it stands to this file.
     Export(PathBuf),
+    /// Live: write this engine slot's recent packets to this pcap file.
+    WritePackets(usize, PathBuf),
     /// Stop.
     Quit,
 }
@@ -89,6 +91,8 @@ pub enum Action {
     TogglePause,
     /// Write the JSON report to a file.
     Export,
+    /// Live: write the selected connection's recent packets to a pcap file.
+    WritePackets,
     /// Show or hide the help overlay.
     ToggleHelp,
     /// Step back: close the help, else clear the filter, else leave the
@@ -285,6 +289,7 @@ impl App {
                     KeyCode::Right | KeyCode::Char('l') => Action::PanRight,
                     KeyCode::Char(' ') => Action::TogglePause,
                     KeyCode::Char('e') => Action::Export,
+                    KeyCode::Char('w') => Action::WritePackets,
                     KeyCode::Char('?') => Action::ToggleHelp,
                     KeyCode::Esc => Action::Back,
                     KeyCode::Char('q') => Action::Quit,
@@ -480,6 +485,28 @@ impl App {
         });
     }
 
+    fn write_packets(&mut self) {
+        if !self.live {
+            self.status = Some("w writes a connection's recent packets in live mode only".into());
+            return;
+        }
+        let Some(c) = self.selected() else {
+            self.status = Some("no connection selected".into());
+            return;
+        };
+        let client: String = c
+            .client
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+            .collect();
+        let path = self
+            .export_dir
+            .join(format!("hbscope-conn-{}-{client}.pcap", c.id));
+        let slot = c.slot;
+        self.status = Some(format!("writing packets to {} ...", path.display()));
+        self.outbox.push(Command::WritePackets(slot, path));
+    }
+
     /// Applies one action. The only place the app's state changes.
     pub fn update(&mut self, action: Action) {
         match action {
@@ -545,6 +572,7 @@ impl App {
                 }
             }
             Action::Export => self.export(),
+            Action::WritePackets => self.write_packets(),
             Action::ToggleHelp => self.help = !self.help,
             Action::Back => {
                 if self.help {

@@ -1063,6 +1063,10 @@ const HELP: &[(&str, &str)] = &[
         "e",
         "write the JSON report to hbscope-report-<capture>.json",
     ),
+    (
+        "w",
+        "live: write the connection's recent packets to a 0600 pcap",
+    ),
     ("?", "this help"),
     ("Esc", "back: close help, clear filter, leave the gap pane"),
     ("q  Ctrl-C", "quit"),

@@ -97,6 +97,8 @@ impl Worker {
                 self.export = Some(path);
                 true
             }
+            // Replay has the whole file already; the UI does not send it.
+            Command::WritePackets(..) => false,
             Command::Quit => {
                 self.quit = true;
                 false
