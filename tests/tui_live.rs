@@ -250,7 +250,7 @@ fn process_pane_shows_owner_and_verdict() {
 /// bounded ring, go to a pcap file created 0600 that replays to the same gap.
 #[test]
 fn w_writes_the_connections_recent_packets_to_a_private_pcap() {
-    use hbscope::driver::{self, Clock, DriveOptions, PacketSource, Paced, Sink};
+    use hbscope::driver::{self, Clock, DriveOptions, Paced, PacketSource, Sink};
     use hbscope::engine::Engine;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;

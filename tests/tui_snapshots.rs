@@ -483,6 +483,27 @@ fn chart_limit_line_is_on_the_row_labelled_with_the_limit() {
         label.starts_with("│4 "),
         "the limit line is on the row labelled {label:?}"
     );
+    // The timeline underlines the broker's kill window (2-3x the 4 s limit
+    // after the client's last byte) in the client's lane, and only there.
+    let lane = |name: &str| {
+        (0..40)
+            .find(|y| row_text(&buf, *y).starts_with(&format!("│{name}")))
+            .unwrap()
+    };
+    let underlined = |y: u16| {
+        (0..120u16)
+            .filter(|x| {
+                buf[(*x, y)]
+                    .modifier
+                    .contains(ratatui::style::Modifier::UNDERLINED)
+            })
+            .count()
+    };
+    assert!(
+        underlined(lane("c->b")) > 5,
+        "no kill window in the client lane"
+    );
+    assert_eq!(underlined(lane("b->c")), 0);
     // Every y label is a multiple of the limit and one row apart from the next.
     assert_eq!(
         hbscope::tui::ui::y_scale(12.0, Some(4.0), 5),

@@ -474,12 +474,27 @@ fn col_of(view: &View, cols: u16, at: Timestamp) -> Option<usize> {
     usize::try_from(off).ok()
 }
 
+/// Columns of `view` covered by `[from, to]` (clipped to the view).
+fn cols_between(view: &View, cols: u16, from: Timestamp, to: Timestamp) -> Option<(usize, usize)> {
+    let n = usize::from(cols);
+    if to < view.start || from >= view.end() || n == 0 {
+        return None;
+    }
+    let a = col_of(view, cols, from.max(view.start)).unwrap_or(0);
+    let b = col_of(view, cols, to).unwrap_or(n - 1);
+    Some((a, b.min(n - 1)))
+}
+
+/// One lane of the timeline. `kill`: the client's lane, where the broker's
+/// kill window (2-3x the limit after each client gap's start, the client's
+/// last byte) is underlined.
 fn lane_line<'a>(
     label: &'a str,
     events: &[TimelineEvent],
     gaps: &[&GapView],
     view: &View,
     cols: u16,
+    kill: bool,
 ) -> Line<'a> {
     let n = usize::from(cols);
     let mut kinds = vec![Kinds::default(); n];
@@ -514,9 +529,24 @@ fn lane_line<'a>(
             }
         }
     }
+    let mut window = vec![false; n];
+    if kill {
+        for g in gaps {
+            let from = g.start.plus(Span(g.limit.0.saturating_mul(2)));
+            let to = g.start.plus(Span(g.limit.0.saturating_mul(3)));
+            if let Some((a, b)) = cols_between(view, cols, from, to) {
+                for w in window.iter_mut().take(b + 1).skip(a) {
+                    *w = true;
+                }
+            }
+        }
+    }
     let mut spans = vec![TSpan::styled(label, Style::new().bold())];
     for i in 0..n {
         let (mut sym, mut style) = cell_symbol(kinds[i]);
+        if window[i] {
+            style = style.add_modifier(Modifier::UNDERLINED);
+        }
         if let Some(cause) = bg[i] {
             style = style.bg(cause_color(cause));
             if limit_mark[i] && (sym == " " || sym == ".") {
@@ -566,8 +596,8 @@ fn draw_timeline(f: &mut Frame<'_>, area: Rect, app: &App) {
     let cg: Vec<&GapView> = c.gaps.iter().filter(|g| g.dir == cd).collect();
     let bg: Vec<&GapView> = c.gaps.iter().filter(|g| g.dir != cd).collect();
     let mut lines = vec![
-        lane_line("c->b  ", &tl.client, &cg, &view, cols),
-        lane_line("b->c  ", &tl.broker, &bg, &view, cols),
+        lane_line("c->b  ", &tl.client, &cg, &view, cols, true),
+        lane_line("b->c  ", &tl.broker, &bg, &view, cols, false),
     ];
     let left = clock(view.start);
     let right = clock(view.end());
@@ -591,7 +621,7 @@ fn draw_timeline(f: &mut Frame<'_>, area: Rect, app: &App) {
     if inner.height > 3 {
         lines.push(
         Line::from(
-            "H heartbeat # frame/data . ack r retrans k keepalive F fin R rst ? loss ─ gap ! limit",
+            "H heartbeat # frame/data . ack r retrans k keepalive F fin R rst ? loss ─ gap ! limit _ kill",
         )
         .fg(Color::DarkGray),
     );
@@ -1074,7 +1104,7 @@ const HELP: &[(&str, &str)] = &[
 
 fn draw_help(f: &mut Frame<'_>, area: Rect) {
     let w = area.width.min(78);
-    let h = area.height.min(23);
+    let h = area.height.min(24);
     let rect = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,
@@ -1095,7 +1125,10 @@ fn draw_help(f: &mut Frame<'_>, area: Rect) {
         "timeline: H heartbeat, # frame/data, . pure ACK, r retransmission,",
     ));
     lines.push(Line::from(
-        "k keep-alive, F FIN, R RST, ? loss; ! = limit. A gap is shaded by cause:",
+        "k keep-alive, F FIN, R RST, ? loss; ! limit; underlined: the broker's",
+    ));
+    lines.push(Line::from(
+        "kill window (2-3x the limit after the client's last byte). Gap colours:",
     ));
     let mut causes = Vec::new();
     for c in [
