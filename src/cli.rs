@@ -23,7 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`); two files: one per end, merged.
     Replay(ReplayArgs),
-    /// Capture live from an interface and stream events; Ctrl-C prints the final report (docs/live.md).
+    /// Capture live from an interface: the live screen on a terminal, else a stream of events;
+    /// stopping prints the final report (docs/live.md).
     Live(LiveArgs),
     /// List the interfaces hbscope can capture on.
     Interfaces,
@@ -47,7 +48,8 @@ pub struct LiveArgs {
     /// Interface to capture on ("any" for all interfaces).
     #[arg(long, short = 'i', value_name = "IF")]
     pub interface: String,
-    /// Output format for events and the final report (default: text).
+    /// Output format [default: tui when stdout is a terminal, else text]; the final report is
+    /// printed when the capture stops (after the TUI restores the terminal).
     #[arg(long, value_enum)]
     pub format: Option<LiveFormat>,
     /// Also capture and treat this TCP port as AMQP (repeatable).
@@ -102,6 +104,8 @@ pub enum LiveFormat {
     Text,
     /// One JSON object per line per event, then the final report.
     Json,
+    /// The live terminal UI (the default when stdout is a terminal); q stops, then the text report.
+    Tui,
 }
 
 #[derive(Debug, clap::Args)]

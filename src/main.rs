@@ -63,7 +63,13 @@ fn interfaces() -> ExitCode {
 }
 
 fn live(args: &LiveArgs) -> ExitCode {
-    let format = args.format.unwrap_or(LiveFormat::Text);
+    let format = args.format.unwrap_or_else(|| {
+        if std::io::stdout().is_terminal() {
+            LiveFormat::Tui
+        } else {
+            LiveFormat::Text
+        }
+    });
     let mut config = EngineConfig::default();
     for p in &args.ports {
         if !config.amqp_ports.contains(p) {
@@ -100,13 +106,18 @@ fn live(args: &LiveArgs) -> ExitCode {
     let mut emit = |e: &live::LiveEvent| -> std::io::Result<()> {
         let line = match format {
             LiveFormat::Json => serde_json::to_string(e).map_err(std::io::Error::other)?,
-            LiveFormat::Text => live::event_text(e),
+            LiveFormat::Text | LiveFormat::Tui => live::event_text(e),
         };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
         out.flush()
     };
-    let rep = match live::run(&opts, &stop, &mut emit) {
+    let ran = if format == LiveFormat::Tui {
+        live::run_tui(&opts, &stop)
+    } else {
+        live::run(&opts, &stop, &mut emit)
+    };
+    let rep = match ran {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hbscope: {e}");
@@ -115,6 +126,7 @@ fn live(args: &LiveArgs) -> ExitCode {
     };
     let text = match format {
         LiveFormat::Text => format!("\n{}", report::to_text(&rep)),
+        LiveFormat::Tui => report::to_text(&rep),
         LiveFormat::Json => match serde_json::to_string(&rep) {
             Ok(j) => format!("{j}\n"),
             Err(e) => {

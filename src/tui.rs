@@ -11,6 +11,7 @@
 //! backend and takes its events from any iterator, so tests drive the real
 //! loop with keys and snapshots into a `TestBackend`, without sleeping.
 
+pub mod live;
 pub mod snapshot;
 pub mod state;
 pub mod ui;
@@ -23,7 +24,7 @@ use ratatui::backend::Backend;
 use ratatui::crossterm::event::{self as ct, Event as CtEvent};
 use ratatui::Terminal;
 
-pub use snapshot::{PlayState, Snapshot, Timelines};
+pub use snapshot::{LiveHeader, PlayState, Snapshot, Timelines};
 pub use state::{Action, App, Command, Event};
 pub use worker::WorkerConfig;
 
@@ -71,11 +72,53 @@ fn show_cursor() {
     let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
 }
 
+/// `NO_COLOR` (<https://no-color.org>): set and not empty means no colours.
+#[must_use]
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
 /// Opens the terminal UI on a capture file and runs it until the user quits.
 ///
 /// # Errors
 /// When the terminal cannot be set up or drawn to.
 pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
+    let export_dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    session(App::new(export_dir), false, move |tx, rx| {
+        worker::run(&cfg, tx, rx);
+    })
+}
+
+/// Runs the live screen: `capture` runs the capture loop on its own thread
+/// with a [`live::LiveView`] as its view (it returns when `q` quits, or by
+/// itself on a signal, `--duration` or an error); the UI runs on this thread
+/// until then. The terminal is restored before this returns `capture`'s
+/// result (the final report, printed by the caller).
+///
+/// # Errors
+/// When the terminal cannot be set up or drawn to, or the capture thread panicked.
+pub fn live<R: Send>(
+    info: live::LiveInfo,
+    capture: impl FnOnce(live::LiveView) -> R + Send,
+) -> std::io::Result<R> {
+    let export_dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let mut app = App::new(export_dir);
+    app.live = true;
+    session(app, true, move |tx, rx| {
+        capture(live::LiveView::new(info, tx, rx))
+    })
+}
+
+/// The terminal session both screens share: the worker (`work`) on a
+/// scoped thread sending [`Event`]s and reading [`Command`]s, the keys on
+/// another, the UI loop here. Ends when the user quits, on SIGTERM/SIGHUP,
+/// when the worker panics, or (`end_with_worker`) when it returns; the
+/// terminal is restored on every path.
+fn session<R: Send>(
+    mut app: App,
+    end_with_worker: bool,
+    work: impl FnOnce(mpsc::Sender<Event>, mpsc::Receiver<Command>) -> R + Send,
+) -> std::io::Result<R> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let (ev_tx, ev_rx) = mpsc::channel::<Event>();
@@ -86,26 +129,54 @@ pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&terminate))?;
     }
     // A panic in the worker ends the UI (restoring the terminal) with an error.
-    let worker_failed = Arc::new(AtomicBool::new(false));
-    let worker = std::thread::Builder::new()
-        .name("hbscope-worker".into())
-        .spawn({
-            let tx = ev_tx.clone();
-            let failed = Arc::clone(&worker_failed);
-            move || {
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    if std::env::var_os("HBSCOPE_TEST_PANIC").is_some_and(|v| v == "worker") {
-                        panic!(
-                            "HBSCOPE_TEST_PANIC=worker: deliberate panic in the analysis thread"
-                        );
+    let worker_failed = AtomicBool::new(false);
+    let worker_done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("hbscope-worker".into())
+            .spawn_scoped(scope, {
+                let tx = ev_tx.clone();
+                let (failed, done) = (&worker_failed, &worker_done);
+                move || {
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        if std::env::var_os("HBSCOPE_TEST_PANIC").is_some_and(|v| v == "worker") {
+                            panic!(
+                                "HBSCOPE_TEST_PANIC=worker: deliberate panic in the analysis thread"
+                            );
+                        }
+                        work(tx, cmd_rx)
+                    }));
+                    if ran.is_err() {
+                        failed.store(true, Ordering::SeqCst);
                     }
-                    worker::run(&cfg, tx, cmd_rx);
-                }));
-                if ran.is_err() {
-                    failed.store(true, Ordering::SeqCst);
+                    done.store(true, Ordering::SeqCst);
+                    ran.ok()
                 }
-            }
-        })?;
+            })?;
+        let ended = |failed_only: bool| {
+            worker_failed.load(Ordering::SeqCst)
+                || (!failed_only && worker_done.load(Ordering::SeqCst))
+        };
+        let stop = || terminate.load(Ordering::SeqCst) || ended(!end_with_worker);
+        let drawn = ui_loop(&mut app, ev_tx, &ev_rx, &cmd_tx, &stop);
+        let _ = cmd_tx.send(Command::Quit);
+        drop(cmd_tx);
+        let out = worker.join().ok().flatten();
+        drawn?;
+        out.ok_or_else(|| std::io::Error::other(
+            "the analysis thread failed (see the message above); please report it with the capture if you can share it",
+        ))
+    })
+}
+
+/// Sets up the terminal, runs the UI until it ends and restores the terminal.
+fn ui_loop(
+    app: &mut App,
+    ev_tx: mpsc::Sender<Event>,
+    ev_rx: &mpsc::Receiver<Event>,
+    cmd_tx: &mpsc::Sender<Command>,
+    stop: &dyn Fn() -> bool,
+) -> std::io::Result<()> {
     // try_init installs a panic hook that restores the terminal first.
     let mut terminal = ratatui::try_init()?;
     let _guard = RestoreGuard;
@@ -114,6 +185,7 @@ pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
         show_cursor();
         restore_hook(info);
     }));
+    // Not scoped: it blocks reading the terminal until the process ends.
     std::thread::Builder::new()
         .name("hbscope-input".into())
         .spawn(move || loop {
@@ -135,7 +207,7 @@ pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
     let ui_panic = std::env::var_os("HBSCOPE_TEST_PANIC").is_some_and(|v| v == "ui");
     let mut pending: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let events = std::iter::from_fn(|| {
-        if terminate.load(Ordering::SeqCst) || worker_failed.load(Ordering::SeqCst) {
+        if stop() {
             return None;
         }
         // Test hook for the terminal-restore test: panic in the UI thread.
@@ -164,19 +236,8 @@ pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
         pending.extend(latest);
         pending.pop_front()
     });
-    let export_dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    let mut app = App::new(export_dir);
     let mut send = |c: Command| {
         let _ = cmd_tx.send(c);
     };
-    let result = run(&mut terminal, &mut app, events, &mut send);
-    let _ = cmd_tx.send(Command::Quit);
-    drop(cmd_tx);
-    let _ = worker.join();
-    if worker_failed.load(Ordering::SeqCst) {
-        return Err(std::io::Error::other(
-            "the analysis thread failed (see the message above); please report it with the capture if you can share it",
-        ));
-    }
-    result
+    run(&mut terminal, app, events, &mut send)
 }

@@ -430,3 +430,221 @@ fn export_while_loading_goes_through_the_worker() {
     handle.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn render_buf(w: u16, h: u16, app: &mut App, events: Vec<Event>) -> ratatui::buffer::Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    tui::run(&mut terminal, app, events, &mut |_| {}).unwrap();
+    terminal.backend().buffer().clone()
+}
+
+fn row_text(buf: &ratatui::buffer::Buffer, y: u16) -> String {
+    (0..buf.area.width)
+        .map(|x| buf[(x, y)].symbol().to_owned())
+        .collect()
+}
+
+fn is_braille(sym: &str) -> bool {
+    sym.chars()
+        .next()
+        .is_some_and(|c| ('\u{2801}'..='\u{28ff}').contains(&c))
+}
+
+/// The silence chart's y labels sit on the rows of their values: the limit
+/// line (red) is drawn on the row labelled with the limit (4 s here), and on
+/// no other row; the legend is shown at 120x40.
+#[test]
+fn chart_limit_line_is_on_the_row_labelled_with_the_limit() {
+    let snap = finished("nova-api-eventlet.pcap");
+    let mut app = App::new(std::env::temp_dir());
+    let buf = render_buf(120, 40, &mut app, vec![Event::Snapshot(Box::new(snap))]);
+    let title = (0..40)
+        .find(|y| row_text(&buf, *y).contains("silence per direction"))
+        .expect("the chart is drawn at 120x40");
+    assert!(
+        row_text(&buf, title).contains("── limit"),
+        "legend missing: {}",
+        row_text(&buf, title)
+    );
+    let red_rows: Vec<u16> = (title + 1..40)
+        .filter(|y| {
+            (0..120).any(|x| {
+                let c = &buf[(x, *y)];
+                c.fg == ratatui::style::Color::Red && is_braille(c.symbol())
+            })
+        })
+        .collect();
+    assert_eq!(
+        red_rows.len(),
+        1,
+        "the limit line spans one row: {red_rows:?}"
+    );
+    let label = row_text(&buf, red_rows[0]);
+    assert!(
+        label.starts_with("│4 "),
+        "the limit line is on the row labelled {label:?}"
+    );
+    // The timeline underlines the broker's kill window (2-3x the 4 s limit
+    // after the client's last byte) in the client's lane, and only there.
+    let lane = |name: &str| {
+        (0..40)
+            .find(|y| row_text(&buf, *y).starts_with(&format!("│{name}")))
+            .unwrap()
+    };
+    let underlined = |y: u16| {
+        (0..120u16)
+            .filter(|x| {
+                buf[(*x, y)]
+                    .modifier
+                    .contains(ratatui::style::Modifier::UNDERLINED)
+            })
+            .count()
+    };
+    assert!(
+        underlined(lane("c->b")) > 5,
+        "no kill window in the client lane"
+    );
+    assert_eq!(underlined(lane("b->c")), 0);
+    // Every y label is a multiple of the limit and one row apart from the next.
+    assert_eq!(
+        hbscope::tui::ui::y_scale(12.0, Some(4.0), 5),
+        (16.0, ["0", "4", "8", "12", "16"].map(String::from).to_vec())
+    );
+    for rows in 2..30u16 {
+        for peak in [0.5, 3.9, 4.0, 7.9, 12.0, 40.0, 333.0] {
+            let (top, labels) = hbscope::tui::ui::y_scale(peak, Some(4.0), rows);
+            assert!(top >= peak, "{rows} rows, peak {peak}: top {top}");
+            let n = u32::try_from(labels.len()).unwrap();
+            assert_eq!(
+                (u32::from(rows) - 1) % (n - 1),
+                0,
+                "{rows} rows: {n} labels do not fall on whole rows"
+            );
+        }
+    }
+}
+
+/// Esc steps back (help, filter, gap pane) and never quits; q and Ctrl-C do.
+#[test]
+fn esc_never_quits() {
+    let snap = finished("nova-api-eventlet.pcap");
+    let s = || Event::Snapshot(Box::new(snap.clone()));
+    let esc = || key(KeyCode::Esc);
+    let (_, app, sent) = render(80, 24, vec![s(), esc(), esc(), esc()]);
+    assert!(!app.quit && !sent.contains(&Command::Quit));
+    let (_, app, _) = render(80, 24, vec![s(), ch('?'), esc()]);
+    assert!(!app.help && !app.quit);
+    let (_, app, _) = render(
+        80,
+        24,
+        vec![s(), ch('/'), ch('n'), key(KeyCode::Enter), esc()],
+    );
+    assert!(app.filter.is_empty() && !app.quit);
+    let (_, app, _) = render(80, 24, vec![s(), key(KeyCode::Enter), esc()]);
+    assert_eq!(app.focus, hbscope::tui::state::Focus::Connections);
+    assert!(!app.quit);
+    let ctrl_c = Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    let (_, app, sent) = render(80, 24, vec![s(), ctrl_c]);
+    assert!(app.quit && sent.contains(&Command::Quit));
+}
+
+/// g/G/Home/End/PgUp/PgDn move in the table; the title counts "n/N".
+#[test]
+fn paging_keys_and_row_counter() {
+    let snap = finished("many-busy-one-stalled.pcap");
+    let n = snap.conns.len();
+    assert!(n > 12, "{n} connections");
+    let s = || Event::Snapshot(Box::new(snap.clone()));
+    let row = |evs: Vec<Event>| {
+        let (screen, app, _) = render(120, 40, evs);
+        (app.selected_row(), screen)
+    };
+    let (r, screen) = row(vec![s(), ch('G')]);
+    assert_eq!(r, Some(n - 1));
+    assert!(
+        screen.contains(&format!(" connections {n}/{n} ")),
+        "{screen}"
+    );
+    assert_eq!(row(vec![s(), key(KeyCode::End), ch('g')]).0, Some(0));
+    assert_eq!(
+        row(vec![s(), key(KeyCode::End), key(KeyCode::Home)]).0,
+        Some(0)
+    );
+    let (r, screen) = row(vec![s(), key(KeyCode::PageDown)]);
+    assert_eq!(r, Some(10));
+    assert!(screen.contains(&format!(" connections 11/{n} ")));
+    assert_eq!(
+        row(vec![
+            s(),
+            key(KeyCode::PageDown),
+            key(KeyCode::PageDown),
+            key(KeyCode::PageUp)
+        ])
+        .0,
+        Some(n - 1 - 10),
+        "PgDn twice stops at the last row, PgUp goes 10 back"
+    );
+    // In the gap pane the same keys move among the gaps.
+    let (_, app, _) = render(
+        120,
+        40,
+        vec![s(), ch('G'), key(KeyCode::Tab), ch('G'), ch('g')],
+    );
+    assert_eq!(app.gap_sel, 0);
+}
+
+/// Peer-unreachable has its own colour, every cause's colour is the HTML
+/// report's, and the help shows them; NO_COLOR leaves no colour on screen.
+#[test]
+fn cause_colours_match_html_and_no_color_strips_them() {
+    use hbscope::analysis::Cause;
+    use hbscope::tui::ui::cause_color;
+    use ratatui::style::Color;
+    let all = [
+        Cause::ClientStall,
+        Cause::BrokerStall,
+        Cause::PeerUnreachable,
+        Cause::CaptureLoss,
+        Cause::Unknown,
+    ];
+    for c in all {
+        let (r, g, b) = hbscope::report::html::cause_rgb(c);
+        assert_eq!(cause_color(c), Color::Rgb(r, g, b));
+    }
+    for c in [Cause::ClientStall, Cause::BrokerStall] {
+        assert_ne!(cause_color(Cause::PeerUnreachable), cause_color(c));
+    }
+    let snap = finished("nova-api-eventlet.pcap");
+    let mut app = App::new(std::env::temp_dir());
+    let buf = render_buf(
+        80,
+        24,
+        &mut app,
+        vec![Event::Snapshot(Box::new(snap.clone())), ch('?')],
+    );
+    let y = (0..24)
+        .find(|y| row_text(&buf, *y).contains("peer-unreachable"))
+        .expect("peer-unreachable in the help legend");
+    let x = (0..64u16)
+        .find(|x| {
+            (0..16u16)
+                .map(|i| buf[(x + i, y)].symbol())
+                .collect::<String>()
+                == "peer-unreachable"
+        })
+        .unwrap();
+    assert_eq!(buf[(x, y)].symbol(), "p");
+    assert_eq!(buf[(x, y)].bg, cause_color(Cause::PeerUnreachable));
+
+    let mut app = App::new(std::env::temp_dir());
+    app.no_color = true;
+    let buf = render_buf(
+        120,
+        40,
+        &mut app,
+        vec![Event::Snapshot(Box::new(snap)), ch('?')],
+    );
+    assert!(buf
+        .content()
+        .iter()
+        .all(|c| c.fg == Color::Reset && c.bg == Color::Reset));
+}

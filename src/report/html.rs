@@ -53,15 +53,23 @@ fn secs_of(t: &str) -> Option<f64> {
     Some(days as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + s)
 }
 
-fn cause_colour(cause: Cause) -> &'static str {
+/// Each cause's colour as red, green, blue: the HTML report's shading and
+/// the terminal UI's (one table, so the two always agree).
+#[must_use]
+pub const fn cause_rgb(cause: Cause) -> (u8, u8, u8) {
     match cause {
-        Cause::ClientStall => "#d9534f",
-        Cause::BrokerStall => "#e67e22",
-        Cause::PeerUnreachable => "#8e44ad",
-        Cause::BrokerBlocked => "#2980b9",
-        Cause::CaptureLoss => "#7f8c8d",
-        Cause::Unknown => "#95a5a6",
+        Cause::ClientStall => (0xd9, 0x53, 0x4f),
+        Cause::BrokerStall => (0xe6, 0x7e, 0x22),
+        Cause::PeerUnreachable => (0x8e, 0x44, 0xad),
+        Cause::BrokerBlocked => (0x29, 0x80, 0xb9),
+        Cause::CaptureLoss => (0x7f, 0x8c, 0x8d),
+        Cause::Unknown => (0x95, 0xa5, 0xa6),
     }
+}
+
+fn cause_colour(cause: Cause) -> String {
+    let (r, g, b) = cause_rgb(cause);
+    format!("#{r:02x}{g:02x}{b:02x}")
 }
 
 /// An SVG timeline of one connection: two lanes, gaps shaded by cause, the

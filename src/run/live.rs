@@ -49,6 +49,7 @@ use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::proto::amqp::PropValue;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
+use crate::tui::live::ProcessNote;
 
 /// How often open silences are re-checked against the clock.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -113,6 +114,9 @@ pub enum LiveError {
     /// Installing the SIGINT/SIGTERM handlers.
     #[error("cannot install the SIGINT/SIGTERM handler ({0}); the capture could not be stopped cleanly, so it was not started")]
     Signals(io::Error),
+    /// The terminal UI failed (`--format tui`).
+    #[error("the terminal UI failed: {0}; try --format text")]
+    Terminal(io::Error),
 }
 
 /// Installs SIGINT and SIGTERM handlers that set the returned flag.
@@ -704,8 +708,10 @@ impl Tracker {
     }
 }
 
-/// Live mode's [`Sink`]: the tracker's events, drops and metrics.
+/// Live mode's [`Sink`]: the tracker's events, drops and metrics, and the
+/// terminal UI's view (`view`) when there is one.
 struct LiveSink<'e, 'm> {
+    view: &'e mut dyn Sink,
     tracker: Tracker,
     emit: &'e mut dyn FnMut(&LiveEvent) -> io::Result<()>,
     metrics: Option<(&'m mut dyn Publish, Collector)>,
@@ -717,6 +723,15 @@ struct LiveSink<'e, 'm> {
 
 fn flow(r: io::Result<()>) -> Flow {
     flow_if(r.is_ok())
+}
+
+/// Stops when either sink asks to.
+fn both(a: Flow, b: Flow) -> Flow {
+    if a == Flow::Stop || b == Flow::Stop {
+        Flow::Stop
+    } else {
+        Flow::Continue
+    }
 }
 
 /// Goes on while the events can be written.
@@ -748,19 +763,21 @@ impl Sink for LiveSink<'_, '_> {
             .is_ok();
             server.publish(collector.collect(engine, now));
         }
-        flow_if(ok)
+        both(flow_if(ok), self.view.start(engine, now))
     }
 
-    fn after_packets(&mut self, engine: &Engine, now: Timestamp, _: &Progress) -> Flow {
-        flow(self.tracker.after_packets(engine, now, self.emit))
+    fn after_packets(&mut self, engine: &Engine, now: Timestamp, p: &Progress) -> Flow {
+        let f = flow(self.tracker.after_packets(engine, now, self.emit));
+        both(f, self.view.after_packets(engine, now, p))
     }
 
-    fn on_drops(&mut self, _: &Engine, now: Timestamp, new: u64, total: u64) -> Flow {
-        flow((self.emit)(&LiveEvent::CaptureDrops {
+    fn on_drops(&mut self, engine: &Engine, now: Timestamp, new: u64, total: u64) -> Flow {
+        let f = flow((self.emit)(&LiveEvent::CaptureDrops {
             at: report::rfc3339(now),
             new,
             total,
-        }))
+        }));
+        both(f, self.view.on_drops(engine, now, new, total))
     }
 
     fn on_tick(
@@ -780,12 +797,12 @@ impl Sink for LiveSink<'_, '_> {
                 server.publish(collector.collect(engine, now));
             }
         }
-        flow_if(ok)
+        both(flow_if(ok), self.view.on_tick(engine, now, flagged))
     }
 
     fn on_sample(&mut self, engine: &Engine, now: Timestamp) -> Flow {
         self.tracker.sample(engine, now);
-        Flow::Continue
+        self.view.on_sample(engine, now)
     }
 }
 
@@ -826,6 +843,106 @@ pub fn run(
     ))
 }
 
+/// Live mode in the terminal UI (`hbscope live` on a terminal, or
+/// `--format tui`): opens the capture as [`run`] does, then runs it on a
+/// thread feeding the live screen ([`crate::tui::live`]) until `q`, a
+/// signal, `--duration` or an error; gap events show in the footer. Returns
+/// the final report once the terminal is restored.
+///
+/// # Errors
+/// As [`run`]; [`LiveError::Terminal`] when the terminal UI fails.
+pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveError> {
+    // The same steps, in the same order, as `run`.
+    let mut cap = LiveCapture::open(&opts.capture)?;
+    let mut server = match &opts.metrics {
+        Some(m) => Some(MetricsServer::bind(m.addr)?),
+        None => None,
+    };
+    if let Some(path) = &opts.write {
+        cap.write_to(path)?;
+    }
+    if let Some(user) = &opts.user {
+        crate::os::privileges::drop_to(user)?;
+    }
+    let mut opts = opts.clone();
+    if opts.engine.timeline_events == 0 {
+        // The screen draws timelines; reports alone do not keep them.
+        opts.engine.timeline_events = crate::analysis::timeline::Timeline::CAP;
+    }
+    let info = crate::tui::live::LiveInfo {
+        interface: opts.capture.interface.clone(),
+        filter: opts.capture.filter.clone(),
+    };
+    let opts = &opts;
+    crate::tui::live(info, move |mut view| {
+        let notes = view.notifier();
+        let mut emit = |e: &LiveEvent| -> io::Result<()> {
+            if matches!(
+                e,
+                LiveEvent::GapOpened { .. }
+                    | LiveEvent::GapClosed { .. }
+                    | LiveEvent::CaptureDrops { .. }
+            ) {
+                let text = event_text(e);
+                notes.status(text.lines().next().unwrap_or_default().to_owned());
+            }
+            if let Some(note) = process_note(e) {
+                notes.process(note);
+            }
+            Ok(())
+        };
+        let mut clock = WallClock::start();
+        run_with_view(
+            opts,
+            &mut cap,
+            &mut clock,
+            server.as_mut().map(|s| s as &mut dyn Publish),
+            stop,
+            &mut emit,
+            &mut view,
+        )
+    })
+    .map_err(LiveError::Terminal)
+}
+
+/// The process facts of an event, for the live screen's process pane.
+fn process_note(e: &LiveEvent) -> Option<ProcessNote> {
+    match e {
+        LiveEvent::ConnectionSeen {
+            client,
+            broker,
+            client_process,
+            broker_process,
+            client_not_attributable,
+            ..
+        } => Some(ProcessNote::Owners {
+            client: client.clone(),
+            broker: broker.clone(),
+            client_process: client_process.clone(),
+            broker_process: broker_process.clone(),
+            not_attributable: client_not_attributable.clone(),
+        }),
+        LiveEvent::GapOpened {
+            client,
+            broker,
+            gap,
+            ..
+        }
+        | LiveEvent::GapClosed {
+            client,
+            broker,
+            gap,
+            ..
+        } => gap.process.clone().map(|process| ProcessNote::Verdict {
+            client: client.clone(),
+            broker: broker.clone(),
+            process,
+            open: matches!(e, LiveEvent::GapOpened { .. }),
+        }),
+        _ => None,
+    }
+}
+
 /// Live mode over any packet source and clock: [`run`] after the capture is
 /// open (`opts.capture` only names it in the events and the report). With
 /// `metrics`, the registry is published at the start and at every tick a
@@ -839,10 +956,34 @@ pub fn run_with(
     stop: &AtomicBool,
     emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
 ) -> Report {
+    run_with_view(
+        opts,
+        source,
+        clock,
+        metrics,
+        stop,
+        emit,
+        &mut driver::NoSink,
+    )
+}
+
+/// [`run_with`], also telling `view` (the terminal UI's
+/// [`crate::tui::live::LiveView`]) everything the driver tells live mode's
+/// sink; the capture stops when either asks to.
+pub fn run_with_view(
+    opts: &LiveOptions,
+    source: &mut dyn PacketSource,
+    clock: &mut dyn Clock,
+    metrics: Option<&mut dyn Publish>,
+    stop: &AtomicBool,
+    emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
+    view: &mut dyn Sink,
+) -> Report {
     let mut engine = Engine::new(opts.engine.clone(), source.link_type());
     engine.on_capture_drops(0);
     let per_connection = opts.metrics.is_some_and(|m| m.per_connection);
     let mut sink = LiveSink {
+        view,
         tracker: Tracker::new(opts.attribution),
         emit,
         metrics: metrics.map(|p| (p, Collector::new(per_connection))),

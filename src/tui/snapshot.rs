@@ -38,6 +38,19 @@ pub enum PlayState {
     Paused,
     /// The whole input was read.
     Done,
+    /// Capturing live from an interface.
+    Live,
+}
+
+/// What the header of the live screen shows besides the totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveHeader {
+    /// The BPF filter in use.
+    pub filter: String,
+    /// Time since the capture started.
+    pub elapsed: Span,
+    /// Packets the kernel dropped since the start.
+    pub dropped: u64,
 }
 
 /// One gap as the UI shows it.
@@ -182,6 +195,8 @@ pub struct Snapshot {
     pub conns: Vec<ConnView>,
     /// A fatal error (input could not be opened).
     pub error: Option<String>,
+    /// Live capture facts (`None` when replaying a file).
+    pub live: Option<LiveHeader>,
 }
 
 /// Which connections' timelines a snapshot carries.
@@ -283,6 +298,8 @@ fn core_of(conn: &Connection) -> ConnCore {
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
     source: String,
+    /// Live: ended connections leave the view this long after their last packet.
+    retain_ended: Option<Span>,
     cores: Vec<Option<(Stamp, Arc<ConnCore>)>>,
     report: Option<Arc<Report>>,
 }
@@ -295,6 +312,14 @@ impl SnapshotBuilder {
             source: source.to_owned(),
             ..SnapshotBuilder::default()
         }
+    }
+
+    /// Leaves out of the view (not of the totals) the connections that
+    /// ended more than `keep` before "now": live mode's table.
+    #[must_use]
+    pub fn retain_ended(mut self, keep: Span) -> Self {
+        self.retain_ended = Some(keep);
+        self
     }
 
     fn core(&mut self, slot: usize, conn: &Connection) -> Arc<ConnCore> {
@@ -345,6 +370,23 @@ impl SnapshotBuilder {
         let mut conns = Vec::with_capacity(slots.len());
         for (i, (slot, s)) in slots.into_iter().enumerate() {
             let conn = &s.conn;
+            let gone = |keep: Span| {
+                now.is_some_and(|n| {
+                    conn.dirs().iter().all(|d| d.closed) && n.since(conn.last_seen()) > keep
+                })
+            };
+            if self.retain_ended.is_some_and(gone) {
+                // Still counted in the summary (its closed gaps are final).
+                summary.flagged_connections += usize::from(!conn.gaps().is_empty());
+                summary.gaps += conn.gaps().len();
+                for g in conn.gaps() {
+                    *summary
+                        .gaps_by_cause
+                        .entry(g.cause.as_str().to_owned())
+                        .or_insert(0) += 1;
+                }
+                continue;
+            }
             let core = self.core(slot, conn);
             if !core.closed_gaps.is_empty() {
                 summary.flagged_connections += 1;
@@ -449,6 +491,7 @@ impl SnapshotBuilder {
             state,
             conns,
             error: None,
+            live: None,
         }
     }
 }

@@ -3,10 +3,12 @@
 //! changes. Requests for the worker (timeline of another connection, pause)
 //! are queued as [`Command`]s for the event loop to forward.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use super::live::{ProcessNote, ProcessPane};
 use super::snapshot::{ConnView, GapView, PlayState, Snapshot};
 use crate::model::{Span, Timestamp};
 
@@ -23,6 +25,8 @@ pub enum Event {
     Resize,
     /// A message from the worker for the footer (e.g. where it wrote the report).
     Status(String),
+    /// Live: process facts for the process pane.
+    Process(Box<ProcessNote>),
 }
 
 /// A request from the UI to the worker.
@@ -34,6 +38,8 @@ pub enum Command {
     Pause(bool),
     /// Write the JSON report of the engine as it stands to this file.
     Export(PathBuf),
+    /// Live: write this engine slot's recent packets to this pcap file.
+    WritePackets(usize, PathBuf),
     /// Stop.
     Quit,
 }
@@ -45,6 +51,14 @@ pub enum Action {
     Up,
     /// Move the selection down.
     Down,
+    /// Select the first row.
+    Top,
+    /// Select the last row.
+    Bottom,
+    /// Move the selection a page up.
+    PageUp,
+    /// Move the selection a page down.
+    PageDown,
     /// Open the selected connection's gaps / centre the timeline on the gap.
     Enter,
     /// Next pane.
@@ -77,9 +91,12 @@ pub enum Action {
     TogglePause,
     /// Write the JSON report to a file.
     Export,
+    /// Live: write the selected connection's recent packets to a pcap file.
+    WritePackets,
     /// Show or hide the help overlay.
     ToggleHelp,
-    /// Close the overlay, or quit.
+    /// Step back: close the help, else clear the filter, else leave the
+    /// gap pane. Never quits.
     Back,
     /// Quit.
     Quit,
@@ -87,9 +104,14 @@ pub enum Action {
     Snapshot(Box<Snapshot>),
     /// A message for the footer.
     Status(String),
+    /// Live: process facts for the process pane.
+    Process(Box<ProcessNote>),
     /// Time passed.
     Tick,
 }
+
+/// Rows moved by PgUp / PgDn.
+const PAGE: isize = 10;
 
 /// Which pane has the keyboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +203,13 @@ pub struct App {
     pub status: Option<String>,
     /// The user asked to quit.
     pub quit: bool,
+    /// Draw without colours (`NO_COLOR` set): styles keep bold, reverse
+    /// and underline only.
+    pub no_color: bool,
+    /// Live capture: Space freezes the display (the capture goes on).
+    pub live: bool,
+    /// Live: process facts by connection (client, broker).
+    pub processes: HashMap<(String, String), ProcessPane>,
     /// Where `e` writes the report.
     pub export_dir: PathBuf,
     /// Requests for the worker, drained by the event loop.
@@ -208,6 +237,9 @@ impl App {
             paused: false,
             status: None,
             quit: false,
+            no_color: false,
+            live: false,
+            processes: HashMap::new(),
             export_dir,
             outbox: Vec::new(),
             rows: Vec::new(),
@@ -220,6 +252,7 @@ impl App {
         match ev {
             Event::Snapshot(s) => Some(Action::Snapshot(s)),
             Event::Status(m) => Some(Action::Status(m)),
+            Event::Process(n) => Some(Action::Process(n)),
             Event::Tick | Event::Resize => Some(Action::Tick),
             Event::Key(k) => {
                 if k.kind != KeyEventKind::Press {
@@ -240,6 +273,10 @@ impl App {
                 Some(match k.code {
                     KeyCode::Up | KeyCode::Char('k') => Action::Up,
                     KeyCode::Down | KeyCode::Char('j') => Action::Down,
+                    KeyCode::Home | KeyCode::Char('g') => Action::Top,
+                    KeyCode::End | KeyCode::Char('G') => Action::Bottom,
+                    KeyCode::PageUp => Action::PageUp,
+                    KeyCode::PageDown => Action::PageDown,
                     KeyCode::Enter => Action::Enter,
                     KeyCode::Tab => Action::NextFocus,
                     KeyCode::BackTab => Action::PrevFocus,
@@ -252,6 +289,7 @@ impl App {
                     KeyCode::Right | KeyCode::Char('l') => Action::PanRight,
                     KeyCode::Char(' ') => Action::TogglePause,
                     KeyCode::Char('e') => Action::Export,
+                    KeyCode::Char('w') => Action::WritePackets,
                     KeyCode::Char('?') => Action::ToggleHelp,
                     KeyCode::Esc => Action::Back,
                     KeyCode::Char('q') => Action::Quit,
@@ -447,11 +485,37 @@ impl App {
         });
     }
 
+    fn write_packets(&mut self) {
+        if !self.live {
+            self.status = Some("w writes a connection's recent packets in live mode only".into());
+            return;
+        }
+        let Some(c) = self.selected() else {
+            self.status = Some("no connection selected".into());
+            return;
+        };
+        let client: String = c
+            .client
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+            .collect();
+        let path = self
+            .export_dir
+            .join(format!("hbscope-conn-{}-{client}.pcap", c.id));
+        let slot = c.slot;
+        self.status = Some(format!("writing packets to {} ...", path.display()));
+        self.outbox.push(Command::WritePackets(slot, path));
+    }
+
     /// Applies one action. The only place the app's state changes.
     pub fn update(&mut self, action: Action) {
         match action {
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
+            Action::Top => self.move_selection(isize::MIN),
+            Action::Bottom => self.move_selection(isize::MAX),
+            Action::PageUp => self.move_selection(-PAGE),
+            Action::PageDown => self.move_selection(PAGE),
             Action::Enter => match self.focus {
                 Focus::Connections => {
                     if self.selected().is_some_and(ConnView::flagged) {
@@ -508,12 +572,19 @@ impl App {
                 }
             }
             Action::Export => self.export(),
+            Action::WritePackets => self.write_packets(),
             Action::ToggleHelp => self.help = !self.help,
             Action::Back => {
                 if self.help {
                     self.help = false;
-                } else {
-                    self.quit = true;
+                } else if !self.filter.is_empty() {
+                    self.filter.clear();
+                    self.refresh_rows();
+                    self.fix_selection();
+                } else if self.focus == Focus::Gaps {
+                    self.focus = Focus::Connections;
+                } else if self.view.is_some() {
+                    self.view = None;
                 }
             }
             Action::Quit => self.quit = true,
@@ -531,6 +602,11 @@ impl App {
                 }
             }
             Action::Status(m) => self.status = Some(m),
+            Action::Process(n) => {
+                let (c, b) = n.key();
+                let key = (c.to_owned(), b.to_owned());
+                self.processes.entry(key).or_default().apply(*n);
+            }
             Action::Tick => {}
         }
         if self.quit {

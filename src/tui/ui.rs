@@ -22,13 +22,26 @@ use crate::report::{clock, ConnectionState};
 /// Width of the lane labels in the timeline.
 const LABEL: u16 = 6;
 
-fn cause_color(c: Cause) -> Color {
-    match c {
-        Cause::ClientStall | Cause::BrokerStall => Color::Red,
-        Cause::PeerUnreachable => Color::LightRed,
-        Cause::BrokerBlocked => Color::Magenta,
-        Cause::CaptureLoss => Color::Blue,
-        Cause::Unknown => Color::Yellow,
+/// A cause's colour: the HTML report's ([`crate::report::html::cause_rgb`]),
+/// so a stall looks the same in the terminal and in the browser.
+#[must_use]
+pub fn cause_color(c: Cause) -> Color {
+    let (r, g, b) = crate::report::html::cause_rgb(c);
+    Color::Rgb(r, g, b)
+}
+
+/// `NO_COLOR`: every cell keeps its symbol and modifiers (bold, reverse,
+/// underline) but loses its colours.
+fn strip_colours(f: &mut Frame<'_>) {
+    let area = f.area();
+    let buf = f.buffer_mut();
+    for y in area.top()..area.bottom() {
+        for x in area.left()..area.right() {
+            if let Some(cell) = buf.cell_mut((x, y)) {
+                cell.set_fg(Color::Reset);
+                cell.set_bg(Color::Reset);
+            }
+        }
     }
 }
 
@@ -101,6 +114,13 @@ fn ratio_bar(ratio: Option<f64>, cells: usize) -> Line<'static> {
 
 /// Draws the whole screen.
 pub fn draw(f: &mut Frame<'_>, app: &App) {
+    draw_screen(f, app);
+    if app.no_color {
+        strip_colours(f);
+    }
+}
+
+fn draw_screen(f: &mut Frame<'_>, app: &App) {
     let area = f.area();
     let Some(snap) = &app.snap else {
         f.render_widget(
@@ -132,7 +152,8 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         (false, Focus::Gaps) => 4,
     };
     let timeline_h = if tall { 6 } else { 5 };
-    let chart_h = if tall { 8 } else { 0 };
+    // 9: a plot of 5 rows, so labels 0, l, 2l, 3l, 4l each sit on their own row.
+    let chart_h = if tall { 9 } else { 0 };
     let [header, table, timeline, chart, bottom, footer] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(table_h),
@@ -167,6 +188,8 @@ fn state_text(snap: &Snapshot, app: &App) -> (String, Color) {
         })
         .unwrap_or_default();
     match snap.state {
+        PlayState::Live if app.paused => ("FROZEN, still capturing".into(), Color::Yellow),
+        PlayState::Live => ("capturing".into(), Color::Green),
         PlayState::Done => ("done".into(), Color::Green),
         _ if app.paused => (format!("PAUSED{pct}"), Color::Yellow),
         PlayState::Paused => (format!("PAUSED{pct}"), Color::Yellow),
@@ -176,6 +199,10 @@ fn state_text(snap: &Snapshot, app: &App) -> (String, Color) {
 }
 
 fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
+    if let Some(live) = &snap.live {
+        draw_live_header(f, area, snap, live, app);
+        return;
+    }
     let c = &snap.header;
     let span = match (snap.first, snap.last) {
         (Some(a), Some(b)) => format!(
@@ -224,10 +251,63 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
     f.render_widget(Paragraph::new(vec![line1, Line::from(line2)]), area);
 }
 
+/// Live: interface, filter, elapsed time, packets, kernel drops; totals and now.
+fn draw_live_header(
+    f: &mut Frame<'_>,
+    area: Rect,
+    snap: &Snapshot,
+    live: &crate::tui::LiveHeader,
+    app: &App,
+) {
+    let c = &snap.header;
+    let (state, color) = state_text(snap, app);
+    let drops = if live.dropped > 0 {
+        Style::new().fg(Color::Yellow).bold()
+    } else {
+        Style::new()
+    };
+    let line1 = Line::from(vec![
+        TSpan::styled("hbscope live ", Style::new().bold()),
+        TSpan::raw(format!("{}  ", c.source)),
+        TSpan::styled(format!("[{state}]"), Style::new().fg(color).bold()),
+        TSpan::raw(format!(
+            "  {}  {} pkts  ",
+            elapsed_text(live.elapsed),
+            c.packets
+        )),
+        TSpan::styled(format!("{} dropped", live.dropped), drops),
+    ]);
+    let s = &c.summary;
+    let mut line2 = format!("{} conn, {}", s.connections, s.gaps_text());
+    if let Some(now) = snap.now {
+        line2.push_str(&format!(" | now {}", clock(now)));
+    }
+    if c.warnings > 0 {
+        line2.push_str(&format!(" | warnings: {}", c.warnings));
+    }
+    line2.push_str(&format!(" | filter `{}`", clean(&live.filter)));
+    if let Some(w) = &c.first_warning {
+        line2.push_str(&format!(" | {w}"));
+    }
+    f.render_widget(Paragraph::new(vec![line1, Line::from(line2)]), area);
+}
+
+/// Elapsed time as h:mm:ss.
+fn elapsed_text(s: Span) -> String {
+    let t = s.0.max(0) / 1_000_000_000;
+    format!("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+}
+
 fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {
     let Some(snap) = &app.snap else { return };
     let focused = app.focus == Focus::Connections;
-    let mut title = format!(" connections (sort: {}", app.sort.as_str());
+    let rows_idx = app.visible();
+    let at = app.selected_row().map_or(0, |r| r + 1);
+    let mut title = format!(
+        " connections {at}/{} (sort: {}",
+        rows_idx.len(),
+        app.sort.as_str()
+    );
     if app.flagged_only {
         title.push_str(", flagged only");
     }
@@ -240,7 +320,6 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, app: &App) {
     } else {
         Style::new()
     });
-    let rows_idx = app.visible();
     if rows_idx.is_empty() {
         let msg = if snap.conns.is_empty() {
             if snap.state == PlayState::Done {
@@ -395,12 +474,27 @@ fn col_of(view: &View, cols: u16, at: Timestamp) -> Option<usize> {
     usize::try_from(off).ok()
 }
 
+/// Columns of `view` covered by `[from, to]` (clipped to the view).
+fn cols_between(view: &View, cols: u16, from: Timestamp, to: Timestamp) -> Option<(usize, usize)> {
+    let n = usize::from(cols);
+    if to < view.start || from >= view.end() || n == 0 {
+        return None;
+    }
+    let a = col_of(view, cols, from.max(view.start)).unwrap_or(0);
+    let b = col_of(view, cols, to).unwrap_or(n - 1);
+    Some((a, b.min(n - 1)))
+}
+
+/// One lane of the timeline. `kill`: the client's lane, where the broker's
+/// kill window (2-3x the limit after each client gap's start, the client's
+/// last byte) is underlined.
 fn lane_line<'a>(
     label: &'a str,
     events: &[TimelineEvent],
     gaps: &[&GapView],
     view: &View,
     cols: u16,
+    kill: bool,
 ) -> Line<'a> {
     let n = usize::from(cols);
     let mut kinds = vec![Kinds::default(); n];
@@ -435,9 +529,24 @@ fn lane_line<'a>(
             }
         }
     }
+    let mut window = vec![false; n];
+    if kill {
+        for g in gaps {
+            let from = g.start.plus(Span(g.limit.0.saturating_mul(2)));
+            let to = g.start.plus(Span(g.limit.0.saturating_mul(3)));
+            if let Some((a, b)) = cols_between(view, cols, from, to) {
+                for w in window.iter_mut().take(b + 1).skip(a) {
+                    *w = true;
+                }
+            }
+        }
+    }
     let mut spans = vec![TSpan::styled(label, Style::new().bold())];
     for i in 0..n {
         let (mut sym, mut style) = cell_symbol(kinds[i]);
+        if window[i] {
+            style = style.add_modifier(Modifier::UNDERLINED);
+        }
         if let Some(cause) = bg[i] {
             style = style.bg(cause_color(cause));
             if limit_mark[i] && (sym == " " || sym == ".") {
@@ -487,8 +596,8 @@ fn draw_timeline(f: &mut Frame<'_>, area: Rect, app: &App) {
     let cg: Vec<&GapView> = c.gaps.iter().filter(|g| g.dir == cd).collect();
     let bg: Vec<&GapView> = c.gaps.iter().filter(|g| g.dir != cd).collect();
     let mut lines = vec![
-        lane_line("c->b  ", &tl.client, &cg, &view, cols),
-        lane_line("b->c  ", &tl.broker, &bg, &view, cols),
+        lane_line("c->b  ", &tl.client, &cg, &view, cols, true),
+        lane_line("b->c  ", &tl.broker, &bg, &view, cols, false),
     ];
     let left = clock(view.start);
     let right = clock(view.end());
@@ -512,7 +621,7 @@ fn draw_timeline(f: &mut Frame<'_>, area: Rect, app: &App) {
     if inner.height > 3 {
         lines.push(
         Line::from(
-            "H heartbeat # frame/data . ack r retrans k keepalive F fin R rst ? loss ─ gap ! limit",
+            "H heartbeat # frame/data . ack r retrans k keepalive F fin R rst ? loss ─ gap ! limit _ kill",
         )
         .fg(Color::DarkGray),
     );
@@ -558,6 +667,48 @@ fn silence_points(events: &[TimelineEvent], view: &View, end: Timestamp) -> Vec<
     pts
 }
 
+/// A y-axis value as a label: whole seconds without decimals.
+fn y_label(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// The top of the silence chart's y axis and its labels, for a plot of
+/// `rows` rows. ratatui puts label `i` of `n` on row `i * (rows - 1) / (n - 1)`
+/// (integer division) from the bottom, while the plot maps values linearly:
+/// a label sits on the row of its value only when the label steps divide
+/// `rows - 1`. So the top is a multiple of the limit chosen for that, and each
+/// label is a multiple of the limit on its own row (the limit line is drawn
+/// on the row labelled with the limit).
+#[must_use]
+pub fn y_scale(peak: f64, limit: Option<f64>, rows: u16) -> (f64, Vec<String>) {
+    let steps = u32::from(rows.saturating_sub(1));
+    match limit {
+        Some(l) if l > 0.0 && steps > 0 => {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let need = ((peak * 1.1 / l).ceil() as u32).clamp(2, 1000);
+            let (intervals, per) = if need <= steps {
+                let m = (need..=steps).find(|d| steps % d == 0).unwrap_or(steps);
+                (m, 1)
+            } else {
+                (steps, need.div_ceil(steps))
+            };
+            let top = l * f64::from(intervals * per);
+            let labels = (0..=intervals)
+                .map(|k| y_label(l * f64::from(k * per)))
+                .collect();
+            (top, labels)
+        }
+        _ => {
+            let top = (peak * 1.1).max(limit.unwrap_or(0.0) * 2.0).max(1.0);
+            (top, vec!["0".into(), y_label(top.round())])
+        }
+    }
+}
+
 fn draw_chart(f: &mut Frame<'_>, area: Rect, app: &App) {
     let block = Block::bordered().title(" silence per direction vs limit (s) ");
     let (Some(c), Some(view)) = (app.selected(), app.view_window()) else {
@@ -579,51 +730,63 @@ fn draw_chart(f: &mut Frame<'_>, area: Rect, app: &App) {
     let limit = c.limit.map(Span::as_secs_f64);
     let lp: Vec<(f64, f64)> = limit.map_or_else(Vec::new, |l| vec![(0.0, l), (w, l)]);
     let peak = cp.iter().chain(bp.iter()).map(|p| p.1).fold(0.0, f64::max);
-    // y labels are spread evenly, so make the top a whole multiple of the
-    // limit: each label then sits on a multiple of the limit.
-    let (top, ylabels) = match limit {
-        Some(l) if l > 0.0 => {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let m = ((peak * 1.1 / l).ceil() as u32).clamp(2, 1000);
-            let top = l * f64::from(m);
-            let labels: Vec<Line<'_>> = if m <= 6 {
-                (0..=m)
-                    .map(|i| Line::from(format!("{:.0}", l * f64::from(i))))
-                    .collect()
-            } else {
-                vec![Line::from("0"), Line::from(format!("{top:.0}"))]
-            };
-            (top, labels)
-        }
-        _ => {
-            let top = (peak * 1.1).max(1.0);
-            (top, vec![Line::from("0"), Line::from(format!("{top:.0}"))])
-        }
-    };
-    let mut sets = vec![
-        Dataset::default()
-            .name("client->broker")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::new().fg(Color::Cyan))
-            .data(&cp),
-        Dataset::default()
-            .name("broker->client")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::new().fg(Color::Magenta))
-            .data(&bp),
-    ];
+    // Rows of the plot: the block's borders and the x axis (labels, line) take 4.
+    let rows = area.height.saturating_sub(4);
+    let (top, ylabels) = y_scale(peak, limit, rows);
+    let ylabels: Vec<Line<'_>> = ylabels.into_iter().map(Line::from).collect();
+    let mut sets = Vec::new();
+    // RabbitMQ closes a connection whose client is silent for 2-3 heartbeat
+    // timeouts: that window is drawn as two dim lines (when the scale reaches it).
+    let kill: Vec<(f64, f64)> = limit.map_or_else(Vec::new, |l| {
+        vec![(0.0, 2.0 * l), (w, 2.0 * l), (w, 3.0 * l), (0.0, 3.0 * l)]
+    });
+    if !kill.is_empty() {
+        sets.push(
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(Color::DarkGray))
+                .data(&kill),
+        );
+    }
     if !lp.is_empty() {
         sets.push(
             Dataset::default()
-                .name("limit")
                 .marker(Marker::Braille)
                 .graph_type(GraphType::Line)
                 .style(Style::new().fg(Color::Red))
                 .data(&lp),
         );
     }
+    // Drawn last: a later dataset covers the cells of an earlier one.
+    sets.extend([
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(Color::Cyan))
+            .data(&cp),
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(Color::Magenta))
+            .data(&bp),
+    ]);
+    // The legend is a title line: ratatui's boxed legend needs more rows than
+    // the plot has and would be hidden.
+    let mut legend = vec![
+        TSpan::styled("── c->b ", Style::new().fg(Color::Cyan)),
+        TSpan::styled("── b->c ", Style::new().fg(Color::Magenta)),
+    ];
+    if limit.is_some() {
+        legend.push(TSpan::styled("── limit ", Style::new().fg(Color::Red)));
+        if limit.is_some_and(|l| top >= 2.0 * l) {
+            legend.push(TSpan::styled(
+                "── broker kills 2-3x ",
+                Style::new().fg(Color::DarkGray),
+            ));
+        }
+    }
+    let block = block.title_top(Line::from(legend).right_aligned());
     let chart = Chart::new(sets)
         .block(block)
         .x_axis(
@@ -642,8 +805,7 @@ fn draw_chart(f: &mut Frame<'_>, area: Rect, app: &App) {
                 .labels(ylabels)
                 .style(Style::new().fg(Color::DarkGray)),
         )
-        .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
-        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 1)));
+        .legend_position(None);
     f.render_widget(chart, area);
 }
 
@@ -652,7 +814,19 @@ fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
     let [list, detail] =
         Layout::horizontal([Constraint::Length(list_w), Constraint::Fill(1)]).areas(area);
     let focused = app.focus == Focus::Gaps;
-    let block = Block::bordered().title(" gaps ").border_style(if focused {
+    let title = app.selected().map_or_else(
+        || " gaps ".to_owned(),
+        |c| {
+            let n = c.gaps.len();
+            let at = if n == 0 {
+                0
+            } else {
+                app.gap_sel.min(n - 1) + 1
+            };
+            format!(" gaps {at}/{n} ")
+        },
+    );
+    let block = Block::bordered().title(title).border_style(if focused {
         Style::new().fg(Color::Cyan)
     } else {
         Style::new()
@@ -713,12 +887,76 @@ fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
         let mut state = TableState::default().with_selected(Some(sel));
         f.render_stateful_widget(table, list, &mut state);
     }
+    let detail = if app.live {
+        let w = (detail.width / 2).min(44);
+        let [detail, process] =
+            Layout::horizontal([Constraint::Fill(1), Constraint::Length(w)]).areas(detail);
+        draw_process(f, process, app, c);
+        detail
+    } else {
+        detail
+    };
     let text = detail_text(c, app.selected_gap());
     f.render_widget(
         Paragraph::new(text)
             .wrap(Wrap { trim: false })
             .block(Block::bordered().title(" detail ")),
         detail,
+    );
+}
+
+/// Live: the selected connection's processes (pid, command, user id,
+/// connection_name) and the latest gap's verdict with its state samples.
+fn draw_process(f: &mut Frame<'_>, area: Rect, app: &App, c: &ConnView) {
+    let block = Block::bordered().title(" process ");
+    let key = (c.client.clone(), c.broker.clone());
+    let Some(p) = app.processes.get(&key) else {
+        f.render_widget(
+            Paragraph::new("not attributed (yet): attribution runs when a connection is announced, and is off with --no-attribution")
+                .wrap(Wrap { trim: true })
+                .fg(Color::DarkGray)
+                .block(block),
+            area,
+        );
+        return;
+    };
+    let mut lines: Vec<Line<'_>> = Vec::new();
+    let owner = |who: &str, o: &crate::report::ProcessOwnerReport| {
+        Line::from(vec![
+            TSpan::styled(format!("{who} "), Style::new().bold()),
+            TSpan::raw(format!("pid {} {} uid {}", o.pid, clean(&o.command), o.uid)),
+        ])
+    };
+    match (&p.client_process, &p.not_attributable) {
+        (Some(o), _) => lines.push(owner("client", o)),
+        (None, Some(why)) => lines.push(Line::from(format!("client: {}", clean(why)))),
+        (None, None) => lines.push(Line::from("client: not on this host")),
+    }
+    if let Some(n) = &c.name {
+        lines.push(Line::from(format!("name {n}")).fg(Color::Gray));
+    }
+    if let Some(o) = &p.broker_process {
+        lines.push(owner("broker", o));
+    }
+    if let Some((v, open)) = &p.verdict {
+        lines.push(Line::from(vec![
+            TSpan::styled(
+                format!("{} {}", v.side.as_str(), v.verdict.as_str()),
+                Style::new().bold().fg(Color::Yellow),
+            ),
+            TSpan::raw(if *open { " (gap open)" } else { " (last gap)" }),
+        ]));
+        if let Some(s) = &v.state_samples {
+            lines.push(Line::from(format!("states {s}")));
+        }
+        if let Some(cpu) = v.cpu_share {
+            lines.push(Line::from(format!("cpu {:.0}% of a core", cpu * 100.0)));
+        }
+        lines.push(Line::from(clean(&v.reason).into_owned()).fg(Color::Gray));
+    }
+    f.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: true }).block(block),
+        area,
     );
 }
 
@@ -842,6 +1080,10 @@ fn draw_footer(f: &mut Frame<'_>, area: Rect, app: &App) {
 
 const HELP: &[(&str, &str)] = &[
     ("↑ ↓  j k", "select a connection, or a gap in the gap pane"),
+    (
+        "g G Home End",
+        "first / last row;  PgUp PgDn: a page up / down",
+    ),
     ("Tab", "switch between connections and gaps"),
     (
         "Enter",
@@ -852,18 +1094,26 @@ const HELP: &[(&str, &str)] = &[
     ("s", "sort: severity (default), ratio, gaps, id"),
     ("+ -", "zoom the timeline in / out"),
     ("← →  h l", "pan the timeline"),
-    ("Space", "pause / resume playback"),
+    (
+        "Space",
+        "pause / resume playback (live: freeze the display)",
+    ),
     (
         "e",
         "write the JSON report to hbscope-report-<capture>.json",
     ),
+    (
+        "w",
+        "live: write the connection's recent packets to a 0600 pcap",
+    ),
     ("?", "this help"),
-    ("q  Esc", "quit (Esc closes this help first)"),
+    ("Esc", "back: close help, clear filter, leave the gap pane"),
+    ("q  Ctrl-C", "quit"),
 ];
 
 fn draw_help(f: &mut Frame<'_>, area: Rect) {
-    let w = area.width.min(76);
-    let h = area.height.min(22);
+    let w = area.width.min(78);
+    let h = area.height.min(24);
     let rect = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,
@@ -874,7 +1124,7 @@ fn draw_help(f: &mut Frame<'_>, area: Rect) {
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
-                TSpan::styled(format!("{k:<10}"), Style::new().bold().fg(Color::Cyan)),
+                TSpan::styled(format!("{k:<13}"), Style::new().bold().fg(Color::Cyan)),
                 TSpan::raw(*what),
             ])
         })
@@ -884,11 +1134,27 @@ fn draw_help(f: &mut Frame<'_>, area: Rect) {
         "timeline: H heartbeat, # frame/data, . pure ACK, r retransmission,",
     ));
     lines.push(Line::from(
-        "k keep-alive, F FIN, R RST, ? capture loss; a gap is shaded by its",
+        "k keep-alive, F FIN, R RST, ? loss; ! limit; underlined: the broker's",
     ));
     lines.push(Line::from(
-        "cause (red stall, yellow unknown, blue capture loss); ! = limit.",
+        "kill window (2-3x the limit after the client's last byte). Gap colours:",
     ));
+    let mut causes = Vec::new();
+    for c in [
+        Cause::ClientStall,
+        Cause::BrokerStall,
+        Cause::PeerUnreachable,
+        Cause::BrokerBlocked,
+        Cause::CaptureLoss,
+        Cause::Unknown,
+    ] {
+        causes.push(TSpan::styled(
+            format!(" {} ", c.as_str()),
+            Style::new().fg(Color::Black).bg(cause_color(c)),
+        ));
+        causes.push(TSpan::raw(" "));
+    }
+    lines.push(Line::from(causes));
     lines.push(Line::from(
         "ratio = longest silence / heartbeat timeout; > 1.00x is a gap.",
     ));
@@ -896,7 +1162,7 @@ fn draw_help(f: &mut Frame<'_>, area: Rect) {
     f.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: false }).block(
             Block::bordered()
-                .title(" help (? or Esc to close) ")
+                .title(" help (? or Esc closes) ")
                 .borders(Borders::ALL),
         ),
         rect,

@@ -97,6 +97,8 @@ impl Worker {
                 self.export = Some(path);
                 true
             }
+            // Replay has the whole file already; the UI does not send it.
+            Command::WritePackets(..) => false,
             Command::Quit => {
                 self.quit = true;
                 false
@@ -136,7 +138,12 @@ impl Worker {
 }
 
 /// Writes the JSON report of `engine` as it stands to `path`; says what happened.
-fn export_report(engine: &Engine, source: &str, complete: bool, path: &std::path::Path) -> String {
+pub(super) fn export_report(
+    engine: &Engine,
+    source: &str,
+    complete: bool,
+    path: &std::path::Path,
+) -> String {
     let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let written = std::fs::File::create(path)
         .map_err(|e| e.to_string())

@@ -1,0 +1,324 @@
+//! The live screen driven from a shipped capture on a simulated clock: live
+//! mode's real loop (`run::live::run_with_view`, the driver's paced loop)
+//! over `driver::PacedSource` + `SimClock`, with the TUI's `LiveView` as the
+//! view, as `hbscope live` runs it on a terminal. The snapshots it sends are
+//! drawn into ratatui's `TestBackend` at 120x40 and 80x24: a silence
+//! growing, the gap open past the limit (provisional cause), the gap closed
+//! (final cause). No root, interface, broker or real waiting.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+
+use hbscope::capture::live::LiveConfig;
+use hbscope::driver::PacedSource;
+use hbscope::engine::EngineConfig;
+use hbscope::run::live::{self, LiveOptions};
+use hbscope::tui::live::{LiveInfo, LiveView};
+use hbscope::tui::{self, App, Command, Event, Snapshot};
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+
+/// Every snapshot the live view sent while `name` played on the simulated
+/// clock (the first connection's timeline asked for from the start).
+fn live_snapshots(name: &str) -> Vec<Snapshot> {
+    live_snapshots_with(name, &[])
+}
+
+/// As [`live_snapshots`], with `commands` queued for the view from the start.
+fn live_snapshots_with(name: &str, commands: &[Command]) -> Vec<Snapshot> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures")
+        .join(name);
+    let opts = LiveOptions {
+        capture: LiveConfig {
+            interface: "sim0".into(),
+            filter: live::DEFAULT_FILTER.into(),
+        },
+        engine: EngineConfig {
+            timeline_events: hbscope::analysis::timeline::Timeline::CAP,
+            ..EngineConfig::default()
+        },
+        duration: None,
+        write: None,
+        attribution: false,
+        user: None,
+        metrics: None,
+    };
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    cmd_tx.send(Command::Focus(0)).unwrap();
+    for c in commands {
+        cmd_tx.send(c.clone()).unwrap();
+    }
+    let mut view = LiveView::new(
+        LiveInfo {
+            interface: "sim0".into(),
+            filter: live::DEFAULT_FILTER.into(),
+        },
+        ev_tx,
+        cmd_rx,
+    );
+    let (mut src, mut clock) = PacedSource::open(&path).unwrap();
+    let stop = AtomicBool::new(false);
+    let rep = live::run_with_view(
+        &opts,
+        &mut src,
+        &mut clock,
+        None,
+        &stop,
+        &mut |_| Ok(()),
+        &mut view,
+    );
+    assert_eq!(rep.summary.gaps, 1, "{name}: the report has its gap");
+    drop(view);
+    drop(cmd_tx);
+    ev_rx
+        .try_iter()
+        .filter_map(|e| match e {
+            Event::Snapshot(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn screen(snap: &Snapshot, w: u16, h: u16, keys: &[KeyCode]) -> (String, App) {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let mut app = App::new(std::env::temp_dir());
+    app.live = true;
+    let mut events = vec![Event::Snapshot(Box::new(snap.clone()))];
+    events.extend(
+        keys.iter()
+            .map(|k| Event::Key(KeyEvent::new(*k, KeyModifiers::NONE))),
+    );
+    tui::run(&mut terminal, &mut app, events, &mut |_| {}).unwrap();
+    (terminal.backend().to_string(), app)
+}
+
+#[test]
+fn live_screens_silence_growing_open_gap_closed_gap() {
+    let snaps = live_snapshots("client-sigstop.pcap");
+    assert!(snaps.len() > 20, "{} snapshots", snaps.len());
+    for s in &snaps {
+        let live = s
+            .live
+            .as_ref()
+            .expect("live snapshots carry the live header");
+        assert_eq!(live.dropped, 0);
+        assert_eq!(s.header.source, "sim0");
+    }
+    // Elapsed time only grows.
+    assert!(snaps
+        .windows(2)
+        .all(|w| w[0].live.as_ref().unwrap().elapsed <= w[1].live.as_ref().unwrap().elapsed));
+    let conn = |s: &Snapshot| s.conns.first().cloned();
+    let growing = snaps
+        .iter()
+        .find(|s| {
+            conn(s).is_some_and(|c| {
+                c.timeline.is_some() && c.gaps.is_empty() && c.ratio.is_some_and(|r| r > 0.6)
+            })
+        })
+        .expect("a snapshot with the silence growing below the limit");
+    let open = snaps
+        .iter()
+        .find(|s| conn(s).is_some_and(|c| c.gaps.iter().any(|g| g.open)))
+        .expect("a snapshot with the gap open");
+    let closed = snaps
+        .iter()
+        .find(|s| conn(s).is_some_and(|c| !c.gaps.is_empty() && c.gaps.iter().all(|g| !g.open)))
+        .expect("a snapshot with the gap closed");
+    let og = &conn(open).unwrap().gaps[0];
+    assert!(og.open && og.end.since(og.start) > og.limit);
+    let cg = &conn(closed).unwrap().gaps[0];
+    assert_eq!(cg.cause.as_str(), "client-stall");
+    assert!(!cg.open);
+
+    for (name, snap) in [
+        ("growing", growing),
+        ("open_gap", open),
+        ("closed_gap", closed),
+    ] {
+        for (w, h) in [(120, 40), (80, 24)] {
+            let (text, _) = screen(snap, w, h, &[]);
+            assert!(text.contains("hbscope live sim0"), "{text}");
+            insta::assert_snapshot!(format!("live_{name}_{w}x{h}"), text);
+        }
+    }
+    // The open gap is listed with its provisional mark; Esc does not quit
+    // the live screen, q does.
+    let (text, app) = screen(open, 120, 40, &[KeyCode::Enter, KeyCode::Esc, KeyCode::Esc]);
+    assert!(
+        text.contains("(still open)") || text.contains("1*"),
+        "{text}"
+    );
+    assert!(!app.quit);
+    let (_, app) = screen(open, 120, 40, &[KeyCode::Char('q')]);
+    assert!(app.quit);
+}
+
+/// Space freezes the display: the view sends no new snapshot while the
+/// capture goes on (the report still has the gap found meanwhile).
+#[test]
+fn frozen_live_screen_gets_no_snapshots_while_capturing() {
+    let snaps = live_snapshots_with("client-sigstop.pcap", &[Command::Pause(true)]);
+    assert_eq!(snaps.len(), 1, "only the snapshot answering the freeze");
+    let (text, _) = {
+        let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        let mut app = App::new(std::env::temp_dir());
+        app.live = true;
+        let events = vec![
+            Event::Snapshot(Box::new(snaps[0].clone())),
+            Event::Key(KeyEvent::new(KeyCode::Char(' '), KeyModifiers::NONE)),
+        ];
+        let mut sent = Vec::new();
+        tui::run(&mut terminal, &mut app, events, &mut |c| sent.push(c)).unwrap();
+        assert_eq!(sent.last(), Some(&Command::Pause(true)));
+        (terminal.backend().to_string(), app)
+    };
+    assert!(text.contains("[FROZEN, still capturing]"), "{text}");
+}
+
+/// Live: the process pane shows the selected connection's owner (pid,
+/// command, uid, connection_name) and the latest gap's verdict with its
+/// state samples, from live attribution's notes.
+#[test]
+fn process_pane_shows_owner_and_verdict() {
+    use hbscope::report::{ProcessOwnerReport, ProcessReport};
+    use hbscope::tui::live::ProcessNote;
+    let snaps = live_snapshots("client-sigstop.pcap");
+    let open = snaps
+        .iter()
+        .find(|s| {
+            s.conns
+                .first()
+                .is_some_and(|c| c.gaps.iter().any(|g| g.open))
+        })
+        .unwrap();
+    let c = &open.conns[0];
+    let mut process = ProcessReport::unsampled(
+        hbscope::analysis::Role::Client,
+        hbscope::os::procinfo::Activity::Stopped,
+        "the process was stopped (SIGSTOP) during the whole silence".into(),
+    );
+    process.pid = Some(4242);
+    process.command = Some("python3".into());
+    process.state_samples = Some("TTT".into());
+    process.connection_name = c.name.clone();
+    let notes = [
+        ProcessNote::Owners {
+            client: c.client.clone(),
+            broker: c.broker.clone(),
+            client_process: Some(ProcessOwnerReport {
+                pid: 4242,
+                command: "python3".into(),
+                cmdline: None,
+                uid: 1000,
+            }),
+            broker_process: None,
+            not_attributable: None,
+        },
+        ProcessNote::Verdict {
+            client: c.client.clone(),
+            broker: c.broker.clone(),
+            process,
+            open: true,
+        },
+    ];
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    let mut app = App::new(std::env::temp_dir());
+    app.live = true;
+    let mut events = vec![Event::Snapshot(Box::new(open.clone()))];
+    events.extend(notes.into_iter().map(|n| Event::Process(Box::new(n))));
+    tui::run(&mut terminal, &mut app, events, &mut |_| {}).unwrap();
+    let text = terminal.backend().to_string();
+    insta::assert_snapshot!("live_process_pane_120x40", text);
+    for want in [
+        " process ",
+        "client pid 4242 python3 uid 1000",
+        "client stopped (gap open)",
+        "states TTT",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+}
+
+/// `w` (live): the selected connection's recent packets, from the view's
+/// bounded ring, go to a pcap file created 0600 that replays to the same gap.
+#[test]
+fn w_writes_the_connections_recent_packets_to_a_private_pcap() {
+    use hbscope::driver::{self, Clock, DriveOptions, Paced, PacketSource, Sink};
+    use hbscope::engine::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap");
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let mut view = LiveView::new(
+        LiveInfo {
+            interface: "sim0".into(),
+            filter: live::DEFAULT_FILTER.into(),
+        },
+        ev_tx,
+        cmd_rx,
+    );
+    let (mut src, mut clock) = PacedSource::open(&path).unwrap();
+    let mut engine = Engine::new(EngineConfig::default(), src.link_type());
+    driver::drive(
+        &mut src,
+        &mut engine,
+        &mut view,
+        DriveOptions {
+            batch: 64,
+            paced: Some(Paced {
+                clock: &mut clock,
+                tick: Duration::from_millis(200),
+                sample: Duration::from_secs(1),
+                deadline: None,
+                drain: true,
+            }),
+            stop: None,
+        },
+    );
+    let out = std::env::temp_dir().join(format!("hbscope-w-{}.pcap", std::process::id()));
+    cmd_tx.send(Command::WritePackets(0, out.clone())).unwrap();
+    let _ = view.on_tick(&engine, clock.now(), &[]);
+    let status = ev_rx
+        .try_iter()
+        .find_map(|e| match e {
+            Event::Status(s) => Some(s),
+            _ => None,
+        })
+        .expect("a status line");
+    assert!(status.starts_with("42 recent packets"), "{status}");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let r = hbscope::run::replay::replay(&out, EngineConfig::default(), &mut |_| {}).unwrap();
+    let rep = hbscope::report::build(&r.engine, "w.pcap", r.complete);
+    assert_eq!(rep.summary.gaps, 1);
+    assert_eq!(rep.connections[0].gaps[0].cause.as_str(), "client-stall");
+    let _ = std::fs::remove_file(&out);
+
+    // The key: live only, the selected connection's slot, into the export dir.
+    let snaps = live_snapshots("client-sigstop.pcap");
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let mut app = App::new(std::env::temp_dir());
+    app.live = true;
+    let mut sent = Vec::new();
+    tui::run(
+        &mut terminal,
+        &mut app,
+        vec![
+            Event::Snapshot(Box::new(snaps[snaps.len() - 1].clone())),
+            Event::Key(KeyEvent::new(KeyCode::Char('w'), KeyModifiers::NONE)),
+        ],
+        &mut |c| sent.push(c),
+    )
+    .unwrap();
+    let want = std::env::temp_dir().join("hbscope-conn-1-127-0-0-1-50888.pcap");
+    assert!(sent.contains(&Command::WritePackets(0, want)), "{sent:?}");
+}
