@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::model::Timestamp;
 
 pub mod live;
+pub mod multi;
 mod pcapfile;
 
 /// A link-layer header type: the `DLT_` value libpcap reports for a capture.
