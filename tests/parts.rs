@@ -175,6 +175,57 @@ fn shuffled_overlapping_parts_give_the_whole_report() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// The brief's case: three parts, one gzipped, one zstd-compressed (a
+/// pcapng), in shuffled order, give the whole capture's report; a
+/// compressed capture on stdin reads as the file.
+#[test]
+fn compressed_parts_give_the_whole_report() {
+    use std::io::Write;
+    let src = capture("nova-api-eventlet.pcap");
+    let p = read_pcap(&src);
+    let n = p.recs.len();
+    let d = scratch("compressed");
+    let (a, b, c) = (d.join("a.pcap"), d.join("b.pcapng"), d.join("c.pcap"));
+    write_pcap(&p, 0..30, &a);
+    write_pcapng(&p, 30..60, &b);
+    write_pcap(&p, 60..n, &c);
+    let gz = d.join("a.pcap.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&std::fs::read(&a).unwrap()).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let zst = d.join("b.pcapng.zst");
+    std::fs::write(
+        &zst,
+        zstd::encode_all(&std::fs::read(&b).unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
+    let want = whole(&src);
+    assert_eq!(merged(&[c.clone(), zst.clone(), gz.clone()]), want);
+    // A whole capture gzipped, read from stdin.
+    let whole_gz = d.join("whole.pcap.zst");
+    std::fs::write(
+        &whole_gz,
+        zstd::encode_all(&std::fs::read(&src).unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
+    let o = bin()
+        .args(["replay", "--format", "json", "-"])
+        .stdin(std::fs::File::open(&whole_gz).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(without_source(j), want);
+    // Something else compressed is named as such.
+    let junk = d.join("junk.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(b"hello, not a capture").unwrap();
+    std::fs::write(&junk, enc.finish().unwrap()).unwrap();
+    let e = hbscope::capture::FileSource::open(&junk).unwrap_err();
+    assert!(e.to_string().contains("gzip-compressed"), "{e}");
+    std::fs::remove_dir_all(&d).ok();
+}
+
 /// Parts of different captures: merged, with a warning that says so.
 #[test]
 fn parts_of_different_captures_are_named() {
