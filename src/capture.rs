@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::model::Timestamp;
 
+pub mod bpf;
 mod decompress;
 pub mod live;
 pub mod multi;

@@ -118,6 +118,10 @@ pub struct ReplayArgs {
     /// Two-ended replay: the capture taken at the broker (one or more parts).
     #[arg(long, num_args = 1.., value_name = "FILE", requires = "client_side")]
     pub broker_side: Vec<PathBuf>,
+    /// Analyse only the packets that match this capture filter (tcpdump's expression syntax,
+    /// e.g. 'host 10.0.0.5 and port 5672'), applied with libpcap's offline filter.
+    #[arg(long, short = 'f', value_name = "EXPR", conflicts_with_all = ["client_side", "broker_side"])]
+    pub filter: Option<String>,
     /// Output format [default: tui when stdout is a terminal and one file is given, else text; two-ended: text or json].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -288,6 +292,12 @@ impl ReplayArgs {
         if speed_given && self.files.len() > 1 {
             return Some(
                 "the argument '--speed <N>' cannot be used with several files: replay of several parts has no TUI yet"
+                    .into(),
+            );
+        }
+        if self.format == Some(Format::Tui) && self.filter.is_some() {
+            return Some(
+                "the argument '--format tui' cannot be used with '--filter': the TUI reads the whole file"
                     .into(),
             );
         }

@@ -151,6 +151,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         if args.output.is_none()
             && !args.summary
             && args.files.len() == 1
+            && args.filter.is_none()
             && std::io::stdout().is_terminal()
         {
             Format::Tui
@@ -200,8 +201,9 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             }
         };
     }
-    let result = if args.files.len() > 1 {
-        hbscope::run::parts::replay_parts(&args.files, config, &mut |_, _| {})
+    let result = if args.files.len() > 1 || args.filter.is_some() {
+        let filter = args.filter.as_deref();
+        hbscope::run::parts::replay_filtered(&args.files, config, filter, &mut |_, _| {})
             .map_err(|e| e.to_string())
     } else {
         replay::replay_threads(file, config, args.threads, &mut |_| {}).map_err(|e| e.to_string())

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::capture::bpf::PacketFilter;
 use crate::capture::multi::{MultiSource, PartInfo};
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, is_supported, Decoded};
@@ -42,6 +43,9 @@ pub enum PartsError {
     /// A file could not be read.
     #[error(transparent)]
     App(#[from] AppError),
+    /// The `-f` expression does not compile.
+    #[error(transparent)]
+    Filter(#[from] crate::capture::bpf::FilterError),
     /// The same file twice.
     #[error("{0} was given twice; give each part of the capture once")]
     SameFile(String),
@@ -77,7 +81,22 @@ pub fn replay_parts(
     config: EngineConfig,
     observe: &mut dyn FnMut(LinkType, &PacketRecord<'_>),
 ) -> Result<Replay, PartsError> {
-    if let [one] = paths {
+    replay_filtered(paths, config, None, observe)
+}
+
+/// As [`replay_parts`], keeping only the packets that pass the capture
+/// filter `filter` (tcpdump's expression syntax; `replay -f`), when given.
+///
+/// # Errors
+/// As [`replay_parts`]; [`PartsError::Filter`] when the expression does
+/// not compile.
+pub fn replay_filtered(
+    paths: &[PathBuf],
+    config: EngineConfig,
+    filter: Option<&str>,
+    observe: &mut dyn FnMut(LinkType, &PacketRecord<'_>),
+) -> Result<Replay, PartsError> {
+    if let ([one], None) = (paths, filter) {
         return Ok(replay::replay_observed(one, config, &mut |_| {}, observe)?);
     }
     for (i, a) in paths.iter().enumerate() {
@@ -98,6 +117,10 @@ pub fn replay_parts(
         }
     }
     let first_link = src.next_link();
+    let mut filter = match filter {
+        Some(expr) => Some(PacketFilter::new(expr, first_link)?),
+        None => None,
+    };
     let mut engine = Engine::new(config, first_link);
     let mut link = first_link;
     let n = paths.len();
@@ -105,6 +128,11 @@ pub fn replay_parts(
     let mut last_ts: Vec<Option<Timestamp>> = vec![None; n];
     let mut quiet_max: i64 = 0;
     while let Some((part, l, rec)) = src.next_packet() {
+        if let Some(f) = filter.as_mut() {
+            if !f.matches(l, &rec)? {
+                continue;
+            }
+        }
         if l != link {
             link = l;
             engine.set_link(l);
@@ -139,11 +167,15 @@ pub fn replay_parts(
     }
     check_parts(parts, &signatures, quiet_max, &mut engine)?;
     engine.finish();
-    let source = paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" + ");
+    let source = if let [one] = paths {
+        one.display().to_string()
+    } else {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
     Ok(Replay {
         engine,
         source,
