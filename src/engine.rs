@@ -505,6 +505,7 @@ impl Engine {
     /// The link type the engine was made for (of the first input, when
     /// several parts with different link types are read).
     #[must_use]
+    #[allow(clippy::misnamed_getters)] // `link` is the one decoding now.
     pub fn link(&self) -> LinkType {
         self.first_link
     }

@@ -177,7 +177,7 @@ impl PcapngStream {
                 }
             };
             let len = self.u32_at(&head, 4);
-            if !(28..=MAX_BLOCK).contains(&len) || len % 4 != 0 {
+            if !(28..=MAX_BLOCK).contains(&len) || !len.is_multiple_of(4) {
                 return Err(CaptureError::Read {
                     detail: format!("pcapng: bad section header length {len}"),
                 });
@@ -191,7 +191,7 @@ impl PcapngStream {
         }
         let kind = self.u32_at(&head, 0);
         let len = self.u32_at(&head, 4);
-        if !(12..=MAX_BLOCK).contains(&len) || len % 4 != 0 {
+        if !(12..=MAX_BLOCK).contains(&len) || !len.is_multiple_of(4) {
             return Err(CaptureError::Read {
                 detail: format!("pcapng: bad block length {len}"),
             });
