@@ -122,6 +122,10 @@ pub struct ReplayArgs {
     /// e.g. 'host 10.0.0.5 and port 5672'), applied with libpcap's offline filter.
     #[arg(long, short = 'f', value_name = "EXPR", conflicts_with_all = ["client_side", "broker_side"])]
     pub filter: Option<String>,
+    /// RabbitMQ log file(s) (plain text or JSON logging): their connection lines are joined to
+    /// the capture's connections by address:port and shown with each gap (text output).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub broker_log: Vec<PathBuf>,
     /// Output format [default: tui when stdout is a terminal and one file is given, else text; two-ended: text or json].
     #[arg(long, value_enum)]
     pub format: Option<Format>,

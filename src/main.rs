@@ -230,10 +230,24 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         return finish(args, gaps, written);
     }
     let rep = result.report();
+    let log_text = if args.broker_log.is_empty() {
+        String::new()
+    } else {
+        match hbscope::run::brokerlog::BrokerLog::read(&args.broker_log) {
+            Ok(log) => {
+                let joined = hbscope::run::brokerlog::join(&log, &result.engine);
+                hbscope::run::brokerlog::to_text(&log, &joined, &result.engine)
+            }
+            Err(e) => {
+                eprintln!("hbscope: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     drop(result);
     let text = match format {
         _ if args.summary => hbscope::report::html::to_summary(&rep),
-        Format::Text | Format::Tui => report::to_text(&rep),
+        Format::Text | Format::Tui => report::to_text(&rep) + &log_text,
         Format::Html => hbscope::report::html::to_html(&rep),
         Format::Markdown => hbscope::report::html::to_markdown(&rep),
         Format::Json => match report::to_json(&rep) {

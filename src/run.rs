@@ -4,6 +4,7 @@
 //! capture of the same traffic, [`live`] captures from an interface and
 //! streams events.
 
+pub mod brokerlog;
 pub mod live;
 pub mod parts;
 pub mod replay;
