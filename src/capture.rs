@@ -21,8 +21,12 @@ use std::path::{Path, PathBuf};
 
 use crate::model::Timestamp;
 
+pub mod bpf;
+mod decompress;
 pub mod live;
+pub mod multi;
 mod pcapfile;
+mod pcapng;
 
 /// A link-layer header type: the `DLT_` value libpcap reports for a capture.
 ///
@@ -297,6 +301,8 @@ pub trait PacketSource {
 enum FileFormat {
     Pcap,
     Pcapng,
+    /// Compressed; read as a stream by hbscope's own readers.
+    Compressed(decompress::Compression),
 }
 
 /// pcap's per-record header length.
@@ -319,11 +325,15 @@ pub struct FileSource {
     done: bool,
     /// Records of the last [`FileSource::next_batch`] (kept for its allocation).
     batch: Vec<pcapfile::Record>,
+    /// The pipe libpcap reads stdin from (after the peek at its first bytes).
+    _relay: Option<io::PipeReader>,
 }
 
 enum Reader {
     Libpcap(pcap::Capture<pcap::Offline>),
     Own(Box<pcapfile::PcapFile>),
+    /// pcapng read by hbscope's stream reader (compressed input).
+    Ng(Box<pcapng::PcapngStream>),
 }
 
 impl fmt::Debug for FileSource {
@@ -358,6 +368,40 @@ impl FileSource {
         } else {
             precheck(path)?
         };
+        if let FileFormat::Compressed(c) = format {
+            let file = File::open(path).map_err(|e| io_error(path, e))?;
+            return Self::decompressing(path, c, Box::new(file));
+        }
+        let mut relay = None;
+        let relay_path;
+        let path = if is_stdin && own_reader {
+            // Peeked for compression; plain input goes on to libpcap
+            // through a pipe that replays the peeked bytes.
+            let mut stdin = io::stdin();
+            let mut magic = [0u8; 4];
+            let got = read_up_to(&mut stdin, &mut magic).map_err(|e| io_error(path, e))?;
+            let head = magic.get(..got).unwrap_or(&[]).to_vec();
+            if let Some(c) = decompress::Compression::detect(&head) {
+                let stream = io::Cursor::new(head).chain(stdin);
+                return Self::decompressing(path, c, Box::new(stream));
+            }
+            let (reader, writer) = io::pipe().map_err(|e| io_error(path, e))?;
+            std::thread::spawn(move || {
+                let mut writer = writer;
+                let mut stdin = io::stdin();
+                // Ends when libpcap closes its end (EPIPE) or stdin ends.
+                let _ = io::Write::write_all(&mut writer, &head)
+                    .and_then(|()| io::copy(&mut stdin, &mut writer));
+            });
+            relay_path = PathBuf::from(format!(
+                "/dev/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&reader)
+            ));
+            relay = Some(reader);
+            relay_path.as_path()
+        } else {
+            path
+        };
         let Some(path_str) = path.to_str() else {
             // The pcap crate would hand libpcap a null path for a non-UTF-8 one.
             return Err(CaptureError::PathNotUtf8 {
@@ -366,8 +410,11 @@ impl FileSource {
         };
         if own_reader && format == FileFormat::Pcap && file_size.is_some() {
             let file = File::open(path).map_err(|e| io_error(path, e))?;
-            if let Some(own) = pcapfile::PcapFile::open(file).map_err(|e| io_error(path, e))? {
+            if let Some(own) =
+                pcapfile::PcapFile::open(Box::new(file)).map_err(|e| io_error(path, e))?
+            {
                 return Ok(FileSource {
+                    _relay: None,
                     link: own.link_type(),
                     reader: Reader::Own(Box::new(own)),
                     file_size,
@@ -378,14 +425,20 @@ impl FileSource {
                 });
             }
         }
+        let shown = if relay.is_some() {
+            Path::new("-")
+        } else {
+            path
+        };
         let cap = pcap::Capture::from_file_with_precision(path_str, pcap::Precision::Nano)
-            .map_err(|e| open_error(path, &e))?;
+            .map_err(|e| open_error(shown, &e))?;
         let link = LinkType(cap.get_datalink().0);
         let consumed = match format {
             FileFormat::Pcap => PCAP_FILE_HEADER,
-            FileFormat::Pcapng => 0,
+            FileFormat::Pcapng | FileFormat::Compressed(_) => 0,
         };
         Ok(FileSource {
+            _relay: relay,
             reader: Reader::Libpcap(cap),
             link,
             file_size,
@@ -393,6 +446,40 @@ impl FileSource {
             consumed,
             done: false,
             batch: Vec::new(),
+        })
+    }
+
+    /// A compressed capture read as a stream by hbscope's own readers.
+    fn decompressing(
+        path: &Path,
+        c: decompress::Compression,
+        r: Box<dyn Read + Send>,
+    ) -> Result<Self, CaptureError> {
+        let reader = match decompress::open(c, r)? {
+            Ok(decompress::Decompressed::Pcap(p)) => Reader::Own(Box::new(p)),
+            Ok(decompress::Decompressed::Pcapng(n)) => Reader::Ng(Box::new(n)),
+            Err(detail) => {
+                return Err(CaptureError::NotACapture {
+                    path: path.to_path_buf(),
+                    detail,
+                })
+            }
+        };
+        let link = match &reader {
+            Reader::Own(p) => p.link_type(),
+            Reader::Ng(n) => n.link_type(),
+            Reader::Libpcap(cap) => LinkType(cap.get_datalink().0),
+        };
+        Ok(FileSource {
+            reader,
+            link,
+            // Progress counts decompressed bytes: no total to compare with.
+            file_size: None,
+            format: FileFormat::Compressed(c),
+            consumed: 0,
+            done: false,
+            batch: Vec::new(),
+            _relay: None,
         })
     }
 
@@ -416,6 +503,27 @@ impl FileSource {
         }
         let cap = match &mut self.reader {
             Reader::Libpcap(cap) => cap,
+            Reader::Ng(ng) => {
+                return match ng.next() {
+                    Ok(Some(rec)) => {
+                        count_bytes(&mut self.consumed, self.file_size, rec.stored);
+                        Ok(Some(PacketRecord {
+                            ts: rec.ts,
+                            caplen: rec.caplen,
+                            orig_len: rec.orig_len,
+                            data: ng.data(),
+                        }))
+                    }
+                    Ok(None) => {
+                        self.done = true;
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        Err(e)
+                    }
+                };
+            }
             Reader::Own(own) => {
                 return match own.next() {
                     Ok(Some(rec)) => {
@@ -444,11 +552,13 @@ impl FileSource {
                 let header = *packet.header;
                 let record_overhead = match self.format {
                     FileFormat::Pcap => PCAP_RECORD_HEADER,
-                    FileFormat::Pcapng => PCAPNG_EPB_OVERHEAD,
+                    FileFormat::Pcapng | FileFormat::Compressed(_) => PCAPNG_EPB_OVERHEAD,
                 };
                 let stored = match self.format {
                     FileFormat::Pcap => u64::from(header.caplen),
-                    FileFormat::Pcapng => u64::from(header.caplen).next_multiple_of(4),
+                    FileFormat::Pcapng | FileFormat::Compressed(_) => {
+                        u64::from(header.caplen).next_multiple_of(4)
+                    }
                 };
                 count_bytes(
                     &mut self.consumed,
@@ -611,19 +721,16 @@ fn precheck(path: &Path) -> Result<(Option<u64>, FileFormat), CaptureError> {
     let magic = magic.get(..got).unwrap_or(&[]);
     let format = match magic {
         [0x0a, 0x0d, 0x0d, 0x0a] => FileFormat::Pcapng,
-        [0x1f, 0x8b, ..] => {
-            return Err(CaptureError::NotACapture {
-                path: owned(),
-                detail: "it is gzip-compressed; decompress it first, e.g. `gunzip -k`".to_string(),
-            })
-        }
-        _ => FileFormat::Pcap,
+        m => match decompress::Compression::detect(m) {
+            Some(c) => FileFormat::Compressed(c),
+            None => FileFormat::Pcap,
+        },
     };
     Ok((Some(meta.len()), format))
 }
 
 /// Reads until `buf` is full or the end of the file.
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_up_to(file: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while let Some(rest) = buf.get_mut(got..) {
         if rest.is_empty() {

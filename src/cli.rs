@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`); two files: one per end, merged.
+    /// Analyse a pcap or pcapng file ("-" reads stdin, e.g. `tcpdump -w - | hbscope replay -`), several parts of one capture, or two ends (--client-side/--broker-side).
     Replay(ReplayArgs),
     /// Capture live from an interface: the live screen on a terminal, else a stream of events;
     /// stopping prints the final report (docs/live.md).
@@ -110,11 +110,27 @@ pub enum LiveFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// Capture file (pcap or pcapng), or "-" for stdin. Two files = two-ended replay: captures of the
-    /// same traffic at the client and at the broker, merged into one verdict per silence.
-    #[arg(required = true, num_args = 1.., value_name = "FILE")]
+    /// Capture file (pcap or pcapng), or "-" for stdin. Several files = parts of ONE capture (rotated
+    /// or split files, pcap and pcapng mixed), read as one in timestamp order with copies dropped.
+    #[arg(required_unless_present = "client_side", num_args = 1.., value_name = "FILE",
+          conflicts_with_all = ["client_side", "broker_side"])]
     pub files: Vec<PathBuf>,
-    /// Output format [default: tui when stdout is a terminal, else text; two files: text or json].
+    /// Two-ended replay: the capture taken at the client (one or more parts), merged with
+    /// --broker-side into one verdict per silence.
+    #[arg(long, num_args = 1.., value_name = "FILE", requires = "broker_side")]
+    pub client_side: Vec<PathBuf>,
+    /// Two-ended replay: the capture taken at the broker (one or more parts).
+    #[arg(long, num_args = 1.., value_name = "FILE", requires = "client_side")]
+    pub broker_side: Vec<PathBuf>,
+    /// Analyse only the packets that match this capture filter (tcpdump's expression syntax,
+    /// e.g. 'host 10.0.0.5 and port 5672'), applied with libpcap's offline filter.
+    #[arg(long, short = 'f', value_name = "EXPR", conflicts_with_all = ["client_side", "broker_side"])]
+    pub filter: Option<String>,
+    /// RabbitMQ log file(s) (plain text or JSON logging): their connection lines are joined to
+    /// the capture's connections by address:port and shown with each gap (text output).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub broker_log: Vec<PathBuf>,
+    /// Output format [default: tui when stdout is a terminal and one file is given, else text; two-ended: text or json].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Play the capture back at N x real time in the TUI (1, 10, 100); 0 reads as fast as possible.
@@ -275,9 +291,27 @@ impl ReplayArgs {
             }
             _ => {}
         }
-        if speed_given && self.files.len() == 2 {
+        if speed_given && !self.client_side.is_empty() {
             return Some(
-                "the argument '--speed <N>' cannot be used with two files: two-file replay has no TUI"
+                "the argument '--speed <N>' cannot be used with two-ended replay (--client-side/--broker-side): it has no TUI"
+                    .into(),
+            );
+        }
+        if speed_given && self.files.len() > 1 {
+            return Some(
+                "the argument '--speed <N>' cannot be used with several files: replay of several parts has no TUI yet"
+                    .into(),
+            );
+        }
+        if self.format == Some(Format::Tui) && self.filter.is_some() {
+            return Some(
+                "the argument '--format tui' cannot be used with '--filter': the TUI reads the whole file"
+                    .into(),
+            );
+        }
+        if self.format == Some(Format::Tui) && self.files.len() > 1 {
+            return Some(
+                "the argument '--format tui' cannot be used with several files: replay of several parts has no TUI yet"
                     .into(),
             );
         }

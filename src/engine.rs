@@ -334,7 +334,10 @@ struct AwaitingResume {
 /// The packet-to-verdict engine.
 pub struct Engine {
     config: EngineConfig,
+    /// The link type packets are decoded with now (see [`Engine::set_link`]).
     link: LinkType,
+    /// The link type the engine was made for (the report's).
+    first_link: LinkType,
     /// Lookups can be started ahead of the packet ([`Engine::process_batch`]).
     flows: FlowTable<Flow>,
     slots: Vec<ConnSlot>,
@@ -416,6 +419,7 @@ impl Engine {
             analysis: Arc::new(config.analysis),
             config,
             link,
+            first_link: link,
             flows: FlowTable::default(),
             slots: Vec::new(),
             syns: SynLog::default(),
@@ -498,10 +502,19 @@ impl Engine {
         &self.warnings
     }
 
-    /// The link type being decoded.
+    /// The link type the engine was made for (of the first input, when
+    /// several parts with different link types are read).
     #[must_use]
+    #[allow(clippy::misnamed_getters)] // `link` is the one decoding now.
     pub fn link(&self) -> LinkType {
-        self.link
+        self.first_link
+    }
+
+    /// Decodes the packets that follow with link type `link` (a merged
+    /// input whose parts have different link types switches before each
+    /// part's packet; nothing else changes).
+    pub fn set_link(&mut self, link: LinkType) {
+        self.link = link;
     }
 
     /// Connection slots shown to be AMQP (0-9-1, or another version that was

@@ -144,15 +144,13 @@ fn live(args: &LiveArgs) -> ExitCode {
 }
 
 fn replay(args: &ReplayArgs) -> ExitCode {
-    if args.files.len() > 2 {
-        eprintln!(
-            "hbscope: {} files given; replay reads one capture, or two captures of the same traffic (one at each end)",
-            args.files.len()
-        );
-        return ExitCode::from(2);
-    }
     if let Some(out) = &args.output {
-        if let Some(input) = args.files.iter().find(|f| same_file(f, out)) {
+        let inputs = args
+            .files
+            .iter()
+            .chain(&args.client_side)
+            .chain(&args.broker_side);
+        if let Some(input) = inputs.into_iter().find(|f| same_file(f, out)) {
             eprintln!(
                 "hbscope: -o {} is the input capture {}: writing the report there would destroy it; choose another file",
                 out.display(),
@@ -162,7 +160,12 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         }
     }
     let format = args.format.unwrap_or_else(|| {
-        if args.output.is_none() && !args.summary && std::io::stdout().is_terminal() {
+        if args.output.is_none()
+            && !args.summary
+            && args.files.len() == 1
+            && args.filter.is_none()
+            && std::io::stdout().is_terminal()
+        {
             Format::Tui
         } else {
             Format::Text
@@ -180,10 +183,13 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         }
     }
     config.analysis.heartbeat_override = args.heartbeat;
-    if let [a, b] = args.files.as_slice() {
-        return replay_two(args, a, b, &config);
+    if !args.client_side.is_empty() {
+        return replay_two(args, &config);
     }
-    let file = &args.files[0];
+    let Some(file) = args.files.first() else {
+        eprintln!("hbscope: give a capture file, or --client-side and --broker-side");
+        return ExitCode::from(2);
+    };
     if format == Format::Tui && !args.summary {
         // Say what is wrong with the input before taking over the terminal
         // (stdin can only be read once, so the worker reports its errors).
@@ -207,7 +213,14 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             }
         };
     }
-    let result = match replay::replay_threads(file, config, args.threads, &mut |_| {}) {
+    let result = if args.files.len() > 1 || args.filter.is_some() {
+        let filter = args.filter.as_deref();
+        hbscope::run::parts::replay_filtered(&args.files, config, filter, &mut |_, _| {})
+            .map_err(|e| e.to_string())
+    } else {
+        replay::replay_threads(file, config, args.threads, &mut |_| {}).map_err(|e| e.to_string())
+    };
+    let result = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hbscope: {e}");
@@ -229,10 +242,24 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         return finish(args, gaps, written);
     }
     let rep = result.report();
+    let log_text = if args.broker_log.is_empty() {
+        String::new()
+    } else {
+        match hbscope::run::brokerlog::BrokerLog::read(&args.broker_log) {
+            Ok(log) => {
+                let joined = hbscope::run::brokerlog::join(&log, &result.engine);
+                hbscope::run::brokerlog::to_text(&log, &joined, &result.engine)
+            }
+            Err(e) => {
+                eprintln!("hbscope: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     drop(result);
     let text = match format {
         _ if args.summary => hbscope::report::html::to_summary(&rep),
-        Format::Text | Format::Tui => report::to_text(&rep),
+        Format::Text | Format::Tui => report::to_text(&rep) + &log_text,
         Format::Html => hbscope::report::html::to_html(&rep),
         Format::Markdown => hbscope::report::html::to_markdown(&rep),
         Format::Json => match report::to_json(&rep) {
@@ -283,18 +310,13 @@ fn write_report(
     }
 }
 
-/// `hbscope replay A B`: text or JSON only (the TUI, HTML, Markdown and
+/// `hbscope replay --client-side A... --broker-side B...`: text or JSON only (the TUI, HTML, Markdown and
 /// `--summary` views are single-file so far).
-fn replay_two(
-    args: &ReplayArgs,
-    a: &std::path::Path,
-    b: &std::path::Path,
-    config: &EngineConfig,
-) -> ExitCode {
+fn replay_two(args: &ReplayArgs, config: &EngineConfig) -> ExitCode {
     let format = match (args.format, args.summary) {
         (_, true) => {
             eprintln!(
-                "hbscope: --summary is not supported with two files yet; use --format text or json"
+                "hbscope: --summary is not supported with two-ended replay yet; use --format text or json"
             );
             return ExitCode::from(2);
         }
@@ -302,13 +324,14 @@ fn replay_two(
         (Some(Format::Json), false) => Format::Json,
         (Some(f), false) => {
             eprintln!(
-                "hbscope: --format {} is not supported with two files yet; use --format text or json",
+                "hbscope: --format {} is not supported with two-ended replay yet; use --format text or json",
                 f.to_possible_value().map_or_else(String::new, |v| v.get_name().to_owned())
             );
             return ExitCode::from(2);
         }
     };
-    let rep = match hbscope::run::twoend::replay_two(a, b, config) {
+    let rep = match hbscope::run::twoend::replay_sides(&args.client_side, &args.broker_side, config)
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hbscope: {e}");

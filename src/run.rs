@@ -1,8 +1,11 @@
 //! The modes: whole inputs run through the engine to a report. [`replay`]
-//! reads one capture, [`twoend`] combines a client-side and a broker-side
+//! reads one capture, [`parts`] several files of one capture point as one,
+//! [`twoend`] combines a client-side and a broker-side
 //! capture of the same traffic, [`live`] captures from an interface and
 //! streams events.
 
+pub mod brokerlog;
 pub mod live;
+pub mod parts;
 pub mod replay;
 pub mod twoend;

@@ -274,7 +274,12 @@ fn conflicting_replay_options_are_refused() {
         &replay(&["--format", "tui", "-o", out, f]),
         "'--output <FILE>' cannot be used with '--format tui'",
     );
-    assert_refused(&replay(&["--speed", "1", f, f]), "two files");
+    assert_refused(&replay(&["--speed", "1", f, f]), "several files");
+    assert_refused(
+        &replay(&["--speed", "1", "--client-side", f, "--broker-side", f]),
+        "two-ended replay",
+    );
+    assert_refused(&replay(&["--format", "tui", f, f]), "several files");
     assert!(!Path::new(out).exists());
     // What still goes together.
     let o = replay(&["--summary", "--format", "text", f]);

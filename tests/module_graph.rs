@@ -30,6 +30,8 @@ const LAYERS: &[&[&str]] = &[
 const WRAPPERS: &[(&str, &[&str])] = &[
     ("pcap::", &["src/capture.rs", "src/capture/"]),
     ("etherparse::", &["src/decode.rs"]),
+    ("flate2::", &["src/capture/decompress.rs"]),
+    ("zstd::", &["src/capture/decompress.rs"]),
     ("amq_protocol::", &["src/proto/amqp.rs"]),
     ("ratatui::", &["src/tui.rs", "src/tui/"]),
     ("crossterm::", &["src/tui.rs", "src/tui/"]),

@@ -440,14 +440,23 @@ fn cli_two_files() {
         file("twoend-lost-c2b", "client"),
         file("twoend-lost-c2b", "broker"),
     );
-    let o = bin().arg("replay").arg(&c).arg(&b).output().unwrap();
+    let o = bin()
+        .arg("replay")
+        .arg("--client-side")
+        .arg(&c)
+        .arg("--broker-side")
+        .arg(&b)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("merged cause: lost-in-network"), "{text}");
     assert!(text.contains("client side: "), "{text}");
     let o = bin()
         .args(["replay", "--format", "json", "--fail-on-gap"])
+        .arg("--client-side")
         .arg(&c)
+        .arg("--broker-side")
         .arg(&b)
         .output()
         .unwrap();
@@ -458,7 +467,7 @@ fn cli_two_files() {
         j["merge"]["summary"]["gaps_by_merged_cause"]["lost-in-network"],
         2
     );
-    // Not supported yet with two files: said plainly, exit 2.
+    // Not supported yet in two-ended replay: said plainly, exit 2.
     for args in [
         &["--format", "tui"][..],
         &["--format", "html"],
@@ -467,29 +476,54 @@ fn cli_two_files() {
         let o = bin()
             .arg("replay")
             .args(args)
+            .arg("--client-side")
             .arg(&c)
+            .arg("--broker-side")
             .arg(&b)
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
-            err.contains("not supported with two files yet"),
+            err.contains("not supported with two-ended replay yet"),
             "{args:?}: {err}"
         );
     }
+    // Plain files are parts of one capture: two ends given so are refused,
+    // and the message names the flags.
+    let o = bin().arg("replay").arg(&c).arg(&b).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--client-side") && err.contains("not parts of one capture"),
+        "{err}"
+    );
     let o = bin()
-        .arg("replay")
+        .args(["replay", "--client-side"])
         .arg(&c)
+        .arg("--broker-side")
         .arg(&b)
         .arg(&c)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("3 files given"));
-    let o = bin().arg("replay").arg(&c).arg(&c).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("was given twice"));
+    let o = bin()
+        .args(["replay", "--client-side"])
+        .arg(&c)
+        .arg("--broker-side")
+        .arg(&c)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("was given twice"));
+    // One side alone is refused by the parser.
+    let o = bin()
+        .args(["replay", "--client-side"])
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
 }
 
 /// The merged report of one pair, JSON and text, with paths made relative.

@@ -15,7 +15,6 @@
 //! records and the same errors; a unit test compares both readers on every
 //! shipped capture.
 
-use std::fs::File;
 use std::io::{self, Read};
 
 use super::{CaptureError, LinkType};
@@ -42,7 +41,7 @@ pub(super) struct Record {
 
 /// A classic pcap file being read.
 pub(super) struct PcapFile {
-    file: File,
+    file: Box<dyn Read + Send>,
     buf: Vec<u8>,
     /// Unread bytes are `buf[start..end]`.
     start: usize,
@@ -57,7 +56,7 @@ pub(super) struct PcapFile {
 impl PcapFile {
     /// Reads the file header; `None` when the file is not one this reader
     /// takes (libpcap then reads it).
-    pub fn open(mut file: File) -> io::Result<Option<Self>> {
+    pub fn open(mut file: Box<dyn Read + Send>) -> io::Result<Option<Self>> {
         let mut head = [0u8; 24];
         if file.read_exact(&mut head).is_err() {
             return Ok(None);

@@ -50,6 +50,9 @@ pub enum MergeError {
     /// One of the inputs could not be read at all.
     #[error("{0}")]
     Input(#[from] AppError),
+    /// The parts of one side could not be read as one capture.
+    #[error("{0}")]
+    Parts(#[from] crate::run::parts::PartsError),
     /// The same path was given twice.
     #[error(
         "{0} was given twice: two-ended replay needs one capture from each end of the same traffic \
@@ -760,6 +763,46 @@ pub fn read_two(a: &Path, b: &Path, config: &EngineConfig) -> Result<TwoEnded, M
     Ok(TwoEnded { a, b })
 }
 
+/// Reads both sides, each given as one or more parts of one capture
+/// (merged in time order as [`crate::run::parts::replay_parts`] does), each
+/// side through its own engine.
+///
+/// # Errors
+/// [`MergeError`] when an input is unusable, a side's parts are not one
+/// capture, or the same file is on both sides.
+pub fn read_sides(
+    a: &[std::path::PathBuf],
+    b: &[std::path::PathBuf],
+    config: &EngineConfig,
+) -> Result<TwoEnded, MergeError> {
+    if let ([one_a], [one_b]) = (a, b) {
+        return read_two(one_a, one_b, config);
+    }
+    for x in a {
+        for y in b {
+            let same =
+                x == y || matches!((x.canonicalize(), y.canonicalize()), (Ok(p), Ok(q)) if p == q);
+            if same {
+                return Err(MergeError::SameFile(x.display().to_string()));
+            }
+        }
+    }
+    let side = |paths: &[std::path::PathBuf]| -> Result<SideCapture, MergeError> {
+        let mut log = SegmentLog::new(DEFAULT_SEGMENT_CAP);
+        let replay = crate::run::parts::replay_parts(paths, config.clone(), &mut |link, rec| {
+            log.observe(link, rec);
+        })?;
+        for f in log.flows.values_mut() {
+            f.segs.sort_by_key(|s| s.ts);
+        }
+        Ok(SideCapture { replay, log })
+    };
+    Ok(TwoEnded {
+        a: side(a)?,
+        b: side(b)?,
+    })
+}
+
 /// Builds the report: the first file's one-file report (schema v1, its
 /// gaps marked with `merged_cause`) plus the `merge` object.
 ///
@@ -971,6 +1014,19 @@ pub fn build(two: &TwoEnded) -> Result<Report, MergeError> {
 /// share no connection.
 pub fn replay_two(a: &Path, b: &Path, config: &EngineConfig) -> Result<Report, MergeError> {
     build(&read_two(a, b, config)?)
+}
+
+/// [`read_sides`] and [`build`]: the merged report of a client side and a
+/// broker side, each one or more parts.
+///
+/// # Errors
+/// As [`read_sides`] and [`build`].
+pub fn replay_sides(
+    a: &[std::path::PathBuf],
+    b: &[std::path::PathBuf],
+    config: &EngineConfig,
+) -> Result<Report, MergeError> {
+    build(&read_sides(a, b, config)?)
 }
 
 #[cfg(test)]

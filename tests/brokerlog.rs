@@ -1,0 +1,82 @@
+//! `replay --broker-log`: RabbitMQ's log joined to the capture.
+//!
+//! client-sigstop.pcap was recorded with its broker log excerpt
+//! (captures/logs/client-sigstop.broker.log): the broker's "missed
+//! heartbeats from client" line must land on the client-stall gap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hbscope::engine::EngineConfig;
+use hbscope::run::brokerlog::{self, BrokerLog};
+use hbscope::run::replay;
+
+fn capture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures")
+        .join(name)
+}
+
+#[test]
+fn missed_heartbeats_line_joins_the_client_stall_gap() {
+    let r = replay::replay(
+        &capture("client-sigstop.pcap"),
+        EngineConfig::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let log = BrokerLog::read(&[capture("logs/client-sigstop.broker.log")]).unwrap();
+    assert_eq!(log.connections.len(), 1);
+    assert_eq!(log.connections[0].client, "127.0.0.1:50888");
+    let j = brokerlog::join(&log, &r.engine);
+    assert_eq!(j.matches, vec![Some(0)]);
+    // Both clocks are the same host's here: the offset is the broker's
+    // accept delay, about a millisecond.
+    let off = j.offset.unwrap().as_secs_f64();
+    assert!(off.abs() < 0.1, "{off}");
+    let lines = &j.gap_lines[0][0];
+    assert!(
+        lines.iter().any(|l| l
+            .text
+            .contains("missed heartbeats from client, timeout: 2s")),
+        "{lines:?}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_hbscope"))
+        .args(["replay", "--format", "text", "--broker-log"])
+        .arg(capture("logs/client-sigstop.broker.log"))
+        .arg("--")
+        .arg(capture("client-sigstop.pcap"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("broker log") && text.contains("missed heartbeats from client"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_logging_and_log_only_connections() {
+    let text = r#"{"time":"2026-11-26 21:07:52.566563+00:00","level":"info","pid":"<0.9.0>","msg":"accepting AMQP connection <0.9.0> (10.0.0.1:4000 -> 10.0.0.2:5672)"}
+{"time":"2026-11-26 21:07:53.000000+00:00","level":"error","pid":"<0.9.0>","msg":"closing AMQP connection <0.9.0> (10.0.0.1:4000 -> 10.0.0.2:5672):\nclient unexpectedly closed TCP connection"}
+2026-11-26 21:07:54.000000+00:00 [warning] <0.300.0> memory resource limit alarm set on node rabbit@vm.
+"#;
+    let log = BrokerLog::parse(text);
+    assert_eq!(log.connections.len(), 1);
+    assert_eq!(log.connections[0].lines.len(), 2);
+    assert!(log.connections[0].lines[1]
+        .text
+        .contains("unexpectedly closed"));
+    assert_eq!(log.alarms.len(), 1);
+    let r = replay::replay(
+        &capture("client-sigstop.pcap"),
+        EngineConfig::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let j = brokerlog::join(&log, &r.engine);
+    assert_eq!(j.matches, vec![None]);
+    assert_eq!(j.log_only, vec![0]);
+}
