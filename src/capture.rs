@@ -23,6 +23,7 @@ use crate::model::Timestamp;
 
 pub mod live;
 mod pcapfile;
+mod savefile;
 
 /// A link-layer header type: the `DLT_` value libpcap reports for a capture.
 ///

@@ -557,6 +557,15 @@ impl Engine {
         }
     }
 
+    /// The live capture failed (`code`: the warning recording why): every
+    /// open silence is marked so it ends as `capture-loss` (see
+    /// [`crate::analysis::decide`]). Call before [`Engine::finish`].
+    pub fn on_capture_failed(&mut self, code: &'static str) {
+        for s in &mut self.slots {
+            s.conn.on_capture_failed(code);
+        }
+    }
+
     /// Feeds one captured packet.
     pub fn process(&mut self, rec: &PacketRecord<'_>) {
         let a = self.classify(rec);

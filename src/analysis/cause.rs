@@ -230,6 +230,10 @@ pub struct Evidence {
     pub peer_capture_missed_bytes: u64,
     /// Packets dropped by the capture (libpcap counter) during the silence.
     pub capture_drops: u64,
+    /// The live capture failed while the silence was open (interface down
+    /// or removed, a read error): the warning code saying why. What came
+    /// after was never seen.
+    pub capture_failed: Option<&'static str>,
 }
 
 /// A new TCP connection seen near a client's resumption (the mod_wsgi wake-up signature).
@@ -295,8 +299,8 @@ impl Gap {
 /// Order matters; the rules are numbered as in docs/heartbeat-model.md and
 /// the first that matches decides:
 /// 1. capture loss inside the silence (bytes of the silent side the capture
-///    missed, or libpcap drops): `capture-loss`, no stall is claimed from
-///    missing data;
+///    missed, libpcap drops, or a live capture that failed while it was
+///    open): `capture-loss`, no stall is claimed from missing data;
 /// 2. the silent side retransmitted and nothing it sent was acknowledged
 ///    afterwards: `peer-unreachable`;
 /// 3. the peer retransmitted and the silent side acknowledged nothing after
@@ -312,7 +316,7 @@ impl Gap {
 /// alive, not that its packets get through.
 #[must_use]
 pub fn decide(ev: &Evidence, silent: Role) -> Cause {
-    if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 {
+    if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 || ev.capture_failed.is_some() {
         return Cause::CaptureLoss;
     }
     // Checked before the stall rule: a kernel that ACKs proves the host is
