@@ -407,6 +407,10 @@ const AWAITING_CAP: usize = 1024;
 
 /// Warning code for dropped second copies of packets.
 pub const DUPLICATES: &str = "duplicate-packets";
+/// Warning code for connections captured in one direction only.
+pub const ONE_DIRECTION: &str = "one-direction";
+/// Warning code for a capture whose packets all carry the same timestamp.
+pub const NO_TIMESTAMPS: &str = "no-timestamps";
 
 impl Engine {
     /// A new engine for packets of link type `link`.
@@ -1119,6 +1123,17 @@ impl Engine {
             tcp.stats(Direction::BtoA).retransmitted_segments,
         ];
         slot.conn.finish(end, syns);
+        // Packets one way only (a mirror port seeing one direction, asymmetric
+        // routing): the direction that was seen, when the other never was.
+        let seen = [
+            tcp.stats(Direction::AtoB).segments,
+            tcp.stats(Direction::BtoA).segments,
+        ];
+        let one_way = match seen {
+            [a, 0] if a > 0 => Some(Direction::AtoB),
+            [0, b] if b > 0 => Some(Direction::BtoA),
+            _ => None,
+        };
         let slot_ref = std::mem::replace(&mut flow.slot, SlotRef::Index(usize::MAX));
         let idx = match slot_ref {
             SlotRef::Index(i) => i,
@@ -1136,6 +1151,22 @@ impl Engine {
             if let Some(what) = s.not_amqp.clone() {
                 let key = s.conn.key;
                 self.warn("not-amqp-0-9-1", format!("{key}: {what}; not analysed"));
+            } else if let Some(dir) = one_way {
+                let (client, broker) = (s.conn.client(), s.conn.broker());
+                let (seen, unseen) = if dir == s.conn.client_dir {
+                    ("client", "broker")
+                } else {
+                    ("broker", "client")
+                };
+                self.warn(
+                    ONE_DIRECTION,
+                    format!(
+                        "{client} -> {broker}: only the {seen}'s packets were captured, none from the {unseen}: \
+                         without both directions a silence cannot be told from traffic the capture missed, so \
+                         its verdicts cannot be relied on; capture where both directions pass (on the client or \
+                         broker host, or `-i any`)"
+                    ),
+                );
             }
         }
         self.note_new_gaps(idx);
@@ -1200,6 +1231,24 @@ impl Engine {
             }
         }
         self.disorder_warning();
+        let c = &self.counters;
+        if c.packets > 1 && c.first.is_some() && c.first == c.last {
+            let at = c.first.unwrap_or_default();
+            let when = if at == Timestamp(0) {
+                "0 (1970-01-01)".to_owned()
+            } else {
+                format!("{} ns since 1970", at.as_nanos())
+            };
+            self.warn_input(
+                NO_TIMESTAMPS,
+                format!(
+                    "all {} packets carry the same timestamp, {when}: the capture has no timing, so no \
+                     silence can be measured and no verdict given; was it written by a tool that does not \
+                     keep capture times?",
+                    c.packets
+                ),
+            );
+        }
     }
 
     /// Live mode: time is `now` though no packet came. Returns open silences
