@@ -57,6 +57,11 @@ pub struct EngineConfig {
     pub reassembly: ReassemblyConfig,
     /// Most flows tracked at once.
     pub max_flows: usize,
+    /// Most bytes held in TCP out-of-order buffers across all flows (per
+    /// engine: each `--threads` shard has its own). Past it, the flows that
+    /// have been quiet longest give their buffers up as `overflow` holes
+    /// (warning `memory-budget`).
+    pub max_buffered_bytes: usize,
     /// Wire events kept per connection direction for drawing timelines
     /// (0 = none, the default: reports do not need them; the TUI turns it on).
     pub timeline_events: usize,
@@ -70,6 +75,7 @@ impl Default for EngineConfig {
             analysis: AnalysisConfig::default(),
             reassembly: ReassemblyConfig::default(),
             max_flows: 200_000,
+            max_buffered_bytes: 256 * 1024 * 1024,
             timeline_events: 0,
         }
     }
@@ -106,6 +112,9 @@ pub struct CaptureCounters {
     pub evicted_flows: u64,
     /// Second copies of a packet dropped before analysis (see `engine::dedup`).
     pub duplicate_packets: u64,
+    /// Times a flow gave up its out-of-order buffers to the global memory
+    /// budget ([`EngineConfig::max_buffered_bytes`]).
+    pub memory_shed_flows: u64,
     /// Packets of the analysed connections stamped out of time order by
     /// more than [`crate::analysis::DISORDER_TOLERANCE`] (set when the
     /// engine finishes; see `analysis::clock`).
@@ -193,6 +202,9 @@ struct Flow {
     proto: Proto,
     slot: SlotRef,
     frame_max_applied: bool,
+    /// Bytes in `tcp`'s out-of-order buffers after its last segment (counted
+    /// in [`Engine::buffered`]).
+    held: usize,
     /// The last segment of each direction, to drop second copies.
     dup: dedup::DupGuard,
 }
@@ -205,6 +217,7 @@ impl Default for Flow {
             proto: Proto::amqp([Framer::new(true), Framer::new(true)]),
             slot: SlotRef::Index(usize::MAX),
             frame_max_applied: false,
+            held: 0,
             dup: dedup::DupGuard::default(),
         }
     }
@@ -355,6 +368,8 @@ pub struct Engine {
     clock: timecheck::CaptureClock,
     /// Duplicate fingerprints of flows that just ended (their last packet's copies).
     ended_dups: VecDeque<(FlowKey, dedup::DupGuard)>,
+    /// Bytes in all flows' TCP out-of-order buffers (the sum of their `held`).
+    buffered: usize,
 }
 
 /// One of `count` engines that read the same input, each analysing the flows
@@ -433,6 +448,7 @@ impl Engine {
             shard: Shard { index: 0, count: 1 },
             clock: timecheck::CaptureClock::default(),
             ended_dups: VecDeque::new(),
+            buffered: 0,
         }
     }
 
@@ -467,6 +483,7 @@ impl Engine {
             c.late_packets += other.counters.late_packets;
             c.evicted_flows += other.counters.evicted_flows;
             c.duplicate_packets += other.counters.duplicate_packets;
+            c.memory_shed_flows += other.counters.memory_shed_flows;
             move_slots(&mut base.slots, other.slots);
             for w in other.warnings {
                 match base.warnings.iter_mut().find(|b| b.code == w.code) {
@@ -494,6 +511,13 @@ impl Engine {
     #[must_use]
     pub fn counters(&self) -> &CaptureCounters {
         &self.counters
+    }
+
+    /// Bytes held in all flows' TCP out-of-order buffers now (bounded by
+    /// [`EngineConfig::max_buffered_bytes`]).
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
     }
 
     /// Warnings so far.
@@ -862,6 +886,12 @@ impl Engine {
         if let Some(idx) = step.slot {
             self.note_new_gaps(idx);
         }
+        if step.held_delta != 0 {
+            self.buffered = self.buffered.saturating_add_signed(step.held_delta);
+            if self.buffered > self.config.max_buffered_bytes {
+                self.shed_buffers(ts);
+            }
+        }
         if step.ended {
             if let Some(flow) = self.flows.remove(&key) {
                 self.remember_ended_dups(key, flow.dup);
@@ -961,6 +991,7 @@ impl Engine {
                 proto,
                 slot: SlotRef::Pending(slot),
                 frame_max_applied: false,
+                held: 0,
                 dup: dedup::DupGuard::default(),
             },
         );
@@ -1027,6 +1058,70 @@ impl Engine {
             .is_some_and(|(_, g)| g.is_copy(dir, seg))
     }
 
+    /// Over [`EngineConfig::max_buffered_bytes`]: the flows whose last
+    /// packet is oldest give up their out-of-order buffers (as `overflow`
+    /// holes, see [`TcpStream::shed`]) until a quarter of the budget is free.
+    fn shed_buffers(&mut self, now: Timestamp) {
+        let budget = self.config.max_buffered_bytes;
+        let target = budget - budget / 4;
+        let mut held: Vec<(Timestamp, FlowKey)> = self
+            .flows
+            .entries()
+            .filter(|(_, f)| f.held > 0)
+            .map(|(k, f)| (self.slot_of(f).conn.last_seen, *k))
+            .collect();
+        held.sort_unstable();
+        let (mut flows, mut freed, mut skipped) = (0u64, 0usize, 0u64);
+        for (_, key) in held {
+            if self.buffered <= target {
+                break;
+            }
+            let hash = self.flows.hash(&key);
+            let Engine {
+                flows: table,
+                slots,
+                syns,
+                ..
+            } = self;
+            let Some(flow) = table.get_mut_hashed(hash, &key) else {
+                continue;
+            };
+            let Flow {
+                tcp,
+                proto,
+                slot: slot_ref,
+                held,
+                ..
+            } = flow;
+            let slot: &mut ConnSlot = match slot_ref {
+                SlotRef::Pending(b) => b,
+                SlotRef::Index(i) => &mut slots[*i],
+            };
+            skipped += tcp.shed(&mut |d, ev| feed(now, d, ev, proto, slot, syns));
+            let left = tcp.buffered_bytes();
+            let gone = held.saturating_sub(left);
+            *held = left;
+            self.buffered = self.buffered.saturating_sub(gone);
+            freed += gone;
+            flows += 1;
+            if let SlotRef::Index(i) = slot_ref {
+                let i = *i;
+                self.note_new_gaps(i);
+            }
+        }
+        self.counters.memory_shed_flows += flows;
+        self.warn(
+            "memory-budget",
+            format!(
+                "out-of-order data buffered across all flows passed {} MiB: the buffers of the {flows} flows \
+                 quiet longest were given up ({} KiB freed, {skipped} missing bytes skipped as overflow holes; \
+                 `overflow_skipped_bytes` per direction)",
+                budget / (1024 * 1024),
+                freed / 1024
+            ),
+        );
+    }
+
     /// Drops the oldest flow not yet shown to be AMQP; false if there is none.
     fn evict_one_pending(&mut self) -> bool {
         while let Some(key) = self.pending_order.pop_front() {
@@ -1035,7 +1130,9 @@ impl Engine {
                 .get(&key)
                 .is_some_and(|f| matches!(f.slot, SlotRef::Pending(_)));
             if pending {
-                self.flows.remove(&key);
+                if let Some(f) = self.flows.remove(&key) {
+                    self.buffered = self.buffered.saturating_sub(f.held);
+                }
                 self.counters.evicted_flows += 1;
                 self.warn(
                     "flow-evicted",
@@ -1106,6 +1203,7 @@ impl Engine {
     }
 
     fn finish_flow(&mut self, mut flow: Flow, end: Timestamp) {
+        self.buffered = self.buffered.saturating_sub(flow.held);
         let Engine { slots, syns, .. } = self;
         let Flow {
             tcp,
@@ -1404,6 +1502,8 @@ fn entry_bytes(v: &PropValue, cap: usize, depth: u8) -> usize {
 struct Step {
     /// The flow's slot index once it is in the connection list.
     slot: Option<usize>,
+    /// Change of the flow's out-of-order buffer bytes.
+    held_delta: isize,
     /// RST, or FIN both ways: the flow is over.
     ended: bool,
 }
@@ -1423,6 +1523,7 @@ fn step_flow(
         tcp,
         proto,
         frame_max_applied,
+        held,
         slot: slot_ref,
         ..
     } = flow;
@@ -1437,6 +1538,9 @@ fn step_flow(
     }
     slot.conn.on_packet(ts, dir);
     tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
+    let now_held = tcp.buffered_bytes();
+    let held_delta = now_held.cast_signed() - held.cast_signed();
+    *held = now_held;
     if !*frame_max_applied {
         if let (Some((_, fm, _)), Proto { framers, tls: None }) =
             (slot.conn.handshake.tune_ok, &mut *proto)
@@ -1485,6 +1589,7 @@ fn step_flow(
             SlotRef::Index(i) => Some(*i),
             SlotRef::Pending(_) => None,
         },
+        held_delta,
         ended,
     }
 }
