@@ -27,6 +27,7 @@ pub mod live;
 pub mod multi;
 mod pcapfile;
 mod pcapng;
+mod savefile;
 
 /// A link-layer header type: the `DLT_` value libpcap reports for a capture.
 ///
@@ -113,6 +114,12 @@ pub enum CaptureError {
         /// The path given.
         path: PathBuf,
     },
+    /// Standard input (`-`) ended before its first byte.
+    #[error(
+        "-: standard input is empty (0 bytes), not a capture; did the command piping into hbscope \
+         (e.g. `tcpdump -w -`) fail or stop before it wrote anything?"
+    )]
+    EmptyStdin,
     /// The file cannot be read with the current rights.
     #[error(
         "{}: permission denied; make the file readable (e.g. `sudo chmod a+r`) or run as a user who can read it",
@@ -768,6 +775,9 @@ fn open_error(path: &Path, e: &pcap::Error) -> CaptureError {
             }
         }
     };
+    if path.as_os_str() == "-" && msg.contains("header bytes, only got 0") {
+        return CaptureError::EmptyStdin;
+    }
     let detail = if msg.contains("unknown file format") {
         "libpcap: unknown file format".to_string()
     } else if msg.contains("truncated dump file") || msg.contains("truncated pcapng") {

@@ -64,9 +64,13 @@ pub struct LiveArgs {
     /// Stop after this many seconds and print the report.
     #[arg(long, value_name = "SECS", value_parser = positive_secs, allow_negative_numbers = true)]
     pub duration: Option<f64>,
-    /// Save the captured packets to this pcap file (created 0600: it holds credentials).
+    /// Save the captured packets to this new pcap file (created 0600: it holds credentials; never
+    /// through a symbolic link; an existing file is refused unless --force).
     #[arg(long, short = 'w', value_name = "FILE")]
     pub write: Option<PathBuf>,
+    /// Let --write replace an existing regular file (never a symbolic link).
+    #[arg(long, requires = "write")]
+    pub force: bool,
     /// Do not look up local processes in /proc.
     #[arg(long)]
     pub no_attribution: bool,

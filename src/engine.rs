@@ -57,6 +57,11 @@ pub struct EngineConfig {
     pub reassembly: ReassemblyConfig,
     /// Most flows tracked at once.
     pub max_flows: usize,
+    /// Most bytes held in TCP out-of-order buffers across all flows (per
+    /// engine: each `--threads` shard has its own). Past it, the flows that
+    /// have been quiet longest give their buffers up as `overflow` holes
+    /// (warning `memory-budget`).
+    pub max_buffered_bytes: usize,
     /// Wire events kept per connection direction for drawing timelines
     /// (0 = none, the default: reports do not need them; the TUI turns it on).
     pub timeline_events: usize,
@@ -70,6 +75,7 @@ impl Default for EngineConfig {
             analysis: AnalysisConfig::default(),
             reassembly: ReassemblyConfig::default(),
             max_flows: 200_000,
+            max_buffered_bytes: 256 * 1024 * 1024,
             timeline_events: 0,
         }
     }
@@ -106,6 +112,9 @@ pub struct CaptureCounters {
     pub evicted_flows: u64,
     /// Second copies of a packet dropped before analysis (see `engine::dedup`).
     pub duplicate_packets: u64,
+    /// Times a flow gave up its out-of-order buffers to the global memory
+    /// budget ([`EngineConfig::max_buffered_bytes`]).
+    pub memory_shed_flows: u64,
     /// Packets of the analysed connections stamped out of time order by
     /// more than [`crate::analysis::DISORDER_TOLERANCE`] (set when the
     /// engine finishes; see `analysis::clock`).
@@ -193,6 +202,9 @@ struct Flow {
     proto: Proto,
     slot: SlotRef,
     frame_max_applied: bool,
+    /// Bytes in `tcp`'s out-of-order buffers after its last segment (counted
+    /// in [`Engine::buffered`]).
+    held: usize,
     /// The last segment of each direction, to drop second copies.
     dup: dedup::DupGuard,
 }
@@ -205,6 +217,7 @@ impl Default for Flow {
             proto: Proto::amqp([Framer::new(true), Framer::new(true)]),
             slot: SlotRef::Index(usize::MAX),
             frame_max_applied: false,
+            held: 0,
             dup: dedup::DupGuard::default(),
         }
     }
@@ -358,6 +371,8 @@ pub struct Engine {
     clock: timecheck::CaptureClock,
     /// Duplicate fingerprints of flows that just ended (their last packet's copies).
     ended_dups: VecDeque<(FlowKey, dedup::DupGuard)>,
+    /// Bytes in all flows' TCP out-of-order buffers (the sum of their `held`).
+    buffered: usize,
 }
 
 /// One of `count` engines that read the same input, each analysing the flows
@@ -410,6 +425,10 @@ const AWAITING_CAP: usize = 1024;
 
 /// Warning code for dropped second copies of packets.
 pub const DUPLICATES: &str = "duplicate-packets";
+/// Warning code for connections captured in one direction only.
+pub const ONE_DIRECTION: &str = "one-direction";
+/// Warning code for a capture whose packets all carry the same timestamp.
+pub const NO_TIMESTAMPS: &str = "no-timestamps";
 
 impl Engine {
     /// A new engine for packets of link type `link`.
@@ -433,6 +452,7 @@ impl Engine {
             shard: Shard { index: 0, count: 1 },
             clock: timecheck::CaptureClock::default(),
             ended_dups: VecDeque::new(),
+            buffered: 0,
         }
     }
 
@@ -467,6 +487,7 @@ impl Engine {
             c.late_packets += other.counters.late_packets;
             c.evicted_flows += other.counters.evicted_flows;
             c.duplicate_packets += other.counters.duplicate_packets;
+            c.memory_shed_flows += other.counters.memory_shed_flows;
             move_slots(&mut base.slots, other.slots);
             for w in other.warnings {
                 match base.warnings.iter_mut().find(|b| b.code == w.code) {
@@ -494,6 +515,13 @@ impl Engine {
     #[must_use]
     pub fn counters(&self) -> &CaptureCounters {
         &self.counters
+    }
+
+    /// Bytes held in all flows' TCP out-of-order buffers now (bounded by
+    /// [`EngineConfig::max_buffered_bytes`]).
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
     }
 
     /// Warnings so far.
@@ -567,6 +595,15 @@ impl Engine {
         *total += new_drops;
         for s in &mut self.slots {
             s.conn.on_capture_drops(new_drops);
+        }
+    }
+
+    /// The live capture failed (`code`: the warning recording why): every
+    /// open silence is marked so it ends as `capture-loss` (see
+    /// [`crate::analysis::decide`]). Call before [`Engine::finish`].
+    pub fn on_capture_failed(&mut self, code: &'static str) {
+        for s in &mut self.slots {
+            s.conn.on_capture_failed(code);
         }
     }
 
@@ -862,6 +899,12 @@ impl Engine {
         if let Some(idx) = step.slot {
             self.note_new_gaps(idx);
         }
+        if step.held_delta != 0 {
+            self.buffered = self.buffered.saturating_add_signed(step.held_delta);
+            if self.buffered > self.config.max_buffered_bytes {
+                self.shed_buffers(ts);
+            }
+        }
         if step.ended {
             if let Some(flow) = self.flows.remove(&key) {
                 self.remember_ended_dups(key, flow.dup);
@@ -961,6 +1004,7 @@ impl Engine {
                 proto,
                 slot: SlotRef::Pending(slot),
                 frame_max_applied: false,
+                held: 0,
                 dup: dedup::DupGuard::default(),
             },
         );
@@ -1027,6 +1071,70 @@ impl Engine {
             .is_some_and(|(_, g)| g.is_copy(dir, seg))
     }
 
+    /// Over [`EngineConfig::max_buffered_bytes`]: the flows whose last
+    /// packet is oldest give up their out-of-order buffers (as `overflow`
+    /// holes, see [`TcpStream::shed`]) until a quarter of the budget is free.
+    fn shed_buffers(&mut self, now: Timestamp) {
+        let budget = self.config.max_buffered_bytes;
+        let target = budget - budget / 4;
+        let mut held: Vec<(Timestamp, FlowKey)> = self
+            .flows
+            .entries()
+            .filter(|(_, f)| f.held > 0)
+            .map(|(k, f)| (self.slot_of(f).conn.last_seen, *k))
+            .collect();
+        held.sort_unstable();
+        let (mut flows, mut freed, mut skipped) = (0u64, 0usize, 0u64);
+        for (_, key) in held {
+            if self.buffered <= target {
+                break;
+            }
+            let hash = self.flows.hash(&key);
+            let Engine {
+                flows: table,
+                slots,
+                syns,
+                ..
+            } = self;
+            let Some(flow) = table.get_mut_hashed(hash, &key) else {
+                continue;
+            };
+            let Flow {
+                tcp,
+                proto,
+                slot: slot_ref,
+                held,
+                ..
+            } = flow;
+            let slot: &mut ConnSlot = match slot_ref {
+                SlotRef::Pending(b) => b,
+                SlotRef::Index(i) => &mut slots[*i],
+            };
+            skipped += tcp.shed(&mut |d, ev| feed(now, d, ev, proto, slot, syns));
+            let left = tcp.buffered_bytes();
+            let gone = held.saturating_sub(left);
+            *held = left;
+            self.buffered = self.buffered.saturating_sub(gone);
+            freed += gone;
+            flows += 1;
+            if let SlotRef::Index(i) = slot_ref {
+                let i = *i;
+                self.note_new_gaps(i);
+            }
+        }
+        self.counters.memory_shed_flows += flows;
+        self.warn(
+            "memory-budget",
+            format!(
+                "out-of-order data buffered across all flows passed {} MiB: the buffers of the {flows} flows \
+                 quiet longest were given up ({} KiB freed, {skipped} missing bytes skipped as overflow holes; \
+                 `overflow_skipped_bytes` per direction)",
+                budget / (1024 * 1024),
+                freed / 1024
+            ),
+        );
+    }
+
     /// Drops the oldest flow not yet shown to be AMQP; false if there is none.
     fn evict_one_pending(&mut self) -> bool {
         while let Some(key) = self.pending_order.pop_front() {
@@ -1035,7 +1143,9 @@ impl Engine {
                 .get(&key)
                 .is_some_and(|f| matches!(f.slot, SlotRef::Pending(_)));
             if pending {
-                self.flows.remove(&key);
+                if let Some(f) = self.flows.remove(&key) {
+                    self.buffered = self.buffered.saturating_sub(f.held);
+                }
                 self.counters.evicted_flows += 1;
                 self.warn(
                     "flow-evicted",
@@ -1106,6 +1216,7 @@ impl Engine {
     }
 
     fn finish_flow(&mut self, mut flow: Flow, end: Timestamp) {
+        self.buffered = self.buffered.saturating_sub(flow.held);
         let Engine { slots, syns, .. } = self;
         let Flow {
             tcp,
@@ -1123,6 +1234,17 @@ impl Engine {
             tcp.stats(Direction::BtoA).retransmitted_segments,
         ];
         slot.conn.finish(end, syns);
+        // Packets one way only (a mirror port seeing one direction, asymmetric
+        // routing): the direction that was seen, when the other never was.
+        let seen = [
+            tcp.stats(Direction::AtoB).segments,
+            tcp.stats(Direction::BtoA).segments,
+        ];
+        let one_way = match seen {
+            [a, 0] if a > 0 => Some(Direction::AtoB),
+            [0, b] if b > 0 => Some(Direction::BtoA),
+            _ => None,
+        };
         let slot_ref = std::mem::replace(&mut flow.slot, SlotRef::Index(usize::MAX));
         let idx = match slot_ref {
             SlotRef::Index(i) => i,
@@ -1140,6 +1262,22 @@ impl Engine {
             if let Some(what) = s.not_amqp.clone() {
                 let key = s.conn.key;
                 self.warn("not-amqp-0-9-1", format!("{key}: {what}; not analysed"));
+            } else if let Some(dir) = one_way {
+                let (client, broker) = (s.conn.client(), s.conn.broker());
+                let (seen, unseen) = if dir == s.conn.client_dir {
+                    ("client", "broker")
+                } else {
+                    ("broker", "client")
+                };
+                self.warn(
+                    ONE_DIRECTION,
+                    format!(
+                        "{client} -> {broker}: only the {seen}'s packets were captured, none from the {unseen}: \
+                         without both directions a silence cannot be told from traffic the capture missed, so \
+                         its verdicts cannot be relied on; capture where both directions pass (on the client or \
+                         broker host, or `-i any`)"
+                    ),
+                );
             }
         }
         self.note_new_gaps(idx);
@@ -1204,6 +1342,24 @@ impl Engine {
             }
         }
         self.disorder_warning();
+        let c = &self.counters;
+        if c.packets > 1 && c.first.is_some() && c.first == c.last {
+            let at = c.first.unwrap_or_default();
+            let when = if at == Timestamp(0) {
+                "0 (1970-01-01)".to_owned()
+            } else {
+                format!("{} ns since 1970", at.as_nanos())
+            };
+            self.warn_input(
+                NO_TIMESTAMPS,
+                format!(
+                    "all {} packets carry the same timestamp, {when}: the capture has no timing, so no \
+                     silence can be measured and no verdict given; was it written by a tool that does not \
+                     keep capture times?",
+                    c.packets
+                ),
+            );
+        }
     }
 
     /// Live mode: time is `now` though no packet came. Returns open silences
@@ -1359,6 +1515,8 @@ fn entry_bytes(v: &PropValue, cap: usize, depth: u8) -> usize {
 struct Step {
     /// The flow's slot index once it is in the connection list.
     slot: Option<usize>,
+    /// Change of the flow's out-of-order buffer bytes.
+    held_delta: isize,
     /// RST, or FIN both ways: the flow is over.
     ended: bool,
 }
@@ -1378,6 +1536,7 @@ fn step_flow(
         tcp,
         proto,
         frame_max_applied,
+        held,
         slot: slot_ref,
         ..
     } = flow;
@@ -1392,6 +1551,9 @@ fn step_flow(
     }
     slot.conn.on_packet(ts, dir);
     tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
+    let now_held = tcp.buffered_bytes();
+    let held_delta = now_held.cast_signed() - held.cast_signed();
+    *held = now_held;
     if !*frame_max_applied {
         if let (Some((_, fm, _)), Proto { framers, tls: None }) =
             (slot.conn.handshake.tune_ok, &mut *proto)
@@ -1440,6 +1602,7 @@ fn step_flow(
             SlotRef::Index(i) => Some(*i),
             SlotRef::Pending(_) => None,
         },
+        held_delta,
         ended,
     }
 }

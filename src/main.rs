@@ -91,6 +91,7 @@ fn live(args: &LiveArgs) -> ExitCode {
         write: args.write.clone(),
         attribution: !args.no_attribution,
         user: args.user.clone(),
+        force: args.force,
         metrics: args.metrics.map(|addr| hbscope::metrics::MetricsOptions {
             addr,
             per_connection: args.metrics_per_connection,
@@ -139,6 +140,12 @@ fn live(args: &LiveArgs) -> ExitCode {
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         eprintln!("hbscope: the final report was not written: {e}");
         return ExitCode::from(1);
+    }
+    if !rep.capture.complete {
+        // The report was written, but from an incomplete capture (it failed
+        // after it started, or the kernel dropped packets): a script must
+        // not take it as a full record.
+        return ExitCode::from(4);
     }
     ExitCode::SUCCESS
 }

@@ -838,6 +838,25 @@ impl TcpStream {
         self.halves[dir.index()].fin.is_some()
     }
 
+    /// Gives up every out-of-order buffer (the engine's global memory
+    /// budget): the missing ranges before and between the buffered chunks
+    /// become `overflow` holes and the buffered data is delivered, so the
+    /// buffers are empty afterwards. Returns the hole bytes skipped.
+    pub fn shed(&mut self, sink: &mut dyn FnMut(Direction, StreamEvent<'_>)) -> u64 {
+        let mut skipped = 0;
+        for dir in [Direction::AtoB, Direction::BtoA] {
+            let h = &mut self.halves[dir.index()];
+            let Some(end) = h.ooo.last_key_value().map(|(&at, c)| at + c.len()) else {
+                continue;
+            };
+            let before = h.stats.hole_bytes_overflow;
+            h.stats.overflow_events += 1;
+            h.fill_to(dir, end, HoleKind::Overflow, sink);
+            skipped += h.stats.hole_bytes_overflow - before;
+        }
+        skipped
+    }
+
     /// Approximate heap bytes held (for memory caps): buffered out-of-order
     /// payload plus a per-entry overhead estimate.
     #[must_use]

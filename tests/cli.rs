@@ -60,6 +60,17 @@ fn empty_file() {
 }
 
 #[test]
+fn empty_stdin() {
+    // Said as such, not as a file header cut short.
+    let o = bin()
+        .args(["replay", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_unusable(&o, "standard input is empty (0 bytes)");
+}
+
+#[test]
 fn not_a_capture() {
     let p = tmp("notes.txt");
     std::fs::write(&p, b"these are my notes, not a capture\n").unwrap();

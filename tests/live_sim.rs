@@ -41,6 +41,7 @@ fn options(duration: Option<Duration>, metrics: bool) -> LiveOptions {
         engine: EngineConfig::default(),
         duration,
         write: None,
+        force: false,
         attribution: false,
         user: None,
         metrics: metrics.then(|| MetricsOptions {
@@ -466,4 +467,112 @@ fn a_closed_event_reader_stops_the_capture_with_reason_signal() {
     assert!(ts(&stop["at"]).since(start).0 < 2_000_000_000, "{stop}");
     assert!(!events.iter().any(|x| kind(x) == "gap-opened"));
     assert!(rep.capture.packets < 20, "{}", rep.capture.packets);
+}
+
+/// Byte offsets and timestamps (ns) of a classic pcap file's records.
+fn records(pcap: &[u8]) -> Vec<(usize, i64)> {
+    let magic = u32::from_le_bytes(pcap[0..4].try_into().unwrap());
+    let frac = match magic {
+        0xa1b2_c3d4 => 1_000,
+        0xa1b2_3c4d => 1,
+        m => panic!("not a little-endian classic pcap: {m:#x}"),
+    };
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let word = |i: usize| u32::from_le_bytes(pcap[at + i..at + i + 4].try_into().unwrap());
+        out.push((
+            at,
+            i64::from(word(0)) * 1_000_000_000 + i64::from(word(4)) * frac,
+        ));
+        at += 16 + word(8) as usize;
+    }
+    out
+}
+
+/// The capture fails (here: the file is cut mid-record) while the client's
+/// silence is open and already flagged: the silence must not end as a stall
+/// nobody saw the end of. It ends as capture-loss with the reason in its
+/// evidence, and the report says the capture is incomplete.
+#[test]
+fn a_capture_failing_during_an_open_silence_ends_it_as_capture_loss() {
+    let path = capture("client-sigstop.pcap");
+    let whole = std::fs::read(&path).unwrap();
+    let replay = hbscope::run::replay::replay(&path, EngineConfig::default(), &mut |_| {})
+        .unwrap()
+        .report();
+    let gap = &replay.connections[0].gaps[0];
+    assert_eq!(gap.cause.to_string(), "client-stall");
+    let start = ts(&serde_json::to_value(&gap.start).unwrap());
+    let flagged = start.0 + (gap.limit_s * 1e9) as i64 + 2 * TICK_NS;
+    // The first record well past the limit, cut in its middle.
+    let (cut_at, _) = *records(&whole)
+        .iter()
+        .find(|(_, t)| *t > flagged)
+        .expect("a packet after the flag");
+    let dir = std::env::temp_dir().join(format!("hbscope-live-sim-fail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut-mid-silence.pcap");
+    std::fs::write(&cut, &whole[..cut_at + 20]).unwrap();
+    let sim = simulate(&cut, &options(None, false), |_, _| {}, |_| false);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert!(
+        sim.events.iter().any(|x| kind(x) == "gap-opened"),
+        "the silence was flagged before the failure: {:#?}",
+        sim.events
+    );
+    assert_eq!(stopped(&sim)["reason"], "error");
+    let rep = serde_json::to_value(&sim.report).unwrap();
+    assert_eq!(rep["capture"]["complete"], false, "{rep:#}");
+    let codes: Vec<&str> = sim
+        .report
+        .capture
+        .warnings
+        .iter()
+        .map(|w| w.code.as_str())
+        .collect();
+    assert!(codes.contains(&"capture-truncated"), "{codes:?}");
+    let gaps = rep["connections"][0]["gaps"].as_array().unwrap();
+    let g = gaps
+        .iter()
+        .find(|g| g["direction"] == "client-to-broker")
+        .unwrap_or_else(|| panic!("no client gap: {rep:#}"));
+    assert_eq!(g["cause"], "capture-loss", "{g:#}");
+    assert_eq!(g["ended_by"], "capture-end", "{g:#}");
+    assert!(
+        g["evidence"].as_array().unwrap().iter().any(|l| l
+            .as_str()
+            .unwrap()
+            .contains("the capture failed during the silence (capture-truncated")),
+        "{g:#}"
+    );
+    assert!(gaps
+        .iter()
+        .all(|g| g["cause"] != "client-stall" && g["cause"] != "broker-stall"));
+}
+
+/// Kernel drops make the capture incomplete: `complete: false` and a
+/// `capture-drops` warning.
+#[test]
+fn kernel_drops_mark_the_report_incomplete() {
+    let path = capture("client-sigstop.pcap");
+    let sim = simulate(
+        &path,
+        &options(None, false),
+        |src, start| src.drop_at(start.plus(hbscope::model::Span(1_050_000_000)), 3),
+        |_| false,
+    );
+    assert!(!sim.report.capture.complete);
+    let w = sim
+        .report
+        .capture
+        .warnings
+        .iter()
+        .find(|w| w.code == "capture-drops")
+        .expect("a capture-drops warning");
+    assert!(w.message.contains("dropped 3 packets"), "{}", w.message);
+    // Without drops or errors it is complete.
+    let sim = simulate(&path, &options(None, false), |_, _| {}, |_| false);
+    assert!(sim.report.capture.complete);
 }

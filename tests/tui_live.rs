@@ -44,6 +44,7 @@ fn live_snapshots_with(name: &str, commands: &[Command]) -> Vec<Snapshot> {
         },
         duration: None,
         write: None,
+        force: false,
         attribution: false,
         user: None,
         metrics: None,

@@ -29,6 +29,8 @@ def main():
     ap.add_argument('--port', type=int, default=5672)
     ap.add_argument('--user', default='guest')
     ap.add_argument('--password', default='guest')
+    ap.add_argument('--url', help='an amqp://USER:PASSWORD@HOST:PORT URL: overrides --host, '
+                    '--port, --user and --password (the credentials then sit in argv as a URL)')
     ap.add_argument('--heartbeat', type=int, default=2)
     ap.add_argument('--duration', type=float, default=15)
     ap.add_argument('--name', default='hbscope-pika')
@@ -54,9 +56,15 @@ def main():
     if a.pidfile:
         with open(a.pidfile, 'w') as f:
             f.write('%d\n' % os.getpid())
+    if a.url:
+        u = pika.URLParameters(a.url)
+        a.host, a.port = u.host, u.port
+        credentials = u.credentials
+    else:
+        credentials = pika.PlainCredentials(a.user, a.password)
     params = pika.ConnectionParameters(
         host=a.host, port=a.port,
-        credentials=pika.PlainCredentials(a.user, a.password),
+        credentials=credentials,
         heartbeat=a.heartbeat,
         client_properties={'connection_name': (bytes.fromhex(a.name_hex).decode('utf-8')
                                                if a.name_hex else

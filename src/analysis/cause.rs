@@ -248,6 +248,10 @@ pub struct Evidence {
     /// Time of the silence covered by the broker's Connection.Blocked
     /// (client silences only; filled in when the silence is judged).
     pub blocked_time: Span,
+    /// The live capture failed while the silence was open (interface down
+    /// or removed, a read error): the warning code saying why. What came
+    /// after was never seen.
+    pub capture_failed: Option<&'static str>,
 }
 
 impl Evidence {
@@ -329,8 +333,8 @@ impl Gap {
 /// Order matters; the rules are numbered as in docs/heartbeat-model.md and
 /// the first that matches decides:
 /// 1. capture loss inside the silence (bytes of the silent side the capture
-///    missed, or libpcap drops): `capture-loss`, no stall is claimed from
-///    missing data;
+///    missed, libpcap drops, or a live capture that failed while it was
+///    open): `capture-loss`, no stall is claimed from missing data;
 /// 2. the silent side retransmitted and nothing it sent was acknowledged
 ///    afterwards: `peer-unreachable`;
 /// 3. the peer retransmitted and the silent side acknowledged nothing after
@@ -354,7 +358,7 @@ impl Gap {
 /// was closed sends at most window probes, however healthy it is.
 #[must_use]
 pub fn decide(ev: &Evidence, silent: Role, silence: Span, limit: Span) -> Cause {
-    if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 {
+    if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 || ev.capture_failed.is_some() {
         return Cause::CaptureLoss;
     }
     // Checked before the stall rule: a kernel that ACKs proves the host is

@@ -1016,6 +1016,17 @@ impl Connection {
         }
     }
 
+    /// The live capture failed (`code`: the warning saying why): every
+    /// silence open now is marked, so it ends as `capture-loss`, never as a
+    /// stall whose end nobody saw.
+    pub fn on_capture_failed(&mut self, code: &'static str) {
+        for d in &mut self.dirs {
+            if !d.closed {
+                d.evidence.capture_failed = Some(code);
+            }
+        }
+    }
+
     /// FIN from the sender of `dir`.
     pub fn on_fin(&mut self, ts: Timestamp, dir: Direction, syns: &SynLog) {
         self.seen(ts);
@@ -1709,6 +1720,11 @@ impl Connection {
             lines.push(format!(
                 "the capture dropped {} packets during the silence",
                 e.capture_drops
+            ));
+        }
+        if let Some(code) = e.capture_failed {
+            lines.push(format!(
+                "the capture failed during the silence ({code}, see the warnings): what followed was not seen"
             ));
         }
         lines.push(format!(

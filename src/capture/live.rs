@@ -16,14 +16,15 @@
 //! a timeout) and then drains what is ready with [`LiveCapture::next_packet`].
 //! That keeps one thread in charge of packets, the clock ticks and signals.
 //!
-//! `--write` copies every packet into a pcap savefile (nanosecond magic) that
-//! is created with mode 0600, because AMQP handshakes carry credentials.
+//! `--write` copies every packet into a pcap savefile (nanosecond magic)
+//! that hbscope writes itself ([`super::savefile`]): created with mode 0600,
+//! because AMQP handshakes carry credentials, never through a symbolic link,
+//! and never over an existing file without `--force`.
 
-use std::fs::{OpenOptions, Permissions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::savefile::Savefile;
 use super::{timestamp, Batch, LinkType, PacketRecord, PacketSource, SourceError};
 
 /// The snapshot length used for live capture: whole packets.
@@ -175,7 +176,7 @@ pub struct LiveCapture {
     cap: pcap::Capture<pcap::Active>,
     link: LinkType,
     interface: String,
-    savefile: Option<(pcap::Savefile, PathBuf)>,
+    savefile: Option<Savefile>,
     /// Last raw (32-bit, wrapping) kernel counters seen, and their 64-bit totals.
     last_raw: (u32, u32),
     totals: DropCounters,
@@ -253,33 +254,20 @@ impl LiveCapture {
     }
 
     /// Copies every packet read from now on into a pcap file at `path`,
-    /// created (or truncated) with mode 0600.
+    /// created with mode 0600, never through a symbolic link; an existing
+    /// file is refused unless `force` (see [`Savefile::create`]).
     ///
     /// # Errors
-    /// [`LiveCaptureError::Write`] when the file cannot be created.
-    pub fn write_to(&mut self, path: &Path) -> Result<(), LiveCaptureError> {
-        let write_err = |detail: String| LiveCaptureError::Write {
-            path: path.to_path_buf(),
-            detail,
-        };
-        // Create it 0600 ourselves first: libpcap would create it with the
-        // umask's mode, readable by everyone, and it holds credentials.
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| write_err(e.to_string()))?;
-        // An existing file keeps its mode on open: force it.
-        file.set_permissions(Permissions::from_mode(0o600))
-            .map_err(|e| write_err(e.to_string()))?;
-        drop(file);
-        let save = self
-            .cap
-            .savefile(path)
-            .map_err(|e| write_err(e.to_string()))?;
-        self.savefile = Some((save, path.to_path_buf()));
+    /// [`LiveCaptureError::Write`] when the file is refused or cannot be created.
+    pub fn write_to(&mut self, path: &Path, force: bool) -> Result<(), LiveCaptureError> {
+        let snaplen = u32::try_from(FULL_SNAPLEN).unwrap_or(u32::MAX);
+        let save = Savefile::create(path, self.link, snaplen, force).map_err(|detail| {
+            LiveCaptureError::Write {
+                path: path.to_path_buf(),
+                detail,
+            }
+        })?;
+        self.savefile = Some(save);
         Ok(())
     }
 
@@ -287,7 +275,9 @@ impl LiveCapture {
     /// the descriptor is readable. A signal cuts the wait short (returns `false`).
     ///
     /// # Errors
-    /// [`LiveCaptureError::Read`] when poll(2) fails for another reason.
+    /// [`LiveCaptureError::Read`] when poll(2) fails for another reason, or
+    /// reports an error on the socket with no packet left to read (the
+    /// interface went down or was removed).
     pub fn wait(&self, timeout: Duration) -> Result<bool, LiveCaptureError> {
         let ts = rustix::event::Timespec {
             tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
@@ -298,7 +288,25 @@ impl LiveCapture {
             rustix::event::PollFlags::IN,
         )];
         match rustix::event::poll(&mut fds, Some(&ts)) {
-            Ok(n) => Ok(n > 0),
+            Ok(n) => {
+                use rustix::event::PollFlags;
+                let rev = fds[0].revents();
+                // The kernel flags a packet socket with an error when its
+                // interface goes down or away; a non-blocking libpcap read
+                // never looks, so the capture would sit idle (or spin) on a
+                // dead interface. Packets still queued are read first.
+                if !rev.contains(PollFlags::IN)
+                    && rev.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL)
+                {
+                    return Err(LiveCaptureError::Read {
+                        detail: format!(
+                            "{}: the capture socket reported an error ({rev:?}): the interface went down or was removed",
+                            self.interface
+                        ),
+                    });
+                }
+                Ok(n > 0)
+            }
             Err(rustix::io::Errno::INTR) => Ok(false),
             Err(e) => Err(LiveCaptureError::Read {
                 detail: format!("poll on the capture descriptor failed: {e}"),
@@ -318,16 +326,17 @@ impl LiveCapture {
         }
         match self.cap.next_packet() {
             Ok(packet) => {
-                if let Some((save, _)) = self.savefile.as_mut() {
-                    save.write(&packet);
-                }
                 let header = *packet.header;
-                Ok(Some(PacketRecord {
+                let rec = PacketRecord {
                     ts: timestamp(&header),
                     caplen: header.caplen,
                     orig_len: header.len,
                     data: packet.data,
-                }))
+                };
+                if let Some(save) = self.savefile.as_mut() {
+                    save.write(&rec);
+                }
+                Ok(Some(rec))
             }
             Err(pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) => Ok(None),
             Err(e) => Err(LiveCaptureError::Read {
@@ -356,9 +365,9 @@ impl LiveCapture {
     /// # Errors
     /// [`LiveCaptureError::Write`] when the flush fails.
     pub fn flush(&mut self) -> Result<(), LiveCaptureError> {
-        if let Some((save, path)) = self.savefile.as_mut() {
+        if let Some(save) = self.savefile.as_mut() {
             save.flush().map_err(|e| LiveCaptureError::Write {
-                path: path.clone(),
+                path: save.path().to_path_buf(),
                 detail: e.to_string(),
             })?;
         }
@@ -371,10 +380,7 @@ impl LiveCapture {
     /// [`LiveCaptureError::Write`] when the final flush fails.
     pub fn close(mut self) -> Result<Option<PathBuf>, LiveCaptureError> {
         self.flush()?;
-        Ok(self.savefile.take().map(|(save, path)| {
-            drop(save);
-            path
-        }))
+        Ok(self.savefile.take().map(|save| save.path().to_path_buf()))
     }
 }
 
@@ -425,10 +431,7 @@ impl PacketSource for LiveCapture {
 
     fn close_save(&mut self) -> Result<Option<PathBuf>, SourceError> {
         self.flush()?;
-        Ok(self.savefile.take().map(|(save, path)| {
-            drop(save);
-            path
-        }))
+        Ok(self.savefile.take().map(|save| save.path().to_path_buf()))
     }
 }
 

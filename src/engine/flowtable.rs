@@ -284,6 +284,14 @@ impl<V: Default> FlowTable<V> {
         Some(value)
     }
 
+    /// The live entries: (key, value), in slab order.
+    pub fn entries(&self) -> impl Iterator<Item = (&FlowKey, &V)> {
+        self.slab
+            .iter()
+            .filter(|e| e.live)
+            .map(|e| (&e.key, &e.value))
+    }
+
     /// Empties the table and returns its entries where they lie: taken out
     /// one by one ([`Taken::take`]), they are never all copied.
     pub fn take_all(&mut self) -> Taken<V> {

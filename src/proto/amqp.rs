@@ -566,6 +566,11 @@ impl Framer {
                     drop = buf.len() - HUNT_BUFFER_CAP / 2;
                 }
                 buf.drain(..drop.min(buf.len()));
+                // A large delivery (a reassembly buffer given up at once) grew
+                // the buffer past the cap: give the memory back, not just the bytes.
+                if buf.capacity() > HUNT_BUFFER_CAP {
+                    buf.shrink_to(HUNT_BUFFER_CAP);
+                }
                 buf_offset += drop as u64;
                 self.state = State::Hunt {
                     buf,

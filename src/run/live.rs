@@ -89,8 +89,11 @@ pub struct LiveOptions {
     pub engine: EngineConfig,
     /// Stop by itself after this long.
     pub duration: Option<Duration>,
-    /// Save packets to this pcap file (mode 0600).
+    /// Save packets to this new pcap file (mode 0600, never through a
+    /// symbolic link).
     pub write: Option<PathBuf>,
+    /// Let `write` replace an existing regular file.
+    pub force: bool,
     /// Attribute connections to local processes through /proc.
     pub attribution: bool,
     /// Drop to this user once the capture (and `--write` file) are open.
@@ -809,7 +812,10 @@ impl Sink for LiveSink<'_, '_> {
 /// Runs a live capture until `stop` is set, `--duration` passes or the
 /// capture fails after it started; `emit` receives each event (an error from
 /// it, such as a closed pipe, stops the capture cleanly). Returns the final
-/// report.
+/// report; its `capture.complete` is `false` when the capture failed after it
+/// started (the interface went down or away, a read error) or the kernel
+/// dropped packets, with a warning saying which (`live-capture-error`,
+/// `capture-drops`), and silences open when it failed end as `capture-loss`.
 ///
 /// # Errors
 /// [`LiveError::Capture`] when the capture cannot be opened or the
@@ -827,7 +833,7 @@ pub fn run(
         None => None,
     };
     if let Some(path) = &opts.write {
-        cap.write_to(path)?;
+        cap.write_to(path, opts.force)?;
     }
     if let Some(user) = &opts.user {
         crate::os::privileges::drop_to(user)?;
@@ -859,7 +865,7 @@ pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveErro
         None => None,
     };
     if let Some(path) = &opts.write {
-        cap.write_to(path)?;
+        cap.write_to(path, opts.force)?;
     }
     if let Some(user) = &opts.user {
         crate::os::privileges::drop_to(user)?;
@@ -1008,6 +1014,25 @@ pub fn run_with_view(
         },
     );
     let now = clock.now();
+    // A failed capture leaves what followed unseen: silences open at that
+    // moment end as capture-loss, never as a stall (analysis::decide, rule 1).
+    let failed = match &driven.reason {
+        driver::StopReason::Error(e) => Some(e.warning_code()),
+        _ => None,
+    };
+    if let Some(code) = failed {
+        engine.on_capture_failed(code);
+    }
+    if driven.dropped > 0 {
+        engine.warn(
+            "capture-drops",
+            format!(
+                "the kernel dropped {} packets: the capture is incomplete, and silences open while it \
+                 dropped are capture-loss",
+                driven.dropped
+            ),
+        );
+    }
     sink.tracker.sample(&engine, now);
     let _ = sink.tracker.after_packets(&engine, now, sink.emit);
     let written = match source.close_save() {
@@ -1026,7 +1051,8 @@ pub fn run_with_view(
         dropped: driven.dropped,
         written: written.map(|p| p.display().to_string()),
     });
-    let mut rep = report::build(&engine, &opts.capture.interface, true);
+    let complete = failed.is_none() && driven.dropped == 0;
+    let mut rep = report::build(&engine, &opts.capture.interface, complete);
     sink.tracker.decorate(&engine, &mut rep);
     rep
 }

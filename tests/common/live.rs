@@ -52,11 +52,12 @@ pub struct Lines {
 
 impl Lines {
     pub fn spawn(cmd: &mut Command) -> Lines {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        Lines::spawn_with_stderr(cmd, Stdio::inherit())
+    }
+
+    /// As [`Lines::spawn`], with stderr going to `stderr` (e.g. a file to read later).
+    pub fn spawn_with_stderr(cmd: &mut Command, stderr: Stdio) -> Lines {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let out = child.stdout.take().unwrap();
         let (tx, rx) = channel();
         std::thread::spawn(move || {

@@ -1,0 +1,268 @@
+//! `live --write`: the pcap file the captured packets are copied to, opened
+//! and written by hbscope itself.
+//!
+//! libpcap's `pcap_dump_open` opens by path: it follows a symbolic link and
+//! truncates whatever the link points at, and creates the file with the
+//! umask's mode. A link planted in a shared directory such as /tmp would
+//! then let hbscope (running as root) clobber any file. So the file is
+//! opened here, with `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600 (it holds
+//! AMQP credentials):
+//! - a symbolic link at the path is always refused;
+//! - an existing file is refused unless `--force`; with `--force` it must be
+//!   a regular file with no other hard link, and is truncated and made 0600.
+//!
+//! The format is classic pcap with nanosecond timestamps (magic
+//! `a1b23c4d`), what libpcap writes for a nanosecond capture; the file is
+//! valid after every [`Savefile::flush`].
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{LinkType, PacketRecord};
+
+/// pcap magic for nanosecond timestamps.
+const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
+
+/// Why the `--write` file cannot be opened: the detail of a
+/// `LiveCaptureError::Write`.
+fn refusal(path: &Path, e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(c) if c == rustix::io::Errno::EXIST.raw_os_error() => {
+            "the file already exists; give a new path, or add --force to replace it".to_owned()
+        }
+        Some(c) if c == rustix::io::Errno::LOOP.raw_os_error() => symlink_refusal(path),
+        _ => e.to_string(),
+    }
+}
+
+fn symlink_refusal(_path: &Path) -> String {
+    "the path is a symbolic link, which hbscope never writes through (a link planted in a \
+     shared directory could point at any file); remove it or give another path"
+        .to_owned()
+}
+
+/// The pcap `LINKTYPE_` value stored in a file for a live capture's `DLT_`
+/// value: they are the same number except raw IP.
+fn linktype_of(dlt: LinkType) -> u32 {
+    match dlt {
+        LinkType::RAW | LinkType::RAW_OPENBSD => 101,
+        LinkType(n) => u32::try_from(n).unwrap_or(0),
+    }
+}
+
+/// An open `--write` file.
+#[derive(Debug)]
+pub struct Savefile {
+    out: BufWriter<File>,
+    path: PathBuf,
+    /// The first write error, reported by the next [`Savefile::flush`];
+    /// nothing more is written after it.
+    failed: Option<io::Error>,
+}
+
+impl Savefile {
+    /// Creates `path` (mode 0600, never through a symbolic link) and writes
+    /// the pcap header. An existing file is refused unless `force`, and then
+    /// only a regular file with a single link is replaced.
+    ///
+    /// # Errors
+    /// A message for `LiveCaptureError::Write`: the path is a symbolic link,
+    /// exists (without `force`), is not a regular file, or cannot be created.
+    pub fn create(path: &Path, link: LinkType, snaplen: u32, force: bool) -> Result<Self, String> {
+        // The open below refuses a link by itself (O_EXCL, O_NOFOLLOW); this
+        // only gives the clearer message before "exists" would.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(symlink_refusal(path));
+        }
+        let nofollow = i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0);
+        let mut opts = OpenOptions::new();
+        opts.write(true).mode(0o600).custom_flags(nofollow);
+        if force {
+            opts.create(true);
+        } else {
+            opts.create_new(true);
+        }
+        let file = opts.open(path).map_err(|e| refusal(path, &e))?;
+        if force {
+            let meta = file.metadata().map_err(|e| e.to_string())?;
+            if !meta.is_file() {
+                return Err("not a regular file; give the path of a file to write".to_owned());
+            }
+            if meta.nlink() > 1 {
+                return Err(format!(
+                    "the file has {} hard links, so replacing it would change another name's \
+                     contents; remove it or give another path",
+                    meta.nlink()
+                ));
+            }
+            file.set_len(0).map_err(|e| e.to_string())?;
+            // An existing file keeps its mode on open: force it.
+            file.set_permissions(Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+        }
+        let mut out = BufWriter::with_capacity(64 * 1024, file);
+        let mut header = Vec::with_capacity(24);
+        header.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
+        header.extend_from_slice(&2u16.to_le_bytes());
+        header.extend_from_slice(&4u16.to_le_bytes());
+        header.extend_from_slice(&0i32.to_le_bytes()); // thiszone
+        header.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
+        header.extend_from_slice(&snaplen.to_le_bytes());
+        header.extend_from_slice(&linktype_of(link).to_le_bytes());
+        out.write_all(&header)
+            .and_then(|()| out.flush())
+            .map_err(|e| e.to_string())?;
+        Ok(Savefile {
+            out,
+            path: path.to_path_buf(),
+            failed: None,
+        })
+    }
+
+    /// The path it was created at.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one packet (buffered). A write error is kept for the next
+    /// [`Savefile::flush`]; the packets after it are not written.
+    pub fn write(&mut self, rec: &PacketRecord<'_>) {
+        if self.failed.is_some() {
+            return;
+        }
+        let ns = rec.ts.as_nanos();
+        let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
+        let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
+        let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
+        let mut head = [0u8; 16];
+        head[0..4].copy_from_slice(&secs.to_le_bytes());
+        head[4..8].copy_from_slice(&nanos.to_le_bytes());
+        head[8..12].copy_from_slice(&caplen.to_le_bytes());
+        head[12..16].copy_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
+        if let Err(e) = self
+            .out
+            .write_all(&head)
+            .and_then(|()| self.out.write_all(rec.data))
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Writes what is buffered to the file.
+    ///
+    /// # Errors
+    /// The first write error met since the file was created (reported once),
+    /// or the flush's own.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            // Keep refusing further writes: the file now ends at a record boundary
+            // at best, and a later packet must not follow a torn one.
+            self.failed = Some(io::Error::new(e.kind(), "an earlier write failed"));
+            return Err(e);
+        }
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::capture::FileSource;
+    use crate::model::Timestamp;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hbscope-savefile-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rec(data: &[u8], ns: i64) -> PacketRecord<'_> {
+        PacketRecord {
+            ts: Timestamp(ns),
+            caplen: u32::try_from(data.len()).unwrap(),
+            orig_len: u32::try_from(data.len()).unwrap(),
+            data,
+        }
+    }
+
+    #[test]
+    fn writes_a_nanosecond_pcap_libpcap_reads_back_with_mode_0600() {
+        let d = dir("roundtrip");
+        let p = d.join("out.pcap");
+        let mut s = Savefile::create(&p, LinkType::ETHERNET, 262_144, false).unwrap();
+        let frame = [0u8; 60];
+        s.write(&rec(&frame, 1_700_000_000_123_456_789));
+        s.write(&rec(&frame[..54], 1_700_000_001_000_000_001));
+        s.flush().unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let mut f = FileSource::open(&p).unwrap();
+        assert_eq!(f.link_type(), LinkType::ETHERNET);
+        let a = f.next_packet().unwrap().unwrap();
+        assert_eq!(a.ts, Timestamp(1_700_000_000_123_456_789));
+        assert_eq!(a.data.len(), 60);
+        let b = f.next_packet().unwrap().unwrap();
+        assert_eq!(b.ts, Timestamp(1_700_000_001_000_000_001));
+        assert_eq!(b.caplen, 54);
+        assert!(f.next_packet().unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_symlink_is_refused_even_with_force_and_its_target_untouched() {
+        let d = dir("symlink");
+        let target = d.join("victim");
+        std::fs::write(&target, b"precious").unwrap();
+        std::fs::set_permissions(&target, Permissions::from_mode(0o644)).unwrap();
+        let link = d.join("out.pcap");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for force in [false, true] {
+            let e = Savefile::create(&link, LinkType::ETHERNET, 65535, force).unwrap_err();
+            assert!(e.contains("symbolic link"), "{e}");
+        }
+        // A dangling link too: it would create the file wherever it points.
+        let dangling = d.join("dangling.pcap");
+        std::os::unix::fs::symlink(d.join("nowhere"), &dangling).unwrap();
+        let e = Savefile::create(&dangling, LinkType::ETHERNET, 65535, false).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(!d.join("nowhere").exists());
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_existing_file_needs_force_and_is_then_replaced_0600() {
+        let d = dir("exists");
+        let p = d.join("out.pcap");
+        std::fs::write(&p, b"old").unwrap();
+        std::fs::set_permissions(&p, Permissions::from_mode(0o644)).unwrap();
+        let e = Savefile::create(&p, LinkType::ETHERNET, 65535, false).unwrap_err();
+        assert!(e.contains("already exists") && e.contains("--force"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        let mut s = Savefile::create(&p, LinkType::ETHERNET, 65535, true).unwrap();
+        s.flush().unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 24, "header only");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A second name for the same file is refused even with --force.
+        let other = d.join("other");
+        std::fs::hard_link(&p, &other).unwrap();
+        let e = Savefile::create(&p, LinkType::ETHERNET, 65535, true).unwrap_err();
+        assert!(e.contains("hard links"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn raw_ip_is_stored_as_linktype_raw() {
+        assert_eq!(linktype_of(LinkType::RAW), 101);
+        assert_eq!(linktype_of(LinkType::LINUX_SLL2), 276);
+        assert_eq!(linktype_of(LinkType::ETHERNET), 1);
+    }
+}
