@@ -825,19 +825,7 @@ pub fn run(
     stop: &AtomicBool,
     emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
 ) -> Result<Report, LiveError> {
-    let mut cap = LiveCapture::open(&opts.capture)?;
-    // Bound before dropping privileges, so a port below 1024 works with --user,
-    // and before the --write file is created, so a bind error leaves no file.
-    let mut server = match &opts.metrics {
-        Some(m) => Some(MetricsServer::bind(m.addr)?),
-        None => None,
-    };
-    if let Some(path) = &opts.write {
-        cap.write_to(path, opts.force)?;
-    }
-    if let Some(user) = &opts.user {
-        crate::os::privileges::drop_to(user)?;
-    }
+    let (mut cap, mut server) = open_live(opts)?;
     let mut clock = WallClock::start();
     Ok(run_with(
         opts,
@@ -849,18 +837,13 @@ pub fn run(
     ))
 }
 
-/// Live mode in the terminal UI (`hbscope live` on a terminal, or
-/// `--format tui`): opens the capture as [`run`] does, then runs it on a
-/// thread feeding the live screen ([`crate::tui::live`]) until `q`, a
-/// signal, `--duration` or an error; gap events show in the footer. Returns
-/// the final report once the terminal is restored.
-///
-/// # Errors
-/// As [`run`]; [`LiveError::Terminal`] when the terminal UI fails.
-pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveError> {
-    // The same steps, in the same order, as `run`.
+/// Opens what live mode needs, in this order: the capture, the metrics
+/// address (bound before dropping privileges, so a port below 1024 works with
+/// `--user`, and before the `--write` file is created, so a bind error leaves
+/// no file), the `--write` file, then `--user`.
+fn open_live(opts: &LiveOptions) -> Result<(LiveCapture, Option<MetricsServer>), LiveError> {
     let mut cap = LiveCapture::open(&opts.capture)?;
-    let mut server = match &opts.metrics {
+    let server = match &opts.metrics {
         Some(m) => Some(MetricsServer::bind(m.addr)?),
         None => None,
     };
@@ -870,6 +853,19 @@ pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveErro
     if let Some(user) = &opts.user {
         crate::os::privileges::drop_to(user)?;
     }
+    Ok((cap, server))
+}
+
+/// Live mode in the terminal UI (`hbscope live` on a terminal, or
+/// `--format tui`): opens the capture as [`run`] does, then runs it on a
+/// thread feeding the live screen ([`crate::tui::live`]) until `q`, a
+/// signal, `--duration` or an error; gap events show in the footer. Returns
+/// the final report once the terminal is restored.
+///
+/// # Errors
+/// As [`run`]; [`LiveError::Terminal`] when the terminal UI fails.
+pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveError> {
+    let (mut cap, mut server) = open_live(opts)?;
     let mut opts = opts.clone();
     if opts.engine.timeline_events == 0 {
         // The screen draws timelines; reports alone do not keep them.
