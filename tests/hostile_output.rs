@@ -151,3 +151,37 @@ fn tui_draws_the_name_escaped() {
     assert!(bad.is_empty(), "control characters on screen: {bad:?}");
     assert!(screen.contains("\\e[2J"), "{screen}");
 }
+
+#[test]
+fn live_text_events_show_the_name_escaped() {
+    use hbscope::capture::live::LiveConfig;
+    use hbscope::driver::PacedSource;
+    use hbscope::run::live::{self, LiveEvent, LiveOptions};
+    use std::sync::atomic::AtomicBool;
+    let opts = LiveOptions {
+        capture: LiveConfig {
+            interface: "sim0".into(),
+            filter: live::DEFAULT_FILTER.into(),
+        },
+        engine: EngineConfig::default(),
+        duration: None,
+        write: None,
+        force: false,
+        attribution: false,
+        user: None,
+        metrics: None,
+    };
+    let (mut src, mut clock) = PacedSource::open(&capture()).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut lines = String::new();
+    let mut emit = |e: &LiveEvent| -> std::io::Result<()> {
+        lines.push_str(&live::event_text(e));
+        lines.push('\n');
+        Ok(())
+    };
+    let report = live::run_with(&opts, &mut src, &mut clock, None, &stop, &mut emit);
+    assert_inert("live text", &lines);
+    assert!(lines.contains("\\e[2J"), "{lines}");
+    assert!(lines.contains("gap closed"), "{lines}");
+    assert_inert("live final text", &hbscope::report::to_text(&report));
+}

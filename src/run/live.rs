@@ -48,6 +48,7 @@ use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer, Reg
 use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::proto::amqp::PropValue;
+use crate::report::sanitize::text as clean;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
 use crate::tui::live::ProcessNote;
 
@@ -350,15 +351,15 @@ pub fn event_text(e: &LiveEvent) -> String {
         } => {
             let mut s = format!("{at} connection {client} -> {broker}");
             if let Some(n) = client_name {
-                s.push_str(&format!(" \"{n}\""));
+                s.push_str(&format!(" \"{}\"", clean(n)));
             }
             if let Some(h) = heartbeat_s {
                 s.push_str(&format!(", heartbeat {h} s"));
             }
             if let Some(p) = client_process {
-                s.push_str(&format!(", client pid {} ({})", p.pid, p.command));
+                s.push_str(&format!(", client pid {} ({})", p.pid, clean(&p.command)));
             } else if let Some(why) = client_not_attributable {
-                s.push_str(&format!(", client process unknown: {why}"));
+                s.push_str(&format!(", client process unknown: {}", clean(why)));
             }
             s
         }
@@ -394,7 +395,7 @@ pub fn event_text(e: &LiveEvent) -> String {
                 gap.consequence
             );
             for line in &gap.evidence {
-                s.push_str(&format!("\n    - {line}"));
+                s.push_str(&format!("\n    - {}", clean(line)));
             }
             if let Some(p) = &gap.process {
                 s.push_str(&format!("\n    process: {}", report::process_text(p)));
