@@ -8,30 +8,10 @@
 
 use std::path::Path;
 
+mod pcapedit;
+
 use hbscope::engine::EngineConfig;
 use hbscope::run::replay;
-
-/// Splits a classic pcap file into its header and raw records.
-fn records(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let le = bytes[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || bytes[..4] == [0x4d, 0x3c, 0xb2, 0xa1];
-    let mut out = Vec::new();
-    let mut i = 24;
-    while i + 16 <= bytes.len() {
-        let f = [bytes[i + 8], bytes[i + 9], bytes[i + 10], bytes[i + 11]];
-        let caplen = if le {
-            u32::from_le_bytes(f)
-        } else {
-            u32::from_be_bytes(f)
-        } as usize;
-        let end = i + 16 + caplen;
-        if end > bytes.len() {
-            break;
-        }
-        out.push(bytes[i..end].to_vec());
-        i = end;
-    }
-    (bytes[..24].to_vec(), out)
-}
 
 fn gaps(path: &Path) -> Vec<(String, String, String)> {
     let r = replay::replay(path, EngineConfig::default(), &mut |_| {})
@@ -70,7 +50,11 @@ fn random_deletions_never_invent_stalls() {
             .join("captures")
             .join(format!("{name}.pcap"));
         let intact = gaps(&orig);
-        let (header, recs) = records(&std::fs::read(&orig).unwrap());
+        let pcapedit::Pcap {
+            header,
+            records: recs,
+            ..
+        } = pcapedit::Pcap::read(&orig);
         for round in 0..12 {
             let mut out = header.clone();
             for r in &recs {
@@ -144,7 +128,11 @@ fn random_duplication_or_one_shifted_packet_never_invents_stalls() {
             .join("captures")
             .join(format!("{name}.pcap"));
         let intact = gaps(&orig);
-        let (header, recs) = records(&std::fs::read(&orig).unwrap());
+        let pcapedit::Pcap {
+            header,
+            records: recs,
+            ..
+        } = pcapedit::Pcap::read(&orig);
         for round in 0..12 {
             let mut out = header.clone();
             if round % 2 == 0 {
