@@ -97,6 +97,15 @@ pub enum LiveCaptureError {
         /// What failed.
         detail: String,
     },
+    /// Writing the `--write` file failed during the capture (a full disk):
+    /// saving stopped, the capture goes on.
+    #[error("{}: the captured packets are no longer saved ({detail}); free some space or give --write a path on another file system", path.display())]
+    Save {
+        /// The path.
+        path: PathBuf,
+        /// What failed, and what the file holds.
+        detail: String,
+    },
     /// Reading packets failed.
     #[error("live capture stopped: {detail}")]
     Read {
@@ -118,7 +127,7 @@ impl LiveCaptureError {
     #[must_use]
     pub fn warning_code(&self) -> &'static str {
         match self {
-            LiveCaptureError::Write { .. } => "write-error",
+            LiveCaptureError::Write { .. } | LiveCaptureError::Save { .. } => "write-error",
             _ => "live-capture-error",
         }
     }
@@ -363,10 +372,11 @@ impl LiveCapture {
     /// Flushes the savefile to disk (it stays valid after every flush).
     ///
     /// # Errors
-    /// [`LiveCaptureError::Write`] when the flush fails.
+    /// [`LiveCaptureError::Save`] when a write failed since the last flush
+    /// (once: saving has then stopped).
     pub fn flush(&mut self) -> Result<(), LiveCaptureError> {
         if let Some(save) = self.savefile.as_mut() {
-            save.flush().map_err(|e| LiveCaptureError::Write {
+            save.flush().map_err(|e| LiveCaptureError::Save {
                 path: save.path().to_path_buf(),
                 detail: e.to_string(),
             })?;
@@ -374,13 +384,22 @@ impl LiveCapture {
         Ok(())
     }
 
-    /// Flushes and closes the savefile; returns its path when there was one.
+    /// Flushes and closes the savefile; returns its path when there was one
+    /// and every packet was saved.
     ///
     /// # Errors
-    /// [`LiveCaptureError::Write`] when the final flush fails.
+    /// [`LiveCaptureError::Save`] when the final flush fails.
     pub fn close(mut self) -> Result<Option<PathBuf>, LiveCaptureError> {
+        self.close_savefile()
+    }
+
+    fn close_savefile(&mut self) -> Result<Option<PathBuf>, LiveCaptureError> {
         self.flush()?;
-        Ok(self.savefile.take().map(|save| save.path().to_path_buf()))
+        Ok(self
+            .savefile
+            .take()
+            .filter(Savefile::complete)
+            .map(|save| save.path().to_path_buf()))
     }
 }
 
@@ -430,8 +449,7 @@ impl PacketSource for LiveCapture {
     }
 
     fn close_save(&mut self) -> Result<Option<PathBuf>, SourceError> {
-        self.flush()?;
-        Ok(self.savefile.take().map(|save| save.path().to_path_buf()))
+        Ok(self.close_savefile()?)
     }
 }
 

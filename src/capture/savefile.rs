@@ -13,10 +13,13 @@
 //!
 //! The format is classic pcap with nanosecond timestamps (magic
 //! `a1b23c4d`), what libpcap writes for a nanosecond capture; the file is
-//! valid after every [`Savefile::flush`].
+//! valid after every [`Savefile::flush`]. Packets are buffered whole and
+//! written whole: when a write fails (a full disk), the file is cut back to
+//! the end of the last packet written, so it stays a valid capture of the
+//! packets before, and nothing more is written.
 
 use std::fs::{File, OpenOptions, Permissions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -52,14 +55,27 @@ fn linktype_of(dlt: LinkType) -> u32 {
     }
 }
 
+/// Bytes of whole records buffered before they are written.
+const BUFFER: usize = 64 * 1024;
+
 /// An open `--write` file.
 #[derive(Debug)]
 pub struct Savefile {
-    out: BufWriter<File>,
+    file: File,
+    /// Whole records not yet written.
+    buf: Vec<u8>,
+    /// Records in `buf`.
+    buffered: u64,
+    /// Bytes of the file written in full: the pcap header and whole records.
+    done: u64,
+    /// Packets written to the file.
+    saved: u64,
     path: PathBuf,
     /// The first write error, reported by the next [`Savefile::flush`];
     /// nothing more is written after it.
     failed: Option<io::Error>,
+    /// Whether writing stopped on an error (reported or not).
+    stopped: bool,
 }
 
 impl Savefile {
@@ -102,7 +118,7 @@ impl Savefile {
             file.set_permissions(Permissions::from_mode(0o600))
                 .map_err(|e| e.to_string())?;
         }
-        let mut out = BufWriter::with_capacity(64 * 1024, file);
+        let mut file = file;
         let mut header = Vec::with_capacity(24);
         header.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
         header.extend_from_slice(&2u16.to_le_bytes());
@@ -111,13 +127,16 @@ impl Savefile {
         header.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
         header.extend_from_slice(&snaplen.to_le_bytes());
         header.extend_from_slice(&linktype_of(link).to_le_bytes());
-        out.write_all(&header)
-            .and_then(|()| out.flush())
-            .map_err(|e| e.to_string())?;
+        file.write_all(&header).map_err(|e| e.to_string())?;
         Ok(Savefile {
-            out,
+            file,
+            buf: Vec::with_capacity(BUFFER),
+            buffered: 0,
+            done: header.len() as u64,
+            saved: 0,
             path: path.to_path_buf(),
             failed: None,
+            stopped: false,
         })
     }
 
@@ -130,40 +149,81 @@ impl Savefile {
     /// Appends one packet (buffered). A write error is kept for the next
     /// [`Savefile::flush`]; the packets after it are not written.
     pub fn write(&mut self, rec: &PacketRecord<'_>) {
-        if self.failed.is_some() {
+        if self.stopped {
             return;
         }
         let ns = rec.ts.as_nanos();
         let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
         let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
         let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
-        let mut head = [0u8; 16];
-        head[0..4].copy_from_slice(&secs.to_le_bytes());
-        head[4..8].copy_from_slice(&nanos.to_le_bytes());
-        head[8..12].copy_from_slice(&caplen.to_le_bytes());
-        head[12..16].copy_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
-        if let Err(e) = self
-            .out
-            .write_all(&head)
-            .and_then(|()| self.out.write_all(rec.data))
-        {
-            self.failed = Some(e);
+        self.buf.extend_from_slice(&secs.to_le_bytes());
+        self.buf.extend_from_slice(&nanos.to_le_bytes());
+        self.buf.extend_from_slice(&caplen.to_le_bytes());
+        self.buf
+            .extend_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
+        self.buf.extend_from_slice(rec.data);
+        self.buffered += 1;
+        if self.buf.len() >= BUFFER {
+            self.spill();
+        }
+    }
+
+    /// Writes the buffered records. On an error the file is cut back to the
+    /// last whole record and writing stops.
+    fn spill(&mut self) {
+        if self.buf.is_empty() || self.stopped {
+            return;
+        }
+        match self.file.write_all(&self.buf) {
+            Ok(()) => {
+                self.done += self.buf.len() as u64;
+                self.saved += self.buffered;
+            }
+            Err(e) => {
+                // A torn record would make the file end "cut short"; cut it
+                // back so what is there reads as a whole capture.
+                let cut = self.file.set_len(self.done);
+                let kept = if cut.is_ok() {
+                    "the file holds every packet before it"
+                } else {
+                    "the last packet in the file may be cut short"
+                };
+                self.failed = Some(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}: saving stopped after {} packets ({} bytes); {kept}, and the capture \
+                         and its report go on without it",
+                        self.saved, self.done
+                    ),
+                ));
+                self.stopped = true;
+            }
+        }
+        self.buf.clear();
+        self.buffered = 0;
+        if self.buf.capacity() > 2 * BUFFER {
+            // One packet larger than the buffer grew it: give that back.
+            self.buf.shrink_to(BUFFER);
         }
     }
 
     /// Writes what is buffered to the file.
     ///
     /// # Errors
-    /// The first write error met since the file was created (reported once),
-    /// or the flush's own.
+    /// The write error that stopped the saving, reported once (the flushes
+    /// after it succeed and write nothing; see [`Savefile::complete`]).
     pub fn flush(&mut self) -> io::Result<()> {
-        if let Some(e) = self.failed.take() {
-            // Keep refusing further writes: the file now ends at a record boundary
-            // at best, and a later packet must not follow a torn one.
-            self.failed = Some(io::Error::new(e.kind(), "an earlier write failed"));
-            return Err(e);
+        self.spill();
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        self.out.flush()
+    }
+
+    /// Whether every packet given was written (no write failed).
+    #[must_use]
+    pub fn complete(&self) -> bool {
+        !self.stopped
     }
 }
 
