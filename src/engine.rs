@@ -57,10 +57,13 @@ pub struct EngineConfig {
     pub reassembly: ReassemblyConfig,
     /// Most flows tracked at once.
     pub max_flows: usize,
-    /// Most bytes held in TCP out-of-order buffers across all flows (per
-    /// engine: each `--threads` shard has its own). Past it, the flows that
-    /// have been quiet longest give their buffers up as `overflow` holes
-    /// (warning `memory-budget`).
+    /// Most bytes held across all flows in TCP out-of-order buffers and
+    /// framing buffers (AMQP method frames being buffered, resync buffers,
+    /// TLS handshake and resync buffers); split evenly between the engines
+    /// of a `--threads` replay. Past it, the flows that have been quiet
+    /// longest give their buffers up (warning `memory-budget`): missing
+    /// ranges become `overflow` holes, methods being buffered are not
+    /// decoded.
     pub max_buffered_bytes: usize,
     /// Wire events kept per connection direction for drawing timelines
     /// (0 = none, the default: reports do not need them; the TUI turns it on).
@@ -202,8 +205,8 @@ struct Flow {
     proto: Proto,
     slot: SlotRef,
     frame_max_applied: bool,
-    /// Bytes in `tcp`'s out-of-order buffers after its last segment (counted
-    /// in [`Engine::buffered`]).
+    /// Bytes in `tcp`'s out-of-order buffers and `proto`'s framing buffers
+    /// after its last segment (counted in [`Engine::buffered`]).
     held: usize,
     /// The last segment of each direction, to drop second copies.
     dup: dedup::DupGuard,
@@ -308,6 +311,66 @@ impl Proto {
             tls: Some(Box::new(t)),
         }
     }
+
+    /// Bytes held in framing buffers (both directions).
+    fn buffered_bytes(&self) -> usize {
+        let tls = self.tls.as_ref().map_or(0, |t| {
+            t.readers[0].buffered_bytes() + t.readers[1].buffered_bytes()
+        });
+        self.framers[0].buffered_bytes() + self.framers[1].buffered_bytes() + tls
+    }
+
+    /// Gives up the framing buffers (see [`Framer::shed`]), noting in
+    /// `tally` what was dropped; `key` names the flow.
+    fn shed(&mut self, key: &FlowKey, tally: &mut ShedTally) {
+        for (i, f) in self.framers.iter_mut().enumerate() {
+            let shed = f.shed();
+            tally.framing_freed += shed.freed;
+            tally.resync_bytes += shed.resync_bytes as u64;
+            if let Some((class, method)) = shed.method {
+                tally.methods += 1;
+                if tally.first_method.is_none() {
+                    let dir = if i == 0 {
+                        format!("{} -> {}", key.a, key.b)
+                    } else {
+                        format!("{} -> {}", key.b, key.a)
+                    };
+                    tally.first_method = Some(format!(
+                        "{} from {dir}",
+                        crate::proto::amqp::method_name(class, method)
+                    ));
+                }
+            }
+        }
+        if let Some(t) = self.tls.as_mut() {
+            for r in &mut t.readers {
+                tally.framing_freed += r.shed();
+            }
+        }
+    }
+}
+
+/// `n` bytes as "N MiB" when a whole number of MiB, else "N KiB".
+fn size_label(n: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else {
+        format!("{} KiB", n / 1024)
+    }
+}
+
+/// What [`Engine::shed_buffers`] gave up, for its warning.
+#[derive(Default)]
+struct ShedTally {
+    /// Bytes of framing buffers freed.
+    framing_freed: usize,
+    /// Connection methods being buffered that will not be decoded.
+    methods: u64,
+    /// The first of them, e.g. "Connection.Start-Ok from a -> b".
+    first_method: Option<String>,
+    /// Bytes dropped from resync buffers.
+    resync_bytes: u64,
 }
 
 /// TLS state of an AMQPS flow.
@@ -371,7 +434,8 @@ pub struct Engine {
     clock: timecheck::CaptureClock,
     /// Duplicate fingerprints of flows that just ended (their last packet's copies).
     ended_dups: VecDeque<(FlowKey, dedup::DupGuard)>,
-    /// Bytes in all flows' TCP out-of-order buffers (the sum of their `held`).
+    /// Bytes in all flows' TCP out-of-order and framing buffers (the sum of
+    /// their `held`).
     buffered: usize,
 }
 
@@ -517,8 +581,9 @@ impl Engine {
         &self.counters
     }
 
-    /// Bytes held in all flows' TCP out-of-order buffers now (bounded by
-    /// [`EngineConfig::max_buffered_bytes`]).
+    /// Bytes held in all flows' TCP out-of-order and framing buffers now
+    /// (bounded by [`EngineConfig::max_buffered_bytes`], this engine's share
+    /// of it when the input is split between threads).
     #[must_use]
     pub fn buffered_bytes(&self) -> usize {
         self.buffered
@@ -901,7 +966,7 @@ impl Engine {
         }
         if step.held_delta != 0 {
             self.buffered = self.buffered.saturating_add_signed(step.held_delta);
-            if self.buffered > self.config.max_buffered_bytes {
+            if self.buffered > self.budget() {
                 self.shed_buffers(ts);
             }
         }
@@ -1071,11 +1136,17 @@ impl Engine {
             .is_some_and(|(_, g)| g.is_copy(dir, seg))
     }
 
-    /// Over [`EngineConfig::max_buffered_bytes`]: the flows whose last
-    /// packet is oldest give up their out-of-order buffers (as `overflow`
-    /// holes, see [`TcpStream::shed`]) until a quarter of the budget is free.
+    /// This engine's share of [`EngineConfig::max_buffered_bytes`].
+    fn budget(&self) -> usize {
+        self.config.max_buffered_bytes / usize::try_from(self.shard.count).unwrap_or(1).max(1)
+    }
+
+    /// Over the budget ([`EngineConfig::max_buffered_bytes`]): the flows
+    /// whose last packet is oldest give up their out-of-order buffers (as
+    /// `overflow` holes, see [`TcpStream::shed`]) and framing buffers (see
+    /// [`Framer::shed`]) until a quarter of the budget is free.
     fn shed_buffers(&mut self, now: Timestamp) {
-        let budget = self.config.max_buffered_bytes;
+        let budget = self.budget();
         let target = budget - budget / 4;
         let mut held: Vec<(Timestamp, FlowKey)> = self
             .flows
@@ -1085,6 +1156,7 @@ impl Engine {
             .collect();
         held.sort_unstable();
         let (mut flows, mut freed, mut skipped) = (0u64, 0usize, 0u64);
+        let mut tally = ShedTally::default();
         for (_, key) in held {
             if self.buffered <= target {
                 break;
@@ -1110,12 +1182,14 @@ impl Engine {
                 SlotRef::Pending(b) => b,
                 SlotRef::Index(i) => &mut slots[*i],
             };
+            // The out-of-order data first: what it delivers lands in the
+            // framers, which then give up theirs.
             skipped += tcp.shed(&mut |d, ev| feed(now, d, ev, proto, slot, syns));
-            let left = tcp.buffered_bytes();
-            let gone = held.saturating_sub(left);
+            proto.shed(&key, &mut tally);
+            let left = tcp.buffered_bytes() + proto.buffered_bytes();
+            freed += held.saturating_sub(left);
+            self.buffered = self.buffered.saturating_sub(*held).saturating_add(left);
             *held = left;
-            self.buffered = self.buffered.saturating_sub(gone);
-            freed += gone;
             flows += 1;
             if let SlotRef::Index(i) = slot_ref {
                 let i = *i;
@@ -1123,14 +1197,42 @@ impl Engine {
             }
         }
         self.counters.memory_shed_flows += flows;
+        let ooo = freed.saturating_sub(tally.framing_freed);
+        let mut parts = Vec::new();
+        if ooo > 0 || skipped > 0 {
+            parts.push(format!(
+                "{} KiB of out-of-order segments, {skipped} missing bytes skipped as overflow holes \
+                 (`overflow_skipped_bytes` per direction)",
+                ooo / 1024
+            ));
+        }
+        if tally.framing_freed > 0 {
+            let methods = match &tally.first_method {
+                Some(first) => format!(
+                    ", {} connection methods being buffered not decoded (first: {first})",
+                    tally.methods
+                ),
+                None => String::new(),
+            };
+            parts.push(format!(
+                "{} KiB of partial frames{methods}",
+                tally.framing_freed / 1024
+            ));
+        }
+        if tally.resync_bytes > 0 {
+            parts.push(format!(
+                "{} bytes of resync buffers dropped",
+                tally.resync_bytes
+            ));
+        }
         self.warn(
             "memory-budget",
             format!(
-                "out-of-order data buffered across all flows passed {} MiB: the buffers of the {flows} flows \
-                 quiet longest were given up ({} KiB freed, {skipped} missing bytes skipped as overflow holes; \
-                 `overflow_skipped_bytes` per direction)",
-                budget / (1024 * 1024),
-                freed / 1024
+                "data buffered across all flows (out-of-order segments and partial frames) passed {}: \
+                 the buffers of the {flows} flows quiet longest were given up ({} KiB freed: {})",
+                size_label(budget),
+                freed / 1024,
+                parts.join("; ")
             ),
         );
     }
@@ -1551,7 +1653,7 @@ fn step_flow(
     }
     slot.conn.on_packet(ts, dir);
     tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
-    let now_held = tcp.buffered_bytes();
+    let now_held = tcp.buffered_bytes() + proto.buffered_bytes();
     let held_delta = now_held.cast_signed() - held.cast_signed();
     *held = now_held;
     if !*frame_max_applied {

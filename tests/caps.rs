@@ -326,3 +326,133 @@ fn out_of_order_flood_stays_within_the_global_memory_budget() {
         .unwrap_or_else(|| panic!("no memory-budget warning: {:?}", rep.capture.warnings));
     assert!(w.message.contains("passed 1 MiB"), "{}", w.message);
 }
+
+/// A Connection.Start-Ok method frame of `size` payload bytes whose client
+/// properties hold `connection_name` and a padding string.
+fn start_ok_frame(size: usize, name: &str) -> Vec<u8> {
+    fn short(v: &mut Vec<u8>, s: &str) {
+        v.push(u8::try_from(s.len()).unwrap());
+        v.extend_from_slice(s.as_bytes());
+    }
+    fn long(v: &mut Vec<u8>, s: &[u8]) {
+        v.extend_from_slice(&u32::try_from(s.len()).unwrap().to_be_bytes());
+        v.extend_from_slice(s);
+    }
+    let tail = {
+        let mut t = Vec::new();
+        short(&mut t, "PLAIN");
+        long(&mut t, b"\0guest\0guest");
+        short(&mut t, "en_US");
+        t
+    };
+    let mut table = Vec::new();
+    short(&mut table, "connection_name");
+    table.push(b'S');
+    long(&mut table, name.as_bytes());
+    short(&mut table, "pad");
+    table.push(b'S');
+    // class+method (4) + table length (4) + table + tail = size
+    let pad = size - 4 - 4 - table.len() - 4 - tail.len();
+    long(&mut table, &vec![b'x'; pad]);
+    let mut payload = vec![0, 10, 0, 11];
+    long(&mut payload, &table);
+    payload.extend_from_slice(&tail);
+    assert_eq!(payload.len(), size);
+    let mut f = vec![1, 0, 0];
+    f.extend_from_slice(&u32::try_from(size).unwrap().to_be_bytes());
+    f.extend_from_slice(&payload);
+    f.push(0xCE);
+    f
+}
+
+/// Many connections each part-way through a 60 KB Start-Ok, which the
+/// framer buffers to decode (connection methods up to 64 KiB): the framers'
+/// buffers count against the same global budget as out-of-order data. The
+/// flows quiet longest give theirs up (those methods are not decoded, and
+/// the warning says so); the newest connection still decodes its own.
+/// Returns the engine (shard 0 of `shards`) and the most bytes it held at once.
+fn partial_start_oks(budget: usize, shards: usize) -> (Engine, usize) {
+    const FLOWS: u16 = 200;
+    const SIZE: usize = 60_000;
+    const SENT: usize = 59_000;
+    const SEG: usize = 1_000;
+    let config = EngineConfig {
+        max_buffered_bytes: budget,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new_shard(config, LinkType::ETHERNET, 0, shards);
+    let client = [10, 0, 0, 1];
+    let broker = [10, 0, 0, 2];
+    let mut t = 1_700_000_000_000_000_000i64;
+    let mut most = 0;
+    for f in 0..=FLOWS {
+        let sport = 40_000 + f;
+        let newest = f == FLOWS;
+        let name = if newest { "newest" } else { "partial" };
+        let frame = start_ok_frame(SIZE, name);
+        let mut stream = b"AMQP\x00\x00\x09\x01".to_vec();
+        stream.extend_from_slice(if newest { &frame } else { &frame[..SENT] });
+        for (k, chunk) in stream.chunks(SEG).enumerate() {
+            t += 1_000;
+            let seq = 1_000 + u32::try_from(k * SEG).unwrap();
+            feed(
+                &mut engine,
+                t,
+                &tcp_packet(client, sport, broker, 5672, seq, 1, PSH_ACK, chunk),
+            );
+            most = most.max(engine.buffered_bytes());
+        }
+    }
+    (engine, most)
+}
+
+#[test]
+fn partial_method_frames_count_against_the_global_memory_budget() {
+    // Without a budget to speak of: every flow's partial frame is counted
+    // (200 x 59 KB).
+    let (engine, most) = partial_start_oks(usize::MAX / 2, 1);
+    assert!(most >= 200 * 58_000, "only {most} bytes counted");
+    assert_eq!(engine.counters().memory_shed_flows, 0);
+    // A 1 MiB budget holds.
+    let (mut engine, most) = partial_start_oks(1024 * 1024, 1);
+    assert!(most <= 1024 * 1024, "{most} bytes held over a 1 MiB budget");
+    assert!(engine.counters().memory_shed_flows >= 150);
+    engine.finish();
+    let rep = report::build(&engine, "partial-start-ok", true);
+    let w = rep
+        .capture
+        .warnings
+        .iter()
+        .find(|w| w.code == "memory-budget")
+        .unwrap_or_else(|| panic!("no memory-budget warning: {:?}", rep.capture.warnings));
+    assert!(w.message.contains("passed 1 MiB"), "{}", w.message);
+    assert!(
+        w.message
+            .contains("connection methods being buffered not decoded")
+            && w.message
+                .contains("Connection.Start-Ok from 10.0.0.1:40000 -> 10.0.0.2:5672"),
+        "{}",
+        w.message
+    );
+    assert_eq!(rep.connections.len(), 201);
+    let newest = rep.connections.last().unwrap();
+    assert_eq!(newest.client_name.as_deref(), Some("newest"));
+    assert!(rep.connections[..200]
+        .iter()
+        .all(|c| c.client_name.is_none()));
+}
+
+/// `replay --threads N` runs N engines: each holds its share of the budget,
+/// so together they stay under it.
+#[test]
+fn the_memory_budget_is_split_between_replay_threads() {
+    let (engine, most) = partial_start_oks(1024 * 1024, 2);
+    assert!(most <= 512 * 1024, "{most} bytes held by one of two engines");
+    assert!(engine.counters().memory_shed_flows > 0);
+    let w = engine
+        .warnings()
+        .iter()
+        .find(|w| w.code == "memory-budget")
+        .unwrap();
+    assert!(w.message.contains("passed 512 KiB"), "{}", w.message);
+}

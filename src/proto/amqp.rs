@@ -27,6 +27,8 @@ pub const DEFAULT_FRAME_CAP: u32 = 1 << 20;
 pub const METHOD_BUFFER_CAP: u32 = 64 * 1024;
 /// Bytes kept while hunting for a frame boundary after losing sync.
 pub const HUNT_BUFFER_CAP: usize = 256 * 1024;
+/// Bytes reserved for a method payload before more of it arrives.
+const METHOD_BUFFER_START: usize = 512;
 /// Largest frame accepted as a resynchronisation candidate.
 const HUNT_FRAME_CAP: u32 = 128 * 1024;
 
@@ -345,11 +347,7 @@ enum State {
         have: usize,
     },
     /// Buffering a method payload to decode it.
-    Buffer {
-        frame: FrameInfo,
-        buf: Vec<u8>,
-        lost: bool,
-    },
+    Buffer { frame: FrameInfo, buf: Vec<u8> },
     /// Skipping `remaining` payload bytes.
     Skip { frame: FrameInfo, remaining: u64 },
     /// Expecting the frame-end byte.
@@ -380,6 +378,54 @@ pub struct FramerStats {
     pub lost_sync: u64,
     /// Bytes skipped while hunting.
     pub hunted_bytes: u64,
+}
+
+/// What [`Framer::shed`] gave up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FramerShed {
+    /// Bytes of buffer memory freed.
+    pub freed: usize,
+    /// The class and method ids of a connection method that will not be
+    /// decoded (it was being buffered).
+    pub method: Option<(u16, u16)>,
+    /// Bytes dropped from the resync (hunt) buffer.
+    pub resync_bytes: usize,
+}
+
+/// The class and method ids of a method frame.
+fn method_ids(kind: FrameKind) -> Option<(u16, u16)> {
+    match kind {
+        FrameKind::Method {
+            class_id,
+            method_id,
+        } => Some((class_id, method_id)),
+        _ => None,
+    }
+}
+
+/// The name of a connection-class method (or Channel.Close) the framer
+/// decodes, as the AMQP 0-9-1 specification spells it.
+#[must_use]
+pub fn method_name(class_id: u16, method_id: u16) -> String {
+    let name = match (class_id, method_id) {
+        (10, 10) => "Connection.Start",
+        (10, 11) => "Connection.Start-Ok",
+        (10, 20) => "Connection.Secure",
+        (10, 21) => "Connection.Secure-Ok",
+        (10, 30) => "Connection.Tune",
+        (10, 31) => "Connection.Tune-Ok",
+        (10, 40) => "Connection.Open",
+        (10, 41) => "Connection.Open-Ok",
+        (10, 50) => "Connection.Close",
+        (10, 51) => "Connection.Close-Ok",
+        (10, 60) => "Connection.Blocked",
+        (10, 61) => "Connection.Unblocked",
+        (10, 70) => "Connection.Update-Secret",
+        (10, 71) => "Connection.Update-Secret-Ok",
+        (20, 40) => "Channel.Close",
+        (c, m) => return format!("method {c}.{m}"),
+    };
+    name.to_owned()
 }
 
 /// Splits one direction's byte stream into AMQP frames.
@@ -456,6 +502,52 @@ impl Framer {
             } => m.capacity(),
             _ => 0,
         }
+    }
+
+    /// Gives up what the framer buffers (for the engine's memory budget): a
+    /// connection method being buffered is skipped instead (its frame is
+    /// still counted, its content not decoded) and the resync buffer is
+    /// emptied (hunting goes on from the next bytes). Says what was dropped.
+    pub fn shed(&mut self) -> FramerShed {
+        let mut shed = FramerShed {
+            freed: self.buffered_bytes(),
+            ..FramerShed::default()
+        };
+        let state = std::mem::replace(&mut self.state, State::Ignored);
+        self.state = match state {
+            State::Buffer { frame, buf, .. } => {
+                shed.method = method_ids(frame.kind);
+                State::Skip {
+                    frame,
+                    remaining: u64::from(frame.size).saturating_sub(buf.len() as u64),
+                }
+            }
+            State::End {
+                frame,
+                method: Some(_),
+            } => {
+                shed.method = method_ids(frame.kind);
+                State::End {
+                    frame,
+                    method: None,
+                }
+            }
+            State::Hunt {
+                buf,
+                buf_offset,
+                since,
+            } => {
+                shed.resync_bytes = buf.len();
+                State::Hunt {
+                    buf: Vec::new(),
+                    buf_offset: buf_offset + buf.len() as u64,
+                    since,
+                }
+            }
+            other => other,
+        };
+        shed.freed -= self.buffered_bytes().min(shed.freed);
+        shed
     }
 
     /// Feeds in-order bytes starting at stream `offset`.
@@ -639,10 +731,11 @@ impl Framer {
             State::Buffer { frame, buf, .. } => {
                 let need = u64::from(frame.size).saturating_sub(buf.len() as u64);
                 if len < need {
-                    State::Buffer {
+                    // The method cannot be decoded any more: skip the rest
+                    // instead of buffering it.
+                    State::Skip {
                         frame,
-                        buf,
-                        lost: true,
+                        remaining: need - len,
                     }
                 } else if len == need {
                     State::End {
@@ -898,7 +991,9 @@ impl Framer {
                 let wanted = class_id == 10 || (class_id == 20 && method_id == 40);
                 let remaining = u64::from(frame.size) - 4;
                 if wanted && frame.size <= METHOD_BUFFER_CAP {
-                    let mut v = Vec::with_capacity(frame.size as usize);
+                    // Grown as the payload arrives (State::Buffer): a header
+                    // claiming 64 KiB must not reserve it before it comes.
+                    let mut v = Vec::with_capacity((frame.size as usize).min(METHOD_BUFFER_START));
                     v.extend_from_slice(&buf);
                     if remaining == 0 {
                         return (
@@ -909,14 +1004,7 @@ impl Framer {
                             n,
                         );
                     }
-                    (
-                        State::Buffer {
-                            frame,
-                            buf: v,
-                            lost: false,
-                        },
-                        n,
-                    )
+                    (State::Buffer { frame, buf: v }, n)
                 } else if remaining == 0 {
                     (
                         State::End {
@@ -929,21 +1017,24 @@ impl Framer {
                     (State::Skip { frame, remaining }, n)
                 }
             }
-            State::Buffer {
-                frame,
-                mut buf,
-                lost,
-            } => {
+            State::Buffer { frame, mut buf } => {
                 let need = (frame.size as usize).saturating_sub(buf.len());
                 let n = need.min(rest.len());
+                if buf.capacity() - buf.len() < n {
+                    // Doubling, but never past the frame's size.
+                    let want = (buf.len() + n)
+                        .max(buf.capacity() * 2)
+                        .min(frame.size as usize);
+                    buf.reserve_exact(want - buf.len());
+                }
                 buf.extend_from_slice(&rest[..n]);
                 if buf.len() < frame.size as usize {
-                    return (State::Buffer { frame, buf, lost }, n);
+                    return (State::Buffer { frame, buf }, n);
                 }
                 (
                     State::End {
                         frame,
-                        method: if lost { None } else { Some(buf) },
+                        method: Some(buf),
                     },
                     n,
                 )
@@ -1355,6 +1446,73 @@ mod tests {
             );
             assert_eq!(count_hb(&ev), 1);
         }
+    }
+
+    #[test]
+    fn a_method_buffer_grows_with_its_payload_never_past_the_frame() {
+        // A Start-Ok claiming 60,000 bytes: 11 bytes on the wire must not
+        // reserve 60 KB.
+        let mut p = vec![0, 10, 0, 11];
+        p.resize(60_000, b'x');
+        let frame = method_frame(0, &p);
+        let mut f = Framer::new(true);
+        f.data(0, &frame[..11], &mut |_| {});
+        assert!(
+            f.buffered_bytes() <= METHOD_BUFFER_START,
+            "{}",
+            f.buffered_bytes()
+        );
+        let mut at = 11;
+        while at < 7 + 59_000 {
+            f.data(at as u64, &frame[at..at + 1000], &mut |_| {});
+            at += 1000;
+            assert!(f.buffered_bytes() <= 60_000, "{}", f.buffered_bytes());
+            assert!(f.buffered_bytes() >= at - 7);
+        }
+    }
+
+    #[test]
+    fn shedding_a_buffered_method_skips_it_and_keeps_sync() {
+        let mut p = vec![0, 10, 0, 11];
+        p.resize(30_000, b'x');
+        let mut s = method_frame(0, &p);
+        s.extend(HB);
+        let mut f = Framer::new(true);
+        let mut ev = Vec::new();
+        f.data(0, &s[..20_000], &mut |e| ev.push(e));
+        assert!(f.buffered_bytes() >= 20_000 - 7);
+        let shed = f.shed();
+        assert_eq!(shed.method, Some((10, 11)));
+        assert!(shed.freed >= 20_000 - 7, "{shed:?}");
+        assert_eq!(f.buffered_bytes(), 0);
+        assert_eq!(method_name(10, 11), "Connection.Start-Ok");
+        f.data(20_000, &s[20_000..], &mut |e| ev.push(e));
+        assert!(
+            !ev.iter()
+                .any(|e| matches!(e, AmqpEvent::LostSync { .. } | AmqpEvent::Method(_))),
+            "{ev:?}"
+        );
+        let methods = ev
+            .iter()
+            .filter(|e| matches!(e, AmqpEvent::Frame(fr) if matches!(fr.kind, FrameKind::Method { .. })))
+            .count();
+        assert_eq!(methods, 1, "the frame still counts");
+        assert_eq!(count_hb(&ev), 1);
+    }
+
+    #[test]
+    fn shedding_the_resync_buffer_keeps_hunting() {
+        let mut f = Framer::new(false);
+        let junk = vec![0x41u8; 10_000];
+        f.data(0, &junk, &mut |_| {});
+        let shed = f.shed();
+        assert_eq!(shed.method, None);
+        assert_eq!(f.buffered_bytes(), 0);
+        let mut ev = Vec::new();
+        let mut s = body(1, 20);
+        s.extend(HB);
+        f.data(10_000, &s, &mut |e| ev.push(e));
+        assert_eq!(count_hb(&ev), 1, "{ev:?}");
     }
 
     #[test]

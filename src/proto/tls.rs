@@ -208,6 +208,33 @@ impl RecordReader {
         self.records
     }
 
+    /// Bytes held in buffers (for memory accounting): the handshake
+    /// messages being read and the resync buffer.
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        let hunt = match &self.state {
+            State::Hunt { buf, .. } => buf.capacity(),
+            _ => 0,
+        };
+        self.handshake.capacity() + hunt
+    }
+
+    /// Gives up what the reader buffers (for the engine's memory budget):
+    /// the hellos are not read if not read yet, and hunting goes on from
+    /// the next bytes. Returns the bytes freed.
+    pub fn shed(&mut self) -> usize {
+        let before = self.buffered_bytes();
+        if !self.handshake.is_empty() || self.handshake.capacity() > 0 {
+            self.handshake = Vec::new();
+            self.handshake_done = true;
+        }
+        if let State::Hunt { buf, buf_offset } = &mut self.state {
+            *buf_offset += buf.len() as u64;
+            *buf = Vec::new();
+        }
+        before - self.buffered_bytes().min(before)
+    }
+
     /// Feeds in-order bytes at stream `offset`.
     pub fn data(&mut self, offset: u64, bytes: &[u8], out: &mut dyn FnMut(TlsEvent)) {
         // Re-synchronising hands the rest of the hunt buffer back here: a
@@ -319,6 +346,10 @@ impl RecordReader {
                             *buf_offset += drop as u64;
                             if buf.len() > HUNT_CAP {
                                 buf.clear();
+                            }
+                            // A large delivery grew it: give the memory back.
+                            if buf.capacity() > HUNT_CAP {
+                                buf.shrink_to(HUNT_CAP);
                             }
                         }
                     }
@@ -587,6 +618,33 @@ mod tests {
         assert!(ev
             .iter()
             .any(|e| matches!(e, TlsEvent::Record { len: 32, .. })));
+    }
+
+    #[test]
+    fn shedding_gives_up_the_handshake_and_resync_buffers() {
+        // A handshake record cut before its end: its first bytes are held.
+        let hello = server_hello(Some(0x0304), 0x1301);
+        let mut r = RecordReader::new(true);
+        let mut ev = Vec::new();
+        r.data(0, &hello[..hello.len() - 10], &mut |e| ev.push(e));
+        assert!(r.buffered_bytes() > 0);
+        assert!(r.shed() > 0);
+        assert_eq!(r.buffered_bytes(), 0);
+        // The hello is not read any more, records still are.
+        let mut off = (hello.len() - 10) as u64;
+        r.data(off, &hello[hello.len() - 10..], &mut |e| ev.push(e));
+        off = hello.len() as u64;
+        r.data(off, &record(CT_APPDATA, &[0; 25]), &mut |e| ev.push(e));
+        assert!(!ev.iter().any(|e| matches!(e, TlsEvent::ServerHello { .. })));
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, TlsEvent::Record { len: 25, .. })));
+        // Hunting: a large delivery of junk is not kept.
+        let mut h = RecordReader::new(false);
+        h.data(0, &vec![0xFFu8; 200_000], &mut |_| {});
+        assert!(h.buffered_bytes() <= HUNT_CAP, "{}", h.buffered_bytes());
+        h.shed();
+        assert_eq!(h.buffered_bytes(), 0);
     }
 
     #[test]
