@@ -95,6 +95,9 @@ fn syn_flood_is_capped_and_reported() {
         .find(|w| w.code == "flow-evicted")
         .expect("flow-evicted warning");
     assert_eq!(w.count, 45_000);
+    let json: serde_json::Value = serde_json::from_str(&report::to_json(&rep).unwrap()).unwrap();
+    assert_eq!(json["capture"]["evicted_flows"], 45_000, "{}", json["capture"]);
+    assert!(report::to_text(&rep).contains("the oldest flows that had shown no AMQP were dropped"));
 }
 
 #[test]
@@ -433,6 +436,19 @@ fn partial_method_frames_count_against_the_global_memory_budget() {
                 .contains("Connection.Start-Ok from 10.0.0.1:40000 -> 10.0.0.2:5672"),
         "{}",
         w.message
+    );
+    let json: serde_json::Value = serde_json::from_str(&report::to_json(&rep).unwrap()).unwrap();
+    assert_eq!(
+        json["capture"]["memory_shed_flows"],
+        engine.counters().memory_shed_flows,
+        "{}",
+        json["capture"]
+    );
+    assert!(json["capture"].get("evicted_flows").is_none(), "omitted when 0");
+    let text = report::to_text(&rep);
+    assert!(
+        text.contains("warning: data buffered across all flows"),
+        "{text}"
     );
     assert_eq!(rep.connections.len(), 201);
     let newest = rep.connections.last().unwrap();

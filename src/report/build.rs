@@ -484,6 +484,8 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
             decode_errors: c.decode_errors,
             duplicate_packets: c.duplicate_packets,
             disordered_timestamps: c.disordered_timestamps,
+            evicted_flows: c.evicted_flows,
+            memory_shed_flows: c.memory_shed_flows,
             dropped_packets: c.dropped,
             first_packet: c.first.map(rfc3339),
             last_packet: c.last.map(rfc3339),

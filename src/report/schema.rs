@@ -65,6 +65,12 @@ pub struct CaptureFacts {
     /// Packets stamped out of time order (omitted when 0).
     #[serde(skip_serializing_if = "is_zero")]
     pub disordered_timestamps: u64,
+    /// Flows dropped at the flow cap before they showed AMQP (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub evicted_flows: u64,
+    /// Times a flow gave up its buffers to the memory budget (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub memory_shed_flows: u64,
     /// Packets dropped by the kernel (live capture only; null for files).
     pub dropped_packets: Option<u64>,
     /// First packet time.
