@@ -309,7 +309,14 @@ fn write_report(
                 path: path.display().to_string(),
                 source,
             };
+            // Ctrl-C while the report is written: stop, and remove the
+            // unfinished file rather than die leaving it (the handler is in
+            // place before the file exists).
+            let stop = hbscope::run::live::stop_on_signals();
             let mut file = AtomicFile::create(path).map_err(failed)?;
+            if let Ok(stop) = stop {
+                file = file.stop_on(stop);
+            }
             through(&mut file, write).map_err(failed)?;
             file.commit().map_err(failed)
         }

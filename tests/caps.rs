@@ -96,7 +96,11 @@ fn syn_flood_is_capped_and_reported() {
         .expect("flow-evicted warning");
     assert_eq!(w.count, 45_000);
     let json: serde_json::Value = serde_json::from_str(&report::to_json(&rep).unwrap()).unwrap();
-    assert_eq!(json["capture"]["evicted_flows"], 45_000, "{}", json["capture"]);
+    assert_eq!(
+        json["capture"]["evicted_flows"], 45_000,
+        "{}",
+        json["capture"]
+    );
     assert!(report::to_text(&rep).contains("the oldest flows that had shown no AMQP were dropped"));
 }
 
@@ -444,7 +448,10 @@ fn partial_method_frames_count_against_the_global_memory_budget() {
         "{}",
         json["capture"]
     );
-    assert!(json["capture"].get("evicted_flows").is_none(), "omitted when 0");
+    assert!(
+        json["capture"].get("evicted_flows").is_none(),
+        "omitted when 0"
+    );
     let text = report::to_text(&rep);
     assert!(
         text.contains("warning: data buffered across all flows"),
@@ -463,7 +470,10 @@ fn partial_method_frames_count_against_the_global_memory_budget() {
 #[test]
 fn the_memory_budget_is_split_between_replay_threads() {
     let (engine, most) = partial_start_oks(1024 * 1024, 2);
-    assert!(most <= 512 * 1024, "{most} bytes held by one of two engines");
+    assert!(
+        most <= 512 * 1024,
+        "{most} bytes held by one of two engines"
+    );
     assert!(engine.counters().memory_shed_flows > 0);
     let w = engine
         .warnings()

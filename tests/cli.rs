@@ -512,6 +512,53 @@ fn closed_pipe_exits_1_report_not_written() {
 }
 
 #[test]
+fn sigint_while_the_report_is_written_leaves_nothing() {
+    let d = fresh_dir("sigint");
+    let pcap = d.join("many.pcap");
+    let o = bin()
+        .args(["synth", "-o", pcap.to_str().unwrap()])
+        .args(["--connections", "2000", "--duration", "20", "--stalls", "0"])
+        .args(["--busy", "0", "--churn", "0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = fresh_dir("sigint-out");
+    let dest = out.join("report.json");
+    std::fs::write(&dest, b"previous report\n").unwrap();
+    let child = bin()
+        .args(["replay", "--format", "json", "--threads", "1", "-o"])
+        .arg(&dest)
+        .arg(&pcap)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The report is being written once its temporary file exists.
+    let started = std::time::Instant::now();
+    while dir_entries(&out).len() < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no temporary file appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write the report") && err.contains("stopped by a signal"),
+        "{err}"
+    );
+    assert_eq!(dir_entries(&out), ["report.json"], "no temporary file left");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"previous report\n");
+}
+
+#[test]
 fn output_onto_the_input_is_refused_and_the_input_kept() {
     let d = fresh_dir("same-file");
     let input = d.join("x.pcap");

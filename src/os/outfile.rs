@@ -5,10 +5,16 @@
 //!
 //! A destination that exists and is not a regular file (`/dev/stdout`, a FIFO)
 //! is written in place: there is nothing to rename over.
+//!
+//! A stop flag ([`AtomicFile::stop_on`], set by SIGINT/SIGTERM) makes the
+//! next write fail, so an interrupted write removes its temporary file
+//! instead of dying with it half written.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A file being written; it appears at its path only on [`AtomicFile::commit`].
 /// Dropped without a commit, it removes what it wrote.
@@ -18,6 +24,8 @@ pub struct AtomicFile {
     /// The temporary file, `None` when writing in place.
     tmp: Option<PathBuf>,
     dest: PathBuf,
+    /// Set (by a signal handler) to make the next write fail.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl AtomicFile {
@@ -38,6 +46,7 @@ impl AtomicFile {
                 file,
                 tmp: None,
                 dest,
+                stop: None,
             });
         }
         let dir = match dest.parent() {
@@ -61,6 +70,7 @@ impl AtomicFile {
                         file,
                         tmp: Some(tmp),
                         dest,
+                        stop: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => n += 1,
@@ -78,6 +88,28 @@ impl AtomicFile {
         }
     }
 
+    /// Makes every write after `flag` is set fail (the file is then dropped
+    /// without a commit, which removes it): for a SIGINT/SIGTERM flag.
+    #[must_use]
+    pub fn stop_on(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    fn stopped(&self) -> io::Result<()> {
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            // Not ErrorKind::Interrupted: write_all would retry it forever.
+            return Err(io::Error::other(
+                "stopped by a signal (SIGINT or SIGTERM) before it was complete",
+            ));
+        }
+        Ok(())
+    }
+
     /// The destination path (symlinks resolved).
     #[must_use]
     pub fn path(&self) -> &Path {
@@ -89,6 +121,7 @@ impl AtomicFile {
     /// # Errors
     /// Flushing to disk or the rename failed; the temporary file is removed.
     pub fn commit(mut self) -> io::Result<()> {
+        self.stopped()?;
         self.file.flush()?;
         if let Some(tmp) = self.tmp.take() {
             if let Err(e) = std::fs::rename(&tmp, &self.dest) {
@@ -102,10 +135,12 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stopped()?;
         self.file.write(buf)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.stopped()?;
         self.file.write_all(buf)
     }
 
@@ -174,6 +209,23 @@ mod tests {
         let d = scratch("missing");
         assert!(AtomicFile::create(&d.join("no/such/out.json")).is_err());
         assert!(entries(&d).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_stop_flag_fails_the_next_write_and_leaves_nothing() {
+        let d = scratch("stop");
+        let dest = d.join("out.json");
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut f = AtomicFile::create(&dest)
+            .unwrap()
+            .stop_on(Arc::clone(&flag));
+        f.write_all(b"first half").unwrap();
+        flag.store(true, Ordering::Relaxed);
+        let e = f.write_all(b"second half").unwrap_err();
+        assert!(e.to_string().contains("signal"), "{e}");
+        assert!(f.commit().is_err());
+        assert!(entries(&d).is_empty(), "{:?}", entries(&d));
         let _ = std::fs::remove_dir_all(&d);
     }
 
