@@ -325,7 +325,6 @@ impl Proto {
     fn shed(&mut self, key: &FlowKey, tally: &mut ShedTally) {
         for (i, f) in self.framers.iter_mut().enumerate() {
             let shed = f.shed();
-            tally.framing_freed += shed.freed;
             tally.resync_bytes += shed.resync_bytes as u64;
             if let Some((class, method)) = shed.method {
                 tally.methods += 1;
@@ -344,7 +343,7 @@ impl Proto {
         }
         if let Some(t) = self.tls.as_mut() {
             for r in &mut t.readers {
-                tally.framing_freed += r.shed();
+                r.shed();
             }
         }
     }
@@ -363,7 +362,10 @@ fn size_label(n: usize) -> String {
 /// What [`Engine::shed_buffers`] gave up, for its warning.
 #[derive(Default)]
 struct ShedTally {
-    /// Bytes of framing buffers freed.
+    /// Bytes of TCP out-of-order buffers freed.
+    segments_freed: usize,
+    /// Bytes of framing buffers freed (held before the flow shed, not what
+    /// its given-up segments delivered into them meanwhile).
     framing_freed: usize,
     /// Connection methods being buffered that will not be decoded.
     methods: u64,
@@ -1184,9 +1186,13 @@ impl Engine {
             };
             // The out-of-order data first: what it delivers lands in the
             // framers, which then give up theirs.
+            let (tcp_before, proto_before) = (tcp.buffered_bytes(), proto.buffered_bytes());
             skipped += tcp.shed(&mut |d, ev| feed(now, d, ev, proto, slot, syns));
             proto.shed(&key, &mut tally);
-            let left = tcp.buffered_bytes() + proto.buffered_bytes();
+            let (tcp_after, proto_after) = (tcp.buffered_bytes(), proto.buffered_bytes());
+            tally.segments_freed += tcp_before.saturating_sub(tcp_after);
+            tally.framing_freed += proto_before.saturating_sub(proto_after);
+            let left = tcp_after + proto_after;
             freed += held.saturating_sub(left);
             self.buffered = self.buffered.saturating_sub(*held).saturating_add(left);
             *held = left;
@@ -1197,7 +1203,7 @@ impl Engine {
             }
         }
         self.counters.memory_shed_flows += flows;
-        let ooo = freed.saturating_sub(tally.framing_freed);
+        let ooo = tally.segments_freed;
         let mut parts = Vec::new();
         if ooo > 0 || skipped > 0 {
             parts.push(format!(
@@ -1206,7 +1212,7 @@ impl Engine {
                 ooo / 1024
             ));
         }
-        if tally.framing_freed > 0 {
+        if tally.framing_freed > 0 || tally.methods > 0 {
             let methods = match &tally.first_method {
                 Some(first) => format!(
                     ", {} connection methods being buffered not decoded (first: {first})",
