@@ -106,3 +106,42 @@ fn all_zero_timestamps_are_warned_about() {
     .report();
     assert!(warning(&rep, "no-timestamps").is_none());
 }
+
+/// pcapng with only simple packet blocks, which carry no timestamp: every
+/// packet reads as stamped 0, and the report says the capture has no timing.
+#[test]
+fn simple_packet_blocks_without_timestamps_are_warned_about() {
+    let whole = std::fs::read(capture("healthy-idle.pcap")).unwrap();
+    let (_, recs) = split(&whole);
+    let block = |kind: u32, body: &[u8]| {
+        let len = u32::try_from(12 + body.len()).unwrap();
+        let mut b = kind.to_le_bytes().to_vec();
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(body);
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    };
+    // Section header (byte-order magic, version 1.0, length unknown), one
+    // Ethernet interface, then the packets.
+    let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    let mut ng = block(0x0a0d_0d0a, &shb);
+    let mut idb = 1u16.to_le_bytes().to_vec();
+    idb.extend_from_slice(&[0, 0]);
+    idb.extend_from_slice(&262_144u32.to_le_bytes());
+    ng.extend(block(1, &idb));
+    for r in &recs {
+        let data = &r[16..];
+        let mut spb = u32::try_from(data.len()).unwrap().to_le_bytes().to_vec();
+        spb.extend_from_slice(data);
+        spb.resize(spb.len().div_ceil(4) * 4, 0);
+        ng.extend(block(3, &spb));
+    }
+    let rep = replay_bytes("simple-blocks.pcapng", &ng);
+    assert_eq!(rep.capture.packets, recs.len() as u64);
+    let w = warning(&rep, "no-timestamps")
+        .unwrap_or_else(|| panic!("no no-timestamps warning: {:?}", rep.capture.warnings));
+    assert!(w.contains("carry the same timestamp"), "{w}");
+    assert_eq!(rep.summary.gaps, 0);
+}
