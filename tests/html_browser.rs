@@ -62,6 +62,6 @@ fn nova_report_renders_in_headless_chromium() {
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(dom.contains("<svg"), "no SVG in the rendered DOM");
     assert!(dom.contains("client-stall") && dom.contains("broker-reset"));
-    assert!(dom.contains("nova_api_sim.py:29453"));
+    assert!(dom.contains("nova_api_sim.py:32451"));
     assert!(dom.contains("<table>") || dom.contains("<tbody>"));
 }
