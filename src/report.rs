@@ -162,6 +162,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counts_take_the_right_number() {
+        assert_eq!(count(1u64, "gap", "gaps"), "1 gap");
+        assert_eq!(count(0u64, "gap", "gaps"), "0 gaps");
+        assert_eq!(count(2u64, "connection", "connections"), "2 connections");
+    }
+
+    #[test]
+    fn utc_zone_keeps_report_times() {
+        let t = "2026-12-02T13:51:32.532370000Z";
+        assert_eq!(Zone::Utc.time(t), t);
+        assert_eq!(Zone::Local.time("not a time"), "not a time");
+        assert_eq!(Zone::Utc.label(Timestamp(0)), "UTC");
+    }
+
+    #[test]
     fn rfc3339_keeps_nanoseconds() {
         assert_eq!(
             rfc3339(Timestamp(1_700_000_000_123_456_789)),

@@ -94,6 +94,42 @@ fn founding_case_missed_heartbeats_joins_its_client_stall_gap() {
     assert!(missed.at.since(rst).as_secs_f64().abs() < 0.1);
     // The second connection had no gap: no line is attached to a gap of it.
     assert!(j.gap_lines[1].is_empty());
+
+    // Every format carries it: JSON (docs/report-schema.md), Markdown, HTML.
+    let run = |format: &str| -> String {
+        let o = Command::new(env!("CARGO_BIN_EXE_hbscope"))
+            .args(["replay", "--format", format, "--broker-log"])
+            .arg(capture("logs/nova-api-eventlet.broker.log"))
+            .arg("--")
+            .arg(capture("nova-api-eventlet.pcap"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    let gap = &v["connections"][0]["gaps"][0];
+    assert_eq!(gap["cause"], "client-stall");
+    let texts: Vec<&str> = gap["broker_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts.contains(&"missed heartbeats from client, timeout: 4s"),
+        "{texts:?}"
+    );
+    assert_eq!(gap["broker_log"][0]["level"], "error");
+    assert!(gap["broker_log"][0]["capture_time"].is_string());
+    assert_eq!(v["connections"][0]["broker_log"]["process"], "<0.880.0>");
+    assert_eq!(v["connections"][1]["broker_log"]["process"], "<0.897.0>");
+    assert_eq!(v["broker_log"]["joined_connections"], 2);
+    assert!(v["broker_log"]["clock_offset_s"].as_f64().unwrap().abs() < 0.1);
+    assert!(run("markdown").contains("missed heartbeats from client, timeout: 4s"));
+    let html = run("html");
+    assert!(html.contains("missed heartbeats from client, timeout: 4s"));
+    assert!(html.contains("<h2>Broker log</h2>"));
 }
 
 #[test]

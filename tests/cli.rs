@@ -538,3 +538,30 @@ fn output_onto_the_input_is_refused_and_the_input_kept() {
         );
     }
 }
+
+/// `--local-time`: the text report's times in the zone of `TZ` (a POSIX
+/// zone string, so no time zone database is needed), JSON unchanged.
+#[test]
+fn local_time_shows_the_zone_of_tz() {
+    let run = |args: &[&str]| -> String {
+        let o = bin()
+            .env("TZ", "<+0530>-5:30")
+            .args(["replay"])
+            .args(args)
+            .arg(capture("client-sigstop.pcap"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let utc = run(&["--format", "text"]);
+    assert!(utc.contains("from 2026-11-26T21:07:52.565378000Z"), "{utc}");
+    let local = run(&["--format", "text", "--local-time"]);
+    assert!(
+        local.contains("from 2026-11-27T02:37:52.565378000+05:30"),
+        "{local}"
+    );
+    assert!(!local.contains("000Z"), "every time is local:\n{local}");
+    let json = run(&["--format", "json", "--local-time"]);
+    assert!(json.contains("\"first_packet\": \"2026-11-26T21:07:52.565378000Z\""));
+}

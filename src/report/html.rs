@@ -851,10 +851,10 @@ details.conn{{margin:.4em 0}} details.conn>summary{{cursor:pointer;font-weight:6
 }
 
 fn md_log_lines(s: &mut String, lines: &[LogLineReport]) {
-    // An indented code block: nothing in it is Markdown, and the sanitiser
-    // has shown control characters escaped.
+    // List items, escaped like every other string from outside: a code
+    // block would pass markup through to renderers that allow raw HTML.
     for l in lines {
-        let _ = writeln!(s, "    {} [{}] {}", l.at, clean(&l.level), clean(&l.text));
+        let _ = writeln!(s, "- `{}` [{}] {}", l.at, md(&l.level), md(&l.text));
     }
     s.push('\n');
 }

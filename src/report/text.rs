@@ -678,3 +678,58 @@ pub fn twoend_text_in(report: &Report, z: Zone) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(bytes: u64, frames: u64, heartbeats: u64, retrans: u64) -> DirectionReport {
+        DirectionReport {
+            bytes,
+            frames,
+            heartbeats,
+            retransmissions: retrans,
+            missed_bytes: 0,
+            snaplen_cut_bytes: 0,
+            overflow_skipped_bytes: 0,
+            longest_silence_s: 0.0,
+            longest_data_silence_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn direction_counts_in_the_right_number() {
+        assert_eq!(
+            direction_text(RoleDirection::BrokerToClient, &dir(8, 1, 1, 1)),
+            "broker-to-client: 8 bytes, 1 frame, 1 heartbeat, 1 retransmission, longest silence 0.000 s"
+        );
+        assert_eq!(
+            direction_text(RoleDirection::ClientToBroker, &dir(0, 0, 0, 0)),
+            "client-to-broker: no AMQP bytes: silent for the whole capture"
+        );
+        assert_eq!(
+            direction_text(RoleDirection::ClientToBroker, &dir(0, 0, 0, 3)),
+            "client-to-broker: no AMQP bytes: silent for the whole capture (3 retransmissions)"
+        );
+    }
+
+    #[test]
+    fn close_without_reply_text_has_no_trailing_space() {
+        let mut e = EndedReport {
+            by: Some(EndedBy::Client),
+            how: EndHow::Close,
+            at: None,
+            reply_code: Some(0),
+            reply_text: Some(String::new()),
+            seen_from: None,
+            reason: None,
+            idle_period_s: None,
+            idle_timeout_s: None,
+            advice: None,
+        };
+        assert_eq!(ended_text(&e), "client sent Connection.Close 0");
+        e.reply_code = Some(200);
+        e.reply_text = Some("Goodbye".into());
+        assert_eq!(ended_text(&e), "client sent Connection.Close 200 Goodbye");
+    }
+}
