@@ -151,7 +151,7 @@ pub struct ReplayArgs {
     /// text report and the TUI (JSON stays UTC; HTML shows both).
     #[arg(long)]
     pub local_time: bool,
-    /// Output format [default: tui when stdout is a terminal and one file is given, else text; two-ended: text or json].
+    /// Output format [default: tui when stdout is a terminal, else text; two-ended: text].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Play the capture back at N x real time in the TUI (1, 10, 100); 0 reads as fast as possible.
@@ -320,19 +320,13 @@ impl ReplayArgs {
         }
         if speed_given && self.files.len() > 1 {
             return Some(
-                "the argument '--speed <N>' cannot be used with several files: replay of several parts has no TUI yet"
+                "the argument '--speed <N>' cannot be used with several files: the TUI shows several parts once read whole; play one file at a time"
                     .into(),
             );
         }
-        if self.format == Some(Format::Tui) && self.filter.is_some() {
+        if speed_given && self.filter.is_some() {
             return Some(
-                "the argument '--format tui' cannot be used with '--filter': the TUI reads the whole file"
-                    .into(),
-            );
-        }
-        if self.format == Some(Format::Tui) && self.files.len() > 1 {
-            return Some(
-                "the argument '--format tui' cannot be used with several files: replay of several parts has no TUI yet"
+                "the argument '--speed <N>' cannot be used with '--filter': the TUI shows a filtered read once it is whole"
                     .into(),
             );
         }

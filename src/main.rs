@@ -170,8 +170,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     let format = args.format.unwrap_or_else(|| {
         if args.output.is_none()
             && !args.summary
-            && args.files.len() == 1
-            && args.filter.is_none()
+            && !args.files.is_empty()
             && std::io::stdout().is_terminal()
         {
             Format::Tui
@@ -220,6 +219,43 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     if format == Format::Tui && !args.summary {
+        config.timeline_events = hbscope::analysis::timeline::Timeline::CAP;
+        if args.files.len() > 1 || args.filter.is_some() {
+            // Several parts, or a filtered read: read whole first (with the
+            // checks that they are parts of one capture), then shown.
+            eprintln!(
+                "hbscope: reading {} before opening the terminal UI ...",
+                args.files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let r = match hbscope::run::parts::replay_filtered(
+                &args.files,
+                config,
+                args.filter.as_deref(),
+                &mut |_, _| {},
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("hbscope: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let loaded = hbscope::tui::Loaded {
+                engine: r.engine,
+                source: r.source,
+                complete: r.complete,
+            };
+            return match hbscope::tui::show(loaded, zone) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hbscope: terminal UI failed: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         // Say what is wrong with the input before taking over the terminal
         // (stdin can only be read once, so the worker reports its errors).
         if file.as_os_str() != "-" {
@@ -228,13 +264,12 @@ fn replay(args: &ReplayArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         }
-        config.timeline_events = hbscope::analysis::timeline::Timeline::CAP;
         let cfg = hbscope::tui::WorkerConfig {
             path: file.clone(),
             engine: config,
             speed: args.speed,
         };
-        return match hbscope::tui::replay(cfg) {
+        return match hbscope::tui::replay(cfg, zone) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("hbscope: terminal UI failed: {e}");

@@ -290,7 +290,7 @@ fn conflicting_replay_options_are_refused() {
         &replay(&["--speed", "1", "--client-side", f, "--broker-side", f]),
         "two-ended replay",
     );
-    assert_refused(&replay(&["--format", "tui", f, f]), "several files");
+    assert_refused(&replay(&["--speed", "1", "-f", "tcp", f]), "'--filter'");
     assert!(!Path::new(out).exists());
     // What still goes together.
     let o = replay(&["--summary", "--format", "text", f]);
