@@ -190,3 +190,38 @@ fn two_ended_report_renders_in_headless_chromium() {
     assert!(dom.contains(r#"class="timeline""#) && dom.contains(r#"class="legend""#));
     std::fs::remove_file(&html_path).ok();
 }
+
+/// Past 200 healthy connections the HTML lists the rest without drawing
+/// them (no Chromium needed): a big capture stays a page a browser opens.
+#[test]
+fn many_healthy_connections_are_listed_not_drawn() {
+    let dir = std::env::temp_dir().join(format!("hbscope-html-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("many.pcap");
+    let o = Command::new(env!("CARGO_BIN_EXE_hbscope"))
+        .args([
+            "synth",
+            "--connections",
+            "260",
+            "--duration",
+            "8",
+            "--stalls",
+            "0",
+            "-o",
+        ])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(env!("CARGO_BIN_EXE_hbscope"))
+        .args(["replay", "--format", "html"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = String::from_utf8(o.stdout).unwrap();
+    let flagged = html.matches(r#"<section class="conn flagged""#).count();
+    assert_eq!(html.matches(r#"class="timeline""#).count(), flagged + 200);
+    assert!(html.contains("more without a timeline (only the first 200 are drawn)"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -84,6 +84,10 @@ const MARK_FIN: &str = "#111111";
 const MARK_RST: &str = "#b03a2e";
 const MARK_HOLE: &str = "#aab7b8";
 
+/// Healthy connections drawn with a timeline; the others are listed (a
+/// capture of thousands of connections stays a page a browser opens).
+const HEALTHY_DRAWN: usize = 200;
+
 /// Timeline drawing: width, left margin (lane names), right margin, lane height.
 const SVG_W: f64 = 900.0;
 const SVG_LEFT: f64 = 130.0;
@@ -827,7 +831,24 @@ details.conn{{margin:.4em 0}} details.conn>summary{{cursor:pointer;font-weight:6
     if !healthy.is_empty() {
         let _ = write!(s, "<h2>Connections without gaps ({})</h2>", healthy.len());
     }
-    for conn in healthy {
+    let more = healthy.len().saturating_sub(HEALTHY_DRAWN);
+    for (i, conn) in healthy.into_iter().enumerate() {
+        if i == HEALTHY_DRAWN {
+            let _ = write!(
+                s,
+                "<details class=\"conn\"><summary>{more} more without a timeline (only the first {HEALTHY_DRAWN} are drawn)</summary><ul>"
+            );
+        }
+        if i >= HEALTHY_DRAWN {
+            let _ = write!(
+                s,
+                r#"<li id="conn-{}">{} &mdash; {}</li>"#,
+                conn.id,
+                conn_heading(conn),
+                esc(conn.health.status.as_str())
+            );
+            continue;
+        }
         let _ = write!(
             s,
             r#"<details class="conn" id="conn-{}"><summary>{} &mdash; {}</summary>"#,
@@ -837,6 +858,9 @@ details.conn{{margin:.4em 0}} details.conn>summary{{cursor:pointer;font-weight:6
         );
         connection_html(&mut s, conn);
         s.push_str("</details>");
+    }
+    if more > 0 {
+        s.push_str("</ul></details>");
     }
     if let Some(b) = &r.broker_log {
         broker_log_html(&mut s, b);
