@@ -11,7 +11,7 @@
 # The expect.json files are NOT rewritten: they are hand-checked ground truth; after
 # re-recording, compare the summary and update the timings in their "notes" if needed.
 # nova-* captures are recorded by scripts/record-nova.sh (written by another helper; it
-# takes the lock itself and writes its own expect.json).
+# takes the lock itself, writes its own expect.json and keeps its logs in logs/ too).
 # tls*-* and *-on-5672 captures are recorded by scripts/scenario-tls.sh (same lock); the tls
 # ones need the broker's TLS listener on 5671, which scripts/tls-setup.sh sets up first (it
 # takes the lock itself; no broker restart, see its header).

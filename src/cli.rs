@@ -13,11 +13,24 @@ pub mod generate;
 /// flags every silence longer than the negotiated heartbeat and says why it
 /// happened: client stall, broker stall, network/host unreachable or capture loss.
 #[derive(Debug, Parser)]
-#[command(name = "hbscope", version, about, long_about = None)]
+#[command(name = "hbscope", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The exit codes, as `--help` and the man page list them (README and
+/// docs/architecture.md say the same).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  the input was analysed (also when it was cut short or had no AMQP at all)
+  1  the report could not be written in full (-o into a missing directory, a full disk, a
+     reader that closed the pipe), or the terminal UI failed
+  2  unusable input (missing, empty, not a capture, unsupported link type, unreadable broker
+     log, parts of different captures), a usage error, or no capture privileges
+  3  replay --fail-on-gap and at least one gap was flagged (the report is still written)
+  4  live: the report was written, but the capture was incomplete (it failed after it
+     started, or the kernel dropped packets)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -131,10 +144,14 @@ pub struct ReplayArgs {
     #[arg(long, short = 'f', value_name = "EXPR", conflicts_with_all = ["client_side", "broker_side"])]
     pub filter: Option<String>,
     /// RabbitMQ log file(s) (plain text or JSON logging): their connection lines are joined to
-    /// the capture's connections by address:port and shown with each gap (text output).
-    #[arg(long, num_args = 1.., value_name = "FILE")]
+    /// the capture's connections by address:port and shown with each gap (every format).
+    #[arg(long, num_args = 1.., value_name = "FILE", conflicts_with_all = ["client_side", "broker_side"])]
     pub broker_log: Vec<PathBuf>,
-    /// Output format [default: tui when stdout is a terminal and one file is given, else text; two-ended: text or json].
+    /// Show clock times in the local time zone (TZ, else /etc/localtime) instead of UTC, in the
+    /// text report and the TUI (JSON stays UTC; HTML shows both).
+    #[arg(long)]
+    pub local_time: bool,
+    /// Output format [default: tui when stdout is a terminal, else text; two-ended: text].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Play the capture back at N x real time in the TUI (1, 10, 100); 0 reads as fast as possible.
@@ -303,19 +320,13 @@ impl ReplayArgs {
         }
         if speed_given && self.files.len() > 1 {
             return Some(
-                "the argument '--speed <N>' cannot be used with several files: replay of several parts has no TUI yet"
+                "the argument '--speed <N>' cannot be used with several files: the TUI shows several parts once read whole; play one file at a time"
                     .into(),
             );
         }
-        if self.format == Some(Format::Tui) && self.filter.is_some() {
+        if speed_given && self.filter.is_some() {
             return Some(
-                "the argument '--format tui' cannot be used with '--filter': the TUI reads the whole file"
-                    .into(),
-            );
-        }
-        if self.format == Some(Format::Tui) && self.files.len() > 1 {
-            return Some(
-                "the argument '--format tui' cannot be used with several files: replay of several parts has no TUI yet"
+                "the argument '--speed <N>' cannot be used with '--filter': the TUI shows a filtered read once it is whole"
                     .into(),
             );
         }

@@ -619,6 +619,13 @@ impl Engine {
         &self.slots
     }
 
+    /// True when connections keep their wire events for drawing
+    /// ([`EngineConfig::timeline_events`] is set).
+    #[must_use]
+    pub fn records_timelines(&self) -> bool {
+        self.config.timeline_events > 0
+    }
+
     /// The confirmed AMQP 0-9-1 connections, in order of first packet.
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
         self.slots

@@ -1,15 +1,16 @@
 //! The `hbscope` command: parse the CLI, run the app, map errors to exit codes
-//! (0 analysed, 1 the report could not be written, 2 unusable input or no
-//! capture privileges, 3 `--fail-on-gap` and a gap was flagged).
+//! (0 analysed, 1 the report could not be written or the TUI failed, 2
+//! unusable input, a usage error or no capture privileges, 3 `--fail-on-gap`
+//! and a gap was flagged, 4 a live capture was incomplete; the table is
+//! [`cli::EXIT_CODES`]).
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::ValueEnum;
 use hbscope::engine::EngineConfig;
 use hbscope::os::outfile::AtomicFile;
-use hbscope::report::{self, WriteError};
+use hbscope::report::{self, WriteError, Zone};
 use hbscope::run::live;
 use hbscope::run::replay;
 
@@ -169,8 +170,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     let format = args.format.unwrap_or_else(|| {
         if args.output.is_none()
             && !args.summary
-            && args.files.len() == 1
-            && args.filter.is_none()
+            && !args.files.is_empty()
             && std::io::stdout().is_terminal()
         {
             Format::Tui
@@ -190,14 +190,72 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         }
     }
     config.analysis.heartbeat_override = args.heartbeat;
-    if !args.client_side.is_empty() {
-        return replay_two(args, &config);
+    if format == Format::Html && !args.summary {
+        // The HTML draws each connection's heartbeat and data marks.
+        config.timeline_events = hbscope::analysis::timeline::Timeline::CAP;
     }
+    if !args.client_side.is_empty() {
+        return replay_two(args, &config, format);
+    }
+    let zone = if args.local_time {
+        Zone::Local
+    } else {
+        Zone::Utc
+    };
+    // Read the log first: a wrong path is said before a long replay.
+    let log = if args.broker_log.is_empty() {
+        None
+    } else {
+        match hbscope::run::brokerlog::BrokerLog::read(&args.broker_log) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                eprintln!("hbscope: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let Some(file) = args.files.first() else {
         eprintln!("hbscope: give a capture file, or --client-side and --broker-side");
         return ExitCode::from(2);
     };
     if format == Format::Tui && !args.summary {
+        config.timeline_events = hbscope::analysis::timeline::Timeline::CAP;
+        if args.files.len() > 1 || args.filter.is_some() {
+            // Several parts, or a filtered read: read whole first (with the
+            // checks that they are parts of one capture), then shown.
+            eprintln!(
+                "hbscope: reading {} before opening the terminal UI ...",
+                args.files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let r = match hbscope::run::parts::replay_filtered(
+                &args.files,
+                config,
+                args.filter.as_deref(),
+                &mut |_, _| {},
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("hbscope: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let loaded = hbscope::tui::Loaded {
+                engine: r.engine,
+                source: r.source,
+                complete: r.complete,
+            };
+            return match hbscope::tui::show(loaded, zone) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hbscope: terminal UI failed: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         // Say what is wrong with the input before taking over the terminal
         // (stdin can only be read once, so the worker reports its errors).
         if file.as_os_str() != "-" {
@@ -206,13 +264,12 @@ fn replay(args: &ReplayArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         }
-        config.timeline_events = hbscope::analysis::timeline::Timeline::CAP;
         let cfg = hbscope::tui::WorkerConfig {
             path: file.clone(),
             engine: config,
             speed: args.speed,
         };
-        return match hbscope::tui::replay(cfg) {
+        return match hbscope::tui::replay(cfg, zone) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("hbscope: terminal UI failed: {e}");
@@ -234,7 +291,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if format == Format::Json && !args.summary {
+    if format == Format::Json && !args.summary && log.is_none() {
         // Streamed: one connection entry at a time, the JSON text never held in memory.
         // Each writer type monomorphised: serde_json writes many tiny pieces.
         let (engine, source, complete) = (&result.engine, result.source.as_str(), result.complete);
@@ -248,25 +305,15 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         std::mem::forget(result);
         return finish(args, gaps, written);
     }
-    let rep = result.report();
-    let log_text = if args.broker_log.is_empty() {
-        String::new()
-    } else {
-        match hbscope::run::brokerlog::BrokerLog::read(&args.broker_log) {
-            Ok(log) => {
-                let joined = hbscope::run::brokerlog::join(&log, &result.engine);
-                hbscope::run::brokerlog::to_text(&log, &joined, &result.engine)
-            }
-            Err(e) => {
-                eprintln!("hbscope: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    };
+    let mut rep = result.report();
+    if let Some(log) = &log {
+        let joined = hbscope::run::brokerlog::join(log, &result.engine);
+        hbscope::run::brokerlog::attach(log, &joined, &args.broker_log, &mut rep);
+    }
     drop(result);
     let text = match format {
         _ if args.summary => hbscope::report::html::to_summary(&rep),
-        Format::Text | Format::Tui => report::to_text(&rep) + &log_text,
+        Format::Text | Format::Tui => report::to_text_in(&rep, zone),
         Format::Html => hbscope::report::html::to_html(&rep),
         Format::Markdown => hbscope::report::html::to_markdown(&rep),
         Format::Json => match report::to_json(&rep) {
@@ -324,25 +371,19 @@ fn write_report(
     }
 }
 
-/// `hbscope replay --client-side A... --broker-side B...`: text or JSON only (the TUI, HTML, Markdown and
-/// `--summary` views are single-file so far).
-fn replay_two(args: &ReplayArgs, config: &EngineConfig) -> ExitCode {
-    let format = match (args.format, args.summary) {
-        (_, true) => {
-            eprintln!(
-                "hbscope: --summary is not supported with two-ended replay yet; use --format text or json"
-            );
-            return ExitCode::from(2);
-        }
-        (None | Some(Format::Text), false) => Format::Text,
-        (Some(Format::Json), false) => Format::Json,
-        (Some(f), false) => {
-            eprintln!(
-                "hbscope: --format {} is not supported with two-ended replay yet; use --format text or json",
-                f.to_possible_value().map_or_else(String::new, |v| v.get_name().to_owned())
-            );
-            return ExitCode::from(2);
-        }
+/// `hbscope replay --client-side A... --broker-side B...`: text, JSON,
+/// HTML, Markdown or `--summary` (the TUI is single-capture).
+fn replay_two(args: &ReplayArgs, config: &EngineConfig, format: Format) -> ExitCode {
+    if args.format == Some(Format::Tui) {
+        eprintln!(
+            "hbscope: --format tui is not supported with two-ended replay; use text, json, html or markdown"
+        );
+        return ExitCode::from(2);
+    }
+    let zone = if args.local_time {
+        Zone::Local
+    } else {
+        Zone::Utc
     };
     let rep = match hbscope::run::twoend::replay_sides(&args.client_side, &args.broker_side, config)
     {
@@ -352,8 +393,9 @@ fn replay_two(args: &ReplayArgs, config: &EngineConfig) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let text = if format == Format::Json {
-        match report::to_json(&rep) {
+    let text = match format {
+        _ if args.summary => hbscope::report::html::to_summary(&rep),
+        Format::Json => match report::to_json(&rep) {
             Ok(mut j) => {
                 j.push('\n');
                 j
@@ -362,9 +404,10 @@ fn replay_two(args: &ReplayArgs, config: &EngineConfig) -> ExitCode {
                 eprintln!("hbscope: could not write the JSON report: {e}");
                 return ExitCode::from(1);
             }
-        }
-    } else {
-        report::twoend_text(&rep)
+        },
+        Format::Html => hbscope::report::html::to_html(&rep),
+        Format::Markdown => hbscope::report::html::to_markdown(&rep),
+        Format::Text | Format::Tui => report::twoend_text_in(&rep, zone),
     };
     let written = write_text(args.output.as_deref(), &text);
     finish(

@@ -5,7 +5,7 @@
 //! RFC 3339 with nanoseconds in UTC; this module is the only one using `chrono`.
 //! Nothing here can print the SASL response: the analysis never had it.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::analysis::{Connection, Gap, Role, RoleSource};
@@ -31,6 +31,83 @@ pub fn clock(ts: Timestamp) -> String {
     let nanos = u32::try_from(ts.0.rem_euclid(1_000_000_000)).unwrap_or(0);
     DateTime::<Utc>::from_timestamp(secs, nanos)
         .map_or_else(|| "?".into(), |d| d.format("%H:%M:%S%.3f").to_string())
+}
+
+/// The zone the text views show clock times in (`--local-time`). Reports
+/// and JSON always carry UTC; only the rendering changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Zone {
+    /// UTC (the default).
+    #[default]
+    Utc,
+    /// The zone of the machine rendering the report (`TZ`, else /etc/localtime).
+    Local,
+}
+
+impl Zone {
+    /// Time of day with milliseconds in this zone, for compact text.
+    #[must_use]
+    pub fn clock(self, ts: Timestamp) -> String {
+        match self {
+            Zone::Utc => clock(ts),
+            Zone::Local => utc_of(ts).map_or_else(
+                || "?".into(),
+                |d| d.with_timezone(&Local).format("%H:%M:%S%.3f").to_string(),
+            ),
+        }
+    }
+
+    /// A report time (RFC 3339 UTC, as [`rfc3339`] writes it) in this zone:
+    /// unchanged for UTC, else the local time with its offset
+    /// (`2026-12-02T14:51:32.532370000+01:00`). A string that is not such a
+    /// time is returned as it is.
+    #[must_use]
+    pub fn time<'a>(self, rfc: &'a str) -> std::borrow::Cow<'a, str> {
+        match self {
+            Zone::Utc => rfc.into(),
+            Zone::Local => DateTime::parse_from_rfc3339(rfc).map_or_else(
+                |_| rfc.into(),
+                |d| {
+                    d.with_timezone(&Local)
+                        .to_rfc3339_opts(SecondsFormat::Nanos, false)
+                        .into()
+                },
+            ),
+        }
+    }
+
+    /// The zone's name for a header: "UTC", or "local time, UTC+01:00" (the
+    /// offset in force at `at`).
+    #[must_use]
+    pub fn label(self, at: Timestamp) -> String {
+        match self {
+            Zone::Utc => "UTC".into(),
+            Zone::Local => format!("local time, UTC{}", local_offset(at)),
+        }
+    }
+}
+
+fn utc_of(ts: Timestamp) -> Option<DateTime<Utc>> {
+    let secs = ts.0.div_euclid(1_000_000_000);
+    let nanos = u32::try_from(ts.0.rem_euclid(1_000_000_000)).unwrap_or(0);
+    DateTime::<Utc>::from_timestamp(secs, nanos)
+}
+
+/// The local zone's offset from UTC at `at`, as "+01:00" (the machine
+/// rendering the report; "+00:00" when it runs on UTC).
+#[must_use]
+pub fn local_offset(at: Timestamp) -> String {
+    utc_of(at).map_or_else(
+        || "+00:00".into(),
+        |d| d.with_timezone(&Local).format("%:z").to_string(),
+    )
+}
+
+/// "1 gap", "2 gaps": a count with its noun in the right number.
+#[must_use]
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Writing a report failed: where to, and the io error as the writer gave it.
@@ -83,6 +160,21 @@ pub use twoend::*;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_take_the_right_number() {
+        assert_eq!(count(1u64, "gap", "gaps"), "1 gap");
+        assert_eq!(count(0u64, "gap", "gaps"), "0 gaps");
+        assert_eq!(count(2u64, "connection", "connections"), "2 connections");
+    }
+
+    #[test]
+    fn utc_zone_keeps_report_times() {
+        let t = "2026-12-02T13:51:32.532370000Z";
+        assert_eq!(Zone::Utc.time(t), t);
+        assert_eq!(Zone::Local.time("not a time"), "not a time");
+        assert_eq!(Zone::Utc.label(Timestamp(0)), "UTC");
+    }
 
     #[test]
     fn rfc3339_keeps_nanoseconds() {

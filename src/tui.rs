@@ -1,7 +1,7 @@
 //! The terminal UI (the only module touching ratatui and crossterm).
 //!
 //! ```text
-//! worker thread: FileSource -> Engine -> Snapshot --\
+//! worker thread: FileSource -> Engine -> Snapshot --\   (or an Engine already loaded)
 //!                                                    > Event channel -> App::update -> ui::draw
 //! input thread:  crossterm key events --------------/        |
 //!                                       Command (focus, pause, quit) -> worker
@@ -26,7 +26,7 @@ use ratatui::Terminal;
 
 pub use snapshot::{LiveHeader, PlayState, Snapshot, Timelines};
 pub use state::{Action, App, Command, Event};
-pub use worker::WorkerConfig;
+pub use worker::{Loaded, WorkerConfig};
 
 /// Runs the event loop: draws, then for each event updates the app, forwards
 /// its commands and draws again, until the app quits or the events end.
@@ -82,10 +82,27 @@ pub fn no_color() -> bool {
 ///
 /// # Errors
 /// When the terminal cannot be set up or drawn to.
-pub fn replay(cfg: WorkerConfig) -> std::io::Result<()> {
+pub fn replay(cfg: WorkerConfig, zone: crate::report::Zone) -> std::io::Result<()> {
     let export_dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    session(App::new(export_dir), false, move |tx, rx| {
+    let mut app = App::new(export_dir);
+    app.zone = zone;
+    session(app, false, move |tx, rx| {
         worker::run(&cfg, tx, rx);
+    })
+}
+
+/// Opens the terminal UI on an input already read to its end (several parts
+/// of one capture, or a filtered read: the caller reads them, with the
+/// checks only it can make) and runs it until the user quits.
+///
+/// # Errors
+/// When the terminal cannot be set up or drawn to.
+pub fn show(loaded: worker::Loaded, zone: crate::report::Zone) -> std::io::Result<()> {
+    let export_dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let mut app = App::new(export_dir);
+    app.zone = zone;
+    session(app, false, move |tx, rx| {
+        worker::run_loaded(loaded, tx, rx);
     })
 }
 

@@ -235,7 +235,7 @@ fn bad_input_captures_say_what_they_carry() {
         let o = replay(&[capture(name).to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(0), "{name}");
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.contains("0 AMQP connection(s)"), "{name}: {out}");
+        assert!(out.contains("0 AMQP connections"), "{name}: {out}");
         assert!(out.contains(needle), "{name}: expected {needle:?} in {out}");
     }
 }
@@ -290,7 +290,7 @@ fn conflicting_replay_options_are_refused() {
         &replay(&["--speed", "1", "--client-side", f, "--broker-side", f]),
         "two-ended replay",
     );
-    assert_refused(&replay(&["--format", "tui", f, f]), "several files");
+    assert_refused(&replay(&["--speed", "1", "-f", "tcp", f]), "'--filter'");
     assert!(!Path::new(out).exists());
     // What still goes together.
     let o = replay(&["--summary", "--format", "text", f]);
@@ -584,4 +584,31 @@ fn output_onto_the_input_is_refused_and_the_input_kept() {
             std::fs::read(&original).unwrap()
         );
     }
+}
+
+/// `--local-time`: the text report's times in the zone of `TZ` (a POSIX
+/// zone string, so no time zone database is needed), JSON unchanged.
+#[test]
+fn local_time_shows_the_zone_of_tz() {
+    let run = |args: &[&str]| -> String {
+        let o = bin()
+            .env("TZ", "<+0530>-5:30")
+            .args(["replay"])
+            .args(args)
+            .arg(capture("client-sigstop.pcap"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let utc = run(&["--format", "text"]);
+    assert!(utc.contains("from 2026-11-26T21:07:52.565378000Z"), "{utc}");
+    let local = run(&["--format", "text", "--local-time"]);
+    assert!(
+        local.contains("from 2026-11-27T02:37:52.565378000+05:30"),
+        "{local}"
+    );
+    assert!(!local.contains("000Z"), "every time is local:\n{local}");
+    let json = run(&["--format", "json", "--local-time"]);
+    assert!(json.contains("\"first_packet\": \"2026-11-26T21:07:52.565378000Z\""));
 }

@@ -185,3 +185,66 @@ fn live_text_events_show_the_name_escaped() {
     assert!(lines.contains("gap closed"), "{lines}");
     assert_inert("live final text", &hbscope::report::to_text(&report));
 }
+
+/// A broker log is input too: lines with terminal escapes, a forged report
+/// line and markup stay inert in every format that shows them.
+#[test]
+fn hostile_broker_log_lines_stay_inert() {
+    let json = hbscope(&["replay", "--format", "json", capture().to_str().unwrap()]);
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let c = &j["connections"][0];
+    let (first, end) = (
+        c["first_seen"].as_str().unwrap(),
+        c["gaps"][0]["end"].as_str().unwrap(),
+    );
+    let (client, broker) = (c["client"].as_str().unwrap(), c["broker"].as_str().unwrap());
+    let evil = "\u{1b}[2J<script>alert(2)</script>\nhbscope: 0 flagged | # Heading";
+    let log = format!(
+        "{first} [info] <0.9.0> accepting AMQP connection <0.9.0> ({client} -> {broker})\n\
+         {end} [error] <0.9.0> {evil}\n\
+         {end} [info] <0.10.0> accepting AMQP connection <0.10.0> (10.9.9.9:1 -> 10.9.9.9:5672) \u{1b}]0;owned\u{7}<b>x</b>\n"
+    );
+    let path = std::env::temp_dir().join(format!("hbscope-hostile-{}.log", std::process::id()));
+    std::fs::write(&path, log).unwrap();
+    let (p, cap) = (path.to_str().unwrap(), capture());
+    for format in ["text", "markdown", "html"] {
+        let out = hbscope(&[
+            "replay",
+            "--format",
+            format,
+            "--broker-log",
+            p,
+            "--",
+            cap.to_str().unwrap(),
+        ]);
+        assert_inert(format, &out);
+        assert!(
+            out.contains("alert(2)"),
+            "{format}: the log line is missing:\n{out}"
+        );
+    }
+    let out = hbscope(&[
+        "replay",
+        "--summary",
+        "--broker-log",
+        p,
+        "--",
+        cap.to_str().unwrap(),
+    ]);
+    assert_inert("summary", &out);
+    let html = hbscope(&[
+        "replay",
+        "--format",
+        "html",
+        "--broker-log",
+        p,
+        "--",
+        cap.to_str().unwrap(),
+    ]);
+    assert!(html.contains("&lt;script&gt;alert(2)&lt;/script&gt;"));
+    assert!(
+        html.contains("&lt;b&gt;x&lt;/b&gt;"),
+        "the log-only line is listed"
+    );
+    std::fs::remove_file(&path).ok();
+}

@@ -321,7 +321,7 @@ fn two_ended_replay_with_parts_per_side() {
 fn filter_expression_selects_packets() {
     let src = capture("nova-api-eventlet.pcap");
     let o = bin()
-        .args(["replay", "--format", "json", "-f", "tcp port 58266"])
+        .args(["replay", "--format", "json", "-f", "tcp port 41676"])
         .arg(&src)
         .output()
         .unwrap();
@@ -329,7 +329,7 @@ fn filter_expression_selects_packets() {
     let j: Value = serde_json::from_slice(&o.stdout).unwrap();
     let conns = j["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 1, "{j}");
-    assert_eq!(conns[0]["client"], "127.0.0.1:58266");
+    assert_eq!(conns[0]["client"], "127.0.0.1:41676");
     assert_eq!(j["summary"]["gaps_by_cause"]["client-stall"], 1);
     let all = whole(&src);
     assert!(j["capture"]["packets"].as_u64() < all["capture"]["packets"].as_u64());

@@ -163,7 +163,7 @@ fn live_screen_shows_a_stopped_client_grow_then_stall() {
     );
     assert_eq!(pane(s, "#{cursor_flag}"), "1", "cursor hidden:\n{after}");
     assert!(
-        after.contains("AMQP connection(s)"),
+        after.contains("AMQP connection"),
         "no final report:\n{after}"
     );
     drop(client);

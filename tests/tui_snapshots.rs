@@ -12,6 +12,8 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::Terminal;
 
+mod pcapedit;
+
 fn capture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("captures")
@@ -647,4 +649,76 @@ fn cause_colours_match_html_and_no_color_strips_them() {
         .content()
         .iter()
         .all(|c| c.fg == Color::Reset && c.bg == Color::Reset));
+}
+
+/// Several parts of one capture (read whole by `run::parts`, as `hbscope
+/// replay A B` does before opening the TUI) show in the TUI as the whole
+/// file does: same connections, gaps and timelines.
+#[test]
+fn several_parts_open_in_the_tui_as_the_whole() {
+    let whole = finished("nova-api-eventlet.pcap");
+    let p = pcapedit::Pcap::shipped("nova-api-eventlet");
+    let dir = pcapedit::temp_dir("tui-parts");
+    let half = p.records.len() / 2;
+    let parts: Vec<PathBuf> = [(0, half, "b.pcap"), (half, p.records.len(), "a.pcap")]
+        .iter()
+        .map(|&(from, to, name)| {
+            let mut part = pcapedit::Pcap::shipped("nova-api-eventlet");
+            part.records = p.records[from..to].to_vec();
+            let path = dir.join(name);
+            part.write(&path);
+            path
+        })
+        .collect();
+    let config = EngineConfig {
+        timeline_events: hbscope::analysis::timeline::Timeline::CAP,
+        ..EngineConfig::default()
+    };
+    // Given in the wrong order: read in time order.
+    let r = hbscope::run::parts::replay_filtered(
+        &[parts[1].clone(), parts[0].clone()],
+        config,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let (ev_tx, ev_rx) = std::sync::mpsc::channel();
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+    let loaded = tui::Loaded {
+        engine: r.engine,
+        source: r.source,
+        complete: r.complete,
+    };
+    let handle = std::thread::spawn(move || tui::worker::run_loaded(loaded, ev_tx, cmd_rx));
+    let Event::Snapshot(snap) = ev_rx.recv().unwrap() else {
+        panic!("a snapshot first");
+    };
+    assert_eq!(snap.state, PlayState::Done);
+    assert_eq!(snap.header.summary, whole.header.summary);
+    assert_eq!(snap.conns.len(), whole.conns.len());
+    assert!(snap.header.source.contains("a.pcap") && snap.header.source.contains("b.pcap"));
+    let (screen, _, _) = render(120, 40, vec![Event::Snapshot(snap)]);
+    assert!(screen.contains("client-stall"), "{screen}");
+    assert!(screen.contains("2 conn, 1 flagged, 1 gap"), "{screen}");
+    cmd_tx.send(Command::Quit).unwrap();
+    handle.join().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--local-time`: the header says which zone the times are in.
+#[test]
+fn local_time_is_named_in_the_header() {
+    let snap = finished("nova-api-eventlet.pcap");
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    let mut app = App::new(std::env::temp_dir());
+    app.zone = hbscope::report::Zone::Local;
+    tui::run(
+        &mut terminal,
+        &mut app,
+        vec![Event::Snapshot(Box::new(snap))],
+        &mut |_| {},
+    )
+    .unwrap();
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("local time, UTC"), "{screen}");
 }

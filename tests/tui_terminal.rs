@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod pcapedit;
+
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux")
         .args(args)
@@ -96,4 +98,60 @@ fn terminal_is_restored_on_every_exit_path() {
     });
     run_case("worker-panic", "HBSCOPE_TEST_PANIC=worker", &|_| {});
     run_case("ui-panic", "HBSCOPE_TEST_PANIC=ui", &|_| {});
+}
+
+/// `hbscope replay --local-time PART PART` on a terminal: the parts are read
+/// whole, then the TUI shows them as one capture, its times in the zone of
+/// `TZ`; `q` quits.
+#[test]
+#[ignore = "needs tmux: run with --include-ignored (CI does)"]
+fn several_parts_open_the_tui_with_local_time() {
+    let p = pcapedit::Pcap::shipped("nova-api-eventlet");
+    let dir = pcapedit::temp_dir("tui-terminal-parts");
+    let half = p.records.len() / 2;
+    let mut paths = Vec::new();
+    for (name, range) in [("one.pcap", 0..half), ("two.pcap", half..p.records.len())] {
+        let mut part = pcapedit::Pcap::shipped("nova-api-eventlet");
+        part.records = p.records[range].to_vec();
+        let path = dir.join(name);
+        part.write(&path);
+        paths.push(path.display().to_string());
+    }
+    let session = format!("hbscope-parts-{}", std::process::id());
+    let cmd = format!(
+        "env TZ='<+0200>-2' {} replay --local-time {} {}; sleep 5",
+        env!("CARGO_BIN_EXE_hbscope"),
+        paths[1],
+        paths[0]
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-s",
+        &session,
+        &cmd,
+    ]);
+    let t0 = Instant::now();
+    let mut screen = String::new();
+    while t0.elapsed() < Duration::from_secs(15) {
+        screen = tmux(&["capture-pane", "-p", "-t", &session]);
+        if screen.contains("[done]") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux(&["send-keys", "-t", &session, "q"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let current = pane(&session, "#{pane_current_command}");
+    tmux(&["kill-session", "-t", &session]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(screen.contains("2 conn, 1 flagged, 1 gap"), "{screen}");
+    assert!(screen.contains("local time, UTC+02:00"), "{screen}");
+    // 13:51:20 UTC is 15:51:20 at UTC+2.
+    assert!(screen.contains("15:51:20.519"), "{screen}");
+    assert_eq!(current, "sleep", "q did not quit:\n{screen}");
 }

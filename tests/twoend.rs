@@ -467,12 +467,8 @@ fn cli_two_files() {
         j["merge"]["summary"]["gaps_by_merged_cause"]["lost-in-network"],
         2
     );
-    // Not supported yet in two-ended replay: said plainly, exit 2.
-    for args in [
-        &["--format", "tui"][..],
-        &["--format", "html"],
-        &["--summary"],
-    ] {
+    // HTML, Markdown and the summary carry the merged verdicts too.
+    let render = |args: &[&str]| -> String {
         let o = bin()
             .arg("replay")
             .args(args)
@@ -482,13 +478,39 @@ fn cli_two_files() {
             .arg(&b)
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
         assert!(
-            err.contains("not supported with two-ended replay yet"),
-            "{args:?}: {err}"
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
         );
-    }
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let html = render(&["--format", "html"]);
+    assert!(html.contains("Two-ended verdicts"), "{html}");
+    assert!(html.contains("lost-in-network"), "{html}");
+    assert!(
+        html.contains("two-ended verdict <b>lost-in-network</b>"),
+        "{html}"
+    );
+    let md = render(&["--format", "markdown"]);
+    assert!(md.contains("### Two-ended verdicts"), "{md}");
+    assert!(md.contains("**lost-in-network**"), "{md}");
+    let summary = render(&["--summary"]);
+    assert!(
+        summary.contains("two-ended: client side ") && summary.contains("lost-in-network 2"),
+        "{summary}"
+    );
+    // The TUI is single-capture: said plainly, exit 2.
+    let o = bin()
+        .args(["replay", "--format", "tui", "--client-side"])
+        .arg(&c)
+        .arg("--broker-side")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not supported with two-ended replay"), "{err}");
     // Plain files are parts of one capture: two ends given so are refused,
     // and the message names the flags.
     let o = bin().arg("replay").arg(&c).arg(&b).output().unwrap();

@@ -242,7 +242,7 @@ fn nova_eventlet_evidence_is_explicit() {
     );
     assert!(g.counts.peer_heartbeats >= 3);
     assert!(
-        (g.silence_s - 11.988).abs() < 0.01,
+        (g.silence_s - 11.998).abs() < 0.01,
         "silence {}",
         g.silence_s
     );

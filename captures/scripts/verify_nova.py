@@ -376,7 +376,12 @@ def write_expect(args, description, nconn, hbs, gaps, notes, flows):
             '(default), heartbeat_in_pthread = %s' % pthread,
             'RabbitMQ %s on 127.0.0.1:5672 (default tcp_listen_options, linger {true,0})' % rmq,
             'tcpdump -i lo --immediate-mode -U -w captures/nova-api-%s.pcap '
-            '\'tcp port 5672 or tcp port 8774\' (%s)' % (args.case, td),
+            '\'tcp port 5672 or tcp port 8774\' (%s), then filtered to the '
+            'simulator\'s own connections (captures/logs/nova-api-%s.tcpdump.cmd)'
+            % (args.case, td, args.case),
+            'logs in captures/logs/nova-api-%s.*.log: the RabbitMQ log lines of these '
+            'connections (broker.log), the simulator\'s output (client.log), the '
+            'request times (driver.log)' % args.case,
             'recorded %s' % date,
         ],
         'connections': nconn,

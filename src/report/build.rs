@@ -81,6 +81,7 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
         }),
         process: None,
         merged_cause: None,
+        broker_log: Vec::new(),
     }
 }
 
@@ -418,6 +419,8 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
         } else {
             Vec::new()
         },
+        broker_log: None,
+        marks: None,
         client_process: None,
         broker_process: None,
     }
@@ -433,7 +436,30 @@ pub fn build(engine: &Engine, source: &str, complete: bool) -> Report {
         .enumerate()
         .map(|(i, conn)| connection_report(i + 1, conn))
         .collect();
+    if engine.records_timelines() {
+        attach_marks(engine, &mut report);
+    }
     report
+}
+
+/// Copies each connection's recorded wire events into its entry's `marks`
+/// (entries and slots in the same report order).
+fn attach_marks(engine: &Engine, report: &mut Report) {
+    let mut slots: Vec<_> = engine
+        .slots()
+        .iter()
+        .filter(|s| s.confirmed && s.not_amqp.is_none())
+        .collect();
+    slots.sort_by_key(|s| (s.conn.first_seen(), s.conn.key()));
+    for (entry, slot) in report.connections.iter_mut().zip(slots) {
+        let cd = slot.conn.client_dir();
+        let bd = cd.reverse();
+        entry.marks = Some(WireMarks {
+            client_to_broker: slot.timeline.events(cd).copied().collect(),
+            broker_to_client: slot.timeline.events(bd).copied().collect(),
+            forgotten: (slot.timeline.forgotten(cd), slot.timeline.forgotten(bd)),
+        });
+    }
 }
 
 /// The confirmed connections in report order: by first packet, whatever
@@ -507,6 +533,7 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
         summary,
         connections: Vec::new(),
         merge: None,
+        broker_log: None,
     }
 }
 

@@ -31,6 +31,79 @@ pub struct Report {
     /// merged verdict per silence ([`crate::run::twoend`]); absent for one file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merge: Option<MergeReport>,
+    /// `--broker-log` only: the RabbitMQ log as a whole (files, clock offset,
+    /// alarms, connections only the log names); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_log: Option<BrokerLogReport>,
+}
+
+/// One RabbitMQ log entry (a timestamped line with its continuation lines).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogLineReport {
+    /// Its time as the log wrote it (the broker's clock), RFC 3339 UTC.
+    pub at: String,
+    /// The same instant in the capture's clock (`at` minus the estimated
+    /// log-to-capture offset); absent when no offset could be estimated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_time: Option<String>,
+    /// "info", "warning", "error", ... as logged.
+    pub level: String,
+    /// The message, continuation lines joined with a space.
+    pub text: String,
+}
+
+/// A connection's lines in the broker log.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConnectionLogReport {
+    /// The broker's Erlang process for the connection, e.g. "<0.880.0>".
+    pub process: String,
+    /// All its lines, in log order.
+    pub lines: Vec<LogLineReport>,
+}
+
+/// A connection the log names that no capture connection matched.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogOnlyConnectionReport {
+    /// Client "ip:port" as the log names it.
+    pub client: String,
+    /// Broker "ip:port" as the log names it.
+    pub broker: String,
+    /// The broker's Erlang process.
+    pub process: String,
+    /// Its lines.
+    pub lines: Vec<LogLineReport>,
+}
+
+/// The broker log joined to the capture (`--broker-log`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BrokerLogReport {
+    /// The log files read.
+    pub files: Vec<String>,
+    /// log time - capture time in seconds: the median over the joined
+    /// connections of (the log's first line of a connection - its first
+    /// packet); absent when no connection was joined.
+    pub clock_offset_s: Option<f64>,
+    /// Capture connections found in the log.
+    pub joined_connections: usize,
+    /// Lines about the broker as a whole: memory and disk alarms set and
+    /// cleared, blocked connections.
+    pub alarms: Vec<LogLineReport>,
+    /// Connections the log names that are not in the capture.
+    pub log_only: Vec<LogOnlyConnectionReport>,
+}
+
+/// The wire events of one connection kept for drawing its timeline: only
+/// when the engine recorded them (the HTML report; at most
+/// [`crate::analysis::timeline::Timeline::CAP`] per direction, the most
+/// recent). Not part of the JSON report: the JSON has the counts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WireMarks {
+    /// Client-to-broker events, oldest first.
+    pub client_to_broker: Vec<crate::analysis::timeline::TimelineEvent>,
+    /// Broker-to-client events, oldest first.
+    pub broker_to_client: Vec<crate::analysis::timeline::TimelineEvent>,
+    /// Older events not kept (client-to-broker, broker-to-client).
+    pub forgotten: (u64, u64),
 }
 
 /// Tool name and version.
@@ -286,7 +359,7 @@ pub struct KillWindowReport {
 }
 
 impl Summary {
-    /// "N flagged, N gap(s)" plus ": cause N, ..." when there are gaps, as the
+    /// "N flagged, N gaps" plus ": cause N, ..." when there are gaps, as the
     /// text report and the TUI header say it.
     #[must_use]
     pub fn gaps_text(&self) -> String {
@@ -295,7 +368,11 @@ impl Summary {
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        let mut t = format!("{} flagged, {} gap(s)", self.flagged_connections, self.gaps);
+        let mut t = format!(
+            "{} flagged, {}",
+            self.flagged_connections,
+            count(self.gaps as u64, "gap", "gaps")
+        );
         if !causes.is_empty() {
             t.push_str(": ");
             t.push_str(&causes.join(", "));
@@ -544,6 +621,11 @@ pub struct GapReport {
     /// part of (see `merge.connections[].gaps[]`); absent for one file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged_cause: Option<MergedCause>,
+    /// `--broker-log` only: the connection's log lines (and broker-wide
+    /// alarm lines) stamped, in the capture's clock, from the silence's start
+    /// to one heartbeat timeout after its end (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub broker_log: Vec<LogLineReport>,
 }
 
 /// The process that owns one end of a connection (live capture on that host).
@@ -704,6 +786,13 @@ pub struct ConnectionReport {
     pub tls: Option<TlsReport>,
     /// Facts the capture cannot give for this connection (e.g. under TLS).
     pub unavailable: Vec<&'static str>,
+    /// `--broker-log` only: the connection's lines in the broker log (absent
+    /// when the log does not name it, or without `--broker-log`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_log: Option<ConnectionLogReport>,
+    /// Wire events for drawing (HTML only; never serialised).
+    #[serde(skip)]
+    pub marks: Option<WireMarks>,
 }
 
 /// A Connection.Blocked or Connection.Unblocked from the broker.

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::*;
-use crate::analysis::EndHow;
+use crate::analysis::{EndHow, RoleDirection};
 use crate::report::sanitize::text as clean;
 
 fn prop_text(p: &Properties, key: &str) -> Option<String> {
@@ -34,7 +34,7 @@ pub fn process_text(p: &ProcessReport) -> String {
 }
 
 /// The heartbeat health lines of a connection (text report).
-fn health_text(o: &mut String, conn: &ConnectionReport) {
+fn health_text(o: &mut String, conn: &ConnectionReport, z: Zone) {
     let h = &conn.health;
     match (h.status, conn.heartbeat.value_s) {
         (HealthStatus::Disabled, _) => {
@@ -79,7 +79,14 @@ fn health_text(o: &mut String, conn: &ConnectionReport) {
             let list: Vec<String> = d
                 .near_miss_list
                 .iter()
-                .map(|n| format!("{:.3} s ({:.2}x) from {}", n.silence_s, n.ratio, n.start))
+                .map(|n| {
+                    format!(
+                        "{:.3} s ({:.2}x) from {}",
+                        n.silence_s,
+                        n.ratio,
+                        z.time(&n.start)
+                    )
+                })
                 .collect();
             let _ = write!(
                 line,
@@ -94,7 +101,10 @@ fn health_text(o: &mut String, conn: &ConnectionReport) {
         let _ = writeln!(
             o,
             "      client silent since {} ({:.3} s at the end of the capture): RabbitMQ cuts it between {} and {} (2-3 timeouts after its last byte)",
-            k.client_silent_since, k.client_silence_at_end_s, k.from, k.to
+            z.time(&k.client_silent_since),
+            k.client_silence_at_end_s,
+            z.time(&k.from),
+            z.time(&k.to)
         );
     }
 }
@@ -182,9 +192,111 @@ pub fn health_notes(conn: &ConnectionReport) -> Vec<String> {
     notes
 }
 
-/// Renders the report as text for a terminal or a ticket.
+/// One direction's counters as a text line: counts in the right number,
+/// and a direction that sent nothing said to be silent for the whole capture.
+fn direction_text(name: RoleDirection, d: &DirectionReport) -> String {
+    if d.bytes == 0 && d.frames == 0 {
+        return format!(
+            "{name}: no AMQP bytes: silent for the whole capture{}",
+            if d.retransmissions > 0 {
+                format!(
+                    " ({})",
+                    count(d.retransmissions, "retransmission", "retransmissions")
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    format!(
+        "{name}: {}, {}, {}, {}, longest silence {:.3} s",
+        count(d.bytes, "byte", "bytes"),
+        count(d.frames, "frame", "frames"),
+        count(d.heartbeats, "heartbeat", "heartbeats"),
+        count(d.retransmissions, "retransmission", "retransmissions"),
+        d.longest_silence_s
+    )
+}
+
+/// How a connection ended, in words ("client sent Connection.Close 200 Goodbye").
+fn ended_text(ended: &EndedReport) -> String {
+    match (ended.how, ended.by) {
+        (_, Some(EndedBy::MiddleboxSuspected)) => "middlebox suspected".to_owned(),
+        (EndHow::CaptureEnd, _) => "still open at the end of the capture".to_owned(),
+        (EndHow::Close, Some(by)) => {
+            let mut t = format!("{by} sent Connection.Close");
+            if let Some(c) = ended.reply_code {
+                let _ = write!(t, " {c}");
+            }
+            let text = clean(ended.reply_text.as_deref().unwrap_or_default());
+            if !text.is_empty() {
+                let _ = write!(t, " {text}");
+            }
+            t
+        }
+        (EndHow::Fin, Some(by)) => {
+            format!("{by} closed the socket (FIN) without Connection.Close")
+        }
+        (EndHow::Rst, Some(by)) => {
+            format!("{by} reset the connection (RST) without Connection.Close")
+        }
+        (how, None) => how.to_string(),
+    }
+}
+
+/// One broker log line for text: its time as logged, level, message.
+fn log_line_text(l: &LogLineReport, z: Zone) -> String {
+    format!("{} [{}] {}", z.time(&l.at), clean(&l.level), clean(&l.text))
+}
+
+/// The broker log's own section (files, clock offset, alarms, connections
+/// only the log names), after the connections.
+fn broker_log_text(o: &mut String, b: &BrokerLogReport, z: Zone) {
+    let files: Vec<String> = b.files.iter().map(|f| clean(f).into_owned()).collect();
+    let _ = writeln!(o, "\nbroker log: {}", files.join(", "));
+    match b.clock_offset_s {
+        Some(off) => {
+            let _ = writeln!(
+                o,
+                "  clock: log = capture {off:+.6} s (median over {})",
+                count(
+                    b.joined_connections as u64,
+                    "joined connection",
+                    "joined connections"
+                )
+            );
+        }
+        None => {
+            let _ = writeln!(o, "  no capture connection appears in the log");
+        }
+    }
+    for a in &b.alarms {
+        let _ = writeln!(o, "  alarm: {}", log_line_text(a, z));
+    }
+    for l in &b.log_only {
+        let _ = writeln!(
+            o,
+            "  only in the log: {} -> {} ({}, {})",
+            l.client,
+            l.broker,
+            clean(&l.process),
+            count(l.lines.len() as u64, "line", "lines")
+        );
+        if let Some(last) = l.lines.last() {
+            let _ = writeln!(o, "    last: {}", log_line_text(last, z));
+        }
+    }
+}
+
+/// Renders the report as text for a terminal or a ticket (times in UTC).
 #[must_use]
 pub fn to_text(report: &Report) -> String {
+    to_text_in(report, Zone::Utc)
+}
+
+/// Renders the report as text with clock times in zone `z`.
+#[must_use]
+pub fn to_text_in(report: &Report, z: Zone) -> String {
     let mut o = String::new();
     let c = &report.capture;
     let _ = writeln!(
@@ -198,7 +310,7 @@ pub fn to_text(report: &Report) -> String {
             .map_or(String::new(), |d| format!(", {d:.3} s")),
         c.first_packet
             .as_ref()
-            .map_or(String::new(), |f| format!(", from {f}")),
+            .map_or(String::new(), |f| format!(", from {}", z.time(f))),
     );
     if !c.complete {
         let _ = writeln!(
@@ -215,7 +327,12 @@ pub fn to_text(report: &Report) -> String {
         let _ = writeln!(o, "warning: {}{times}", clean(&w.message));
     }
     let s = &report.summary;
-    let _ = writeln!(o, "{} AMQP connection(s), {}", s.connections, s.gaps_text());
+    let _ = writeln!(
+        o,
+        "{}, {}",
+        count(s.connections as u64, "AMQP connection", "AMQP connections"),
+        s.gaps_text()
+    );
     health_summary_text(&mut o, &s.heartbeat_health);
     if report.connections.is_empty() {
         let _ = writeln!(
@@ -299,29 +416,14 @@ pub fn to_text(report: &Report) -> String {
             }
         );
         let ended = &conn.ended;
-        let end_text = match (ended.how, ended.by) {
-            (_, Some(EndedBy::MiddleboxSuspected)) => "middlebox suspected".to_owned(),
-            (EndHow::CaptureEnd, _) => "still open at the end of the capture".to_owned(),
-            (EndHow::Close, Some(by)) => format!(
-                "{by} sent Connection.Close {} {}",
-                ended.reply_code.map_or(String::new(), |c| c.to_string()),
-                clean(ended.reply_text.as_deref().unwrap_or_default())
-            ),
-            (EndHow::Fin, Some(by)) => {
-                format!("{by} closed the socket (FIN) without Connection.Close")
-            }
-            (EndHow::Rst, Some(by)) => {
-                format!("{by} reset the connection (RST) without Connection.Close")
-            }
-            (how, None) => how.to_string(),
-        };
         let _ = writeln!(
             o,
-            "    ended: {end_text}{}",
+            "    ended: {}{}",
+            ended_text(ended),
             ended
                 .at
                 .as_ref()
-                .map_or(String::new(), |a| format!(" at {a}"))
+                .map_or(String::new(), |a| format!(" at {}", z.time(a)))
         );
         if let Some(r) = &ended.reason {
             let _ = writeln!(o, "      {}", clean(r));
@@ -329,21 +431,29 @@ pub fn to_text(report: &Report) -> String {
         if let Some(a) = &ended.advice {
             let _ = writeln!(o, "    advice: {a}");
         }
-        for (name, d) in &conn.directions {
+        if let Some(l) = &conn.broker_log {
             let _ = writeln!(
                 o,
-                "    {name}: {} bytes, {} frames, {} heartbeats, {} retransmissions, longest silence {:.3} s",
-                d.bytes, d.frames, d.heartbeats, d.retransmissions, d.longest_silence_s
+                "    broker log: process {}, {}{}",
+                clean(&l.process),
+                count(l.lines.len() as u64, "line", "lines"),
+                l.lines.last().map_or(String::new(), |x| format!(
+                    "; last: {}",
+                    log_line_text(x, z)
+                ))
             );
         }
-        health_text(&mut o, conn);
+        for (name, d) in &conn.directions {
+            let _ = writeln!(o, "    {}", direction_text(*name, d));
+        }
+        health_text(&mut o, conn, z);
         if !conn.blocked_events.is_empty() {
             let events: Vec<String> = conn
                 .blocked_events
                 .iter()
                 .map(|e| match &e.reason {
-                    Some(r) => format!("{} at {} ({})", e.event, e.at, clean(r)),
-                    None => format!("{} at {}", e.event, e.at),
+                    Some(r) => format!("{} at {} ({})", e.event, z.time(&e.at), clean(r)),
+                    None => format!("{} at {}", e.event, z.time(&e.at)),
                 })
                 .collect();
             let _ = writeln!(o, "    flow control: {}", events.join(", "));
@@ -366,8 +476,8 @@ pub fn to_text(report: &Report) -> String {
                 g.silence_s,
                 g.limit_s,
                 g.ratio,
-                g.start,
-                g.end,
+                z.time(&g.start),
+                z.time(&g.end),
                 g.ended_by
             );
             let _ = writeln!(
@@ -386,7 +496,16 @@ pub fn to_text(report: &Report) -> String {
             if let Some(p) = &g.process {
                 let _ = writeln!(o, "      process: {}", process_text(p));
             }
+            if !g.broker_log.is_empty() {
+                let _ = writeln!(o, "      broker log:");
+                for l in &g.broker_log {
+                    let _ = writeln!(o, "        {}", log_line_text(l, z));
+                }
+            }
         }
+    }
+    if let Some(b) = &report.broker_log {
+        broker_log_text(&mut o, b, z);
     }
     o
 }
@@ -425,6 +544,12 @@ pub fn caveats(conn: &ConnectionReport) -> Vec<String> {
 /// Renders the `merge` object as text (empty when the report has none).
 #[must_use]
 pub fn twoend_text(report: &Report) -> String {
+    twoend_text_in(report, Zone::Utc)
+}
+
+/// [`twoend_text`] with clock times in zone `z`.
+#[must_use]
+pub fn twoend_text_in(report: &Report, z: Zone) -> String {
     let mut o = String::new();
     let Some(m) = &report.merge else {
         return o;
@@ -433,16 +558,16 @@ pub fn twoend_text(report: &Report) -> String {
     for s in &m.sources {
         let _ = writeln!(
             o,
-            "  {} side: {} ({}, {} packets{}, {} connection(s), {} single-capture gap(s){})",
+            "  {} side: {} ({}, {}{}, {}, {}{})",
             s.side,
             clean(&s.file),
             s.link_type,
-            s.packets,
+            count(s.packets, "packet", "packets"),
             s.first_packet
                 .as_ref()
-                .map_or(String::new(), |f| format!(", from {f}")),
-            s.connections,
-            s.gaps,
+                .map_or(String::new(), |f| format!(", from {}", z.time(f))),
+            count(s.connections as u64, "connection", "connections"),
+            count(s.gaps as u64, "single-capture gap", "single-capture gaps"),
             if s.complete { "" } else { ", cut short" }
         );
     }
@@ -472,9 +597,13 @@ pub fn twoend_text(report: &Report) -> String {
         .collect();
     let _ = writeln!(
         o,
-        "{} connection(s) in both captures, {} merged gap(s){}",
-        m.summary.matched_connections,
-        m.summary.gaps,
+        "{} in both captures, {}{}",
+        count(
+            m.summary.matched_connections as u64,
+            "connection",
+            "connections"
+        ),
+        count(m.summary.gaps as u64, "merged gap", "merged gaps"),
         if causes.is_empty() {
             String::new()
         } else {
@@ -512,8 +641,8 @@ pub fn twoend_text(report: &Report) -> String {
                 g.direction,
                 g.silence_s,
                 g.limit_s,
-                g.start,
-                g.end
+                z.time(&g.start),
+                z.time(&g.end)
             );
             let singles: Vec<String> = g
                 .single
@@ -536,10 +665,71 @@ pub fn twoend_text(report: &Report) -> String {
         for u in &s.unmatched {
             let _ = writeln!(
                 o,
-                "\nonly in {} ({} side): [{}] {} -> {}, {} gap(s): run `hbscope replay {}` for its single-capture verdicts",
-                s.file, s.side, u.id, u.client, u.broker, u.gaps, s.file
+                "\nonly in {} ({} side): [{}] {} -> {}, {}: run `hbscope replay {}` for its single-capture verdicts",
+                clean(&s.file),
+                s.side,
+                u.id,
+                u.client,
+                u.broker,
+                count(u.gaps as u64, "gap", "gaps"),
+                clean(&s.file)
             );
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(bytes: u64, frames: u64, heartbeats: u64, retrans: u64) -> DirectionReport {
+        DirectionReport {
+            bytes,
+            frames,
+            heartbeats,
+            retransmissions: retrans,
+            missed_bytes: 0,
+            snaplen_cut_bytes: 0,
+            overflow_skipped_bytes: 0,
+            longest_silence_s: 0.0,
+            longest_data_silence_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn direction_counts_in_the_right_number() {
+        assert_eq!(
+            direction_text(RoleDirection::BrokerToClient, &dir(8, 1, 1, 1)),
+            "broker-to-client: 8 bytes, 1 frame, 1 heartbeat, 1 retransmission, longest silence 0.000 s"
+        );
+        assert_eq!(
+            direction_text(RoleDirection::ClientToBroker, &dir(0, 0, 0, 0)),
+            "client-to-broker: no AMQP bytes: silent for the whole capture"
+        );
+        assert_eq!(
+            direction_text(RoleDirection::ClientToBroker, &dir(0, 0, 0, 3)),
+            "client-to-broker: no AMQP bytes: silent for the whole capture (3 retransmissions)"
+        );
+    }
+
+    #[test]
+    fn close_without_reply_text_has_no_trailing_space() {
+        let mut e = EndedReport {
+            by: Some(EndedBy::Client),
+            how: EndHow::Close,
+            at: None,
+            reply_code: Some(0),
+            reply_text: Some(String::new()),
+            seen_from: None,
+            reason: None,
+            idle_period_s: None,
+            idle_timeout_s: None,
+            advice: None,
+        };
+        assert_eq!(ended_text(&e), "client sent Connection.Close 0");
+        e.reply_code = Some(200);
+        e.reply_text = Some("Goodbye".into());
+        assert_eq!(ended_text(&e), "client sent Connection.Close 200 Goodbye");
+    }
 }

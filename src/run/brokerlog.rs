@@ -1,5 +1,7 @@
 //! `replay --broker-log FILE...`: RabbitMQ's own log joined to the
-//! capture's connections (first version: text output).
+//! capture's connections, and put into the report ([`attach`]) so that
+//! every format shows it: per connection its lines, per gap the lines of
+//! its window, and a section for the log as a whole.
 //!
 //! Log entries (3.x/4.x plain text `2026-11-26 21:07:52.566563+00:00
 //! [info] <0.678.0> message`, continuation lines without a timestamp, and
@@ -19,6 +21,9 @@ use std::collections::BTreeMap;
 
 use crate::engine::Engine;
 use crate::model::{Span, Timestamp};
+use crate::report::{
+    self, BrokerLogReport, ConnectionLogReport, LogLineReport, LogOnlyConnectionReport, Report,
+};
 
 /// One log entry (a timestamped line and its continuation lines).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,66 +305,57 @@ pub fn join(log: &BrokerLog, engine: &Engine) -> Joined {
     out
 }
 
-/// The joined log as text, after the report.
-#[must_use]
-pub fn to_text(log: &BrokerLog, joined: &Joined, engine: &Engine) -> String {
-    use std::fmt::Write;
-    let mut s = String::from("\nbroker log\n");
-    match joined.offset {
-        Some(o) => {
-            let _ = writeln!(
-                s,
-                "  clock: log = capture {:+.6} s (median over {} joined connection(s))",
-                o.as_secs_f64(),
-                joined.matches.iter().flatten().count()
-            );
-        }
-        None => s.push_str("  no capture connection appears in the log\n"),
+fn line_report(l: &LogLine, offset: Option<Span>) -> LogLineReport {
+    LogLineReport {
+        at: report::rfc3339(l.at),
+        capture_time: offset.map(|o| report::rfc3339(Timestamp(l.at.0.saturating_sub(o.0)))),
+        level: l.level.clone(),
+        text: l.text.clone(),
     }
-    let mut conns: Vec<_> = engine.connections().collect();
-    conns.sort_by_key(|c| (c.first_seen(), c.key()));
-    for (id, (c, m)) in conns.iter().zip(&joined.matches).enumerate() {
-        let Some(l) = m.and_then(|i| log.connections.get(i)) else {
+}
+
+/// Puts the joined log into `rep` (the report of the engine `join` saw):
+/// each matched connection's lines, each gap's lines, and the log's own
+/// section (`files`, the clock offset, alarms, log-only connections).
+pub fn attach(log: &BrokerLog, joined: &Joined, files: &[std::path::PathBuf], rep: &mut Report) {
+    let off = joined.offset;
+    for (i, conn) in rep.connections.iter_mut().enumerate() {
+        let Some(l) = joined
+            .matches
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|m| log.connections.get(m))
+        else {
             continue;
         };
-        let _ = writeln!(
-            s,
-            "  [{}] {} -> {}  log {}",
-            id + 1,
-            c.client(),
-            c.broker(),
-            l.pid
-        );
-        for (g, lines) in c
-            .gaps()
-            .iter()
-            .zip(joined.gap_lines.get(id).into_iter().flatten())
+        conn.broker_log = Some(ConnectionLogReport {
+            process: l.pid.clone(),
+            lines: l.lines.iter().map(|x| line_report(x, off)).collect(),
+        });
+        for (g, lines) in conn
+            .gaps
+            .iter_mut()
+            .zip(joined.gap_lines.get(i).into_iter().flatten())
         {
-            let _ = writeln!(
-                s,
-                "    gap of {:.3} s ({:?}), log lines:",
-                g.end.since(g.start).as_secs_f64(),
-                g.cause
-            );
-            for x in lines {
-                let _ = writeln!(s, "      [{}] {}", x.level, x.text);
-            }
-        }
-        if let Some(last) = l.lines.last() {
-            let _ = writeln!(s, "    last log line: [{}] {}", last.level, last.text);
+            g.broker_log = lines.iter().map(|x| line_report(x, off)).collect();
         }
     }
-    for i in &joined.log_only {
-        if let Some(l) = log.connections.get(*i) {
-            let _ = writeln!(
-                s,
-                "  log only: {} -> {} ({}, {} line(s))",
-                l.client,
-                l.broker,
-                l.pid,
-                l.lines.len()
-            );
-        }
-    }
-    s
+    rep.broker_log = Some(BrokerLogReport {
+        files: files.iter().map(|f| f.display().to_string()).collect(),
+        clock_offset_s: off.map(|o| o.as_secs_f64()),
+        joined_connections: joined.matches.iter().flatten().count(),
+        alarms: log.alarms.iter().map(|x| line_report(x, off)).collect(),
+        log_only: joined
+            .log_only
+            .iter()
+            .filter_map(|i| log.connections.get(*i))
+            .map(|l| LogOnlyConnectionReport {
+                client: l.client.clone(),
+                broker: l.broker.clone(),
+                process: l.pid.clone(),
+                lines: l.lines.iter().map(|x| line_report(x, off)).collect(),
+            })
+            .collect(),
+    });
 }

@@ -33,9 +33,9 @@ use crate::decode::{self, Decoded};
 use crate::engine::EngineConfig;
 use crate::model::{Direction, FlowKey, Span, Timestamp};
 use crate::report::{
-    self, CaptureSide, ClockOffsetReport, MergeBasis, MergeReport, MergeSummary, MergedCause,
-    MergedConnectionReport, MergedCounts, MergedGapReport, Report, SingleVerdict, SourceReport,
-    UnmatchedReport, WindowCounts,
+    self, count, CaptureSide, ClockOffsetReport, MergeBasis, MergeReport, MergeSummary,
+    MergedCause, MergedConnectionReport, MergedCounts, MergedGapReport, Report, SingleVerdict,
+    SourceReport, UnmatchedReport, WindowCounts,
 };
 use crate::run::replay::{self, AppError, Replay};
 
@@ -497,23 +497,32 @@ fn window_line(v: &View<'_>, w: &WindowCounts, silent: Role) -> String {
         format!("nothing at all from {x}")
     } else if w.silent_side_new_segments == 0 {
         format!(
-            "{x} sent no new data ({} packets: {} retransmissions, the rest ACKs)",
-            w.silent_side_packets, w.silent_side_retransmissions
+            "{x} sent no new data ({}: {}, the rest ACKs)",
+            count(w.silent_side_packets, "packet", "packets"),
+            count(
+                w.silent_side_retransmissions,
+                "retransmission",
+                "retransmissions"
+            )
         )
     } else {
         format!(
-            "{x} sent {} new segments ({} bytes) and {} retransmissions, {} packets in all",
-            w.silent_side_new_segments,
-            w.silent_side_new_bytes,
-            w.silent_side_retransmissions,
-            w.silent_side_packets
+            "{x} sent {} ({}) and {}, {} in all",
+            count(w.silent_side_new_segments, "new segment", "new segments"),
+            count(w.silent_side_new_bytes, "byte", "bytes"),
+            count(
+                w.silent_side_retransmissions,
+                "retransmission",
+                "retransmissions"
+            ),
+            count(w.silent_side_packets, "packet", "packets")
         )
     };
     format!(
-        "seen at the {} side ({}): {what}; {} packets from {y}",
+        "seen at the {} side ({}): {what}; {} from {y}",
         v.side_name(),
         v.file,
-        w.peer_packets
+        count(w.peer_packets, "packet", "packets")
     )
 }
 

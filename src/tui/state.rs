@@ -206,6 +206,8 @@ pub struct App {
     /// Draw without colours (`NO_COLOR` set): styles keep bold, reverse
     /// and underline only.
     pub no_color: bool,
+    /// The zone clock times are shown in (`--local-time`: the local one).
+    pub zone: crate::report::Zone,
     /// Live capture: Space freezes the display (the capture goes on).
     pub live: bool,
     /// Live: process facts by connection (client, broker).
@@ -238,6 +240,7 @@ impl App {
             status: None,
             quit: false,
             no_color: false,
+            zone: crate::report::Zone::Utc,
             live: false,
             processes: HashMap::new(),
             export_dir,

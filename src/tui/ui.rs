@@ -1,5 +1,6 @@
 //! Drawing: turns an [`App`] into widgets. Pure: reads the app, never changes it,
-//! never reads a clock (all times shown are capture times, in UTC).
+//! never reads a clock (all times shown are capture times, in UTC or, with
+//! `--local-time`, the local zone: [`App::zone`]).
 
 use crate::report::sanitize::text as clean;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -17,7 +18,7 @@ use super::state::{App, Focus, View};
 use crate::analysis::timeline::{Kinds, TimelineEvent};
 use crate::analysis::Cause;
 use crate::model::{Span, Timestamp};
-use crate::report::{clock, ConnectionState};
+use crate::report::{ConnectionState, Zone};
 
 /// Width of the lane labels in the timeline.
 const LABEL: u16 = 6;
@@ -206,10 +207,15 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
     let c = &snap.header;
     let span = match (snap.first, snap.last) {
         (Some(a), Some(b)) => format!(
-            "{} - {} ({:.1} s)",
-            clock(a),
-            clock(b),
-            b.since(a).as_secs_f64()
+            "{} - {} ({:.1} s{})",
+            app.zone.clock(a),
+            app.zone.clock(b),
+            b.since(a).as_secs_f64(),
+            if app.zone == Zone::Utc {
+                String::new()
+            } else {
+                format!(", {}", app.zone.label(a))
+            }
         ),
         _ => "no packets".into(),
     };
@@ -234,7 +240,7 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, app: &App) {
     let s = &c.summary;
     let mut line2 = format!("{span} | {} conn, {}", s.connections, s.gaps_text());
     if let (false, Some(now)) = (snap.state == PlayState::Done, snap.now) {
-        line2.push_str(&format!(" | now {}", clock(now)));
+        line2.push_str(&format!(" | now {}", app.zone.clock(now)));
     }
     if snap.state != PlayState::Done {
         let p = &snap.progress;
@@ -280,7 +286,7 @@ fn draw_live_header(
     let s = &c.summary;
     let mut line2 = format!("{} conn, {}", s.connections, s.gaps_text());
     if let Some(now) = snap.now {
-        line2.push_str(&format!(" | now {}", clock(now)));
+        line2.push_str(&format!(" | now {}", app.zone.clock(now)));
     }
     if c.warnings > 0 {
         line2.push_str(&format!(" | warnings: {}", c.warnings));
@@ -599,8 +605,8 @@ fn draw_timeline(f: &mut Frame<'_>, area: Rect, app: &App) {
         lane_line("c->b  ", &tl.client, &cg, &view, cols, true),
         lane_line("b->c  ", &tl.broker, &bg, &view, cols, false),
     ];
-    let left = clock(view.start);
-    let right = clock(view.end());
+    let left = app.zone.clock(view.start);
+    let right = app.zone.clock(view.end());
     let mid = format!("<- {} ->", secs(view.width));
     let free = usize::from(cols).saturating_sub(left.len() + right.len());
     let pad_l = free.saturating_sub(mid.len()) / 2;
@@ -793,7 +799,7 @@ fn draw_chart(f: &mut Frame<'_>, area: Rect, app: &App) {
             Axis::default()
                 .bounds([0.0, w])
                 .labels(vec![
-                    Line::from(clock(view.start)),
+                    Line::from(app.zone.clock(view.start)),
                     Line::from(format!("+{:.1}s", w / 2.0)),
                     Line::from(format!("+{w:.1}s")),
                 ])
@@ -896,7 +902,7 @@ fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
     } else {
         detail
     };
-    let text = detail_text(c, app.selected_gap());
+    let text = detail_text(c, app.selected_gap(), app.zone);
     f.render_widget(
         Paragraph::new(text)
             .wrap(Wrap { trim: false })
@@ -960,7 +966,7 @@ fn draw_process(f: &mut Frame<'_>, area: Rect, app: &App, c: &ConnView) {
     );
 }
 
-fn detail_text<'a>(c: &'a ConnView, gap: Option<&'a GapView>) -> Text<'a> {
+fn detail_text<'a>(c: &'a ConnView, gap: Option<&'a GapView>, zone: Zone) -> Text<'a> {
     let mut lines: Vec<Line<'a>> = Vec::new();
     if let Some(g) = gap {
         let r = &g.report;
@@ -981,8 +987,8 @@ fn detail_text<'a>(c: &'a ConnView, gap: Option<&'a GapView>) -> Text<'a> {
         ]));
         lines.push(Line::from(format!(
             "{} - {}, ended by {}",
-            clock(g.start),
-            clock(g.end),
+            zone.clock(g.start),
+            zone.clock(g.end),
             r.ended_by,
         )));
         for e in &r.evidence {

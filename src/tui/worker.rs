@@ -412,6 +412,51 @@ fn play(
     }
 }
 
+/// An input read to its end before the UI starts: its finished engine
+/// (with timelines kept: [`EngineConfig::timeline_events`]), its name and
+/// whether it was read whole.
+pub struct Loaded {
+    /// The finished engine.
+    pub engine: Engine,
+    /// What was read ("a.pcap + b.pcap.gz", say).
+    pub source: String,
+    /// False when an input was cut short.
+    pub complete: bool,
+}
+
+/// Runs the worker on an input already loaded: sends its snapshot, then
+/// answers focus changes and exports until the UI quits or goes away.
+pub fn run_loaded(loaded: Loaded, events: Sender<Event>, commands: Receiver<Command>) {
+    let Loaded {
+        engine,
+        source,
+        complete,
+    } = loaded;
+    let mut w = Worker {
+        source: source.clone(),
+        focus: HashSet::new(),
+        paused: false,
+        quit: false,
+        events,
+        commands,
+        interval: SNAPSHOT_EVERY,
+        builder: SnapshotBuilder::new(&source),
+        export: None,
+    };
+    let c = engine.counters();
+    let progress = Progress {
+        packets: c.packets,
+        bytes: c.wire_bytes,
+        total: None,
+    };
+    w.send(&engine, complete, None, progress, PlayState::Done);
+    while !w.quit {
+        if w.wait(Duration::from_millis(500)) {
+            w.send(&engine, complete, None, progress, PlayState::Done);
+        }
+    }
+}
+
 /// Runs the worker until the UI quits or goes away.
 pub fn run(cfg: &WorkerConfig, events: Sender<Event>, commands: Receiver<Command>) {
     let mut w = Worker {
