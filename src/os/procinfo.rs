@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use procfs::process::{FDTarget, Process};
 use procfs::ProcError;
 
+use super::threads::{self, CoarseFacts, Diagnosis, SyscallState, ThreadsSample};
 use crate::model::{Endpoint, Timestamp};
 
 /// The process that owns one end of a connection (live capture on that host).
@@ -52,6 +53,12 @@ pub struct ThreadActivity {
     pub state_samples: String,
     /// CPU seconds (user + system) used during the silence.
     pub cpu_s: f64,
+    /// The system call it was last seen in during the silence, with what it
+    /// waits on ("accept4 on 127.0.0.1:8774 (listening)"), from the
+    /// per-thread samples taken while the gap was open.
+    pub syscall: Option<String>,
+    /// The kernel function it last slept in (`wchan`).
+    pub wchan: Option<String>,
 }
 
 /// What a process was doing during a silence, in one word.
@@ -129,6 +136,9 @@ pub struct ProcessVerdict {
     pub socket_tx_queue_max: Option<u32>,
     /// Per-thread samples (at most 16 threads).
     pub threads: Vec<ThreadActivity>,
+    /// Why the process left its heartbeats unsent, from the per-thread
+    /// system call samples ([`threads::diagnose`]).
+    pub diagnosis: Option<Diagnosis>,
 }
 
 impl ProcessVerdict {
@@ -150,6 +160,7 @@ impl ProcessVerdict {
             socket_rx_queue_max: None,
             socket_tx_queue_max: None,
             threads: Vec::new(),
+            diagnosis: None,
         }
     }
 }
@@ -162,6 +173,11 @@ pub const MAX_PROCESSES: usize = 256;
 pub const MAX_THREADS: usize = 16;
 /// Socket queue samples kept per socket.
 const MAX_SOCKET_SAMPLES: usize = 300;
+/// Per-thread system call samples kept per process (about 2 minutes of an
+/// open gap at one per second).
+pub const MAX_DEEP_SAMPLES: usize = 120;
+/// Processes whose threads' system calls are sampled in one round.
+pub const MAX_DEEP_PROCESSES: usize = 16;
 /// Longest command line kept.
 const MAX_CMDLINE: usize = 200;
 
@@ -422,6 +438,15 @@ pub struct Sampler {
     ticks_per_second: u64,
     procs: HashMap<i32, History>,
     sockets: HashMap<(Endpoint, Endpoint), VecDeque<QueueSample>>,
+    /// Per-thread system call samples, taken while a gap of the process is open.
+    deep: HashMap<i32, VecDeque<ThreadsSample>>,
+    /// AMQP socket inodes per process (from the watched owners).
+    inodes: HashMap<i32, Vec<u64>>,
+    /// Ports whose TCP sockets count as AMQP.
+    amqp_ports: Vec<u16>,
+    /// The first "cannot read" reason, until taken.
+    denied: Option<String>,
+    denied_told: bool,
 }
 
 impl Default for Sampler {
@@ -437,6 +462,9 @@ pub struct Watch {
     pub owners: Vec<SocketOwner>,
     /// Local sockets (local, remote) whose queues to sample.
     pub sockets: Vec<(Endpoint, Endpoint)>,
+    /// Processes (among `owners`) with an open gap: their threads' system
+    /// calls are sampled too (at most [`MAX_DEEP_PROCESSES`]).
+    pub deep: Vec<i32>,
 }
 
 impl Sampler {
@@ -447,11 +475,60 @@ impl Sampler {
             ticks_per_second: procfs::ticks_per_second().max(1),
             procs: HashMap::new(),
             sockets: HashMap::new(),
+            deep: HashMap::new(),
+            inodes: HashMap::new(),
+            amqp_ports: vec![5672, 5671],
+            denied: None,
+            denied_told: false,
         }
+    }
+
+    /// Counts TCP sockets with one of `ports` at either end as AMQP when
+    /// describing what a thread waits on (default 5672 and 5671).
+    #[must_use]
+    pub fn with_amqp_ports(mut self, ports: &[u16]) -> Self {
+        self.amqp_ports = ports.to_vec();
+        self
+    }
+
+    /// Samples the threads of `pid` now: state, CPU, system call, `wchan` and
+    /// the descriptor waited on. Called when a gap opens, and by
+    /// [`Sampler::sample`] every round while it stays open.
+    pub fn sample_threads(&mut self, pid: i32, now: Timestamp) {
+        let inodes = self.inodes.get(&pid).cloned().unwrap_or_default();
+        let s = threads::sample_threads(pid, &inodes, &self.amqp_ports, now);
+        if self.denied.is_none() {
+            self.denied.clone_from(&s.unreadable);
+        }
+        let q = self.deep.entry(pid).or_default();
+        if q.len() >= MAX_DEEP_SAMPLES {
+            q.pop_front();
+        }
+        q.push_back(s);
+    }
+
+    /// Once per session: what could not be read about threads and why
+    /// (privileges), so the caller can say it once.
+    pub fn take_privilege_notice(&mut self) -> Option<String> {
+        if self.denied_told {
+            return None;
+        }
+        let d = self.denied.clone()?;
+        self.denied_told = true;
+        Some(d)
     }
 
     /// Takes one sample of every watched process and socket at `now`.
     pub fn sample(&mut self, watch: &Watch, now: Timestamp) {
+        for owner in &watch.owners {
+            let ino = self.inodes.entry(owner.pid).or_default();
+            if !ino.contains(&owner.inode) && ino.len() < 64 {
+                ino.push(owner.inode);
+            }
+        }
+        for pid in watch.deep.iter().take(MAX_DEEP_PROCESSES) {
+            self.sample_threads(*pid, now);
+        }
         for owner in &watch.owners {
             if !self.procs.contains_key(&owner.pid) && self.procs.len() >= MAX_PROCESSES {
                 continue;
@@ -500,6 +577,48 @@ impl Sampler {
     #[must_use]
     #[allow(clippy::cast_precision_loss)]
     pub fn verdict(
+        &self,
+        owner: &SocketOwner,
+        socket: (Endpoint, Endpoint),
+        connection_name: Option<String>,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> ProcessVerdict {
+        let mut rep = self.coarse_verdict(owner, socket, connection_name, start, end);
+        let deep: Vec<&ThreadsSample> = self
+            .deep
+            .get(&owner.pid)
+            .map(|q| q.iter().filter(|s| s.at >= start && s.at <= end).collect())
+            .unwrap_or_default();
+        if let Some(last) = deep.last() {
+            for t in &mut rep.threads {
+                if let Some(w) = last.threads.iter().find(|w| w.tid == t.tid) {
+                    t.syscall = match &w.syscall {
+                        SyscallState::In(c) => Some(c.what.clone()),
+                        SyscallState::Running => Some(String::from("running")),
+                        SyscallState::NotInSyscall => None,
+                        SyscallState::Unreadable(why) => Some(format!("unreadable: {why}")),
+                    };
+                    t.wchan.clone_from(&w.wchan);
+                }
+            }
+        }
+        let coarse = CoarseFacts {
+            states: rep.state_samples.clone().unwrap_or_default(),
+            sampled_s: rep.sampled_s,
+            thread_cpu: rep
+                .threads
+                .iter()
+                .map(|t| (t.tid, t.name.clone(), t.cpu_s))
+                .collect(),
+            rx_queue_max: rep.socket_rx_queue_max,
+        };
+        rep.diagnosis = Some(threads::diagnose(owner.pid, &coarse, &deep));
+        rep
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn coarse_verdict(
         &self,
         owner: &SocketOwner,
         socket: (Endpoint, Endpoint),
@@ -648,6 +767,8 @@ fn thread_reports(base: &ProcSample, inside: &[&ProcSample], tps: f64) -> Vec<Th
                     })
                     .collect(),
                 cpu_s: round3(last_cpu.saturating_sub(first_cpu) as f64 / tps),
+                syscall: None,
+                wchan: None,
             }
         })
         .collect()
@@ -734,11 +855,8 @@ mod tests {
     }
 
     fn sampler_with(states: &[(char, u64)]) -> Sampler {
-        let mut s = Sampler {
-            ticks_per_second: 100,
-            procs: HashMap::new(),
-            sockets: HashMap::new(),
-        };
+        let mut s = Sampler::new();
+        s.ticks_per_second = 100;
         let mut h = History::default();
         for (i, (state, cpu)) in states.iter().enumerate() {
             h.samples.push_back(ProcSample {

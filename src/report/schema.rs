@@ -10,6 +10,7 @@ use crate::analysis::{
     display_as_str, Cause, Consequence, EndHow, HeartbeatSource, RoleDirection, SilenceEnd,
 };
 pub use crate::os::procinfo::Activity;
+pub use crate::os::threads::DiagnosisKind;
 
 /// Version of the JSON schema; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -565,6 +566,26 @@ pub struct ThreadReport {
     pub state_samples: String,
     /// CPU seconds (user + system) used during the silence.
     pub cpu_s: f64,
+    /// Live, per-thread sampling: the system call it was last seen in during
+    /// the silence and what it waits on, e.g. "accept4 on 127.0.0.1:8774
+    /// (listening)", "read on FIFO /tmp/x", "running".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// The kernel function it last slept in (`/proc/PID/task/TID/wchan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+}
+
+/// Why the silent process left its heartbeats unsent (live only).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DiagnosisReport {
+    /// "blocked-outside-event-loop" | "cpu-bound" | "stopped" | "disk-wait" |
+    /// "lock-wait" | "exited" | "unknown".
+    pub kind: DiagnosisKind,
+    /// One sentence naming the thread, the system call and the descriptor.
+    pub detail: String,
+    /// The facts it rests on, one per line.
+    pub evidence: Vec<String>,
 }
 
 /// What the silent side's process was doing during a silence (live only).
@@ -615,6 +636,10 @@ pub struct ProcessReport {
     /// Per-thread samples (at most 16 threads).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub threads: Vec<ThreadReport>,
+    /// Why the process left its heartbeats unsent, from per-thread system
+    /// call samples taken while the gap was open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<DiagnosisReport>,
 }
 
 impl ProcessReport {

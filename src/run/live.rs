@@ -398,7 +398,11 @@ pub fn event_text(e: &LiveEvent) -> String {
                 s.push_str(&format!("\n    - {}", clean(line)));
             }
             if let Some(p) = &gap.process {
-                s.push_str(&format!("\n    process: {}", report::process_text(p)));
+                s.push_str(&format!(
+                    "\n    process: {}{}",
+                    report::process_text(p),
+                    report::diagnosis_evidence_text(p, "      ")
+                ));
             }
             s
         }
@@ -441,12 +445,18 @@ struct SlotState {
     owners: [Option<Result<SocketOwner, ProcInfoError>>; 2],
     /// Process verdicts by gap index.
     gap_process: HashMap<usize, ProcessReport>,
+    /// By role: a gap of that side is open (flagged, not yet closed), so its
+    /// process's threads are sampled every round.
+    open: [bool; 2],
 }
 
 /// The live session's state between packets.
 struct Tracker {
     slots: Vec<SlotState>,
     sampler: Option<Sampler>,
+    /// What per-thread sampling could not read (privileges), said once as
+    /// the report's `process-sampling-limited` warning.
+    notice: Option<String>,
 }
 
 fn role_index(r: Role) -> usize {
@@ -477,10 +487,11 @@ fn socket_of(conn: &Connection, role: Role) -> (Endpoint, Endpoint) {
 }
 
 impl Tracker {
-    fn new(attribution: bool) -> Self {
+    fn new(attribution: bool, amqp_ports: &[u16]) -> Self {
         Tracker {
             slots: Vec::new(),
-            sampler: attribution.then(Sampler::new),
+            sampler: attribution.then(|| Sampler::new().with_amqp_ports(amqp_ports)),
+            notice: None,
         }
     }
 
@@ -594,6 +605,7 @@ impl Tracker {
                 let gi = self.slots[i].gaps_emitted;
                 self.slots[i].gaps_emitted += 1;
                 let g = &c.gaps()[gi];
+                self.slots[i].open[role_index(g.silent)] = false;
                 let process = self.process_verdict(&self.slots[i], c, g.silent, g.start, g.end);
                 let mut gap = report::gap_report(c, g);
                 gap.process.clone_from(&process);
@@ -640,6 +652,22 @@ impl Tracker {
             let Some(g) = c.open_gap(dir, now) else {
                 continue;
             };
+            // Sample the silent process's threads right away, so the event
+            // already names what it is blocked in.
+            if let (Some(sampler), Some(Ok(owner))) =
+                (self.sampler.as_mut(), &st.owners[role_index(g.silent)])
+            {
+                sampler.sample_threads(owner.pid, now);
+                if self.notice.is_none() {
+                    self.notice = sampler.take_privilege_notice();
+                }
+            }
+            if let Some(st) = self.slots.get_mut(i) {
+                st.open[role_index(g.silent)] = true;
+            }
+            let Some(st) = self.slots.get(i) else {
+                continue;
+            };
             let mut gap = report::gap_report(c, &g);
             gap.process = self.process_verdict(st, c, g.silent, g.start, now);
             emit(&LiveEvent::GapOpened {
@@ -666,11 +694,17 @@ impl Tracker {
                     if !watch.owners.iter().any(|o| o.pid == owner.pid) {
                         watch.owners.push(owner.clone());
                     }
+                    if st.open[role_index(role)] && !watch.deep.contains(&owner.pid) {
+                        watch.deep.push(owner.pid);
+                    }
                     watch.sockets.push(socket_of(&s.conn, role));
                 }
             }
         }
         sampler.sample(&watch, now);
+        if self.notice.is_none() {
+            self.notice = sampler.take_privilege_notice();
+        }
     }
 
     /// Adds owners and process verdicts to the final report.
@@ -987,7 +1021,10 @@ pub fn run_with_view(
     let per_connection = opts.metrics.is_some_and(|m| m.per_connection);
     let mut sink = LiveSink {
         view,
-        tracker: Tracker::new(opts.attribution),
+        tracker: Tracker::new(
+            opts.attribution,
+            &[&opts.engine.amqp_ports[..], &opts.engine.tls_ports[..]].concat(),
+        ),
         emit,
         metrics: metrics.map(|p| (p, Collector::new(per_connection))),
         interface: opts.capture.interface.clone(),
@@ -1031,6 +1068,15 @@ pub fn run_with_view(
         );
     }
     sink.tracker.sample(&engine, now);
+    if let Some(why) = sink.tracker.notice.take() {
+        engine.warn(
+            "process-sampling-limited",
+            format!(
+                "cannot read {why}: gap diagnoses cannot name the system call a thread was blocked in; \
+                 run hbscope as root or with CAP_SYS_PTRACE"
+            ),
+        );
+    }
     let _ = sink.tracker.after_packets(&engine, now, sink.emit);
     let written = match source.close_save() {
         Ok(w) => w,
