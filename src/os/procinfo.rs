@@ -401,6 +401,10 @@ struct ThreadSample {
     name: String,
     state: char,
     cpu_ticks: u64,
+    /// Nanoseconds on a CPU plus waiting in a run queue for one
+    /// (`/proc/PID/task/TID/schedstat`): what the thread wanted, even when
+    /// other work on a busy host kept it off the CPU.
+    sched_ns: Option<u64>,
 }
 
 /// One process at one moment.
@@ -603,18 +607,55 @@ impl Sampler {
                 }
             }
         }
+        let (sampled_s, thread_cpu) = self.inside_thread_cpu(owner.pid, start, end);
         let coarse = CoarseFacts {
             states: rep.state_samples.clone().unwrap_or_default(),
-            sampled_s: rep.sampled_s,
-            thread_cpu: rep
-                .threads
-                .iter()
-                .map(|t| (t.tid, t.name.clone(), t.cpu_s))
-                .collect(),
+            sampled_s,
+            thread_cpu,
             rx_queue_max: rep.socket_rx_queue_max,
         };
         rep.diagnosis = Some(threads::diagnose(owner.pid, &coarse, &deep));
         rep
+    }
+
+    /// CPU seconds per thread between the first and the last sample inside
+    /// the silence, and the wall seconds between them: a share that the
+    /// time before the silence does not dilute.
+    #[allow(clippy::cast_precision_loss)]
+    fn inside_thread_cpu(
+        &self,
+        pid: i32,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> (Option<f64>, Vec<(i32, String, f64, Option<f64>)>) {
+        let Some(h) = self.procs.get(&pid) else {
+            return (None, Vec::new());
+        };
+        let mut inside = h
+            .samples
+            .iter()
+            .filter(|s| s.at >= start && s.at <= end && s.state != 'X');
+        let (Some(first), Some(last)) = (inside.next(), inside.last()) else {
+            return (None, Vec::new());
+        };
+        let wall = last.at.since(first.at).as_secs_f64();
+        let tps = self.ticks_per_second as f64;
+        let cpu = last
+            .threads
+            .iter()
+            .filter_map(|t| {
+                let f = first.threads.iter().find(|u| u.tid == t.tid)?;
+                Some((
+                    t.tid,
+                    t.name.clone(),
+                    round3(t.cpu_ticks.saturating_sub(f.cpu_ticks) as f64 / tps),
+                    t.sched_ns
+                        .zip(f.sched_ns)
+                        .map(|(b, a)| round3(b.saturating_sub(a) as f64 / 1e9)),
+                ))
+            })
+            .collect();
+        (Some(round3(wall)), cpu)
     }
 
     #[allow(clippy::cast_precision_loss)]
@@ -774,6 +815,15 @@ fn thread_reports(base: &ProcSample, inside: &[&ProcSample], tps: f64) -> Vec<Th
         .collect()
 }
 
+/// On-CPU plus run-queue nanoseconds of a thread, when the kernel keeps them.
+fn schedstat(pid: i32, tid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    let mut it = text.split_whitespace();
+    let run: u64 = it.next()?.parse().ok()?;
+    let wait: u64 = it.next()?.parse().ok()?;
+    Some(run.saturating_add(wait))
+}
+
 fn gone_sample(at: Timestamp) -> ProcSample {
     ProcSample {
         at,
@@ -806,6 +856,7 @@ fn sample_process(pid: i32, starttime: u64, at: Timestamp) -> ProcSample {
                     name: ts.comm,
                     state: ts.state,
                     cpu_ticks: ts.utime.saturating_add(ts.stime),
+                    sched_ns: schedstat(pid, t.tid),
                 });
             }
         }

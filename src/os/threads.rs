@@ -788,8 +788,9 @@ pub struct CoarseFacts {
     pub states: String,
     /// Wall seconds the CPU figures cover.
     pub sampled_s: Option<f64>,
-    /// Per thread: (tid, name, CPU seconds during the silence).
-    pub thread_cpu: Vec<(i32, String, f64)>,
+    /// Per thread: (tid, name, CPU seconds during the silence, seconds on a
+    /// CPU or waiting in a run queue for one when the kernel says).
+    pub thread_cpu: Vec<(i32, String, f64, Option<f64>)>,
     /// Largest unread byte count in the AMQP socket during the silence.
     pub rx_queue_max: Option<u32>,
 }
@@ -893,21 +894,37 @@ pub fn diagnose(pid: i32, coarse: &CoarseFacts, deep: &[&ThreadsSample]) -> Diag
         };
     }
     if let Some(wall) = coarse.sampled_s.filter(|w| *w >= 1.0) {
-        if let Some((tid, name, cpu)) = coarse
+        // What a thread wanted: on a CPU or queued for one (on a busy host a
+        // spinning thread gets only part of a core).
+        let demand = |t: &(i32, String, f64, Option<f64>)| t.3.unwrap_or(t.2).max(t.2);
+        if let Some(top) = coarse
             .thread_cpu
             .iter()
-            .max_by(|a, b| a.2.total_cmp(&b.2))
-            .filter(|t| t.2 >= CPU_BOUND_SHARE * wall)
+            .max_by(|a, b| demand(a).total_cmp(&demand(b)))
+            .filter(|t| demand(t) >= CPU_BOUND_SHARE * wall)
         {
-            for (t, nm, c) in &coarse.thread_cpu {
-                evidence.push(format!("thread {t} ({nm}) used {c:.2} CPU s"));
+            for t in &coarse.thread_cpu {
+                evidence.push(match t.3 {
+                    Some(d) => format!(
+                        "thread {} ({}) used {:.2} CPU s and wanted {d:.2} s (on a CPU or queued for one) of {wall:.2} s",
+                        t.0, t.1, t.2
+                    ),
+                    None => format!("thread {} ({}) used {:.2} CPU s of {wall:.2} s", t.0, t.1, t.2),
+                });
             }
+            let (tid, name, cpu) = (top.0, &top.1, top.2);
+            let d = demand(top);
+            let queued = if d > cpu + 0.05 * wall {
+                format!(" (on a CPU {cpu:.2} s, queued behind other work the rest)")
+            } else {
+                String::new()
+            };
             return Diagnosis {
                 kind: DiagnosisKind::CpuBound,
                 detail: format!(
-                    "thread {tid} ({name}) ran {cpu:.2} of {wall:.2} s ({:.0}%) of the silence: a long callback or \
+                    "thread {tid} ({name}) was running or runnable {d:.2} of {wall:.2} s ({:.0}%) of the silence{queued}: a long callback or \
                      CPU-bound loop (in Python: holding the GIL) kept the event loop from sending heartbeats",
-                    cpu / wall * 100.0
+                    d / wall * 100.0
                 ),
                 evidence,
             };
@@ -1128,7 +1145,7 @@ mod tests {
         let coarse = CoarseFacts {
             states: "SSSS".into(),
             sampled_s: Some(4.0),
-            thread_cpu: vec![(10, "main".into(), 0.01)],
+            thread_cpu: vec![(10, "main".into(), 0.01, None)],
             rx_queue_max: Some(8),
         };
         let accept = sample(vec![wait(
@@ -1150,12 +1167,12 @@ mod tests {
         assert_eq!(diagnose(10, &coarse, &[&amqp]).kind, DiagnosisKind::Unknown);
         let busy = CoarseFacts {
             states: "RRRR".into(),
-            thread_cpu: vec![(10, "main".into(), 3.9), (11, "hb".into(), 0.0)],
+            thread_cpu: vec![(10, "main".into(), 1.5, Some(3.9)), (11, "hb".into(), 0.0, None)],
             ..coarse.clone()
         };
         let d = diagnose(10, &busy, &[]);
         assert_eq!(d.kind, DiagnosisKind::CpuBound);
-        assert!(d.detail.starts_with("thread 10 (main) ran 3.90 of 4.00 s"), "{d:?}");
+        assert!(d.detail.starts_with("thread 10 (main) was running or runnable 3.90 of 4.00 s (98%) of the silence (on a CPU 1.50 s"), "{d:?}");
         let stopped = CoarseFacts {
             states: "STTT".into(),
             ..coarse.clone()
