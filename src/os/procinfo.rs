@@ -12,13 +12,19 @@
 //!    socket queues, about once a second, keeping a bounded history per
 //!    process; [`Sampler::verdict`] turns the samples inside a silence into a
 //!    [`ProcessVerdict`] with numbers.
+//! 3. *Why did it not send?* While a gap of the process is open,
+//!    [`Sampler::sample_threads`] also keeps per-thread system call samples
+//!    ([`super::threads`]); the verdict then carries their
+//!    [`threads::diagnose`] diagnosis, naming the thread, call and descriptor.
 //!
 //! Times are capture time ([`Timestamp`]) handed in by the caller: this module
 //! never reads a clock.
 //!
 //! Caps: [`MAX_SAMPLES`] samples per process, [`MAX_PROCESSES`] processes,
-//! [`MAX_THREADS`] threads per sample; beyond them the oldest samples, new
-//! processes and extra threads are not kept.
+//! [`MAX_THREADS`] threads per sample, [`MAX_DEEP_SAMPLES`] per-thread system
+//! call samples per process, [`MAX_DEEP_PROCESSES`] processes read that way
+//! per round; beyond them the oldest samples, new processes and extra threads
+//! are not kept.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
