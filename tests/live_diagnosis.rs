@@ -51,7 +51,11 @@ fn stop_capture(cap: &mut Lines) -> Vec<Value> {
     signal(cap.child.id(), "-INT");
     cap.drain(Duration::from_secs(15));
     let st = cap.wait_exit(Duration::from_secs(5));
-    assert!(st.success(), "hbscope live exited with {st}:\n{}", cap.dump());
+    assert!(
+        st.success(),
+        "hbscope live exited with {st}:\n{}",
+        cap.dump()
+    );
     let all: Vec<Value> = cap
         .seen
         .iter()
@@ -235,10 +239,8 @@ struct Apache {
 
 impl Apache {
     fn start(port: u16, pthread: bool) -> Apache {
-        let dir = std::env::temp_dir().join(format!(
-            "hbscope-apache-{}-{port}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("hbscope-apache-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         // Its own process group: prefork's shutdown signals its whole group.
         let lines = Lines::spawn(
@@ -298,7 +300,10 @@ fn apache_mod_wsgi_eventlet_child_is_blocked_in_accept_on_its_listener() {
         .find(|e| e["event"] == "connection-seen" && e["client_process"]["pid"] == child)
         .and_then(|e| e["client"].as_str())
         .unwrap_or_else(|| {
-            panic!("no connection of Apache child {child}:\n{}\nerror.log:\n{log}", dump(&events))
+            panic!(
+                "no connection of Apache child {child}:\n{}\nerror.log:\n{log}",
+                dump(&events)
+            )
         })
         .to_owned();
     let listener = format!("127.0.0.1:{port} (listening)");
@@ -326,13 +331,15 @@ fn apache_mod_wsgi_with_heartbeat_in_pthread_has_no_gap() {
         .find(|e| e["event"] == "connection-seen" && e["client_process"]["pid"] == child)
         .and_then(|e| e["client"].as_str())
         .unwrap_or_else(|| {
-            panic!("no connection of Apache child {child}:\n{}\nerror.log:\n{log}", dump(&events))
+            panic!(
+                "no connection of Apache child {child}:\n{}\nerror.log:\n{log}",
+                dump(&events)
+            )
         })
         .to_owned();
     assert!(
-        events
-            .iter()
-            .all(|e| !(e["client"] == me.as_str() && e["event"].as_str().is_some_and(|k| k.starts_with("gap-")))),
+        events.iter().all(|e| !(e["client"] == me.as_str()
+            && e["event"].as_str().is_some_and(|k| k.starts_with("gap-")))),
         "heartbeat_in_pthread must keep {me} free of gaps:\n{}",
         dump(&events)
     );

@@ -253,7 +253,9 @@ fn client_sleeping_without_servicing_heartbeats_is_blocked_idle() {
         g["process"]["diagnosis"]["detail"]
             .as_str()
             .unwrap()
-            .contains(&format!("thread {pid} (python3) is blocked in clock_nanosleep")),
+            .contains(&format!(
+                "thread {pid} (python3) is blocked in clock_nanosleep"
+            )),
         "{g}"
     );
     assert!(

@@ -32,7 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use procfs::process::{FDTarget, Process};
 use procfs::ProcError;
 
-use super::threads::{self, CoarseFacts, Diagnosis, SyscallState, ThreadsSample};
+use super::threads::{self, CoarseFacts, Diagnosis, SyscallState, ThreadCpu, ThreadsSample};
 use crate::model::{Endpoint, Timestamp};
 
 /// The process that owns one end of a connection (live capture on that host).
@@ -633,7 +633,7 @@ impl Sampler {
         pid: i32,
         start: Timestamp,
         end: Timestamp,
-    ) -> (Option<f64>, Vec<(i32, String, f64, Option<f64>)>) {
+    ) -> (Option<f64>, Vec<ThreadCpu>) {
         let Some(h) = self.procs.get(&pid) else {
             return (None, Vec::new());
         };
@@ -641,7 +641,7 @@ impl Sampler {
             .samples
             .iter()
             .filter(|s| s.at >= start && s.at <= end && s.state != 'X');
-        let (Some(first), Some(last)) = (inside.next(), inside.last()) else {
+        let (Some(first), Some(last)) = (inside.next(), inside.next_back()) else {
             return (None, Vec::new());
         };
         let wall = last.at.since(first.at).as_secs_f64();
@@ -651,14 +651,15 @@ impl Sampler {
             .iter()
             .filter_map(|t| {
                 let f = first.threads.iter().find(|u| u.tid == t.tid)?;
-                Some((
-                    t.tid,
-                    t.name.clone(),
-                    round3(t.cpu_ticks.saturating_sub(f.cpu_ticks) as f64 / tps),
-                    t.sched_ns
+                Some(ThreadCpu {
+                    tid: t.tid,
+                    name: t.name.clone(),
+                    cpu_s: round3(t.cpu_ticks.saturating_sub(f.cpu_ticks) as f64 / tps),
+                    demand_s: t
+                        .sched_ns
                         .zip(f.sched_ns)
                         .map(|(b, a)| round3(b.saturating_sub(a) as f64 / 1e9)),
-                ))
+                })
             })
             .collect();
         (Some(round3(wall)), cpu)

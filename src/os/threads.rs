@@ -781,6 +781,28 @@ pub struct Diagnosis {
     pub evidence: Vec<String>,
 }
 
+/// One thread's CPU during a silence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadCpu {
+    /// Thread id.
+    pub tid: i32,
+    /// Thread name.
+    pub name: String,
+    /// CPU seconds (user + system).
+    pub cpu_s: f64,
+    /// Seconds on a CPU or waiting in a run queue for one, when the kernel
+    /// keeps them (`schedstat`).
+    pub demand_s: Option<f64>,
+}
+
+impl ThreadCpu {
+    /// What the thread wanted: on a CPU or queued for one (on a busy host a
+    /// spinning thread gets only part of a core).
+    fn demand(&self) -> f64 {
+        self.demand_s.unwrap_or(self.cpu_s).max(self.cpu_s)
+    }
+}
+
 /// What the coarse 1 s samples said about the silence, for [`diagnose`].
 #[derive(Debug, Clone, Default)]
 pub struct CoarseFacts {
@@ -788,9 +810,8 @@ pub struct CoarseFacts {
     pub states: String,
     /// Wall seconds the CPU figures cover.
     pub sampled_s: Option<f64>,
-    /// Per thread: (tid, name, CPU seconds during the silence, seconds on a
-    /// CPU or waiting in a run queue for one when the kernel says).
-    pub thread_cpu: Vec<(i32, String, f64, Option<f64>)>,
+    /// Per thread, CPU during the silence.
+    pub thread_cpu: Vec<ThreadCpu>,
     /// Largest unread byte count in the AMQP socket during the silence.
     pub rx_queue_max: Option<u32>,
 }
@@ -868,8 +889,7 @@ pub fn diagnose(pid: i32, coarse: &CoarseFacts, deep: &[&ThreadsSample]) -> Diag
         ));
     }
     let gone_deep = deep.iter().filter(|s| s.gone).count();
-    if half(count(&|c| c == 'X' || c == 'Z')) || (!deep.is_empty() && gone_deep * 2 > deep.len())
-    {
+    if half(count(&|c| c == 'X' || c == 'Z')) || (!deep.is_empty() && gone_deep * 2 > deep.len()) {
         return Diagnosis {
             kind: DiagnosisKind::Exited,
             detail: format!("process {pid} exited (or became a zombie) during the silence"),
@@ -894,26 +914,26 @@ pub fn diagnose(pid: i32, coarse: &CoarseFacts, deep: &[&ThreadsSample]) -> Diag
         };
     }
     if let Some(wall) = coarse.sampled_s.filter(|w| *w >= 1.0) {
-        // What a thread wanted: on a CPU or queued for one (on a busy host a
-        // spinning thread gets only part of a core).
-        let demand = |t: &(i32, String, f64, Option<f64>)| t.3.unwrap_or(t.2).max(t.2);
         if let Some(top) = coarse
             .thread_cpu
             .iter()
-            .max_by(|a, b| demand(a).total_cmp(&demand(b)))
-            .filter(|t| demand(t) >= CPU_BOUND_SHARE * wall)
+            .max_by(|a, b| a.demand().total_cmp(&b.demand()))
+            .filter(|t| t.demand() >= CPU_BOUND_SHARE * wall)
         {
             for t in &coarse.thread_cpu {
-                evidence.push(match t.3 {
+                evidence.push(match t.demand_s {
                     Some(d) => format!(
                         "thread {} ({}) used {:.2} CPU s and wanted {d:.2} s (on a CPU or queued for one) of {wall:.2} s",
-                        t.0, t.1, t.2
+                        t.tid, t.name, t.cpu_s
                     ),
-                    None => format!("thread {} ({}) used {:.2} CPU s of {wall:.2} s", t.0, t.1, t.2),
+                    None => format!(
+                        "thread {} ({}) used {:.2} CPU s of {wall:.2} s",
+                        t.tid, t.name, t.cpu_s
+                    ),
                 });
             }
-            let (tid, name, cpu) = (top.0, &top.1, top.2);
-            let d = demand(top);
+            let (tid, name, cpu) = (top.tid, &top.name, top.cpu_s);
+            let d = top.demand();
             let queued = if d > cpu + 0.05 * wall {
                 format!(" (on a CPU {cpu:.2} s, queued behind other work the rest)")
             } else {
@@ -941,10 +961,11 @@ pub fn diagnose(pid: i32, coarse: &CoarseFacts, deep: &[&ThreadsSample]) -> Diag
     }
     if let Some(why) = deep.iter().find_map(|s| s.unreadable.clone()) {
         evidence.push(format!("cannot read {why}"));
-        if deep
-            .iter()
-            .all(|s| s.threads.iter().all(|t| matches!(t.syscall, SyscallState::Unreadable(_))))
-        {
+        if deep.iter().all(|s| {
+            s.threads
+                .iter()
+                .all(|t| matches!(t.syscall, SyscallState::Unreadable(_)))
+        }) {
             let d = if coarse.states.contains('D') {
                 DiagnosisKind::DiskWait
             } else {
@@ -1145,7 +1166,12 @@ mod tests {
         let coarse = CoarseFacts {
             states: "SSSS".into(),
             sampled_s: Some(4.0),
-            thread_cpu: vec![(10, "main".into(), 0.01, None)],
+            thread_cpu: vec![ThreadCpu {
+                tid: 10,
+                name: "main".into(),
+                cpu_s: 0.01,
+                demand_s: None,
+            }],
             rx_queue_max: Some(8),
         };
         let accept = sample(vec![wait(
@@ -1160,14 +1186,36 @@ mod tests {
         assert!(d.detail.contains("accept4 on 127.0.0.1:8774 (listening)"));
         let lock = sample(vec![
             wait(10, 'S', "futex wait at 0x1", WaitKind::Futex, false),
-            wait(11, 'S', "epoll_wait on epoll fd 3", WaitKind::Multiplex, false),
+            wait(
+                11,
+                'S',
+                "epoll_wait on epoll fd 3",
+                WaitKind::Multiplex,
+                false,
+            ),
         ]);
-        assert_eq!(diagnose(10, &coarse, &[&lock]).kind, DiagnosisKind::LockWait);
+        assert_eq!(
+            diagnose(10, &coarse, &[&lock]).kind,
+            DiagnosisKind::LockWait
+        );
         let amqp = sample(vec![wait(10, 'S', "epoll_wait", WaitKind::Multiplex, true)]);
         assert_eq!(diagnose(10, &coarse, &[&amqp]).kind, DiagnosisKind::Unknown);
         let busy = CoarseFacts {
             states: "RRRR".into(),
-            thread_cpu: vec![(10, "main".into(), 1.5, Some(3.9)), (11, "hb".into(), 0.0, None)],
+            thread_cpu: vec![
+                ThreadCpu {
+                    tid: 10,
+                    name: "main".into(),
+                    cpu_s: 1.5,
+                    demand_s: Some(3.9),
+                },
+                ThreadCpu {
+                    tid: 11,
+                    name: "hb".into(),
+                    cpu_s: 0.0,
+                    demand_s: None,
+                },
+            ],
             ..coarse.clone()
         };
         let d = diagnose(10, &busy, &[]);
@@ -1222,10 +1270,15 @@ mod tests {
         if s.unreadable.is_none() && cfg!(target_arch = "x86_64") {
             let want = format!("{addr} (listening)");
             assert!(
-                whats.iter().any(|w| w.starts_with("accept") && w.ends_with(&want)),
+                whats
+                    .iter()
+                    .any(|w| w.starts_with("accept") && w.ends_with(&want)),
                 "{whats:?}"
             );
-            assert!(whats.iter().any(|w| w.starts_with("read on pipe")), "{whats:?}");
+            assert!(
+                whats.iter().any(|w| w.starts_with("read on pipe")),
+                "{whats:?}"
+            );
         }
         drop(w);
         let _ = std::net::TcpStream::connect(addr);
