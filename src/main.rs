@@ -90,6 +90,7 @@ fn live(args: &LiveArgs) -> ExitCode {
         duration,
         write: args.write.clone(),
         attribution: !args.no_attribution,
+        py_spy: args.py_spy,
         user: args.user.clone(),
         force: args.force,
         metrics: args.metrics.map(|addr| hbscope::metrics::MetricsOptions {

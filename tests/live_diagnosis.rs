@@ -2,7 +2,8 @@
 //! RabbitMQ on 127.0.0.1:5672, read from `hbscope live -i lo --format json`.
 //!
 //! - a pika client spinning the CPU in a consumer callback: `cpu-bound`,
-//!   naming the thread;
+//!   naming the thread, and with `--py-spy` its Python stacks show the
+//!   callback;
 //! - a pika client blocked reading a FIFO nobody writes:
 //!   `blocked-outside-event-loop`, naming the FIFO;
 //! - the founding case: a real Apache httpd (Debian apache2, MPM prefork,
@@ -14,7 +15,7 @@
 //!
 //! The SIGSTOP (`stopped`) and sleep cases are in tests/live_rabbitmq.rs.
 //!
-//! Needs root, the broker, python3 with pika, and for the Apache cases
+//! Needs root, the broker, python3 with pika, py-spy (`pip install py-spy`), and for the Apache cases
 //! `apt-get install apache2 libapache2-mod-wsgi-py3 python3-oslo.messaging
 //! python3-eventlet`; the tests fail and say what is missing.
 
@@ -33,16 +34,20 @@ use serde_json::Value;
 
 use common::live::{client_script, require_environment, signal, Lines, BIN};
 
-fn start_capture(secs: u32) -> Lines {
-    let mut cap = Lines::spawn(Command::new(BIN).args([
-        "live",
-        "-i",
-        "lo",
-        "--format",
-        "json",
-        "--duration",
-        &secs.to_string(),
-    ]));
+fn start_capture(secs: u32, extra: &[&str]) -> Lines {
+    let mut cap = Lines::spawn(
+        Command::new(BIN)
+            .args([
+                "live",
+                "-i",
+                "lo",
+                "--format",
+                "json",
+                "--duration",
+                &secs.to_string(),
+            ])
+            .args(extra),
+    );
     cap.wait_for("\"capture-started\"", Duration::from_secs(10));
     cap
 }
@@ -114,7 +119,12 @@ fn dump(events: &[Value]) -> String {
 #[ignore = "needs root, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
 fn client_spinning_in_a_callback_is_cpu_bound_naming_the_thread() {
     require_environment("live_diagnosis");
-    let mut cap = start_capture(60);
+    let py_spy = Command::new("py-spy")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(py_spy, "py-spy is needed on PATH: `pip install py-spy`");
+    let mut cap = start_capture(60, &["--py-spy"]);
     let (mut client, pid) = start_client("spin", "9", &[]);
     client.wait_for("spun", Duration::from_secs(20));
     client.wait_exit(Duration::from_secs(15));
@@ -132,6 +142,13 @@ fn client_spinning_in_a_callback_is_cpu_bound_naming_the_thread() {
             "{kind} must name the spinning thread {pid}: {detail}"
         );
     }
+    // --py-spy: the stacks taken when the gap opened show the callback.
+    let g = client_gap(&events, "gap-closed", &me).unwrap();
+    let dump = g["process"]["py_spy"].as_str().unwrap_or_default();
+    assert!(
+        dump.starts_with("Python v") && dump.contains("on_message (hb_client.py"),
+        "py-spy dump must show the spinning callback: {g}"
+    );
 }
 
 #[test]
@@ -144,7 +161,7 @@ fn client_reading_a_fifo_is_blocked_outside_the_event_loop_naming_the_fifo() {
     let _ = std::fs::remove_file(&fifo);
     let ok = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(ok.success(), "mkfifo {}", fifo.display());
-    let mut cap = start_capture(60);
+    let mut cap = start_capture(60, &[]);
     let (mut client, pid) = start_client("fifo", "0", &[("HBSCOPE_FIFO", fifo.to_str().unwrap())]);
     client.wait_for("reading the fifo", Duration::from_secs(5));
     // Past the 2 s limit, and past the broker's cut (2-3 x 2 s).
@@ -281,7 +298,7 @@ fn founding_case(pthread: bool, idle: Duration) -> (Vec<Value>, u32, u16, String
     require_environment("live_diagnosis");
     require_apache();
     let port = free_port();
-    let mut cap = start_capture(90);
+    let mut cap = start_capture(90, &[]);
     let apache = Apache::start(port, pthread);
     let child = http_get(port);
     std::thread::sleep(idle);

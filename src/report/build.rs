@@ -560,6 +560,7 @@ impl ProcessReport {
                 detail: d.detail,
                 evidence: d.evidence,
             }),
+            py_spy: None,
         }
     }
 }

@@ -640,6 +640,11 @@ pub struct ProcessReport {
     /// call samples taken while the gap was open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<DiagnosisReport>,
+    /// `live --py-spy`: `py-spy dump` of the process taken when the gap
+    /// opened (its Python stacks, from the "Python v" line on), or why there
+    /// is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub py_spy: Option<String>,
 }
 
 impl ProcessReport {

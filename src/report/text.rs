@@ -406,6 +406,12 @@ pub fn to_text(report: &Report) -> String {
                     process_text(p),
                     diagnosis_evidence_text(p, "        ")
                 );
+                if let Some(d) = &p.py_spy {
+                    let _ = writeln!(o, "      py-spy dump:");
+                    for l in d.lines() {
+                        let _ = writeln!(o, "        {}", clean(l));
+                    }
+                }
             }
         }
     }

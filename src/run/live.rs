@@ -47,6 +47,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer, Registry};
 use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
+use crate::os::pyspy;
 use crate::proto::amqp::PropValue;
 use crate::report::sanitize::text as clean;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
@@ -97,6 +98,8 @@ pub struct LiveOptions {
     pub force: bool,
     /// Attribute connections to local processes through /proc.
     pub attribution: bool,
+    /// Attach `py-spy dump` output to the gaps of Python processes.
+    pub py_spy: bool,
     /// Drop to this user once the capture (and `--write` file) are open.
     pub user: Option<String>,
     /// Serve Prometheus metrics (bound before `user` is applied).
@@ -403,6 +406,12 @@ pub fn event_text(e: &LiveEvent) -> String {
                     report::process_text(p),
                     report::diagnosis_evidence_text(p, "      ")
                 ));
+                if let Some(d) = &p.py_spy {
+                    s.push_str("\n    py-spy dump:");
+                    for l in d.lines() {
+                        s.push_str(&format!("\n      {}", clean(l)));
+                    }
+                }
             }
             s
         }
@@ -448,6 +457,8 @@ struct SlotState {
     /// By role: a gap of that side is open (flagged, not yet closed), so its
     /// process's threads are sampled every round.
     open: [bool; 2],
+    /// By role: the `py-spy dump` started when that side's gap opened.
+    dumps: [Option<pyspy::Dump>; 2],
 }
 
 /// The live session's state between packets.
@@ -457,6 +468,8 @@ struct Tracker {
     /// What per-thread sampling could not read (privileges), said once as
     /// the report's `process-sampling-limited` warning.
     notice: Option<String>,
+    /// `--py-spy`.
+    py_spy: bool,
 }
 
 fn role_index(r: Role) -> usize {
@@ -487,11 +500,12 @@ fn socket_of(conn: &Connection, role: Role) -> (Endpoint, Endpoint) {
 }
 
 impl Tracker {
-    fn new(attribution: bool, amqp_ports: &[u16]) -> Self {
+    fn new(attribution: bool, amqp_ports: &[u16], py_spy: bool) -> Self {
         Tracker {
             slots: Vec::new(),
             sampler: attribution.then(|| Sampler::new().with_amqp_ports(amqp_ports)),
             notice: None,
+            py_spy: attribution && py_spy,
         }
     }
 
@@ -606,7 +620,15 @@ impl Tracker {
                 self.slots[i].gaps_emitted += 1;
                 let g = &c.gaps()[gi];
                 self.slots[i].open[role_index(g.silent)] = false;
-                let process = self.process_verdict(&self.slots[i], c, g.silent, g.start, g.end);
+                let dump = self.slots[i].dumps[role_index(g.silent)].take();
+                let mut process = self.process_verdict(&self.slots[i], c, g.silent, g.start, g.end);
+                if let (Some(p), Some(mut d)) = (process.as_mut(), dump) {
+                    p.py_spy = Some(match d.poll() {
+                        Some(Ok(text)) => text,
+                        Some(Err(why)) => why,
+                        None => String::from("py-spy dump was still running when the gap closed"),
+                    });
+                }
                 let mut gap = report::gap_report(c, g);
                 gap.process.clone_from(&process);
                 if let Some(p) = process {
@@ -663,7 +685,15 @@ impl Tracker {
                 }
             }
             if let Some(st) = self.slots.get_mut(i) {
-                st.open[role_index(g.silent)] = true;
+                let k = role_index(g.silent);
+                st.open[k] = true;
+                if self.py_spy && st.dumps[k].is_none() {
+                    if let Some(Ok(owner)) = &st.owners[k] {
+                        if pyspy::is_python(owner.pid) {
+                            st.dumps[k] = Some(pyspy::Dump::start(owner.pid));
+                        }
+                    }
+                }
             }
             let Some(st) = self.slots.get(i) else {
                 continue;
@@ -1024,6 +1054,7 @@ pub fn run_with_view(
         tracker: Tracker::new(
             opts.attribution,
             &[&opts.engine.amqp_ports[..], &opts.engine.tls_ports[..]].concat(),
+            opts.py_spy,
         ),
         emit,
         metrics: metrics.map(|p| (p, Collector::new(per_connection))),
