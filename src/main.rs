@@ -235,7 +235,13 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if format == Format::Json && !args.summary {
+    // Process notes a live capture stored in its pcapng (`live --write FILE.pcapng`).
+    let notes = if args.files.len() == 1 {
+        replay::stored_notes(file)
+    } else {
+        Vec::new()
+    };
+    if format == Format::Json && !args.summary && notes.is_empty() {
         // Streamed: one connection entry at a time, the JSON text never held in memory.
         // Each writer type monomorphised: serde_json writes many tiny pieces.
         let (engine, source, complete) = (&result.engine, result.source.as_str(), result.complete);
@@ -249,7 +255,10 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         std::mem::forget(result);
         return finish(args, gaps, written);
     }
-    let rep = result.report();
+    let mut rep = result.report();
+    if !notes.is_empty() {
+        report::annotation::apply(&mut rep, &notes);
+    }
     let log_text = if args.broker_log.is_empty() {
         String::new()
     } else {

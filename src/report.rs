@@ -66,6 +66,7 @@ impl WriteError {
     }
 }
 
+pub mod annotation;
 mod build;
 pub mod html;
 mod json;

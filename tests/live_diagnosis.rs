@@ -5,7 +5,9 @@
 //!   naming the thread, and with `--py-spy` its Python stacks show the
 //!   callback;
 //! - a pika client blocked reading a FIFO nobody writes:
-//!   `blocked-outside-event-loop`, naming the FIFO;
+//!   `blocked-outside-event-loop`, naming the FIFO; the `--write` pcapng of
+//!   that capture, replayed from a copy, shows the same owners and gap
+//!   process (diagnosis included);
 //! - the founding case: a real Apache httpd (Debian apache2, MPM prefork,
 //!   mod_wsgi embedded) serving a WSGI app that calls
 //!   `eventlet.monkey_patch()` and casts through oslo.messaging with a 4 s
@@ -153,7 +155,8 @@ fn client_spinning_in_a_callback_is_cpu_bound_naming_the_thread() {
 
 #[test]
 #[ignore = "needs root, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
-fn client_reading_a_fifo_is_blocked_outside_the_event_loop_naming_the_fifo() {
+fn client_reading_a_fifo_is_blocked_outside_the_event_loop_naming_the_fifo_and_the_pcapng_keeps_it()
+{
     require_environment("live_diagnosis");
     let dir = std::env::temp_dir().join(format!("hbscope-diag-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -161,7 +164,9 @@ fn client_reading_a_fifo_is_blocked_outside_the_event_loop_naming_the_fifo() {
     let _ = std::fs::remove_file(&fifo);
     let ok = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(ok.success(), "mkfifo {}", fifo.display());
-    let mut cap = start_capture(60, &[]);
+    let pcapng = dir.join("fifo.pcapng");
+    let _ = std::fs::remove_file(&pcapng);
+    let mut cap = start_capture(60, &["--write", pcapng.to_str().unwrap()]);
     let (mut client, pid) = start_client("fifo", "0", &[("HBSCOPE_FIFO", fifo.to_str().unwrap())]);
     client.wait_for("reading the fifo", Duration::from_secs(5));
     // Past the 2 s limit, and past the broker's cut (2-3 x 2 s).
@@ -185,6 +190,60 @@ fn client_reading_a_fifo_is_blocked_outside_the_event_loop_naming_the_fifo() {
         assert_eq!(t["tid"], pid, "{g}");
         assert_eq!(t["syscall"], want.as_str(), "{g}");
     }
+
+    // The pcapng carries the process facts: a replay of a copy of it (all
+    // another machine has) shows the same owners and the same gap process.
+    let elsewhere = dir.join("copied-elsewhere.pcapng");
+    std::fs::copy(&pcapng, &elsewhere).unwrap();
+    let live_report = events.last().unwrap();
+    let live_conn = connection(live_report, &me);
+    let out = Command::new(BIN)
+        .args(["replay", "--format", "json"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let conn = connection(&replayed, &me);
+    assert_eq!(
+        conn["client_process"], live_conn["client_process"],
+        "{conn}"
+    );
+    assert_eq!(conn["client_process"]["pid"], pid);
+    let lg = &live_conn["gaps"][0];
+    let rg = &conn["gaps"][0];
+    assert_eq!(rg["start"], lg["start"]);
+    assert_eq!(rg["process"], lg["process"], "replayed gap: {rg}");
+    assert_eq!(
+        rg["process"]["diagnosis"]["kind"],
+        "blocked-outside-event-loop"
+    );
+    let text = Command::new(BIN)
+        .args(["replay", "--format", "text"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "diagnosis blocked-outside-event-loop: thread {pid} ("
+        )) && text.contains(&want),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn connection<'a>(report: &'a Value, client: &str) -> &'a Value {
+    report["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == client)
+        .unwrap_or_else(|| panic!("{client} not in the report: {report}"))
 }
 
 // ---- the founding case: real Apache httpd + mod_wsgi + eventlet + oslo.messaging

@@ -433,6 +433,10 @@ impl PacketSource for LiveCapture {
         self.flush()?;
         Ok(self.savefile.take().map(|save| save.path().to_path_buf()))
     }
+
+    fn annotate(&mut self, text: &str) -> bool {
+        self.savefile.as_mut().is_some_and(|s| s.annotate(text))
+    }
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub struct ThreadActivity {
 }
 
 /// What a process was doing during a silence, in one word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Activity {
     /// Asleep with (almost) no CPU: blocked in a call that does not service heartbeats.

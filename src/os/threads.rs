@@ -726,7 +726,7 @@ pub fn sample_threads(
 }
 
 /// Why a process left its heartbeats unsent, in one word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DiagnosisKind {
     /// Every thread asleep in a call that does not wait on the AMQP socket

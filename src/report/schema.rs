@@ -542,7 +542,7 @@ pub struct GapReport {
 }
 
 /// The process that owns one end of a connection (live capture on that host).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ProcessOwnerReport {
     /// Process id.
     pub pid: i32,
@@ -556,7 +556,7 @@ pub struct ProcessOwnerReport {
 }
 
 /// One thread of the silent process during a silence.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ThreadReport {
     /// Thread id.
     pub tid: i32,
@@ -577,7 +577,7 @@ pub struct ThreadReport {
 }
 
 /// Why the silent process left its heartbeats unsent (live only).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct DiagnosisReport {
     /// "blocked-outside-event-loop" | "cpu-bound" | "stopped" | "disk-wait" |
     /// "lock-wait" | "exited" | "unknown".
@@ -589,7 +589,7 @@ pub struct DiagnosisReport {
 }
 
 /// What the silent side's process was doing during a silence (live only).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ProcessReport {
     /// "client" | "broker": whose process this is.
     pub side: Role,
@@ -634,7 +634,7 @@ pub struct ProcessReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_tx_queue_max: Option<u32>,
     /// Per-thread samples (at most 16 threads).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub threads: Vec<ThreadReport>,
     /// Why the process left its heartbeats unsent, from per-thread system
     /// call samples taken while the gap was open.

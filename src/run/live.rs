@@ -49,6 +49,7 @@ use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::os::pyspy;
 use crate::proto::amqp::PropValue;
+use crate::report::annotation::Note;
 use crate::report::sanitize::text as clean;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
 use crate::tui::live::ProcessNote;
@@ -470,6 +471,9 @@ struct Tracker {
     notice: Option<String>,
     /// `--py-spy`.
     py_spy: bool,
+    /// Owners and gap process reports not yet stored in a pcapng `--write`
+    /// file ([`report::annotation`]).
+    notes: Vec<String>,
 }
 
 fn role_index(r: Role) -> usize {
@@ -506,6 +510,7 @@ impl Tracker {
             sampler: attribution.then(|| Sampler::new().with_amqp_ports(amqp_ports)),
             notice: None,
             py_spy: attribution && py_spy,
+            notes: Vec::new(),
         }
     }
 
@@ -593,6 +598,17 @@ impl Tracker {
                         .and_then(|o| o.as_ref().ok())
                         .map(|o| ProcessOwnerReport::from(&o.report()))
                 };
+                if owner(0).is_some() || owner(1).is_some() {
+                    self.notes.push(
+                        Note::Owners {
+                            client: c.client().to_string(),
+                            broker: c.broker().to_string(),
+                            client_process: owner(0),
+                            broker_process: owner(1),
+                        }
+                        .to_text(),
+                    );
+                }
                 emit(&LiveEvent::ConnectionSeen {
                     at: report::rfc3339(c.first_seen()),
                     client: c.client().to_string(),
@@ -632,6 +648,16 @@ impl Tracker {
                 let mut gap = report::gap_report(c, g);
                 gap.process.clone_from(&process);
                 if let Some(p) = process {
+                    self.notes.push(
+                        Note::GapProcess {
+                            client: c.client().to_string(),
+                            broker: c.broker().to_string(),
+                            direction: gap.direction.as_str().to_owned(),
+                            start: gap.start.clone(),
+                            process: Box::new(p.clone()),
+                        }
+                        .to_text(),
+                    );
                     self.slots[i].gap_process.insert(gi, p);
                 }
                 emit(&LiveEvent::GapClosed {
@@ -872,6 +898,12 @@ impl Sink for LiveSink<'_, '_> {
         self.tracker.sample(engine, now);
         self.view.on_sample(engine, now)
     }
+
+    fn take_annotations(&mut self) -> Vec<String> {
+        let mut notes = std::mem::take(&mut self.tracker.notes);
+        notes.extend(self.view.take_annotations());
+        notes
+    }
 }
 
 /// Runs a live capture until `stop` is set, `--duration` passes or the
@@ -1109,6 +1141,12 @@ pub fn run_with_view(
         );
     }
     let _ = sink.tracker.after_packets(&engine, now, sink.emit);
+    engine.finish();
+    let _ = sink.tracker.after_packets(&engine, now, sink.emit);
+    // The notes of the gaps the capture's end closed, before the file closes.
+    for note in std::mem::take(&mut sink.tracker.notes) {
+        source.annotate(&note);
+    }
     let written = match source.close_save() {
         Ok(w) => w,
         Err(e) => {
@@ -1116,8 +1154,6 @@ pub fn run_with_view(
             None
         }
     };
-    engine.finish();
-    let _ = sink.tracker.after_packets(&engine, now, sink.emit);
     let _ = (sink.emit)(&LiveEvent::CaptureStopped {
         at: report::rfc3339(now),
         reason: StopReason::from(&driven.reason),
