@@ -1241,6 +1241,26 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_calls_give_unknown_with_what_to_do() {
+        let coarse = CoarseFacts {
+            states: "SSS".into(),
+            ..CoarseFacts::default()
+        };
+        let why = "/proc/9/task/9/syscall: permission denied (needs root or CAP_SYS_PTRACE)";
+        let mut s = sample(vec![ThreadWait {
+            syscall: SyscallState::Unreadable(why.into()),
+            ..wait(9, 'S', "", WaitKind::Other, false)
+        }]);
+        s.unreadable = Some(why.into());
+        let d = diagnose(9, &coarse, &[&s]);
+        assert_eq!(d.kind, DiagnosisKind::Unknown);
+        assert!(
+            d.detail.contains("CAP_SYS_PTRACE") && d.detail.contains(why),
+            "{d:?}"
+        );
+    }
+
+    #[test]
     fn own_threads_are_sampled_with_their_calls() {
         use std::io::Read;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
