@@ -1286,7 +1286,6 @@ mod tests {
                 _ => None,
             })
             .collect();
-        eprintln!("{whats:?}");
         if s.unreadable.is_none() && cfg!(target_arch = "x86_64") {
             let want = format!("{addr} (listening)");
             assert!(
