@@ -4,6 +4,8 @@
 //! - a pika client spinning the CPU in a consumer callback: `cpu-bound`,
 //!   naming the thread, and with `--py-spy` its Python stacks show the
 //!   callback;
+//! - a pika client whose main thread waits for a lock another thread holds
+//!   while sleeping: `lock-wait`;
 //! - a pika client blocked reading a FIFO nobody writes:
 //!   `blocked-outside-event-loop`, naming the FIFO; the `--write` pcapng of
 //!   that capture, replayed from a copy, shows the same owners and gap
@@ -244,6 +246,35 @@ fn connection<'a>(report: &'a Value, client: &str) -> &'a Value {
         .iter()
         .find(|c| c["client"] == client)
         .unwrap_or_else(|| panic!("{client} not in the report: {report}"))
+}
+
+#[test]
+#[ignore = "needs root, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
+fn client_waiting_for_a_lock_held_by_a_sleeping_thread_is_lock_wait() {
+    require_environment("live_diagnosis");
+    let mut cap = start_capture(60, &[]);
+    let (mut client, pid) = start_client("lock", "0", &[]);
+    client.wait_for("waiting for the lock", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(7));
+    let events = stop_capture(&mut cap);
+    drop(client);
+    let me = client_of_pid(&events, pid);
+    for kind in ["gap-opened", "gap-closed"] {
+        let g = client_gap(&events, kind, &me)
+            .unwrap_or_else(|| panic!("no {kind} for {me}:\n{}", dump(&events)));
+        let d = &g["process"]["diagnosis"];
+        assert_eq!(d["kind"], "lock-wait", "{kind}: {g}");
+        let detail = d["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!(
+                "thread {pid} (python3) waits on a lock (futex wait at 0x"
+            )),
+            "{kind}: {detail}"
+        );
+        // The holder is listed too, asleep outside the lock.
+        let ev = d["evidence"].to_string();
+        assert!(ev.contains("clock_nanosleep"), "{kind}: {ev}");
+    }
 }
 
 // ---- the founding case: real Apache httpd + mod_wsgi + eventlet + oslo.messaging

@@ -11,6 +11,8 @@ Usage: hb_client.py MODE [HEARTBEAT_S] [SLEEP_S] [NAME]
   spin   connect, consume one message it publishes to itself, and spin the
          CPU in the consumer callback for SLEEP_S seconds (pure Python, no
          system calls): pika's I/O loop cannot run meanwhile.
+  lock   connect, start a thread that takes a lock and sleeps holding it,
+         then block acquiring that lock in the main thread until killed.
   fifo   connect, then block reading the FIFO whose path is in $HBSCOPE_FIFO
          (opened read-write, so the read waits for data nobody writes) until
          killed.
@@ -72,6 +74,21 @@ def main():
             ch.basic_publish(exchange="", routing_key=queue, body=b"spin")
             while True:
                 conn.process_data_events(time_limit=0.2)
+        elif mode == "lock":
+            import threading
+
+            lock = threading.Lock()
+            held = threading.Event()
+
+            def holder():
+                with lock:
+                    held.set()
+                    time.sleep(3600)
+
+            threading.Thread(target=holder, name="holder", daemon=True).start()
+            held.wait()
+            print("waiting for the lock", flush=True)
+            lock.acquire()
         elif mode == "fifo":
             fd = os.open(os.environ["HBSCOPE_FIFO"], os.O_RDWR)
             print("reading the fifo", flush=True)
