@@ -26,8 +26,8 @@ mod decompress;
 pub mod live;
 pub mod multi;
 mod pcapfile;
-mod pcapng;
-mod savefile;
+pub mod pcapng;
+pub mod savefile;
 
 /// A link-layer header type: the `DLT_` value libpcap reports for a capture.
 ///
@@ -280,6 +280,14 @@ pub trait PacketSource {
     /// [`SourceError`] when the save file cannot be written.
     fn flush(&mut self) -> Result<(), SourceError> {
         Ok(())
+    }
+
+    /// Adds a text note to what the source saves (a pcapng `--write` file:
+    /// [`savefile::Savefile::annotate`]); `false` when nothing can carry it
+    /// (no save file, or classic pcap). The default saves nothing.
+    fn annotate(&mut self, text: &str) -> bool {
+        let _ = text;
+        false
     }
 
     /// Flushes and closes what the source saves; the saved file's path, when

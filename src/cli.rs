@@ -87,6 +87,11 @@ pub struct LiveArgs {
     /// Do not look up local processes in /proc.
     #[arg(long)]
     pub no_attribution: bool,
+    /// When a Python process's gap opens, attach `py-spy dump --pid PID` (all thread stacks;
+    /// at most 5 s, 16 KiB) to the gap. Needs py-spy on PATH (`pip install py-spy`) and root or
+    /// CAP_SYS_PTRACE.
+    #[arg(long, conflicts_with = "no_attribution")]
+    pub py_spy: bool,
     /// After opening the capture (and the --write file), switch to this user, like `tcpdump -Z`
     /// (run as root; process attribution then sees only that user's processes).
     #[arg(long, value_name = "NAME")]

@@ -10,6 +10,7 @@
 //!  LiveCapture         |   every tick:     Engine::tick(now) --> Sink::on_tick(flagged)
 //!  PacedSource         |   new drops:      on_capture_drops  --> Sink::on_drops
 //!                      |   every sample:   source.flush()    --> Sink::on_sample
+//!                      |                   source.annotate() <-- Sink::take_annotations
 //!                      v
 //!        drive() -> Driven { reason: StopReason, progress, dropped }
 //! ```
@@ -186,6 +187,12 @@ pub trait Sink {
     fn on_sample(&mut self, engine: &Engine, now: Timestamp) -> Flow {
         let _ = (engine, now);
         Flow::Continue
+    }
+
+    /// Paced, every sample period, after [`Sink::on_sample`]: text notes for
+    /// the source to save with the packets ([`PacketSource::annotate`]).
+    fn take_annotations(&mut self) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -697,6 +704,9 @@ fn paced<S: PacketSource + ?Sized>(
         }
         if at >= next_sample {
             let flow = sink.on_sample(engine, now);
+            for note in sink.take_annotations() {
+                source.annotate(&note);
+            }
             if let Err(e) = source.flush() {
                 engine.warn(e.warning_code(), e.to_string());
             }

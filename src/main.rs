@@ -91,6 +91,7 @@ fn live(args: &LiveArgs) -> ExitCode {
         duration,
         write: args.write.clone(),
         attribution: !args.no_attribution,
+        py_spy: args.py_spy,
         user: args.user.clone(),
         force: args.force,
         metrics: args.metrics.map(|addr| hbscope::metrics::MetricsOptions {
@@ -291,7 +292,13 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if format == Format::Json && !args.summary && log.is_none() {
+    // Process notes a live capture stored in its pcapng (`live --write FILE.pcapng`).
+    let notes = if args.files.len() == 1 {
+        replay::stored_notes(file)
+    } else {
+        Vec::new()
+    };
+    if format == Format::Json && !args.summary && log.is_none() && notes.is_empty() {
         // Streamed: one connection entry at a time, the JSON text never held in memory.
         // Each writer type monomorphised: serde_json writes many tiny pieces.
         let (engine, source, complete) = (&result.engine, result.source.as_str(), result.complete);
@@ -306,6 +313,9 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         return finish(args, gaps, written);
     }
     let mut rep = result.report();
+    if !notes.is_empty() {
+        report::annotation::apply(&mut rep, &notes);
+    }
     if let Some(log) = &log {
         let joined = hbscope::run::brokerlog::join(log, &result.engine);
         hbscope::run::brokerlog::attach(log, &joined, &args.broker_log, &mut rep);

@@ -143,6 +143,7 @@ impl WriteError {
     }
 }
 
+pub mod annotation;
 mod build;
 pub mod html;
 mod json;

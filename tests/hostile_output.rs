@@ -168,6 +168,7 @@ fn live_text_events_show_the_name_escaped() {
         write: None,
         force: false,
         attribution: false,
+        py_spy: false,
         user: None,
         metrics: None,
     };

@@ -189,6 +189,14 @@ fn sigstopped_client_is_flagged_live_and_judged_stopped() {
     assert_eq!(g["cause"], "client-stall", "{g}");
     assert_eq!(g["process"]["verdict"], "stopped", "{g}");
     assert_eq!(g["process"]["pid"], pid, "{g}");
+    assert_eq!(g["process"]["diagnosis"]["kind"], "stopped", "{g}");
+    assert!(
+        g["process"]["diagnosis"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("process {pid} was stopped (SIGSTOP")),
+        "{g}"
+    );
     assert!(
         g["process"]["state_samples"]
             .as_str()
@@ -236,6 +244,20 @@ fn client_sleeping_without_servicing_heartbeats_is_blocked_idle() {
     assert_eq!(g["cause"], "client-stall", "{g}");
     assert_eq!(g["process"]["verdict"], "blocked-idle", "{g}");
     assert_eq!(g["process"]["pid"], pid, "{g}");
+    // time.sleep: the only thread sleeps in clock_nanosleep, pika's loop never runs.
+    assert_eq!(
+        g["process"]["diagnosis"]["kind"], "blocked-outside-event-loop",
+        "{g}"
+    );
+    assert!(
+        g["process"]["diagnosis"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "thread {pid} (python3) is blocked in clock_nanosleep"
+            )),
+        "{g}"
+    );
     assert!(
         g["process"]["cpu_s_during_silence"].as_f64().unwrap() < 0.5,
         "{g}"

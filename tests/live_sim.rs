@@ -43,6 +43,7 @@ fn options(duration: Option<Duration>, metrics: bool) -> LiveOptions {
         write: None,
         force: false,
         attribution: false,
+        py_spy: false,
         user: None,
         metrics: metrics.then(|| MetricsOptions {
             addr: "127.0.0.1:9".parse().unwrap(),

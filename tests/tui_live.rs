@@ -46,6 +46,7 @@ fn live_snapshots_with(name: &str, commands: &[Command]) -> Vec<Snapshot> {
         write: None,
         force: false,
         attribution: false,
+        py_spy: false,
         user: None,
         metrics: None,
     };

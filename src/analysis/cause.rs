@@ -17,7 +17,7 @@ pub enum HoleClass {
 }
 
 /// Which side of an AMQP connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// The AMQP client (sends the protocol header, receives Connection.Start).

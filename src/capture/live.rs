@@ -451,6 +451,10 @@ impl PacketSource for LiveCapture {
     fn close_save(&mut self) -> Result<Option<PathBuf>, SourceError> {
         Ok(self.close_savefile()?)
     }
+
+    fn annotate(&mut self, text: &str) -> bool {
+        self.savefile.as_mut().is_some_and(|s| s.annotate(text))
+    }
 }
 
 #[cfg(test)]

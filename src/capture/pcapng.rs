@@ -1,5 +1,8 @@
 //! A streaming pcapng reader, for compressed captures (libpcap reads only
-//! files it can open by path).
+//! files it can open by path); the blocks `live --write FILE.pcapng` writes
+//! ([`section_header`], [`interface_description`], [`packet_header`]), and
+//! hbscope's own text blocks ([`custom_text_block`], read back by
+//! [`custom_texts`]).
 //!
 //! It reads what tcpdump, dumpcap and editcap write: section header blocks
 //! (either byte order, several sections), interface description blocks
@@ -310,4 +313,227 @@ impl PcapngStream {
     pub fn data(&self) -> &[u8] {
         self.body.get(self.data.0..self.data.1).unwrap_or(&[])
     }
+}
+
+// ---- writing, and hbscope's own text blocks ----------------------------------------------
+
+/// The Private Enterprise Number hbscope's custom blocks carry: 32473, the
+/// number IANA reserves for examples and documentation (RFC 5612), as
+/// hbscope has none of its own. A block is hbscope's only with this number
+/// *and* a section written by hbscope (`shb_userappl` "hbscope ...").
+pub const HBSCOPE_PEN: u32 = 32473;
+/// Custom block type, copyable (editors keep it when they rewrite a file).
+pub const CUSTOM_BLOCK: u32 = 0x0000_0BAD;
+/// Most hbscope text blocks read back from one file.
+pub const MAX_TEXTS: usize = 10_000;
+
+fn pad4(v: &mut Vec<u8>) {
+    while !v.len().is_multiple_of(4) {
+        v.push(0);
+    }
+}
+
+/// A block of `kind` around `body` (padded to 32 bits), little-endian.
+fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(body.len() + 16);
+    b.extend_from_slice(&kind.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(body);
+    pad4(&mut b);
+    let total = u32::try_from(b.len() + 4).unwrap_or(u32::MAX);
+    b[4..8].copy_from_slice(&total.to_le_bytes());
+    b.extend_from_slice(&total.to_le_bytes());
+    b
+}
+
+fn option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
+    out.extend_from_slice(&code.to_le_bytes());
+    out.extend_from_slice(&u16::try_from(value.len()).unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(value);
+    pad4(out);
+}
+
+/// A section header block (little-endian, unknown section length) whose
+/// `shb_userappl` is `app`.
+#[must_use]
+pub fn section_header(app: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&BYTE_ORDER_MAGIC.to_le_bytes());
+    body.extend_from_slice(&1u16.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&(-1i64).to_le_bytes());
+    option(&mut body, 4, app.as_bytes());
+    option(&mut body, 0, &[]);
+    block(SHB, &body)
+}
+
+/// An interface description block: `linktype` (a LINKTYPE_ value),
+/// `snaplen`, nanosecond timestamps (`if_tsresol` 9).
+#[must_use]
+pub fn interface_description(linktype: u16, snaplen: u32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&linktype.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&snaplen.to_le_bytes());
+    option(&mut body, 9, &[9]);
+    option(&mut body, 0, &[]);
+    block(IDB, &body)
+}
+
+/// The header of an enhanced packet block on interface 0 (nanosecond
+/// timestamps); the caller writes `data`, then [`packet_trailer`].
+#[must_use]
+pub fn packet_header(ts: Timestamp, data_len: usize, orig_len: u32) -> [u8; 28] {
+    let caplen = u32::try_from(data_len).unwrap_or(u32::MAX);
+    let total = u32::try_from(32 + data_len.div_ceil(4) * 4).unwrap_or(u32::MAX);
+    let ns = u64::try_from(ts.as_nanos()).unwrap_or(0);
+    let mut h = [0u8; 28];
+    h[0..4].copy_from_slice(&EPB.to_le_bytes());
+    h[4..8].copy_from_slice(&total.to_le_bytes());
+    // h[8..12]: interface 0
+    h[12..16].copy_from_slice(&u32::try_from(ns >> 32).unwrap_or(0).to_le_bytes());
+    h[16..20].copy_from_slice(&u32::try_from(ns & 0xffff_ffff).unwrap_or(0).to_le_bytes());
+    h[20..24].copy_from_slice(&caplen.to_le_bytes());
+    h[24..28].copy_from_slice(&orig_len.max(caplen).to_le_bytes());
+    h
+}
+
+/// What follows an enhanced packet block's `data_len` bytes: padding and the
+/// trailing length.
+#[must_use]
+pub fn packet_trailer(data_len: usize) -> Vec<u8> {
+    let pad = data_len.div_ceil(4) * 4 - data_len;
+    let total = u32::try_from(32 + data_len + pad).unwrap_or(u32::MAX);
+    let mut t = vec![0u8; pad];
+    t.extend_from_slice(&total.to_le_bytes());
+    t
+}
+
+/// A custom block carrying `text` (UTF-8): [`HBSCOPE_PEN`], then the text's
+/// length (u32) and the text. `hbscope live --write FILE.pcapng` stores each
+/// process sample and diagnosis this way (JSON text); a flight recorder can
+/// store its own notes the same way. Readers that do not know the block skip
+/// it; Wireshark shows it as a custom block.
+#[must_use]
+pub fn custom_text_block(text: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(text.len() + 8);
+    body.extend_from_slice(&HBSCOPE_PEN.to_le_bytes());
+    body.extend_from_slice(&u32::try_from(text.len()).unwrap_or(0).to_le_bytes());
+    body.extend_from_slice(text.as_bytes());
+    block(CUSTOM_BLOCK, &body)
+}
+
+/// The texts of hbscope's custom blocks in the pcapng file at `path`, in
+/// file order (at most [`MAX_TEXTS`]). Empty when the file is not pcapng,
+/// was not written by hbscope (its first section's `shb_userappl` does not
+/// start with "hbscope"), or has none; reading stops quietly at a damaged
+/// block, keeping the texts before it.
+#[must_use]
+pub fn custom_texts(path: &std::path::Path) -> Vec<String> {
+    use std::io::BufReader;
+    let Ok(f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut r = BufReader::with_capacity(256 * 1024, f);
+    let mut out = Vec::new();
+    let mut head = [0u8; 8];
+    let mut first = true;
+    let mut swapped = false;
+    loop {
+        if fill(&mut r, &mut head).ok() != Some(8) {
+            break;
+        }
+        let raw_kind = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        if first && raw_kind != SHB {
+            break;
+        }
+        let mut body_head = [0u8; 4];
+        if raw_kind == SHB {
+            if fill(&mut r, &mut body_head).ok() != Some(4) {
+                break;
+            }
+            swapped = u32::from_le_bytes(body_head) != BYTE_ORDER_MAGIC;
+        }
+        let u32_of = |b: [u8; 4]| {
+            if swapped {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let kind = u32_of([head[0], head[1], head[2], head[3]]);
+        let len = u32_of([head[4], head[5], head[6], head[7]]);
+        if len < 12 || len % 4 != 0 || len > MAX_BLOCK {
+            break;
+        }
+        let rest = (len - 8) as usize;
+        if kind == SHB || kind == CUSTOM_BLOCK || kind == CUSTOM_BLOCK | 0x4000_0000 {
+            let mut body = vec![0u8; rest];
+            let have = if kind == SHB {
+                body[..4].copy_from_slice(&body_head);
+                fill(&mut r, &mut body[4..]).ok().map(|n| n + 4)
+            } else {
+                fill(&mut r, &mut body).ok()
+            };
+            if have != Some(rest) {
+                break;
+            }
+            let word = |at: usize| {
+                body.get(at..at + 4)
+                    .and_then(|s| s.try_into().ok())
+                    .map(u32_of)
+            };
+            if kind == SHB {
+                if first {
+                    // Options start after magic, version and section length (16 bytes).
+                    let opts = body.get(16..rest.saturating_sub(4)).unwrap_or(&[]);
+                    let app = shb_userappl(opts, swapped);
+                    if !app.is_some_and(|a| a.starts_with("hbscope")) {
+                        break;
+                    }
+                }
+                first = false;
+                continue;
+            }
+            if word(0) == Some(HBSCOPE_PEN) {
+                if let Some(n) = word(4).map(|n| n as usize) {
+                    if let Some(t) = body.get(8..8 + n) {
+                        if let Ok(s) = std::str::from_utf8(t) {
+                            out.push(s.to_owned());
+                            if out.len() >= MAX_TEXTS {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        } else if r.seek_relative(i64::from(len - 8)).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+/// The `shb_userappl` option (code 4) among a section header's options.
+fn shb_userappl(mut opts: &[u8], swapped: bool) -> Option<String> {
+    while opts.len() >= 4 {
+        let u16_of = |b: [u8; 2]| {
+            if swapped {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        };
+        let code = u16_of([opts[0], opts[1]]);
+        let len = usize::from(u16_of([opts[2], opts[3]]));
+        let value = opts.get(4..4 + len)?;
+        if code == 0 {
+            return None;
+        }
+        if code == 4 {
+            return Some(String::from_utf8_lossy(value).into_owned());
+        }
+        opts = opts.get(4 + len.div_ceil(4) * 4..)?;
+    }
+    None
 }

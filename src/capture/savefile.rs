@@ -12,8 +12,11 @@
 //!   a regular file with no other hard link, and is truncated and made 0600.
 //!
 //! The format is classic pcap with nanosecond timestamps (magic
-//! `a1b23c4d`), what libpcap writes for a nanosecond capture; the file is
-//! valid after every [`Savefile::flush`]. Packets are buffered whole and
+//! `a1b23c4d`), what libpcap writes for a nanosecond capture, or pcapng
+//! (nanosecond `if_tsresol`) when the path ends in `.pcapng`; pcapng can also
+//! carry text notes ([`Savefile::annotate`]: the process samples and
+//! diagnoses of live mode). The file is valid after every
+//! [`Savefile::flush`]. Packets are buffered whole and
 //! written whole: when a write fails (a full disk), the file is cut back to
 //! the end of the last packet written, so it stays a valid capture of the
 //! packets before, and nothing more is written.
@@ -23,7 +26,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{LinkType, PacketRecord};
+use super::{pcapng, LinkType, PacketRecord};
 
 /// pcap magic for nanosecond timestamps.
 const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
@@ -71,6 +74,8 @@ pub struct Savefile {
     /// Packets written to the file.
     saved: u64,
     path: PathBuf,
+    /// pcapng (the path ends in `.pcapng`), else classic pcap.
+    ng: bool,
     /// The first write error, reported by the next [`Savefile::flush`];
     /// nothing more is written after it.
     failed: Option<io::Error>,
@@ -119,14 +124,28 @@ impl Savefile {
                 .map_err(|e| e.to_string())?;
         }
         let mut file = file;
+        let ng = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
         let mut header = Vec::with_capacity(24);
-        header.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
-        header.extend_from_slice(&2u16.to_le_bytes());
-        header.extend_from_slice(&4u16.to_le_bytes());
-        header.extend_from_slice(&0i32.to_le_bytes()); // thiszone
-        header.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-        header.extend_from_slice(&snaplen.to_le_bytes());
-        header.extend_from_slice(&linktype_of(link).to_le_bytes());
+        if ng {
+            header.extend(pcapng::section_header(&format!(
+                "hbscope {}",
+                env!("CARGO_PKG_VERSION")
+            )));
+            header.extend(pcapng::interface_description(
+                u16::try_from(linktype_of(link)).unwrap_or(0),
+                snaplen,
+            ));
+        } else {
+            header.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
+            header.extend_from_slice(&2u16.to_le_bytes());
+            header.extend_from_slice(&4u16.to_le_bytes());
+            header.extend_from_slice(&0i32.to_le_bytes()); // thiszone
+            header.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
+            header.extend_from_slice(&snaplen.to_le_bytes());
+            header.extend_from_slice(&linktype_of(link).to_le_bytes());
+        }
         file.write_all(&header).map_err(|e| e.to_string())?;
         Ok(Savefile {
             file,
@@ -135,6 +154,7 @@ impl Savefile {
             done: header.len() as u64,
             saved: 0,
             path: path.to_path_buf(),
+            ng,
             failed: None,
             stopped: false,
         })
@@ -152,20 +172,43 @@ impl Savefile {
         if self.stopped {
             return;
         }
-        let ns = rec.ts.as_nanos();
-        let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
-        let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
-        let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
-        self.buf.extend_from_slice(&secs.to_le_bytes());
+        if self.ng {
+            self.buf.extend(pcapng::packet_header(rec.ts, rec.data.len(), rec.orig_len));
+            self.buf.extend_from_slice(rec.data);
+            self.buf.extend(pcapng::packet_trailer(rec.data.len()));
+        } else {
+            let ns = rec.ts.as_nanos();
+            let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
+            let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
+            let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
+            self.buf.extend_from_slice(&secs.to_le_bytes());
         self.buf.extend_from_slice(&nanos.to_le_bytes());
         self.buf.extend_from_slice(&caplen.to_le_bytes());
         self.buf
             .extend_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
-        self.buf.extend_from_slice(rec.data);
+            self.buf.extend_from_slice(rec.data);
+        }
         self.buffered += 1;
         if self.buf.len() >= BUFFER {
             self.spill();
         }
+    }
+
+    /// Adds a text note to a pcapng file as an hbscope custom block
+    /// ([`pcapng::custom_text_block`]), between the packets written before
+    /// and after it; `false` for a classic pcap file, which cannot carry one.
+    /// A write error is kept for the next [`Savefile::flush`].
+    pub fn annotate(&mut self, text: &str) -> bool {
+        if !self.ng {
+            return false;
+        }
+        if !self.stopped {
+            self.buf.extend(pcapng::custom_text_block(text));
+            if self.buf.len() >= BUFFER {
+                self.spill();
+            }
+        }
+        true
     }
 
     /// Writes the buffered records. On an error the file is cut back to the
@@ -270,6 +313,65 @@ mod tests {
         assert_eq!(b.ts, Timestamp(1_700_000_001_000_000_001));
         assert_eq!(b.caplen, 54);
         assert!(f.next_packet().unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn pcapng_with_notes_reads_back_through_libpcap_and_custom_texts() {
+        let d = dir("pcapng");
+        let p = d.join("out.pcapng");
+        let mut s = Savefile::create(&p, LinkType::ETHERNET, 262_144, false).unwrap();
+        let frame = [7u8; 61];
+        s.write(&rec(&frame, 1_700_000_000_123_456_789));
+        assert!(s.annotate("{\"note\": 1}"));
+        s.write(&rec(&frame[..54], 1_700_000_001_000_000_001));
+        assert!(s.annotate("é two"));
+        s.flush().unwrap();
+        let mut f = FileSource::open(&p).unwrap();
+        assert_eq!(f.link_type(), LinkType::ETHERNET);
+        let a = f.next_packet().unwrap().unwrap();
+        assert_eq!(a.ts, Timestamp(1_700_000_000_123_456_789));
+        assert_eq!(a.data, &frame[..]);
+        let b = f.next_packet().unwrap().unwrap();
+        assert_eq!((b.ts, b.caplen), (Timestamp(1_700_000_001_000_000_001), 54));
+        assert!(f.next_packet().unwrap().is_none());
+        assert_eq!(
+            pcapng::custom_texts(&p),
+            vec!["{\"note\": 1}".to_owned(), "é two".to_owned()]
+        );
+        // A classic pcap file takes no note, and has none.
+        let q = d.join("out.pcap");
+        let mut s = Savefile::create(&q, LinkType::ETHERNET, 262_144, false).unwrap();
+        assert!(!s.annotate("x"));
+        s.flush().unwrap();
+        assert!(pcapng::custom_texts(&q).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn damaged_pcapng_notes_never_panic() {
+        let d = dir("damaged");
+        let p = d.join("ok.pcapng");
+        let mut s = Savefile::create(&p, LinkType::ETHERNET, 65535, false).unwrap();
+        s.write(&rec(&[1u8; 40], 1_000_000_000));
+        s.annotate("note one");
+        s.annotate("note two");
+        s.flush().unwrap();
+        let good = std::fs::read(&p).unwrap();
+        let q = d.join("bad.pcapng");
+        // Every truncation, and every byte set to 0xff in turn.
+        for cut in 0..good.len() {
+            std::fs::write(&q, &good[..cut]).unwrap();
+            let n = pcapng::custom_texts(&q);
+            assert!(n.len() <= 2);
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] = 0xff;
+            std::fs::write(&q, &bad).unwrap();
+            let _ = pcapng::custom_texts(&q);
+        }
+        assert_eq!(pcapng::custom_texts(&p).len(), 2);
         let _ = std::fs::remove_dir_all(&d);
     }
 

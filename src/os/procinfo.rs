@@ -12,13 +12,19 @@
 //!    socket queues, about once a second, keeping a bounded history per
 //!    process; [`Sampler::verdict`] turns the samples inside a silence into a
 //!    [`ProcessVerdict`] with numbers.
+//! 3. *Why did it not send?* While a gap of the process is open,
+//!    [`Sampler::sample_threads`] also keeps per-thread system call samples
+//!    ([`super::threads`]); the verdict then carries their
+//!    [`threads::diagnose`] diagnosis, naming the thread, call and descriptor.
 //!
 //! Times are capture time ([`Timestamp`]) handed in by the caller: this module
 //! never reads a clock.
 //!
 //! Caps: [`MAX_SAMPLES`] samples per process, [`MAX_PROCESSES`] processes,
-//! [`MAX_THREADS`] threads per sample; beyond them the oldest samples, new
-//! processes and extra threads are not kept.
+//! [`MAX_THREADS`] threads per sample, [`MAX_DEEP_SAMPLES`] per-thread system
+//! call samples per process, [`MAX_DEEP_PROCESSES`] processes read that way
+//! per round; beyond them the oldest samples, new processes and extra threads
+//! are not kept.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use procfs::process::{FDTarget, Process};
 use procfs::ProcError;
 
+use super::threads::{self, CoarseFacts, Diagnosis, SyscallState, ThreadCpu, ThreadsSample};
 use crate::model::{Endpoint, Timestamp};
 
 /// The process that owns one end of a connection (live capture on that host).
@@ -52,10 +59,16 @@ pub struct ThreadActivity {
     pub state_samples: String,
     /// CPU seconds (user + system) used during the silence.
     pub cpu_s: f64,
+    /// The system call it was last seen in during the silence, with what it
+    /// waits on ("accept4 on 127.0.0.1:8774 (listening)"), from the
+    /// per-thread samples taken while the gap was open.
+    pub syscall: Option<String>,
+    /// The kernel function it last slept in (`wchan`).
+    pub wchan: Option<String>,
 }
 
 /// What a process was doing during a silence, in one word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Activity {
     /// Asleep with (almost) no CPU: blocked in a call that does not service heartbeats.
@@ -129,6 +142,9 @@ pub struct ProcessVerdict {
     pub socket_tx_queue_max: Option<u32>,
     /// Per-thread samples (at most 16 threads).
     pub threads: Vec<ThreadActivity>,
+    /// Why the process left its heartbeats unsent, from the per-thread
+    /// system call samples ([`threads::diagnose`]).
+    pub diagnosis: Option<Diagnosis>,
 }
 
 impl ProcessVerdict {
@@ -150,6 +166,7 @@ impl ProcessVerdict {
             socket_rx_queue_max: None,
             socket_tx_queue_max: None,
             threads: Vec::new(),
+            diagnosis: None,
         }
     }
 }
@@ -162,6 +179,11 @@ pub const MAX_PROCESSES: usize = 256;
 pub const MAX_THREADS: usize = 16;
 /// Socket queue samples kept per socket.
 const MAX_SOCKET_SAMPLES: usize = 300;
+/// Per-thread system call samples kept per process (about 2 minutes of an
+/// open gap at one per second).
+pub const MAX_DEEP_SAMPLES: usize = 120;
+/// Processes whose threads' system calls are sampled in one round.
+pub const MAX_DEEP_PROCESSES: usize = 16;
 /// Longest command line kept.
 const MAX_CMDLINE: usize = 200;
 
@@ -385,6 +407,10 @@ struct ThreadSample {
     name: String,
     state: char,
     cpu_ticks: u64,
+    /// Nanoseconds on a CPU plus waiting in a run queue for one
+    /// (`/proc/PID/task/TID/schedstat`): what the thread wanted, even when
+    /// other work on a busy host kept it off the CPU.
+    sched_ns: Option<u64>,
 }
 
 /// One process at one moment.
@@ -422,6 +448,15 @@ pub struct Sampler {
     ticks_per_second: u64,
     procs: HashMap<i32, History>,
     sockets: HashMap<(Endpoint, Endpoint), VecDeque<QueueSample>>,
+    /// Per-thread system call samples, taken while a gap of the process is open.
+    deep: HashMap<i32, VecDeque<ThreadsSample>>,
+    /// AMQP socket inodes per process (from the watched owners).
+    inodes: HashMap<i32, Vec<u64>>,
+    /// Ports whose TCP sockets count as AMQP.
+    amqp_ports: Vec<u16>,
+    /// The first "cannot read" reason, until taken.
+    denied: Option<String>,
+    denied_told: bool,
 }
 
 impl Default for Sampler {
@@ -437,6 +472,9 @@ pub struct Watch {
     pub owners: Vec<SocketOwner>,
     /// Local sockets (local, remote) whose queues to sample.
     pub sockets: Vec<(Endpoint, Endpoint)>,
+    /// Processes (among `owners`) with an open gap: their threads' system
+    /// calls are sampled too (at most [`MAX_DEEP_PROCESSES`]).
+    pub deep: Vec<i32>,
 }
 
 impl Sampler {
@@ -447,11 +485,60 @@ impl Sampler {
             ticks_per_second: procfs::ticks_per_second().max(1),
             procs: HashMap::new(),
             sockets: HashMap::new(),
+            deep: HashMap::new(),
+            inodes: HashMap::new(),
+            amqp_ports: vec![5672, 5671],
+            denied: None,
+            denied_told: false,
         }
+    }
+
+    /// Counts TCP sockets with one of `ports` at either end as AMQP when
+    /// describing what a thread waits on (default 5672 and 5671).
+    #[must_use]
+    pub fn with_amqp_ports(mut self, ports: &[u16]) -> Self {
+        self.amqp_ports = ports.to_vec();
+        self
+    }
+
+    /// Samples the threads of `pid` now: state, CPU, system call, `wchan` and
+    /// the descriptor waited on. Called when a gap opens, and by
+    /// [`Sampler::sample`] every round while it stays open.
+    pub fn sample_threads(&mut self, pid: i32, now: Timestamp) {
+        let inodes = self.inodes.get(&pid).cloned().unwrap_or_default();
+        let s = threads::sample_threads(pid, &inodes, &self.amqp_ports, now);
+        if self.denied.is_none() {
+            self.denied.clone_from(&s.unreadable);
+        }
+        let q = self.deep.entry(pid).or_default();
+        if q.len() >= MAX_DEEP_SAMPLES {
+            q.pop_front();
+        }
+        q.push_back(s);
+    }
+
+    /// Once per session: what could not be read about threads and why
+    /// (privileges), so the caller can say it once.
+    pub fn take_privilege_notice(&mut self) -> Option<String> {
+        if self.denied_told {
+            return None;
+        }
+        let d = self.denied.clone()?;
+        self.denied_told = true;
+        Some(d)
     }
 
     /// Takes one sample of every watched process and socket at `now`.
     pub fn sample(&mut self, watch: &Watch, now: Timestamp) {
+        for owner in &watch.owners {
+            let ino = self.inodes.entry(owner.pid).or_default();
+            if !ino.contains(&owner.inode) && ino.len() < 64 {
+                ino.push(owner.inode);
+            }
+        }
+        for pid in watch.deep.iter().take(MAX_DEEP_PROCESSES) {
+            self.sample_threads(*pid, now);
+        }
         for owner in &watch.owners {
             if !self.procs.contains_key(&owner.pid) && self.procs.len() >= MAX_PROCESSES {
                 continue;
@@ -500,6 +587,86 @@ impl Sampler {
     #[must_use]
     #[allow(clippy::cast_precision_loss)]
     pub fn verdict(
+        &self,
+        owner: &SocketOwner,
+        socket: (Endpoint, Endpoint),
+        connection_name: Option<String>,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> ProcessVerdict {
+        let mut rep = self.coarse_verdict(owner, socket, connection_name, start, end);
+        let deep: Vec<&ThreadsSample> = self
+            .deep
+            .get(&owner.pid)
+            .map(|q| q.iter().filter(|s| s.at >= start && s.at <= end).collect())
+            .unwrap_or_default();
+        if let Some(last) = deep.last() {
+            for t in &mut rep.threads {
+                if let Some(w) = last.threads.iter().find(|w| w.tid == t.tid) {
+                    t.syscall = match &w.syscall {
+                        SyscallState::In(c) => Some(c.what.clone()),
+                        SyscallState::Running => Some(String::from("running")),
+                        SyscallState::NotInSyscall => None,
+                        SyscallState::Unreadable(why) => Some(format!("unreadable: {why}")),
+                    };
+                    t.wchan.clone_from(&w.wchan);
+                }
+            }
+        }
+        let (sampled_s, thread_cpu) = self.inside_thread_cpu(owner.pid, start, end);
+        let coarse = CoarseFacts {
+            states: rep.state_samples.clone().unwrap_or_default(),
+            sampled_s,
+            thread_cpu,
+            rx_queue_max: rep.socket_rx_queue_max,
+        };
+        rep.diagnosis = Some(threads::diagnose(owner.pid, &coarse, &deep));
+        rep
+    }
+
+    /// CPU seconds per thread between the first and the last sample inside
+    /// the silence, and the wall seconds between them: a share that the
+    /// time before the silence does not dilute.
+    #[allow(clippy::cast_precision_loss)]
+    fn inside_thread_cpu(
+        &self,
+        pid: i32,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> (Option<f64>, Vec<ThreadCpu>) {
+        let Some(h) = self.procs.get(&pid) else {
+            return (None, Vec::new());
+        };
+        let mut inside = h
+            .samples
+            .iter()
+            .filter(|s| s.at >= start && s.at <= end && s.state != 'X');
+        let (Some(first), Some(last)) = (inside.next(), inside.next_back()) else {
+            return (None, Vec::new());
+        };
+        let wall = last.at.since(first.at).as_secs_f64();
+        let tps = self.ticks_per_second as f64;
+        let cpu = last
+            .threads
+            .iter()
+            .filter_map(|t| {
+                let f = first.threads.iter().find(|u| u.tid == t.tid)?;
+                Some(ThreadCpu {
+                    tid: t.tid,
+                    name: t.name.clone(),
+                    cpu_s: round3(t.cpu_ticks.saturating_sub(f.cpu_ticks) as f64 / tps),
+                    demand_s: t
+                        .sched_ns
+                        .zip(f.sched_ns)
+                        .map(|(b, a)| round3(b.saturating_sub(a) as f64 / 1e9)),
+                })
+            })
+            .collect();
+        (Some(round3(wall)), cpu)
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn coarse_verdict(
         &self,
         owner: &SocketOwner,
         socket: (Endpoint, Endpoint),
@@ -648,9 +815,20 @@ fn thread_reports(base: &ProcSample, inside: &[&ProcSample], tps: f64) -> Vec<Th
                     })
                     .collect(),
                 cpu_s: round3(last_cpu.saturating_sub(first_cpu) as f64 / tps),
+                syscall: None,
+                wchan: None,
             }
         })
         .collect()
+}
+
+/// On-CPU plus run-queue nanoseconds of a thread, when the kernel keeps them.
+fn schedstat(pid: i32, tid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    let mut it = text.split_whitespace();
+    let run: u64 = it.next()?.parse().ok()?;
+    let wait: u64 = it.next()?.parse().ok()?;
+    Some(run.saturating_add(wait))
 }
 
 fn gone_sample(at: Timestamp) -> ProcSample {
@@ -685,6 +863,7 @@ fn sample_process(pid: i32, starttime: u64, at: Timestamp) -> ProcSample {
                     name: ts.comm,
                     state: ts.state,
                     cpu_ticks: ts.utime.saturating_add(ts.stime),
+                    sched_ns: schedstat(pid, t.tid),
                 });
             }
         }
@@ -734,11 +913,8 @@ mod tests {
     }
 
     fn sampler_with(states: &[(char, u64)]) -> Sampler {
-        let mut s = Sampler {
-            ticks_per_second: 100,
-            procs: HashMap::new(),
-            sockets: HashMap::new(),
-        };
+        let mut s = Sampler::new();
+        s.ticks_per_second = 100;
         let mut h = History::default();
         for (i, (state, cpu)) in states.iter().enumerate() {
             h.samples.push_back(ProcSample {

@@ -558,6 +558,8 @@ impl From<&ThreadActivity> for ThreadReport {
             name: t.name.clone(),
             state_samples: t.state_samples.clone(),
             cpu_s: t.cpu_s,
+            syscall: t.syscall.clone(),
+            wchan: t.wchan.clone(),
         }
     }
 }
@@ -582,6 +584,12 @@ impl ProcessReport {
             socket_rx_queue_max: p.socket_rx_queue_max,
             socket_tx_queue_max: p.socket_tx_queue_max,
             threads: p.threads.iter().map(ThreadReport::from).collect(),
+            diagnosis: p.diagnosis.map(|d| DiagnosisReport {
+                kind: d.kind,
+                detail: d.detail,
+                evidence: d.evidence,
+            }),
+            py_spy: None,
         }
     }
 }

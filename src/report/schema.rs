@@ -10,6 +10,7 @@ use crate::analysis::{
     display_as_str, Cause, Consequence, EndHow, HeartbeatSource, RoleDirection, SilenceEnd,
 };
 pub use crate::os::procinfo::Activity;
+pub use crate::os::threads::DiagnosisKind;
 
 /// Version of the JSON schema; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -629,7 +630,7 @@ pub struct GapReport {
 }
 
 /// The process that owns one end of a connection (live capture on that host).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ProcessOwnerReport {
     /// Process id.
     pub pid: i32,
@@ -643,7 +644,7 @@ pub struct ProcessOwnerReport {
 }
 
 /// One thread of the silent process during a silence.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ThreadReport {
     /// Thread id.
     pub tid: i32,
@@ -653,10 +654,30 @@ pub struct ThreadReport {
     pub state_samples: String,
     /// CPU seconds (user + system) used during the silence.
     pub cpu_s: f64,
+    /// Live, per-thread sampling: the system call it was last seen in during
+    /// the silence and what it waits on, e.g. "accept4 on 127.0.0.1:8774
+    /// (listening)", "read on FIFO /tmp/x", "running".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// The kernel function it last slept in (`/proc/PID/task/TID/wchan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+}
+
+/// Why the silent process left its heartbeats unsent (live only).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct DiagnosisReport {
+    /// "blocked-outside-event-loop" | "cpu-bound" | "stopped" | "disk-wait" |
+    /// "lock-wait" | "exited" | "unknown".
+    pub kind: DiagnosisKind,
+    /// One sentence naming the thread, the system call and the descriptor.
+    pub detail: String,
+    /// The facts it rests on, one per line.
+    pub evidence: Vec<String>,
 }
 
 /// What the silent side's process was doing during a silence (live only).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ProcessReport {
     /// "client" | "broker": whose process this is.
     pub side: Role,
@@ -701,8 +722,17 @@ pub struct ProcessReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_tx_queue_max: Option<u32>,
     /// Per-thread samples (at most 16 threads).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub threads: Vec<ThreadReport>,
+    /// Why the process left its heartbeats unsent, from per-thread system
+    /// call samples taken while the gap was open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<DiagnosisReport>,
+    /// `live --py-spy`: `py-spy dump` of the process taken when the gap
+    /// opened (its Python stacks, from the "Python v" line on), or why there
+    /// is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub py_spy: Option<String>,
 }
 
 impl ProcessReport {

@@ -30,6 +30,22 @@ pub fn process_text(p: &ProcessReport) -> String {
     if let Some(rx) = p.socket_rx_queue_max.filter(|v| *v > 0) {
         let _ = write!(o, "; {rx} unread bytes in its socket");
     }
+    if let Some(d) = &p.diagnosis {
+        let _ = write!(o, "; diagnosis {}: {}", d.kind, clean(&d.detail));
+    }
+    o
+}
+
+/// The evidence lines of a process diagnosis, each on its own line with
+/// `indent` (empty without a diagnosis).
+#[must_use]
+pub fn diagnosis_evidence_text(p: &ProcessReport, indent: &str) -> String {
+    let mut o = String::new();
+    if let Some(d) = &p.diagnosis {
+        for e in &d.evidence {
+            let _ = write!(o, "\n{indent}- {}", clean(e));
+        }
+    }
     o
 }
 
@@ -494,7 +510,18 @@ pub fn to_text_in(report: &Report, z: Zone) -> String {
                 let _ = writeln!(o, "      - {}", clean(line));
             }
             if let Some(p) = &g.process {
-                let _ = writeln!(o, "      process: {}", process_text(p));
+                let _ = writeln!(
+                    o,
+                    "      process: {}{}",
+                    process_text(p),
+                    diagnosis_evidence_text(p, "        ")
+                );
+                if let Some(d) = &p.py_spy {
+                    let _ = writeln!(o, "      py-spy dump:");
+                    for l in d.lines() {
+                        let _ = writeln!(o, "        {}", clean(l));
+                    }
+                }
             }
             if !g.broker_log.is_empty() {
                 let _ = writeln!(o, "      broker log:");

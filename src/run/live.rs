@@ -47,7 +47,9 @@ use crate::engine::{Engine, EngineConfig};
 use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer, Registry};
 use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
+use crate::os::pyspy;
 use crate::proto::amqp::PropValue;
+use crate::report::annotation::Note;
 use crate::report::sanitize::text as clean;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
 use crate::tui::live::ProcessNote;
@@ -97,6 +99,8 @@ pub struct LiveOptions {
     pub force: bool,
     /// Attribute connections to local processes through /proc.
     pub attribution: bool,
+    /// Attach `py-spy dump` output to the gaps of Python processes.
+    pub py_spy: bool,
     /// Drop to this user once the capture (and `--write` file) are open.
     pub user: Option<String>,
     /// Serve Prometheus metrics (bound before `user` is applied).
@@ -398,7 +402,17 @@ pub fn event_text(e: &LiveEvent) -> String {
                 s.push_str(&format!("\n    - {}", clean(line)));
             }
             if let Some(p) = &gap.process {
-                s.push_str(&format!("\n    process: {}", report::process_text(p)));
+                s.push_str(&format!(
+                    "\n    process: {}{}",
+                    report::process_text(p),
+                    report::diagnosis_evidence_text(p, "      ")
+                ));
+                if let Some(d) = &p.py_spy {
+                    s.push_str("\n    py-spy dump:");
+                    for l in d.lines() {
+                        s.push_str(&format!("\n      {}", clean(l)));
+                    }
+                }
             }
             s
         }
@@ -441,12 +455,25 @@ struct SlotState {
     owners: [Option<Result<SocketOwner, ProcInfoError>>; 2],
     /// Process verdicts by gap index.
     gap_process: HashMap<usize, ProcessReport>,
+    /// By role: a gap of that side is open (flagged, not yet closed), so its
+    /// process's threads are sampled every round.
+    open: [bool; 2],
+    /// By role: the `py-spy dump` started when that side's gap opened.
+    dumps: [Option<pyspy::Dump>; 2],
 }
 
 /// The live session's state between packets.
 struct Tracker {
     slots: Vec<SlotState>,
     sampler: Option<Sampler>,
+    /// What per-thread sampling could not read (privileges), said once as
+    /// the report's `process-sampling-limited` warning.
+    notice: Option<String>,
+    /// `--py-spy`.
+    py_spy: bool,
+    /// Owners and gap process reports not yet stored in a pcapng `--write`
+    /// file ([`report::annotation`]).
+    notes: Vec<String>,
 }
 
 fn role_index(r: Role) -> usize {
@@ -477,10 +504,13 @@ fn socket_of(conn: &Connection, role: Role) -> (Endpoint, Endpoint) {
 }
 
 impl Tracker {
-    fn new(attribution: bool) -> Self {
+    fn new(attribution: bool, amqp_ports: &[u16], py_spy: bool) -> Self {
         Tracker {
             slots: Vec::new(),
-            sampler: attribution.then(Sampler::new),
+            sampler: attribution.then(|| Sampler::new().with_amqp_ports(amqp_ports)),
+            notice: None,
+            py_spy: attribution && py_spy,
+            notes: Vec::new(),
         }
     }
 
@@ -568,6 +598,17 @@ impl Tracker {
                         .and_then(|o| o.as_ref().ok())
                         .map(|o| ProcessOwnerReport::from(&o.report()))
                 };
+                if owner(0).is_some() || owner(1).is_some() {
+                    self.notes.push(
+                        Note::Owners {
+                            client: c.client().to_string(),
+                            broker: c.broker().to_string(),
+                            client_process: owner(0),
+                            broker_process: owner(1),
+                        }
+                        .to_text(),
+                    );
+                }
                 emit(&LiveEvent::ConnectionSeen {
                     at: report::rfc3339(c.first_seen()),
                     client: c.client().to_string(),
@@ -594,10 +635,29 @@ impl Tracker {
                 let gi = self.slots[i].gaps_emitted;
                 self.slots[i].gaps_emitted += 1;
                 let g = &c.gaps()[gi];
-                let process = self.process_verdict(&self.slots[i], c, g.silent, g.start, g.end);
+                self.slots[i].open[role_index(g.silent)] = false;
+                let dump = self.slots[i].dumps[role_index(g.silent)].take();
+                let mut process = self.process_verdict(&self.slots[i], c, g.silent, g.start, g.end);
+                if let (Some(p), Some(mut d)) = (process.as_mut(), dump) {
+                    p.py_spy = Some(match d.poll() {
+                        Some(Ok(text)) => text,
+                        Some(Err(why)) => why,
+                        None => String::from("py-spy dump was still running when the gap closed"),
+                    });
+                }
                 let mut gap = report::gap_report(c, g);
                 gap.process.clone_from(&process);
                 if let Some(p) = process {
+                    self.notes.push(
+                        Note::GapProcess {
+                            client: c.client().to_string(),
+                            broker: c.broker().to_string(),
+                            direction: gap.direction.as_str().to_owned(),
+                            start: gap.start.clone(),
+                            process: Box::new(p.clone()),
+                        }
+                        .to_text(),
+                    );
                     self.slots[i].gap_process.insert(gi, p);
                 }
                 emit(&LiveEvent::GapClosed {
@@ -640,6 +700,30 @@ impl Tracker {
             let Some(g) = c.open_gap(dir, now) else {
                 continue;
             };
+            // Sample the silent process's threads right away, so the event
+            // already names what it is blocked in.
+            if let (Some(sampler), Some(Ok(owner))) =
+                (self.sampler.as_mut(), &st.owners[role_index(g.silent)])
+            {
+                sampler.sample_threads(owner.pid, now);
+                if self.notice.is_none() {
+                    self.notice = sampler.take_privilege_notice();
+                }
+            }
+            if let Some(st) = self.slots.get_mut(i) {
+                let k = role_index(g.silent);
+                st.open[k] = true;
+                if self.py_spy && st.dumps[k].is_none() {
+                    if let Some(Ok(owner)) = &st.owners[k] {
+                        if pyspy::is_python(owner.pid) {
+                            st.dumps[k] = Some(pyspy::Dump::start(owner.pid));
+                        }
+                    }
+                }
+            }
+            let Some(st) = self.slots.get(i) else {
+                continue;
+            };
             let mut gap = report::gap_report(c, &g);
             gap.process = self.process_verdict(st, c, g.silent, g.start, now);
             emit(&LiveEvent::GapOpened {
@@ -666,11 +750,17 @@ impl Tracker {
                     if !watch.owners.iter().any(|o| o.pid == owner.pid) {
                         watch.owners.push(owner.clone());
                     }
+                    if st.open[role_index(role)] && !watch.deep.contains(&owner.pid) {
+                        watch.deep.push(owner.pid);
+                    }
                     watch.sockets.push(socket_of(&s.conn, role));
                 }
             }
         }
         sampler.sample(&watch, now);
+        if self.notice.is_none() {
+            self.notice = sampler.take_privilege_notice();
+        }
     }
 
     /// Adds owners and process verdicts to the final report.
@@ -807,6 +897,12 @@ impl Sink for LiveSink<'_, '_> {
     fn on_sample(&mut self, engine: &Engine, now: Timestamp) -> Flow {
         self.tracker.sample(engine, now);
         self.view.on_sample(engine, now)
+    }
+
+    fn take_annotations(&mut self) -> Vec<String> {
+        let mut notes = std::mem::take(&mut self.tracker.notes);
+        notes.extend(self.view.take_annotations());
+        notes
     }
 }
 
@@ -987,7 +1083,11 @@ pub fn run_with_view(
     let per_connection = opts.metrics.is_some_and(|m| m.per_connection);
     let mut sink = LiveSink {
         view,
-        tracker: Tracker::new(opts.attribution),
+        tracker: Tracker::new(
+            opts.attribution,
+            &[&opts.engine.amqp_ports[..], &opts.engine.tls_ports[..]].concat(),
+            opts.py_spy,
+        ),
         emit,
         metrics: metrics.map(|p| (p, Collector::new(per_connection))),
         interface: opts.capture.interface.clone(),
@@ -1031,7 +1131,22 @@ pub fn run_with_view(
         );
     }
     sink.tracker.sample(&engine, now);
+    if let Some(why) = sink.tracker.notice.take() {
+        engine.warn(
+            "process-sampling-limited",
+            format!(
+                "cannot read {why}: gap diagnoses cannot name the system call a thread was blocked in; \
+                 run hbscope as root or with CAP_SYS_PTRACE"
+            ),
+        );
+    }
     let _ = sink.tracker.after_packets(&engine, now, sink.emit);
+    engine.finish();
+    let _ = sink.tracker.after_packets(&engine, now, sink.emit);
+    // The notes of the gaps the capture's end closed, before the file closes.
+    for note in std::mem::take(&mut sink.tracker.notes) {
+        source.annotate(&note);
+    }
     let written = match source.close_save() {
         Ok(w) => w,
         Err(e) => {
@@ -1039,8 +1154,6 @@ pub fn run_with_view(
             None
         }
     };
-    engine.finish();
-    let _ = sink.tracker.after_packets(&engine, now, sink.emit);
     let _ = (sink.emit)(&LiveEvent::CaptureStopped {
         at: report::rfc3339(now),
         reason: StopReason::from(&driven.reason),

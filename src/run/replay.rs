@@ -29,6 +29,18 @@ impl Replay {
     }
 }
 
+/// The process notes `live --write FILE.pcapng` stored in the file at `path`
+/// (owners, gap process reports and diagnoses), for
+/// [`report::annotation::apply`]; empty for stdin, classic pcap and files
+/// hbscope did not write.
+#[must_use]
+pub fn stored_notes(path: &Path) -> Vec<String> {
+    if path.as_os_str() == "-" {
+        return Vec::new();
+    }
+    crate::capture::pcapng::custom_texts(path)
+}
+
 /// Opens the capture at `path` and checks its link type without reading
 /// packets (to report an unusable input before a UI starts).
 ///

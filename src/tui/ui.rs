@@ -958,6 +958,12 @@ fn draw_process(f: &mut Frame<'_>, area: Rect, app: &App, c: &ConnView) {
         if let Some(cpu) = v.cpu_share {
             lines.push(Line::from(format!("cpu {:.0}% of a core", cpu * 100.0)));
         }
+        if let Some(d) = &v.diagnosis {
+            lines.push(Line::from(vec![
+                TSpan::styled(format!("{} ", d.kind), Style::new().bold()),
+                TSpan::raw(clean(&d.detail).into_owned()),
+            ]));
+        }
         lines.push(Line::from(clean(&v.reason).into_owned()).fg(Color::Gray));
     }
     f.render_widget(

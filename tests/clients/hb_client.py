@@ -8,6 +8,14 @@ Usage: hb_client.py MODE [HEARTBEAT_S] [SLEEP_S] [NAME]
   sleep  connect, then time.sleep(SLEEP_S) without servicing heartbeats
          (a blocking call that starves pika's I/O loop), then notice the
          dead connection and exit.
+  spin   connect, consume one message it publishes to itself, and spin the
+         CPU in the consumer callback for SLEEP_S seconds (pure Python, no
+         system calls): pika's I/O loop cannot run meanwhile.
+  lock   connect, start a thread that takes a lock and sleeps holding it,
+         then block acquiring that lock in the main thread until killed.
+  fifo   connect, then block reading the FIFO whose path is in $HBSCOPE_FIFO
+         (opened read-write, so the read waits for data nobody writes) until
+         killed.
 
 Prints "ready PID LOCAL_PORT" once connected, "closed: REASON" at the end.
 The connection_name is "NAME:PID:MODE" (NAME defaults to hbscope-test) so the
@@ -50,6 +58,41 @@ def main():
             conn.close()
             print("closed: still open after the sleep", flush=True)
             return
+        elif mode == "spin":
+            ch = conn.channel()
+            queue = ch.queue_declare(queue="", exclusive=True).method.queue
+
+            def on_message(_ch, _method, _props, _body):
+                print("spinning", flush=True)
+                end = time.monotonic() + sleep_s
+                n = 0
+                while time.monotonic() < end:
+                    n += 1
+                print(f"spun {n}", flush=True)
+
+            ch.basic_consume(queue=queue, on_message_callback=on_message, auto_ack=True)
+            ch.basic_publish(exchange="", routing_key=queue, body=b"spin")
+            while True:
+                conn.process_data_events(time_limit=0.2)
+        elif mode == "lock":
+            import threading
+
+            lock = threading.Lock()
+            held = threading.Event()
+
+            def holder():
+                with lock:
+                    held.set()
+                    time.sleep(3600)
+
+            threading.Thread(target=holder, name="holder", daemon=True).start()
+            held.wait()
+            print("waiting for the lock", flush=True)
+            lock.acquire()
+        elif mode == "fifo":
+            fd = os.open(os.environ["HBSCOPE_FIFO"], os.O_RDWR)
+            print("reading the fifo", flush=True)
+            os.read(fd, 1)
         else:
             raise SystemExit(f"unknown mode {mode}")
     except Exception as e:  # noqa: BLE001 - the broker cut us, as intended

@@ -1,0 +1,468 @@
+//! Gap diagnoses (`process.diagnosis`) from real processes against the real
+//! RabbitMQ on 127.0.0.1:5672, read from `hbscope live -i lo --format json`.
+//!
+//! - a pika client spinning the CPU in a consumer callback: `cpu-bound`,
+//!   naming the thread, and with `--py-spy` its Python stacks show the
+//!   callback;
+//! - a pika client whose main thread waits for a lock another thread holds
+//!   while sleeping: `lock-wait`;
+//! - a pika client blocked reading a FIFO nobody writes:
+//!   `blocked-outside-event-loop`, naming the FIFO; the `--write` pcapng of
+//!   that capture, replayed from a copy, shows the same owners and gap
+//!   process (diagnosis included);
+//! - the founding case: a real Apache httpd (Debian apache2, MPM prefork,
+//!   mod_wsgi embedded) serving a WSGI app that calls
+//!   `eventlet.monkey_patch()` and casts through oslo.messaging with a 4 s
+//!   heartbeat (tests/clients/apache_wsgi.sh, nova_wsgi.py): the gap is
+//!   `blocked-outside-event-loop` naming accept on the HTTP listener; with
+//!   `heartbeat_in_pthread = True` there is no gap.
+//!
+//! The SIGSTOP (`stopped`) and sleep cases are in tests/live_rabbitmq.rs.
+//!
+//! Needs root, the broker, python3 with pika, py-spy (`pip install py-spy`), and for the Apache cases
+//! `apt-get install apache2 libapache2-mod-wsgi-py3 python3-oslo.messaging
+//! python3-eventlet`; the tests fail and say what is missing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::live::{client_script, require_environment, signal, Lines, BIN};
+
+fn start_capture(secs: u32, extra: &[&str]) -> Lines {
+    let mut cap = Lines::spawn(
+        Command::new(BIN)
+            .args([
+                "live",
+                "-i",
+                "lo",
+                "--format",
+                "json",
+                "--duration",
+                &secs.to_string(),
+            ])
+            .args(extra),
+    );
+    cap.wait_for("\"capture-started\"", Duration::from_secs(10));
+    cap
+}
+
+fn stop_capture(cap: &mut Lines) -> Vec<Value> {
+    signal(cap.child.id(), "-INT");
+    cap.drain(Duration::from_secs(15));
+    let st = cap.wait_exit(Duration::from_secs(5));
+    assert!(
+        st.success(),
+        "hbscope live exited with {st}:\n{}",
+        cap.dump()
+    );
+    let all: Vec<Value> = cap
+        .seen
+        .iter()
+        .map(|(_, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(
+        all.last().map(|r| r["schema_version"].clone()),
+        Some(Value::from(1)),
+        "the last line must be the report:\n{}",
+        cap.dump()
+    );
+    all
+}
+
+fn start_client(mode: &str, secs: &str, env: &[(&str, &str)]) -> (Lines, u32) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(client_script()).args([mode, "2", secs]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut client = Lines::spawn(&mut cmd);
+    let ready = client.wait_for("ready", Duration::from_secs(15));
+    let pid: u32 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (client, pid)
+}
+
+/// The client endpoint of the connection whose client socket `pid` owns.
+fn client_of_pid(events: &[Value], pid: u32) -> String {
+    events
+        .iter()
+        .find(|e| e["event"] == "connection-seen" && e["client_process"]["pid"] == pid)
+        .and_then(|e| e["client"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no connection-seen event with client_process.pid {pid}"))
+}
+
+fn client_gap<'a>(events: &'a [Value], kind: &str, client: &str) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|e| {
+            e["event"] == kind
+                && e["client"] == client
+                && e["gap"]["direction"] == "client-to-broker"
+        })
+        .map(|e| &e["gap"])
+}
+
+fn dump(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+#[ignore = "needs root, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
+fn client_spinning_in_a_callback_is_cpu_bound_naming_the_thread() {
+    require_environment("live_diagnosis");
+    let py_spy = Command::new("py-spy")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(py_spy, "py-spy is needed on PATH: `pip install py-spy`");
+    let mut cap = start_capture(60, &["--py-spy"]);
+    let (mut client, pid) = start_client("spin", "9", &[]);
+    client.wait_for("spun", Duration::from_secs(20));
+    client.wait_exit(Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    let events = stop_capture(&mut cap);
+    let me = client_of_pid(&events, pid);
+    for kind in ["gap-opened", "gap-closed"] {
+        let g = client_gap(&events, kind, &me)
+            .unwrap_or_else(|| panic!("no {kind} for {me}:\n{}", dump(&events)));
+        let d = &g["process"]["diagnosis"];
+        assert_eq!(d["kind"], "cpu-bound", "{kind}: {g}");
+        let detail = d["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("thread {pid} (python")),
+            "{kind} must name the spinning thread {pid}: {detail}"
+        );
+    }
+    // --py-spy: the stacks taken when the gap opened show the callback.
+    let g = client_gap(&events, "gap-closed", &me).unwrap();
+    let dump = g["process"]["py_spy"].as_str().unwrap_or_default();
+    assert!(
+        dump.starts_with("Python v") && dump.contains("on_message (hb_client.py"),
+        "py-spy dump must show the spinning callback: {g}"
+    );
+}
+
+#[test]
+#[ignore = "needs root, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
+fn client_reading_a_fifo_is_blocked_outside_the_event_loop_naming_the_fifo_and_the_pcapng_keeps_it()
+{
+    require_environment("live_diagnosis");
+    let dir = std::env::temp_dir().join(format!("hbscope-diag-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("nobody-writes.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let ok = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(ok.success(), "mkfifo {}", fifo.display());
+    let pcapng = dir.join("fifo.pcapng");
+    let _ = std::fs::remove_file(&pcapng);
+    let mut cap = start_capture(60, &["--write", pcapng.to_str().unwrap()]);
+    let (mut client, pid) = start_client("fifo", "0", &[("HBSCOPE_FIFO", fifo.to_str().unwrap())]);
+    client.wait_for("reading the fifo", Duration::from_secs(5));
+    // Past the 2 s limit, and past the broker's cut (2-3 x 2 s).
+    std::thread::sleep(Duration::from_secs(8));
+    let events = stop_capture(&mut cap);
+    drop(client);
+    let _ = std::fs::remove_file(&fifo);
+    let me = client_of_pid(&events, pid);
+    let want = format!("read on FIFO {}", fifo.display());
+    for kind in ["gap-opened", "gap-closed"] {
+        let g = client_gap(&events, kind, &me)
+            .unwrap_or_else(|| panic!("no {kind} for {me}:\n{}", dump(&events)));
+        let d = &g["process"]["diagnosis"];
+        assert_eq!(d["kind"], "blocked-outside-event-loop", "{kind}: {g}");
+        let detail = d["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("thread {pid} (")) && detail.contains(&want),
+            "{kind} must name thread {pid} and {want}: {detail}"
+        );
+        let t = &g["process"]["threads"][0];
+        assert_eq!(t["tid"], pid, "{g}");
+        assert_eq!(t["syscall"], want.as_str(), "{g}");
+    }
+
+    // The pcapng carries the process facts: a replay of a copy of it (all
+    // another machine has) shows the same owners and the same gap process.
+    let elsewhere = dir.join("copied-elsewhere.pcapng");
+    std::fs::copy(&pcapng, &elsewhere).unwrap();
+    let live_report = events.last().unwrap();
+    let live_conn = connection(live_report, &me);
+    let out = Command::new(BIN)
+        .args(["replay", "--format", "json"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let conn = connection(&replayed, &me);
+    assert_eq!(
+        conn["client_process"], live_conn["client_process"],
+        "{conn}"
+    );
+    assert_eq!(conn["client_process"]["pid"], pid);
+    let lg = &live_conn["gaps"][0];
+    let rg = &conn["gaps"][0];
+    assert_eq!(rg["start"], lg["start"]);
+    assert_eq!(rg["process"], lg["process"], "replayed gap: {rg}");
+    assert_eq!(
+        rg["process"]["diagnosis"]["kind"],
+        "blocked-outside-event-loop"
+    );
+    let text = Command::new(BIN)
+        .args(["replay", "--format", "text"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "diagnosis blocked-outside-event-loop: thread {pid} ("
+        )) && text.contains(&want),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn connection<'a>(report: &'a Value, client: &str) -> &'a Value {
+    report["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == client)
+        .unwrap_or_else(|| panic!("{client} not in the report: {report}"))
+}
+
+#[test]
+#[ignore = "needs root, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
+fn client_waiting_for_a_lock_held_by_a_sleeping_thread_is_lock_wait() {
+    require_environment("live_diagnosis");
+    let mut cap = start_capture(60, &[]);
+    let (mut client, pid) = start_client("lock", "0", &[]);
+    client.wait_for("waiting for the lock", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(7));
+    let events = stop_capture(&mut cap);
+    drop(client);
+    let me = client_of_pid(&events, pid);
+    for kind in ["gap-opened", "gap-closed"] {
+        let g = client_gap(&events, kind, &me)
+            .unwrap_or_else(|| panic!("no {kind} for {me}:\n{}", dump(&events)));
+        let d = &g["process"]["diagnosis"];
+        assert_eq!(d["kind"], "lock-wait", "{kind}: {g}");
+        let detail = d["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!(
+                "thread {pid} (python3) waits on a lock (futex wait at 0x"
+            )),
+            "{kind}: {detail}"
+        );
+        // The holder is listed too, asleep outside the lock.
+        let ev = d["evidence"].to_string();
+        assert!(ev.contains("clock_nanosleep"), "{kind}: {ev}");
+    }
+}
+
+// ---- the founding case: real Apache httpd + mod_wsgi + eventlet + oslo.messaging
+
+fn apache_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/apache_wsgi.sh")
+}
+
+fn require_apache() {
+    for f in [
+        "/usr/sbin/apache2",
+        "/usr/lib/apache2/modules/mod_wsgi.so",
+        "/usr/lib/apache2/modules/mod_mpm_prefork.so",
+    ] {
+        assert!(
+            Path::new(f).exists(),
+            "{f} is missing: apt-get install apache2 libapache2-mod-wsgi-py3"
+        );
+    }
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import eventlet, oslo_messaging"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "mod_wsgi's interpreter /usr/bin/python3 needs eventlet and oslo.messaging: \
+         apt-get install python3-oslo.messaging python3-eventlet"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP GET; returns the Apache child's pid from the app's answer.
+fn http_get(port: u16) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("Apache is not answering on 127.0.0.1:{port}: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let pid = body
+        .split("pid ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok());
+    pid.unwrap_or_else(|| panic!("unexpected answer from the WSGI app:\n{body}"))
+}
+
+struct Apache {
+    lines: Lines,
+    dir: PathBuf,
+}
+
+impl Apache {
+    fn start(port: u16, pthread: bool) -> Apache {
+        let dir =
+            std::env::temp_dir().join(format!("hbscope-apache-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Its own process group: prefork's shutdown signals its whole group.
+        let lines = Lines::spawn(
+            Command::new(apache_script())
+                .args([
+                    dir.to_str().unwrap(),
+                    &port.to_string(),
+                    if pthread { "true" } else { "false" },
+                ])
+                .process_group(0),
+        );
+        Apache { lines, dir }
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        // apache2 -DFOREGROUND stops its children on SIGTERM.
+        signal(self.lines.child.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.lines.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs Apache, makes one request, stays idle for `idle`, and returns the
+/// events, the child's pid, the HTTP port and Apache's error log.
+fn founding_case(pthread: bool, idle: Duration) -> (Vec<Value>, u32, u16, String) {
+    require_environment("live_diagnosis");
+    require_apache();
+    let port = free_port();
+    let mut cap = start_capture(90, &[]);
+    let apache = Apache::start(port, pthread);
+    let child = http_get(port);
+    std::thread::sleep(idle);
+    let events = stop_capture(&mut cap);
+    let log = apache.error_log();
+    drop(apache);
+    (events, child, port, log)
+}
+
+#[test]
+#[ignore = "needs root, RabbitMQ, apache2 + libapache2-mod-wsgi-py3 + python3-oslo.messaging + python3-eventlet: run with --include-ignored"]
+fn apache_mod_wsgi_eventlet_child_is_blocked_in_accept_on_its_listener() {
+    let (events, child, port, log) = founding_case(false, Duration::from_secs(14));
+    let me = events
+        .iter()
+        .find(|e| e["event"] == "connection-seen" && e["client_process"]["pid"] == child)
+        .and_then(|e| e["client"].as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "no connection of Apache child {child}:\n{}\nerror.log:\n{log}",
+                dump(&events)
+            )
+        })
+        .to_owned();
+    let listener = format!("127.0.0.1:{port} (listening)");
+    for kind in ["gap-opened", "gap-closed"] {
+        let g = client_gap(&events, kind, &me)
+            .unwrap_or_else(|| panic!("no {kind} for {me}:\n{}", dump(&events)));
+        assert_eq!(g["cause"], "client-stall", "{g}");
+        let d = &g["process"]["diagnosis"];
+        assert_eq!(d["kind"], "blocked-outside-event-loop", "{kind}: {g}");
+        let detail = d["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("thread {child} (apache2) is blocked in accept"))
+                && detail.contains(&listener),
+            "{kind} must name accept on {listener}: {detail}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root, RabbitMQ, apache2 + libapache2-mod-wsgi-py3 + python3-oslo.messaging + python3-eventlet: run with --include-ignored"]
+fn apache_mod_wsgi_with_heartbeat_in_pthread_has_no_gap() {
+    let (events, child, _, log) = founding_case(true, Duration::from_secs(14));
+    let me = events
+        .iter()
+        .find(|e| e["event"] == "connection-seen" && e["client_process"]["pid"] == child)
+        .and_then(|e| e["client"].as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "no connection of Apache child {child}:\n{}\nerror.log:\n{log}",
+                dump(&events)
+            )
+        })
+        .to_owned();
+    assert!(
+        events.iter().all(|e| !(e["client"] == me.as_str()
+            && e["event"].as_str().is_some_and(|k| k.starts_with("gap-")))),
+        "heartbeat_in_pthread must keep {me} free of gaps:\n{}",
+        dump(&events)
+    );
+    let report = events.last().unwrap();
+    let conn = report["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == me.as_str())
+        .unwrap_or_else(|| panic!("{me} not in the report"));
+    assert_eq!(conn["gaps"].as_array().map(Vec::len), Some(0), "{conn}");
+    assert!(
+        conn["directions"]["client-to-broker"]["heartbeats"]
+            .as_u64()
+            .unwrap()
+            >= 3,
+        "the native heartbeat thread must have sent heartbeats while idle: {conn}"
+    );
+}
