@@ -39,11 +39,15 @@ fn start_capture(pcap: &Path) -> Lines {
 }
 
 fn start_client(mode: &str) -> (Lines, u32) {
-    let mut client = Lines::spawn(
-        Command::new("python3")
-            .arg(client_script())
-            .args([mode, "2", "10"]),
-    );
+    start_client_hb(mode, 2)
+}
+
+fn start_client_hb(mode: &str, heartbeat: u32) -> (Lines, u32) {
+    let mut client = Lines::spawn(Command::new("python3").arg(client_script()).args([
+        mode,
+        &heartbeat.to_string(),
+        "10",
+    ]));
     let ready = client.wait_for("ready", Duration::from_secs(15));
     let pid: u32 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert_eq!(pid, client.child.id());
@@ -204,6 +208,25 @@ fn sigstopped_client_is_flagged_live_and_judged_stopped() {
             .contains('T'),
         "{g}"
     );
+    // Stopped 8 s at heartbeat 2: the broker cut the connection (2-3 x 2 s)
+    // while the client was still stopped, and the sample taken as the gap
+    // closed says so.
+    assert!(
+        opened["gap"]["process"].get("at_close").is_none(),
+        "{opened}"
+    );
+    assert_eq!(g["ended_by"], "rst", "{g}");
+    let at_close = &g["process"]["at_close"];
+    assert_eq!(at_close["gone"], false, "{g}");
+    assert_eq!(at_close["threads"][0]["tid"], pid, "{g}");
+    assert_eq!(at_close["threads"][0]["state"], "T", "{g}");
+    assert!(
+        at_close["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("thread {pid} (python3) stopped (state T)")),
+        "{g}"
+    );
 
     let rg = report_gap(&report, &me);
     assert_eq!(rg["cause"], "client-stall");
@@ -220,6 +243,57 @@ fn sigstopped_client_is_flagged_live_and_judged_stopped() {
     );
     assert!(rg.get("process").is_none(), "replay has no process facts");
     eprintln!("stopped case took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+#[ignore = "needs root, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
+fn sigstopped_then_resumed_client_is_sampled_again_when_the_gap_closes() {
+    require_environment("live_rabbitmq");
+    // Heartbeat 10: pika sends every 5 s, the gap is flagged 10 s after the
+    // client's last byte, the broker cuts at 20-30 s. Stopped 13 s, the
+    // silence (13-18 s) is flagged while stopped and ends before the cut,
+    // by the client's own heartbeat once it runs again.
+    let pcap = temp_pcap("resumed.pcap");
+    let mut cap = start_capture(&pcap);
+    let (mut client, pid) = start_client_hb("serve", 10);
+    std::thread::sleep(Duration::from_secs(1));
+    signal(pid, "-STOP");
+    std::thread::sleep(Duration::from_secs(13));
+    let resumed_at = Instant::now();
+    signal(pid, "-CONT");
+    std::thread::sleep(Duration::from_secs(3));
+    let (events, _report) = stop_capture(&mut cap);
+    drop(client.child.kill());
+
+    let me = client_endpoint(&events, pid);
+    let (_, (open_t, _)) = find_event(&events, "gap-opened", &me)
+        .unwrap_or_else(|| panic!("no gap-opened event for {me}:\n{}", cap.dump()));
+    assert!(*open_t < resumed_at, "flagged while stopped");
+    let (_, (_, closed)) = find_event(&events, "gap-closed", &me)
+        .unwrap_or_else(|| panic!("no gap-closed event for {me}:\n{}", cap.dump()));
+    let g = &closed["gap"];
+    assert_eq!(
+        g["ended_by"], "data",
+        "the client's own heartbeat ends it: {g}"
+    );
+    // The diagnosis is about the silence: stopped.
+    assert_eq!(g["process"]["diagnosis"]["kind"], "stopped", "{g}");
+    // The sample at close: the client runs again and sent its heartbeat on
+    // the AMQP socket, so its thread is no longer stopped.
+    let at_close = &g["process"]["at_close"];
+    eprintln!("at close: {at_close}");
+    assert_eq!(at_close["gone"], false, "{g}");
+    let main = &at_close["threads"][0];
+    assert_eq!(main["tid"], pid, "{g}");
+    assert!(
+        main["state"].as_str().is_some_and(|s| s != "T" && s != "t"),
+        "the client was resumed when the gap closed: {g}"
+    );
+    let summary = at_close["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(&format!("thread {pid} (python3) ")) && !summary.contains("stopped"),
+        "{g}"
+    );
 }
 
 #[test]

@@ -173,7 +173,8 @@ impl Savefile {
             return;
         }
         if self.ng {
-            self.buf.extend(pcapng::packet_header(rec.ts, rec.data.len(), rec.orig_len));
+            self.buf
+                .extend(pcapng::packet_header(rec.ts, rec.data.len(), rec.orig_len));
             self.buf.extend_from_slice(rec.data);
             self.buf.extend(pcapng::packet_trailer(rec.data.len()));
         } else {
@@ -182,10 +183,10 @@ impl Savefile {
             let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
             let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
             self.buf.extend_from_slice(&secs.to_le_bytes());
-        self.buf.extend_from_slice(&nanos.to_le_bytes());
-        self.buf.extend_from_slice(&caplen.to_le_bytes());
-        self.buf
-            .extend_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
+            self.buf.extend_from_slice(&nanos.to_le_bytes());
+            self.buf.extend_from_slice(&caplen.to_le_bytes());
+            self.buf
+                .extend_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
             self.buf.extend_from_slice(rec.data);
         }
         self.buffered += 1;

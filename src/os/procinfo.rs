@@ -16,6 +16,9 @@
 //!    [`Sampler::sample_threads`] also keeps per-thread system call samples
 //!    ([`super::threads`]); the verdict then carries their
 //!    [`threads::diagnose`] diagnosis, naming the thread, call and descriptor.
+//!    When the gap closes, [`Sampler::sample_at_close`] takes one more
+//!    sample, kept apart as the verdict's `at_close` record: how the silence
+//!    ended, never part of the diagnosis.
 //!
 //! Times are capture time ([`Timestamp`]) handed in by the caller: this module
 //! never reads a clock.
@@ -32,7 +35,9 @@ use std::net::{IpAddr, SocketAddr};
 use procfs::process::{FDTarget, Process};
 use procfs::ProcError;
 
-use super::threads::{self, CoarseFacts, Diagnosis, SyscallState, ThreadCpu, ThreadsSample};
+use super::threads::{
+    self, AtClose, CoarseFacts, Diagnosis, SyscallState, ThreadCpu, ThreadsSample,
+};
 use crate::model::{Endpoint, Timestamp};
 
 /// The process that owns one end of a connection (live capture on that host).
@@ -145,6 +150,9 @@ pub struct ProcessVerdict {
     /// Why the process left its heartbeats unsent, from the per-thread
     /// system call samples ([`threads::diagnose`]).
     pub diagnosis: Option<Diagnosis>,
+    /// What its threads were doing when the gap closed
+    /// ([`Sampler::sample_at_close`]); not part of the diagnosis.
+    pub at_close: Option<AtClose>,
 }
 
 impl ProcessVerdict {
@@ -167,6 +175,7 @@ impl ProcessVerdict {
             socket_tx_queue_max: None,
             threads: Vec::new(),
             diagnosis: None,
+            at_close: None,
         }
     }
 }
@@ -515,6 +524,18 @@ impl Sampler {
             q.pop_front();
         }
         q.push_back(s);
+    }
+
+    /// Samples the threads of `pid` as a gap of it closes, and returns the
+    /// sample without keeping it: the diagnosis is about the silence, this
+    /// sample about how it ended ([`threads::at_close`]).
+    pub fn sample_at_close(&mut self, pid: i32, now: Timestamp) -> ThreadsSample {
+        let inodes = self.inodes.get(&pid).cloned().unwrap_or_default();
+        let s = threads::sample_threads(pid, &inodes, &self.amqp_ports, now);
+        if self.denied.is_none() {
+            self.denied.clone_from(&s.unreadable);
+        }
+        s
     }
 
     /// Once per session: what could not be read about threads and why

@@ -871,6 +871,130 @@ fn thread_line(t: &ThreadWait, n: usize, of: usize) -> String {
     )
 }
 
+/// Threads listed in an [`AtClose`] record.
+pub const MAX_CLOSE_THREADS: usize = 16;
+
+/// One thread when the gap closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadAtClose {
+    /// Thread id.
+    pub tid: i32,
+    /// Thread name (`comm`).
+    pub name: String,
+    /// State letter (S, R, D, T, t, Z, ...).
+    pub state: char,
+    /// The system call it was in and what it waits on, "running", or why it
+    /// could not be read; `None` when not in a system call.
+    pub syscall: Option<String>,
+    /// Kernel function it slept in (`wchan`).
+    pub wchan: Option<String>,
+}
+
+/// What the threads of a process were doing when its silence ended: one
+/// sample taken as the gap closed, kept apart from the samples of the
+/// silence so it never changes the [`diagnose`] diagnosis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtClose {
+    /// When (capture time).
+    pub at: Timestamp,
+    /// The process was gone.
+    pub gone: bool,
+    /// One sentence: the thread on the AMQP socket (else a running thread,
+    /// else the main thread), its state and call, and the others' states.
+    pub summary: String,
+    /// The threads (at most [`MAX_CLOSE_THREADS`]).
+    pub threads: Vec<ThreadAtClose>,
+}
+
+fn call_text(s: &SyscallState) -> Option<String> {
+    match s {
+        SyscallState::In(c) => Some(c.what.clone()),
+        SyscallState::Running => Some(String::from("running")),
+        SyscallState::NotInSyscall => None,
+        SyscallState::Unreadable(why) => Some(format!("unreadable: {why}")),
+    }
+}
+
+/// The at-close record of `pid` from a sample taken when its gap closed.
+#[must_use]
+pub fn at_close(pid: i32, s: &ThreadsSample) -> AtClose {
+    let threads: Vec<ThreadAtClose> = s
+        .threads
+        .iter()
+        .take(MAX_CLOSE_THREADS)
+        .map(|t| ThreadAtClose {
+            tid: t.tid,
+            name: t.name.clone(),
+            state: t.state,
+            syscall: call_text(&t.syscall),
+            wchan: t.wchan.clone(),
+        })
+        .collect();
+    let gone = s.gone || s.threads.is_empty();
+    let summary = if gone {
+        format!("process {pid} was gone when the gap closed")
+    } else if s.threads.iter().all(|t| t.state == 'Z' || t.state == 'X') {
+        format!("process {pid} was a zombie (it had exited) when the gap closed")
+    } else {
+        let on_amqp = |t: &&ThreadWait| matches!(&t.syscall, SyscallState::In(c) if c.on_amqp);
+        let head = s
+            .threads
+            .iter()
+            .find(on_amqp)
+            .or_else(|| s.threads.iter().find(|t| t.state == 'R'))
+            .unwrap_or(&s.threads[0]);
+        let call = match &head.syscall {
+            SyscallState::In(c) => format!(" in {}", c.what),
+            SyscallState::Running => String::from(" on a CPU"),
+            SyscallState::NotInSyscall => String::from(", not in a system call"),
+            SyscallState::Unreadable(why) => format!(", system call unreadable ({why})"),
+        };
+        let mut line = format!(
+            "thread {} ({}) {} (state {}){call}",
+            head.tid,
+            head.name,
+            state_word(head.state),
+            head.state
+        );
+        let others: Vec<char> = s
+            .threads
+            .iter()
+            .filter(|t| t.tid != head.tid)
+            .map(|t| t.state)
+            .collect();
+        if !others.is_empty() {
+            let mut letters: Vec<char> = others.clone();
+            letters.sort_unstable();
+            letters.dedup();
+            let counts: Vec<String> = letters
+                .iter()
+                .map(|c| format!("{} {c}", others.iter().filter(|o| *o == c).count()))
+                .collect();
+            let _ = write!(
+                line,
+                "; {} other thread{}: {}",
+                others.len() + s.threads_skipped,
+                if others.len() + s.threads_skipped == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                counts.join(", ")
+            );
+            if s.threads_skipped > 0 {
+                let _ = write!(line, ", {} not read", s.threads_skipped);
+            }
+        }
+        line
+    };
+    AtClose {
+        at: s.at,
+        gone,
+        summary,
+        threads,
+    }
+}
+
 /// Decides why the process was silent from the coarse facts and the
 /// per-thread samples taken while the gap was open (`deep`, in time order).
 #[must_use]
@@ -1159,6 +1283,50 @@ mod tests {
             threads_skipped: 0,
             unreadable: None,
         }
+    }
+
+    #[test]
+    fn at_close_names_the_thread_on_the_amqp_socket() {
+        let s = sample(vec![
+            wait(
+                10,
+                'S',
+                "accept4 on 127.0.0.1:8774 (listening)",
+                WaitKind::Fd,
+                false,
+            ),
+            wait(
+                11,
+                'R',
+                "sendto on 127.0.0.1:4 -> 127.0.0.1:5672 (AMQP)",
+                WaitKind::Fd,
+                true,
+            ),
+            wait(
+                12,
+                'S',
+                "futex wait at 0x1, no timeout",
+                WaitKind::Futex,
+                false,
+            ),
+        ]);
+        let a = at_close(10, &s);
+        assert!(!a.gone);
+        assert_eq!(
+            a.summary,
+            "thread 11 (t11) running (state R) in sendto on 127.0.0.1:4 -> 127.0.0.1:5672 (AMQP); 2 other threads: 2 S"
+        );
+        assert_eq!(a.threads.len(), 3);
+        assert_eq!(
+            a.threads[0].syscall.as_deref(),
+            Some("accept4 on 127.0.0.1:8774 (listening)")
+        );
+        let mut z = sample(vec![wait(10, 'Z', "", WaitKind::Other, false)]);
+        assert!(at_close(10, &z).summary.contains("zombie"));
+        z.gone = true;
+        z.threads.clear();
+        let g = at_close(10, &z);
+        assert!(g.gone && g.summary == "process 10 was gone when the gap closed");
     }
 
     #[test]

@@ -590,6 +590,24 @@ impl ProcessReport {
                 evidence: d.evidence,
             }),
             py_spy: None,
+            at_close: p.at_close.map(|a| {
+                Box::new(AtCloseReport {
+                    at: rfc3339(a.at),
+                    gone: a.gone,
+                    summary: a.summary,
+                    threads: a
+                        .threads
+                        .into_iter()
+                        .map(|t| ThreadAtCloseReport {
+                            tid: t.tid,
+                            name: t.name,
+                            state: t.state.to_string(),
+                            syscall: t.syscall,
+                            wchan: t.wchan,
+                        })
+                        .collect(),
+                })
+            }),
         }
     }
 }

@@ -733,6 +733,43 @@ pub struct ProcessReport {
     /// is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub py_spy: Option<String>,
+    /// Live: what the threads were doing when the gap closed (one sample
+    /// taken then, not part of the diagnosis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_close: Option<Box<AtCloseReport>>,
+}
+
+/// The process's threads when its gap closed (live only).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct AtCloseReport {
+    /// When the sample was taken.
+    pub at: String,
+    /// The process was gone.
+    pub gone: bool,
+    /// One sentence: the thread on the AMQP socket (else a running one, else
+    /// the main thread), its state and call, and the other threads' states.
+    pub summary: String,
+    /// At most 16 threads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<ThreadAtCloseReport>,
+}
+
+/// One thread when the gap closed.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct ThreadAtCloseReport {
+    /// Thread id.
+    pub tid: i32,
+    /// Thread name (`comm`).
+    pub name: String,
+    /// State letter: S, R, D, T, t, Z, ...
+    pub state: String,
+    /// The system call and what it waits on, "running", or why it could not
+    /// be read; absent when not in a system call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// The kernel function it slept in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
 }
 
 impl ProcessReport {

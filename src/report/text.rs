@@ -49,6 +49,15 @@ pub fn diagnosis_evidence_text(p: &ProcessReport, indent: &str) -> String {
     o
 }
 
+/// The at-close line of a process report (what its threads were doing when
+/// the gap closed), on its own line with `indent` (empty without one).
+#[must_use]
+pub fn at_close_text(p: &ProcessReport, indent: &str) -> String {
+    p.at_close.as_ref().map_or(String::new(), |a| {
+        format!("\n{indent}at close: {}", clean(&a.summary))
+    })
+}
+
 /// The heartbeat health lines of a connection (text report).
 fn health_text(o: &mut String, conn: &ConnectionReport, z: Zone) {
     let h = &conn.health;
@@ -512,9 +521,10 @@ pub fn to_text_in(report: &Report, z: Zone) -> String {
             if let Some(p) = &g.process {
                 let _ = writeln!(
                     o,
-                    "      process: {}{}",
+                    "      process: {}{}{}",
                     process_text(p),
-                    diagnosis_evidence_text(p, "        ")
+                    diagnosis_evidence_text(p, "        "),
+                    at_close_text(p, "        ")
                 );
                 if let Some(d) = &p.py_spy {
                     let _ = writeln!(o, "      py-spy dump:");

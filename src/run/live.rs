@@ -48,6 +48,7 @@ use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer, Reg
 use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::os::pyspy;
+use crate::os::threads::{self, ThreadsSample};
 use crate::proto::amqp::PropValue;
 use crate::report::annotation::Note;
 use crate::report::sanitize::text as clean;
@@ -403,9 +404,10 @@ pub fn event_text(e: &LiveEvent) -> String {
             }
             if let Some(p) = &gap.process {
                 s.push_str(&format!(
-                    "\n    process: {}{}",
+                    "\n    process: {}{}{}",
                     report::process_text(p),
-                    report::diagnosis_evidence_text(p, "      ")
+                    report::diagnosis_evidence_text(p, "      "),
+                    report::at_close_text(p, "      ")
                 ));
                 if let Some(d) = &p.py_spy {
                     s.push_str("\n    py-spy dump:");
@@ -514,19 +516,20 @@ impl Tracker {
         }
     }
 
+    /// The process report of `silent`'s side for a silence from `start` to
+    /// `end`; `at_close` is the sample taken when it closed, if it did.
     fn process_verdict(
         &self,
         st: &SlotState,
         conn: &Connection,
         silent: Role,
-        start: Timestamp,
-        end: Timestamp,
+        (start, end): (Timestamp, Timestamp),
+        at_close: Option<&ThreadsSample>,
     ) -> Option<ProcessReport> {
         let sampler = self.sampler.as_ref()?;
         match st.owners[role_index(silent)].as_ref()? {
-            Ok(owner) => Some(ProcessReport::new(
-                silent,
-                sampler.verdict(
+            Ok(owner) => {
+                let mut v = sampler.verdict(
                     owner,
                     socket_of(conn, silent),
                     if silent == Role::Client {
@@ -536,8 +539,10 @@ impl Tracker {
                     },
                     start,
                     end,
-                ),
-            )),
+                );
+                v.at_close = at_close.map(|s| threads::at_close(owner.pid, s));
+                Some(ProcessReport::new(silent, v))
+            }
             Err(e) => Some(ProcessReport::unsampled(
                 silent,
                 Activity::NotAttributable,
@@ -637,7 +642,27 @@ impl Tracker {
                 let g = &c.gaps()[gi];
                 self.slots[i].open[role_index(g.silent)] = false;
                 let dump = self.slots[i].dumps[role_index(g.silent)].take();
-                let mut process = self.process_verdict(&self.slots[i], c, g.silent, g.start, g.end);
+                // One more sample as the gap closes: how the silence ended.
+                let close = match (
+                    self.sampler.as_mut(),
+                    &self.slots[i].owners[role_index(g.silent)],
+                ) {
+                    (Some(sampler), Some(Ok(owner))) => {
+                        let s = sampler.sample_at_close(owner.pid, now);
+                        if self.notice.is_none() {
+                            self.notice = sampler.take_privilege_notice();
+                        }
+                        Some(s)
+                    }
+                    _ => None,
+                };
+                let mut process = self.process_verdict(
+                    &self.slots[i],
+                    c,
+                    g.silent,
+                    (g.start, g.end),
+                    close.as_ref(),
+                );
                 if let (Some(p), Some(mut d)) = (process.as_mut(), dump) {
                     p.py_spy = Some(match d.poll() {
                         Some(Ok(text)) => text,
@@ -725,7 +750,7 @@ impl Tracker {
                 continue;
             };
             let mut gap = report::gap_report(c, &g);
-            gap.process = self.process_verdict(st, c, g.silent, g.start, now);
+            gap.process = self.process_verdict(st, c, g.silent, (g.start, now), None);
             emit(&LiveEvent::GapOpened {
                 at: report::rfc3339(now),
                 client: c.client().to_string(),

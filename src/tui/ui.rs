@@ -964,6 +964,9 @@ fn draw_process(f: &mut Frame<'_>, area: Rect, app: &App, c: &ConnView) {
                 TSpan::raw(clean(&d.detail).into_owned()),
             ]));
         }
+        if let Some(a) = &v.at_close {
+            lines.push(Line::from(format!("at close: {}", clean(&a.summary))));
+        }
         lines.push(Line::from(clean(&v.reason).into_owned()).fg(Color::Gray));
     }
     f.render_widget(
