@@ -17,6 +17,10 @@
 //!   `blocked-outside-event-loop` naming accept on the HTTP listener; with
 //!   `heartbeat_in_pthread = True` there is no gap.
 //!
+//! - a pika client SIGKILLed while its silence is open, its socket kept
+//!   open by a child it forked: `exited`, and the sample taken when the
+//!   broker's cut closes the gap finds the process gone.
+//!
 //! The SIGSTOP (`stopped`) and sleep cases are in tests/live_rabbitmq.rs.
 //!
 //! Needs root, the broker, python3 with pika, py-spy (`pip install py-spy`), and for the Apache cases
@@ -275,6 +279,86 @@ fn client_waiting_for_a_lock_held_by_a_sleeping_thread_is_lock_wait() {
         let ev = d["evidence"].to_string();
         assert!(ev.contains("clock_nanosleep"), "{kind}: {ev}");
     }
+}
+
+/// Kills a process (SIGKILL) when dropped: no stray client after a failed
+/// assertion.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+#[ignore = "needs root, RabbitMQ on 127.0.0.1:5672 and python3 with pika: run with --include-ignored (CI does)"]
+fn client_killed_while_silent_is_exited() {
+    require_environment("live_diagnosis");
+    let mut cap = start_capture(60, &[]);
+    // Heartbeat 4: flagged 4-5 s after the client's last byte, cut by the
+    // broker 8-12 s after it, so several samples fall between the kill and
+    // the cut even on a loaded host.
+    let mut client = Lines::spawn(
+        Command::new("python3")
+            .arg(client_script())
+            .args(["fork", "4", "0"]),
+    );
+    let ready = client.wait_for("ready", Duration::from_secs(15));
+    let mut f = ready.split_whitespace().skip(1);
+    let pid: u32 = f.next().unwrap().parse().unwrap();
+    let port: u16 = f.next().unwrap().parse().unwrap();
+    // Owners are looked up when the connection is announced: before the fork.
+    cap.wait_for(&format!("hbscope-test:{pid}:fork"), Duration::from_secs(10));
+    signal(pid, "-USR1");
+    let forked: u32 = client
+        .wait_for("forked", Duration::from_secs(10))
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The child holds the socket after its parent is gone: no FIN, no RST,
+    // the silence goes on until the broker cuts the connection.
+    let _child = KillOnDrop(forked);
+    let me = format!("\"client\":\"127.0.0.1:{port}\"");
+    while !cap
+        .wait_for("\"gap-opened\"", Duration::from_secs(20))
+        .contains(&me)
+    {}
+    client.child.kill().unwrap();
+    client.child.wait().unwrap();
+    // Past the broker's cut (8-12 s after the last byte).
+    std::thread::sleep(Duration::from_secs(9));
+    let events = stop_capture(&mut cap);
+    let me = format!("127.0.0.1:{port}");
+    let g = client_gap(&events, "gap-closed", &me)
+        .unwrap_or_else(|| panic!("no gap-closed for {me}:\n{}", dump(&events)));
+    let d = &g["process"]["diagnosis"];
+    assert_eq!(d["kind"], "exited", "{g}");
+    assert_eq!(
+        d["detail"],
+        format!("process {pid} exited (or became a zombie) during the silence"),
+        "{g}"
+    );
+    assert!(
+        d["evidence"]
+            .to_string()
+            .contains("the process was gone in "),
+        "{g}"
+    );
+    assert_eq!(g["process"]["pid"], pid, "{g}");
+    // Sampled again as the broker's cut closed the gap: gone.
+    let a = &g["process"]["at_close"];
+    assert_eq!(a["gone"], true, "{g}");
+    assert_eq!(
+        a["summary"],
+        format!("process {pid} was gone when the gap closed"),
+        "{g}"
+    );
 }
 
 // ---- the founding case: real Apache httpd + mod_wsgi + eventlet + oslo.messaging

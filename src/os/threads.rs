@@ -1014,6 +1014,12 @@ pub fn diagnose(pid: i32, coarse: &CoarseFacts, deep: &[&ThreadsSample]) -> Diag
     }
     let gone_deep = deep.iter().filter(|s| s.gone).count();
     if half(count(&|c| c == 'X' || c == 'Z')) || (!deep.is_empty() && gone_deep * 2 > deep.len()) {
+        if gone_deep > 0 {
+            evidence.push(format!(
+                "the process was gone in {gone_deep} of {} per-thread samples during the silence",
+                deep.len()
+            ));
+        }
         return Diagnosis {
             kind: DiagnosisKind::Exited,
             detail: format!("process {pid} exited (or became a zombie) during the silence"),

@@ -16,11 +16,16 @@ Usage: hb_client.py MODE [HEARTBEAT_S] [SLEEP_S] [NAME]
   fifo   connect, then block reading the FIFO whose path is in $HBSCOPE_FIFO
          (opened read-write, so the read waits for data nobody writes) until
          killed.
+  fork   connect, wait for SIGUSR1, then fork a child that inherits the
+         connection's socket and sleeps; prints "forked CHILD_PID" and sleeps
+         too (the test SIGKILLs this process: the socket lives on in the
+         child, so the silence goes on after its owner exited).
 
 Prints "ready PID LOCAL_PORT" once connected, "closed: REASON" at the end.
 The connection_name is "NAME:PID:MODE" (NAME defaults to hbscope-test) so the
 test can find it.
-Talks to RabbitMQ at 127.0.0.1:5672 as guest/guest.
+Talks to RabbitMQ at 127.0.0.1:5672 (or the port in $HBSCOPE_AMQP_PORT) as
+guest/guest.
 """
 import os
 import sys
@@ -36,7 +41,7 @@ def main():
     name = sys.argv[4] if len(sys.argv) > 4 else "hbscope-test"
     params = pika.ConnectionParameters(
         host="127.0.0.1",
-        port=5672,
+        port=int(os.environ.get("HBSCOPE_AMQP_PORT", "5672")),
         heartbeat=heartbeat,
         blocked_connection_timeout=None,
         credentials=pika.PlainCredentials("guest", "guest"),
@@ -93,6 +98,17 @@ def main():
             fd = os.open(os.environ["HBSCOPE_FIFO"], os.O_RDWR)
             print("reading the fifo", flush=True)
             os.read(fd, 1)
+        elif mode == "fork":
+            import signal
+
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+            signal.sigwait({signal.SIGUSR1})
+            child = os.fork()
+            if child == 0:
+                time.sleep(3600)
+                os._exit(0)  # pylint: disable=protected-access
+            print(f"forked {child}", flush=True)
+            time.sleep(3600)
         else:
             raise SystemExit(f"unknown mode {mode}")
     except Exception as e:  # noqa: BLE001 - the broker cut us, as intended
