@@ -21,6 +21,10 @@
 //!   open by a child it forked: `exited`, and the sample taken when the
 //!   broker's cut closes the gap finds the process gone.
 //!
+//! - the broker side: a throwaway RabbitMQ node the test starts on its own
+//!   ports and directories, its `beam.smp` SIGSTOPped under a pika client
+//!   (heartbeat 2): a `broker-stall` diagnosed `stopped`, naming beam.smp;
+//!
 //! The SIGSTOP (`stopped`) and sleep cases are in tests/live_rabbitmq.rs.
 //!
 //! Needs root, the broker, python3 with pika, py-spy (`pip install py-spy`), and for the Apache cases
@@ -357,6 +361,219 @@ fn client_killed_while_silent_is_exited() {
     assert_eq!(
         a["summary"],
         format!("process {pid} was gone when the gap closed"),
+        "{g}"
+    );
+}
+
+// ---- the broker side: a throwaway RabbitMQ node of the test's own
+
+/// A second RabbitMQ node, started for one test on its own ports and
+/// directories (never the shared broker on 5672), stopped when dropped.
+struct TestBroker {
+    child: std::process::Child,
+    node: String,
+    dir: PathBuf,
+    port: u16,
+    /// The node's beam.smp, while the test may have it stopped.
+    beam: Option<u32>,
+}
+
+impl TestBroker {
+    fn start() -> TestBroker {
+        assert!(
+            Path::new("/usr/sbin/rabbitmq-server").exists(),
+            "rabbitmq-server is needed (apt-get install rabbitmq-server)"
+        );
+        let port = free_port();
+        let dist = loop {
+            let p = free_port();
+            if p != port {
+                break p;
+            }
+        };
+        let node = format!("hbtest-{}-{port}@localhost", std::process::id());
+        let dir = std::env::temp_dir().join(format!("hbscope-node-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("mnesia")).unwrap();
+        std::fs::create_dir_all(dir.join("log")).unwrap();
+        std::fs::write(dir.join("enabled_plugins"), "").unwrap();
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
+        )
+        .unwrap();
+        // The Debian wrapper runs the node as the rabbitmq user.
+        let ok = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown -R rabbitmq:rabbitmq {}", dir.display());
+        let out = std::fs::File::create(dir.join("out.txt")).unwrap();
+        let child = Command::new("/usr/sbin/rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &node)
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+            .env("RABBITMQ_PID_FILE", dir.join("pid"))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(std::process::Stdio::null())
+            // Its own process group, so the guard can end all of it.
+            .process_group(0)
+            .spawn()
+            .expect("cannot run rabbitmq-server");
+        let b = TestBroker {
+            child,
+            node,
+            dir,
+            port,
+            beam: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the test's RabbitMQ node {} did not listen on {port} within 90 s:\n{}",
+                b.node,
+                std::fs::read_to_string(b.dir.join("out.txt")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        b
+    }
+
+    /// Whether `pid` belongs to this node: a descendant of the
+    /// rabbitmq-server the test started (the Debian wrapper `su`s to the
+    /// rabbitmq user, which starts a process group of its own).
+    fn owns(&self, pid: u32) -> bool {
+        let mut p = pid;
+        for _ in 0..16 {
+            if p == self.child.id() {
+                return true;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            match stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                Some(pp) if pp > 1 => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(b) = self.beam {
+            let _ = Command::new("kill")
+                .args(["-CONT", &b.to_string()])
+                .status();
+        }
+        let _ = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // If it did not stop: its beam.smp (from its pid file, checked to be
+        // this node's), then the wrapper.
+        let beam = std::fs::read_to_string(self.dir.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .filter(|p| self.owns(*p));
+        if let Some(b) = beam {
+            let _ = Command::new("kill")
+                .args(["-KILL", &b.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+#[ignore = "needs root, rabbitmq-server and python3 with pika: run with --include-ignored (CI does)"]
+fn sigstopped_broker_node_is_a_broker_stall_diagnosed_stopped_naming_beam() {
+    require_environment("live_diagnosis");
+    let mut node = TestBroker::start();
+    let port = node.port.to_string();
+    let filter = format!("tcp port {port}");
+    let mut cap = start_capture(90, &["--port", &port, "--filter", &filter]);
+    let (mut client, pid) = start_client("serve", "0", &[("HBSCOPE_AMQP_PORT", &port)]);
+    let seen = cap.wait_for(
+        &format!("hbscope-test:{pid}:serve"),
+        Duration::from_secs(10),
+    );
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen["broker_process"]["command"], "beam.smp", "{seen}");
+    let beam = u32::try_from(seen["broker_process"]["pid"].as_u64().unwrap()).unwrap();
+    assert!(
+        node.owns(beam),
+        "beam.smp {beam} is not the test's own node: refusing to stop it"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    node.beam = Some(beam);
+    signal(beam, "-STOP");
+    // Past the 2 s limit, short of pika's own cut (no byte for 7 s).
+    std::thread::sleep(Duration::from_secs(6));
+    signal(beam, "-CONT");
+    node.beam = None;
+    std::thread::sleep(Duration::from_secs(3));
+    let events = stop_capture(&mut cap);
+    drop(client.child.kill());
+    let me = client_of_pid(&events, pid);
+    let gap = |kind: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e["event"] == kind
+                    && e["client"] == me.as_str()
+                    && e["gap"]["direction"] == "broker-to-client"
+            })
+            .map(|e| &e["gap"])
+            .unwrap_or_else(|| panic!("no broker-to-client {kind} for {me}:\n{}", dump(&events)))
+    };
+    let opened = gap("gap-opened");
+    assert_eq!(opened["process"]["pid"], beam, "{opened}");
+    let g = gap("gap-closed");
+    assert_eq!(g["cause"], "broker-stall", "{g}");
+    let p = &g["process"];
+    assert_eq!(p["side"], "broker", "{g}");
+    assert_eq!(p["pid"], beam, "{g}");
+    assert_eq!(p["command"], "beam.smp", "{g}");
+    assert_eq!(p["diagnosis"]["kind"], "stopped", "{g}");
+    assert!(
+        p["diagnosis"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("process {beam} was stopped (SIGSTOP")),
+        "{g}"
+    );
+    // When the gap closed the node ran again.
+    let a = &p["at_close"];
+    eprintln!("broker at close: {a}\ndiagnosis: {}", p["diagnosis"]);
+    assert_eq!(a["gone"], false, "{g}");
+    assert!(
+        a["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] != "T"),
         "{g}"
     );
 }
