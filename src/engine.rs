@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use crate::analysis::timeline::{Kinds, Timeline};
 use crate::analysis::{
-    AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
+    AnalysisConfig, Cause, Connection, HoleClass, LossProofKind, Role, RoleSource, SilenceEnd,
+    SynLog,
 };
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
@@ -42,7 +43,7 @@ use crate::proto::tls::{
     heartbeat_record_len, looks_like_client_hello, HeartbeatSizeGuess, RecordReader, TlsEvent,
     CONTENT_ALERT, CONTENT_APPLICATION_DATA,
 };
-use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
+use crate::reassembly::{HoleKind, ReassemblyConfig, SeqProof, StreamEvent, TcpStream};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -1550,6 +1551,7 @@ fn step_flow(
         slot.not_amqp = None;
     }
     slot.conn.on_packet(ts, dir);
+    slot.conn.on_ip_id(ts, dir, seg.ip_id, seg.payload_len);
     tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
     let now_held = tcp.buffered_bytes();
     let held_delta = now_held.cast_signed() - held.cast_signed();
@@ -1655,6 +1657,20 @@ fn feed(
         StreamEvent::Data { offset, bytes } => {
             slot.first_bytes[d.index()].keep(bytes);
             feed_data(ts, d, offset, bytes, proto, slot);
+        }
+        StreamEvent::Unseen { offset, len, proof } => {
+            let kind = match proof {
+                SeqProof::Ack => LossProofKind::Ack,
+                SeqProof::Sack => LossProofKind::Sack,
+                SeqProof::Fin => LossProofKind::Fin,
+                SeqProof::Rst => LossProofKind::Rst,
+                SeqProof::NextSeq => LossProofKind::NextSeq,
+            };
+            if proof != SeqProof::Ack {
+                // An ACK's proof is drawn by the hole it fills.
+                line.record(d, ts, Kinds::HOLE);
+            }
+            conn.on_unseen(ts, d, offset, len, kind);
         }
         StreamEvent::Hole { offset, len, kind } => {
             let class = match kind {

@@ -92,6 +92,11 @@ pub struct DirState {
     pub overflow_bytes: u64,
     /// Stream offset up to which missing bytes were already counted as evidence.
     missed_counted_to: u64,
+    /// Stream offset up to which bytes the sender's own numbers proved sent
+    /// (and the capture never saw) were already counted as evidence.
+    sent_counted_to: u64,
+    /// The sender's IPv4 IDs (see [`Connection::on_ip_id`]).
+    ip_ids: IpIdRun,
     /// Longest silence so far (closed silences, however they ended).
     pub longest_silence: Span,
     /// Longest silence between two new-data segments (comparable with
@@ -115,6 +120,38 @@ pub struct DirState {
     /// Whether the open silence was already reported as flagged (live).
     pub open_flagged: bool,
 }
+
+/// A sender's IPv4 IDs on this connection. Linux gives every packet of a
+/// connected TCP socket the next ID of the socket's own counter, so on such
+/// a flow an ID that jumps by k > 1 means k - 1 packets were sent that this
+/// capture point never saw. Other systems use one counter for the whole host
+/// (it jumps whenever the host sends anything else) or random IDs: the IDs
+/// are trusted only after [`IP_ID_TRUST_STEPS`] steps of exactly +1 spread
+/// over at least [`IP_ID_TRUST_SPAN`], and never again after a jump seen
+/// before that.
+#[derive(Debug, Clone, Copy, Default)]
+struct IpIdRun {
+    /// Last non-zero ID (0: none yet).
+    last: u16,
+    /// Consecutive steps of +1 so far.
+    steps: u16,
+    /// The previous packet may have been several segments sent as one
+    /// (segmentation offload) or merged on receipt: the next step is not judged.
+    after_large: bool,
+    /// A jump before the IDs were trusted: not a per-connection counter.
+    broken: bool,
+    /// When the first ID was seen.
+    first: Timestamp,
+}
+
+/// Steps of exactly +1 before a sender's IPv4 IDs are trusted.
+const IP_ID_TRUST_STEPS: u16 = 8;
+/// Time those steps must span: a host-wide counter does not stay +1 per
+/// packet of one connection for seconds on a host that sends anything else.
+const IP_ID_TRUST_SPAN: Span = Span(2_000_000_000);
+/// A packet with more payload than one full Ethernet segment may have been
+/// sent with segmentation offload (one ID per segment) or merged on receipt.
+const IP_ID_LARGE_PAYLOAD: u32 = 1460;
 
 /// The parts of [`DirState`] used only while the limit is unknown or just
 /// after a gap.
@@ -441,6 +478,52 @@ fn time_of_day(ts: Timestamp) -> String {
         ms / 1_000 % 60,
         ms % 1_000
     )
+}
+
+/// A stream offset as the relative sequence number tshark shows (the first
+/// byte is 1; it wraps like the sequence numbers do).
+fn rel_seq(offset: u64) -> u32 {
+    // Truncation is intended: relative sequence numbers are 32-bit.
+    (offset as u32).wrapping_add(1)
+}
+
+/// Keeps the first proof of a silence.
+fn note_proof(slot: &mut Option<LossProof>, kind: LossProofKind, seen: u32, proved: u32) {
+    if slot.is_none() {
+        *slot = Some(LossProof { kind, seen, proved });
+    }
+}
+
+/// The sentence behind a proof of capture loss: which number showed it.
+fn proof_text(p: &LossProof, s: &str, peer: &str) -> String {
+    let n = p.missing();
+    let (seen, proved) = (p.seen, p.proved);
+    match p.kind {
+        LossProofKind::Data => format!(
+            "{s}'s data resumed at seq {proved} but the last byte seen was {seen}: {n} bytes were sent and not captured"
+        ),
+        LossProofKind::Ack => format!(
+            "{peer}'s ACK {proved} acknowledged {s}'s bytes past the last one seen ({seen}): {n} bytes arrived and were not captured"
+        ),
+        LossProofKind::Sack => format!(
+            "{peer}'s SACK block up to {proved} covers {s}'s bytes past the last one seen ({seen}): {n} bytes arrived and were not captured"
+        ),
+        LossProofKind::Hole => format!(
+            "the sequence hole {seen}-{proved} was acknowledged past or left open at the end: {n} bytes were not captured"
+        ),
+        LossProofKind::Fin => format!(
+            "{s}'s FIN at seq {proved} but the last byte seen was {seen}: {n} bytes were sent and not captured"
+        ),
+        LossProofKind::Rst => format!(
+            "{s}'s RST at seq {proved} but the last byte seen was {seen}: {n} bytes were sent and not captured"
+        ),
+        LossProofKind::NextSeq => format!(
+            "{s}'s ACK at seq {proved} (its next byte to send) but the last byte seen was {seen}: {n} bytes were sent and not captured"
+        ),
+        LossProofKind::IpId => format!(
+            "{s}'s IPv4 ID went from {seen:#06x} to {proved:#06x} after going up by 1 per packet on this connection: {n} packets were sent and not captured"
+        ),
+    }
 }
 
 /// The Connection.Start server_properties kept per connection (what reports show).
@@ -897,7 +980,15 @@ impl Connection {
             // during this silence. Counted now (the silence ends here); the
             // hole event that may follow for the same range is not counted again.
             let from = d.seen_end.max(d.missed_counted_to);
-            d.evidence.capture_missed_bytes += offset.saturating_sub(from);
+            if offset > from {
+                d.evidence.capture_missed_bytes += offset - from;
+                note_proof(
+                    &mut d.evidence.missed_proof,
+                    LossProofKind::Data,
+                    rel_seq(d.seen_end),
+                    rel_seq(offset),
+                );
+            }
             d.missed_counted_to = d.missed_counted_to.max(offset);
         }
         d.seen_end = d.seen_end.max(offset + len);
@@ -1001,9 +1092,113 @@ impl Connection {
                 let fresh = end.saturating_sub(offset.max(d.missed_counted_to));
                 d.missed_counted_to = d.missed_counted_to.max(end);
                 d.evidence.capture_missed_bytes += fresh;
+                if fresh > 0 {
+                    note_proof(
+                        &mut d.evidence.missed_proof,
+                        LossProofKind::Hole,
+                        rel_seq(offset),
+                        rel_seq(end),
+                    );
+                }
                 self.dirs[dir.reverse().index()]
                     .evidence
                     .peer_capture_missed_bytes += fresh;
+            }
+        }
+    }
+
+    /// Bytes `[offset, offset+len)` of `dir`, beyond the highest byte the
+    /// capture saw from its sender, were on the wire: `kind` says which
+    /// number proves it (see [`LossProofKind`]). Counted once per byte and
+    /// class: proofs that the bytes passed the capture point (rule 1 of
+    /// [`decide`]) and proofs that they were sent (rule 5).
+    pub fn on_unseen(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        offset: u64,
+        len: u64,
+        kind: LossProofKind,
+    ) {
+        self.seen(ts);
+        let d = &mut self.dirs[dir.index()];
+        let end = offset.saturating_add(len);
+        let fresh = if kind.passed_capture() {
+            let from = offset.max(d.missed_counted_to).max(d.seen_end);
+            d.missed_counted_to = d.missed_counted_to.max(end);
+            let fresh = end.saturating_sub(from);
+            if fresh > 0 {
+                d.evidence.capture_missed_bytes += fresh;
+                note_proof(
+                    &mut d.evidence.missed_proof,
+                    kind,
+                    rel_seq(from),
+                    rel_seq(end),
+                );
+            }
+            fresh
+        } else {
+            let from = offset
+                .max(d.sent_counted_to)
+                .max(d.missed_counted_to)
+                .max(d.seen_end);
+            d.sent_counted_to = d.sent_counted_to.max(end);
+            let fresh = end.saturating_sub(from);
+            if fresh > 0 {
+                d.evidence.unseen_sent_bytes += fresh;
+                note_proof(
+                    &mut d.evidence.unseen_proof,
+                    kind,
+                    rel_seq(from),
+                    rel_seq(end),
+                );
+            }
+            fresh
+        };
+        self.dirs[dir.reverse().index()]
+            .evidence
+            .peer_capture_missed_bytes += fresh;
+    }
+
+    /// The IPv4 ID of a packet from the sender of `dir` (0 for IPv6, and
+    /// for packets sent without a socket's counter), carrying `payload_len`
+    /// bytes. Called for every packet, before its other facts, so packets
+    /// missing before it count in the silence it may end (see [`IpIdRun`]).
+    #[inline]
+    pub fn on_ip_id(&mut self, ts: Timestamp, dir: Direction, id: u16, payload_len: u32) {
+        let d = &mut self.dirs[dir.index()];
+        let r = &mut d.ip_ids;
+        if id == 0 || r.broken {
+            return;
+        }
+        if r.last == 0 {
+            r.last = id;
+            r.first = ts;
+            r.after_large = payload_len > IP_ID_LARGE_PAYLOAD;
+            return;
+        }
+        let step = id.wrapping_sub(r.last);
+        let judged = !r.after_large;
+        r.after_large = payload_len > IP_ID_LARGE_PAYLOAD;
+        let from = r.last;
+        r.last = id;
+        if step == 1 {
+            r.steps = r.steps.saturating_add(1);
+        } else if step != 0 && judged {
+            let trusted = r.steps >= IP_ID_TRUST_STEPS && ts.since(r.first) >= IP_ID_TRUST_SPAN;
+            if trusted && step < 0x8000 {
+                d.evidence.unseen_sent_packets = d
+                    .evidence
+                    .unseen_sent_packets
+                    .saturating_add(u32::from(step - 1));
+                note_proof(
+                    &mut d.evidence.ip_id_proof,
+                    LossProofKind::IpId,
+                    u32::from(from),
+                    u32::from(id),
+                );
+            } else if !trusted {
+                r.broken = true;
             }
         }
     }
@@ -1688,9 +1883,22 @@ impl Connection {
             ));
         }
         if e.capture_missed_bytes > 0 {
+            lines.push(match &e.missed_proof {
+                Some(proof) => format!(
+                    "the capture missed {} bytes {s} sent during the silence: {}",
+                    e.capture_missed_bytes,
+                    proof_text(proof, s, p)
+                ),
+                None => format!(
+                    "the capture missed {} bytes {s} sent during the silence",
+                    e.capture_missed_bytes
+                ),
+            });
+        }
+        for proof in [&e.unseen_proof, &e.ip_id_proof].into_iter().flatten() {
             lines.push(format!(
-                "the capture missed {} bytes {s} sent during the silence (sequence hole acknowledged past or skipped)",
-                e.capture_missed_bytes
+                "{s} was not silent: {} (missed by the capture, or lost on the way before they reached it)",
+                proof_text(proof, s, p)
             ));
         }
         if e.sender_retransmissions > 0 {
@@ -2065,6 +2273,106 @@ mod tests {
         c.on_new_bytes(s(5.0), cd, 100, 8, &syns);
         assert_eq!(c.gaps[0].cause, Cause::CaptureLoss);
         let _ = bd;
+    }
+
+    /// Rule 5 on the numbers of netns-oneway.pcap with the broker's last
+    /// heartbeat and its retransmissions removed: its RST at seq 602 after
+    /// the last byte seen at 594 shows 8 bytes sent; its kernel's ACK (a
+    /// stall by rule 8) does not make the silence a stall.
+    #[test]
+    fn bytes_sent_and_not_seen_are_capture_loss_not_a_stall() {
+        let syns = SynLog::default();
+        let (mut c, cd) = conn(2);
+        let bd = cd.reverse();
+        c.on_new_bytes(s(0.0), bd, 0, 593, &syns);
+        c.on_new_bytes(s(0.5), cd, 0, 8, &syns);
+        c.on_ack(s(0.6), bd, true, true, 64, false);
+        c.on_unseen(s(5.0), bd, 593, 8, LossProofKind::Rst);
+        c.on_rst(s(5.0), bd, &syns);
+        let g = c.gaps.iter().find(|g| g.dir == bd).expect("broker gap");
+        assert_eq!(g.cause, Cause::CaptureLoss);
+        assert_eq!(g.evidence.unseen_sent_bytes, 8);
+        let lines = c.evidence_lines(g);
+        assert!(
+            lines.iter().any(|l| l.contains(
+                "broker's RST at seq 602 but the last byte seen was 594: 8 bytes were sent and not captured"
+            )),
+            "{lines:?}"
+        );
+        // The client's silence: the broker's bytes missed count for it too (rule 9).
+        let g = c.gaps.iter().find(|g| g.dir == cd).expect("client gap");
+        assert_eq!(g.evidence.peer_capture_missed_bytes, 8);
+        assert_eq!(g.cause, Cause::CaptureLoss);
+        // Rules 2-4 come first: bytes sent and never seen next to
+        // retransmissions nobody acknowledged are the path's.
+        let ev = Evidence {
+            unseen_sent_bytes: 8,
+            peer_retransmissions: 4,
+            sender_acks_advancing: 1,
+            sender_acks_after_peer_retransmission: 1,
+            ..Evidence::default()
+        };
+        assert_eq!(
+            decide(&ev, Role::Client, TEN_S, TWO_S),
+            Cause::PeerUnreachable
+        );
+        // Proved twice (a pure ACK, then the RST), counted once.
+        let (mut c, cd) = conn(2);
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        c.on_unseen(s(1.0), cd, 8, 8, LossProofKind::NextSeq);
+        c.on_unseen(s(4.0), cd, 8, 16, LossProofKind::Rst);
+        c.on_rst(s(4.0), cd, &syns);
+        assert_eq!(c.gaps[0].evidence.unseen_sent_bytes, 16);
+        // A proof that the bytes arrived counts as rule 1 even when a
+        // sequence number counted them first.
+        let (mut c, cd) = conn(2);
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        c.on_unseen(s(1.0), cd, 8, 8, LossProofKind::NextSeq);
+        c.on_unseen(s(2.0), cd, 8, 8, LossProofKind::Ack);
+        c.on_new_bytes(s(5.0), cd, 16, 8, &syns);
+        let e = &c.gaps[0].evidence;
+        assert_eq!((e.capture_missed_bytes, e.unseen_sent_bytes), (8, 8));
+        assert_eq!(e.missed_proof.map(|p| p.kind), Some(LossProofKind::Ack));
+    }
+
+    /// IPv4 IDs prove packets missing only on a per-connection counter: +1
+    /// per packet for 8 steps over 2 s first; a jump before that (a counter
+    /// shared by the host) disables them for good; the step after a packet
+    /// larger than one Ethernet segment (segmentation offload) is not judged.
+    #[test]
+    fn ip_id_jumps_count_only_on_a_per_connection_counter() {
+        let syns = SynLog::default();
+        let run = |ids: &[u16], sizes: &[u32]| {
+            let (mut c, cd) = conn(2);
+            c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+            for (i, &id) in ids.iter().enumerate() {
+                let t = s(0.5 * f64::from(u32::try_from(i).unwrap_or(0)));
+                c.on_ip_id(t, cd, id, sizes.get(i).copied().unwrap_or(0));
+            }
+            c.on_new_bytes(s(30.0), cd, 8, 8, &syns);
+            (c.gaps[0].evidence.unseen_sent_packets, c.gaps[0].cause)
+        };
+        let steady: Vec<u16> = (100..110).collect();
+        let mut jump = steady.clone();
+        jump.push(115);
+        assert_eq!(run(&jump, &[]), (5, Cause::CaptureLoss));
+        assert_eq!(run(&steady, &[]).0, 0);
+        // Jumps before the counter was trusted: never trusted afterwards.
+        let mut early = vec![100, 101, 105];
+        early.extend(106..120);
+        early.push(130);
+        assert_eq!(run(&early, &[]).0, 0);
+        // Too few steps, or too short a time, to trust.
+        assert_eq!(run(&[100, 101, 102, 110], &[]).0, 0);
+        // After a 64 KB segment (offload: one ID per segment sent) the step is not judged.
+        let mut sizes = vec![0; 10];
+        sizes.push(65_000);
+        let mut big = steady.clone();
+        big.push(110);
+        big.push(155);
+        assert_eq!(run(&big, &sizes).0, 0);
+        // IPv6 and ID 0 (a SYN-ACK of a listening socket) are not counted.
+        assert_eq!(run(&[0; 20], &[]).0, 0);
     }
 
     #[test]

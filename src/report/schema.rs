@@ -469,6 +469,14 @@ pub struct EvidenceCounts {
     pub peer_capture_missed_bytes: u64,
     /// Packets the capture dropped.
     pub capture_drops: u64,
+    /// Bytes the silent side's own later numbers (FIN, RST, next sequence
+    /// number) show it sent and this capture never saw (absent when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unseen_sent_bytes: u64,
+    /// Packets the silent side's IPv4 IDs show it sent and this capture
+    /// never saw (absent when 0).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub unseen_sent_packets: u32,
     /// Peer segments advertising a zero window during the silence (absent when 0).
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub peer_zero_windows: u32,
