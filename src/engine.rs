@@ -1551,7 +1551,13 @@ fn step_flow(
         slot.not_amqp = None;
     }
     slot.conn.on_packet(ts, dir);
-    slot.conn.on_ip_id(ts, dir, seg.ip_id, seg.payload_len);
+    if let Some((from, to)) = slot.conn.on_ip_id(ts, dir, seg.ip_id, seg.payload_len) {
+        // A segment starting right at the end of what was seen shows that
+        // nothing new was sent before it: the packets not seen were ACKs.
+        if !tcp.starts_at_high(dir, seg) {
+            slot.conn.on_ip_id_jump(dir, from, to);
+        }
+    }
     tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
     let now_held = tcp.buffered_bytes();
     let held_delta = now_held.cast_signed() - held.cast_signed();

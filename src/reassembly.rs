@@ -997,6 +997,17 @@ impl TcpStream {
         &self.halves[dir.index()].stats
     }
 
+    /// Whether `seg`, sent in `dir`, starts exactly at the end of the
+    /// sequence space seen from its sender (new data right after the last
+    /// byte, or a segment without data carrying the next byte to send): its
+    /// sender had sent nothing beyond what was seen.
+    #[must_use]
+    pub fn starts_at_high(&self, dir: Direction, seg: &TcpSegment<'_>) -> bool {
+        let h = &self.halves[dir.index()];
+        let seq = seg.seq.wrapping_add(u32::from(seg.flags.syn));
+        h.offset_of(seq) == i64::try_from(h.high).ok()
+    }
+
     /// Whether a SYN was seen for the direction (connection joined mid-stream otherwise).
     #[must_use]
     pub fn syn_seen(&self, dir: Direction) -> bool {

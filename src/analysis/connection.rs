@@ -1090,6 +1090,8 @@ impl Connection {
                 d.missed_bytes += len;
                 let end = offset + len;
                 let fresh = end.saturating_sub(offset.max(d.missed_counted_to));
+                let peer_fresh =
+                    end.saturating_sub(offset.max(d.missed_counted_to).max(d.sent_counted_to));
                 d.missed_counted_to = d.missed_counted_to.max(end);
                 d.evidence.capture_missed_bytes += fresh;
                 if fresh > 0 {
@@ -1102,7 +1104,7 @@ impl Connection {
                 }
                 self.dirs[dir.reverse().index()]
                     .evidence
-                    .peer_capture_missed_bytes += fresh;
+                    .peer_capture_missed_bytes += peer_fresh;
             }
         }
     }
@@ -1123,7 +1125,14 @@ impl Connection {
         self.seen(ts);
         let d = &mut self.dirs[dir.index()];
         let end = offset.saturating_add(len);
-        let fresh = if kind.passed_capture() {
+        // For the peer's silence a byte counts once, whatever proved it.
+        let peer_fresh = end.saturating_sub(
+            offset
+                .max(d.missed_counted_to)
+                .max(d.sent_counted_to)
+                .max(d.seen_end),
+        );
+        if kind.passed_capture() {
             let from = offset.max(d.missed_counted_to).max(d.seen_end);
             d.missed_counted_to = d.missed_counted_to.max(end);
             let fresh = end.saturating_sub(from);
@@ -1136,7 +1145,6 @@ impl Connection {
                     rel_seq(end),
                 );
             }
-            fresh
         } else {
             let from = offset
                 .max(d.sent_counted_to)
@@ -1153,54 +1161,71 @@ impl Connection {
                     rel_seq(end),
                 );
             }
-            fresh
-        };
+        }
         self.dirs[dir.reverse().index()]
             .evidence
-            .peer_capture_missed_bytes += fresh;
+            .peer_capture_missed_bytes += peer_fresh;
     }
 
     /// The IPv4 ID of a packet from the sender of `dir` (0 for IPv6, and
     /// for packets sent without a socket's counter), carrying `payload_len`
-    /// bytes. Called for every packet, before its other facts, so packets
-    /// missing before it count in the silence it may end (see [`IpIdRun`]).
+    /// bytes. Called for every packet, before its other facts. Returns the
+    /// IDs before and after a jump on a trusted per-connection counter (see
+    /// [`IpIdRun`]): packets were sent that were not seen. The caller
+    /// decides with [`Connection::on_ip_id_jump`] whether they count.
     #[inline]
-    pub fn on_ip_id(&mut self, ts: Timestamp, dir: Direction, id: u16, payload_len: u32) {
-        let d = &mut self.dirs[dir.index()];
-        let r = &mut d.ip_ids;
+    pub fn on_ip_id(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        id: u16,
+        payload_len: u32,
+    ) -> Option<(u16, u16)> {
+        let r = &mut self.dirs[dir.index()].ip_ids;
         if id == 0 || r.broken {
-            return;
+            return None;
         }
         if r.last == 0 {
             r.last = id;
             r.first = ts;
             r.after_large = payload_len > IP_ID_LARGE_PAYLOAD;
-            return;
+            return None;
         }
         let step = id.wrapping_sub(r.last);
         let judged = !r.after_large;
         r.after_large = payload_len > IP_ID_LARGE_PAYLOAD;
-        let from = r.last;
-        r.last = id;
+        let from = std::mem::replace(&mut r.last, id);
         if step == 1 {
             r.steps = r.steps.saturating_add(1);
-        } else if step != 0 && judged {
-            let trusted = r.steps >= IP_ID_TRUST_STEPS && ts.since(r.first) >= IP_ID_TRUST_SPAN;
-            if trusted && step < 0x8000 {
-                d.evidence.unseen_sent_packets = d
-                    .evidence
-                    .unseen_sent_packets
-                    .saturating_add(u32::from(step - 1));
-                note_proof(
-                    &mut d.evidence.ip_id_proof,
-                    LossProofKind::IpId,
-                    u32::from(from),
-                    u32::from(id),
-                );
-            } else if !trusted {
-                r.broken = true;
-            }
+            return None;
         }
+        if step == 0 || !judged {
+            return None;
+        }
+        let trusted = r.steps >= IP_ID_TRUST_STEPS && ts.since(r.first) >= IP_ID_TRUST_SPAN;
+        if !trusted {
+            r.broken = true;
+            return None;
+        }
+        // A step back (more than half the ID space) is not a jump forward.
+        (step < 0x8000).then_some((from, id))
+    }
+
+    /// The sender of `dir` sent the packets between IPv4 IDs `from` and `to`
+    /// (exclusive) and the capture never saw them: counted in the open
+    /// silence (rule 5 of [`decide`]). Only for a packet whose sequence
+    /// number does not show that nothing new was sent meanwhile (a
+    /// retransmission, a keep-alive, a number beyond the last byte seen).
+    pub fn on_ip_id_jump(&mut self, dir: Direction, from: u16, to: u16) {
+        let e = &mut self.dirs[dir.index()].evidence;
+        let missing = to.wrapping_sub(from).wrapping_sub(1);
+        e.unseen_sent_packets = e.unseen_sent_packets.saturating_add(u32::from(missing));
+        note_proof(
+            &mut e.ip_id_proof,
+            LossProofKind::IpId,
+            u32::from(from),
+            u32::from(to),
+        );
     }
 
     /// Packets the capture dropped (libpcap counter) since the last call:
@@ -2347,7 +2372,10 @@ mod tests {
             c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
             for (i, &id) in ids.iter().enumerate() {
                 let t = s(0.5 * f64::from(u32::try_from(i).unwrap_or(0)));
-                c.on_ip_id(t, cd, id, sizes.get(i).copied().unwrap_or(0));
+                if let Some((from, to)) = c.on_ip_id(t, cd, id, sizes.get(i).copied().unwrap_or(0))
+                {
+                    c.on_ip_id_jump(cd, from, to);
+                }
             }
             c.on_new_bytes(s(30.0), cd, 8, 8, &syns);
             (c.gaps[0].evidence.unseen_sent_packets, c.gaps[0].cause)
