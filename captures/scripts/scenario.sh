@@ -462,6 +462,8 @@ sc_late-heartbeats() {
                          || mark "client still running"
     cap_stop
     keep_ports "$OUT" "$port"
+}
+
 # A Docker/Kubernetes-like host: the client in its own namespace behind a Linux bridge, the
 # broker in the root namespace, `tcpdump -i any` there. Every packet is captured twice: on the
 # client's veth and on the bridge. The broker listens on 127.0.0.1 only, so the bridge address
