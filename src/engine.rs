@@ -849,15 +849,29 @@ impl Engine {
         if fresh_syn {
             self.syns.record(ts, seg.src, seg.dst);
             self.closed.remove(&key);
-            // A new connection on a 4-tuple still open in the table: the old
-            // one ended without our seeing it; close it first.
-            let reuse = self.flows.get_hashed(hash, &key).is_some_and(|f| {
+            // A new connection on a 4-tuple still in the table: the old one
+            // ended (FIN or RST seen, or unseen when the SYN is not its own
+            // SYN again); close it first. Without this the new connection's
+            // bytes would land in the old one's sequence space.
+            let reuse = self.flows.get_hashed(hash, &key).and_then(|f| {
                 let conn = &self.slot_of(f).conn;
-                conn.fin.iter().any(Option::is_some) || conn.rst.iter().any(Option::is_some)
+                if conn.fin.iter().any(Option::is_some) || conn.rst.iter().any(Option::is_some) {
+                    Some(false)
+                } else {
+                    (!f.tcp.repeats_syn(dir, seg.seq)).then_some(true)
+                }
             });
-            if reuse {
-                if let Some(flow) = self.flows.remove(&key) {
+            if let Some(unseen_end) = reuse {
+                if let Some(mut flow) = self.flows.remove(&key) {
                     let end = self.slot_of(&flow).conn.last_seen;
+                    if unseen_end {
+                        let slot = match &mut flow.slot {
+                            SlotRef::Pending(b) => &mut **b,
+                            SlotRef::Index(i) => &mut self.slots[*i],
+                        };
+                        let by = slot.conn.role_of(dir);
+                        slot.conn.on_port_reused(ts, by);
+                    }
                     self.finish_flow(flow, end);
                 }
             }
@@ -1179,7 +1193,10 @@ impl Engine {
             if g.silent == Role::Client
                 && g.cause == Cause::ClientStall
                 && g.wakeup.is_none()
-                && matches!(g.ended_by, SilenceEnd::Rst | SilenceEnd::CaptureEnd)
+                && matches!(
+                    g.ended_by,
+                    SilenceEnd::Rst | SilenceEnd::CaptureEnd | SilenceEnd::PortReused
+                )
             {
                 if self.awaiting.len() >= AWAITING_CAP {
                     self.awaiting.pop_front();

@@ -997,6 +997,15 @@ impl TcpStream {
         &self.halves[dir.index()].stats
     }
 
+    /// Whether a SYN with sequence number `seq` from `dir` repeats the SYN
+    /// that opened this direction, before anything else was sent: a
+    /// retransmission. Any other SYN opens a new connection on the 4-tuple.
+    #[must_use]
+    pub fn repeats_syn(&self, dir: Direction, seq: u32) -> bool {
+        let h = &self.halves[dir.index()];
+        h.syn_seen && h.base == Some(seq.wrapping_add(1)) && h.high == 0 && h.fin.is_none()
+    }
+
     /// Whether `seg`, sent in `dir`, starts exactly at the end of the
     /// sequence space seen from its sender (new data right after the last
     /// byte, or a segment without data carrying the next byte to send): its

@@ -161,6 +161,10 @@ pub enum SilenceEnd {
     Rst,
     /// The capture (or the input) ended while the silence was still open.
     CaptureEnd,
+    /// A new connection opened on the same 4-tuple (a SYN) while this one
+    /// was still open in the capture: it had ended unseen; the silence is
+    /// measured to its last packet.
+    PortReused,
     /// Still open at the live "now" (only in snapshots of live analysis).
     Open,
 }
@@ -174,6 +178,7 @@ impl SilenceEnd {
             SilenceEnd::Fin => "fin",
             SilenceEnd::Rst => "rst",
             SilenceEnd::CaptureEnd => "capture-end",
+            SilenceEnd::PortReused => "port-reused",
             SilenceEnd::Open => "open",
         }
     }

@@ -285,6 +285,10 @@ pub enum EndHow {
     Fin,
     /// RST.
     Rst,
+    /// A new connection opened on the same 4-tuple (a SYN with a new
+    /// initial sequence number) while this one was still open in the
+    /// capture: it had ended without the capture seeing how.
+    PortReused,
     /// Still open when the capture ended.
     CaptureEnd,
 }
@@ -297,6 +301,7 @@ impl EndHow {
             EndHow::Close => "close",
             EndHow::Fin => "fin",
             EndHow::Rst => "rst",
+            EndHow::PortReused => "port-reused",
             EndHow::CaptureEnd => "capture-end",
         }
     }
@@ -396,6 +401,9 @@ pub enum Consequence {
     Survived,
     /// The capture ended during the silence.
     CaptureEnded,
+    /// The connection ended unseen during the silence: a new connection
+    /// reused its 4-tuple.
+    PortReused,
 }
 
 impl Consequence {
@@ -408,6 +416,7 @@ impl Consequence {
             Consequence::ClientClosed => "client-closed",
             Consequence::Survived => "survived",
             Consequence::CaptureEnded => "capture-ended",
+            Consequence::PortReused => "port-reused",
         }
     }
 }
@@ -454,6 +463,9 @@ pub struct Connection {
     pub(crate) rst: [Option<Timestamp>; 2],
     /// Connection.Blocked / Unblocked from the broker.
     pub(crate) blocked: Vec<BlockedEvent>,
+    /// A new connection's SYN on the same 4-tuple ended this one: when, and
+    /// from which side.
+    pub(crate) reused: Option<(Timestamp, Role)>,
     /// Protocol problems noticed (bounded).
     pub(crate) violations: Vec<String>,
     /// Times framing was lost.
@@ -593,6 +605,7 @@ impl Connection {
             fin: [None, None],
             rst: [None, None],
             blocked: Vec::new(),
+            reused: None,
             violations: Vec::new(),
             lost_sync: 0,
             tls: None,
@@ -1356,9 +1369,14 @@ impl Connection {
                 channel_max,
                 frame_max,
                 heartbeat,
-            } => {
-                self.handshake.tune_ok = Some((*channel_max, *frame_max, *heartbeat));
-            }
+            } => match self.handshake.tune_ok {
+                // The broker starts its heartbeat monitor on the first; a
+                // second is a protocol error (RabbitMQ expects Open next).
+                Some((_, _, first)) => self.on_violation(format!(
+                    "client sent Connection.Tune-Ok again (heartbeat {heartbeat}, frame_max {frame_max}); the first one (heartbeat {first}) decides"
+                )),
+                None => self.handshake.tune_ok = Some((*channel_max, *frame_max, *heartbeat)),
+            },
             ConnMethod::Open { vhost } => self.handshake.vhost = Some(Arc::from(vhost.as_str())),
             ConnMethod::OpenOk => self.handshake.open_ok = true,
             ConnMethod::Close(info) => {
@@ -1407,6 +1425,19 @@ impl Connection {
         if self.role_source != RoleSource::ProtocolHeader {
             self.set_client_dir(dir, RoleSource::ProtocolHeader);
         }
+    }
+
+    /// A SYN from the side `by` opened a new connection on this 4-tuple at
+    /// `at` while this one was still open in the capture: it ended unseen.
+    /// Call before [`Connection::finish`] with this connection's last packet.
+    pub fn on_port_reused(&mut self, at: Timestamp, by: Role) {
+        self.reused = Some((at, by));
+    }
+
+    /// When a new connection reused this 4-tuple, and from which side.
+    #[must_use]
+    pub fn port_reused(&self) -> Option<(Timestamp, Role)> {
+        self.reused
     }
 
     /// A protocol problem (bounded list).
@@ -1713,9 +1744,14 @@ impl Connection {
         self.clock.now_early = false;
         self.clock.now_latest = false;
         self.clock.restart = [false, false];
+        let how = if self.reused.is_some() {
+            SilenceEnd::PortReused
+        } else {
+            SilenceEnd::CaptureEnd
+        };
         for dir in [Direction::AtoB, Direction::BtoA] {
             if !self.dirs[dir.index()].closed && self.dirs[dir.index()].last_activity.is_some() {
-                self.end_silence(end, dir, SilenceEnd::CaptureEnd, syns);
+                self.end_silence(end, dir, how, syns);
                 self.dirs[dir.index()].closed = true;
             }
         }
@@ -1742,6 +1778,9 @@ impl Connection {
         for dir in [Direction::AtoB, Direction::BtoA] {
             consider(self.fin[dir.index()], EndHow::Fin, self.role_of(dir));
             consider(self.rst[dir.index()], EndHow::Rst, self.role_of(dir));
+        }
+        if let Some((at, by)) = self.reused {
+            consider(Some(at), EndHow::PortReused, by);
         }
         match best {
             Some((ts, how, by)) => (how, Some(by), Some(ts)),
@@ -1802,6 +1841,14 @@ impl Connection {
     #[must_use]
     pub fn consequence(&self, gap: &Gap) -> Consequence {
         let (how, by, at) = self.ended();
+        if how == EndHow::PortReused {
+            // When it really ended is unknown: only that it was over by the SYN.
+            return if gap.ended_by == SilenceEnd::PortReused {
+                Consequence::PortReused
+            } else {
+                Consequence::Survived
+            };
+        }
         if let (Some(by), Some(at)) = (by, at) {
             if at >= gap.start && at <= gap.end.plus(Span::from_millis(2_000)) {
                 return match (by, how) {
@@ -1967,6 +2014,11 @@ impl Connection {
                 SilenceEnd::Fin => format!("{s} closing (FIN)"),
                 SilenceEnd::Rst => "a connection reset (RST)".to_owned(),
                 SilenceEnd::CaptureEnd => "the end of the capture".to_owned(),
+                SilenceEnd::PortReused => format!(
+                    "the connection's end, unseen: a new connection reused its ports (SYN at {})",
+                    self.reused
+                        .map_or_else(|| "?".to_owned(), |(at, _)| time_of_day(at))
+                ),
                 SilenceEnd::Open => "nothing yet: still silent".to_owned(),
             }
         ));

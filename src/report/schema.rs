@@ -353,7 +353,7 @@ impl From<Role> for EndedBy {
 pub struct EndedReport {
     /// "client" | "broker" | "middlebox-suspected" | null (still open at capture end).
     pub by: Option<EndedBy>,
-    /// "close" | "fin" | "rst" | "capture-end".
+    /// "close" | "fin" | "rst" | "port-reused" | "capture-end".
     pub how: EndHow,
     /// When.
     pub at: Option<String>,
@@ -516,7 +516,7 @@ pub struct GapReport {
     pub limit_s: f64,
     /// silence / limit.
     pub ratio: f64,
-    /// "data" | "fin" | "rst" | "capture-end" | "open".
+    /// "data" | "fin" | "rst" | "capture-end" | "port-reused" | "open".
     pub ended_by: SilenceEnd,
     /// "client-stall" | "broker-stall" | "peer-unreachable" | "broker-blocked" |
     /// "capture-loss" | "unknown".
@@ -526,7 +526,8 @@ pub struct GapReport {
     /// of (absent otherwise, or when the receiver had no gap).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consequence_of: Option<usize>,
-    /// "broker-reset" | "broker-closed" | "client-closed" | "survived" | "capture-ended".
+    /// "broker-reset" | "broker-closed" | "client-closed" | "survived" | "capture-ended" |
+    /// "port-reused".
     pub consequence: Consequence,
     /// Human evidence lines.
     pub evidence: Vec<String>,
@@ -844,6 +845,7 @@ mod tests {
             SilenceEnd::Fin,
             SilenceEnd::Rst,
             SilenceEnd::CaptureEnd,
+            SilenceEnd::PortReused,
             SilenceEnd::Open,
         ]);
         same(&[
@@ -853,13 +855,20 @@ mod tests {
             HeartbeatSource::Inferred,
             HeartbeatSource::Unknown,
         ]);
-        same(&[EndHow::Close, EndHow::Fin, EndHow::Rst, EndHow::CaptureEnd]);
+        same(&[
+            EndHow::Close,
+            EndHow::Fin,
+            EndHow::Rst,
+            EndHow::PortReused,
+            EndHow::CaptureEnd,
+        ]);
         same(&[
             Consequence::BrokerReset,
             Consequence::BrokerClosed,
             Consequence::ClientClosed,
             Consequence::Survived,
             Consequence::CaptureEnded,
+            Consequence::PortReused,
         ]);
         same(&[
             ConnectionState::Open,
