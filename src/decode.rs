@@ -210,7 +210,10 @@ fn ipv4_tcp_head(ip: &[u8]) -> Option<FastHead<'_>> {
         return None;
     }
     let payload = tcp.get(header_len..)?;
-    let (tsval, sack_right) = tcp.get(20..header_len).map_or((None, None), ts_sack_of);
+    let (tsval, sack_right) = match tcp.get(20..header_len) {
+        Some(options) => ts_sack_of(options),
+        None => (None, None),
+    };
     Some(FastHead {
         src: [s0, s1, s2, s3],
         dst: [d0, d1, d2, d3],
@@ -232,6 +235,9 @@ fn ipv4_tcp_head(ip: &[u8]) -> Option<FastHead<'_>> {
 /// loop, and when nothing follows it (no SACK) the options end there.
 #[inline(always)]
 fn ts_sack_of(options: &[u8]) -> (Option<u32>, Option<u32>) {
+    if options.is_empty() {
+        return (None, None);
+    }
     if let Some([1, 1, 8, 10, a, b, c, d, ..]) = options.get(..12) {
         let tsval = Some(u32::from_be_bytes([*a, *b, *c, *d]));
         if options.len() <= 12 {

@@ -689,7 +689,9 @@ impl TcpStream {
 
     /// The sender's own number `off` (FIN, RST, next sequence number) lies
     /// beyond the highest byte seen: emits [`StreamEvent::Unseen`] once for
-    /// the new part. Nothing is skipped: the bytes may still arrive.
+    /// the new part. Nothing is skipped: the bytes may still arrive. Runs for
+    /// every segment without data: one comparison unless it proves something.
+    #[inline]
     fn prove_sent(
         &mut self,
         dir: Direction,
@@ -697,9 +699,24 @@ impl TcpStream {
         proof: SeqProof,
         sink: &mut dyn FnMut(Direction, StreamEvent<'_>),
     ) {
+        let s = &self.halves[dir.index()];
         let Ok(off) = u64::try_from(off) else {
             return;
         };
+        if off > s.high.max(s.sent_proven) {
+            self.prove_sent_beyond(dir, off, proof, sink);
+        }
+    }
+
+    /// [`TcpStream::prove_sent`] for a number beyond what was seen.
+    #[cold]
+    fn prove_sent_beyond(
+        &mut self,
+        dir: Direction,
+        off: u64,
+        proof: SeqProof,
+        sink: &mut dyn FnMut(Direction, StreamEvent<'_>),
+    ) {
         let reference = self.peer_ack_offset(dir);
         let s = &mut self.halves[dir.index()];
         let off = s.fin.map_or(off, |f| off.min(f));
@@ -774,17 +791,18 @@ impl TcpStream {
         let p = &mut self.halves[pi];
         // The ACK covers the FIN's slot too; only data space can be a hole.
         let end = p.fin.map_or(ack, |f| ack.min(f));
-        if end > p.high {
-            sink(
-                dir.reverse(),
-                StreamEvent::Unseen {
-                    offset: p.high,
-                    len: end - p.high,
-                    proof: SeqProof::Ack,
-                },
-            );
-        }
         if end > p.next {
+            // `high` >= `next`: only an ACK past the delivery point can be past it.
+            if end > p.high {
+                sink(
+                    dir.reverse(),
+                    StreamEvent::Unseen {
+                        offset: p.high,
+                        len: end - p.high,
+                        proof: SeqProof::Ack,
+                    },
+                );
+            }
             p.fill_to(dir.reverse(), end, HoleKind::NotCaptured, sink);
         }
         // SACK blocks lie above the cumulative ACK, within the window.
