@@ -32,7 +32,8 @@ ALL=(client-sigstop healthy-idle healthy-busy broker-sigstop netns-blackhole aft
      any-interface-sll1 ipv6 empty non-amqp
      tls13-healthy tls13-client-stall tls12-healthy tls12-client-stall
      tls-on-5672 amqp10-on-5672 http-on-5672 hostile-names
-     broker-blocked consumer-zero-window haproxy-idle-hb0 haproxy-idle-hb-long late-heartbeats bridge-any)
+     broker-blocked consumer-zero-window haproxy-idle-hb0 haproxy-idle-hb-long late-heartbeats bridge-any
+     port-reuse tune-ok-twice)
 PENDING=()
 ALL+=("${PENDING[@]}")
 NEEDS_ALL_INTERFACES=" netns-blackhole netns-oneway ipv6 "

@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use crate::analysis::timeline::{Kinds, Timeline};
 use crate::analysis::{
-    AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
+    AnalysisConfig, Cause, Connection, HoleClass, LossProofKind, Role, RoleSource, SilenceEnd,
+    SynLog,
 };
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
@@ -42,7 +43,7 @@ use crate::proto::tls::{
     heartbeat_record_len, looks_like_client_hello, HeartbeatSizeGuess, RecordReader, TlsEvent,
     CONTENT_ALERT, CONTENT_APPLICATION_DATA,
 };
-use crate::reassembly::{HoleKind, ReassemblyConfig, StreamEvent, TcpStream};
+use crate::reassembly::{HoleKind, ReassemblyConfig, SeqProof, StreamEvent, TcpStream};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -922,15 +923,29 @@ impl Engine {
         if fresh_syn {
             self.syns.record(ts, seg.src, seg.dst);
             self.closed.remove(&key);
-            // A new connection on a 4-tuple still open in the table: the old
-            // one ended without our seeing it; close it first.
-            let reuse = self.flows.get_hashed(hash, &key).is_some_and(|f| {
+            // A new connection on a 4-tuple still in the table: the old one
+            // ended (FIN or RST seen, or unseen when the SYN is not its own
+            // SYN again); close it first. Without this the new connection's
+            // bytes would land in the old one's sequence space.
+            let reuse = self.flows.get_hashed(hash, &key).and_then(|f| {
                 let conn = &self.slot_of(f).conn;
-                conn.fin.iter().any(Option::is_some) || conn.rst.iter().any(Option::is_some)
+                if conn.fin.iter().any(Option::is_some) || conn.rst.iter().any(Option::is_some) {
+                    Some(false)
+                } else {
+                    (!f.tcp.repeats_syn(dir, seg.seq)).then_some(true)
+                }
             });
-            if reuse {
-                if let Some(flow) = self.flows.remove(&key) {
+            if let Some(unseen_end) = reuse {
+                if let Some(mut flow) = self.flows.remove(&key) {
                     let end = self.slot_of(&flow).conn.last_seen;
+                    if unseen_end {
+                        let slot = match &mut flow.slot {
+                            SlotRef::Pending(b) => &mut **b,
+                            SlotRef::Index(i) => &mut self.slots[*i],
+                        };
+                        let by = slot.conn.role_of(dir);
+                        slot.conn.on_port_reused(ts, by);
+                    }
                     self.finish_flow(flow, end);
                 }
             }
@@ -1293,7 +1308,10 @@ impl Engine {
             if g.silent == Role::Client
                 && g.cause == Cause::ClientStall
                 && g.wakeup.is_none()
-                && matches!(g.ended_by, SilenceEnd::Rst | SilenceEnd::CaptureEnd)
+                && matches!(
+                    g.ended_by,
+                    SilenceEnd::Rst | SilenceEnd::CaptureEnd | SilenceEnd::PortReused
+                )
             {
                 if self.awaiting.len() >= AWAITING_CAP {
                     self.awaiting.pop_front();
@@ -1665,6 +1683,13 @@ fn step_flow(
         slot.not_amqp = None;
     }
     slot.conn.on_packet(ts, dir);
+    if let Some((from, to)) = slot.conn.on_ip_id(ts, dir, seg.ip_id, seg.payload_len) {
+        // A segment starting right at the end of what was seen shows that
+        // nothing new was sent before it: the packets not seen were ACKs.
+        if !tcp.starts_at_high(dir, seg) {
+            slot.conn.on_ip_id_jump(dir, from, to);
+        }
+    }
     tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
     let now_held = tcp.buffered_bytes() + proto.buffered_bytes();
     let held_delta = now_held.cast_signed() - held.cast_signed();
@@ -1770,6 +1795,20 @@ fn feed(
         StreamEvent::Data { offset, bytes } => {
             slot.first_bytes[d.index()].keep(bytes);
             feed_data(ts, d, offset, bytes, proto, slot);
+        }
+        StreamEvent::Unseen { offset, len, proof } => {
+            let kind = match proof {
+                SeqProof::Ack => LossProofKind::Ack,
+                SeqProof::Sack => LossProofKind::Sack,
+                SeqProof::Fin => LossProofKind::Fin,
+                SeqProof::Rst => LossProofKind::Rst,
+                SeqProof::NextSeq => LossProofKind::NextSeq,
+            };
+            if proof != SeqProof::Ack {
+                // An ACK's proof is drawn by the hole it fills.
+                line.record(d, ts, Kinds::HOLE);
+            }
+            conn.on_unseen(ts, d, offset, len, kind);
         }
         StreamEvent::Hole { offset, len, kind } => {
             let class = match kind {

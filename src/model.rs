@@ -222,6 +222,9 @@ pub struct TcpSegment<'a> {
     pub ip_id: u16,
     /// TCP timestamp option's TSval, when the segment carries one.
     pub tsval: Option<u32>,
+    /// The highest right edge of the segment's SACK blocks (sequence numbers
+    /// of the PEER's direction the sender received), when it carries any.
+    pub sack_right: Option<u32>,
 }
 
 #[cfg(test)]

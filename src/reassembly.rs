@@ -34,6 +34,16 @@
 //! does the same for gaps still open at the end of the input (up to the FIN when
 //! one was seen).
 //!
+//! Before that, whenever a number on the wire lies beyond the highest byte the
+//! capture saw from a sender, [`StreamEvent::Unseen`] says which number proves
+//! it ([`SeqProof`]): the receiver's cumulative ACK or a SACK block (the bytes
+//! arrived), or the sender's own FIN, RST or the sequence number of a segment
+//! without data (its next byte to send: the bytes were sent). Only the ACK
+//! skips the range as a hole: a range proven by a sequence number or a SACK
+//! block may still arrive (a retransmission, or a capture that reordered), and
+//! is then ordinary new bytes. Comparing these numbers costs one integer
+//! comparison per segment.
+//!
 //! # Caps (design note)
 //!
 //! Out-of-order payload is copied into a per-direction `BTreeMap` keyed by
@@ -98,6 +108,39 @@ pub enum HoleKind {
     Overflow,
 }
 
+/// What proves that sequence space of a direction was on the wire although
+/// the capture never saw it (see [`StreamEvent::Unseen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqProof {
+    /// The receiver's cumulative ACK covers it: the bytes arrived.
+    Ack,
+    /// A SACK block of the receiver covers it: the bytes arrived.
+    Sack,
+    /// The sender's FIN lies beyond it: the bytes were sent.
+    Fin,
+    /// The sender's RST carries a later sequence number: the bytes were sent.
+    Rst,
+    /// A segment of the sender without data (a pure ACK, a window update)
+    /// carries a later sequence number, its next byte to send: the bytes were sent.
+    NextSeq,
+}
+
+impl SeqProof {
+    /// The receiver got the bytes: a capture point on the path saw them
+    /// pass (or should have). The others prove only that they were sent:
+    /// they may also have been lost before they reached the capture point.
+    #[must_use]
+    pub fn received(self) -> bool {
+        matches!(self, SeqProof::Ack | SeqProof::Sack)
+    }
+}
+
+/// Largest distance, in bytes, from the peer's last acknowledgement (or the
+/// highest byte seen) at which a sequence number or a SACK edge is taken as
+/// proof: the largest TCP window (2^30, RFC 7323). Anything further is a
+/// number from another connection, not bytes of this one.
+const MAX_PROOF_SPAN: u64 = 1 << 30;
+
 /// One fact about one direction of a connection, produced by [`TcpStream`].
 ///
 /// Offsets are stream offsets of the event's direction (see the module docs).
@@ -159,6 +202,20 @@ pub enum StreamEvent<'a> {
         len: u64,
         /// Why the bytes are missing.
         kind: HoleKind,
+    },
+    /// Sequence space `[offset, offset+len)` beyond the highest byte seen from
+    /// this direction's sender, which `proof` shows was on the wire although
+    /// the capture never saw it. Emitted once per range and proof class
+    /// (received: ACK, SACK; sent: FIN, RST, next sequence number), before the
+    /// event of the segment that proves it (the `Hole` an ACK fills, the
+    /// `Fin`, the `Rst`).
+    Unseen {
+        /// First unseen offset (the end of what was seen).
+        offset: u64,
+        /// Length in bytes (never 0).
+        len: u64,
+        /// Which number proves it.
+        proof: SeqProof,
     },
     /// TCP keep-alive probe (seq = next-1, 0 or 1 byte, nothing new). As in
     /// Wireshark's heuristic, a 1-byte retransmission of the last byte seen is
@@ -259,6 +316,11 @@ struct Half {
     rst_seen: bool,
     /// This sender's last (highest) ACK number.
     last_ack: Option<u32>,
+    /// Offset up to which this sender's own numbers (FIN, RST, next sequence
+    /// number) proved bytes sent that the capture never saw.
+    sent_proven: u64,
+    /// Offset up to which the peer's SACK blocks proved bytes received.
+    sack_proven: u64,
     /// Out-of-order chunks, non-overlapping, all starting above `next`.
     ooo: BTreeMap<u64, Chunk>,
     /// Captured bytes held in `ooo`.
@@ -585,21 +647,98 @@ impl TcpStream {
             let saw_payload = plen > 0 && self.on_payload(dir, off, payload, plen, sink);
             if flags.fin {
                 self.on_fin(dir, off.saturating_add_unsigned(plen), saw_payload, sink);
+            } else if plen == 0 && !flags.syn {
+                // A segment without data carries the sender's next byte to send.
+                self.prove_sent(dir, off, SeqProof::NextSeq, sink);
             }
         }
 
+        // An RST from a sender still opening (its SYN seen, nothing else,
+        // no SYN from the peer) answers a segment of another connection on
+        // the same 4-tuple (RFC 793: in SYN-SENT an unacceptable ACK gets an
+        // RST with that ACK's number, and the connection attempt goes on).
+        let stray_rst = flags.rst && self.opening(dir) && off != Some(0);
+        if flags.rst && !stray_rst {
+            if let Some(off) = off {
+                self.prove_sent(dir, off, SeqProof::Rst, sink);
+            }
+        }
         let s = &mut self.halves[si];
         if keepalive {
             sink(dir, StreamEvent::KeepAlive);
         }
         if flags.rst {
             s.stats.rst_segments += 1;
-            if !s.rst_seen {
+            if !s.rst_seen && !stray_rst {
                 s.rst_seen = true;
                 sink(dir, StreamEvent::Rst);
             }
         }
         self.sync_stats();
+    }
+
+    /// The sender of `dir` sent its SYN and nothing else, and no SYN came
+    /// from its peer yet (SYN-SENT as far as the capture knows).
+    fn opening(&self, dir: Direction) -> bool {
+        let (s, p) = (
+            &self.halves[dir.index()],
+            &self.halves[dir.reverse().index()],
+        );
+        s.syn_seen && s.high == 0 && s.fin.is_none() && !p.syn_seen
+    }
+
+    /// The sender's own number `off` (FIN, RST, next sequence number) lies
+    /// beyond the highest byte seen: emits [`StreamEvent::Unseen`] once for
+    /// the new part. Nothing is skipped: the bytes may still arrive. Runs for
+    /// every segment without data: one comparison unless it proves something.
+    #[inline]
+    fn prove_sent(
+        &mut self,
+        dir: Direction,
+        off: i64,
+        proof: SeqProof,
+        sink: &mut dyn FnMut(Direction, StreamEvent<'_>),
+    ) {
+        let s = &self.halves[dir.index()];
+        let Ok(off) = u64::try_from(off) else {
+            return;
+        };
+        if off > s.high.max(s.sent_proven) {
+            self.prove_sent_beyond(dir, off, proof, sink);
+        }
+    }
+
+    /// [`TcpStream::prove_sent`] for a number beyond what was seen.
+    #[cold]
+    fn prove_sent_beyond(
+        &mut self,
+        dir: Direction,
+        off: u64,
+        proof: SeqProof,
+        sink: &mut dyn FnMut(Direction, StreamEvent<'_>),
+    ) {
+        let reference = self.peer_ack_offset(dir);
+        let s = &mut self.halves[dir.index()];
+        let off = s.fin.map_or(off, |f| off.min(f));
+        let from = s.high.max(s.sent_proven);
+        if off > from && off - reference.unwrap_or(s.high).min(s.high) <= MAX_PROOF_SPAN {
+            s.sent_proven = off;
+            sink(
+                dir,
+                StreamEvent::Unseen {
+                    offset: from,
+                    len: off - from,
+                    proof,
+                },
+            );
+        }
+    }
+
+    /// The peer's last acknowledgement of `dir`'s data, as a stream offset of `dir`.
+    fn peer_ack_offset(&self, dir: Direction) -> Option<u64> {
+        let ack = self.halves[dir.reverse().index()].last_ack?;
+        let off = self.halves[dir.index()].offset_of(ack)?;
+        u64::try_from(off).ok()
     }
 
     /// Copies derived values into the public counters.
@@ -618,7 +757,13 @@ impl TcpStream {
     ) {
         let (si, pi) = (dir.index(), dir.reverse().index());
         let acked_off = self.halves[pi].offset_of(seg.ack);
-        let acked = acked_off.and_then(|o| u64::try_from(o).ok());
+        let mut acked = acked_off.and_then(|o| u64::try_from(o).ok());
+        // Before its own SYN, a sender whose peer is still opening can only
+        // acknowledge that SYN: any other number acknowledges another
+        // connection on the same 4-tuple (a challenge ACK of the old one).
+        if !self.halves[si].syn_seen && self.opening(dir.reverse()) && acked != Some(0) {
+            acked = None;
+        }
         let s = &mut self.halves[si];
         let advanced = s.last_ack.is_some_and(|last| seq_diff(seg.ack, last) > 0);
         if advanced || s.last_ack.is_none() {
@@ -640,13 +785,45 @@ impl TcpStream {
                 zero_window: seg.window == 0,
             },
         );
-        if let Some(ack) = acked {
-            let p = &mut self.halves[pi];
-            // The ACK covers the FIN's slot too; only data space can be a hole.
-            let end = p.fin.map_or(ack, |f| ack.min(f));
-            if end > p.next {
-                p.fill_to(dir.reverse(), end, HoleKind::NotCaptured, sink);
+        let Some(ack) = acked else {
+            return;
+        };
+        let p = &mut self.halves[pi];
+        // The ACK covers the FIN's slot too; only data space can be a hole.
+        let end = p.fin.map_or(ack, |f| ack.min(f));
+        if end > p.next {
+            // `high` >= `next`: only an ACK past the delivery point can be past it.
+            if end > p.high {
+                sink(
+                    dir.reverse(),
+                    StreamEvent::Unseen {
+                        offset: p.high,
+                        len: end - p.high,
+                        proof: SeqProof::Ack,
+                    },
+                );
             }
+            p.fill_to(dir.reverse(), end, HoleKind::NotCaptured, sink);
+        }
+        // SACK blocks lie above the cumulative ACK, within the window.
+        let Some(right) = seg.sack_right else {
+            return;
+        };
+        let Some(edge) = p.offset_of(right).and_then(|o| u64::try_from(o).ok()) else {
+            return;
+        };
+        let edge = p.fin.map_or(edge, |f| edge.min(f));
+        let from = p.high.max(p.sack_proven);
+        if edge > from && edge - ack <= MAX_PROOF_SPAN {
+            p.sack_proven = edge;
+            sink(
+                dir.reverse(),
+                StreamEvent::Unseen {
+                    offset: from,
+                    len: edge - from,
+                    proof: SeqProof::Sack,
+                },
+            );
         }
     }
 
@@ -774,6 +951,18 @@ impl TcpStream {
         };
         // A FIN below the delivery point (inside a skipped hole) is kept where data ends.
         let fin = fin.max(s.next);
+        let from = s.high.max(s.sent_proven);
+        if fin > from && fin - s.high <= MAX_PROOF_SPAN {
+            s.sent_proven = fin;
+            sink(
+                dir,
+                StreamEvent::Unseen {
+                    offset: from,
+                    len: fin - from,
+                    proof: SeqProof::Fin,
+                },
+            );
+        }
         s.fin = Some(fin);
         s.high = s.high.max(fin + 1);
         // Buffered data past the FIN can never be delivered: drop it.
@@ -824,6 +1013,26 @@ impl TcpStream {
     #[must_use]
     pub fn stats(&self, dir: Direction) -> &DirectionStats {
         &self.halves[dir.index()].stats
+    }
+
+    /// Whether a SYN with sequence number `seq` from `dir` repeats the SYN
+    /// that opened this direction, before anything else was sent: a
+    /// retransmission. Any other SYN opens a new connection on the 4-tuple.
+    #[must_use]
+    pub fn repeats_syn(&self, dir: Direction, seq: u32) -> bool {
+        let h = &self.halves[dir.index()];
+        h.syn_seen && h.base == Some(seq.wrapping_add(1)) && h.high == 0 && h.fin.is_none()
+    }
+
+    /// Whether `seg`, sent in `dir`, starts exactly at the end of the
+    /// sequence space seen from its sender (new data right after the last
+    /// byte, or a segment without data carrying the next byte to send): its
+    /// sender had sent nothing beyond what was seen.
+    #[must_use]
+    pub fn starts_at_high(&self, dir: Direction, seg: &TcpSegment<'_>) -> bool {
+        let h = &self.halves[dir.index()];
+        let seq = seg.seq.wrapping_add(u32::from(seg.flags.syn));
+        h.offset_of(seq) == i64::try_from(h.high).ok()
     }
 
     /// Whether a SYN was seen for the direction (connection joined mid-stream otherwise).
@@ -891,6 +1100,7 @@ mod tests {
         Re(u64, u64),
         Data(u64, Vec<u8>),
         Hole(u64, u64, HoleKind),
+        Unseen(u64, u64, SeqProof),
         Ka,
         Fin,
         Rst,
@@ -916,6 +1126,7 @@ mod tests {
             StreamEvent::Retransmission { offset, len } => Ev::Re(offset, len),
             StreamEvent::Data { offset, bytes } => Ev::Data(offset, bytes.to_vec()),
             StreamEvent::Hole { offset, len, kind } => Ev::Hole(offset, len, kind),
+            StreamEvent::Unseen { offset, len, proof } => Ev::Unseen(offset, len, proof),
             StreamEvent::KeepAlive => Ev::Ka,
             StreamEvent::Fin => Ev::Fin,
             StreamEvent::Rst => Ev::Rst,
@@ -940,6 +1151,7 @@ mod tests {
             payload,
             ip_id: 0,
             tsval: None,
+            sack_right: None,
             payload_len: u32::try_from(payload.len()).unwrap(),
         }
     }
@@ -1140,6 +1352,7 @@ mod tests {
         let s = TcpSegment {
             ip_id: 0,
             tsval: None,
+            sack_right: None,
             payload_len: 10,
             ..seg(1001, b"abcd")
         };
@@ -1160,6 +1373,7 @@ mod tests {
         let s = TcpSegment {
             ip_id: 0,
             tsval: None,
+            sack_right: None,
             payload_len: 2,
             ..seg(1012, b"xy\0\0\0")
         };
@@ -1176,6 +1390,7 @@ mod tests {
         let cut = TcpSegment {
             ip_id: 0,
             tsval: None,
+            sack_right: None,
             payload_len: 10,
             ..seg(1011, b"klm")
         };
@@ -1521,6 +1736,7 @@ mod tests {
         assert_eq!(
             ev[1..].to_vec(),
             vec![
+                (BtoA, Ev::Unseen(30, 10, SeqProof::Ack)),
                 (BtoA, Ev::Hole(10, 10, HoleKind::NotCaptured)),
                 (BtoA, Ev::Data(20, vec![b'c'; 10])),
                 (BtoA, Ev::Hole(30, 10, HoleKind::NotCaptured)),
@@ -1538,6 +1754,105 @@ mod tests {
         assert_eq!(
             only(BtoA, &ev),
             vec![Ev::New(40, 1), Ev::Data(40, b"d".to_vec())]
+        );
+    }
+
+    /// The sender's own numbers beyond the last byte seen prove bytes sent:
+    /// an RST, a bare FIN, a segment without data; each range once, nothing
+    /// skipped (the bytes may still arrive).
+    #[test]
+    fn later_sequence_numbers_prove_bytes_sent() {
+        let mut h = H::new();
+        h.handshake();
+        h.feed(AtoB, &acking(1001, 5001, &[b'a'; 8])); // [0,8)
+                                                       // A pure ACK whose sequence number is 8 bytes on: [8,16) sent unseen.
+        let ev = h.feed(AtoB, &acking(1017, 5001, &[]));
+        assert_eq!(only(AtoB, &ev), vec![Ev::Unseen(8, 8, SeqProof::NextSeq)]);
+        // The same number again proves nothing new.
+        assert!(only(AtoB, &h.feed(AtoB, &acking(1017, 5001, &[]))).is_empty());
+        // The bytes arriving late are new bytes, not retransmissions.
+        let ev = h.feed(AtoB, &acking(1009, 5001, &[b'b'; 8]));
+        assert_eq!(
+            only(AtoB, &ev),
+            vec![Ev::New(8, 8), Ev::Data(8, vec![b'b'; 8])]
+        );
+        // An RST further on: [16,24) sent unseen, then the RST.
+        let rst = with_flags(acking(1025, 5001, &[]), |f| f.rst = true);
+        assert_eq!(
+            only(AtoB, &h.feed(AtoB, &rst)),
+            vec![Ev::Unseen(16, 8, SeqProof::Rst), Ev::Rst]
+        );
+        // A bare FIN beyond the last byte seen.
+        let mut h = H::new();
+        h.handshake();
+        let fin = with_flags(acking(1011, 5001, &[]), |f| f.fin = true);
+        assert_eq!(
+            only(AtoB, &h.feed(AtoB, &fin)),
+            vec![Ev::Unseen(0, 10, SeqProof::Fin), Ev::Fin]
+        );
+        // A keep-alive (next-1) and an RST at the next byte prove nothing.
+        let mut h = H::new();
+        h.handshake();
+        h.feed(AtoB, &acking(1001, 5001, &[b'a'; 8]));
+        assert_eq!(
+            only(AtoB, &h.feed(AtoB, &acking(1008, 5001, &[]))),
+            vec![Ev::Ka]
+        );
+        let rst = with_flags(acking(1009, 5001, &[]), |f| f.rst = true);
+        assert_eq!(only(AtoB, &h.feed(AtoB, &rst)), vec![Ev::Rst]);
+        // A number from another connection (half the sequence space away) is no proof.
+        let mut h = H::new();
+        h.handshake();
+        let far = acking(1001u32.wrapping_add(0x7000_0000), 5001, &[]);
+        assert!(only(AtoB, &h.feed(AtoB, &far)).is_empty());
+    }
+
+    /// A SACK block past the highest byte seen proves bytes received, once;
+    /// nothing is skipped (the bytes below its left edge may come later).
+    #[test]
+    fn sack_block_past_seen_data_proves_bytes_received() {
+        let mut h = H::new();
+        h.handshake();
+        h.feed(BtoA, &acking(5001, 1001, &[b'a'; 10])); // [0,10)
+        let sack = TcpSegment {
+            sack_right: Some(5041),
+            ..acking(1001, 5011, &[])
+        };
+        let ev = h.feed(AtoB, &sack);
+        assert_eq!(only(BtoA, &ev), vec![Ev::Unseen(10, 30, SeqProof::Sack)]);
+        assert!(only(BtoA, &h.feed(AtoB, &sack)).is_empty());
+        // The range arrives after all: new bytes, delivered.
+        let ev = h.feed(BtoA, &acking(5011, 1001, &[b'b'; 30]));
+        assert_eq!(
+            only(BtoA, &ev),
+            vec![Ev::New(10, 30), Ev::Data(10, vec![b'b'; 30])]
+        );
+    }
+
+    /// A 4-tuple reused while the capture still holds the old connection:
+    /// the old peer's challenge ACK and the opener's RST answering it (RFC
+    /// 793, SYN-SENT) belong to the old connection, not to the new one.
+    #[test]
+    fn stray_ack_and_rst_while_opening_are_not_this_connection() {
+        let mut h = H::new();
+        h.feed(AtoB, &syn(1000, None, None));
+        let challenge = acking(77_000, 999_999, &[]);
+        let ev = h.feed(BtoA, &challenge);
+        assert!(
+            matches!(ev[0], (BtoA, Ev::Ack { acked: None, .. })),
+            "{ev:?}"
+        );
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        let rst = with_flags(seg(999_999, &[]), |f| f.rst = true);
+        assert!(only(AtoB, &h.feed(AtoB, &rst)).is_empty());
+        assert_eq!(h.st.stats(AtoB).rst_segments, 1);
+        // The SYN retransmitted, answered: the connection goes on.
+        h.feed(AtoB, &syn(1000, None, None));
+        h.feed(BtoA, &syn(5000, Some(1001), None));
+        let ev = h.feed(AtoB, &acking(1001, 5001, b"AMQP"));
+        assert_eq!(
+            only(AtoB, &ev),
+            vec![Ev::New(0, 4), Ev::Data(0, b"AMQP".to_vec())]
         );
     }
 
@@ -1603,6 +1918,7 @@ mod tests {
             payload: b"tfo",
             ip_id: 0,
             tsval: None,
+            sack_right: None,
             payload_len: 3,
             ..syn(1000, None, None)
         };

@@ -107,6 +107,7 @@ fn expected_v4() -> TcpSegment<'static> {
         payload: PAYLOAD,
         ip_id: 0,
         tsval: None,
+        sack_right: None,
         payload_len: 8,
     }
 }

@@ -1,7 +1,8 @@
 //! Right verdicts on the messy captures real hosts produce: every packet
 //! captured twice (`-i any` across a Linux bridge, a mirror port, `mergecap`
-//! of a capture with itself) and packets stamped out of time order. Built
-//! in memory from the shipped captures (tests/pcapedit).
+//! of a capture with itself), packets stamped out of time order, and
+//! packets the capture missed inside a silence. Built in memory from the
+//! shipped captures (tests/pcapedit).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod pcapedit;
@@ -229,5 +230,148 @@ fn two_ended_replay_of_doubled_captures_gives_the_original_verdicts() {
         };
         assert_eq!(named(&v, &c2, &b2), named(&orig, &c, &b), "{name}");
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The gap of `direction` in the first connection of `v`.
+fn gap<'a>(v: &'a Value, direction: &str) -> &'a Value {
+    v["connections"][0]["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["direction"] == direction)
+        .unwrap_or_else(|| panic!("no {direction} gap in {:#}", v["connections"][0]["gaps"]))
+}
+
+fn has_line(g: &Value, text: &str) -> bool {
+    g["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains(text))
+}
+
+/// Packets deleted inside a silence, as a capture that dropped them would
+/// lose them, from captures whose real verdicts are known: what the wire
+/// still shows proves the loss, so the verdict is `capture-loss` with the
+/// proof named, never a stall. Before, the netns cuts were a `broker-stall`,
+/// the client's side of the twoend-lost-c2b-brief cut a `client-stall` and
+/// the broker-sigstop cut `unknown`: silences of sides that were not silent.
+#[test]
+fn packets_missed_inside_a_silence_give_capture_loss() {
+    let dir = temp_dir("messy-loss");
+    let cases: [(&str, std::ops::RangeInclusive<usize>, &str, &str); 4] = [
+        // The broker's last heartbeat and its 5 retransmissions: its RST
+        // (seq 602) shows 8 bytes sent after the last seen (594).
+        (
+            "netns-oneway",
+            33..=38,
+            "broker-to-client",
+            "broker's RST at seq 602 but the last byte seen was 594: 8 bytes were sent and not captured",
+        ),
+        (
+            "netns-blackhole",
+            33..=38,
+            "broker-to-client",
+            "broker's RST at seq 602 but the last byte seen was 594: 8 bytes were sent and not captured",
+        ),
+        // The broker's heartbeat and its 4 retransmissions while the client's
+        // packets were being lost: the client's ACK of 594 covers bytes never
+        // seen, and its dup ACK carries seq 485 after the last seen byte 477.
+        (
+            "twoend/twoend-lost-c2b-brief.broker",
+            30..=34,
+            "broker-to-client",
+            "client's ACK 594 acknowledged broker's bytes past the last one seen (586): 8 bytes arrived and were not captured",
+        ),
+        // The client's last 4 heartbeats and the broker's ACKs of them while
+        // the broker was stopped: the client's FIN (seq 539) shows 32 bytes
+        // after the last seen (507).
+        (
+            "broker-sigstop",
+            41..=48,
+            "client-to-broker",
+            "client's FIN at seq 539 but the last byte seen was 507: 32 bytes were sent and not captured",
+        ),
+    ];
+    for (name, frames, direction, proof) in cases {
+        let p = dir.join(format!("{}-loss.pcap", name.replace('/', "-")));
+        Pcap::shipped(name).without(frames.clone()).write(&p);
+        let v = json(&p);
+        let g = gap(&v, direction);
+        assert_eq!(
+            g["cause"], "capture-loss",
+            "{name} without {frames:?}: {g:#}"
+        );
+        assert!(
+            has_line(g, proof),
+            "{name} without {frames:?}: {:#}",
+            g["evidence"]
+        );
+        // The other direction: never a stall invented from the missing data.
+        assert!(
+            stalls(&v)
+                .iter()
+                .all(|s| stalls(&json(&shipped(name))).contains(s)),
+            "{name} without {frames:?}: {:?}",
+            stalls(&v)
+        );
+    }
+    // The client's side of the same cuts: its silence next to the missed
+    // bytes is capture loss too (the dup ACK's sequence number; for the
+    // netns captures, the broker's missed bytes).
+    for (name, frames) in [
+        ("netns-oneway", 33..=38),
+        ("twoend/twoend-lost-c2b-brief.broker", 30..=34),
+    ] {
+        let p = dir.join(format!("{}-c2b.pcap", name.replace('/', "-")));
+        Pcap::shipped(name).without(frames).write(&p);
+        assert_eq!(
+            gap(&json(&p), "client-to-broker")["cause"],
+            "capture-loss",
+            "{name}"
+        );
+    }
+    let v = json(&dir.join("twoend-twoend-lost-c2b-brief.broker-c2b.pcap"));
+    assert!(has_line(
+        gap(&v, "client-to-broker"),
+        "client's ACK at seq 485 (its next byte to send) but the last byte seen was 477: 8 bytes were sent and not captured"
+    ));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The same numbers in the intact captures, where the loss was on the way
+/// (before the capture point), not in the capture: the path rules decide
+/// first, and the proof is only an evidence line. twoend-lost-c2b-brief's
+/// client packets were dropped between the two captures: at the broker side
+/// the client's dup ACK (seq 485, last byte seen 477) and its IPv4 ID
+/// (0x2650 to 0x2658) show packets sent and never seen, and the broker's
+/// four retransmissions show the path lost them: `peer-unreachable`.
+#[test]
+fn loss_on_the_way_stays_the_paths() {
+    let v = json(&shipped("twoend/twoend-lost-c2b-brief.broker"));
+    let g = gap(&v, "client-to-broker");
+    assert_eq!(g["cause"], "peer-unreachable");
+    assert_eq!(g["counts"]["unseen_sent_bytes"], 8);
+    assert_eq!(g["counts"]["unseen_sent_packets"], 7);
+    assert!(has_line(g, "client's IPv4 ID went from 0x2650 to 0x2658"));
+    // netns-blackhole without two of the broker's retransmissions: their
+    // IPv4 IDs are missing, but the retransmissions nobody answered decide.
+    let dir = temp_dir("messy-ipid");
+    let p = dir.join("blackhole-34-35.pcap");
+    Pcap::shipped("netns-blackhole").without(34..=35).write(&p);
+    let g = gap(&json(&p), "broker-to-client").clone();
+    assert_eq!(g["cause"], "peer-unreachable");
+    assert_eq!(g["counts"]["unseen_sent_packets"], 2);
+    // client-sigstop without two of the stopped client's pure ACKs: its
+    // IPv4 ID jumps, but its next ACK carries the next byte right after the
+    // last one seen, so nothing new was missed: still a client stall.
+    let p = dir.join("sigstop-acks.pcap");
+    let mut cut = Pcap::shipped("client-sigstop");
+    cut = cut.without(33..=33).without(31..=31);
+    cut.write(&p);
+    let g = gap(&json(&p), "client-to-broker").clone();
+    assert_eq!(g["cause"], "client-stall");
+    assert!(g["counts"].get("unseen_sent_packets").is_none(), "{g:#}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -61,6 +61,7 @@ fn segment(
         payload,
         ip_id: 0,
         tsval: None,
+        sack_right: None,
         payload_len: len,
     }
 }
@@ -448,6 +449,7 @@ proptest! {
                 payload,
                 ip_id: 0,
                 tsval: None,
+                sack_right: None,
                 payload_len: if extra % 5 == 0 {
                     // Shorter than captured (e.g. Ethernet padding).
                     u32::try_from(payload.len() / 2).unwrap()

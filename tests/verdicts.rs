@@ -209,6 +209,8 @@ capture_tests! {
     haproxy_idle_hb_long_client => "haproxy-idle-hb-long.client",
     haproxy_idle_hb_long_broker => "haproxy-idle-hb-long.broker",
     late_heartbeats => "late-heartbeats",
+    port_reuse => "port-reuse",
+    tune_ok_twice => "tune-ok-twice",
 }
 
 /// The founding case, checked field by field (not only by snapshot).
@@ -374,4 +376,75 @@ fn heartbeat_override_applies_only_without_negotiation() {
     cfg.analysis.heartbeat_override = Some(7);
     let r = replay::replay(&path, cfg, &mut |_| {}).unwrap().report();
     assert_eq!(r.connections[0].heartbeat.source.as_str(), "tune-ok");
+}
+
+/// A connection that ended unseen (its RSTs dropped before the capture
+/// point), then a new connection from the same port: two connections, the
+/// first ended by the reuse with its silences measured to its last packet,
+/// the second clean, and no byte counted as missed (before, the second was
+/// merged into the first with 213 MB of "missed bytes").
+#[test]
+fn port_reuse_starts_a_new_connection() {
+    let report = run("port-reuse");
+    let [first, second] = &report.connections[..] else {
+        panic!("{} connections", report.connections.len());
+    };
+    assert_eq!(first.client, second.client);
+    assert_eq!(first.ended.how.as_str(), "port-reused");
+    assert_eq!(
+        first.ended.by.map(|b| b.to_string()).as_deref(),
+        Some("client")
+    );
+    // Ended at the new connection's SYN: its first packet.
+    assert_eq!(first.ended.at.as_deref(), Some(second.first_seen.as_str()));
+    assert!(first
+        .client_name
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("hbscope-port-reuse-first"));
+    assert!(second
+        .client_name
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("hbscope-port-reuse-second"));
+    assert_eq!(first.gaps.len(), 2);
+    for g in &first.gaps {
+        assert_eq!(g.ended_by.as_str(), "port-reused");
+        assert!(
+            g.silence_s < 5.0,
+            "measured to the first connection's last packet: {}",
+            g.silence_s
+        );
+        assert!(g
+            .evidence
+            .iter()
+            .any(|l| l.contains("a new connection reused its ports")));
+    }
+    assert!(second.gaps.is_empty());
+    assert!(second.violations.is_empty(), "{:?}", second.violations);
+    for c in &report.connections {
+        for d in c.directions.values() {
+            assert_eq!(d.missed_bytes, 0, "{}", c.client);
+        }
+    }
+}
+
+/// Two Connection.Tune-Ok: the first decides (the broker started its
+/// heartbeat monitor on it), the second is a protocol violation in every
+/// format.
+#[test]
+fn repeated_tune_ok_is_a_violation_and_the_first_decides() {
+    let report = run("tune-ok-twice");
+    let c = &report.connections[0];
+    assert_eq!(c.heartbeat.value_s, Some(2));
+    assert_eq!(c.heartbeat.source.as_str(), "tune-ok");
+    assert_eq!(
+        c.violations,
+        vec!["client sent Connection.Tune-Ok again (heartbeat 30, frame_max 131072); the first one (heartbeat 2) decides".to_owned()]
+    );
+    let text = hbscope::report::to_text(&report);
+    assert!(
+        text.contains("protocol: client sent Connection.Tune-Ok again (heartbeat 30"),
+        "{text}"
+    );
 }

@@ -36,6 +36,15 @@ def main():
     ap.add_argument('--name', default='hbscope-pika')
     ap.add_argument('--name-hex', help='the connection name as hex bytes (for names with '
                     'control characters, which no shell argument carries safely)')
+    ap.add_argument('--source-port', type=int,
+                    help='bind the client socket to this local port (SO_REUSEADDR) before '
+                    'connecting, so a later client can open a new connection on the same 4-tuple')
+    ap.add_argument('--rst-on-close', action='store_true',
+                    help='SO_LINGER 0: closing the socket (or the process dying) sends RST and '
+                    'frees the 4-tuple at once, instead of FIN and a FIN_WAIT socket')
+    ap.add_argument('--tune-ok-twice', type=int, metavar='HEARTBEAT',
+                    help='after pika\'s own Connection.Tune-Ok, send a second one carrying this '
+                    'heartbeat (a protocol violation, to record what the broker does with it)')
     ap.add_argument('--pidfile')
     ap.add_argument('--debug', action='store_true')
     ap.add_argument('--log-heartbeats', action='store_true',
@@ -53,6 +62,34 @@ def main():
         hl.setLevel(logging.DEBUG)
         hl.addHandler(ToLog())
         hl.propagate = False
+    if a.source_port or a.rst_on_close:
+        # pika creates and connects the socket itself: set the options on the way.
+        import socket
+        import struct
+        plain_connect = socket.socket.connect
+
+        def connect(sock, addr):
+            if addr[1] != a.port:
+                # pika's own wake-up socket pair, not the AMQP connection
+                return plain_connect(sock, addr)
+            if a.rst_on_close:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            if a.source_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(('', a.source_port))
+            return plain_connect(sock, addr)
+        socket.socket.connect = connect
+    if a.tune_ok_twice is not None:
+        from pika import connection as pika_connection, spec
+
+        plain_tune_ok = pika_connection.Connection._send_connection_tune_ok
+
+        def tune_ok_twice(conn):
+            plain_tune_ok(conn)
+            conn._send_method(0, spec.Connection.TuneOk(conn.params.channel_max,
+                                                        conn.params.frame_max, a.tune_ok_twice))
+            log('sent a second Connection.Tune-Ok (heartbeat %d)' % a.tune_ok_twice)
+        pika_connection.Connection._send_connection_tune_ok = tune_ok_twice
     if a.pidfile:
         with open(a.pidfile, 'w') as f:
             f.write('%d\n' % os.getpid())

@@ -462,6 +462,8 @@ sc_late-heartbeats() {
                          || mark "client still running"
     cap_stop
     keep_ports "$OUT" "$port"
+}
+
 # A Docker/Kubernetes-like host: the client in its own namespace behind a Linux bridge, the
 # broker in the root namespace, `tcpdump -i any` there. Every packet is captured twice: on the
 # client's veth and on the bridge. The broker listens on 127.0.0.1 only, so the bridge address
@@ -512,6 +514,88 @@ sc_bridge-any() {
     cont_client "$cpid"
     wait_exit "$cpid" 8 && mark "client exited: $(tail -1 "$LOGDIR/$NAME.client.log")" \
                         || mark "client still running after CONT"
+    cap_stop 1.5
+}
+
+# A client host whose connection ends unseen, then a new connection on the same 4-tuple.
+# Client in netns hbs-pr-ns (10.78.0.2) behind veth hbs-prh (10.78.0.1, DNAT to the broker's
+# 127.0.0.1:5672, so the broker need not listen on other addresses; user hbscope added for the
+# run). pika bound to source port 41000 with SO_LINGER 0 is SIGKILLed after 4 s while iptables
+# drops every RST and FIN of that 4-tuple both ways before the capture point (the client's in
+# its namespace, the broker's in the host's OUTPUT chain): neither end is seen. The broker goes
+# on sending heartbeats (the client's kernel answers RST, dropped) and cuts the connection 2-3
+# timeouts later (its RST dropped too). The rules go, and a second pika client connects from
+# the same port 41000: a SYN on a 4-tuple whose connection the capture never saw end.
+sc_port-reuse() {
+    local ns=hbs-pr-ns port=41000 added_user=0
+    ip netns del $ns 2>/dev/null; ip link del hbs-prh 2>/dev/null
+    ip netns add $ns
+    CLEANUP_HOOKS+=("ip netns del $ns 2>/dev/null; ip link del hbs-prh 2>/dev/null")
+    ip link add hbs-prh type veth peer name hbs-prc
+    ip link set hbs-prc netns $ns
+    ip addr add 10.78.0.1/24 dev hbs-prh
+    ip link set hbs-prh up
+    sysctl -qw net.ipv6.conf.hbs-prh.disable_ipv6=1
+    ip netns exec $ns sysctl -qw net.ipv6.conf.hbs-prc.disable_ipv6=1
+    ip netns exec $ns ip addr add 10.78.0.2/24 dev hbs-prc
+    ip netns exec $ns ip link set hbs-prc up
+    ip netns exec $ns ip link set lo up
+    sysctl -qw net.ipv4.conf.hbs-prh.route_localnet=1
+    iptables -t nat -A PREROUTING -i hbs-prh -p tcp -d 10.78.0.1 --dport 5672 -j DNAT --to-destination 127.0.0.1:5672
+    CLEANUP_HOOKS+=("iptables -t nat -D PREROUTING -i hbs-prh -p tcp -d 10.78.0.1 --dport 5672 -j DNAT --to-destination 127.0.0.1:5672")
+    if ! rabbitmqctl list_users --silent 2>/dev/null | grep -q '^hbscope\b'; then
+        rabbitmqctl add_user hbscope hbscope >/dev/null && added_user=1
+        rabbitmqctl set_permissions -p / hbscope '.*' '.*' '.*' >/dev/null
+        CLEANUP_HOOKS+=("rabbitmqctl delete_user hbscope >/dev/null")
+    fi
+    mark "veth hbs-prh 10.78.0.1 <-> netns $ns 10.78.0.2; DNAT 10.78.0.1:5672 -> 127.0.0.1:5672; user hbscope added: $added_user"
+    cap_start hbs-prh "$OUT" -- $AMQP_FILTER
+    spawn client ip netns exec $ns $PIKA --host 10.78.0.1 --user hbscope --password hbscope \
+        --heartbeat 2 --duration 90 --source-port $port --rst-on-close --name "hbscope-$NAME-first"
+    local cpid=$LAST_PID
+    wait_for_log client 'channel open' 10 || mark "first client did not connect"
+    mark "first client pid $cpid connected from 10.78.0.2:$port (heartbeat 2, SO_LINGER 0)"
+    sleep 4
+    local rule
+    for rule in "OUTPUT -p tcp --sport $port --tcp-flags RST RST -j DROP" \
+                "OUTPUT -p tcp --sport $port --tcp-flags FIN FIN -j DROP"; do
+        ip netns exec $ns iptables -A $rule
+    done
+    for rule in "OUTPUT -p tcp -d 10.78.0.2 --dport $port --tcp-flags RST RST -j DROP" \
+                "OUTPUT -p tcp -d 10.78.0.2 --dport $port --tcp-flags FIN FIN -j DROP"; do
+        iptables -I $rule
+        CLEANUP_HOOKS+=("iptables -D $rule 2>/dev/null")
+    done
+    mark "iptables: RST and FIN of the 4-tuple dropped both ways before the capture point"
+    kill -KILL "$cpid"
+    mark "SIGKILL first client pid $cpid (its RST is dropped; the socket is gone)"
+    # RabbitMQ cuts a client silent for 2-3 timeouts (4-6 s); wait past that.
+    sleep 9
+    iptables -D OUTPUT -p tcp -d 10.78.0.2 --dport $port --tcp-flags RST RST -j DROP
+    iptables -D OUTPUT -p tcp -d 10.78.0.2 --dport $port --tcp-flags FIN FIN -j DROP
+    ip netns exec $ns iptables -F
+    mark "iptables rules removed; sockets on the 4-tuple now: host [$(ss -tnH "dport = :$port" | tr -s ' ' | tr '\n' ';')] netns [$(ip netns exec $ns ss -tnaH "sport = :$port" | tr -s ' ' | tr '\n' ';')]"
+    spawn client ip netns exec $ns $PIKA --host 10.78.0.1 --user hbscope --password hbscope \
+        --heartbeat 2 --duration 5 --source-port $port --name "hbscope-$NAME-second"
+    local c2=$LAST_PID
+    mark "second client pid $c2 started from the same port $port"
+    wait_exit "$c2" 20 && mark "second client exited: $(tail -1 "$LOGDIR/$NAME.client.log")" \
+                       || mark "second client still running after 20 s"
+    cap_stop 1.5
+}
+
+# A client that answers Connection.Tune with two Connection.Tune-Ok (heartbeat 2, then 30):
+# pika with its Tune-Ok sending patched (pika_client.py --tune-ok-twice), bound to port 41001
+# so the capture holds only its connection.
+sc_tune-ok-twice() {
+    local port=41001
+    cap_start lo "$OUT" -- "tcp port 5672 and tcp port $port"
+    spawn client $PIKA --heartbeat 2 --duration 5 --source-port $port --tune-ok-twice 30 \
+        --name "hbscope-$NAME"
+    local cpid=$LAST_PID
+    mark "client pid $cpid started from port $port (Tune-Ok heartbeat 2, then a second one with 30)"
+    wait_exit "$cpid" 15 && mark "client exited: $(tail -1 "$LOGDIR/$NAME.client.log")" \
+                         || mark "client still running after 15 s"
     cap_stop 1.5
 }
 

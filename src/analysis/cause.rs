@@ -161,6 +161,10 @@ pub enum SilenceEnd {
     Rst,
     /// The capture (or the input) ended while the silence was still open.
     CaptureEnd,
+    /// A new connection opened on the same 4-tuple (a SYN) while this one
+    /// was still open in the capture: it had ended unseen; the silence is
+    /// measured to its last packet.
+    PortReused,
     /// Still open at the live "now" (only in snapshots of live analysis).
     Open,
 }
@@ -174,6 +178,7 @@ impl SilenceEnd {
             SilenceEnd::Fin => "fin",
             SilenceEnd::Rst => "rst",
             SilenceEnd::CaptureEnd => "capture-end",
+            SilenceEnd::PortReused => "port-reused",
             SilenceEnd::Open => "open",
         }
     }
@@ -192,6 +197,76 @@ macro_rules! display_as_str {
 pub(crate) use display_as_str;
 
 display_as_str!(Role, RoleDirection, RoleSource, Cause, SilenceEnd);
+
+/// Which number on the wire proved that the capture missed part of a
+/// direction (docs/heartbeat-model.md, rules 1 and 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossProofKind {
+    /// The sender's new data resumed beyond the last byte seen.
+    Data,
+    /// The receiver's cumulative ACK covers bytes never seen: they arrived.
+    Ack,
+    /// A SACK block of the receiver covers bytes never seen: they arrived.
+    Sack,
+    /// A hole in the sequence space acknowledged past, or left open when the
+    /// connection or the capture ended.
+    Hole,
+    /// The sender's FIN lies beyond the last byte seen.
+    Fin,
+    /// The sender's RST carries a sequence number beyond the last byte seen.
+    Rst,
+    /// A segment without data (pure ACK) carries the sender's next byte to
+    /// send, beyond the last byte seen.
+    NextSeq,
+    /// The sender's IPv4 ID, which had gone up by one per packet on this
+    /// connection, jumped: packets were sent that were not seen.
+    IpId,
+}
+
+impl LossProofKind {
+    /// Proof that the capture missed what passed it (rule 1): the receiver
+    /// acknowledged it, or the sender's data resumed past it (TCP resends
+    /// lost data from the first unacknowledged byte, so a later byte never
+    /// overtakes a loss on the way). The others (rule 5) prove only that the
+    /// sender sent it: it may also have been lost before the capture point.
+    #[must_use]
+    pub fn passed_capture(self) -> bool {
+        matches!(
+            self,
+            LossProofKind::Data | LossProofKind::Ack | LossProofKind::Sack | LossProofKind::Hole
+        )
+    }
+}
+
+/// The proof behind a silence's capture loss, for its evidence line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossProof {
+    /// Which number proved it.
+    pub kind: LossProofKind,
+    /// The end of what was seen: a relative sequence number (stream offset
+    /// + 1, as tshark counts), or the IPv4 ID before the jump.
+    pub seen: u32,
+    /// The proving number: a relative sequence number, or the IPv4 ID after
+    /// the jump.
+    pub proved: u32,
+}
+
+impl LossProof {
+    /// Bytes (sequence proofs) or packets (IPv4 ID) missing between `seen`
+    /// and `proved`.
+    #[must_use]
+    pub fn missing(&self) -> u32 {
+        match self.kind {
+            LossProofKind::IpId => u32::from(
+                u16::try_from(self.proved)
+                    .unwrap_or(0)
+                    .wrapping_sub(u16::try_from(self.seen).unwrap_or(0))
+                    .wrapping_sub(1),
+            ),
+            _ => self.proved.wrapping_sub(self.seen),
+        }
+    }
+}
 
 /// What the wire showed during one silence of a direction. "Sender" is the
 /// silent side, "peer" the other side.
@@ -231,8 +306,22 @@ pub struct Evidence {
     pub sender_keepalives: u32,
     /// Bytes of the sender's direction the capture never saw in this silence.
     pub capture_missed_bytes: u64,
-    /// Bytes of the peer's direction the capture never saw in this silence.
+    /// Bytes of the peer's direction the capture never saw in this silence
+    /// (proven either way).
     pub peer_capture_missed_bytes: u64,
+    /// Bytes of the sender's direction that its own later numbers (FIN, RST,
+    /// the next sequence number of a segment without data) show were sent
+    /// in this silence, and that were never seen (rule 5).
+    pub unseen_sent_bytes: u64,
+    /// Packets of the sender that its IPv4 IDs show were sent in this
+    /// silence and never seen (rule 5).
+    pub unseen_sent_packets: u32,
+    /// The first proof of `capture_missed_bytes` (rule 1).
+    pub missed_proof: Option<LossProof>,
+    /// The first proof of `unseen_sent_bytes` (rule 5).
+    pub unseen_proof: Option<LossProof>,
+    /// The first IPv4 ID jump behind `unseen_sent_packets` (rule 5).
+    pub ip_id_proof: Option<LossProof>,
     /// Packets dropped by the capture (libpcap counter) during the silence.
     pub capture_drops: u64,
     /// Peer segments (of any kind) advertising a zero window during the
@@ -333,29 +422,36 @@ impl Gap {
 /// Order matters; the rules are numbered as in docs/heartbeat-model.md and
 /// the first that matches decides:
 /// 1. capture loss inside the silence (bytes of the silent side the capture
-///    missed, libpcap drops, or a live capture that failed while it was
-///    open): `capture-loss`, no stall is claimed from missing data;
+///    missed: acknowledged by the peer, or skipped by its resumed data;
+///    libpcap drops, or a live capture that failed while it was open):
+///    `capture-loss`, no stall is claimed from missing data;
 /// 2. the silent side retransmitted and nothing it sent was acknowledged
 ///    afterwards: `peer-unreachable`;
 /// 3. the peer retransmitted and the silent side acknowledged nothing after
 ///    that (and advertised no zero window): `peer-unreachable`;
 /// 4. the peer's data went unacknowledged through two retransmission
 ///    timeouts (no zero window): `peer-unreachable`;
-/// 5. the client was silent while the broker had it blocked
+/// 5. the silent side's own numbers show it sent during the silence what
+///    this capture point never saw (its FIN, RST or next sequence number
+///    beyond the last byte seen, its IPv4 ID jumping): `capture-loss`;
+/// 6. the client was silent while the broker had it blocked
 ///    (Connection.Blocked, and its zero window), and what is left of the
 ///    silence outside the blocked time is within the limit: `broker-blocked`;
-/// 6. the peer advertised a zero window and what is left of the silence
+/// 7. the peer advertised a zero window and what is left of the silence
 ///    outside the zero-window time is within the limit: the silent side
 ///    could not send, the silence is the receiver's (the peer's stall);
-/// 7. a live kernel (ACKs advancing over the peer's data, or a zero window)
+/// 8. a live kernel (ACKs advancing over the peer's data, or a zero window)
 ///    with a silent application: the silent side's process stalled;
-/// 8. capture loss in the other direction during the silence: `capture-loss`;
-/// 9. anything else: `unknown`.
+/// 9. capture loss in the other direction during the silence: `capture-loss`;
+/// 10. anything else: `unknown`.
 ///
 /// Rules 2-4 come before the stall rule because an ACK proves that a host is
-/// alive, not that its packets get through. Rules 5-6 come before it because
-/// TCP cannot send into a zero window: a silent side whose peer's window
-/// was closed sends at most window probes, however healthy it is.
+/// alive, not that its packets get through. Rule 5 comes after them because
+/// bytes sent and not seen may have been lost on the way before the capture
+/// point: then the path explains the silence. Rules 6-7 come before the
+/// stall rule because TCP cannot send into a zero window: a silent side
+/// whose peer's window was closed sends at most window probes, however
+/// healthy it is.
 #[must_use]
 pub fn decide(ev: &Evidence, silent: Role, silence: Span, limit: Span) -> Cause {
     if ev.capture_missed_bytes > 0 || ev.capture_drops > 0 || ev.capture_failed.is_some() {
@@ -383,6 +479,11 @@ pub fn decide(ev: &Evidence, silent: Role, silence: Span, limit: Span) -> Cause 
         // time, so this silence was the path's (or the host's), even if ACKs
         // came back before the silence ended.
         return Cause::PeerUnreachable;
+    }
+    if ev.unseen_sent_bytes > 0 || ev.unseen_sent_packets > 0 {
+        // The silent side was not silent: it sent what this capture point
+        // never saw, and no retransmission says the path lost it.
+        return Cause::CaptureLoss;
     }
     // The time the silent side could have sent: the silence outside the
     // peer's zero window (TCP sends no new data into it) and, for a client,
@@ -416,7 +517,7 @@ pub fn decide(ev: &Evidence, silent: Role, silence: Span, limit: Span) -> Cause 
     Cause::Unknown
 }
 
-/// Whether the cause was decided by the receiver's zero window (rule 6 of
+/// Whether the cause was decided by the receiver's zero window (rule 7 of
 /// [`decide`]): the silence is a consequence of the peer's stall.
 #[must_use]
 pub fn receiver_window_decided(ev: &Evidence, silent: Role, cause: Cause) -> bool {

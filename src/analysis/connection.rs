@@ -92,6 +92,11 @@ pub struct DirState {
     pub overflow_bytes: u64,
     /// Stream offset up to which missing bytes were already counted as evidence.
     missed_counted_to: u64,
+    /// Stream offset up to which bytes the sender's own numbers proved sent
+    /// (and the capture never saw) were already counted as evidence.
+    sent_counted_to: u64,
+    /// The sender's IPv4 IDs (see [`Connection::on_ip_id`]).
+    ip_ids: IpIdRun,
     /// Longest silence so far (closed silences, however they ended).
     pub longest_silence: Span,
     /// Longest silence between two new-data segments (comparable with
@@ -115,6 +120,38 @@ pub struct DirState {
     /// Whether the open silence was already reported as flagged (live).
     pub open_flagged: bool,
 }
+
+/// A sender's IPv4 IDs on this connection. Linux gives every packet of a
+/// connected TCP socket the next ID of the socket's own counter, so on such
+/// a flow an ID that jumps by k > 1 means k - 1 packets were sent that this
+/// capture point never saw. Other systems use one counter for the whole host
+/// (it jumps whenever the host sends anything else) or random IDs: the IDs
+/// are trusted only after [`IP_ID_TRUST_STEPS`] steps of exactly +1 spread
+/// over at least [`IP_ID_TRUST_SPAN`], and never again after a jump seen
+/// before that.
+#[derive(Debug, Clone, Copy, Default)]
+struct IpIdRun {
+    /// Last non-zero ID (0: none yet).
+    last: u16,
+    /// Consecutive steps of +1 so far.
+    steps: u16,
+    /// The previous packet may have been several segments sent as one
+    /// (segmentation offload) or merged on receipt: the next step is not judged.
+    after_large: bool,
+    /// A jump before the IDs were trusted: not a per-connection counter.
+    broken: bool,
+    /// When the first ID was seen.
+    first: Timestamp,
+}
+
+/// Steps of exactly +1 before a sender's IPv4 IDs are trusted.
+const IP_ID_TRUST_STEPS: u16 = 8;
+/// Time those steps must span: a host-wide counter does not stay +1 per
+/// packet of one connection for seconds on a host that sends anything else.
+const IP_ID_TRUST_SPAN: Span = Span(2_000_000_000);
+/// A packet with more payload than one full Ethernet segment may have been
+/// sent with segmentation offload (one ID per segment) or merged on receipt.
+const IP_ID_LARGE_PAYLOAD: u32 = 1460;
 
 /// The parts of [`DirState`] used only while the limit is unknown or just
 /// after a gap.
@@ -248,6 +285,10 @@ pub enum EndHow {
     Fin,
     /// RST.
     Rst,
+    /// A new connection opened on the same 4-tuple (a SYN with a new
+    /// initial sequence number) while this one was still open in the
+    /// capture: it had ended without the capture seeing how.
+    PortReused,
     /// Still open when the capture ended.
     CaptureEnd,
 }
@@ -260,6 +301,7 @@ impl EndHow {
             EndHow::Close => "close",
             EndHow::Fin => "fin",
             EndHow::Rst => "rst",
+            EndHow::PortReused => "port-reused",
             EndHow::CaptureEnd => "capture-end",
         }
     }
@@ -359,6 +401,9 @@ pub enum Consequence {
     Survived,
     /// The capture ended during the silence.
     CaptureEnded,
+    /// The connection ended unseen during the silence: a new connection
+    /// reused its 4-tuple.
+    PortReused,
 }
 
 impl Consequence {
@@ -371,6 +416,7 @@ impl Consequence {
             Consequence::ClientClosed => "client-closed",
             Consequence::Survived => "survived",
             Consequence::CaptureEnded => "capture-ended",
+            Consequence::PortReused => "port-reused",
         }
     }
 }
@@ -417,6 +463,9 @@ pub struct Connection {
     pub(crate) rst: [Option<Timestamp>; 2],
     /// Connection.Blocked / Unblocked from the broker.
     pub(crate) blocked: Vec<BlockedEvent>,
+    /// A new connection's SYN on the same 4-tuple ended this one: when, and
+    /// from which side.
+    pub(crate) reused: Option<(Timestamp, Role)>,
     /// Protocol problems noticed (bounded).
     pub(crate) violations: Vec<String>,
     /// Times framing was lost.
@@ -441,6 +490,52 @@ fn time_of_day(ts: Timestamp) -> String {
         ms / 1_000 % 60,
         ms % 1_000
     )
+}
+
+/// A stream offset as the relative sequence number tshark shows (the first
+/// byte is 1; it wraps like the sequence numbers do).
+fn rel_seq(offset: u64) -> u32 {
+    // Truncation is intended: relative sequence numbers are 32-bit.
+    (offset as u32).wrapping_add(1)
+}
+
+/// Keeps the first proof of a silence.
+fn note_proof(slot: &mut Option<LossProof>, kind: LossProofKind, seen: u32, proved: u32) {
+    if slot.is_none() {
+        *slot = Some(LossProof { kind, seen, proved });
+    }
+}
+
+/// The sentence behind a proof of capture loss: which number showed it.
+fn proof_text(p: &LossProof, s: &str, peer: &str) -> String {
+    let n = p.missing();
+    let (seen, proved) = (p.seen, p.proved);
+    match p.kind {
+        LossProofKind::Data => format!(
+            "{s}'s data resumed at seq {proved} but the last byte seen was {seen}: {n} bytes were sent and not captured"
+        ),
+        LossProofKind::Ack => format!(
+            "{peer}'s ACK {proved} acknowledged {s}'s bytes past the last one seen ({seen}): {n} bytes arrived and were not captured"
+        ),
+        LossProofKind::Sack => format!(
+            "{peer}'s SACK block up to {proved} covers {s}'s bytes past the last one seen ({seen}): {n} bytes arrived and were not captured"
+        ),
+        LossProofKind::Hole => format!(
+            "the sequence hole {seen}-{proved} was acknowledged past or left open at the end: {n} bytes were not captured"
+        ),
+        LossProofKind::Fin => format!(
+            "{s}'s FIN at seq {proved} but the last byte seen was {seen}: {n} bytes were sent and not captured"
+        ),
+        LossProofKind::Rst => format!(
+            "{s}'s RST at seq {proved} but the last byte seen was {seen}: {n} bytes were sent and not captured"
+        ),
+        LossProofKind::NextSeq => format!(
+            "{s}'s ACK at seq {proved} (its next byte to send) but the last byte seen was {seen}: {n} bytes were sent and not captured"
+        ),
+        LossProofKind::IpId => format!(
+            "{s}'s IPv4 ID went from {seen:#06x} to {proved:#06x} after going up by 1 per packet on this connection: {n} packets were sent and not captured"
+        ),
+    }
 }
 
 /// The Connection.Start server_properties kept per connection (what reports show).
@@ -510,6 +605,7 @@ impl Connection {
             fin: [None, None],
             rst: [None, None],
             blocked: Vec::new(),
+            reused: None,
             violations: Vec::new(),
             lost_sync: 0,
             tls: None,
@@ -897,7 +993,15 @@ impl Connection {
             // during this silence. Counted now (the silence ends here); the
             // hole event that may follow for the same range is not counted again.
             let from = d.seen_end.max(d.missed_counted_to);
-            d.evidence.capture_missed_bytes += offset.saturating_sub(from);
+            if offset > from {
+                d.evidence.capture_missed_bytes += offset - from;
+                note_proof(
+                    &mut d.evidence.missed_proof,
+                    LossProofKind::Data,
+                    rel_seq(d.seen_end),
+                    rel_seq(offset),
+                );
+            }
             d.missed_counted_to = d.missed_counted_to.max(offset);
         }
         d.seen_end = d.seen_end.max(offset + len);
@@ -999,13 +1103,142 @@ impl Connection {
                 d.missed_bytes += len;
                 let end = offset + len;
                 let fresh = end.saturating_sub(offset.max(d.missed_counted_to));
+                let peer_fresh =
+                    end.saturating_sub(offset.max(d.missed_counted_to).max(d.sent_counted_to));
                 d.missed_counted_to = d.missed_counted_to.max(end);
                 d.evidence.capture_missed_bytes += fresh;
+                if fresh > 0 {
+                    note_proof(
+                        &mut d.evidence.missed_proof,
+                        LossProofKind::Hole,
+                        rel_seq(offset),
+                        rel_seq(end),
+                    );
+                }
                 self.dirs[dir.reverse().index()]
                     .evidence
-                    .peer_capture_missed_bytes += fresh;
+                    .peer_capture_missed_bytes += peer_fresh;
             }
         }
+    }
+
+    /// Bytes `[offset, offset+len)` of `dir`, beyond the highest byte the
+    /// capture saw from its sender, were on the wire: `kind` says which
+    /// number proves it (see [`LossProofKind`]). Counted once per byte and
+    /// class: proofs that the bytes passed the capture point (rule 1 of
+    /// [`decide`]) and proofs that they were sent (rule 5).
+    pub fn on_unseen(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        offset: u64,
+        len: u64,
+        kind: LossProofKind,
+    ) {
+        self.seen(ts);
+        let d = &mut self.dirs[dir.index()];
+        let end = offset.saturating_add(len);
+        // For the peer's silence a byte counts once, whatever proved it.
+        let peer_fresh = end.saturating_sub(
+            offset
+                .max(d.missed_counted_to)
+                .max(d.sent_counted_to)
+                .max(d.seen_end),
+        );
+        if kind.passed_capture() {
+            let from = offset.max(d.missed_counted_to).max(d.seen_end);
+            d.missed_counted_to = d.missed_counted_to.max(end);
+            let fresh = end.saturating_sub(from);
+            if fresh > 0 {
+                d.evidence.capture_missed_bytes += fresh;
+                note_proof(
+                    &mut d.evidence.missed_proof,
+                    kind,
+                    rel_seq(from),
+                    rel_seq(end),
+                );
+            }
+        } else {
+            let from = offset
+                .max(d.sent_counted_to)
+                .max(d.missed_counted_to)
+                .max(d.seen_end);
+            d.sent_counted_to = d.sent_counted_to.max(end);
+            let fresh = end.saturating_sub(from);
+            if fresh > 0 {
+                d.evidence.unseen_sent_bytes += fresh;
+                note_proof(
+                    &mut d.evidence.unseen_proof,
+                    kind,
+                    rel_seq(from),
+                    rel_seq(end),
+                );
+            }
+        }
+        self.dirs[dir.reverse().index()]
+            .evidence
+            .peer_capture_missed_bytes += peer_fresh;
+    }
+
+    /// The IPv4 ID of a packet from the sender of `dir` (0 for IPv6, and
+    /// for packets sent without a socket's counter), carrying `payload_len`
+    /// bytes. Called for every packet, before its other facts. Returns the
+    /// IDs before and after a jump on a trusted per-connection counter (see
+    /// [`IpIdRun`]): packets were sent that were not seen. The caller
+    /// decides with [`Connection::on_ip_id_jump`] whether they count.
+    #[inline]
+    pub fn on_ip_id(
+        &mut self,
+        ts: Timestamp,
+        dir: Direction,
+        id: u16,
+        payload_len: u32,
+    ) -> Option<(u16, u16)> {
+        let r = &mut self.dirs[dir.index()].ip_ids;
+        if id == 0 || r.broken {
+            return None;
+        }
+        if r.last == 0 {
+            r.last = id;
+            r.first = ts;
+            r.after_large = payload_len > IP_ID_LARGE_PAYLOAD;
+            return None;
+        }
+        let step = id.wrapping_sub(r.last);
+        let judged = !r.after_large;
+        r.after_large = payload_len > IP_ID_LARGE_PAYLOAD;
+        let from = std::mem::replace(&mut r.last, id);
+        if step == 1 {
+            r.steps = r.steps.saturating_add(1);
+            return None;
+        }
+        if step == 0 || !judged {
+            return None;
+        }
+        let trusted = r.steps >= IP_ID_TRUST_STEPS && ts.since(r.first) >= IP_ID_TRUST_SPAN;
+        if !trusted {
+            r.broken = true;
+            return None;
+        }
+        // A step back (more than half the ID space) is not a jump forward.
+        (step < 0x8000).then_some((from, id))
+    }
+
+    /// The sender of `dir` sent the packets between IPv4 IDs `from` and `to`
+    /// (exclusive) and the capture never saw them: counted in the open
+    /// silence (rule 5 of [`decide`]). Only for a packet whose sequence
+    /// number does not show that nothing new was sent meanwhile (a
+    /// retransmission, a keep-alive, a number beyond the last byte seen).
+    pub fn on_ip_id_jump(&mut self, dir: Direction, from: u16, to: u16) {
+        let e = &mut self.dirs[dir.index()].evidence;
+        let missing = to.wrapping_sub(from).wrapping_sub(1);
+        e.unseen_sent_packets = e.unseen_sent_packets.saturating_add(u32::from(missing));
+        note_proof(
+            &mut e.ip_id_proof,
+            LossProofKind::IpId,
+            u32::from(from),
+            u32::from(to),
+        );
     }
 
     /// Packets the capture dropped (libpcap counter) since the last call:
@@ -1136,9 +1369,14 @@ impl Connection {
                 channel_max,
                 frame_max,
                 heartbeat,
-            } => {
-                self.handshake.tune_ok = Some((*channel_max, *frame_max, *heartbeat));
-            }
+            } => match self.handshake.tune_ok {
+                // The broker starts its heartbeat monitor on the first; a
+                // second is a protocol error (RabbitMQ expects Open next).
+                Some((_, _, first)) => self.on_violation(format!(
+                    "client sent Connection.Tune-Ok again (heartbeat {heartbeat}, frame_max {frame_max}); the first one (heartbeat {first}) decides"
+                )),
+                None => self.handshake.tune_ok = Some((*channel_max, *frame_max, *heartbeat)),
+            },
             ConnMethod::Open { vhost } => self.handshake.vhost = Some(Arc::from(vhost.as_str())),
             ConnMethod::OpenOk => self.handshake.open_ok = true,
             ConnMethod::Close(info) => {
@@ -1187,6 +1425,19 @@ impl Connection {
         if self.role_source != RoleSource::ProtocolHeader {
             self.set_client_dir(dir, RoleSource::ProtocolHeader);
         }
+    }
+
+    /// A SYN from the side `by` opened a new connection on this 4-tuple at
+    /// `at` while this one was still open in the capture: it ended unseen.
+    /// Call before [`Connection::finish`] with this connection's last packet.
+    pub fn on_port_reused(&mut self, at: Timestamp, by: Role) {
+        self.reused = Some((at, by));
+    }
+
+    /// When a new connection reused this 4-tuple, and from which side.
+    #[must_use]
+    pub fn port_reused(&self) -> Option<(Timestamp, Role)> {
+        self.reused
     }
 
     /// A protocol problem (bounded list).
@@ -1493,9 +1744,14 @@ impl Connection {
         self.clock.now_early = false;
         self.clock.now_latest = false;
         self.clock.restart = [false, false];
+        let how = if self.reused.is_some() {
+            SilenceEnd::PortReused
+        } else {
+            SilenceEnd::CaptureEnd
+        };
         for dir in [Direction::AtoB, Direction::BtoA] {
             if !self.dirs[dir.index()].closed && self.dirs[dir.index()].last_activity.is_some() {
-                self.end_silence(end, dir, SilenceEnd::CaptureEnd, syns);
+                self.end_silence(end, dir, how, syns);
                 self.dirs[dir.index()].closed = true;
             }
         }
@@ -1522,6 +1778,9 @@ impl Connection {
         for dir in [Direction::AtoB, Direction::BtoA] {
             consider(self.fin[dir.index()], EndHow::Fin, self.role_of(dir));
             consider(self.rst[dir.index()], EndHow::Rst, self.role_of(dir));
+        }
+        if let Some((at, by)) = self.reused {
+            consider(Some(at), EndHow::PortReused, by);
         }
         match best {
             Some((ts, how, by)) => (how, Some(by), Some(ts)),
@@ -1582,6 +1841,14 @@ impl Connection {
     #[must_use]
     pub fn consequence(&self, gap: &Gap) -> Consequence {
         let (how, by, at) = self.ended();
+        if how == EndHow::PortReused {
+            // When it really ended is unknown: only that it was over by the SYN.
+            return if gap.ended_by == SilenceEnd::PortReused {
+                Consequence::PortReused
+            } else {
+                Consequence::Survived
+            };
+        }
         if let (Some(by), Some(at)) = (by, at) {
             if at >= gap.start && at <= gap.end.plus(Span::from_millis(2_000)) {
                 return match (by, how) {
@@ -1688,9 +1955,22 @@ impl Connection {
             ));
         }
         if e.capture_missed_bytes > 0 {
+            lines.push(match &e.missed_proof {
+                Some(proof) => format!(
+                    "the capture missed {} bytes {s} sent during the silence: {}",
+                    e.capture_missed_bytes,
+                    proof_text(proof, s, p)
+                ),
+                None => format!(
+                    "the capture missed {} bytes {s} sent during the silence",
+                    e.capture_missed_bytes
+                ),
+            });
+        }
+        for proof in [&e.unseen_proof, &e.ip_id_proof].into_iter().flatten() {
             lines.push(format!(
-                "the capture missed {} bytes {s} sent during the silence (sequence hole acknowledged past or skipped)",
-                e.capture_missed_bytes
+                "{s} was not silent: {} (missed by the capture, or lost on the way before they reached it)",
+                proof_text(proof, s, p)
             ));
         }
         if e.sender_retransmissions > 0 {
@@ -1734,6 +2014,11 @@ impl Connection {
                 SilenceEnd::Fin => format!("{s} closing (FIN)"),
                 SilenceEnd::Rst => "a connection reset (RST)".to_owned(),
                 SilenceEnd::CaptureEnd => "the end of the capture".to_owned(),
+                SilenceEnd::PortReused => format!(
+                    "the connection's end, unseen: a new connection reused its ports (SYN at {})",
+                    self.reused
+                        .map_or_else(|| "?".to_owned(), |(at, _)| time_of_day(at))
+                ),
                 SilenceEnd::Open => "nothing yet: still silent".to_owned(),
             }
         ));
@@ -2065,6 +2350,109 @@ mod tests {
         c.on_new_bytes(s(5.0), cd, 100, 8, &syns);
         assert_eq!(c.gaps[0].cause, Cause::CaptureLoss);
         let _ = bd;
+    }
+
+    /// Rule 5 on the numbers of netns-oneway.pcap with the broker's last
+    /// heartbeat and its retransmissions removed: its RST at seq 602 after
+    /// the last byte seen at 594 shows 8 bytes sent; its kernel's ACK (a
+    /// stall by rule 8) does not make the silence a stall.
+    #[test]
+    fn bytes_sent_and_not_seen_are_capture_loss_not_a_stall() {
+        let syns = SynLog::default();
+        let (mut c, cd) = conn(2);
+        let bd = cd.reverse();
+        c.on_new_bytes(s(0.0), bd, 0, 593, &syns);
+        c.on_new_bytes(s(0.5), cd, 0, 8, &syns);
+        c.on_ack(s(0.6), bd, true, true, 64, false);
+        c.on_unseen(s(5.0), bd, 593, 8, LossProofKind::Rst);
+        c.on_rst(s(5.0), bd, &syns);
+        let g = c.gaps.iter().find(|g| g.dir == bd).expect("broker gap");
+        assert_eq!(g.cause, Cause::CaptureLoss);
+        assert_eq!(g.evidence.unseen_sent_bytes, 8);
+        let lines = c.evidence_lines(g);
+        assert!(
+            lines.iter().any(|l| l.contains(
+                "broker's RST at seq 602 but the last byte seen was 594: 8 bytes were sent and not captured"
+            )),
+            "{lines:?}"
+        );
+        // The client's silence: the broker's bytes missed count for it too (rule 9).
+        let g = c.gaps.iter().find(|g| g.dir == cd).expect("client gap");
+        assert_eq!(g.evidence.peer_capture_missed_bytes, 8);
+        assert_eq!(g.cause, Cause::CaptureLoss);
+        // Rules 2-4 come first: bytes sent and never seen next to
+        // retransmissions nobody acknowledged are the path's.
+        let ev = Evidence {
+            unseen_sent_bytes: 8,
+            peer_retransmissions: 4,
+            sender_acks_advancing: 1,
+            sender_acks_after_peer_retransmission: 1,
+            ..Evidence::default()
+        };
+        assert_eq!(
+            decide(&ev, Role::Client, TEN_S, TWO_S),
+            Cause::PeerUnreachable
+        );
+        // Proved twice (a pure ACK, then the RST), counted once.
+        let (mut c, cd) = conn(2);
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        c.on_unseen(s(1.0), cd, 8, 8, LossProofKind::NextSeq);
+        c.on_unseen(s(4.0), cd, 8, 16, LossProofKind::Rst);
+        c.on_rst(s(4.0), cd, &syns);
+        assert_eq!(c.gaps[0].evidence.unseen_sent_bytes, 16);
+        // A proof that the bytes arrived counts as rule 1 even when a
+        // sequence number counted them first.
+        let (mut c, cd) = conn(2);
+        c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+        c.on_unseen(s(1.0), cd, 8, 8, LossProofKind::NextSeq);
+        c.on_unseen(s(2.0), cd, 8, 8, LossProofKind::Ack);
+        c.on_new_bytes(s(5.0), cd, 16, 8, &syns);
+        let e = &c.gaps[0].evidence;
+        assert_eq!((e.capture_missed_bytes, e.unseen_sent_bytes), (8, 8));
+        assert_eq!(e.missed_proof.map(|p| p.kind), Some(LossProofKind::Ack));
+    }
+
+    /// IPv4 IDs prove packets missing only on a per-connection counter: +1
+    /// per packet for 8 steps over 2 s first; a jump before that (a counter
+    /// shared by the host) disables them for good; the step after a packet
+    /// larger than one Ethernet segment (segmentation offload) is not judged.
+    #[test]
+    fn ip_id_jumps_count_only_on_a_per_connection_counter() {
+        let syns = SynLog::default();
+        let run = |ids: &[u16], sizes: &[u32]| {
+            let (mut c, cd) = conn(2);
+            c.on_new_bytes(s(0.0), cd, 0, 8, &syns);
+            for (i, &id) in ids.iter().enumerate() {
+                let t = s(0.5 * f64::from(u32::try_from(i).unwrap_or(0)));
+                if let Some((from, to)) = c.on_ip_id(t, cd, id, sizes.get(i).copied().unwrap_or(0))
+                {
+                    c.on_ip_id_jump(cd, from, to);
+                }
+            }
+            c.on_new_bytes(s(30.0), cd, 8, 8, &syns);
+            (c.gaps[0].evidence.unseen_sent_packets, c.gaps[0].cause)
+        };
+        let steady: Vec<u16> = (100..110).collect();
+        let mut jump = steady.clone();
+        jump.push(115);
+        assert_eq!(run(&jump, &[]), (5, Cause::CaptureLoss));
+        assert_eq!(run(&steady, &[]).0, 0);
+        // Jumps before the counter was trusted: never trusted afterwards.
+        let mut early = vec![100, 101, 105];
+        early.extend(106..120);
+        early.push(130);
+        assert_eq!(run(&early, &[]).0, 0);
+        // Too few steps, or too short a time, to trust.
+        assert_eq!(run(&[100, 101, 102, 110], &[]).0, 0);
+        // After a 64 KB segment (offload: one ID per segment sent) the step is not judged.
+        let mut sizes = vec![0; 10];
+        sizes.push(65_000);
+        let mut big = steady.clone();
+        big.push(110);
+        big.push(155);
+        assert_eq!(run(&big, &sizes).0, 0);
+        // IPv6 and ID 0 (a SYN-ACK of a listening socket) are not counted.
+        assert_eq!(run(&[0; 20], &[]).0, 0);
     }
 
     #[test]

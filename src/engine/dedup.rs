@@ -141,6 +141,7 @@ mod tests {
             payload_len: 8,
             ip_id,
             tsval,
+            sack_right: None,
         }
     }
 

@@ -64,6 +64,8 @@ pub fn gap_report(conn: &Connection, g: &Gap) -> GapReport {
             capture_missed_bytes: e.capture_missed_bytes,
             peer_capture_missed_bytes: e.peer_capture_missed_bytes,
             capture_drops: e.capture_drops,
+            unseen_sent_bytes: e.unseen_sent_bytes,
+            unseen_sent_packets: e.unseen_sent_packets,
             peer_zero_windows: e.peer_zero_windows,
             peer_zero_window_s: secs(e.peer_zero_window_time.0),
             blocked_s: secs(e.blocked_time.0),

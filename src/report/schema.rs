@@ -437,7 +437,7 @@ impl From<Role> for EndedBy {
 pub struct EndedReport {
     /// "client" | "broker" | "middlebox-suspected" | null (still open at capture end).
     pub by: Option<EndedBy>,
-    /// "close" | "fin" | "rst" | "capture-end".
+    /// "close" | "fin" | "rst" | "port-reused" | "capture-end".
     pub how: EndHow,
     /// When.
     pub at: Option<String>,
@@ -553,6 +553,14 @@ pub struct EvidenceCounts {
     pub peer_capture_missed_bytes: u64,
     /// Packets the capture dropped.
     pub capture_drops: u64,
+    /// Bytes the silent side's own later numbers (FIN, RST, next sequence
+    /// number) show it sent and this capture never saw (absent when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unseen_sent_bytes: u64,
+    /// Packets the silent side's IPv4 IDs show it sent and this capture
+    /// never saw (absent when 0).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub unseen_sent_packets: u32,
     /// Peer segments advertising a zero window during the silence (absent when 0).
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub peer_zero_windows: u32,
@@ -592,7 +600,7 @@ pub struct GapReport {
     pub limit_s: f64,
     /// silence / limit.
     pub ratio: f64,
-    /// "data" | "fin" | "rst" | "capture-end" | "open".
+    /// "data" | "fin" | "rst" | "capture-end" | "port-reused" | "open".
     pub ended_by: SilenceEnd,
     /// "client-stall" | "broker-stall" | "peer-unreachable" | "broker-blocked" |
     /// "capture-loss" | "unknown".
@@ -602,7 +610,8 @@ pub struct GapReport {
     /// of (absent otherwise, or when the receiver had no gap).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consequence_of: Option<usize>,
-    /// "broker-reset" | "broker-closed" | "client-closed" | "survived" | "capture-ended".
+    /// "broker-reset" | "broker-closed" | "client-closed" | "survived" | "capture-ended" |
+    /// "port-reused".
     pub consequence: Consequence,
     /// Human evidence lines.
     pub evidence: Vec<String>,
@@ -998,6 +1007,7 @@ mod tests {
             SilenceEnd::Fin,
             SilenceEnd::Rst,
             SilenceEnd::CaptureEnd,
+            SilenceEnd::PortReused,
             SilenceEnd::Open,
         ]);
         same(&[
@@ -1007,13 +1017,20 @@ mod tests {
             HeartbeatSource::Inferred,
             HeartbeatSource::Unknown,
         ]);
-        same(&[EndHow::Close, EndHow::Fin, EndHow::Rst, EndHow::CaptureEnd]);
+        same(&[
+            EndHow::Close,
+            EndHow::Fin,
+            EndHow::Rst,
+            EndHow::PortReused,
+            EndHow::CaptureEnd,
+        ]);
         same(&[
             Consequence::BrokerReset,
             Consequence::BrokerClosed,
             Consequence::ClientClosed,
             Consequence::Survived,
             Consequence::CaptureEnded,
+            Consequence::PortReused,
         ]);
         same(&[
             ConnectionState::Open,

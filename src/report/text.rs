@@ -265,6 +265,9 @@ fn ended_text(ended: &EndedReport) -> String {
         (EndHow::Rst, Some(by)) => {
             format!("{by} reset the connection (RST) without Connection.Close")
         }
+        (EndHow::PortReused, Some(by)) => format!(
+            "port reused: this connection had ended unseen when {by} opened a new one on the same ports (SYN)"
+        ),
         (how, None) => how.to_string(),
     }
 }

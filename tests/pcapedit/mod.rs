@@ -1,6 +1,7 @@
 //! Editing classic pcap files in memory, to build messy captures from the
 //! shipped ones: every packet twice (a capture merged with itself, `-i any`
-//! across a bridge), one packet restamped.
+//! across a bridge), one packet restamped, packets deleted (a capture that
+//! dropped them).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -102,6 +103,23 @@ impl Pcap {
             out.set_ts(n, self.ts(i) + delay_ns);
         }
         out
+    }
+
+    /// Without the packets numbered `frames` (1-based, as `editcap` and
+    /// tshark count them): `editcap in out 33-38` is `without(33..=38)`.
+    pub fn without(&self, frames: std::ops::RangeInclusive<usize>) -> Pcap {
+        Pcap {
+            header: self.header.clone(),
+            records: self
+                .records
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !frames.contains(&(i + 1)))
+                .map(|(_, r)| r.clone())
+                .collect(),
+            le: self.le,
+            nanos: self.nanos,
+        }
     }
 
     pub fn bytes(&self) -> Vec<u8> {
