@@ -27,7 +27,8 @@ pub mod live;
 pub mod multi;
 mod pcapfile;
 mod pcapng;
-mod savefile;
+pub mod ring;
+pub mod savefile;
 
 /// A link-layer header type: the `DLT_` value libpcap reports for a capture.
 ///

@@ -14,6 +14,11 @@
 //! The format is classic pcap with nanosecond timestamps (magic
 //! `a1b23c4d`), what libpcap writes for a nanosecond capture; the file is
 //! valid after every [`Savefile::flush`].
+//!
+//! [`PcapngWriter`] writes pcapng (nanosecond timestamps, comments in the
+//! section header) for the flight recorder's per-gap files, into a file
+//! made by [`create_private`] (`O_CREAT|O_EXCL`, mode 0600: never an
+//! existing file, never through a symbolic link).
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Write};
@@ -50,6 +55,184 @@ fn linktype_of(dlt: LinkType) -> u32 {
         LinkType::RAW | LinkType::RAW_OPENBSD => 101,
         LinkType(n) => u32::try_from(n).unwrap_or(0),
     }
+}
+
+/// Creates a new file at `path` for packets: mode 0600 (it holds
+/// credentials), `O_CREAT|O_EXCL`, so neither an existing file nor a symbolic
+/// link (even a dangling one) is ever written through.
+///
+/// # Errors
+/// The system's error; `AlreadyExists` when anything is at `path`.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// pcapng block types and options used by [`PcapngWriter`].
+const NG_SHB: u32 = 0x0a0d_0d0a;
+const NG_IDB: u32 = 1;
+const NG_EPB: u32 = 6;
+const NG_BYTE_ORDER: u32 = 0x1a2b_3c4d;
+const OPT_END: u16 = 0;
+const OPT_COMMENT: u16 = 1;
+const SHB_USERAPPL: u16 = 4;
+const IF_TSRESOL: u16 = 9;
+
+/// Longest option value: option lengths are 16 bits.
+const MAX_OPTION: usize = 65_532;
+
+/// Appends one pcapng option (code, length, value padded to 4 bytes).
+fn ng_option(block: &mut Vec<u8>, code: u16, value: &[u8]) {
+    let value = value.get(..MAX_OPTION).unwrap_or(value);
+    block.extend_from_slice(&code.to_le_bytes());
+    block.extend_from_slice(&u16::try_from(value.len()).unwrap_or(0).to_le_bytes());
+    block.extend_from_slice(value);
+    block.resize(block.len() + (4 - value.len() % 4) % 4, 0);
+}
+
+/// `text` cut to fit one option, at a character boundary.
+fn option_text(text: &str) -> &str {
+    let mut end = text.len().min(MAX_OPTION);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Writes one block: type, total length, body, total length.
+fn ng_block(out: &mut dyn Write, block_type: u32, body: &[u8]) -> io::Result<()> {
+    let total = u32::try_from(12 + body.len()).unwrap_or(u32::MAX);
+    out.write_all(&block_type.to_le_bytes())?;
+    out.write_all(&total.to_le_bytes())?;
+    out.write_all(body)?;
+    out.write_all(&total.to_le_bytes())
+}
+
+/// A pcapng stream: one section (with comments), one interface (the capture's
+/// link type, nanosecond timestamps), then enhanced packet blocks.
+#[derive(Debug)]
+pub struct PcapngWriter<W: Write> {
+    out: W,
+    packets: u64,
+}
+
+impl<W: Write> PcapngWriter<W> {
+    /// Writes the section header (with `comments`, each an `opt_comment`, and
+    /// hbscope as the writing application) and the interface block.
+    ///
+    /// # Errors
+    /// A write error.
+    pub fn new(mut out: W, link: LinkType, snaplen: u32, comments: &[String]) -> io::Result<Self> {
+        let mut shb = Vec::with_capacity(64);
+        shb.extend_from_slice(&NG_BYTE_ORDER.to_le_bytes());
+        shb.extend_from_slice(&1u16.to_le_bytes());
+        shb.extend_from_slice(&0u16.to_le_bytes());
+        shb.extend_from_slice(&(-1i64).to_le_bytes()); // section length unknown
+        for c in comments {
+            ng_option(&mut shb, OPT_COMMENT, option_text(c).as_bytes());
+        }
+        let appl = format!("hbscope {}", env!("CARGO_PKG_VERSION"));
+        ng_option(&mut shb, SHB_USERAPPL, appl.as_bytes());
+        ng_option(&mut shb, OPT_END, &[]);
+        ng_block(&mut out, NG_SHB, &shb)?;
+        let mut idb = Vec::with_capacity(32);
+        let linktype = u16::try_from(linktype_of(link)).unwrap_or(0);
+        idb.extend_from_slice(&linktype.to_le_bytes());
+        idb.extend_from_slice(&0u16.to_le_bytes());
+        idb.extend_from_slice(&snaplen.to_le_bytes());
+        ng_option(&mut idb, IF_TSRESOL, &[9]); // 10^-9 s
+        ng_option(&mut idb, OPT_END, &[]);
+        ng_block(&mut out, NG_IDB, &idb)?;
+        Ok(PcapngWriter { out, packets: 0 })
+    }
+
+    /// Appends one packet.
+    ///
+    /// # Errors
+    /// A write error.
+    pub fn write(&mut self, rec: &PacketRecord<'_>) -> io::Result<()> {
+        // Timestamps before 1970 do not occur in a live capture; 0 stands in.
+        let ns = u64::try_from(rec.ts.as_nanos()).unwrap_or(0);
+        let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
+        let mut body = Vec::with_capacity(20 + rec.data.len() + 4);
+        body.extend_from_slice(&0u32.to_le_bytes()); // interface 0
+        body.extend_from_slice(&u32::try_from(ns >> 32).unwrap_or(0).to_le_bytes());
+        body.extend_from_slice(&u32::try_from(ns & 0xffff_ffff).unwrap_or(0).to_le_bytes());
+        body.extend_from_slice(&caplen.to_le_bytes());
+        body.extend_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
+        body.extend_from_slice(rec.data);
+        body.resize(body.len() + (4 - rec.data.len() % 4) % 4, 0);
+        ng_block(&mut self.out, NG_EPB, &body)?;
+        self.packets += 1;
+        Ok(())
+    }
+
+    /// Packets written so far.
+    #[must_use]
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Flushes and hands back the writer.
+    ///
+    /// # Errors
+    /// The flush's error.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Writes `packets` as a nanosecond pcap into `out` (what `--write` writes,
+/// in one go): the live screen's `w`. Returns how many were written.
+///
+/// # Errors
+/// A write error.
+pub fn write_pcap<'a>(
+    out: &mut dyn Write,
+    link: LinkType,
+    snaplen: u32,
+    packets: impl Iterator<Item = PacketRecord<'a>>,
+) -> io::Result<usize> {
+    out.write_all(&pcap_header(link, snaplen))?;
+    let mut n = 0;
+    for rec in packets {
+        out.write_all(&record_head(&rec))?;
+        out.write_all(rec.data)?;
+        n += 1;
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+/// The 24-byte header of a nanosecond pcap file.
+fn pcap_header(link: LinkType, snaplen: u32) -> Vec<u8> {
+    let mut header = Vec::with_capacity(24);
+    header.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
+    header.extend_from_slice(&2u16.to_le_bytes());
+    header.extend_from_slice(&4u16.to_le_bytes());
+    header.extend_from_slice(&0i32.to_le_bytes()); // thiszone
+    header.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
+    header.extend_from_slice(&snaplen.to_le_bytes());
+    header.extend_from_slice(&linktype_of(link).to_le_bytes());
+    header
+}
+
+/// The 16-byte record header of one packet in a nanosecond pcap file.
+fn record_head(rec: &PacketRecord<'_>) -> [u8; 16] {
+    let ns = rec.ts.as_nanos();
+    let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
+    let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
+    let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
+    let mut head = [0u8; 16];
+    head[0..4].copy_from_slice(&secs.to_le_bytes());
+    head[4..8].copy_from_slice(&nanos.to_le_bytes());
+    head[8..12].copy_from_slice(&caplen.to_le_bytes());
+    head[12..16].copy_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
+    head
 }
 
 /// An open `--write` file.
@@ -103,15 +286,7 @@ impl Savefile {
                 .map_err(|e| e.to_string())?;
         }
         let mut out = BufWriter::with_capacity(64 * 1024, file);
-        let mut header = Vec::with_capacity(24);
-        header.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
-        header.extend_from_slice(&2u16.to_le_bytes());
-        header.extend_from_slice(&4u16.to_le_bytes());
-        header.extend_from_slice(&0i32.to_le_bytes()); // thiszone
-        header.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-        header.extend_from_slice(&snaplen.to_le_bytes());
-        header.extend_from_slice(&linktype_of(link).to_le_bytes());
-        out.write_all(&header)
+        out.write_all(&pcap_header(link, snaplen))
             .and_then(|()| out.flush())
             .map_err(|e| e.to_string())?;
         Ok(Savefile {
@@ -133,15 +308,7 @@ impl Savefile {
         if self.failed.is_some() {
             return;
         }
-        let ns = rec.ts.as_nanos();
-        let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
-        let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
-        let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
-        let mut head = [0u8; 16];
-        head[0..4].copy_from_slice(&secs.to_le_bytes());
-        head[4..8].copy_from_slice(&nanos.to_le_bytes());
-        head[8..12].copy_from_slice(&caplen.to_le_bytes());
-        head[12..16].copy_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
+        let head = record_head(rec);
         if let Err(e) = self
             .out
             .write_all(&head)
@@ -257,6 +424,46 @@ mod tests {
         let e = Savefile::create(&p, LinkType::ETHERNET, 65535, true).unwrap_err();
         assert!(e.contains("hard links"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn pcapng_with_comments_reads_back_through_libpcap() {
+        let d = dir("pcapng");
+        let p = d.join("gap.pcapng");
+        let file = create_private(&p).unwrap();
+        let comments = vec!["process: pid 42 stopped".to_owned(), "é".repeat(40_000)];
+        let mut w = PcapngWriter::new(file, LinkType::ETHERNET, 262_144, &comments).unwrap();
+        let frame = [7u8; 61];
+        w.write(&rec(&frame, 1_700_000_000_123_456_789)).unwrap();
+        w.write(&rec(&frame[..54], 1_700_000_001_000_000_001))
+            .unwrap();
+        assert_eq!(w.packets(), 2);
+        w.finish().unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(bytes.windows(23).any(|w| w == b"process: pid 42 stopped"));
+        let mut f = FileSource::open(&p).unwrap();
+        assert_eq!(f.link_type(), LinkType::ETHERNET);
+        let a = f.next_packet().unwrap().unwrap();
+        assert_eq!(a.ts, Timestamp(1_700_000_000_123_456_789));
+        assert_eq!(a.data, &frame[..]);
+        let b = f.next_packet().unwrap().unwrap();
+        assert_eq!(b.ts, Timestamp(1_700_000_001_000_000_001));
+        assert_eq!(b.caplen, 54);
+        assert!(f.next_packet().unwrap().is_none());
+        // Never over an existing file.
+        let e = create_private(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn option_text_cuts_at_a_character_boundary() {
+        let long = "é".repeat(40_000);
+        let cut = option_text(&long);
+        assert!(cut.len() <= MAX_OPTION && cut.len().is_multiple_of(2));
+        assert_eq!(option_text("abc"), "abc");
     }
 
     #[test]

@@ -41,7 +41,7 @@ use serde::Serialize;
 
 use crate::analysis::{Connection, EndHow, Role};
 use crate::capture::live::{LiveCapture, LiveCaptureError, LiveConfig};
-use crate::capture::PacketSource;
+use crate::capture::{LinkType, PacketRecord, PacketSource};
 use crate::driver::{self, Clock, DriveOptions, Flow, Paced, Progress, Sink, WallClock};
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer, Registry};
@@ -768,6 +768,10 @@ impl Sink for LiveSink<'_, '_> {
             server.publish(collector.collect(engine, now));
         }
         both(flow_if(ok), self.view.start(engine, now))
+    }
+
+    fn packets(&mut self, link: LinkType, recs: &[PacketRecord<'_>]) {
+        self.view.packets(link, recs);
     }
 
     fn after_packets(&mut self, engine: &Engine, now: Timestamp, p: &Progress) -> Flow {
