@@ -85,6 +85,45 @@ pub struct LiveArgs {
     /// Add a `connection="client->broker"` label to the per-connection gauges (more series).
     #[arg(long, requires = "metrics")]
     pub metrics_per_connection: bool,
+    /// Flight recorder: keep recent packets in memory and write one pcapng file per gap into DIR
+    /// (the connection's packets around the silence; 0600; a `gap-recorded` event names it).
+    /// See docs/live.md.
+    #[arg(long, value_name = "DIR")]
+    pub record_gaps: Option<PathBuf>,
+    /// Seconds of packets kept before the silence starts [default: 30].
+    #[arg(long, value_name = "SECS", requires = "record_gaps")]
+    pub record_before: Option<u64>,
+    /// Seconds of packets kept after the silence ends [default: 10].
+    #[arg(long, value_name = "SECS", requires = "record_gaps")]
+    pub record_after: Option<u64>,
+    /// Also write a file when a gap opens (the silence still going on), beside the one written
+    /// after it closes.
+    #[arg(long, requires = "record_gaps")]
+    pub record_on_open: bool,
+    /// Most recordings kept in DIR; the oldest are deleted [default: 200].
+    #[arg(long, value_name = "N", requires = "record_gaps",
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub record_max_files: Option<usize>,
+    /// Most MiB of recordings kept in DIR; the oldest are deleted [default: 1024].
+    #[arg(long, value_name = "MIB", requires = "record_gaps",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub record_max_mib: Option<u64>,
+    /// Memory for the recorder's packet ring, in MiB [default: 64].
+    #[arg(long, value_name = "MIB", requires = "record_gaps",
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    pub record_ring_mib: Option<usize>,
+    /// Packets older than this are dropped from the ring unless a gap is being recorded on their
+    /// connection [default: 600].
+    #[arg(long, value_name = "SECS", requires = "record_gaps",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub record_ring_secs: Option<u64>,
+    /// No event stream on stdout (for services: the metrics, recordings and -o report remain).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Write the final report to this file instead of stdout (JSON with --format json, else
+    /// text; it appears only once complete).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -11,6 +11,7 @@ use hbscope::engine::EngineConfig;
 use hbscope::os::outfile::AtomicFile;
 use hbscope::report::{self, WriteError};
 use hbscope::run::live;
+use hbscope::run::recorder::RecordOptions;
 use hbscope::run::replay;
 
 mod cli;
@@ -63,8 +64,14 @@ fn interfaces() -> ExitCode {
 }
 
 fn live(args: &LiveArgs) -> ExitCode {
+    if args.quiet && args.format == Some(LiveFormat::Tui) {
+        eprintln!(
+            "hbscope: --quiet cannot be used with --format tui: the live screen is not quiet"
+        );
+        return ExitCode::from(2);
+    }
     let format = args.format.unwrap_or_else(|| {
-        if std::io::stdout().is_terminal() {
+        if std::io::stdout().is_terminal() && !args.quiet && args.output.is_none() {
             LiveFormat::Tui
         } else {
             LiveFormat::Text
@@ -96,6 +103,29 @@ fn live(args: &LiveArgs) -> ExitCode {
             addr,
             per_connection: args.metrics_per_connection,
         }),
+        record: args.record_gaps.as_ref().map(|dir| {
+            let mut r = RecordOptions::new(dir.clone());
+            if let Some(s) = args.record_before {
+                r.before = std::time::Duration::from_secs(s);
+            }
+            if let Some(s) = args.record_after {
+                r.after = std::time::Duration::from_secs(s);
+            }
+            r.on_open = args.record_on_open;
+            if let Some(n) = args.record_max_files {
+                r.max_files = n;
+            }
+            if let Some(m) = args.record_max_mib {
+                r.max_bytes = m.saturating_mul(1 << 20);
+            }
+            if let Some(m) = args.record_ring_mib {
+                r.ring_bytes = m << 20;
+            }
+            if let Some(s) = args.record_ring_secs {
+                r.ring_age = std::time::Duration::from_secs(s);
+            }
+            r
+        }),
     };
     let stop = match live::stop_on_signals() {
         Ok(s) => s,
@@ -104,7 +134,11 @@ fn live(args: &LiveArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let quiet = args.quiet;
     let mut emit = |e: &live::LiveEvent| -> std::io::Result<()> {
+        if quiet {
+            return Ok(());
+        }
         let line = match format {
             LiveFormat::Json => serde_json::to_string(e).map_err(std::io::Error::other)?,
             LiveFormat::Text | LiveFormat::Tui => live::event_text(e),
@@ -126,6 +160,7 @@ fn live(args: &LiveArgs) -> ExitCode {
         }
     };
     let text = match format {
+        LiveFormat::Text if args.quiet || args.output.is_some() => report::to_text(&rep),
         LiveFormat::Text => format!("\n{}", report::to_text(&rep)),
         LiveFormat::Tui => report::to_text(&rep),
         LiveFormat::Json => match serde_json::to_string(&rep) {
@@ -136,10 +171,12 @@ fn live(args: &LiveArgs) -> ExitCode {
             }
         },
     };
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        eprintln!("hbscope: the final report was not written: {e}");
-        return ExitCode::from(1);
+    // --quiet: the report only goes to -o.
+    if args.output.is_some() || !args.quiet {
+        if let Err(e) = write_text(args.output.as_deref(), &text) {
+            eprintln!("hbscope: the final report was not written: {e}");
+            return ExitCode::from(1);
+        }
     }
     if !rep.capture.complete {
         // The report was written, but from an incomplete capture (it failed

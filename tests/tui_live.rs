@@ -48,6 +48,7 @@ fn live_snapshots_with(name: &str, commands: &[Command]) -> Vec<Snapshot> {
         attribution: false,
         user: None,
         metrics: None,
+        record: None,
     };
     let (ev_tx, ev_rx) = mpsc::channel();
     let (cmd_tx, cmd_rx) = mpsc::channel();
@@ -390,6 +391,7 @@ fn w_in_live_mode_sees_the_packets_live_mode_read() {
         attribution: false,
         user: None,
         metrics: None,
+        record: None,
     };
     let (mut src, mut clock) = PacedSource::open(&path).unwrap();
     let stop = AtomicBool::new(false);
