@@ -22,7 +22,22 @@ fn main() -> ExitCode {
     let cli = cli::parse();
     match cli.command {
         Command::Replay(args) => replay(&args),
-        Command::Live(args) => live(&args),
+        Command::Live(mut args) => {
+            if let Some(path) = args.config.clone() {
+                match cli::config::load(&path) {
+                    Ok(file) => args.merge(file),
+                    Err(e) => {
+                        eprintln!("hbscope: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if let Err(e) = args.check() {
+                eprintln!("hbscope: {e}");
+                return ExitCode::from(2);
+            }
+            live(&args)
+        }
         Command::Interfaces => interfaces(),
         Command::Synth(args) => synth(&args),
         Command::Completions(args) => {
@@ -63,13 +78,8 @@ fn interfaces() -> ExitCode {
     }
 }
 
+/// `hbscope live`, with the config file merged and checked.
 fn live(args: &LiveArgs) -> ExitCode {
-    if args.quiet && args.format == Some(LiveFormat::Tui) {
-        eprintln!(
-            "hbscope: --quiet cannot be used with --format tui: the live screen is not quiet"
-        );
-        return ExitCode::from(2);
-    }
     let format = args.format.unwrap_or_else(|| {
         if std::io::stdout().is_terminal() && !args.quiet && args.output.is_none() {
             LiveFormat::Tui
@@ -90,7 +100,7 @@ fn live(args: &LiveArgs) -> ExitCode {
         .map(|d| std::time::Duration::from_secs_f64(d.min(1e9)));
     let opts = live::LiveOptions {
         capture: hbscope::capture::live::LiveConfig {
-            interface: args.interface.clone(),
+            interface: args.interface.clone().unwrap_or_default(),
             filter: live::bpf_filter(args.filter.as_deref(), &args.ports),
         },
         engine: config,

@@ -37,6 +37,7 @@ const WRAPPERS: &[(&str, &[&str])] = &[
     ("crossterm::", &["src/tui.rs", "src/tui/"]),
     ("procfs::", &["src/os/procinfo.rs"]),
     ("chrono::", &["src/report.rs", "src/report/"]),
+    ("toml::", &["src/cli/config.rs"]),
 ];
 
 fn src_files(dir: &Path, out: &mut Vec<PathBuf>) {
