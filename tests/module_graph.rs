@@ -38,6 +38,8 @@ const WRAPPERS: &[(&str, &[&str])] = &[
     ("procfs::", &["src/os/procinfo.rs"]),
     ("chrono::", &["src/report.rs", "src/report/"]),
     ("toml::", &["src/cli/config.rs"]),
+    ("prometheus_client::", &["src/metrics.rs"]),
+    ("httparse::", &["src/metrics.rs"]),
 ];
 
 fn src_files(dir: &Path, out: &mut Vec<PathBuf>) {

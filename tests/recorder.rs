@@ -456,7 +456,11 @@ fn a_sigstopped_pika_client_gives_exactly_one_file_that_replays_to_client_stall(
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(&tag))
         .collect();
-    assert_eq!(files, [file.clone()], "exactly one file for this client");
+    assert_eq!(
+        files,
+        std::slice::from_ref(&file),
+        "exactly one file for this client"
+    );
     assert!(file.to_string_lossy().ends_with("-client-stall.pcapng"));
     assert_eq!(mode_of(&file), 0o600);
 

@@ -44,7 +44,9 @@ use crate::capture::live::{LiveCapture, LiveCaptureError, LiveConfig};
 use crate::capture::{LinkType, PacketRecord, PacketSource};
 use crate::driver::{self, Clock, DriveOptions, Flow, Paced, Progress, Sink, WallClock};
 use crate::engine::{Engine, EngineConfig};
-use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer, Registry};
+use crate::metrics::{
+    Collector, MetricsError, MetricsOptions, MetricsServer, RecorderStats, Registry,
+};
 use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::proto::amqp::PropValue;
@@ -833,6 +835,19 @@ impl LiveSink<'_, '_> {
     }
 }
 
+/// The flight recorder's figures for the metrics.
+fn recorder_stats(r: &Recorder) -> RecorderStats {
+    let ring = r.ring();
+    let (written, failed) = r.counts();
+    RecorderStats {
+        ring_bytes: ring.bytes() as u64,
+        ring_packets: ring.len() as u64,
+        ring_evicted: ring.evicted(),
+        written,
+        failed,
+    }
+}
+
 /// The `gap-recorded` event of a file the recorder wrote (or could not).
 fn recorded_event(r: Recorded) -> LiveEvent {
     let (file, error) = match r.file {
@@ -908,7 +923,8 @@ impl Sink for LiveSink<'_, '_> {
                 address,
             })
             .is_ok();
-            server.publish(collector.collect(engine, now));
+            let rec = self.recorder.as_ref().map(recorder_stats);
+            server.publish(collector.collect_live(engine, now, rec));
         }
         both(flow_if(ok), self.view.start(engine, now))
     }
@@ -950,7 +966,8 @@ impl Sink for LiveSink<'_, '_> {
         ok &= self.record(engine, now, true).is_ok();
         if let Some((server, collector)) = &mut self.metrics {
             if server.take_wanted() {
-                server.publish(collector.collect(engine, now));
+                let rec = self.recorder.as_ref().map(recorder_stats);
+                server.publish(collector.collect_live(engine, now, rec));
             }
         }
         both(flow_if(ok), self.view.on_tick(engine, now, flagged))
