@@ -75,6 +75,58 @@ fn completions_name_every_subcommand_and_option() {
         .contains("complete -c hbscope"));
 }
 
+/// The bash script loads into bash and completes: subcommands after
+/// `hbscope `, live's options after `hbscope live --rec` (zsh and fish are
+/// checked by `zsh -n` / `fish --no-execute` where installed).
+#[test]
+fn completion_scripts_load_in_their_shells() {
+    let dir = tmp("completions");
+    for (shell, check) in [
+        ("bash", &["-n"][..]),
+        ("zsh", &["-n"][..]),
+        ("fish", &["--no-execute"][..]),
+    ] {
+        let script = dir.join(format!("hbscope.{shell}"));
+        std::fs::write(&script, run(&["completions", shell]).stdout).unwrap();
+        let Ok(o) = Command::new(shell).args(check).arg(&script).output() else {
+            eprintln!("{shell} is not installed: its completion script was not checked");
+            assert_ne!(shell, "bash", "bash is needed for this test");
+            continue;
+        };
+        assert!(o.status.success(), "{shell} {check:?}: {o:?}");
+    }
+    // Ask bash's completion function what it offers.
+    let complete = |line: &str| -> Vec<String> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let script = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT={}; \
+             _hbscope hbscope '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            dir.join("hbscope.bash").display(),
+            words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
+            words.len() - 1,
+            line.len(),
+            words[words.len() - 1],
+            words[words.len().saturating_sub(2)],
+        );
+        let o = Command::new("bash").args(["-c", &script]).output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let subs = complete("hbscope ");
+    for sub in SUBCOMMANDS {
+        assert!(subs.iter().any(|w| w == sub), "{sub} not offered: {subs:?}");
+    }
+    let opts = complete("hbscope live --record-");
+    for opt in ["--record-gaps", "--record-before", "--record-on-open"] {
+        assert!(opts.iter().any(|w| w == opt), "{opt} not offered: {opts:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn completions_refuse_an_unknown_shell() {
     let o = run(&["completions", "tcsh"]);
