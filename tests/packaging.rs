@@ -96,9 +96,11 @@ fn completion_scripts_load_in_their_shells() {
         assert!(o.status.success(), "{shell} {check:?}: {o:?}");
     }
     // Ask bash's completion function what it offers.
-    let complete = |line: &str| -> Vec<String> {
-        let words: Vec<&str> = line.split(' ').collect();
-        let script = format!(
+    let complete =
+        |line: &str| -> Vec<String> {
+            let words: Vec<&str> = line.split(' ').collect();
+            let script =
+                format!(
             "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT={}; \
              _hbscope hbscope '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
             dir.join("hbscope.bash").display(),
@@ -108,14 +110,14 @@ fn completion_scripts_load_in_their_shells() {
             words[words.len() - 1],
             words[words.len().saturating_sub(2)],
         );
-        let o = Command::new("bash").args(["-c", &script]).output().unwrap();
-        assert!(o.status.success(), "{o:?}");
-        String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    };
+            let o = Command::new("bash").args(["-c", &script]).output().unwrap();
+            assert!(o.status.success(), "{o:?}");
+            String::from_utf8(o.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        };
     let subs = complete("hbscope ");
     for sub in SUBCOMMANDS {
         assert!(subs.iter().any(|w| w == sub), "{sub} not offered: {subs:?}");

@@ -232,11 +232,17 @@ impl<K: Hash + Eq + Clone> PacketRing<K> {
     }
 
     /// Keeps `key`'s packets at or after `since` through [`PacketRing::expire`]
-    /// (the byte cap still applies); `None` lifts it. A flow with nothing
-    /// stored yet is remembered, so its later packets are kept too.
+    /// (the byte cap still applies); asked again, the earlier time holds.
+    /// `None` lifts it. A flow with nothing stored yet is remembered, so its
+    /// later packets are kept too.
     pub fn keep_since(&mut self, key: &K, since: Option<Timestamp>) {
         match self.flows.get_mut(key) {
-            Some(f) => f.keep_since = since,
+            Some(f) => {
+                f.keep_since = match (f.keep_since, since) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (_, s) => s,
+                }
+            }
             None if since.is_some() => {
                 self.bytes += FLOW_OVERHEAD;
                 self.flows.insert(
@@ -363,9 +369,10 @@ mod tests {
         r.push(2, &rec(&[0; 4], 10));
         r.push(2, &rec(&[0; 4], 60));
         r.keep_since(&2, Some(Timestamp(5)));
+        r.keep_since(&2, Some(Timestamp(40)));
         r.expire(Timestamp(145));
         assert_eq!(r.packets(&1).map(|p| p.ts.0).collect::<Vec<_>>(), [50]);
-        assert_eq!(r.packets(&2).count(), 2, "kept since 5");
+        assert_eq!(r.packets(&2).count(), 2, "kept since 5, the earlier");
         r.keep_since(&2, None);
         r.expire(Timestamp(1_000));
         assert!(r.is_empty());
