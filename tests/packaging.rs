@@ -448,6 +448,7 @@ fn deb_package_has_the_binary_man_page_completions_and_unit() {
     for path in [
         "./usr/bin/hbscope",
         "./etc/hbscope/hbscope.toml",
+        "./usr/share/doc/hbscope/examples/grafana-dashboard.json",
         "./usr/share/man/man1/hbscope.1.gz",
         "./usr/share/bash-completion/completions/hbscope",
         "./usr/share/zsh/vendor-completions/_hbscope",
