@@ -27,6 +27,7 @@ pub mod live;
 pub mod multi;
 mod pcapfile;
 pub mod pcapng;
+pub mod ring;
 pub mod savefile;
 
 /// A link-layer header type: the `DLT_` value libpcap reports for a capture.

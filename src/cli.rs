@@ -7,6 +7,7 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+pub mod config;
 pub mod generate;
 
 /// Reads AMQP 0-9-1 traffic, rebuilds each connection's heartbeat timeline,
@@ -58,9 +59,13 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
-    /// Interface to capture on ("any" for all interfaces).
+    /// Read settings from this TOML file (e.g. /etc/hbscope/hbscope.toml, what the service
+    /// uses); options given here win over it. See docs/live.md, "Configuration file".
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Interface to capture on ("any" for all interfaces); required, here or in --config.
     #[arg(long, short = 'i', value_name = "IF")]
-    pub interface: String,
+    pub interface: Option<String>,
     /// Output format [default: tui when stdout is a terminal, else text]; the final report is
     /// printed when the capture stops (after the TUI restores the terminal).
     #[arg(long, value_enum)]
@@ -101,8 +106,47 @@ pub struct LiveArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
     /// Add a `connection="client->broker"` label to the per-connection gauges (more series).
-    #[arg(long, requires = "metrics")]
+    #[arg(long)]
     pub metrics_per_connection: bool,
+    /// Flight recorder: keep recent packets in memory and write one pcapng file per gap into DIR
+    /// (the connection's packets around the silence; 0600; a `gap-recorded` event names it).
+    /// See docs/live.md.
+    #[arg(long, value_name = "DIR")]
+    pub record_gaps: Option<PathBuf>,
+    /// Seconds of packets kept before the silence starts [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub record_before: Option<u64>,
+    /// Seconds of packets kept after the silence ends [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub record_after: Option<u64>,
+    /// Also write a file when a gap opens (the silence still going on), beside the one written
+    /// after it closes.
+    #[arg(long)]
+    pub record_on_open: bool,
+    /// Most recordings kept in DIR; the oldest are deleted [default: 200].
+    #[arg(long, value_name = "N", 
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub record_max_files: Option<usize>,
+    /// Most MiB of recordings kept in DIR; the oldest are deleted [default: 1024].
+    #[arg(long, value_name = "MIB", 
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub record_max_mib: Option<u64>,
+    /// Memory for the recorder's packet ring, in MiB [default: 64].
+    #[arg(long, value_name = "MIB", 
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    pub record_ring_mib: Option<usize>,
+    /// Packets older than this are dropped from the ring unless a gap is being recorded on their
+    /// connection [default: 600].
+    #[arg(long, value_name = "SECS", 
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub record_ring_secs: Option<u64>,
+    /// No event stream on stdout (for services: the metrics, recordings and -o report remain).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Write the final report to this file instead of stdout (JSON with --format json, else
+    /// text; it appears only once complete).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +172,18 @@ pub enum LiveFormat {
     Json,
     /// The live terminal UI (the default when stdout is a terminal); q stops, then the text report.
     Tui,
+}
+
+impl<'de> serde::Deserialize<'de> for LiveFormat {
+    /// As on the command line: "text", "json" or "tui".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LiveFormat::from_str(&s, false).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "format = \"{s}\" is not one of \"text\", \"json\", \"tui\""
+            ))
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]

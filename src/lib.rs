@@ -19,7 +19,7 @@
 //! Each outside library lives in one module: `capture` wraps `pcap`, `decode`
 //! `etherparse`, `proto::amqp` `amq-protocol`, `report` `chrono` and
 //! `serde_json`, `os::procinfo` `procfs`, `tui` ratatui/crossterm, `metrics`
-//! the Prometheus exposition. Analysis never reads a clock: time arrives with
+//! `prometheus-client` and `httparse`. Analysis never reads a clock: time arrives with
 //! the packets, and in live mode from the clock the [`driver`] is given.
 //! docs/architecture.md is the map: what each folder owns and may import.
 

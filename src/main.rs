@@ -12,6 +12,7 @@ use hbscope::engine::EngineConfig;
 use hbscope::os::outfile::AtomicFile;
 use hbscope::report::{self, WriteError, Zone};
 use hbscope::run::live;
+use hbscope::run::recorder::RecordOptions;
 use hbscope::run::replay;
 
 mod cli;
@@ -22,7 +23,22 @@ fn main() -> ExitCode {
     let cli = cli::parse();
     match cli.command {
         Command::Replay(args) => replay(&args),
-        Command::Live(args) => live(&args),
+        Command::Live(mut args) => {
+            if let Some(path) = args.config.clone() {
+                match cli::config::load(&path) {
+                    Ok(file) => args.merge(file),
+                    Err(e) => {
+                        eprintln!("hbscope: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if let Err(e) = args.check() {
+                eprintln!("hbscope: {e}");
+                return ExitCode::from(2);
+            }
+            live(&args)
+        }
         Command::Interfaces => interfaces(),
         Command::Synth(args) => synth(&args),
         Command::Completions(args) => {
@@ -63,9 +79,10 @@ fn interfaces() -> ExitCode {
     }
 }
 
+/// `hbscope live`, with the config file merged and checked.
 fn live(args: &LiveArgs) -> ExitCode {
     let format = args.format.unwrap_or_else(|| {
-        if std::io::stdout().is_terminal() {
+        if std::io::stdout().is_terminal() && !args.quiet && args.output.is_none() {
             LiveFormat::Tui
         } else {
             LiveFormat::Text
@@ -84,7 +101,7 @@ fn live(args: &LiveArgs) -> ExitCode {
         .map(|d| std::time::Duration::from_secs_f64(d.min(1e9)));
     let opts = live::LiveOptions {
         capture: hbscope::capture::live::LiveConfig {
-            interface: args.interface.clone(),
+            interface: args.interface.clone().unwrap_or_default(),
             filter: live::bpf_filter(args.filter.as_deref(), &args.ports),
         },
         engine: config,
@@ -98,6 +115,29 @@ fn live(args: &LiveArgs) -> ExitCode {
             addr,
             per_connection: args.metrics_per_connection,
         }),
+        record: args.record_gaps.as_ref().map(|dir| {
+            let mut r = RecordOptions::new(dir.clone());
+            if let Some(s) = args.record_before {
+                r.before = std::time::Duration::from_secs(s);
+            }
+            if let Some(s) = args.record_after {
+                r.after = std::time::Duration::from_secs(s);
+            }
+            r.on_open = args.record_on_open;
+            if let Some(n) = args.record_max_files {
+                r.max_files = n;
+            }
+            if let Some(m) = args.record_max_mib {
+                r.max_bytes = m.saturating_mul(1 << 20);
+            }
+            if let Some(m) = args.record_ring_mib {
+                r.ring_bytes = m << 20;
+            }
+            if let Some(s) = args.record_ring_secs {
+                r.ring_age = std::time::Duration::from_secs(s);
+            }
+            r
+        }),
     };
     let stop = match live::stop_on_signals() {
         Ok(s) => s,
@@ -106,7 +146,11 @@ fn live(args: &LiveArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let quiet = args.quiet;
     let mut emit = |e: &live::LiveEvent| -> std::io::Result<()> {
+        if quiet {
+            return Ok(());
+        }
         let line = match format {
             LiveFormat::Json => serde_json::to_string(e).map_err(std::io::Error::other)?,
             LiveFormat::Text | LiveFormat::Tui => live::event_text(e),
@@ -128,6 +172,7 @@ fn live(args: &LiveArgs) -> ExitCode {
         }
     };
     let text = match format {
+        LiveFormat::Text if args.quiet || args.output.is_some() => report::to_text(&rep),
         LiveFormat::Text => format!("\n{}", report::to_text(&rep)),
         LiveFormat::Tui => report::to_text(&rep),
         LiveFormat::Json => match serde_json::to_string(&rep) {
@@ -138,10 +183,12 @@ fn live(args: &LiveArgs) -> ExitCode {
             }
         },
     };
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        eprintln!("hbscope: the final report was not written: {e}");
-        return ExitCode::from(1);
+    // --quiet: the report only goes to -o.
+    if args.output.is_some() || !args.quiet {
+        if let Err(e) = write_text(args.output.as_deref(), &text) {
+            eprintln!("hbscope: the final report was not written: {e}");
+            return ExitCode::from(1);
+        }
     }
     if !rep.capture.complete {
         // The report was written, but from an incomplete capture (it failed

@@ -1,18 +1,26 @@
 //! Prometheus metrics for live mode (`hbscope live --metrics ADDR`).
 //!
 //! ```text
-//! HTTP thread, per GET:   wanted = true, wait (<= 1 s)          Mutex --render--> text 0.0.4
-//! live loop, each tick:   if wanted: Engine --Collector::collect(now)--> Registry --publish--> Mutex
+//! HTTP thread, per GET:   wanted = true, wait (<= 1 s)   Mutex --prometheus-client--> text 0.0.4
+//!                                                                                  | OpenMetrics
+//! live loop, each tick:   if wanted: Engine --Collector::collect_live(now)--> Registry --publish--> Mutex
+//!                                    + /proc/self, the flight recorder's figures
 //! ```
 //!
 //! A scrape raises a flag and waits; at its next tick (200 ms) the live loop
 //! runs the [`Collector`] over the engine, which builds a small [`Registry`]
 //! (plain data: families, label values, numbers), and publishes it. The
 //! [`MetricsServer`] thread only ever sees published registries, never the
-//! engine, and renders them in the Prometheus text exposition format (version
-//! 0.0.4). Nothing is collected while nobody scrapes: the counters are kept
-//! from what the engine keeps (its connection list, their gaps), so a lazy
-//! collection misses nothing.
+//! engine, and hands them to prometheus-client's encoder (the only module
+//! using that crate): the Prometheus text format 0.0.4, or OpenMetrics when
+//! the scrape's `Accept` asks for it. Nothing is collected while nobody
+//! scrapes: the counters are kept from what the engine keeps (its connection
+//! list, their gaps), so a lazy collection misses nothing.
+//!
+//! The server is one thread polling the listener and the connections still
+//! sending their request (httparse reads the heads): a silent client holds a
+//! slot, never the thread (docs/metrics.md, "The HTTP server", says why not
+//! tiny_http).
 //!
 //! Labels stay low-cardinality by default: `client_name` (the connection_name
 //! client property cut before its first `:<digits>` segment, else the product,
@@ -23,7 +31,6 @@
 //! docs/metrics.md documents every metric.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,9 +38,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
 use crate::analysis::{Cause, Connection};
 use crate::engine::Engine;
 use crate::model::{Direction, Timestamp};
+use crate::os::procinfo::OwnUsage;
 use crate::proto::amqp::PropValue;
 
 /// Most distinct values of `client_name` (and, separately, of `broker`);
@@ -53,8 +64,11 @@ const READ_DEADLINE: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a scrape waits for the live loop to publish a fresh registry.
 pub const FRESH_WAIT: Duration = Duration::from_secs(1);
-/// Exposition content type.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+/// Content type of OpenMetrics text.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What `--metrics` asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,16 +88,6 @@ pub enum MetricKind {
     Counter,
     /// Observations in cumulative buckets, with `_sum` and `_count`.
     Histogram,
-}
-
-impl MetricKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            MetricKind::Gauge => "gauge",
-            MetricKind::Counter => "counter",
-            MetricKind::Histogram => "histogram",
-        }
-    }
 }
 
 /// Observations counted per bucket (not cumulative; rendering accumulates).
@@ -162,100 +166,105 @@ pub struct Registry {
     pub families: Vec<Family>,
 }
 
-/// Escapes a label value: backslash, double quote and newline.
-#[must_use]
-pub fn escape_label_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for ch in v.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+/// The exposition formats a scrape can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4 (the default).
+    Prometheus,
+    /// OpenMetrics 1.0 text, for a scraper whose `Accept` asks for it
+    /// (Prometheus does): the same series, `# EOF` at the end.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of an answer in this format.
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
         }
     }
+}
+
+/// A published [`Registry`] as prometheus-client sees it: encoded family by
+/// family through its encoder, which writes the names, escapes the label
+/// values and formats the numbers.
+#[derive(Debug)]
+struct Exposition(Arc<Registry>);
+
+impl prometheus_client::collector::Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for f in &self.0.families {
+            let (name, kind) = match f.kind {
+                // The encoder adds `_total` to a counter's name.
+                MetricKind::Counter => (
+                    f.name.strip_suffix("_total").unwrap_or(f.name),
+                    MetricType::Counter,
+                ),
+                MetricKind::Gauge => (f.name, MetricType::Gauge),
+                MetricKind::Histogram => (f.name, MetricType::Histogram),
+            };
+            let mut metric = encoder.encode_descriptor(name, f.help, None, kind)?;
+            for (values, value) in &f.samples {
+                let labels: Vec<(&str, &str)> = f
+                    .label_names
+                    .iter()
+                    .copied()
+                    .zip(values.iter().map(String::as_str))
+                    .collect();
+                if labels.is_empty() {
+                    encode_value(&mut metric, f.kind, value)?;
+                } else {
+                    encode_value(&mut metric.encode_family(&labels)?, f.kind, value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One sample's value.
+fn encode_value(e: &mut MetricEncoder<'_>, kind: MetricKind, v: &SampleValue) -> std::fmt::Result {
+    match (kind, v) {
+        (MetricKind::Counter, SampleValue::Number(n)) => {
+            e.encode_counter::<NoLabelSet, f64, f64>(n, None)
+        }
+        (_, SampleValue::Number(n)) => e.encode_gauge(n),
+        (_, SampleValue::Histogram(h)) => {
+            // Per-bucket counts; the encoder accumulates them and adds +Inf.
+            let buckets: Vec<(f64, u64)> = h
+                .bounds
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(h.counts.iter().copied())
+                .collect();
+            e.encode_histogram::<NoLabelSet>(h.sum, h.count(), &buckets, None)
+        }
+    }
+}
+
+/// `registry` in `format`.
+#[must_use]
+pub fn render(registry: &Arc<Registry>, format: Format) -> String {
+    let mut reg = prometheus_client::registry::Registry::default();
+    reg.register_collector(Box::new(Exposition(Arc::clone(registry))));
+    let mut out = String::new();
+    // Writing into a String cannot fail, and the encoders have no error of
+    // their own for these families; an empty answer would say so.
+    let _ = match format {
+        Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut out, &reg),
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &reg),
+    };
     out
-}
-
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// A sample value as Prometheus writes it: integers without a fraction,
-/// `+Inf`, `-Inf`, `NaN`.
-#[must_use]
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_owned()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v}")
-    }
-}
-
-fn write_labels(out: &mut String, names: &[&str], values: &[String], le: Option<&str>) {
-    if names.is_empty() && le.is_none() {
-        return;
-    }
-    out.push('{');
-    let mut first = true;
-    for (n, v) in names.iter().zip(values) {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        let _ = write!(out, "{n}=\"{}\"", escape_label_value(v));
-    }
-    if let Some(le) = le {
-        if !first {
-            out.push(',');
-        }
-        let _ = write!(out, "le=\"{le}\"");
-    }
-    out.push('}');
 }
 
 impl Registry {
     /// The registry in the Prometheus text exposition format, version 0.0.4.
     #[must_use]
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for f in &self.families {
-            let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
-            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.as_str());
-            for (values, value) in &f.samples {
-                match value {
-                    SampleValue::Number(v) => {
-                        out.push_str(f.name);
-                        write_labels(&mut out, &f.label_names, values, None);
-                        let _ = writeln!(out, " {}", format_value(*v));
-                    }
-                    SampleValue::Histogram(h) => {
-                        let mut cumulative = 0u64;
-                        for (i, c) in h.counts.iter().enumerate() {
-                            cumulative += c;
-                            let le = h
-                                .bounds
-                                .get(i)
-                                .map_or_else(|| "+Inf".to_owned(), |b| format_value(*b));
-                            let _ = write!(out, "{}_bucket", f.name);
-                            write_labels(&mut out, &f.label_names, values, Some(&le));
-                            let _ = writeln!(out, " {cumulative}");
-                        }
-                        let _ = write!(out, "{}_sum", f.name);
-                        write_labels(&mut out, &f.label_names, values, None);
-                        let _ = writeln!(out, " {}", format_value(h.sum));
-                        let _ = write!(out, "{}_count", f.name);
-                        write_labels(&mut out, &f.label_names, values, None);
-                        let _ = writeln!(out, " {}", h.count());
-                    }
-                }
-            }
-        }
-        out
+        render(&Arc::new(self.clone()), Format::Prometheus)
     }
 }
 
@@ -399,8 +408,20 @@ impl Collector {
         self.pairs.len() - 1
     }
 
-    /// Reads the engine at `now` (capture time) and returns what a scrape shows.
+    /// Reads the engine at `now` (capture time) and returns what a scrape
+    /// shows, with hbscope's own process metrics.
     pub fn collect(&mut self, engine: &Engine, now: Timestamp) -> Registry {
+        self.collect_live(engine, now, None)
+    }
+
+    /// [`Collector::collect`], adding the flight recorder's figures
+    /// (`--record-gaps`) when there is one.
+    pub fn collect_live(
+        &mut self,
+        engine: &Engine,
+        now: Timestamp,
+        recorder: Option<RecorderStats>,
+    ) -> Registry {
         let slots = engine.slots();
         while self.seen_slots < slots.len() {
             self.active.push(Tracked {
@@ -427,7 +448,14 @@ impl Collector {
             self.track(t, &s.conn, now, &mut gauges)
         });
         self.active = active;
-        self.registry(engine, now, gauges)
+        let mut reg = self.registry(engine, now, gauges);
+        if let Ok(own) = crate::os::procinfo::own_usage() {
+            reg.families.extend(process_families(&own));
+        }
+        if let Some(r) = recorder {
+            reg.families.extend(recorder_families(&r));
+        }
+        reg
     }
 
     /// Counts what is new on one connection and adds it to the gauges;
@@ -663,6 +691,121 @@ impl Collector {
     }
 }
 
+/// What the flight recorder (`--record-gaps`) reports to the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    /// Bytes its packet ring holds (data plus overheads).
+    pub ring_bytes: u64,
+    /// Packets its ring holds.
+    pub ring_packets: u64,
+    /// Packets the ring gave up to stay within its memory.
+    pub ring_evicted: u64,
+    /// Recordings written.
+    pub written: u64,
+    /// Recordings that could not be written.
+    pub failed: u64,
+}
+
+/// One unlabelled sample.
+fn single(name: &'static str, help: &'static str, kind: MetricKind, v: f64) -> Family {
+    Family {
+        name,
+        help,
+        kind,
+        label_names: vec![],
+        samples: vec![(vec![], SampleValue::Number(v))],
+    }
+}
+
+/// hbscope's own process, under the names Prometheus clients use.
+#[allow(clippy::cast_precision_loss)]
+fn process_families(own: &OwnUsage) -> Vec<Family> {
+    let mut v = vec![
+        single(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            MetricKind::Counter,
+            own.cpu_seconds,
+        ),
+        single(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            MetricKind::Gauge,
+            own.rss_bytes as f64,
+        ),
+        single(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            MetricKind::Gauge,
+            own.virtual_bytes as f64,
+        ),
+        single(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            MetricKind::Gauge,
+            own.open_fds as f64,
+        ),
+        single(
+            "process_threads",
+            "Number of OS threads in the process.",
+            MetricKind::Gauge,
+            own.threads as f64,
+        ),
+        single(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            MetricKind::Gauge,
+            own.start_time_seconds,
+        ),
+    ];
+    if let Some(max) = own.max_fds {
+        v.push(single(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            MetricKind::Gauge,
+            max as f64,
+        ));
+    }
+    v
+}
+
+/// The flight recorder's figures.
+#[allow(clippy::cast_precision_loss)]
+fn recorder_families(r: &RecorderStats) -> Vec<Family> {
+    vec![
+        single(
+            "hbscope_recorder_ring_bytes",
+            "Memory the flight recorder's packet ring holds (captured bytes plus overheads); at most --record-ring-mib.",
+            MetricKind::Gauge,
+            r.ring_bytes as f64,
+        ),
+        single(
+            "hbscope_recorder_ring_packets",
+            "Packets the flight recorder's ring holds.",
+            MetricKind::Gauge,
+            r.ring_packets as f64,
+        ),
+        single(
+            "hbscope_recorder_ring_evicted_packets_total",
+            "Packets the ring gave up to stay within its memory (the largest connection's oldest first).",
+            MetricKind::Counter,
+            r.ring_evicted as f64,
+        ),
+        single(
+            "hbscope_recordings_written_total",
+            "Gap recordings (pcapng files) written by --record-gaps.",
+            MetricKind::Counter,
+            r.written as f64,
+        ),
+        single(
+            "hbscope_recordings_failed_total",
+            "Gap recordings that could not be written (the gap-recorded event says why).",
+            MetricKind::Counter,
+            r.failed as f64,
+        ),
+    ]
+}
+
 /// Why the metrics endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -690,7 +833,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Published {
-    registry: Registry,
+    registry: Arc<Registry>,
     generation: u64,
 }
 
@@ -757,7 +900,7 @@ impl MetricsServer {
             .published
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.registry = registry;
+        guard.registry = Arc::new(registry);
         guard.generation += 1;
         drop(guard);
         self.shared.fresh.notify_all();
@@ -767,30 +910,121 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept; join only when that worked.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+        // The server looks at the flag at least every STOP_CHECK.
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
 
-fn serve(listener: &TcpListener, shared: &Shared) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
+/// Most connections kept waiting for their request at once; past it the one
+/// that has waited longest is closed.
+pub const MAX_WAITING: usize = 64;
+/// How often the server thread looks at its stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(200);
+
+/// A connection whose request head has not arrived in full yet.
+struct Waiting {
+    stream: TcpStream,
+    head: Vec<u8>,
+    deadline: Instant,
+}
+
+/// What a read on a waiting connection gave.
+enum Arrived {
+    /// The head is complete (or will never be: too big, garbage).
+    Head,
+    /// More is to come.
+    More,
+    /// The client went away.
+    Gone,
+}
+
+/// Reads what has arrived (non-blocking).
+fn read_ready(w: &mut Waiting) -> Arrived {
+    let mut chunk = [0u8; 1024];
+    loop {
+        match w.stream.read(&mut chunk) {
+            Ok(0) => return Arrived::Gone,
+            Ok(n) => {
+                w.head.extend_from_slice(&chunk[..n]);
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match httparse::Request::new(&mut headers).parse(&w.head) {
+                    Ok(httparse::Status::Partial) if w.head.len() <= MAX_REQUEST => {}
+                    _ => return Arrived::Head,
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Arrived::More,
+            Err(_) => return Arrived::Gone,
         }
-        // A failed accept (e.g. the client already gone) concerns one client only.
-        if let Ok(stream) = stream {
-            let _ = answer(stream, shared);
+    }
+}
+
+/// One thread, many clients: poll(2) on the listener and every connection
+/// still sending its request, so a silent client holds a slot (at most
+/// [`MAX_WAITING`], each for at most [`READ_DEADLINE`]), never the thread.
+/// A complete request is answered at once.
+fn serve(listener: &TcpListener, shared: &Shared) {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut waiting: Vec<Waiting> = Vec::new();
+    while !shared.stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        let wait = waiting
+            .iter()
+            .map(|w| w.deadline.saturating_duration_since(now))
+            .fold(STOP_CHECK, Duration::min);
+        let ts = Timespec {
+            tv_sec: 0,
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        let mut fds: Vec<PollFd<'_>> = std::iter::once(PollFd::new(listener, PollFlags::IN))
+            .chain(
+                waiting
+                    .iter()
+                    .map(|w| PollFd::new(&w.stream, PollFlags::IN)),
+            )
+            .collect();
+        // An error (EINTR) is a spurious wake-up: everything is looked at again.
+        let _ = rustix::event::poll(&mut fds, Some(&ts));
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        // Highest index first: swap_remove only moves entries already seen.
+        for i in (0..waiting.len()).rev() {
+            if !ready.get(i + 1).copied().unwrap_or(false) {
+                continue;
+            }
+            match read_ready(&mut waiting[i]) {
+                Arrived::More => {}
+                Arrived::Gone => drop(waiting.swap_remove(i)),
+                Arrived::Head => {
+                    let w = waiting.swap_remove(i);
+                    let _ = answer(w.stream, &w.head, shared);
+                }
+            }
+        }
+        let now = Instant::now();
+        waiting.retain(|w| w.deadline > now);
+        if ready.first().copied().unwrap_or(false) {
+            // Accept everything queued; a failed accept concerns one client only.
+            while let Ok((stream, _)) = listener.accept() {
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                if waiting.len() >= MAX_WAITING {
+                    if let Some(oldest) = (0..waiting.len()).min_by_key(|i| waiting[*i].deadline) {
+                        drop(waiting.swap_remove(oldest));
+                    }
+                }
+                waiting.push(Waiting {
+                    stream,
+                    head: Vec::with_capacity(512),
+                    deadline: now + READ_DEADLINE,
+                });
+            }
         }
     }
 }
@@ -798,67 +1032,66 @@ fn serve(listener: &TcpListener, shared: &Shared) {
 /// What the request asked for.
 #[derive(Debug, PartialEq, Eq)]
 enum Request {
-    Metrics { head_only: bool },
+    /// `GET /metrics` (`HEAD`: headers only), in the format `Accept` prefers.
+    Metrics {
+        head_only: bool,
+        format: Format,
+    },
+    /// `GET /`: a page linking to /metrics.
+    Landing {
+        head_only: bool,
+    },
     NotFound,
     MethodNotAllowed,
     Bad,
 }
 
-fn parse_request(head: &[u8]) -> Request {
-    let line_end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
-    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
-        return Request::Bad;
-    };
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Request::Bad;
-    };
-    if !version.starts_with("HTTP/") || !target.starts_with('/') {
-        return Request::Bad;
-    }
-    let path = target.split('?').next().unwrap_or(target);
-    if path != "/metrics" {
-        return Request::NotFound;
-    }
-    match method {
-        "GET" => Request::Metrics { head_only: false },
-        "HEAD" => Request::Metrics { head_only: true },
-        _ => Request::MethodNotAllowed,
-    }
-}
+/// Most request headers read (Prometheus sends about five).
+const MAX_HEADERS: usize = 32;
 
-/// Reads the request head (up to the blank line) within the deadline and size cap.
-fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    let deadline = Instant::now() + READ_DEADLINE;
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(None);
+/// Reads a complete request head (httparse does the parsing).
+fn parse_request(head: &[u8]) -> Request {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return Request::Bad;
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Request::Bad;
+    };
+    if !target.starts_with('/') {
+        return Request::Bad;
+    }
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return Request::MethodNotAllowed,
+    };
+    let path = target.split('?').next().unwrap_or(target);
+    match path {
+        "/metrics" => {
+            let openmetrics = req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("accept")
+                    && std::str::from_utf8(h.value)
+                        .is_ok_and(|v| v.contains("application/openmetrics-text"))
+            });
+            Request::Metrics {
+                head_only,
+                format: if openmetrics {
+                    Format::OpenMetrics
+                } else {
+                    Format::Prometheus
+                },
+            }
         }
-        stream.set_read_timeout(Some(left))?;
-        let n = match stream.read(&mut chunk) {
-            Ok(0) => return Ok(None),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            return Ok(Some(buf));
-        }
-        if buf.len() > MAX_REQUEST {
-            return Ok(Some(Vec::new()));
-        }
+        "/" => Request::Landing { head_only },
+        _ => Request::NotFound,
     }
 }
 
 /// Asks the live loop for a fresh registry and renders it (or the previous
 /// one after [`FRESH_WAIT`]).
-fn fresh_text(shared: &Shared) -> String {
+fn fresh_text(shared: &Shared, format: Format) -> String {
     let guard = shared
         .published
         .lock()
@@ -871,37 +1104,63 @@ fn fresh_text(shared: &Shared) -> String {
         .fresh
         .wait_timeout_while(guard, FRESH_WAIT, |p| p.generation == before)
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    guard.registry.render()
+    let registry = Arc::clone(&guard.registry);
+    // Rendered without the lock: the live loop may publish meanwhile.
+    drop(guard);
+    render(&registry, format)
 }
 
-fn answer(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+/// The page at `/`.
+fn landing_page() -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>hbscope</title></head>\n\
+         <body><h1>hbscope {}</h1>\n<p>AMQP 0-9-1 heartbeat watch: live capture, gaps and their causes.</p>\n\
+         <p><a href=\"metrics\">Metrics</a> (Prometheus text; OpenMetrics when asked for)</p>\n</body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Answers a complete request head (blocking, bounded by [`WRITE_TIMEOUT`]).
+fn answer(mut stream: TcpStream, head: &[u8], shared: &Shared) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let Some(head) = read_head(&mut stream)? else {
-        return Ok(());
-    };
-    let (status, body, head_only, extra) = match parse_request(&head) {
-        Request::Metrics { head_only } => {
-            let text = fresh_text(shared);
-            ("200 OK", text, head_only, "")
-        }
+    let text = "text/plain; charset=utf-8";
+    let (status, content_type, body, head_only, extra) = match parse_request(head) {
+        Request::Metrics { head_only, format } => (
+            "200 OK",
+            format.content_type(),
+            fresh_text(shared, format),
+            head_only,
+            "",
+        ),
+        Request::Landing { head_only } => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            landing_page(),
+            head_only,
+            "",
+        ),
         Request::NotFound => (
             "404 Not Found",
-            "not found: hbscope serves /metrics\n".to_owned(),
+            text,
+            "not found: hbscope serves / and /metrics\n".to_owned(),
             false,
             "",
         ),
         Request::MethodNotAllowed => (
             "405 Method Not Allowed",
+            text,
             "use GET /metrics\n".to_owned(),
             false,
             "Allow: GET, HEAD\r\n",
         ),
-        Request::Bad => ("400 Bad Request", "bad request\n".to_owned(), false, ""),
-    };
-    let content_type = if status.starts_with("200") {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
+        Request::Bad => (
+            "400 Bad Request",
+            text,
+            "bad request\n".to_owned(),
+            false,
+            "",
+        ),
     };
     let mut resp = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
@@ -944,9 +1203,7 @@ mod tests {
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape_label_value("x\ny"), "x\\ny");
+    fn label_values_and_help_are_escaped() {
         let mut f = family(MetricKind::Gauge, vec!["client_name", "broker"]);
         f.samples.push((
             vec!["we\"ird\\name\n".into(), "1.2.3.4:5672".into()],
@@ -962,12 +1219,58 @@ mod tests {
 
     #[test]
     fn values_are_formatted_like_prometheus() {
-        assert_eq!(format_value(3.0), "3");
-        assert_eq!(format_value(0.25), "0.25");
-        assert_eq!(format_value(f64::INFINITY), "+Inf");
-        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_value(f64::NAN), "NaN");
-        assert_eq!(format_value(1.5e20), "150000000000000000000");
+        let mut f = family(MetricKind::Gauge, vec!["v"]);
+        for v in [
+            3.0,
+            0.25,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            1.5e20,
+        ] {
+            f.samples
+                .push((vec![format!("{v}")], SampleValue::Number(v)));
+        }
+        let text = Registry { families: vec![f] }.render();
+        let values: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(_, v)| v))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                "3.0",
+                "0.25",
+                "+Inf",
+                "-Inf",
+                "NaN",
+                "150000000000000000000.0"
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn openmetrics_has_the_same_series_and_an_eof() {
+        let mut c = family(MetricKind::Counter, vec!["cause"]);
+        c.name = "t_gaps_total";
+        c.samples
+            .push((vec!["client-stall".into()], SampleValue::Number(2.0)));
+        let reg = Arc::new(Registry { families: vec![c] });
+        let prom = render(&reg, Format::Prometheus);
+        assert!(prom.contains("# TYPE t_gaps_total counter\n"), "{prom}");
+        assert!(
+            prom.contains("\nt_gaps_total{cause=\"client-stall\"} 2"),
+            "{prom}"
+        );
+        let om = render(&reg, Format::OpenMetrics);
+        assert!(om.contains("# TYPE t_gaps counter\n"), "{om}");
+        assert!(
+            om.contains("\nt_gaps_total{cause=\"client-stall\"} 2"),
+            "{om}"
+        );
+        assert!(om.ends_with("# EOF\n"), "{om}");
     }
 
     #[test]
@@ -1007,7 +1310,7 @@ mod tests {
         f.name = "t_total";
         f.samples.push((vec![], SampleValue::Number(7.0)));
         let text = Registry { families: vec![f] }.render();
-        assert!(text.ends_with("\nt_total 7\n"), "{text}");
+        assert!(text.ends_with("\nt_total 7.0\n"), "{text}");
     }
 
     #[test]
@@ -1033,15 +1336,40 @@ mod tests {
 
     #[test]
     fn requests_are_parsed_strictly() {
+        let prom = Format::Prometheus;
         assert_eq!(
             parse_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Request::Metrics { head_only: false }
+            Request::Metrics {
+                head_only: false,
+                format: prom
+            }
         );
         assert_eq!(
             parse_request(b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n"),
-            Request::Metrics { head_only: true }
+            Request::Metrics {
+                head_only: true,
+                format: prom
+            }
         );
-        assert_eq!(parse_request(b"GET / HTTP/1.1\r\n\r\n"), Request::NotFound);
+        // What Prometheus 2.x sends.
+        assert_eq!(
+            parse_request(
+                b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,\
+                  application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n\r\n"
+            ),
+            Request::Metrics {
+                head_only: false,
+                format: Format::OpenMetrics
+            }
+        );
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\n\r\n"),
+            Request::Landing { head_only: false }
+        );
+        assert_eq!(
+            parse_request(b"GET /nope HTTP/1.1\r\n\r\n"),
+            Request::NotFound
+        );
         assert_eq!(
             parse_request(b"POST /metrics HTTP/1.1\r\n\r\n"),
             Request::MethodNotAllowed
@@ -1053,6 +1381,7 @@ mod tests {
             b"GET /metrics\r\n\r\n",
             b"GET metrics HTTP/1.1\r\n\r\n",
             b"GET /metrics HTTP/1.1 extra\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n",
         ] {
             assert_eq!(parse_request(bad), Request::Bad, "{bad:?}");
         }
@@ -1068,7 +1397,7 @@ mod tests {
     }
 
     #[test]
-    fn server_answers_metrics_404_and_survives_bad_requests() {
+    fn server_answers_metrics_landing_404_and_survives_bad_requests() {
         let srv = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = srv.local_addr();
         assert_ne!(addr.port(), 0);
@@ -1090,6 +1419,22 @@ mod tests {
         drop(idle);
         let r = get(addr, b"GET /nope HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+        let r = get(addr, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            r.contains("Content-Type: text/html; charset=utf-8\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("<a href=\"metrics\">"), "{r}");
+        let r = get(
+            addr,
+            b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n",
+        );
+        assert!(
+            r.contains(&format!("Content-Type: {OPENMETRICS_CONTENT_TYPE}\r\n")),
+            "{r}"
+        );
+        assert!(r.ends_with("\nt_metric 2.0\n# EOF\n"), "{r}");
         let r = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(
@@ -1098,7 +1443,7 @@ mod tests {
         );
         assert!(
             r.ends_with(
-                "\r\n\r\n# HELP t_metric a \\\\ help\\nline\n# TYPE t_metric gauge\nt_metric 2\n"
+                "\r\n\r\n# HELP t_metric a \\\\ help\\nline\n# TYPE t_metric gauge\nt_metric 2.0\n"
             ),
             "{r}"
         );
@@ -1133,7 +1478,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        for want in ["t_total 1\n", "t_total 2\n"] {
+        for want in ["t_total 1.0\n", "t_total 2.0\n"] {
             let started = Instant::now();
             let r = get(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
             assert!(r.ends_with(want), "{r}");
@@ -1141,6 +1486,35 @@ mod tests {
         }
         stop.store(true, Ordering::SeqCst);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn idle_clients_do_not_hold_up_a_scrape() {
+        let srv = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = srv.local_addr();
+        srv.publish(Registry::default());
+        // More silent clients than the server keeps, some with half a request.
+        let mut idle = Vec::new();
+        for i in 0..(MAX_WAITING + 36) {
+            let mut s = TcpStream::connect(addr).unwrap();
+            if i % 2 == 0 {
+                s.write_all(b"GET /metr").unwrap();
+            }
+            idle.push(s);
+        }
+        let started = Instant::now();
+        let r = get(addr, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        // One thread serving in turn would have waited READ_DEADLINE per client.
+        assert!(started.elapsed() < READ_DEADLINE, "{:?}", started.elapsed());
+        // The oldest silent clients were let go to make room.
+        let mut closed = 0;
+        for s in &mut idle {
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            // End of stream: the server closed it; a time-out: still waiting.
+            closed += usize::from(matches!(s.read(&mut [0u8; 16]), Ok(0)));
+        }
+        assert!(closed >= 36, "{closed} closed");
     }
 
     #[test]

@@ -171,6 +171,7 @@ fn live_text_events_show_the_name_escaped() {
         py_spy: false,
         user: None,
         metrics: None,
+        record: None,
     };
     let (mut src, mut clock) = PacedSource::open(&capture()).unwrap();
     let stop = AtomicBool::new(false);

@@ -332,8 +332,11 @@ fn scrape_shows_open_silence_then_a_counted_client_stall_while_the_client_is_sto
     );
     promtool_check(&counted);
 
-    // Anything but /metrics is 404.
-    let (status, _) = http(addr, "GET / HTTP/1.0\r\n\r\n");
+    // `/` is a page linking /metrics; anything else is 404.
+    let (status, body) = http(addr, "GET / HTTP/1.0\r\n\r\n");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(body.contains("href=\"metrics\""), "{body}");
+    let (status, _) = http(addr, "GET /other HTTP/1.0\r\n\r\n");
     assert!(status.starts_with("HTTP/1.1 404"), "{status}");
 
     signal(pid, "-CONT");

@@ -49,6 +49,7 @@ fn options(duration: Option<Duration>, metrics: bool) -> LiveOptions {
             addr: "127.0.0.1:9".parse().unwrap(),
             per_connection: false,
         }),
+        record: None,
     }
 }
 

@@ -20,27 +20,44 @@ use hbscope::driver::{
     self, DriveOptions, Flow, Paced, PacedSource, PacketSource, Sink, StopReason,
 };
 use hbscope::engine::{Engine, EngineConfig};
-use hbscope::metrics::Collector;
+use hbscope::metrics::{Collector, RecorderStats, Registry};
 use hbscope::model::{Direction, Span, Timestamp};
 
 const TICK: Duration = Duration::from_millis(200);
 
-/// Renders the registry at every tick.
+/// Collects the registry at every tick, as live mode with `--record-gaps` does.
 struct Scrapes {
     collector: Collector,
-    out: Vec<(Timestamp, String)>,
+    out: Vec<(Timestamp, Registry)>,
 }
 
 impl Sink for Scrapes {
     fn on_tick(&mut self, engine: &Engine, now: Timestamp, _: &[(usize, Direction, Span)]) -> Flow {
-        self.out
-            .push((now, self.collector.collect(engine, now).render()));
+        let recorder = RecorderStats {
+            ring_bytes: 4096,
+            ring_packets: 12,
+            ring_evicted: 0,
+            written: 1,
+            failed: 0,
+        };
+        self.out.push((
+            now,
+            self.collector.collect_live(engine, now, Some(recorder)),
+        ));
         Flow::Continue
     }
 }
 
 /// Every rendering of the registry, one per tick, with its capture time.
 fn scrapes(per_connection: bool) -> Vec<(Timestamp, String)> {
+    registries(per_connection)
+        .into_iter()
+        .map(|(t, r)| (t, r.render()))
+        .collect()
+}
+
+/// Every registry, one per tick, with its capture time.
+fn registries(per_connection: bool) -> Vec<(Timestamp, Registry)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap");
     let (mut src, mut clock) = PacedSource::open(&path).unwrap();
     let mut engine = Engine::new(EngineConfig::default(), src.link_type());
@@ -291,4 +308,202 @@ fn promtool_accepts_the_alert_rules() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The metric names an exposition has (from its `# TYPE` lines), with the
+/// series names a histogram adds.
+fn exposed_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut it = rest.split(' ');
+        let (Some(name), Some(kind)) = (it.next(), it.next()) else {
+            continue;
+        };
+        names.insert(name.to_owned());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+/// docs/grafana-dashboard.json: valid JSON, panels with queries, and every
+/// metric a query names is one hbscope exposes (with `--record-gaps`).
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(dash["title"]
+        .as_str()
+        .is_some_and(|t| t.contains("hbscope")));
+    assert!(dash["uid"].is_string() && dash["schemaVersion"].is_u64());
+    let panels = dash["panels"].as_array().unwrap();
+    let mut exprs = Vec::new();
+    for p in panels {
+        assert!(p["title"].is_string(), "a panel without a title: {p}");
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 8, "{} queries", exprs.len());
+    let text = scrapes(true).last().unwrap().1.clone();
+    let exposed = exposed_names(&text);
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        let mut word = String::new();
+        for c in e.chars().chain([' ']) {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                word.push(c);
+                continue;
+            }
+            if word.starts_with("hbscope_") || word.starts_with("process_") {
+                used.insert(word.clone());
+            }
+            word.clear();
+        }
+    }
+    let missing: Vec<&String> = used.iter().filter(|n| !exposed.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics hbscope does not expose: {missing:?}\nexposed: {exposed:?}"
+    );
+    // The dashboard covers the metrics an operator needs.
+    for want in [
+        "hbscope_silence_ratio",
+        "hbscope_gaps_total",
+        "hbscope_gaps_open",
+        "hbscope_capture_dropped_packets_total",
+        "process_resident_memory_bytes",
+        "hbscope_recorder_ring_bytes",
+    ] {
+        assert!(used.contains(want), "no panel shows {want}");
+    }
+}
+
+/// A real Prometheus scrapes the endpoint (it asks for OpenMetrics, so this
+/// checks that exposition with Prometheus's own parser) and stores the series.
+#[test]
+#[ignore = "needs prometheus (Debian package prometheus): run with --include-ignored (CI does)"]
+fn a_real_prometheus_scrapes_the_openmetrics_exposition() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let found = Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "prometheus is needed: `apt-get install prometheus`");
+    // The scrape during the stall, served as live mode serves it.
+    let regs = registries(false);
+    let during = regs
+        .iter()
+        .find(|(_, r)| {
+            let t = r.render();
+            value(&t, "hbscope_gaps_open", &[("cause", "client-stall")]) == Some(1.0)
+        })
+        .unwrap()
+        .1
+        .clone();
+    let server =
+        Arc::new(hbscope::metrics::MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+    let target = server.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (srv, stop2) = (Arc::clone(&server), Arc::clone(&stop));
+    let publisher = std::thread::spawn(move || {
+        while !stop2.load(Ordering::SeqCst) {
+            if srv.take_wanted() {
+                srv.publish(during.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("hbscope-prom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: hbscope\n    static_configs: [{{targets: [\"{target}\"]}}]\n"
+        ),
+    )
+    .unwrap();
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prom.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let query = |q: &str| -> serde_json::Value {
+        let Ok(mut s) = std::net::TcpStream::connect(web) else {
+            return serde_json::Value::Null;
+        };
+        let q: String = q
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'_' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let _ = write!(s, "GET /api/v1/query?query={q} HTTP/1.0\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (ok, last) = loop {
+        let up = query("up{job=\"hbscope\"}");
+        if up["data"]["result"][0]["value"][1] == "1" {
+            break (true, up);
+        }
+        if std::time::Instant::now() > deadline {
+            break (false, up);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let gaps_open = query("hbscope_gaps_open{cause=\"client-stall\"}");
+    let gaps_total = query("hbscope_gaps_total");
+    let rss = query("process_resident_memory_bytes");
+    let _ = prom.kill();
+    let _ = prom.wait();
+    stop.store(true, Ordering::SeqCst);
+    publisher.join().unwrap();
+    let log = std::fs::read_to_string(dir.join("prom.log")).unwrap_or_default();
+    assert!(ok, "Prometheus never scraped hbscope: {last}\n{log}");
+    assert_eq!(
+        gaps_open["data"]["result"][0]["value"][1], "1",
+        "{gaps_open}"
+    );
+    assert!(
+        !gaps_total["data"]["result"].as_array().unwrap().is_empty(),
+        "counters keep their names: {gaps_total}"
+    );
+    assert!(
+        !rss["data"]["result"].as_array().unwrap().is_empty(),
+        "{rss}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

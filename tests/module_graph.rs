@@ -37,6 +37,9 @@ const WRAPPERS: &[(&str, &[&str])] = &[
     ("crossterm::", &["src/tui.rs", "src/tui/"]),
     ("procfs::", &["src/os/procinfo.rs"]),
     ("chrono::", &["src/report.rs", "src/report/"]),
+    ("toml::", &["src/cli/config.rs"]),
+    ("prometheus_client::", &["src/metrics.rs"]),
+    ("httparse::", &["src/metrics.rs"]),
 ];
 
 fn src_files(dir: &Path, out: &mut Vec<PathBuf>) {

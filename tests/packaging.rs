@@ -75,6 +75,60 @@ fn completions_name_every_subcommand_and_option() {
         .contains("complete -c hbscope"));
 }
 
+/// The bash script loads into bash and completes: subcommands after
+/// `hbscope `, live's options after `hbscope live --rec` (zsh and fish are
+/// checked by `zsh -n` / `fish --no-execute` where installed).
+#[test]
+fn completion_scripts_load_in_their_shells() {
+    let dir = tmp("completions");
+    for (shell, check) in [
+        ("bash", &["-n"][..]),
+        ("zsh", &["-n"][..]),
+        ("fish", &["--no-execute"][..]),
+    ] {
+        let script = dir.join(format!("hbscope.{shell}"));
+        std::fs::write(&script, run(&["completions", shell]).stdout).unwrap();
+        let Ok(o) = Command::new(shell).args(check).arg(&script).output() else {
+            eprintln!("{shell} is not installed: its completion script was not checked");
+            assert_ne!(shell, "bash", "bash is needed for this test");
+            continue;
+        };
+        assert!(o.status.success(), "{shell} {check:?}: {o:?}");
+    }
+    // Ask bash's completion function what it offers.
+    let complete =
+        |line: &str| -> Vec<String> {
+            let words: Vec<&str> = line.split(' ').collect();
+            let script =
+                format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT={}; \
+             _hbscope hbscope '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            dir.join("hbscope.bash").display(),
+            words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
+            words.len() - 1,
+            line.len(),
+            words[words.len() - 1],
+            words[words.len().saturating_sub(2)],
+        );
+            let o = Command::new("bash").args(["-c", &script]).output().unwrap();
+            assert!(o.status.success(), "{o:?}");
+            String::from_utf8(o.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        };
+    let subs = complete("hbscope ");
+    for sub in SUBCOMMANDS {
+        assert!(subs.iter().any(|w| w == sub), "{sub} not offered: {subs:?}");
+    }
+    let opts = complete("hbscope live --record-");
+    for opt in ["--record-gaps", "--record-before", "--record-on-open"] {
+        assert!(opts.iter().any(|w| w == opt), "{opt} not offered: {opts:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn completions_refuse_an_unknown_shell() {
     let o = run(&["completions", "tcsh"]);
@@ -165,22 +219,43 @@ fn exec_args(unit: &str) -> Vec<String> {
     words.map(str::to_owned).collect()
 }
 
+/// Where the package installs the example config, which the unit reads.
+const CONFIG: &str = "/etc/hbscope/hbscope.toml";
+
+fn config_file() -> String {
+    std::fs::read_to_string(root().join("packaging/hbscope.toml")).unwrap()
+}
+
 #[test]
-fn unit_runs_live_with_the_documented_metrics_address() {
+fn unit_runs_live_with_the_config_recorder_and_documented_metrics_address() {
     let unit = unit_file();
     let args = exec_args(&unit);
     assert_eq!(
         args,
         [
             "live",
-            "-i",
-            "any",
-            "--format",
-            "json",
-            "--metrics",
-            METRICS_ADDR
+            "--config",
+            CONFIG,
+            "--record-gaps",
+            "/var/lib/hbscope",
+            "--quiet"
         ],
-        "docs/live.md and docs/metrics.md describe this command"
+        "docs/live.md describes this command"
+    );
+    let config = config_file();
+    assert!(
+        config.contains(&format!("\naddress = \"{METRICS_ADDR}\"\n")),
+        "the example config serves metrics on {METRICS_ADDR}:\n{config}"
+    );
+    assert!(config.contains("\ninterface = \"any\"\n"), "{config}");
+    // The recordings go where the sandbox lets the service write.
+    assert_eq!(
+        unit_value(&unit, "ReadWritePaths").as_deref(),
+        Some("/var/lib/hbscope")
+    );
+    assert_eq!(
+        unit_value(&unit, "StateDirectory").as_deref(),
+        Some("hbscope")
     );
     // The binary accepts exactly these arguments (clap checks each value
     // before it reaches --help).
@@ -235,12 +310,35 @@ fn service_command_works_as_nobody_with_only_the_units_capabilities() {
     require_environment("packaging");
     let unit = unit_file();
     let caps = setpriv_caps(&unit);
-    // The unit's command with an ephemeral metrics port (so a running service
-    // does not collide) and an end.
+    // The unit's command with the repository's example config, a recordings
+    // directory of its own, an ephemeral metrics port (flags win over the
+    // config, and a running service keeps its port), a report file and an end.
+    let dir = tmp("service");
+    let rec = dir.join("recordings");
+    std::fs::create_dir(&rec).unwrap();
+    std::os::unix::fs::chown(&rec, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let report = dir.join("report.json");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
     let mut args = exec_args(&unit);
-    let m = args.iter().position(|a| a == "--metrics").unwrap();
-    args[m + 1] = "127.0.0.1:0".into();
-    args.extend(["--duration".into(), "20".into()]);
+    let at = |args: &[String], flag: &str| args.iter().position(|a| a == flag).unwrap() + 1;
+    let c = at(&args, "--config");
+    args[c] = root().join("packaging/hbscope.toml").display().to_string();
+    let r = at(&args, "--record-gaps");
+    args[r] = rec.display().to_string();
+    args.extend([
+        "--metrics".into(),
+        addr.clone(),
+        "-o".into(),
+        report.display().to_string(),
+        "--duration".into(),
+        "20".into(),
+    ]);
     let mut cmd = Command::new("setpriv");
     cmd.args([
         "--reuid=65534",
@@ -254,10 +352,15 @@ fn service_command_works_as_nobody_with_only_the_units_capabilities() {
     ])
     .args(&args);
     let mut live = Lines::spawn(&mut cmd);
-    live.wait_for("\"capture-started\"", Duration::from_secs(5));
-    let listening = live.wait_for("\"metrics-listening\"", Duration::from_secs(5));
-    let v: serde_json::Value = serde_json::from_str(&listening).unwrap();
-    let addr = v["address"].as_str().unwrap().to_owned();
+    // --quiet: no events say when the endpoint is up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never answered on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A root-owned client: attributing it needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.
     let mut client = Command::new("python3")
@@ -267,21 +370,46 @@ fn service_command_works_as_nobody_with_only_the_units_capabilities() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let seen = live.wait_for("\"connection-seen\"", Duration::from_secs(15));
-    let scrape = scrape(&addr);
+    let name = format!("hbscope-test:{}:", client.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let scraped = loop {
+        let m = scrape(&addr);
+        if m.contains("hbscope_connections{") && m.contains("client_name=\"hbscope-test\"") {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never showed:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(scraped.contains("hbscope_build_info"), "{scraped}");
     let _ = client.kill();
     let _ = client.wait();
-    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
-    assert_eq!(
-        seen["client_process"]["pid"].as_u64(),
-        Some(u64::from(client.id())),
-        "the root-owned client was not attributed: {seen}"
-    );
-    assert!(scrape.contains("hbscope_build_info"), "{scrape}");
     // setpriv execs hbscope: the same pid. SIGTERM, as `systemctl stop` sends.
     common::live::signal(live.child.id(), "-TERM");
     let status = live.wait_exit(Duration::from_secs(15));
+    live.drain(Duration::from_secs(2));
     assert!(status.success(), "{status:?}\n{}", live.dump());
+    assert!(live.seen.is_empty(), "--quiet printed:\n{}", live.dump());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let conn = report["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["client_properties"]["connection_name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&name))
+        })
+        .unwrap_or_else(|| panic!("no connection named {name} in the report"));
+    assert_eq!(
+        conn["client_process"]["pid"].as_u64(),
+        Some(u64::from(client.id())),
+        "the root-owned client was not attributed: {conn}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -319,6 +447,8 @@ fn deb_package_has_the_binary_man_page_completions_and_unit() {
     let contents = String::from_utf8(contents.stdout).unwrap();
     for path in [
         "./usr/bin/hbscope",
+        "./etc/hbscope/hbscope.toml",
+        "./usr/share/doc/hbscope/examples/grafana-dashboard.json",
         "./usr/share/man/man1/hbscope.1.gz",
         "./usr/share/bash-completion/completions/hbscope",
         "./usr/share/zsh/vendor-completions/_hbscope",
@@ -371,6 +501,16 @@ fn deb_package_has_the_binary_man_page_completions_and_unit() {
             .unwrap();
         assert!(st.success(), "dpkg-deb {flag}");
     }
+    // The config is a conffile: an edited one survives upgrades.
+    let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
+    assert!(
+        conffiles.lines().any(|l| l == CONFIG),
+        "conffiles: {conffiles}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.join(CONFIG.trim_start_matches('/'))).unwrap(),
+        config_file()
+    );
     let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
     assert!(postinst.contains("adduser --system --group --quiet --no-create-home"));
     assert!(postinst.contains("deb-systemd-helper enable hbscope.service"));

@@ -49,6 +49,7 @@ fn live_snapshots_with(name: &str, commands: &[Command]) -> Vec<Snapshot> {
         py_spy: false,
         user: None,
         metrics: None,
+        record: None,
     };
     let (ev_tx, ev_rx) = mpsc::channel();
     let (cmd_tx, cmd_rx) = mpsc::channel();
@@ -323,4 +324,96 @@ fn w_writes_the_connections_recent_packets_to_a_private_pcap() {
     .unwrap();
     let want = std::env::temp_dir().join("hbscope-conn-1-127-0-0-1-50888.pcap");
     assert!(sent.contains(&Command::WritePackets(0, want)), "{sent:?}");
+}
+
+/// `w` as `hbscope live` runs it: the view behind live mode's own sink
+/// (`run_with_view`) must be handed the packets too, or its ring stays empty.
+#[test]
+fn w_in_live_mode_sees_the_packets_live_mode_read() {
+    use hbscope::capture::{LinkType, PacketRecord};
+    use hbscope::driver::{Flow, Progress, Sink};
+    use hbscope::engine::Engine;
+    use hbscope::model::{Direction, Span, Timestamp};
+
+    /// The live view, asked to write once the capture is over.
+    struct AskAtEnd {
+        view: LiveView,
+        commands: mpsc::Sender<Command>,
+        out: std::path::PathBuf,
+        packets: usize,
+    }
+    impl Sink for AskAtEnd {
+        fn start(&mut self, e: &Engine, now: Timestamp) -> Flow {
+            self.view.start(e, now)
+        }
+        fn packets(&mut self, link: LinkType, recs: &[PacketRecord<'_>]) {
+            self.packets += recs.len();
+            self.view.packets(link, recs);
+        }
+        fn after_packets(&mut self, e: &Engine, now: Timestamp, p: &Progress) -> Flow {
+            self.view.after_packets(e, now, p)
+        }
+        fn on_tick(&mut self, e: &Engine, now: Timestamp, f: &[(usize, Direction, Span)]) -> Flow {
+            // client-sigstop.pcap has 42 packets of the one connection.
+            if self.packets == 42 {
+                self.packets += 1;
+                self.commands
+                    .send(Command::WritePackets(0, self.out.clone()))
+                    .unwrap();
+            }
+            self.view.on_tick(e, now, f)
+        }
+    }
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap");
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let info = LiveInfo {
+        interface: "sim0".into(),
+        filter: live::DEFAULT_FILTER.into(),
+    };
+    let out = std::env::temp_dir().join(format!("hbscope-w-live-{}.pcap", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let mut sink = AskAtEnd {
+        view: LiveView::new(info, ev_tx, cmd_rx),
+        commands: cmd_tx,
+        out: out.clone(),
+        packets: 0,
+    };
+    let opts = LiveOptions {
+        capture: LiveConfig {
+            interface: "sim0".into(),
+            filter: live::DEFAULT_FILTER.into(),
+        },
+        engine: EngineConfig::default(),
+        duration: None,
+        write: None,
+        force: false,
+        attribution: false,
+        user: None,
+        metrics: None,
+        record: None,
+        py_spy: false,
+    };
+    let (mut src, mut clock) = PacedSource::open(&path).unwrap();
+    let stop = AtomicBool::new(false);
+    let _ = live::run_with_view(
+        &opts,
+        &mut src,
+        &mut clock,
+        None,
+        &stop,
+        &mut |_| Ok(()),
+        &mut sink,
+    );
+    assert_eq!(sink.packets, 43, "live mode handed every packet on");
+    let status = ev_rx
+        .try_iter()
+        .find_map(|e| match e {
+            Event::Status(s) => Some(s),
+            _ => None,
+        })
+        .expect("a status line");
+    assert!(status.starts_with("42 recent packets"), "{status}");
+    let _ = std::fs::remove_file(&out);
 }

@@ -353,15 +353,31 @@ fn option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
     pad4(out);
 }
 
+/// Longest option value: option lengths are 16 bits, values padded to 32.
+const MAX_OPTION: usize = 65_532;
+
+/// `text` cut to fit one option, at a character boundary.
+fn option_text(text: &str) -> &str {
+    let mut end = text.len().min(MAX_OPTION);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// A section header block (little-endian, unknown section length) whose
-/// `shb_userappl` is `app`.
+/// `shb_userappl` is `app`, with each of `comments` as an `opt_comment`
+/// (cut to 65,532 bytes at a character boundary).
 #[must_use]
-pub fn section_header(app: &str) -> Vec<u8> {
+pub fn section_header(app: &str, comments: &[String]) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&BYTE_ORDER_MAGIC.to_le_bytes());
     body.extend_from_slice(&1u16.to_le_bytes());
     body.extend_from_slice(&0u16.to_le_bytes());
     body.extend_from_slice(&(-1i64).to_le_bytes());
+    for c in comments {
+        option(&mut body, 1, option_text(c).as_bytes());
+    }
     option(&mut body, 4, app.as_bytes());
     option(&mut body, 0, &[]);
     block(SHB, &body)
@@ -536,4 +552,17 @@ fn shb_userappl(mut opts: &[u8], swapped: bool) -> Option<String> {
         opts = opts.get(4 + len.div_ceil(4) * 4..)?;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_text_cuts_at_a_character_boundary() {
+        let long = "é".repeat(40_000);
+        let cut = option_text(&long);
+        assert!(cut.len() <= MAX_OPTION && cut.len().is_multiple_of(2));
+        assert_eq!(option_text("abc"), "abc");
+    }
 }

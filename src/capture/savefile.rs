@@ -20,6 +20,12 @@
 //! written whole: when a write fails (a full disk), the file is cut back to
 //! the end of the last packet written, so it stays a valid capture of the
 //! packets before, and nothing more is written.
+//!
+//! [`PcapngWriter`] writes pcapng (nanosecond timestamps, comments in the
+//! section header) for the flight recorder's per-gap files, into a file
+//! made by [`create_private`] (`O_CREAT|O_EXCL`, mode 0600: never an
+//! existing file, never through a symbolic link). Both use the block
+//! builders of `capture/pcapng.rs`.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -60,6 +66,130 @@ fn linktype_of(dlt: LinkType) -> u32 {
 
 /// Bytes of whole records buffered before they are written.
 const BUFFER: usize = 64 * 1024;
+
+/// Creates a new file at `path` for packets: mode 0600 (it holds
+/// credentials), `O_CREAT|O_EXCL`, so neither an existing file nor a symbolic
+/// link (even a dangling one) is ever written through.
+///
+/// # Errors
+/// The system's error; `AlreadyExists` when anything is at `path`.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// A pcapng stream: one section (with comments), one interface (the capture's
+/// link type, nanosecond timestamps), then enhanced packet blocks.
+#[derive(Debug)]
+pub struct PcapngWriter<W: Write> {
+    out: W,
+    packets: u64,
+}
+
+impl<W: Write> PcapngWriter<W> {
+    /// Writes the section header (with `comments`, each an `opt_comment`, and
+    /// hbscope as the writing application) and the interface block.
+    ///
+    /// # Errors
+    /// A write error.
+    pub fn new(mut out: W, link: LinkType, snaplen: u32, comments: &[String]) -> io::Result<Self> {
+        let app = format!("hbscope {}", env!("CARGO_PKG_VERSION"));
+        out.write_all(&pcapng::section_header(&app, comments))?;
+        let linktype = u16::try_from(linktype_of(link)).unwrap_or(0);
+        out.write_all(&pcapng::interface_description(linktype, snaplen))?;
+        Ok(PcapngWriter { out, packets: 0 })
+    }
+
+    /// Appends one packet.
+    ///
+    /// # Errors
+    /// A write error.
+    pub fn write(&mut self, rec: &PacketRecord<'_>) -> io::Result<()> {
+        self.out
+            .write_all(&pcapng::packet_header(rec.ts, rec.data.len(), rec.orig_len))?;
+        self.out.write_all(rec.data)?;
+        self.out
+            .write_all(&pcapng::packet_trailer(rec.data.len()))?;
+        self.packets += 1;
+        Ok(())
+    }
+
+    /// Appends one of hbscope's text notes ([`pcapng::custom_text_block`]),
+    /// which `replay` reads back ([`pcapng::custom_texts`]).
+    ///
+    /// # Errors
+    /// A write error.
+    pub fn note(&mut self, text: &str) -> io::Result<()> {
+        self.out.write_all(&pcapng::custom_text_block(text))
+    }
+
+    /// Packets written so far.
+    #[must_use]
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Flushes and hands back the writer.
+    ///
+    /// # Errors
+    /// The flush's error.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Writes `packets` as a nanosecond pcap into `out` (what `--write` writes,
+/// in one go): the live screen's `w`. Returns how many were written.
+///
+/// # Errors
+/// A write error.
+pub fn write_pcap<'a>(
+    out: &mut dyn Write,
+    link: LinkType,
+    snaplen: u32,
+    packets: impl Iterator<Item = PacketRecord<'a>>,
+) -> io::Result<usize> {
+    out.write_all(&pcap_header(link, snaplen))?;
+    let mut n = 0;
+    for rec in packets {
+        out.write_all(&record_head(&rec))?;
+        out.write_all(rec.data)?;
+        n += 1;
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+/// The 24-byte header of a nanosecond pcap file.
+fn pcap_header(link: LinkType, snaplen: u32) -> Vec<u8> {
+    let mut header = Vec::with_capacity(24);
+    header.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
+    header.extend_from_slice(&2u16.to_le_bytes());
+    header.extend_from_slice(&4u16.to_le_bytes());
+    header.extend_from_slice(&0i32.to_le_bytes()); // thiszone
+    header.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
+    header.extend_from_slice(&snaplen.to_le_bytes());
+    header.extend_from_slice(&linktype_of(link).to_le_bytes());
+    header
+}
+
+/// The 16-byte record header of one packet in a nanosecond pcap file.
+fn record_head(rec: &PacketRecord<'_>) -> [u8; 16] {
+    let ns = rec.ts.as_nanos();
+    let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
+    let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
+    let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
+    let mut head = [0u8; 16];
+    head[0..4].copy_from_slice(&secs.to_le_bytes());
+    head[4..8].copy_from_slice(&nanos.to_le_bytes());
+    head[8..12].copy_from_slice(&caplen.to_le_bytes());
+    head[12..16].copy_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
+    head
+}
 
 /// An open `--write` file.
 #[derive(Debug)]
@@ -127,25 +257,17 @@ impl Savefile {
         let ng = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
-        let mut header = Vec::with_capacity(24);
-        if ng {
-            header.extend(pcapng::section_header(&format!(
-                "hbscope {}",
-                env!("CARGO_PKG_VERSION")
-            )));
-            header.extend(pcapng::interface_description(
+        let header = if ng {
+            let mut h =
+                pcapng::section_header(&format!("hbscope {}", env!("CARGO_PKG_VERSION")), &[]);
+            h.extend(pcapng::interface_description(
                 u16::try_from(linktype_of(link)).unwrap_or(0),
                 snaplen,
             ));
+            h
         } else {
-            header.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
-            header.extend_from_slice(&2u16.to_le_bytes());
-            header.extend_from_slice(&4u16.to_le_bytes());
-            header.extend_from_slice(&0i32.to_le_bytes()); // thiszone
-            header.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-            header.extend_from_slice(&snaplen.to_le_bytes());
-            header.extend_from_slice(&linktype_of(link).to_le_bytes());
-        }
+            pcap_header(link, snaplen)
+        };
         file.write_all(&header).map_err(|e| e.to_string())?;
         Ok(Savefile {
             file,
@@ -178,15 +300,7 @@ impl Savefile {
             self.buf.extend_from_slice(rec.data);
             self.buf.extend(pcapng::packet_trailer(rec.data.len()));
         } else {
-            let ns = rec.ts.as_nanos();
-            let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
-            let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
-            let caplen = u32::try_from(rec.data.len()).unwrap_or(u32::MAX);
-            self.buf.extend_from_slice(&secs.to_le_bytes());
-            self.buf.extend_from_slice(&nanos.to_le_bytes());
-            self.buf.extend_from_slice(&caplen.to_le_bytes());
-            self.buf
-                .extend_from_slice(&rec.orig_len.max(caplen).to_le_bytes());
+            self.buf.extend_from_slice(&record_head(rec));
             self.buf.extend_from_slice(rec.data);
         }
         self.buffered += 1;
@@ -419,6 +533,38 @@ mod tests {
         std::fs::hard_link(&p, &other).unwrap();
         let e = Savefile::create(&p, LinkType::ETHERNET, 65535, true).unwrap_err();
         assert!(e.contains("hard links"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn pcapng_with_comments_reads_back_through_libpcap() {
+        let d = dir("pcapng");
+        let p = d.join("gap.pcapng");
+        let file = create_private(&p).unwrap();
+        let comments = vec!["process: pid 42 stopped".to_owned(), "é".repeat(40_000)];
+        let mut w = PcapngWriter::new(file, LinkType::ETHERNET, 262_144, &comments).unwrap();
+        let frame = [7u8; 61];
+        w.write(&rec(&frame, 1_700_000_000_123_456_789)).unwrap();
+        w.write(&rec(&frame[..54], 1_700_000_001_000_000_001))
+            .unwrap();
+        assert_eq!(w.packets(), 2);
+        w.finish().unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(bytes.windows(23).any(|w| w == b"process: pid 42 stopped"));
+        let mut f = FileSource::open(&p).unwrap();
+        assert_eq!(f.link_type(), LinkType::ETHERNET);
+        let a = f.next_packet().unwrap().unwrap();
+        assert_eq!(a.ts, Timestamp(1_700_000_000_123_456_789));
+        assert_eq!(a.data, &frame[..]);
+        let b = f.next_packet().unwrap().unwrap();
+        assert_eq!(b.ts, Timestamp(1_700_000_001_000_000_001));
+        assert_eq!(b.caplen, 54);
+        assert!(f.next_packet().unwrap().is_none());
+        // Never over an existing file.
+        let e = create_private(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         let _ = std::fs::remove_dir_all(&d);
     }
 

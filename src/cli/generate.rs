@@ -82,6 +82,10 @@ unusable input, a bad option, or no capture privileges
 .TP
 3
 \fBreplay \-\-fail\-on\-gap\fR and a gap was flagged
+.TP
+4
+\fBlive\fR: the report was written, but the capture was incomplete (it failed after it
+started, or the kernel dropped packets)
 .SH PRIVILEGES
 \fBhbscope live\fR needs CAP_NET_RAW and CAP_NET_ADMIN (or root) to capture, and
 CAP_SYS_PTRACE with CAP_DAC_READ_SEARCH to attribute sockets to other users' processes.
@@ -89,10 +93,13 @@ The packaged service runs as the system user \fBhbscope\fR with exactly these ca
 .SH FILES
 .TP
 /usr/lib/systemd/system/hbscope.service
-the packaged service: \fBhbscope live \-i any \-\-format json \-\-metrics 127.0.0.1:19672\fR
+the packaged service: \fBhbscope live \-\-config /etc/hbscope/hbscope.toml \-\-record\-gaps /var/lib/hbscope \-\-quiet\fR
+.TP
+/etc/hbscope/hbscope.toml
+the service's settings (read only through \fB\-\-config\fR): interface \fBany\fR, metrics on 127.0.0.1:19672, the recording caps
 .TP
 /var/lib/hbscope
-the service's state directory (the only place it may write)
+the service's state directory (the only place it may write): the flight recorder's \fBhbscope\-gap\-*.pcapng\fR files
 .SH "SEE ALSO"
 \fBtcpdump\fR(8), \fBpcap\-filter\fR(7), \fBsystemctl\fR(1), \fBjournalctl\fR(1).
 The documentation in the source tree: README.md, docs/live.md, docs/metrics.md,

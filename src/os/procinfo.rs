@@ -237,6 +237,12 @@ pub enum ProcInfoError {
         /// procfs's message.
         detail: String,
     },
+    /// hbscope's own /proc/self could not be read.
+    #[error("cannot read /proc/self ({detail}); is /proc mounted?")]
+    Own {
+        /// procfs's message.
+        detail: String,
+    },
 }
 
 /// The process owning one end of a connection.
@@ -322,6 +328,57 @@ fn tcp_table() -> Result<HashMap<(Endpoint, Endpoint), SocketRow>, ProcInfoError
             detail: last_err.unwrap_or_default(),
         })
     }
+}
+
+/// hbscope's own resource use, for its metrics (`process_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OwnUsage {
+    /// User plus system CPU time, seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+    /// Virtual memory size, bytes.
+    pub virtual_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The soft limit on open file descriptors (`None`: unlimited).
+    pub max_fds: Option<u64>,
+    /// Threads.
+    pub threads: u64,
+    /// When the process started, seconds since the Unix epoch.
+    pub start_time_seconds: f64,
+}
+
+/// Reads this process's [`OwnUsage`] from /proc/self.
+///
+/// # Errors
+/// [`ProcInfoError::Own`] when /proc/self cannot be read.
+pub fn own_usage() -> Result<OwnUsage, ProcInfoError> {
+    let own = |e: ProcError| ProcInfoError::Own {
+        detail: e.to_string(),
+    };
+    let me = Process::myself().map_err(own)?;
+    let stat = me.stat().map_err(own)?;
+    #[allow(clippy::cast_precision_loss)]
+    let ticks = procfs::ticks_per_second().max(1) as f64;
+    let boot = procfs::boot_time_secs().unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    let usage = OwnUsage {
+        cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+        rss_bytes: stat.rss.saturating_mul(procfs::page_size()),
+        virtual_bytes: stat.vsize,
+        open_fds: me.fd_count().map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+        max_fds: me
+            .limits()
+            .ok()
+            .and_then(|l| match l.max_open_files.soft_limit {
+                procfs::process::LimitValue::Value(v) => Some(v),
+                procfs::process::LimitValue::Unlimited => None,
+            }),
+        threads: u64::try_from(stat.num_threads).unwrap_or(0),
+        start_time_seconds: boot as f64 + stat.starttime as f64 / ticks,
+    };
+    Ok(usage)
 }
 
 /// Finds the processes owning each (local, remote) TCP socket, reading the

@@ -41,10 +41,12 @@ use serde::Serialize;
 
 use crate::analysis::{Connection, EndHow, Role};
 use crate::capture::live::{LiveCapture, LiveCaptureError, LiveConfig};
-use crate::capture::PacketSource;
+use crate::capture::{LinkType, PacketRecord, PacketSource};
 use crate::driver::{self, Clock, DriveOptions, Flow, Paced, Progress, Sink, WallClock};
 use crate::engine::{Engine, EngineConfig};
-use crate::metrics::{Collector, MetricsError, MetricsOptions, MetricsServer, Registry};
+use crate::metrics::{
+    Collector, MetricsError, MetricsOptions, MetricsServer, RecorderStats, Registry,
+};
 use crate::model::{Direction, Endpoint, Span, Timestamp};
 use crate::os::procinfo::{self, Activity, ProcInfoError, Sampler, SocketOwner, Watch};
 use crate::os::pyspy;
@@ -53,6 +55,7 @@ use crate::proto::amqp::PropValue;
 use crate::report::annotation::Note;
 use crate::report::sanitize::text as clean;
 use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
+use crate::run::recorder::{self, GapNote, RecordError, RecordOptions, Recorded, Recorder};
 use crate::tui::live::ProcessNote;
 
 /// How often open silences are re-checked against the clock.
@@ -106,6 +109,8 @@ pub struct LiveOptions {
     pub user: Option<String>,
     /// Serve Prometheus metrics (bound before `user` is applied).
     pub metrics: Option<MetricsOptions>,
+    /// The flight recorder: one pcapng file per gap (`--record-gaps`).
+    pub record: Option<RecordOptions>,
 }
 
 /// Why live mode failed.
@@ -123,6 +128,9 @@ pub enum LiveError {
     /// Installing the SIGINT/SIGTERM handlers.
     #[error("cannot install the SIGINT/SIGTERM handler ({0}); the capture could not be stopped cleanly, so it was not started")]
     Signals(io::Error),
+    /// The `--record-gaps` directory cannot be used (nothing was captured).
+    #[error(transparent)]
+    Record(#[from] RecordError),
     /// The terminal UI failed (`--format tui`).
     #[error("the terminal UI failed: {0}; try --format text")]
     Terminal(io::Error),
@@ -254,6 +262,36 @@ pub enum LiveEvent {
         by: Option<Role>,
         /// Gaps flagged on it.
         gaps: usize,
+    },
+    /// The flight recorder wrote a gap's packets to a file (`--record-gaps`),
+    /// or could not (`error`).
+    GapRecorded {
+        /// When it was written.
+        at: String,
+        /// Client "ip:port".
+        client: String,
+        /// Broker "ip:port".
+        broker: String,
+        /// connection_name, else product.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_name: Option<String>,
+        /// The gap's cause (provisional when `trigger` is "gap-opened").
+        cause: String,
+        /// "gap-closed", or "gap-opened" with `--record-on-open`.
+        trigger: &'static str,
+        /// The pcapng file (absent when it could not be written).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        /// Packets in it.
+        packets: u64,
+        /// Its size in bytes.
+        bytes: u64,
+        /// Older recordings deleted to stay within the caps.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        deleted: Vec<String>,
+        /// Why it could not be written.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// The kernel dropped packets: open silences may hide lost packets.
     CaptureDrops {
@@ -429,6 +467,35 @@ pub fn event_text(e: &LiveEvent) -> String {
             "{at} connection ended {client} -> {broker}: {how} by {}, {gaps} gap(s)",
             by.map_or("?", Role::as_str)
         ),
+        LiveEvent::GapRecorded {
+            at,
+            client,
+            broker,
+            cause,
+            trigger,
+            file,
+            packets,
+            deleted,
+            error,
+            ..
+        } => {
+            let mut s = match (file, error) {
+                (Some(f), _) => format!(
+                    "{at} gap recorded {client} -> {broker} ({cause}, at {trigger}): {packets} packets in {f}"
+                ),
+                (None, e) => format!(
+                    "{at} gap NOT recorded {client} -> {broker} ({cause}): {}",
+                    e.as_deref().unwrap_or("?")
+                ),
+            };
+            if !deleted.is_empty() {
+                s.push_str(&format!(
+                    "; deleted {} older recording(s) over the caps",
+                    deleted.len()
+                ));
+            }
+            s
+        }
         LiveEvent::CaptureDrops { at, new, total, .. } => format!(
             "{at} the kernel dropped {new} packets (total {total}): silences open now may be capture loss"
         ),
@@ -476,6 +543,9 @@ struct Tracker {
     /// Owners and gap process reports not yet stored in a pcapng `--write`
     /// file ([`report::annotation`]).
     notes: Vec<String>,
+    /// Gaps reported since the flight recorder last took them (kept only
+    /// with one).
+    gap_notes: Option<Vec<GapNote>>,
 }
 
 fn role_index(r: Role) -> usize {
@@ -506,13 +576,14 @@ fn socket_of(conn: &Connection, role: Role) -> (Endpoint, Endpoint) {
 }
 
 impl Tracker {
-    fn new(attribution: bool, amqp_ports: &[u16], py_spy: bool) -> Self {
+    fn new(attribution: bool, amqp_ports: &[u16], py_spy: bool, recording: bool) -> Self {
         Tracker {
             slots: Vec::new(),
             sampler: attribution.then(|| Sampler::new().with_amqp_ports(amqp_ports)),
             notice: None,
             py_spy: attribution && py_spy,
             notes: Vec::new(),
+            gap_notes: recording.then(Vec::new),
         }
     }
 
@@ -672,6 +743,14 @@ impl Tracker {
                 }
                 let mut gap = report::gap_report(c, g);
                 gap.process.clone_from(&process);
+                if let Some(notes) = &mut self.gap_notes {
+                    notes.push(GapNote {
+                        slot: i,
+                        index: Some(gi),
+                        gap: g.clone(),
+                        process: process.clone(),
+                    });
+                }
                 if let Some(p) = process {
                     self.notes.push(
                         Note::GapProcess {
@@ -751,6 +830,14 @@ impl Tracker {
             };
             let mut gap = report::gap_report(c, &g);
             gap.process = self.process_verdict(st, c, g.silent, (g.start, now), None);
+            if let Some(notes) = &mut self.gap_notes {
+                notes.push(GapNote {
+                    slot: i,
+                    index: None,
+                    gap: g.clone(),
+                    process: gap.process.clone(),
+                });
+            }
             emit(&LiveEvent::GapOpened {
                 at: report::rfc3339(now),
                 client: c.client().to_string(),
@@ -827,6 +914,77 @@ impl Tracker {
     }
 }
 
+impl LiveSink<'_, '_> {
+    /// Hands the gaps just reported to the flight recorder and announces
+    /// the files it wrote; at a tick (`tick`), also writes the recordings
+    /// whose time came.
+    fn record(&mut self, engine: &Engine, now: Timestamp, tick: bool) -> io::Result<()> {
+        let Some(rec) = &mut self.recorder else {
+            return Ok(());
+        };
+        let mut done = Vec::new();
+        for note in self.tracker.gap_notes.iter_mut().flat_map(|n| n.drain(..)) {
+            done.extend(rec.note(engine, note, now));
+        }
+        if tick {
+            done.extend(rec.tick(engine, now));
+        }
+        for r in done {
+            (self.emit)(&recorded_event(r))?;
+        }
+        Ok(())
+    }
+
+    /// The capture stopped: writes what the recorder still holds.
+    fn finish_recordings(&mut self, engine: &Engine, now: Timestamp) {
+        if self.record(engine, now, false).is_err() {
+            return;
+        }
+        let Some(rec) = &mut self.recorder else {
+            return;
+        };
+        for r in rec.finish(engine, now) {
+            if (self.emit)(&recorded_event(r)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The flight recorder's figures for the metrics.
+fn recorder_stats(r: &Recorder) -> RecorderStats {
+    let ring = r.ring();
+    let (written, failed) = r.counts();
+    RecorderStats {
+        ring_bytes: ring.bytes() as u64,
+        ring_packets: ring.len() as u64,
+        ring_evicted: ring.evicted(),
+        written,
+        failed,
+    }
+}
+
+/// The `gap-recorded` event of a file the recorder wrote (or could not).
+fn recorded_event(r: Recorded) -> LiveEvent {
+    let (file, error) = match r.file {
+        Ok(p) => (Some(p.display().to_string()), None),
+        Err(e) => (None, Some(e)),
+    };
+    LiveEvent::GapRecorded {
+        at: report::rfc3339(r.at),
+        client: r.client,
+        broker: r.broker,
+        client_name: r.client_name,
+        cause: r.cause,
+        trigger: if r.open { "gap-opened" } else { "gap-closed" },
+        file,
+        packets: r.packets,
+        bytes: r.bytes,
+        deleted: r.deleted.iter().map(|p| p.display().to_string()).collect(),
+        error,
+    }
+}
+
 /// Live mode's [`Sink`]: the tracker's events, drops and metrics, and the
 /// terminal UI's view (`view`) when there is one.
 struct LiveSink<'e, 'm> {
@@ -834,6 +992,7 @@ struct LiveSink<'e, 'm> {
     tracker: Tracker,
     emit: &'e mut dyn FnMut(&LiveEvent) -> io::Result<()>,
     metrics: Option<(&'m mut dyn Publish, Collector)>,
+    recorder: Option<Recorder>,
     /// For `capture-started`.
     interface: String,
     filter: String,
@@ -880,14 +1039,23 @@ impl Sink for LiveSink<'_, '_> {
                 address,
             })
             .is_ok();
-            server.publish(collector.collect(engine, now));
+            let rec = self.recorder.as_ref().map(recorder_stats);
+            server.publish(collector.collect_live(engine, now, rec));
         }
         both(flow_if(ok), self.view.start(engine, now))
     }
 
+    fn packets(&mut self, link: LinkType, recs: &[PacketRecord<'_>]) {
+        if let Some(r) = &mut self.recorder {
+            r.packets(link, recs);
+        }
+        self.view.packets(link, recs);
+    }
+
     fn after_packets(&mut self, engine: &Engine, now: Timestamp, p: &Progress) -> Flow {
-        let f = flow(self.tracker.after_packets(engine, now, self.emit));
-        both(f, self.view.after_packets(engine, now, p))
+        let mut ok = self.tracker.after_packets(engine, now, self.emit).is_ok();
+        ok &= self.record(engine, now, false).is_ok();
+        both(flow_if(ok), self.view.after_packets(engine, now, p))
     }
 
     fn on_drops(&mut self, engine: &Engine, now: Timestamp, new: u64, total: u64) -> Flow {
@@ -911,9 +1079,11 @@ impl Sink for LiveSink<'_, '_> {
             .tracker
             .on_tick(engine, now, flagged, self.emit)
             .is_ok();
+        ok &= self.record(engine, now, true).is_ok();
         if let Some((server, collector)) = &mut self.metrics {
             if server.take_wanted() {
-                server.publish(collector.collect(engine, now));
+                let rec = self.recorder.as_ref().map(recorder_stats);
+                server.publish(collector.collect_live(engine, now, rec));
             }
         }
         both(flow_if(ok), self.view.on_tick(engine, now, flagged))
@@ -975,6 +1145,10 @@ fn open_live(opts: &LiveOptions) -> Result<(LiveCapture, Option<MetricsServer>),
     if let Some(user) = &opts.user {
         crate::os::privileges::drop_to(user)?;
     }
+    // As the user that will write the recordings.
+    if let Some(r) = &opts.record {
+        recorder::check_dir(&r.dir)?;
+    }
     Ok((cap, server))
 }
 
@@ -1005,6 +1179,7 @@ pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveErro
                 e,
                 LiveEvent::GapOpened { .. }
                     | LiveEvent::GapClosed { .. }
+                    | LiveEvent::GapRecorded { .. }
                     | LiveEvent::CaptureDrops { .. }
             ) {
                 let text = event_text(e);
@@ -1112,9 +1287,11 @@ pub fn run_with_view(
             opts.attribution,
             &[&opts.engine.amqp_ports[..], &opts.engine.tls_ports[..]].concat(),
             opts.py_spy,
+            opts.record.is_some(),
         ),
         emit,
         metrics: metrics.map(|p| (p, Collector::new(per_connection))),
+        recorder: opts.record.clone().map(Recorder::new),
         interface: opts.capture.interface.clone(),
         filter: opts.capture.filter.clone(),
         write: opts.write.as_ref().map(|p| p.display().to_string()),
@@ -1179,6 +1356,7 @@ pub fn run_with_view(
             None
         }
     };
+    sink.finish_recordings(&engine, now);
     let _ = (sink.emit)(&LiveEvent::CaptureStopped {
         at: report::rfc3339(now),
         reason: StopReason::from(&driven.reason),

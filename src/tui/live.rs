@@ -16,59 +16,36 @@
 //! freezes the display (no new snapshots, except for a newly selected
 //! connection's timeline) while the capture goes on; `q` stops the capture.
 
-use std::collections::{HashSet, VecDeque};
-use std::io::Write;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 
 use super::snapshot::{LiveHeader, PlayState, SnapshotBuilder, Timelines};
 use super::state::{Command, Event};
+use crate::capture::ring::{PacketRing, RingLimits};
+use crate::capture::savefile::write_pcap as write_pcap_to;
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
 use crate::driver::{Flow, Progress, Sink};
 use crate::engine::Engine;
-use crate::model::{Direction, Span, Timestamp};
+use crate::model::{Direction, FlowKey, Span, Timestamp};
 use crate::report::{ProcessOwnerReport, ProcessReport};
 
 /// How long an ended connection stays in the live table (it stays in the
 /// totals and the final report).
 pub const KEEP_ENDED: Span = Span(5 * 60 * 1_000_000_000);
 
-/// The ring of recent packets `w` writes from: at most this many packets...
-pub const RING_PACKETS: usize = 50_000;
-/// ...and this many captured bytes (the oldest go first).
+/// The ring of recent packets `w` writes from holds at most this many bytes
+/// (captured bytes plus a fixed overhead per packet; a flooding connection
+/// gives up its own oldest packets first, see [`PacketRing`]).
 pub const RING_BYTES: usize = 32 << 20;
 
-/// The most recent packets captured (every connection's), bounded by
-/// [`RING_PACKETS`] and [`RING_BYTES`]: `w` writes the selected
-/// connection's share of them to a pcap file.
-#[derive(Debug, Default)]
-struct Ring {
-    packets: VecDeque<(Timestamp, u32, Vec<u8>)>,
-    bytes: usize,
-}
-
-impl Ring {
-    fn push(&mut self, rec: &PacketRecord<'_>) {
-        self.bytes += rec.data.len();
-        self.packets
-            .push_back((rec.ts, rec.orig_len, rec.data.to_vec()));
-        while self.packets.len() > RING_PACKETS || self.bytes > RING_BYTES {
-            match self.packets.pop_front() {
-                Some((_, _, d)) => self.bytes -= d.len(),
-                None => break,
-            }
-        }
-    }
-}
-
-/// Writes the packets of `ring` between `a` and `b` (either direction) to a
-/// new pcap file at `path`, created 0600 (packets hold credentials);
-/// returns how many were written.
+/// Writes `key`'s packets from `ring` to a new pcap file at `path`, created
+/// 0600 (packets hold credentials); returns how many were written.
 fn write_pcap(
-    ring: &Ring,
+    ring: &PacketRing<FlowKey>,
     link: LinkType,
-    ends: (crate::model::Endpoint, crate::model::Endpoint),
+    key: &FlowKey,
     path: &Path,
 ) -> std::io::Result<usize> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -81,41 +58,15 @@ fn write_pcap(
     // An existing file keeps its mode through open(): set it.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     let mut out = std::io::BufWriter::new(file);
-    // pcap, nanosecond timestamps, little-endian.
-    out.write_all(&0xa1b2_3c4d_u32.to_le_bytes())?;
-    out.write_all(&2u16.to_le_bytes())?;
-    out.write_all(&4u16.to_le_bytes())?;
-    out.write_all(&0i32.to_le_bytes())?;
-    out.write_all(&0u32.to_le_bytes())?;
-    out.write_all(&262_144u32.to_le_bytes())?;
-    out.write_all(&link.0.to_le_bytes())?;
-    let mut n = 0;
-    for (ts, orig_len, data) in &ring.packets {
-        let caplen = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let rec = PacketRecord {
-            ts: *ts,
-            caplen,
-            orig_len: *orig_len,
-            data,
-        };
-        let Ok(Decoded::Tcp(seg)) = decode(link, &rec) else {
-            continue;
-        };
-        let (a, b) = ends;
-        if !((seg.src == a && seg.dst == b) || (seg.src == b && seg.dst == a)) {
-            continue;
-        }
-        let ns = ts.as_nanos();
-        let secs = u32::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0);
-        let nanos = u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
-        for v in [secs, nanos, caplen, *orig_len] {
-            out.write_all(&v.to_le_bytes())?;
-        }
-        out.write_all(data)?;
-        n += 1;
+    write_pcap_to(&mut out, link, 262_144, ring.packets(key))
+}
+
+/// The flow a packet belongs to, when it is TCP.
+fn flow_of(link: LinkType, rec: &PacketRecord<'_>) -> Option<FlowKey> {
+    match decode(link, rec) {
+        Ok(Decoded::Tcp(seg)) => Some(FlowKey::from_packet(seg.src, seg.dst).0),
+        _ => None,
     }
-    out.flush()?;
-    Ok(n)
 }
 
 /// What the live header names.
@@ -233,7 +184,7 @@ pub struct LiveView {
     started: Option<Timestamp>,
     progress: Progress,
     dropped: u64,
-    ring: Ring,
+    ring: PacketRing<FlowKey>,
     link: LinkType,
     /// `w`: the slot whose packets to write, and where.
     write: Option<(usize, PathBuf)>,
@@ -264,7 +215,10 @@ impl LiveView {
             started: None,
             progress: Progress::default(),
             dropped: 0,
-            ring: Ring::default(),
+            ring: PacketRing::new(RingLimits {
+                max_bytes: RING_BYTES,
+                max_age: None,
+            }),
             link: LinkType::ETHERNET,
             write: None,
         }
@@ -313,7 +267,8 @@ impl LiveView {
             return;
         };
         let ends = (s.conn.client(), s.conn.broker());
-        let msg = match write_pcap(&self.ring, self.link, ends, &path) {
+        let key = FlowKey::from_packet(ends.0, ends.1).0;
+        let msg = match write_pcap(&self.ring, self.link, &key, &path) {
             Ok(n) => format!(
                 "{n} recent packets of {} -> {} written to {} (0600)",
                 ends.0,
@@ -374,7 +329,9 @@ impl Sink for LiveView {
     fn packets(&mut self, link: LinkType, recs: &[PacketRecord<'_>]) {
         self.link = link;
         for r in recs {
-            self.ring.push(r);
+            if let Some(key) = flow_of(link, r) {
+                self.ring.push(key, r);
+            }
         }
     }
 
