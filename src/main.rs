@@ -469,12 +469,12 @@ fn synth(a: &SynthArgs) -> ExitCode {
     match hbscope::synth::write_files(&cfg, &a.output) {
         Ok(s) => {
             eprintln!(
-                "hbscope: wrote {} ({} packets, {} bytes, {} connections, {} expected gaps)",
+                "hbscope: wrote {} ({}, {}, {}, {})",
                 a.output.display(),
-                s.packets,
-                s.bytes,
-                s.connections_opened,
-                s.gaps.len()
+                hbscope::model::count(s.packets, "packet", "packets"),
+                hbscope::model::count(s.bytes, "byte", "bytes"),
+                hbscope::model::count(s.connections_opened, "connection", "connections"),
+                hbscope::model::count(s.gaps.len() as u64, "expected gap", "expected gaps")
             );
             ExitCode::SUCCESS
         }

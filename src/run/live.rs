@@ -426,11 +426,13 @@ pub fn event_text(e: &LiveEvent) -> String {
             by,
             gaps,
         } => format!(
-            "{at} connection ended {client} -> {broker}: {how} by {}, {gaps} gap(s)",
-            by.map_or("?", Role::as_str)
+            "{at} connection ended {client} -> {broker}: {how} by {}, {}",
+            by.map_or("?", Role::as_str),
+            report::count(*gaps as u64, "gap", "gaps")
         ),
         LiveEvent::CaptureDrops { at, new, total, .. } => format!(
-            "{at} the kernel dropped {new} packets (total {total}): silences open now may be capture loss"
+            "{at} the kernel dropped {} (total {total}): silences open now may be capture loss",
+            report::count(*new, "packet", "packets")
         ),
         LiveEvent::CaptureStopped {
             reason,
@@ -439,7 +441,8 @@ pub fn event_text(e: &LiveEvent) -> String {
             written,
             ..
         } => format!(
-            "capture stopped ({reason}): {packets} packets, {dropped} dropped by the kernel{}",
+            "capture stopped ({reason}): {}, {dropped} dropped by the kernel{}",
+            report::count(*packets, "packet", "packets"),
             written
                 .as_ref()
                 .map_or(String::new(), |w| format!(", saved to {w}"))
@@ -1149,9 +1152,9 @@ pub fn run_with_view(
         engine.warn(
             "capture-drops",
             format!(
-                "the kernel dropped {} packets: the capture is incomplete, and silences open while it \
+                "the kernel dropped {}: the capture is incomplete, and silences open while it \
                  dropped are capture-loss",
-                driven.dropped
+                report::count(driven.dropped, "packet", "packets")
             ),
         );
     }

@@ -315,7 +315,8 @@ impl LiveView {
         let ends = (s.conn.client(), s.conn.broker());
         let msg = match write_pcap(&self.ring, self.link, ends, &path) {
             Ok(n) => format!(
-                "{n} recent packets of {} -> {} written to {} (0600)",
+                "{} of {} -> {} written to {} (0600)",
+                crate::model::count(n as u64, "recent packet", "recent packets"),
                 ends.0,
                 ends.1,
                 shown.display()
