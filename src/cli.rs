@@ -103,6 +103,10 @@ pub struct LiveArgs {
     /// Add a `connection="client->broker"` label to the per-connection gauges (more series).
     #[arg(long, requires = "metrics")]
     pub metrics_per_connection: bool,
+    /// Show clock times in the local time zone (TZ, else /etc/localtime) instead of UTC, in the
+    /// text event lines and the final text report (JSON stays UTC).
+    #[arg(long)]
+    pub local_time: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -106,10 +106,15 @@ fn live(args: &LiveArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let zone = if args.local_time {
+        Zone::Local
+    } else {
+        Zone::Utc
+    };
     let mut emit = |e: &live::LiveEvent| -> std::io::Result<()> {
         let line = match format {
             LiveFormat::Json => serde_json::to_string(e).map_err(std::io::Error::other)?,
-            LiveFormat::Text | LiveFormat::Tui => live::event_text(e),
+            LiveFormat::Text | LiveFormat::Tui => live::event_text_in(e, zone),
         };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
@@ -128,8 +133,8 @@ fn live(args: &LiveArgs) -> ExitCode {
         }
     };
     let text = match format {
-        LiveFormat::Text => format!("\n{}", report::to_text(&rep)),
-        LiveFormat::Tui => report::to_text(&rep),
+        LiveFormat::Text => format!("\n{}", report::to_text_in(&rep, zone)),
+        LiveFormat::Tui => report::to_text_in(&rep, zone),
         LiveFormat::Json => match serde_json::to_string(&rep) {
             Ok(j) => format!("{j}\n"),
             Err(e) => {

@@ -356,7 +356,7 @@ fn timeline_svg(c: &ConnectionReport) -> String {
                 s,
                 r#"<p class="note">Marks: only the most recent {} events per direction were kept; {} not drawn (the gaps and counts cover the whole connection).</p>"#,
                 crate::analysis::timeline::Timeline::CAP,
-                count((a + b) as u64, "older one is", "older ones are")
+                count(a + b, "older one is", "older ones are")
             );
         }
     }

@@ -52,7 +52,7 @@ use crate::os::threads::{self, ThreadsSample};
 use crate::proto::amqp::PropValue;
 use crate::report::annotation::Note;
 use crate::report::sanitize::text as clean;
-use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
+use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report, Zone};
 use crate::tui::live::ProcessNote;
 
 /// How often open silences are re-checked against the clock.
@@ -325,9 +325,15 @@ impl From<&driver::StopReason> for StopReason {
 
 crate::analysis::display_as_str!(StopReason);
 
-/// One event as a line of text.
+/// One event as a line of text, times in UTC.
 #[must_use]
 pub fn event_text(e: &LiveEvent) -> String {
+    event_text_in(e, Zone::Utc)
+}
+
+/// One event as a line of text, its time in zone `z` (`--local-time`).
+#[must_use]
+pub fn event_text_in(e: &LiveEvent, z: Zone) -> String {
     match e {
         LiveEvent::CaptureStarted {
             interface,
@@ -354,7 +360,7 @@ pub fn event_text(e: &LiveEvent) -> String {
             client_not_attributable,
             ..
         } => {
-            let mut s = format!("{at} connection {client} -> {broker}");
+            let mut s = format!("{} connection {client} -> {broker}", z.time(at));
             if let Some(n) = client_name {
                 s.push_str(&format!(" \"{}\"", clean(n)));
             }
@@ -375,7 +381,8 @@ pub fn event_text(e: &LiveEvent) -> String {
             gap,
         } => {
             let mut s = format!(
-                "{at} GAP OPEN {client} -> {broker}: {} silent for {:.1} s so far (limit {} s), looks like {}",
+                "{} GAP OPEN {client} -> {broker}: {} silent for {:.1} s so far (limit {} s), looks like {}",
+                z.time(at),
                 gap.silent_side, gap.silence_s, gap.limit_s, gap.cause
             );
             if let Some(p) = &gap.process {
@@ -390,7 +397,8 @@ pub fn event_text(e: &LiveEvent) -> String {
             gap,
         } => {
             let mut s = format!(
-                "{at} gap closed {client} -> {broker}: {} {:.3} s (limit {} s, {:.1}x), ended by {}: {} ({})",
+                "{} gap closed {client} -> {broker}: {} {:.3} s (limit {} s, {:.1}x), ended by {}: {} ({})",
+                z.time(at),
                 gap.direction,
                 gap.silence_s,
                 gap.limit_s,
@@ -426,12 +434,14 @@ pub fn event_text(e: &LiveEvent) -> String {
             by,
             gaps,
         } => format!(
-            "{at} connection ended {client} -> {broker}: {how} by {}, {}",
+            "{} connection ended {client} -> {broker}: {how} by {}, {}",
+            z.time(at),
             by.map_or("?", Role::as_str),
             report::count(*gaps as u64, "gap", "gaps")
         ),
         LiveEvent::CaptureDrops { at, new, total, .. } => format!(
-            "{at} the kernel dropped {} (total {total}): silences open now may be capture loss",
+            "{} the kernel dropped {} (total {total}): silences open now may be capture loss",
+            z.time(at),
             report::count(*new, "packet", "packets")
         ),
         LiveEvent::CaptureStopped {
