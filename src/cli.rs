@@ -147,6 +147,10 @@ pub struct LiveArgs {
     /// text; it appears only once complete).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Show clock times in the local time zone (TZ, else /etc/localtime) instead of UTC, in the
+    /// text event lines and the final text report (JSON stays UTC).
+    #[arg(long)]
+    pub local_time: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -33,7 +33,7 @@ use crate::analysis::{
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
 use crate::engine::flowtable::FlowTable;
-use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
+use crate::model::{count, Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::prefetch;
 use crate::proto::amqp::{
     looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, PropEntry, PropValue,
@@ -1229,16 +1229,17 @@ impl Engine {
         let mut parts = Vec::new();
         if ooo > 0 || skipped > 0 {
             parts.push(format!(
-                "{} KiB of out-of-order segments, {skipped} missing bytes skipped as overflow holes \
+                "{} KiB of out-of-order segments, {} skipped as overflow holes \
                  (`overflow_skipped_bytes` per direction)",
-                ooo / 1024
+                ooo / 1024,
+                count(skipped, "missing byte", "missing bytes")
             ));
         }
         if tally.framing_freed > 0 || tally.methods > 0 {
             let methods = match &tally.first_method {
                 Some(first) => format!(
-                    ", {} connection methods being buffered not decoded (first: {first})",
-                    tally.methods
+                    ", {} being buffered not decoded (first: {first})",
+                    count(tally.methods, "connection method", "connection methods")
                 ),
                 None => String::new(),
             };
@@ -1249,16 +1250,17 @@ impl Engine {
         }
         if tally.resync_bytes > 0 {
             parts.push(format!(
-                "{} bytes of resync buffers dropped",
-                tally.resync_bytes
+                "{} of resync buffers dropped",
+                count(tally.resync_bytes, "byte", "bytes")
             ));
         }
         self.warn(
             "memory-budget",
             format!(
                 "data buffered across all flows (out-of-order segments and partial frames) passed {}: \
-                 the buffers of the {flows} flows quiet longest were given up ({} KiB freed: {})",
+                 the buffers of the {} quiet longest were given up ({} KiB freed: {})",
                 size_label(budget),
+                count(flows, "flow", "flows"),
                 freed / 1024,
                 parts.join("; ")
             ),

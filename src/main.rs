@@ -147,13 +147,18 @@ fn live(args: &LiveArgs) -> ExitCode {
         }
     };
     let quiet = args.quiet;
+    let zone = if args.local_time {
+        Zone::Local
+    } else {
+        Zone::Utc
+    };
     let mut emit = |e: &live::LiveEvent| -> std::io::Result<()> {
         if quiet {
             return Ok(());
         }
         let line = match format {
             LiveFormat::Json => serde_json::to_string(e).map_err(std::io::Error::other)?,
-            LiveFormat::Text | LiveFormat::Tui => live::event_text(e),
+            LiveFormat::Text | LiveFormat::Tui => live::event_text_in(e, zone),
         };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
@@ -172,9 +177,9 @@ fn live(args: &LiveArgs) -> ExitCode {
         }
     };
     let text = match format {
-        LiveFormat::Text if args.quiet || args.output.is_some() => report::to_text(&rep),
-        LiveFormat::Text => format!("\n{}", report::to_text(&rep)),
-        LiveFormat::Tui => report::to_text(&rep),
+        LiveFormat::Text if args.quiet || args.output.is_some() => report::to_text_in(&rep, zone),
+        LiveFormat::Text => format!("\n{}", report::to_text_in(&rep, zone)),
+        LiveFormat::Tui => report::to_text_in(&rep, zone),
         LiveFormat::Json => match serde_json::to_string(&rep) {
             Ok(j) => format!("{j}\n"),
             Err(e) => {
@@ -516,12 +521,12 @@ fn synth(a: &SynthArgs) -> ExitCode {
     match hbscope::synth::write_files(&cfg, &a.output) {
         Ok(s) => {
             eprintln!(
-                "hbscope: wrote {} ({} packets, {} bytes, {} connections, {} expected gaps)",
+                "hbscope: wrote {} ({}, {}, {}, {})",
                 a.output.display(),
-                s.packets,
-                s.bytes,
-                s.connections_opened,
-                s.gaps.len()
+                hbscope::model::count(s.packets, "packet", "packets"),
+                hbscope::model::count(s.bytes, "byte", "bytes"),
+                hbscope::model::count(s.connections_opened, "connection", "connections"),
+                hbscope::model::count(s.gaps.len() as u64, "expected gap", "expected gaps")
             );
             ExitCode::SUCCESS
         }

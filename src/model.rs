@@ -227,11 +227,25 @@ pub struct TcpSegment<'a> {
     pub sack_right: Option<u32>,
 }
 
+/// "1 gap", "2 gaps": a count with its noun in the right number.
+#[must_use]
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn counts_take_the_right_number() {
+        assert_eq!(count(1u64, "gap", "gaps"), "1 gap");
+        assert_eq!(count(0u64, "gap", "gaps"), "0 gaps");
+        assert_eq!(count(2u64, "connection", "connections"), "2 connections");
+    }
 
     fn endpoint(v6: bool, ip: u32, port: u16) -> Endpoint {
         let ip = if v6 {

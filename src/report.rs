@@ -103,12 +103,9 @@ pub fn local_offset(at: Timestamp) -> String {
     )
 }
 
-/// "1 gap", "2 gaps": a count with its noun in the right number.
-#[must_use]
-pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
-    let n = n.into();
-    format!("{n} {}", if n == 1 { one } else { many })
-}
+// The reports count with the same words as the evidence lines built below
+// them.
+pub use crate::model::count;
 
 /// Writing a report failed: where to, and the io error as the writer gave it.
 #[derive(Debug, thiserror::Error)]
@@ -161,13 +158,6 @@ pub use twoend::*;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_take_the_right_number() {
-        assert_eq!(count(1u64, "gap", "gaps"), "1 gap");
-        assert_eq!(count(0u64, "gap", "gaps"), "0 gaps");
-        assert_eq!(count(2u64, "connection", "connections"), "2 connections");
-    }
 
     #[test]
     fn utc_zone_keeps_report_times() {

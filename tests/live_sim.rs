@@ -578,3 +578,44 @@ fn kernel_drops_mark_the_report_incomplete() {
     let sim = simulate(&path, &options(None, false), |_, _| {}, |_| false);
     assert!(sim.report.capture.complete);
 }
+
+/// `live --local-time`: the event lines and the final text report show the
+/// zone of `TZ` (a POSIX zone string, no time zone database needed); the
+/// default stays UTC. No other test of this binary renders local times.
+#[test]
+fn local_time_in_event_lines_and_report() {
+    std::env::set_var("TZ", "<+0530>-5:30");
+    let path = capture("client-sigstop.pcap");
+    let (mut src, mut clock) = PacedSource::open(&path).unwrap();
+    let stop = AtomicBool::new(false);
+    let (mut utc, mut local) = (Vec::new(), Vec::new());
+    let mut emit = |e: &LiveEvent| -> std::io::Result<()> {
+        utc.push(live::event_text(e));
+        local.push(live::event_text_in(e, hbscope::report::Zone::Local));
+        Ok(())
+    };
+    let report = live::run_with(
+        &options(None, false),
+        &mut src,
+        &mut clock,
+        None,
+        &stop,
+        &mut emit,
+    );
+    let seen = utc
+        .iter()
+        .zip(&local)
+        .find(|(u, _)| u.contains(" connection 10.") || u.contains(" connection 127."))
+        .expect("a connection event");
+    assert!(seen.0.starts_with("2026-11-26T21:07:52.565"), "{}", seen.0);
+    assert!(seen.1.starts_with("2026-11-27T02:37:52.565"), "{}", seen.1);
+    assert!(seen.1.contains("+05:30 connection "), "{}", seen.1);
+    let gap = local
+        .iter()
+        .find(|l| l.contains(" gap closed "))
+        .expect("a closed gap");
+    assert!(gap.contains("+05:30 gap closed "), "{gap}");
+    let text = hbscope::report::to_text_in(&report, hbscope::report::Zone::Local);
+    assert!(text.contains("+05:30"), "{text}");
+    assert!(!text.contains("000Z"), "every time is local:\n{text}");
+}

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::model::{Direction, Endpoint, FlowKey, Span, Timestamp};
+use crate::model::{count, Direction, Endpoint, FlowKey, Span, Timestamp};
 use crate::proto::amqp::{CloseInfo, ConnMethod, FrameInfo, FrameKind, PropValue, Properties};
 
 use super::clock::{ConnClock, Undo, DISORDER_TOLERANCE};
@@ -508,32 +508,34 @@ fn note_proof(slot: &mut Option<LossProof>, kind: LossProofKind, seen: u32, prov
 
 /// The sentence behind a proof of capture loss: which number showed it.
 fn proof_text(p: &LossProof, s: &str, peer: &str) -> String {
-    let n = p.missing();
+    let n = count(p.missing(), "byte", "bytes");
+    let were = if p.missing() == 1 { "was" } else { "were" };
     let (seen, proved) = (p.seen, p.proved);
     match p.kind {
         LossProofKind::Data => format!(
-            "{s}'s data resumed at seq {proved} but the last byte seen was {seen}: {n} bytes were sent and not captured"
+            "{s}'s data resumed at seq {proved} but the last byte seen was {seen}: {n} {were} sent and not captured"
         ),
         LossProofKind::Ack => format!(
-            "{peer}'s ACK {proved} acknowledged {s}'s bytes past the last one seen ({seen}): {n} bytes arrived and were not captured"
+            "{peer}'s ACK {proved} acknowledged {s}'s bytes past the last one seen ({seen}): {n} arrived and {were} not captured"
         ),
         LossProofKind::Sack => format!(
-            "{peer}'s SACK block up to {proved} covers {s}'s bytes past the last one seen ({seen}): {n} bytes arrived and were not captured"
+            "{peer}'s SACK block up to {proved} covers {s}'s bytes past the last one seen ({seen}): {n} arrived and {were} not captured"
         ),
         LossProofKind::Hole => format!(
-            "the sequence hole {seen}-{proved} was acknowledged past or left open at the end: {n} bytes were not captured"
+            "the sequence hole {seen}-{proved} was acknowledged past or left open at the end: {n} {were} not captured"
         ),
         LossProofKind::Fin => format!(
-            "{s}'s FIN at seq {proved} but the last byte seen was {seen}: {n} bytes were sent and not captured"
+            "{s}'s FIN at seq {proved} but the last byte seen was {seen}: {n} {were} sent and not captured"
         ),
         LossProofKind::Rst => format!(
-            "{s}'s RST at seq {proved} but the last byte seen was {seen}: {n} bytes were sent and not captured"
+            "{s}'s RST at seq {proved} but the last byte seen was {seen}: {n} {were} sent and not captured"
         ),
         LossProofKind::NextSeq => format!(
-            "{s}'s ACK at seq {proved} (its next byte to send) but the last byte seen was {seen}: {n} bytes were sent and not captured"
+            "{s}'s ACK at seq {proved} (its next byte to send) but the last byte seen was {seen}: {n} {were} sent and not captured"
         ),
         LossProofKind::IpId => format!(
-            "{s}'s IPv4 ID went from {seen:#06x} to {proved:#06x} after going up by 1 per packet on this connection: {n} packets were sent and not captured"
+            "{s}'s IPv4 ID went from {seen:#06x} to {proved:#06x} after going up by 1 per packet on this connection: {} {were} sent and not captured",
+            count(p.missing(), "packet", "packets")
         ),
     }
 }
@@ -1882,21 +1884,25 @@ impl Connection {
         )];
         if e.peer_new_segments > 0 {
             lines.push(format!(
-                "{p} kept sending: {} new segments ({} bytes, {} heartbeat frames) during the silence",
-                e.peer_new_segments, e.peer_new_bytes, e.peer_heartbeats
+                "{p} kept sending: {} ({}, {}) during the silence",
+                count(e.peer_new_segments, "new segment", "new segments"),
+                count(e.peer_new_bytes, "byte", "bytes"),
+                count(e.peer_heartbeats, "heartbeat frame", "heartbeat frames")
             ));
         } else {
             lines.push(format!("{p} sent no new data during the silence either"));
         }
         if e.sender_acks_advancing > 0 {
             lines.push(format!(
-                "{s}'s kernel acknowledged {p} data {} times (pure ACKs advancing): its host and TCP stack were alive",
-                e.sender_acks_advancing
+                "{s}'s kernel acknowledged {p} data {} (pure ACKs advancing): its host and TCP stack were alive",
+                count(e.sender_acks_advancing, "time", "times")
             ));
         } else if e.sender_packets > 0 {
             lines.push(format!(
-                "{s} sent {} packets without new data ({} pure ACKs not advancing, {} keep-alives)",
-                e.sender_packets, e.sender_pure_acks, e.sender_keepalives
+                "{s} sent {} without new data ({} not advancing, {})",
+                count(e.sender_packets, "packet", "packets"),
+                count(e.sender_pure_acks, "pure ACK", "pure ACKs"),
+                count(e.sender_keepalives, "keep-alive", "keep-alives")
             ));
         } else {
             lines.push(format!(
@@ -1910,8 +1916,8 @@ impl Connection {
         }
         if e.sender_zero_windows > 0 {
             lines.push(format!(
-                "{s} advertised a zero window {} times",
-                e.sender_zero_windows
+                "{s} advertised a zero window {}",
+                count(e.sender_zero_windows, "time", "times")
             ));
         }
         if gap.cause == Cause::BrokerBlocked {
@@ -1921,12 +1927,12 @@ impl Connection {
         // carries one) closed nothing: only a window closed for a while counts.
         if e.peer_zero_windows > 0 && e.peer_zero_window_time.0 > 0 {
             lines.push(format!(
-                "{p} advertised a zero window {} times during the silence, first at {}: its window was closed for {:.3} s of the {:.3} s, so {s}'s TCP could send no new data (only window probes: {} keep-alives)",
-                e.peer_zero_windows,
+                "{p} advertised a zero window {} during the silence, first at {}: its window was closed for {:.3} s of the {:.3} s, so {s}'s TCP could send no new data (only window probes: {})",
+                count(e.peer_zero_windows, "time", "times"),
                 time_of_day(e.peer_zero_first.unwrap_or(gap.start)),
                 e.peer_zero_window_time.as_secs_f64(),
                 gap.silence().as_secs_f64(),
-                e.sender_keepalives
+                count(e.sender_keepalives, "keep-alive", "keep-alives")
             ));
         }
         if receiver_window_decided(e, gap.silent, gap.cause) {
@@ -1936,8 +1942,8 @@ impl Connection {
         }
         if e.peer_retransmissions > 0 {
             lines.push(format!(
-                "{p} retransmitted {} times: its data was not acknowledged{}",
-                e.peer_retransmissions,
+                "{p} retransmitted {}: its data was not acknowledged{}",
+                count(e.peer_retransmissions, "time", "times"),
                 if e.sender_zero_windows > 0 {
                     String::new()
                 } else if e.sender_acks_after_peer_retransmission == 0 {
@@ -1957,13 +1963,13 @@ impl Connection {
         if e.capture_missed_bytes > 0 {
             lines.push(match &e.missed_proof {
                 Some(proof) => format!(
-                    "the capture missed {} bytes {s} sent during the silence: {}",
-                    e.capture_missed_bytes,
+                    "the capture missed {} {s} sent during the silence: {}",
+                    count(e.capture_missed_bytes, "byte", "bytes"),
                     proof_text(proof, s, p)
                 ),
                 None => format!(
-                    "the capture missed {} bytes {s} sent during the silence",
-                    e.capture_missed_bytes
+                    "the capture missed {} {s} sent during the silence",
+                    count(e.capture_missed_bytes, "byte", "bytes")
                 ),
             });
         }
@@ -1975,8 +1981,8 @@ impl Connection {
         }
         if e.sender_retransmissions > 0 {
             lines.push(format!(
-                "{s} retransmitted {} times during the silence{}",
-                e.sender_retransmissions,
+                "{s} retransmitted {} during the silence{}",
+                count(e.sender_retransmissions, "time", "times"),
                 if e.peer_packets == 0 {
                     format!(
                         " and nothing at all came back from {p}: its TCP could not send new data"
@@ -1992,14 +1998,14 @@ impl Connection {
         }
         if e.peer_capture_missed_bytes > 0 {
             lines.push(format!(
-                "the capture missed {} bytes {p} sent during the silence",
-                e.peer_capture_missed_bytes
+                "the capture missed {} {p} sent during the silence",
+                count(e.peer_capture_missed_bytes, "byte", "bytes")
             ));
         }
         if e.capture_drops > 0 {
             lines.push(format!(
-                "the capture dropped {} packets during the silence",
-                e.capture_drops
+                "the capture dropped {} during the silence",
+                count(e.capture_drops, "packet", "packets")
             ));
         }
         if let Some(code) = e.capture_failed {

@@ -1009,7 +1009,8 @@ pub fn diagnose(pid: i32, coarse: &CoarseFacts, deep: &[&ThreadsSample]) -> Diag
     }
     if let Some(rx) = coarse.rx_queue_max.filter(|r| *r > 0) {
         evidence.push(format!(
-            "the AMQP socket held up to {rx} unread bytes: data arrived that the process did not read"
+            "the AMQP socket held up to {}: data arrived that the process did not read",
+            crate::model::count(rx, "unread byte", "unread bytes")
         ));
     }
     let gone_deep = deep.iter().filter(|s| s.gone).count();
@@ -1120,8 +1121,8 @@ pub fn diagnose(pid: i32, coarse: &CoarseFacts, deep: &[&ThreadsSample]) -> Diag
     }
     if last.threads_skipped > 0 {
         evidence.push(format!(
-            "{} more threads not read (cap {MAX_WAIT_THREADS})",
-            last.threads_skipped
+            "{} not read (cap {MAX_WAIT_THREADS})",
+            crate::model::count(last.threads_skipped as u64, "more thread", "more threads")
         ));
     }
     if let Some(d) = doms.iter().find(|t| t.state == 'D') {

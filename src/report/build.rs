@@ -675,7 +675,7 @@ mod tests {
         assert_eq!(r.gaps_not_listed_by_cause.values().sum::<u64>(), 201);
         let lines = super::super::text::caveats(&r);
         assert!(
-            lines[0].starts_with("201 more gap(s) not listed"),
+            lines[0].starts_with("201 more gaps not listed"),
             "{lines:?}"
         );
         // A small cap: the worst by ratio, in time order.

@@ -354,9 +354,9 @@ fn timeline_svg(c: &ConnectionReport) -> String {
         if a + b > 0 {
             let _ = write!(
                 s,
-                r#"<p class="note">Marks: only the most recent {} events per direction were kept; {} older ones are not drawn (the gaps and counts cover the whole connection).</p>"#,
+                r#"<p class="note">Marks: only the most recent {} events per direction were kept; {} not drawn (the gaps and counts cover the whole connection).</p>"#,
                 crate::analysis::timeline::Timeline::CAP,
-                a + b
+                count(a + b, "older one is", "older ones are")
             );
         }
     }

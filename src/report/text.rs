@@ -28,7 +28,11 @@ pub fn process_text(p: &ProcessReport) -> String {
         let _ = write!(o, "; states {s}");
     }
     if let Some(rx) = p.socket_rx_queue_max.filter(|v| *v > 0) {
-        let _ = write!(o, "; {rx} unread bytes in its socket");
+        let _ = write!(
+            o,
+            "; {} in its socket",
+            count(rx, "unread byte", "unread bytes")
+        );
     }
     if let Some(d) = &p.diagnosis {
         let _ = write!(o, "; diagnosis {}: {}", d.kind, clean(&d.detail));
@@ -115,8 +119,8 @@ fn health_text(o: &mut String, conn: &ConnectionReport, z: Zone) {
                 .collect();
             let _ = write!(
                 line,
-                "; {} near-miss(es): {}",
-                d.near_misses,
+                "; {}: {}",
+                count(d.near_misses, "near-miss", "near-misses"),
                 list.join(", ")
             );
         }
@@ -148,8 +152,13 @@ pub fn health_summary_lines(s: &HealthSummary) -> (Option<String>, Vec<String>) 
     }
     if s.near_misses > 0 {
         bits.push(format!(
-            "{} near-miss(es) on {} connection(s)",
-            s.near_misses, s.connections_with_near_misses
+            "{} on {}",
+            count(s.near_misses, "near-miss", "near-misses"),
+            count(
+                s.connections_with_near_misses as u64,
+                "connection",
+                "connections"
+            )
         ));
     }
     if s.middlebox_suspected > 0 {
@@ -196,8 +205,8 @@ pub fn health_notes(conn: &ConnectionReport) -> Vec<String> {
                 .map(|n| n.ratio)
                 .fold(0.0_f64, f64::max);
             notes.push(format!(
-                "{name}: {} near-miss(es), up to {worst:.2}x the timeout",
-                d.near_misses
+                "{name}: {}, up to {worst:.2}x the timeout",
+                count(d.near_misses, "near-miss", "near-misses")
             ));
         }
     }
@@ -329,11 +338,11 @@ pub fn to_text_in(report: &Report, z: Zone) -> String {
     let c = &report.capture;
     let _ = writeln!(
         o,
-        "hbscope {} - {} ({}, {} packets{}{})",
+        "hbscope {} - {} ({}, {}{}{})",
         report.tool.version,
         clean(&c.source),
         c.link_type,
-        c.packets,
+        count(c.packets, "packet", "packets"),
         c.duration_s
             .map_or(String::new(), |d| format!(", {d:.3} s")),
         c.first_packet
@@ -563,8 +572,9 @@ pub fn caveats(conn: &ConnectionReport) -> Vec<String> {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         out.push(format!(
-            "{} more gap(s) not listed (over the per-connection cap; the worst by ratio and the one that ended the connection are listed){}",
+            "{} more {} not listed (over the per-connection cap; the worst by ratio and the one that ended the connection are listed){}",
             conn.gaps_not_listed,
+            if conn.gaps_not_listed == 1 { "gap" } else { "gaps" },
             if causes.is_empty() {
                 String::new()
             } else {
@@ -574,8 +584,8 @@ pub fn caveats(conn: &ConnectionReport) -> Vec<String> {
     }
     if conn.timestamps_disordered > 0 {
         out.push(format!(
-            "timestamps: {} packet(s) stamped out of time order; silences across them were not measured, so these verdicts are unreliable",
-            conn.timestamps_disordered
+            "timestamps: {} stamped out of time order; silences across them were not measured, so these verdicts are unreliable",
+            count(conn.timestamps_disordered, "packet", "packets")
         ));
     }
     out

@@ -54,7 +54,7 @@ use crate::os::threads::{self, ThreadsSample};
 use crate::proto::amqp::PropValue;
 use crate::report::annotation::Note;
 use crate::report::sanitize::text as clean;
-use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report};
+use crate::report::{self, GapReport, ProcessOwnerReport, ProcessReport, Report, Zone};
 use crate::run::recorder::{self, GapNote, RecordError, RecordOptions, Recorded, Recorder};
 use crate::tui::live::ProcessNote;
 
@@ -363,9 +363,15 @@ impl From<&driver::StopReason> for StopReason {
 
 crate::analysis::display_as_str!(StopReason);
 
-/// One event as a line of text.
+/// One event as a line of text, times in UTC.
 #[must_use]
 pub fn event_text(e: &LiveEvent) -> String {
+    event_text_in(e, Zone::Utc)
+}
+
+/// One event as a line of text, its time in zone `z` (`--local-time`).
+#[must_use]
+pub fn event_text_in(e: &LiveEvent, z: Zone) -> String {
     match e {
         LiveEvent::CaptureStarted {
             interface,
@@ -392,7 +398,7 @@ pub fn event_text(e: &LiveEvent) -> String {
             client_not_attributable,
             ..
         } => {
-            let mut s = format!("{at} connection {client} -> {broker}");
+            let mut s = format!("{} connection {client} -> {broker}", z.time(at));
             if let Some(n) = client_name {
                 s.push_str(&format!(" \"{}\"", clean(n)));
             }
@@ -413,7 +419,8 @@ pub fn event_text(e: &LiveEvent) -> String {
             gap,
         } => {
             let mut s = format!(
-                "{at} GAP OPEN {client} -> {broker}: {} silent for {:.1} s so far (limit {} s), looks like {}",
+                "{} GAP OPEN {client} -> {broker}: {} silent for {:.1} s so far (limit {} s), looks like {}",
+                z.time(at),
                 gap.silent_side, gap.silence_s, gap.limit_s, gap.cause
             );
             if let Some(p) = &gap.process {
@@ -428,7 +435,8 @@ pub fn event_text(e: &LiveEvent) -> String {
             gap,
         } => {
             let mut s = format!(
-                "{at} gap closed {client} -> {broker}: {} {:.3} s (limit {} s, {:.1}x), ended by {}: {} ({})",
+                "{} gap closed {client} -> {broker}: {} {:.3} s (limit {} s, {:.1}x), ended by {}: {} ({})",
+                z.time(at),
                 gap.direction,
                 gap.silence_s,
                 gap.limit_s,
@@ -464,8 +472,10 @@ pub fn event_text(e: &LiveEvent) -> String {
             by,
             gaps,
         } => format!(
-            "{at} connection ended {client} -> {broker}: {how} by {}, {gaps} gap(s)",
-            by.map_or("?", Role::as_str)
+            "{} connection ended {client} -> {broker}: {how} by {}, {}",
+            z.time(at),
+            by.map_or("?", Role::as_str),
+            report::count(*gaps as u64, "gap", "gaps")
         ),
         LiveEvent::GapRecorded {
             at,
@@ -497,7 +507,9 @@ pub fn event_text(e: &LiveEvent) -> String {
             s
         }
         LiveEvent::CaptureDrops { at, new, total, .. } => format!(
-            "{at} the kernel dropped {new} packets (total {total}): silences open now may be capture loss"
+            "{} the kernel dropped {} (total {total}): silences open now may be capture loss",
+            z.time(at),
+            report::count(*new, "packet", "packets")
         ),
         LiveEvent::CaptureStopped {
             reason,
@@ -506,7 +518,8 @@ pub fn event_text(e: &LiveEvent) -> String {
             written,
             ..
         } => format!(
-            "capture stopped ({reason}): {packets} packets, {dropped} dropped by the kernel{}",
+            "capture stopped ({reason}): {}, {dropped} dropped by the kernel{}",
+            report::count(*packets, "packet", "packets"),
             written
                 .as_ref()
                 .map_or(String::new(), |w| format!(", saved to {w}"))
@@ -1326,9 +1339,9 @@ pub fn run_with_view(
         engine.warn(
             "capture-drops",
             format!(
-                "the kernel dropped {} packets: the capture is incomplete, and silences open while it \
+                "the kernel dropped {}: the capture is incomplete, and silences open while it \
                  dropped are capture-loss",
-                driven.dropped
+                report::count(driven.dropped, "packet", "packets")
             ),
         );
     }

@@ -72,9 +72,11 @@ pub enum MergeError {
     },
     /// No AMQP connection appears in both files.
     #[error(
-        "no AMQP connection appears in both captures ({a}: {na} connection(s) [{la}]; {b}: {nb} connection(s) [{lb}]): \
+        "no AMQP connection appears in both captures ({a}: {} [{la}]; {b}: {} [{lb}]): \
          they must record the same connections (same client and broker address:port, no NAT between the \
-         capture points)"
+         capture points)",
+        report::count(*.na as u64, "connection", "connections"),
+        report::count(*.nb as u64, "connection", "connections")
     )]
     NoCommonConnection {
         /// First file.
@@ -628,23 +630,30 @@ fn merge_connection(views: &[View<'_>; 2], cover: (i64, i64)) -> Vec<MergedGapRe
         }
         if counts.lost_from_silent_side > 0 {
             lines.push(format!(
-                "{} {x} packets ({} with new data) seen leaving at the {x} side never reached the {y} side: lost on the way{}",
-                counts.lost_from_silent_side,
+                "{} ({} with new data) seen leaving at the {x} side never reached the {y} side: lost on the way{}",
+                report::count(counts.lost_from_silent_side, &format!("{x} packet"), &format!("{x} packets")),
                 counts.lost_new_segments,
                 first_lost_x.map_or(String::new(), |t| format!(", first at {}", report::clock(Timestamp(t)))),
             ));
         }
         if counts.lost_from_peer > 0 {
             lines.push(format!(
-                "{} {y} packets seen leaving at the {y} side never reached the {x} side: lost on the way{}",
-                counts.lost_from_peer,
-                first_lost_y.map_or(String::new(), |t| format!(", first at {}", report::clock(Timestamp(t)))),
+                "{} seen leaving at the {y} side never reached the {x} side: lost on the way{}",
+                report::count(
+                    counts.lost_from_peer,
+                    &format!("{y} packet"),
+                    &format!("{y} packets")
+                ),
+                first_lost_y.map_or(String::new(), |t| format!(
+                    ", first at {}",
+                    report::clock(Timestamp(t))
+                )),
             ));
         }
         if counts.seen_only_downstream > 0 {
             lines.push(format!(
-                "{} {x} packets reached the {y} side that the {x}-side capture did not record (capture loss there)",
-                counts.seen_only_downstream
+                "{} reached the {y} side that the {x}-side capture did not record (capture loss there)",
+                report::count(counts.seen_only_downstream, &format!("{x} packet"), &format!("{x} packets"))
             ));
         }
         let own_single = single_of(own_i).map(|i| i.gap);

@@ -270,7 +270,8 @@ impl LiveView {
         let key = FlowKey::from_packet(ends.0, ends.1).0;
         let msg = match write_pcap(&self.ring, self.link, &key, &path) {
             Ok(n) => format!(
-                "{n} recent packets of {} -> {} written to {} (0600)",
+                "{} of {} -> {} written to {} (0600)",
+                crate::model::count(n as u64, "recent packet", "recent packets"),
                 ends.0,
                 ends.1,
                 shown.display()

@@ -21,7 +21,7 @@ use crate::analysis::timeline::TimelineEvent;
 use crate::analysis::{Cause, Connection, Gap, HeartbeatSource};
 use crate::driver::Progress;
 use crate::engine::Engine;
-use crate::model::{Direction, Span, Timestamp};
+use crate::model::{count, Direction, Span, Timestamp};
 use crate::report::{self, ConnectionState, GapReport, HealthSummary, Report, Summary};
 
 /// Where the input stands.
@@ -441,8 +441,9 @@ impl SnapshotBuilder {
                 let n = conn.dir(dir).near_misses().0;
                 if n > 0 {
                     health_notes.push(format!(
-                        "{}: {n} near-miss(es) (silences >= 0.75x the timeout)",
-                        conn.role_of(dir).sends()
+                        "{}: {} (silences >= 0.75x the timeout)",
+                        conn.role_of(dir).sends(),
+                        count(n, "near-miss", "near-misses")
                     ));
                 }
             }

@@ -153,8 +153,8 @@ pub(super) fn export_report(
         });
     match written {
         Ok(()) => format!(
-            "JSON report (as read so far, {} packets) written to {}",
-            engine.counters().packets,
+            "JSON report (as read so far, {}) written to {}",
+            crate::model::count(engine.counters().packets, "packet", "packets"),
             shown.display()
         ),
         Err(e) => format!("could not write {}: {e}", shown.display()),
