@@ -6,7 +6,8 @@
 //! entry point for v1); everything from the ether type down (VLAN tags, IPv4,
 //! IPv6 and its extension headers) goes through etherparse's *lax* slicing so
 //! that packets cut by the snapshot length still decode. The TCP header is
-//! read last, from whatever bytes the capture kept.
+//! read last, from whatever bytes the capture kept: when the snapshot length
+//! cut its options, from its fixed 20 bytes (no window scale, no TSval).
 //!
 //! Lengths: [`TcpSegment::payload_len`] is the segment's length on the wire,
 //! computed from the IP header (total length or payload length, minus IP and
@@ -476,6 +477,11 @@ fn tcp<'a>(
     let bytes: &'a [u8] = ip_payload.payload;
     let header = match TcpHeaderSlice::from_slice(bytes) {
         Ok(h) => h,
+        Err(etherparse::err::tcp::HeaderSliceError::Len(_))
+            if ip_payload.len_source == LenSource::Slice && bytes.len() >= TCP_FIXED_HEADER =>
+        {
+            return cut_options(ts, (src_ip, dst_ip), ip_id, bytes, declared, cut);
+        }
         Err(etherparse::err::tcp::HeaderSliceError::Len(len)) => {
             // When the IP length limited the slice, the header does not fit in
             // the packet as sent; otherwise the capture cut it.
@@ -551,11 +557,169 @@ fn tcp<'a>(
     }))
 }
 
+/// Bytes of a TCP header without options.
+const TCP_FIXED_HEADER: usize = 20;
+
+/// A TCP header whose options the snapshot length cut (e.g. `tcpdump -s 60`
+/// with timestamps on, or 54 on Ethernet): the fixed 20 bytes are enough
+/// for the connection's facts; the options (window scale, TSval) are
+/// unknown and the payload is wholly cut. `bytes` holds the captured IP
+/// payload, at least [`TCP_FIXED_HEADER`] bytes.
+fn cut_options<'a>(
+    ts: Timestamp,
+    (src_ip, dst_ip): (IpAddr, IpAddr),
+    ip_id: u16,
+    bytes: &'a [u8],
+    declared: Option<usize>,
+    cut: usize,
+) -> Result<Decoded<'a>, DecodeError> {
+    let field = |at: usize| be16(bytes, at).unwrap_or_default();
+    let word = |at: usize| u32::from(field(at)) << 16 | u32::from(field(at + 2));
+    let (doff, flags) = (
+        bytes.get(12).copied().unwrap_or_default(),
+        bytes.get(13).copied().unwrap_or_default(),
+    );
+    let header_len = usize::from(doff >> 4) * 4;
+    if header_len < TCP_FIXED_HEADER {
+        return Err(DecodeError::Malformed {
+            layer: "tcp",
+            detail: format!("data offset {header_len} bytes is below the 20-byte minimum"),
+        });
+    }
+    // On the wire: from the IP length, else the captured bytes plus the cut ones.
+    let segment_len = declared.unwrap_or_else(|| bytes.len().saturating_add(cut));
+    let payload_len =
+        segment_len
+            .checked_sub(header_len)
+            .ok_or_else(|| DecodeError::Malformed {
+                layer: "tcp",
+                detail: format!(
+                    "the TCP header is {header_len} bytes but the IP length leaves {segment_len}"
+                ),
+            })?;
+    Ok(Decoded::Tcp(TcpSegment {
+        ts,
+        src: Endpoint::new(src_ip, field(0)),
+        dst: Endpoint::new(dst_ip, field(2)),
+        seq: word(4),
+        ack: word(8),
+        flags: TcpFlags {
+            syn: flags & 0x02 != 0,
+            ack: flags & 0x10 != 0,
+            fin: flags & 0x01 != 0,
+            rst: flags & 0x04 != 0,
+            psh: flags & 0x08 != 0,
+        },
+        window: field(14),
+        window_scale: None,
+        payload: &[],
+        payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+        ip_id,
+        tsval: None,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::capture::FileSource;
+
+    /// Ethernet + IPv4 + a TCP header of `tcp_len` bytes (options: NOPs,
+    /// then window scale 7 on a SYN) + `payload` bytes.
+    fn packet(syn: bool, tcp_len: usize, payload: usize) -> Vec<u8> {
+        let mut p = vec![0u8; 14];
+        p[12..14].copy_from_slice(&[0x08, 0x00]);
+        let total = u16::try_from(20 + tcp_len + payload).unwrap();
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&ip);
+        let mut tcp = vec![0u8; tcp_len];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&5672u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+        tcp[8..12].copy_from_slice(&2000u32.to_be_bytes());
+        tcp[12] = u8::try_from(tcp_len / 4).unwrap() << 4;
+        tcp[13] = if syn { 0x02 } else { 0x18 };
+        tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
+        for b in tcp.iter_mut().skip(20) {
+            *b = 1;
+        }
+        if syn && tcp_len >= 24 {
+            tcp[21..24].copy_from_slice(&[3, 3, 7]);
+        }
+        p.extend_from_slice(&tcp);
+        p.extend(std::iter::repeat_n(0xAB, payload));
+        p
+    }
+
+    fn cut_to(data: &[u8], snaplen: usize) -> Result<Decoded<'_>, DecodeError> {
+        let kept = &data[..snaplen.min(data.len())];
+        let rec = PacketRecord {
+            ts: Timestamp(0),
+            caplen: u32::try_from(kept.len()).unwrap(),
+            orig_len: u32::try_from(data.len()).unwrap(),
+            data: kept,
+        };
+        decode(LinkType::ETHERNET, &rec)
+    }
+
+    /// A TCP header whose options the snapshot length cut still gives the
+    /// segment: ports, numbers, flags, window, and the payload length from
+    /// the IP header (the payload wholly cut, the options unknown).
+    #[test]
+    fn tcp_options_cut_by_the_snapshot_length_still_decode() {
+        let whole = packet(false, 32, 8);
+        let Ok(Decoded::Tcp(full)) = cut_to(&whole, usize::MAX) else {
+            panic!("whole packet");
+        };
+        assert_eq!(full.payload_len, 8);
+        for snaplen in 54..66 {
+            let Ok(Decoded::Tcp(seg)) = cut_to(&whole, snaplen) else {
+                panic!("cut to {snaplen}");
+            };
+            assert_eq!(
+                (seg.src, seg.dst, seg.seq, seg.ack, seg.flags, seg.window),
+                (
+                    full.src,
+                    full.dst,
+                    full.seq,
+                    full.ack,
+                    full.flags,
+                    full.window
+                ),
+                "cut to {snaplen}"
+            );
+            assert_eq!(seg.payload_len, 8, "cut to {snaplen}");
+            assert!(seg.payload.is_empty());
+            assert_eq!((seg.tsval, seg.ip_id), (None, 0x1234));
+        }
+        // A SYN's window scale is unknown once its options are cut.
+        let syn = packet(true, 40, 0);
+        let Ok(Decoded::Tcp(s)) = cut_to(&syn, usize::MAX) else {
+            panic!("syn");
+        };
+        assert_eq!(s.window_scale, Some(7));
+        let Ok(Decoded::Tcp(s)) = cut_to(&syn, 60) else {
+            panic!("cut syn");
+        };
+        assert!(s.flags.syn);
+        assert_eq!((s.window_scale, s.payload_len), (None, 0));
+        // Fewer than 20 TCP bytes: still an error that names the snapshot length.
+        assert!(matches!(
+            cut_to(&whole, 53),
+            Err(DecodeError::Truncated { layer: "tcp", .. })
+        ));
+        // An impossible data offset is malformed, cut or not.
+        let mut bad = packet(false, 32, 8);
+        bad[14 + 20 + 12] = 0x40;
+        assert!(matches!(
+            cut_to(&bad, 60),
+            Err(DecodeError::Malformed { layer: "tcp", .. })
+        ));
+    }
 
     /// The hand-read IPv4/TCP path gives exactly what the general path gives,
     /// on every packet of every shipped capture, and also with the captured

@@ -563,11 +563,13 @@ fn malformed_headers_are_reported() {
 }
 
 /// Decodes `full` cut to every length. The expected result is computed
-/// from where the headers end: Truncated before the TCP header is complete
-/// (naming the right layer), TCP with the wire payload length after.
+/// from where the headers end: Truncated before the fixed 20 bytes of the
+/// TCP header are complete (naming the right layer), TCP with the wire
+/// payload length after (no payload and no TSval while the options are cut).
 fn sweep(link: LinkType, full: &[u8], link_len: usize, ip_len: usize, tcp_len: usize) {
     let orig_len = u32::try_from(full.len()).unwrap();
     let headers = link_len + ip_len + tcp_len;
+    let fixed = link_len + ip_len + 20;
     for cut in 0..=full.len() {
         let rec = PacketRecord {
             ts: TS,
@@ -576,7 +578,7 @@ fn sweep(link: LinkType, full: &[u8], link_len: usize, ip_len: usize, tcp_len: u
             data: &full[..cut],
         };
         let result = decode(link, &rec);
-        if cut < headers {
+        if cut < fixed {
             let Err(DecodeError::Truncated { layer, needed, got }) = result else {
                 panic!("{link} cut {cut}: expected Truncated, got {result:?}");
             };
@@ -606,8 +608,12 @@ fn sweep(link: LinkType, full: &[u8], link_len: usize, ip_len: usize, tcp_len: u
                 panic!("{link} cut {cut}: expected TCP, got {result:?}");
             };
             assert_eq!(t.payload_len, 8, "{link} cut {cut}");
-            assert_eq!(t.payload, &PAYLOAD[..cut - headers], "{link} cut {cut}");
+            let kept = cut.saturating_sub(headers);
+            assert_eq!(t.payload, &PAYLOAD[..kept], "{link} cut {cut}");
             assert_eq!(t.seq, 1000);
+            if cut < headers {
+                assert_eq!(t.tsval, None, "{link} cut {cut}: options cut");
+            }
         }
     }
 }
