@@ -35,8 +35,8 @@ use crate::engine::flowtable::FlowTable;
 use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::prefetch;
 use crate::proto::amqp::{
-    looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, PropEntry, PropValue,
-    Properties,
+    cut_segment, looks_like_protocol_header, too_cut_to_frame, AmqpEvent, ConnMethod, CutSegment,
+    FrameKind, Framer, PropEntry, PropValue, Properties, HEARTBEAT_FRAME_LEN,
 };
 use crate::proto::tls::{
     heartbeat_record_len, looks_like_client_hello, HeartbeatSizeGuess, RecordReader, TlsEvent,
@@ -160,6 +160,8 @@ pub struct ConnSlot {
     client_properties_shared: bool,
     /// The vhost went through the [`PropertiesPool`].
     vhost_shared: bool,
+    /// Counted in the `frames-cut` warning.
+    cut_counted: bool,
 }
 
 impl ConnSlot {
@@ -202,6 +204,9 @@ struct Flow {
     proto: Proto,
     slot: SlotRef,
     frame_max_applied: bool,
+    /// Per direction: the snapshot length cut its segments too short to read
+    /// a frame (see [`step_cut`]); its framer is set aside.
+    cut: [bool; 2],
     /// Bytes in `tcp`'s out-of-order buffers after its last segment (counted
     /// in [`Engine::buffered`]).
     held: usize,
@@ -217,6 +222,7 @@ impl Default for Flow {
             proto: Proto::amqp([Framer::new(true), Framer::new(true)]),
             slot: SlotRef::Index(usize::MAX),
             frame_max_applied: false,
+            cut: [false; 2],
             held: 0,
             dup: dedup::DupGuard::default(),
         }
@@ -429,6 +435,8 @@ pub const DUPLICATES: &str = "duplicate-packets";
 pub const ONE_DIRECTION: &str = "one-direction";
 /// Warning code for a capture whose packets all carry the same timestamp.
 pub const NO_TIMESTAMPS: &str = "no-timestamps";
+/// Warning code for streams whose frames the snapshot length cut (see [`step_cut`]).
+pub const FRAMES_CUT: &str = "frames-cut";
 
 impl Engine {
     /// A new engine for packets of link type `link`.
@@ -825,6 +833,29 @@ impl Engine {
         }
     }
 
+    /// A flow's segments turned out too cut to read frames (counted once per flow).
+    #[cold]
+    fn on_frames_cut(&mut self, key: &FlowKey, seg: &TcpSegment<'_>) {
+        match self.warnings.iter_mut().find(|w| w.code == FRAMES_CUT) {
+            Some(w) => w.count += 1,
+            None => {
+                let (kept, wire) = (seg.payload.len(), seg.payload_len);
+                self.warn(
+                    FRAMES_CUT,
+                    format!(
+                        "the snapshot length cut AMQP frames before they could be read (first: {key}, {kept} of a \
+                         segment's {wire} payload bytes captured): these connections are listed from their TCP \
+                         streams on AMQP ports, silences measured from packet times and IP lengths; each segment \
+                         counts as one frame, a heartbeat when it has a heartbeat's size (8 bytes; under TLS the \
+                         dominant small record); Tune-Ok is unreadable, so the heartbeat is `--heartbeat`, \
+                         inferred from the heartbeats' period, or unknown; capture with `tcpdump -s 0` to read \
+                         frames"
+                    ),
+                );
+            }
+        }
+    }
+
     fn is_amqp_port(&self, port: u16) -> bool {
         self.config.amqp_ports.contains(&port) || self.config.tls_ports.contains(&port)
     }
@@ -898,6 +929,9 @@ impl Engine {
         };
         if let Some(idx) = step.slot {
             self.note_new_gaps(idx);
+        }
+        if step.cut_started {
+            self.on_frames_cut(&key, seg);
         }
         if step.held_delta != 0 {
             self.buffered = self.buffered.saturating_add_signed(step.held_delta);
@@ -987,6 +1021,7 @@ impl Engine {
             properties_shared: false,
             client_properties_shared: false,
             vhost_shared: false,
+            cut_counted: false,
         });
         let proto = if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
             Proto::tls(TlsFlow::new(at_start))
@@ -1004,6 +1039,7 @@ impl Engine {
                 proto,
                 slot: SlotRef::Pending(slot),
                 frame_max_applied: false,
+                cut: [false; 2],
                 held: 0,
                 dup: dedup::DupGuard::default(),
             },
@@ -1296,7 +1332,17 @@ impl Engine {
                 ),
             );
         } else if s.broker_rejected {
-            let sent = crate::proto::amqp::escape(s.first_bytes[s.conn.client_dir.index()].bytes());
+            let first = s.first_bytes[s.conn.client_dir.index()].bytes();
+            let sent = if s.conn.frames_cut() && first.is_empty() {
+                "an 8-byte protocol header (cut by the snapshot length)".to_owned()
+            } else if s.conn.frames_cut() && first.len() < 8 {
+                format!(
+                    "an 8-byte protocol header of which the snapshot length kept {}",
+                    crate::proto::amqp::escape(first)
+                )
+            } else {
+                crate::proto::amqp::escape(first)
+            };
             self.warn(
                 "not-amqp-0-9-1",
                 format!(
@@ -1519,6 +1565,8 @@ struct Step {
     held_delta: isize,
     /// RST, or FIN both ways: the flow is over.
     ended: bool,
+    /// A connection with frames cut was just shown to be AMQP.
+    cut_started: bool,
 }
 
 /// Runs one segment through a flow's reassembly, framing and analysis, and
@@ -1538,6 +1586,7 @@ fn step_flow(
         frame_max_applied,
         held,
         slot: slot_ref,
+        cut,
         ..
     } = flow;
     let slot: &mut ConnSlot = match slot_ref {
@@ -1550,7 +1599,17 @@ fn step_flow(
         slot.not_amqp = None;
     }
     slot.conn.on_packet(ts, dir);
-    tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
+    let mut cut_started = false;
+    if seg.payload.len() < seg.payload_len as usize && !cut[dir.index()] {
+        start_cut(cut, dir, seg, proto, slot);
+    }
+    if cut[0] || cut[1] {
+        step_cut(tcp, cut, dir, seg, proto, slot, syns);
+        // Counted once the connection is shown to be AMQP.
+        cut_started = slot.confirmed && !std::mem::replace(&mut slot.cut_counted, slot.confirmed);
+    } else {
+        tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
+    }
     let now_held = tcp.buffered_bytes();
     let held_delta = now_held.cast_signed() - held.cast_signed();
     *held = now_held;
@@ -1604,6 +1663,127 @@ fn step_flow(
         },
         held_delta,
         ended,
+        cut_started,
+    }
+}
+
+/// A segment the snapshot length cut: whether its direction's frames can no
+/// longer be read (see [`crate::proto::amqp::too_cut_to_frame`]), on a flow
+/// on an AMQP port whose reader has recognised nothing in that direction.
+/// Sets `cut` and marks the connection.
+#[cold]
+fn start_cut(
+    cut: &mut [bool; 2],
+    dir: Direction,
+    seg: &TcpSegment<'_>,
+    proto: &Proto,
+    slot: &mut ConnSlot,
+) {
+    // A TLS record header is 5 bytes: what its reader can still read.
+    let unreadable = match &proto.tls {
+        None => {
+            too_cut_to_frame(seg.payload.len(), seg.payload_len)
+                && !proto.framers[dir.index()].recognised()
+        }
+        Some(t) => seg.payload.len() < seg.payload_len.min(5) as usize && !t.server_hello,
+    };
+    // On an AMQP port (the client's cut protocol header may since have named the roles).
+    let on_port = slot.conn.role_source == RoleSource::Port || cut[dir.reverse().index()];
+    if unreadable && on_port && slot.not_amqp.is_none() {
+        cut[dir.index()] = true;
+        slot.conn.set_frames_cut();
+    }
+}
+
+/// One segment of a flow with a direction whose frames are cut: the stream
+/// events as usual, except that a cut direction's bytes and holes skip its
+/// framer (they would only lose sync); instead each of its segments that is
+/// wholly new counts as one frame read from its length ([`cut_segment`]), at
+/// the segment's time.
+#[cold]
+#[inline(never)]
+fn step_cut(
+    tcp: &mut TcpStream,
+    cut: &[bool; 2],
+    dir: Direction,
+    seg: &TcpSegment<'_>,
+    proto: &mut Proto,
+    slot: &mut ConnSlot,
+    syns: &SynLog,
+) {
+    let ts = seg.ts;
+    // The first new offset of this segment and the new bytes it brought.
+    let mut fresh: Option<(u64, u64)> = None;
+    tcp.on_segment(dir, seg, &mut |d, ev| {
+        if !cut[d.index()] {
+            return feed(ts, d, ev, proto, slot, syns);
+        }
+        match ev {
+            StreamEvent::Data { bytes, .. } => slot.first_bytes[d.index()].keep(bytes),
+            StreamEvent::Hole { offset, len, kind } => hole_facts(ts, d, offset, len, kind, slot),
+            StreamEvent::NewBytes { offset, len } if d == dir => {
+                let f = fresh.get_or_insert((offset, 0));
+                f.1 += len;
+                feed(ts, d, ev, proto, slot, syns);
+            }
+            other => feed(ts, d, other, proto, slot, syns),
+        }
+    });
+    let Some((offset, len)) = fresh else {
+        return;
+    };
+    if !cut[dir.index()] || len != u64::from(seg.payload_len) {
+        return;
+    }
+    let at_start = offset == 0 && tcp.syn_seen(dir);
+    let from_client = dir == slot.conn.client_dir;
+    let kept = seg
+        .payload
+        .get(..seg.payload.len().min(len as usize))
+        .unwrap_or(&[]);
+    if let Some(t) = proto.tls.as_deref_mut() {
+        // A TLS record header (5 bytes) ahead of each record.
+        let record = u16::try_from(len.saturating_sub(5)).unwrap_or(u16::MAX);
+        let ev = TlsEvent::Record {
+            content_type: CONTENT_APPLICATION_DATA,
+            len: record,
+            offset,
+        };
+        apply_tls(ts, dir, vec![ev], t, slot);
+        return;
+    }
+    let frame = |kind| {
+        AmqpEvent::Frame(crate::proto::amqp::FrameInfo {
+            kind,
+            channel: 0,
+            size: seg.payload_len.saturating_sub(HEARTBEAT_FRAME_LEN),
+            offset,
+        })
+    };
+    match cut_segment(at_start, from_client, kept, seg.payload_len) {
+        // Not yet AMQP 0-9-1: an AMQP 1.0 client sends 8 bytes too. The
+        // broker's answer tells (Connection.Start, or its own header).
+        CutSegment::ProtocolHeader => {
+            // Only "AMQP" itself names the roles; a length of 8 alone does not.
+            if kept.len() >= 4 {
+                slot.conn.on_protocol_header(dir);
+            }
+        }
+        CutSegment::Refusal => slot.broker_rejected = true,
+        CutSegment::Heartbeat => apply_amqp_event(ts, dir, frame(FrameKind::Heartbeat), slot),
+        CutSegment::Other => apply_amqp_event(ts, dir, frame(FrameKind::Body), slot),
+        CutSegment::NotAmqp => {
+            let what = if kept.is_empty() {
+                "cut by the snapshot length".to_owned()
+            } else {
+                let kept = crate::proto::amqp::escape(kept);
+                format!("starts with {kept}, the rest cut by the snapshot length")
+            };
+            let whose = if from_client { "client" } else { "broker" };
+            slot.not_amqp = Some(format!(
+                "the {whose}'s first segment ({len} bytes, {what}) does not start AMQP 0-9-1"
+            ));
+        }
     }
 }
 
@@ -1657,15 +1837,7 @@ fn feed(
             feed_data(ts, d, offset, bytes, proto, slot);
         }
         StreamEvent::Hole { offset, len, kind } => {
-            let class = match kind {
-                HoleKind::Snaplen => HoleClass::Snaplen,
-                HoleKind::NotCaptured => HoleClass::NotCaptured,
-                HoleKind::Overflow => HoleClass::Overflow,
-            };
-            if class == HoleClass::NotCaptured {
-                line.record(d, ts, Kinds::HOLE);
-            }
-            conn.on_hole(ts, d, offset, len, class);
+            hole_facts(ts, d, offset, len, kind, slot);
             match proto {
                 Proto { framers, tls: None } => {
                     let mut events = Vec::new();
@@ -1676,6 +1848,26 @@ fn feed(
             }
         }
     }
+}
+
+/// What a hole tells the analysis and the timeline (the framers are told by the caller).
+fn hole_facts(
+    ts: Timestamp,
+    d: Direction,
+    offset: u64,
+    len: u64,
+    kind: HoleKind,
+    slot: &mut ConnSlot,
+) {
+    let class = match kind {
+        HoleKind::Snaplen => HoleClass::Snaplen,
+        HoleKind::NotCaptured => HoleClass::NotCaptured,
+        HoleKind::Overflow => HoleClass::Overflow,
+    };
+    if class == HoleClass::NotCaptured {
+        slot.timeline.record(d, ts, Kinds::HOLE);
+    }
+    slot.conn.on_hole(ts, d, offset, len, class);
 }
 
 /// In-order bytes to the AMQP framer or the TLS record reader.

@@ -395,6 +395,10 @@ pub struct Connection {
     pub(crate) last_seen: Timestamp,
     /// No SYN was seen: the capture joined mid-stream.
     pub(crate) joined_mid_stream: bool,
+    /// The snapshot length cut its segments too short to read frames: they
+    /// were counted by segment length, and methods (Tune-Ok, Close) were
+    /// not read.
+    pub(crate) frames_cut: bool,
     /// Handshake facts.
     pub(crate) handshake: Handshake,
     /// Heartbeat value inferred from idle heartbeat periods.
@@ -500,6 +504,7 @@ impl Connection {
             first_seen,
             last_seen: first_seen,
             joined_mid_stream,
+            frames_cut: false,
             handshake: Handshake::default(),
             inferred_heartbeat: None,
             dirs: [DirState::default(), DirState::default()],
@@ -555,6 +560,18 @@ impl Connection {
     #[must_use]
     pub fn joined_mid_stream(&self) -> bool {
         self.joined_mid_stream
+    }
+
+    /// Whether its frames were cut too short to read (counted by segment
+    /// length: Tune-Ok, Connection.Close and client properties unseen).
+    #[must_use]
+    pub fn frames_cut(&self) -> bool {
+        self.frames_cut
+    }
+
+    /// Marks the connection's frames as cut by the snapshot length.
+    pub fn set_frames_cut(&mut self) {
+        self.frames_cut = true;
     }
 
     /// Handshake facts.
@@ -1544,7 +1561,8 @@ impl Connection {
         let (Some(by), Some(at)) = (by, at) else {
             return None;
         };
-        if !matches!(how, EndHow::Fin | EndHow::Rst) {
+        // With frames cut, a Connection.Close would not have been seen.
+        if !matches!(how, EndHow::Fin | EndHow::Rst) || self.frames_cut {
             return None;
         }
         let heartbeat = self.heartbeat().0?;

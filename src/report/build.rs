@@ -392,6 +392,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             .map(|(c, n)| (c.as_str(), *n))
             .collect(),
         timestamps_disordered: conn.timestamps_disordered(),
+        frames_cut: conn.frames_cut(),
         tls: conn.tls().map(|t| TlsReport {
             version: t.version.map(crate::proto::tls::version_name),
             cipher: t.cipher.map(|c| format!("0x{c:04x}")),
@@ -407,7 +408,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             }),
             alerts: t.alerts,
         }),
-        unavailable: if conn.tls().is_some() {
+        unavailable: if conn.tls().is_some() || conn.frames_cut() {
             vec![
                 "client_properties",
                 "server_properties",

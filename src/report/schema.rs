@@ -688,6 +688,12 @@ pub struct ConnectionReport {
     /// them were not measured and its verdicts are unreliable (omitted when 0).
     #[serde(skip_serializing_if = "is_zero")]
     pub timestamps_disordered: u64,
+    /// The snapshot length cut this connection's segments too short to read
+    /// frames: it was found by its TCP stream on an AMQP port, frames and
+    /// heartbeats are counted by segment length (an 8-byte segment is a
+    /// heartbeat frame), and no method was read (omitted when false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub frames_cut: bool,
     /// Live capture only: the process owning the client's socket on this host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_process: Option<ProcessOwnerReport>,

@@ -275,7 +275,20 @@ pub fn to_text(report: &Report) -> String {
         let hb = &conn.heartbeat;
         let hb_text = match hb.value_s {
             Some(0) => "disabled (0): silences are never flagged".to_owned(),
+            Some(v) if conn.frames_cut && hb.source == crate::analysis::HeartbeatSource::Inferred => {
+                let what = if conn.tls.is_some() {
+                    "heartbeat-sized records"
+                } else {
+                    "8-byte segments"
+                };
+                format!("{v} s (from the period of {what}: frames cut by the snapshot length)")
+            }
             Some(v) => format!("{v} s"),
+            None if conn.frames_cut => {
+                "unknown (frames cut by the snapshot length: Tune-Ok unreadable, no steady period of \
+                 8-byte segments; use --heartbeat SECS)"
+                    .into()
+            }
             None => {
                 "unknown (no Tune in capture and no steady heartbeat period; use --heartbeat SECS)"
                     .into()
@@ -307,6 +320,15 @@ pub fn to_text(report: &Report) -> String {
                 ended.reply_code.map_or(String::new(), |c| c.to_string()),
                 clean(ended.reply_text.as_deref().unwrap_or_default())
             ),
+            // Cut frames: a Connection.Close before it would not have been read.
+            (EndHow::Fin, Some(by)) if conn.frames_cut => {
+                format!(
+                    "{by} closed the socket (FIN; frames cut: a Connection.Close would not show)"
+                )
+            }
+            (EndHow::Rst, Some(by)) if conn.frames_cut => {
+                format!("{by} reset the connection (RST; frames cut: a Connection.Close would not show)")
+            }
             (EndHow::Fin, Some(by)) => {
                 format!("{by} closed the socket (FIN) without Connection.Close")
             }
