@@ -32,14 +32,42 @@ use etherparse::{
 use crate::capture::{LinkType, PacketRecord};
 use crate::model::{Endpoint, TcpFlags, TcpSegment, Timestamp};
 
+pub mod defrag;
+
 /// What a captured packet turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded<'a> {
     /// A TCP segment (possibly with a payload cut by the snapshot length).
     Tcp(TcpSegment<'a>),
-    /// Anything else: ARP, UDP, ICMP, non-IP frames, IP fragments other than
-    /// the first, IP packets whose extension headers hide the transport.
+    /// A piece of a fragmented IP datagram carrying TCP: [`defrag`] puts the
+    /// datagram back together.
+    Fragment(IpFragment<'a>),
+    /// Anything else: ARP, UDP, ICMP, non-IP frames, fragments of other
+    /// protocols, IP packets whose extension headers hide the transport.
     NotTcp,
+}
+
+/// One fragment of an IPv4 datagram (more-fragments flag or a fragment
+/// offset) or of an IPv6 datagram (a Fragment extension header that
+/// fragments) whose protocol is TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpFragment<'a> {
+    /// Capture timestamp.
+    pub ts: Timestamp,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// The datagram's identification (IPv4: 16 bits; IPv6: 32).
+    pub id: u32,
+    /// Where this fragment's data goes in the datagram's payload, in bytes.
+    pub offset: u32,
+    /// More fragments follow (false for the last one).
+    pub more: bool,
+    /// Bytes of data this fragment carries on the wire (from the IP length).
+    pub wire_len: u32,
+    /// The captured part of that data (fewer bytes when the snapshot length cut it).
+    pub data: &'a [u8],
 }
 
 /// Why a packet could not be decoded.
@@ -278,10 +306,34 @@ fn decode_network<'a>(
     match &packet.net {
         Some(LaxNetSlice::Ipv4(ip)) => {
             let header = ip.header();
-            if header.fragments_offset().value() != 0 {
-                return Ok(Decoded::NotTcp);
-            }
             let header_len = header.slice().len();
+            if header.is_fragmenting_payload() {
+                let payload = ip.payload();
+                if payload.ip_number != etherparse::IpNumber::TCP || ip.extensions().auth.is_some()
+                {
+                    return Ok(Decoded::NotTcp);
+                }
+                let wire = usize::from(header.total_len()).checked_sub(header_len);
+                let wire = wire.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                    DecodeError::Malformed {
+                        layer: "ipv4",
+                        detail: format!(
+                            "a fragment whose total length {} is below its header's {header_len} bytes",
+                            header.total_len()
+                        ),
+                    }
+                })?;
+                return Ok(Decoded::Fragment(IpFragment {
+                    ts: rec.ts,
+                    src: IpAddr::V4(header.source_addr()),
+                    dst: IpAddr::V4(header.destination_addr()),
+                    id: u32::from(header.identification()),
+                    offset: u32::from(header.fragments_offset().value()) * 8,
+                    more: header.more_fragments(),
+                    wire_len: wire,
+                    data: payload.payload,
+                }));
+            }
             let auth_len = ip.extensions().auth.map_or(0, |a| a.slice().len());
             // A total length smaller than the header is unusable (e.g. 0 under TSO).
             let declared = usize::from(header.total_len())
@@ -303,12 +355,21 @@ fn decode_network<'a>(
         }
         Some(LaxNetSlice::Ipv6(ip)) => {
             let header = ip.header();
+            // Extension bytes through the Fragment header: its data follows.
+            let mut through = 0usize;
             for ext in ip.extensions().clone() {
-                if let Ipv6ExtensionSlice::Fragment(frag) = ext {
-                    if frag.fragment_offset().value() != 0 {
-                        return Ok(Decoded::NotTcp);
+                through += match ext {
+                    Ipv6ExtensionSlice::HopByHop(e)
+                    | Ipv6ExtensionSlice::Routing(e)
+                    | Ipv6ExtensionSlice::DestinationOptions(e) => e.slice().len(),
+                    Ipv6ExtensionSlice::Authentication(e) => e.slice().len(),
+                    Ipv6ExtensionSlice::Fragment(frag) => {
+                        if !frag.is_fragmenting_payload() {
+                            continue;
+                        }
+                        return ipv6_fragment(rec.ts, header, frag, network, through);
                     }
-                }
+                };
             }
             let declared = match header.payload_length() {
                 // 0: jumbogram or length not filled in (segmentation offload).
@@ -323,6 +384,79 @@ fn decode_network<'a>(
         }
         Some(LaxNetSlice::Arp(_)) | None => Ok(Decoded::NotTcp),
     }
+}
+
+/// Bytes of an IPv6 header without extensions.
+const IPV6_HEADER: usize = 40;
+/// Bytes of an IPv6 Fragment extension header.
+const IPV6_FRAGMENT_HEADER: usize = 8;
+
+/// An IPv6 packet whose Fragment header `frag` (after `before` bytes of
+/// other extension headers) fragments it; `network` starts at the IPv6 header.
+fn ipv6_fragment<'a>(
+    ts: Timestamp,
+    header: etherparse::Ipv6HeaderSlice<'a>,
+    frag: etherparse::Ipv6FragmentHeaderSlice<'a>,
+    network: &'a [u8],
+    before: usize,
+) -> Result<Decoded<'a>, DecodeError> {
+    // Only a datagram whose fragmentable part is TCP itself.
+    if frag.next_header() != etherparse::IpNumber::TCP {
+        return Ok(Decoded::NotTcp);
+    }
+    let through = before + IPV6_FRAGMENT_HEADER;
+    let payload_length = usize::from(header.payload_length());
+    let wire = payload_length
+        .checked_sub(through)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| DecodeError::Malformed {
+            layer: "ipv6",
+            detail: format!(
+                "a fragment whose payload length {payload_length} is below its {through} bytes of extension headers"
+            ),
+        })?;
+    let start = IPV6_HEADER + through;
+    let end = start.saturating_add(wire as usize).min(network.len());
+    Ok(Decoded::Fragment(IpFragment {
+        ts,
+        src: IpAddr::V6(header.source_addr()),
+        dst: IpAddr::V6(header.destination_addr()),
+        id: frag.identification(),
+        offset: u32::from(frag.fragment_offset().value()) * 8,
+        more: frag.more_fragments(),
+        wire_len: wire,
+        data: network.get(start..end).unwrap_or(&[]),
+    }))
+}
+
+/// The TCP segment of a datagram [`defrag`] put back together.
+///
+/// # Errors
+/// As [`decode`]: the TCP header is malformed, or the capture kept fewer
+/// than its fixed 20 bytes.
+pub fn datagram_segment(d: &defrag::Datagram) -> Result<Decoded<'_>, DecodeError> {
+    let wire = d.wire_len as usize;
+    let kept = d.bytes.len().min(wire);
+    let payload = LaxIpPayloadSlice {
+        incomplete: kept < wire,
+        ip_number: etherparse::IpNumber::TCP,
+        fragmented: false,
+        len_source: if kept < wire {
+            LenSource::Slice
+        } else {
+            LenSource::Ipv4HeaderTotalLen
+        },
+        payload: d.bytes.get(..kept).unwrap_or(&[]),
+    };
+    tcp(
+        d.ts,
+        (d.src, d.dst),
+        d.ip_id,
+        &payload,
+        Some(wire),
+        wire - kept,
+        kept,
+    )
 }
 
 fn be16(data: &[u8], at: usize) -> Option<u16> {

@@ -59,7 +59,7 @@ fn read_all(name: &str) -> (LinkType, Vec<Seen>, Result<(), CaptureError>) {
                         payload: t.payload.to_vec(),
                         payload_len: t.payload_len,
                     }),
-                    Decoded::NotTcp => None,
+                    Decoded::NotTcp | Decoded::Fragment(_) => None,
                 });
                 seen.push(Seen {
                     ts: rec.ts,
