@@ -30,7 +30,8 @@ use crate::analysis::{
     AnalysisConfig, Cause, Connection, HoleClass, Role, RoleSource, SilenceEnd, SynLog,
 };
 use crate::capture::{LinkType, PacketRecord};
-use crate::decode::{decode, Decoded};
+use crate::decode::defrag::{DefragConfig, Defragmenter};
+use crate::decode::{decode, Decoded, IpFragment};
 use crate::engine::flowtable::FlowTable;
 use crate::model::{Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::prefetch;
@@ -119,6 +120,9 @@ pub struct CaptureCounters {
     /// more than [`crate::analysis::DISORDER_TOLERANCE`] (set when the
     /// engine finishes; see `analysis::clock`).
     pub disordered_timestamps: u64,
+    /// Packets that were fragments of IP datagrams carrying TCP (put back
+    /// together by [`crate::decode::defrag`]).
+    pub ip_fragments: u64,
 }
 
 /// A warning about the input, with how many times it happened.
@@ -251,6 +255,9 @@ enum Ahead<'a> {
     ForeignSyn(TcpSegment<'a>),
     /// Any other TCP of a flow another shard analyses.
     Foreign,
+    /// A fragment of an IP datagram carrying TCP (every shard reassembles:
+    /// the ports, and so the shard, are known only once it is whole).
+    Fragment(IpFragment<'a>),
     NotTcp,
     Error(crate::decode::DecodeError),
 }
@@ -379,6 +386,8 @@ pub struct Engine {
     ended_dups: VecDeque<(FlowKey, dedup::DupGuard)>,
     /// Bytes in all flows' TCP out-of-order buffers (the sum of their `held`).
     buffered: usize,
+    /// Fragmented IP datagrams being put back together.
+    defrag: Defragmenter,
 }
 
 /// One of `count` engines that read the same input, each analysing the flows
@@ -435,6 +444,10 @@ pub const DUPLICATES: &str = "duplicate-packets";
 pub const ONE_DIRECTION: &str = "one-direction";
 /// Warning code for a capture whose packets all carry the same timestamp.
 pub const NO_TIMESTAMPS: &str = "no-timestamps";
+/// Warning code for TCP segments put back together from IP fragments.
+pub const FRAGMENTS: &str = "ip-fragments";
+/// Warning code for fragmented datagrams that could not be put back together.
+pub const FRAGMENTS_LOST: &str = "ip-fragments-lost";
 /// Warning code for streams whose frames the snapshot length cut (see [`step_cut`]).
 pub const FRAMES_CUT: &str = "frames-cut";
 
@@ -461,6 +474,7 @@ impl Engine {
             clock: timecheck::CaptureClock::default(),
             ended_dups: VecDeque::new(),
             buffered: 0,
+            defrag: Defragmenter::new(DefragConfig::default()),
         }
     }
 
@@ -642,6 +656,7 @@ impl Engine {
                     (seg, owned)
                 }
                 Ok(Decoded::NotTcp) => return Ahead::NotTcp,
+                Ok(Decoded::Fragment(f)) => return Ahead::Fragment(f),
                 Err(e) => return Ahead::Error(e),
             },
         };
@@ -663,6 +678,7 @@ impl Engine {
             Ahead::Owned(seg, key, dir, hash) => self.on_segment(seg, *key, *dir, *hash, hint),
             Ahead::ForeignSyn(seg) => self.foreign_syn(seg),
             Ahead::Foreign => {}
+            Ahead::Fragment(f) => self.on_fragment(f),
             Ahead::NotTcp => self.counters.non_tcp_packets += 1,
             Ahead::Error(e) => self.on_decode_error(e),
         }
@@ -811,6 +827,75 @@ impl Engine {
                 count,
                 first_packet: self.counters.packets,
             });
+        }
+    }
+
+    /// A fragment of an IP datagram: when it completes its datagram, the
+    /// datagram's TCP segment goes on as if it had come whole, at this
+    /// fragment's time.
+    #[cold]
+    fn on_fragment(&mut self, f: &IpFragment<'_>) {
+        self.counters.ip_fragments += 1;
+        let Some(datagram) = self.defrag.add(f) else {
+            return;
+        };
+        let seg = match crate::decode::datagram_segment(&datagram) {
+            Ok(Decoded::Tcp(seg)) => seg,
+            Ok(_) => return,
+            Err(e) => return self.on_decode_error(&e),
+        };
+        if self.shard.index == 0 {
+            match self.warnings.iter_mut().find(|w| w.code == FRAGMENTS) {
+                Some(w) => w.count += 1,
+                None => {
+                    let (src, dst) = (seg.src, seg.dst);
+                    let n = self.counters.packets;
+                    self.warn(
+                        FRAGMENTS,
+                        format!(
+                            "TCP segments arrived in IP fragments and were put back together (first: {src} -> {dst}, \
+                             packet {n}); `count` is how many"
+                        ),
+                    );
+                }
+            }
+        }
+        let a = if self.shard.owns(&seg.src, &seg.dst) {
+            let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
+            let hash = self.flows.hash(&key);
+            Ahead::Owned(seg, key, dir, hash)
+        } else if seg.flags.syn && !seg.flags.ack {
+            Ahead::ForeignSyn(seg)
+        } else {
+            Ahead::Foreign
+        };
+        self.dispatch(&a, u32::MAX);
+    }
+
+    /// Fragmented datagrams never put back together (warned once, at the end).
+    fn fragments_lost_warning(&mut self) {
+        self.defrag.finish();
+        let st = self.defrag.stats();
+        let lost = st.expired + st.malformed;
+        if lost == 0 || self.shard.index != 0 {
+            return;
+        }
+        let cfg = DefragConfig::default();
+        self.warn(
+            FRAGMENTS_LOST,
+            format!(
+                "{lost} fragmented IP datagrams could not be put back together ({} incomplete: fragments missing \
+                 from the capture, or past the caps of {} datagrams, {} MiB or {} s; {} with overlapping or \
+                 impossible fragments): the analysis never saw their TCP bytes",
+                st.expired,
+                cfg.max_datagrams,
+                cfg.max_bytes / (1024 * 1024),
+                cfg.timeout.0 / 1_000_000_000,
+                st.malformed
+            ),
+        );
+        if let Some(w) = self.warnings.iter_mut().find(|w| w.code == FRAGMENTS_LOST) {
+            w.count = lost;
         }
     }
 
@@ -1388,6 +1473,7 @@ impl Engine {
             }
         }
         self.disorder_warning();
+        self.fragments_lost_warning();
         let c = &self.counters;
         if c.packets > 1 && c.first.is_some() && c.first == c.last {
             let at = c.first.unwrap_or_default();

@@ -209,6 +209,8 @@ capture_tests! {
     haproxy_idle_hb_long_client => "haproxy-idle-hb-long.client",
     haproxy_idle_hb_long_broker => "haproxy-idle-hb-long.broker",
     late_heartbeats => "late-heartbeats",
+    fragmented_ipv4 => "fragmented-ipv4",
+    fragmented_ipv6 => "fragmented-ipv6",
 }
 
 /// The founding case, checked field by field (not only by snapshot).

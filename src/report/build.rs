@@ -485,6 +485,7 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
             decode_errors: c.decode_errors,
             duplicate_packets: c.duplicate_packets,
             disordered_timestamps: c.disordered_timestamps,
+            ip_fragments: c.ip_fragments,
             dropped_packets: c.dropped,
             first_packet: c.first.map(rfc3339),
             last_packet: c.last.map(rfc3339),

@@ -65,6 +65,10 @@ pub struct CaptureFacts {
     /// Packets stamped out of time order (omitted when 0).
     #[serde(skip_serializing_if = "is_zero")]
     pub disordered_timestamps: u64,
+    /// Packets that were fragments of IP datagrams carrying TCP, put back
+    /// together before analysis (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ip_fragments: u64,
     /// Packets dropped by the kernel (live capture only; null for files).
     pub dropped_packets: Option<u64>,
     /// First packet time.
