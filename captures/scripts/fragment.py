@@ -78,7 +78,12 @@ def main():
         sys.exit(__doc__)
     version, src, dst = sys.argv[1:]
     heartbeats = 0
-    writer = PcapWriter(dst, linktype=1, sync=True)
+    # The input's snapshot length (tcpdump writes 262144), kept in the output.
+    with open(src, "rb") as f:
+        head = f.read(24)
+    order = "little" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
+    snaplen = int.from_bytes(head[16:20], order)
+    writer = PcapWriter(dst, linktype=1, sync=True, snaplen=snaplen)
     n_in = n_out = 0
     for n, pkt in enumerate(PcapReader(src), start=1):
         n_in += 1
