@@ -156,6 +156,25 @@ pub struct ClientHealthReport {
     pub recommendation: Option<String>,
 }
 
+impl ClientHealthReport {
+    /// An entry for `client` with nothing counted yet.
+    #[must_use]
+    pub fn empty(client: Option<String>) -> Self {
+        ClientHealthReport {
+            client,
+            connections: 0,
+            heartbeat_s: Vec::new(),
+            disabled: 0,
+            gaps: 0,
+            near_misses: 0,
+            worst_margin: None,
+            middlebox_idle_timeout_s: None,
+            recommended_heartbeat_s: None,
+            recommendation: None,
+        }
+    }
+}
+
 /// Whether a connection's heartbeats kept it healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -191,10 +210,13 @@ impl HealthStatus {
 pub struct HealthReport {
     /// "ok" | "near-miss" | "gap" | "disabled" | "unknown".
     pub status: HealthStatus,
-    /// The idle send interval each side should keep: timeout / 2 (null when
-    /// disabled or unknown).
+    /// The idle send interval each side should keep: timeout / 2 (omitted
+    /// when disabled or unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_interval_s: Option<f64>,
-    /// A silence at least this long is a near-miss: 0.75 x the timeout.
+    /// A silence at least this long is a near-miss: 0.75 x the timeout
+    /// (omitted when disabled or unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub near_miss_threshold_s: Option<f64>,
     /// Per direction.
     pub directions: HealthDirections,
@@ -239,21 +261,31 @@ impl HealthDirections {
 /// Heartbeat health of one direction.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DirectionHealth {
-    /// Intervals measured between consecutive heartbeat frames (nothing else between).
+    /// Intervals measured between consecutive heartbeat frames (nothing
+    /// else between; omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
     pub heartbeat_intervals: u64,
-    /// Their mean, in seconds (null without any).
+    /// Their mean, in seconds (omitted without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_mean_s: Option<f64>,
-    /// The longest of them.
+    /// The longest of them (omitted without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_max_s: Option<f64>,
-    /// Mean interval / expected interval (1.0 = on time).
+    /// Mean interval / expected interval (1.0 = on time; omitted without
+    /// intervals or a timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cadence_ratio: Option<f64>,
     /// Longest silence, however it ended.
     pub longest_silence_s: f64,
-    /// Longest silence / timeout (>= 1 is a gap; null when disabled or unknown).
+    /// Longest silence / timeout (>= 1 is a gap; omitted when disabled or unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub margin: Option<f64>,
-    /// Silences ended by data of at least 0.75 x the timeout, not over it.
+    /// Silences ended by data of at least 0.75 x the timeout, not over it
+    /// (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
     pub near_misses: u64,
-    /// The first 16 of them.
+    /// The first 16 of them (omitted when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub near_miss_list: Vec<NearMissReport>,
 }
 
