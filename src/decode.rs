@@ -6,7 +6,8 @@
 //! entry point for v1); everything from the ether type down (VLAN tags, IPv4,
 //! IPv6 and its extension headers) goes through etherparse's *lax* slicing so
 //! that packets cut by the snapshot length still decode. The TCP header is
-//! read last, from whatever bytes the capture kept.
+//! read last, from whatever bytes the capture kept: when the snapshot length
+//! cut its options, from its fixed 20 bytes (no window scale, no TSval).
 //!
 //! Lengths: [`TcpSegment::payload_len`] is the segment's length on the wire,
 //! computed from the IP header (total length or payload length, minus IP and
@@ -31,14 +32,42 @@ use etherparse::{
 use crate::capture::{LinkType, PacketRecord};
 use crate::model::{Endpoint, TcpFlags, TcpSegment, Timestamp};
 
+pub mod defrag;
+
 /// What a captured packet turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded<'a> {
     /// A TCP segment (possibly with a payload cut by the snapshot length).
     Tcp(TcpSegment<'a>),
-    /// Anything else: ARP, UDP, ICMP, non-IP frames, IP fragments other than
-    /// the first, IP packets whose extension headers hide the transport.
+    /// A piece of a fragmented IP datagram carrying TCP: [`defrag`] puts the
+    /// datagram back together.
+    Fragment(IpFragment<'a>),
+    /// Anything else: ARP, UDP, ICMP, non-IP frames, fragments of other
+    /// protocols, IP packets whose extension headers hide the transport.
     NotTcp,
+}
+
+/// One fragment of an IPv4 datagram (more-fragments flag or a fragment
+/// offset) or of an IPv6 datagram (a Fragment extension header that
+/// fragments) whose protocol is TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpFragment<'a> {
+    /// Capture timestamp.
+    pub ts: Timestamp,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// The datagram's identification (IPv4: 16 bits; IPv6: 32).
+    pub id: u32,
+    /// Where this fragment's data goes in the datagram's payload, in bytes.
+    pub offset: u32,
+    /// More fragments follow (false for the last one).
+    pub more: bool,
+    /// Bytes of data this fragment carries on the wire (from the IP length).
+    pub wire_len: u32,
+    /// The captured part of that data (fewer bytes when the snapshot length cut it).
+    pub data: &'a [u8],
 }
 
 /// Why a packet could not be decoded.
@@ -316,10 +345,34 @@ fn decode_network<'a>(
     match &packet.net {
         Some(LaxNetSlice::Ipv4(ip)) => {
             let header = ip.header();
-            if header.fragments_offset().value() != 0 {
-                return Ok(Decoded::NotTcp);
-            }
             let header_len = header.slice().len();
+            if header.is_fragmenting_payload() {
+                let payload = ip.payload();
+                if payload.ip_number != etherparse::IpNumber::TCP || ip.extensions().auth.is_some()
+                {
+                    return Ok(Decoded::NotTcp);
+                }
+                let wire = usize::from(header.total_len()).checked_sub(header_len);
+                let wire = wire.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                    DecodeError::Malformed {
+                        layer: "ipv4",
+                        detail: format!(
+                            "a fragment whose total length {} is below its header's {header_len} bytes",
+                            header.total_len()
+                        ),
+                    }
+                })?;
+                return Ok(Decoded::Fragment(IpFragment {
+                    ts: rec.ts,
+                    src: IpAddr::V4(header.source_addr()),
+                    dst: IpAddr::V4(header.destination_addr()),
+                    id: u32::from(header.identification()),
+                    offset: u32::from(header.fragments_offset().value()) * 8,
+                    more: header.more_fragments(),
+                    wire_len: wire,
+                    data: payload.payload,
+                }));
+            }
             let auth_len = ip.extensions().auth.map_or(0, |a| a.slice().len());
             // A total length smaller than the header is unusable (e.g. 0 under TSO).
             let declared = usize::from(header.total_len())
@@ -341,12 +394,21 @@ fn decode_network<'a>(
         }
         Some(LaxNetSlice::Ipv6(ip)) => {
             let header = ip.header();
+            // Extension bytes through the Fragment header: its data follows.
+            let mut through = 0usize;
             for ext in ip.extensions().clone() {
-                if let Ipv6ExtensionSlice::Fragment(frag) = ext {
-                    if frag.fragment_offset().value() != 0 {
-                        return Ok(Decoded::NotTcp);
+                through += match ext {
+                    Ipv6ExtensionSlice::HopByHop(e)
+                    | Ipv6ExtensionSlice::Routing(e)
+                    | Ipv6ExtensionSlice::DestinationOptions(e) => e.slice().len(),
+                    Ipv6ExtensionSlice::Authentication(e) => e.slice().len(),
+                    Ipv6ExtensionSlice::Fragment(frag) => {
+                        if !frag.is_fragmenting_payload() {
+                            continue;
+                        }
+                        return ipv6_fragment(rec.ts, header, frag, network, through);
                     }
-                }
+                };
             }
             let declared = match header.payload_length() {
                 // 0: jumbogram or length not filled in (segmentation offload).
@@ -361,6 +423,79 @@ fn decode_network<'a>(
         }
         Some(LaxNetSlice::Arp(_)) | None => Ok(Decoded::NotTcp),
     }
+}
+
+/// Bytes of an IPv6 header without extensions.
+const IPV6_HEADER: usize = 40;
+/// Bytes of an IPv6 Fragment extension header.
+const IPV6_FRAGMENT_HEADER: usize = 8;
+
+/// An IPv6 packet whose Fragment header `frag` (after `before` bytes of
+/// other extension headers) fragments it; `network` starts at the IPv6 header.
+fn ipv6_fragment<'a>(
+    ts: Timestamp,
+    header: etherparse::Ipv6HeaderSlice<'a>,
+    frag: etherparse::Ipv6FragmentHeaderSlice<'a>,
+    network: &'a [u8],
+    before: usize,
+) -> Result<Decoded<'a>, DecodeError> {
+    // Only a datagram whose fragmentable part is TCP itself.
+    if frag.next_header() != etherparse::IpNumber::TCP {
+        return Ok(Decoded::NotTcp);
+    }
+    let through = before + IPV6_FRAGMENT_HEADER;
+    let payload_length = usize::from(header.payload_length());
+    let wire = payload_length
+        .checked_sub(through)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| DecodeError::Malformed {
+            layer: "ipv6",
+            detail: format!(
+                "a fragment whose payload length {payload_length} is below its {through} bytes of extension headers"
+            ),
+        })?;
+    let start = IPV6_HEADER + through;
+    let end = start.saturating_add(wire as usize).min(network.len());
+    Ok(Decoded::Fragment(IpFragment {
+        ts,
+        src: IpAddr::V6(header.source_addr()),
+        dst: IpAddr::V6(header.destination_addr()),
+        id: frag.identification(),
+        offset: u32::from(frag.fragment_offset().value()) * 8,
+        more: frag.more_fragments(),
+        wire_len: wire,
+        data: network.get(start..end).unwrap_or(&[]),
+    }))
+}
+
+/// The TCP segment of a datagram [`defrag`] put back together.
+///
+/// # Errors
+/// As [`decode`]: the TCP header is malformed, or the capture kept fewer
+/// than its fixed 20 bytes.
+pub fn datagram_segment(d: &defrag::Datagram) -> Result<Decoded<'_>, DecodeError> {
+    let wire = d.wire_len as usize;
+    let kept = d.bytes.len().min(wire);
+    let payload = LaxIpPayloadSlice {
+        incomplete: kept < wire,
+        ip_number: etherparse::IpNumber::TCP,
+        fragmented: false,
+        len_source: if kept < wire {
+            LenSource::Slice
+        } else {
+            LenSource::Ipv4HeaderTotalLen
+        },
+        payload: d.bytes.get(..kept).unwrap_or(&[]),
+    };
+    tcp(
+        d.ts,
+        (d.src, d.dst),
+        d.ip_id,
+        &payload,
+        Some(wire),
+        wire - kept,
+        kept,
+    )
 }
 
 fn be16(data: &[u8], at: usize) -> Option<u16> {
@@ -515,6 +650,11 @@ fn tcp<'a>(
     let bytes: &'a [u8] = ip_payload.payload;
     let header = match TcpHeaderSlice::from_slice(bytes) {
         Ok(h) => h,
+        Err(etherparse::err::tcp::HeaderSliceError::Len(_))
+            if ip_payload.len_source == LenSource::Slice && bytes.len() >= TCP_FIXED_HEADER =>
+        {
+            return cut_options(ts, (src_ip, dst_ip), ip_id, bytes, declared, cut);
+        }
         Err(etherparse::err::tcp::HeaderSliceError::Len(len)) => {
             // When the IP length limited the slice, the header does not fit in
             // the packet as sent; otherwise the capture cut it.
@@ -592,6 +732,69 @@ fn tcp<'a>(
     }))
 }
 
+/// Bytes of a TCP header without options.
+const TCP_FIXED_HEADER: usize = 20;
+
+/// A TCP header whose options the snapshot length cut (e.g. `tcpdump -s 60`
+/// with timestamps on, or 54 on Ethernet): the fixed 20 bytes are enough
+/// for the connection's facts; the options (window scale, TSval) are
+/// unknown and the payload is wholly cut. `bytes` holds the captured IP
+/// payload, at least [`TCP_FIXED_HEADER`] bytes.
+fn cut_options<'a>(
+    ts: Timestamp,
+    (src_ip, dst_ip): (IpAddr, IpAddr),
+    ip_id: u16,
+    bytes: &'a [u8],
+    declared: Option<usize>,
+    cut: usize,
+) -> Result<Decoded<'a>, DecodeError> {
+    let field = |at: usize| be16(bytes, at).unwrap_or_default();
+    let word = |at: usize| u32::from(field(at)) << 16 | u32::from(field(at + 2));
+    let (doff, flags) = (
+        bytes.get(12).copied().unwrap_or_default(),
+        bytes.get(13).copied().unwrap_or_default(),
+    );
+    let header_len = usize::from(doff >> 4) * 4;
+    if header_len < TCP_FIXED_HEADER {
+        return Err(DecodeError::Malformed {
+            layer: "tcp",
+            detail: format!("data offset {header_len} bytes is below the 20-byte minimum"),
+        });
+    }
+    // On the wire: from the IP length, else the captured bytes plus the cut ones.
+    let segment_len = declared.unwrap_or_else(|| bytes.len().saturating_add(cut));
+    let payload_len =
+        segment_len
+            .checked_sub(header_len)
+            .ok_or_else(|| DecodeError::Malformed {
+                layer: "tcp",
+                detail: format!(
+                    "the TCP header is {header_len} bytes but the IP length leaves {segment_len}"
+                ),
+            })?;
+    Ok(Decoded::Tcp(TcpSegment {
+        ts,
+        src: Endpoint::new(src_ip, field(0)),
+        dst: Endpoint::new(dst_ip, field(2)),
+        seq: word(4),
+        ack: word(8),
+        flags: TcpFlags {
+            syn: flags & 0x02 != 0,
+            ack: flags & 0x10 != 0,
+            fin: flags & 0x01 != 0,
+            rst: flags & 0x04 != 0,
+            psh: flags & 0x08 != 0,
+        },
+        window: field(14),
+        window_scale: None,
+        payload: &[],
+        payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+        ip_id,
+        tsval: None,
+        sack_right: None,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -622,6 +825,102 @@ mod tests {
         assert_eq!(ts_sack_of(&odd), (None, None));
         assert_eq!(ts_sack_of(&[0x05, 0x01, 0x08]), (None, None));
         assert_eq!(ts_sack_of(&[]), (None, None));
+    }
+
+    /// Ethernet + IPv4 + a TCP header of `tcp_len` bytes (options: NOPs,
+    /// then window scale 7 on a SYN) + `payload` bytes.
+    fn packet(syn: bool, tcp_len: usize, payload: usize) -> Vec<u8> {
+        let mut p = vec![0u8; 14];
+        p[12..14].copy_from_slice(&[0x08, 0x00]);
+        let total = u16::try_from(20 + tcp_len + payload).unwrap();
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&ip);
+        let mut tcp = vec![0u8; tcp_len];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&5672u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+        tcp[8..12].copy_from_slice(&2000u32.to_be_bytes());
+        tcp[12] = u8::try_from(tcp_len / 4).unwrap() << 4;
+        tcp[13] = if syn { 0x02 } else { 0x18 };
+        tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
+        for b in tcp.iter_mut().skip(20) {
+            *b = 1;
+        }
+        if syn && tcp_len >= 24 {
+            tcp[21..24].copy_from_slice(&[3, 3, 7]);
+        }
+        p.extend_from_slice(&tcp);
+        p.extend(std::iter::repeat_n(0xAB, payload));
+        p
+    }
+
+    fn cut_to(data: &[u8], snaplen: usize) -> Result<Decoded<'_>, DecodeError> {
+        let kept = &data[..snaplen.min(data.len())];
+        let rec = PacketRecord {
+            ts: Timestamp(0),
+            caplen: u32::try_from(kept.len()).unwrap(),
+            orig_len: u32::try_from(data.len()).unwrap(),
+            data: kept,
+        };
+        decode(LinkType::ETHERNET, &rec)
+    }
+
+    /// A TCP header whose options the snapshot length cut still gives the
+    /// segment: ports, numbers, flags, window, and the payload length from
+    /// the IP header (the payload wholly cut, the options unknown).
+    #[test]
+    fn tcp_options_cut_by_the_snapshot_length_still_decode() {
+        let whole = packet(false, 32, 8);
+        let Ok(Decoded::Tcp(full)) = cut_to(&whole, usize::MAX) else {
+            panic!("whole packet");
+        };
+        assert_eq!(full.payload_len, 8);
+        for snaplen in 54..66 {
+            let Ok(Decoded::Tcp(seg)) = cut_to(&whole, snaplen) else {
+                panic!("cut to {snaplen}");
+            };
+            assert_eq!(
+                (seg.src, seg.dst, seg.seq, seg.ack, seg.flags, seg.window),
+                (
+                    full.src,
+                    full.dst,
+                    full.seq,
+                    full.ack,
+                    full.flags,
+                    full.window
+                ),
+                "cut to {snaplen}"
+            );
+            assert_eq!(seg.payload_len, 8, "cut to {snaplen}");
+            assert!(seg.payload.is_empty());
+            assert_eq!((seg.tsval, seg.ip_id), (None, 0x1234));
+        }
+        // A SYN's window scale is unknown once its options are cut.
+        let syn = packet(true, 40, 0);
+        let Ok(Decoded::Tcp(s)) = cut_to(&syn, usize::MAX) else {
+            panic!("syn");
+        };
+        assert_eq!(s.window_scale, Some(7));
+        let Ok(Decoded::Tcp(s)) = cut_to(&syn, 60) else {
+            panic!("cut syn");
+        };
+        assert!(s.flags.syn);
+        assert_eq!((s.window_scale, s.payload_len), (None, 0));
+        // Fewer than 20 TCP bytes: still an error that names the snapshot length.
+        assert!(matches!(
+            cut_to(&whole, 53),
+            Err(DecodeError::Truncated { layer: "tcp", .. })
+        ));
+        // An impossible data offset is malformed, cut or not.
+        let mut bad = packet(false, 32, 8);
+        bad[14 + 20 + 12] = 0x40;
+        assert!(matches!(
+            cut_to(&bad, 60),
+            Err(DecodeError::Malformed { layer: "tcp", .. })
+        ));
     }
 
     /// The hand-read IPv4/TCP path gives exactly what the general path gives,

@@ -31,13 +31,14 @@ use crate::analysis::{
     SynLog,
 };
 use crate::capture::{LinkType, PacketRecord};
-use crate::decode::{decode, Decoded};
+use crate::decode::defrag::{DefragConfig, Defragmenter};
+use crate::decode::{decode, Decoded, IpFragment};
 use crate::engine::flowtable::FlowTable;
 use crate::model::{count, Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::prefetch;
 use crate::proto::amqp::{
-    looks_like_protocol_header, AmqpEvent, ConnMethod, FrameKind, Framer, PropEntry, PropValue,
-    Properties,
+    cut_segment, looks_like_protocol_header, too_cut_to_frame, AmqpEvent, ConnMethod, CutSegment,
+    FrameKind, Framer, PropEntry, PropValue, Properties, HEARTBEAT_FRAME_LEN,
 };
 use crate::proto::tls::{
     heartbeat_record_len, looks_like_client_hello, HeartbeatSizeGuess, RecordReader, TlsEvent,
@@ -123,6 +124,9 @@ pub struct CaptureCounters {
     /// more than [`crate::analysis::DISORDER_TOLERANCE`] (set when the
     /// engine finishes; see `analysis::clock`).
     pub disordered_timestamps: u64,
+    /// Packets that were fragments of IP datagrams carrying TCP (put back
+    /// together by [`crate::decode::defrag`]).
+    pub ip_fragments: u64,
 }
 
 /// A warning about the input, with how many times it happened.
@@ -164,9 +168,36 @@ pub struct ConnSlot {
     client_properties_shared: bool,
     /// The vhost went through the [`PropertiesPool`].
     vhost_shared: bool,
+    /// Counted in the `frames-cut` warning.
+    cut_counted: bool,
 }
 
 impl ConnSlot {
+    /// A slot holding nothing yet (what a spare allocation holds).
+    fn vacant(like: &Connection) -> Self {
+        ConnSlot {
+            conn: Connection::new(
+                like.key(),
+                like.client_dir(),
+                RoleSource::Port,
+                like.first_seen(),
+                false,
+                like.shared_config(),
+            ),
+            confirmed: false,
+            not_amqp: None,
+            tcp_retransmissions: [0, 0],
+            timeline: Timeline::with_capacity(0),
+            gaps_checked: 0,
+            first_bytes: [FirstBytes::default(); 2],
+            broker_rejected: false,
+            properties_shared: false,
+            client_properties_shared: false,
+            vhost_shared: false,
+            cut_counted: false,
+        }
+    }
+
     /// Starts loading what a packet of this connection reads.
     fn prefetch(&self) {
         prefetch::line(self);
@@ -206,6 +237,9 @@ struct Flow {
     proto: Proto,
     slot: SlotRef,
     frame_max_applied: bool,
+    /// Per direction: the snapshot length cut its segments too short to read
+    /// a frame (see [`step_cut`]); its framer is set aside.
+    cut: [bool; 2],
     /// Bytes in `tcp`'s out-of-order buffers and `proto`'s framing buffers
     /// after its last segment (counted in [`Engine::buffered`]).
     held: usize,
@@ -221,6 +255,7 @@ impl Default for Flow {
             proto: Proto::amqp([Framer::new(true), Framer::new(true)]),
             slot: SlotRef::Index(usize::MAX),
             frame_max_applied: false,
+            cut: [false; 2],
             held: 0,
             dup: dedup::DupGuard::default(),
         }
@@ -249,6 +284,9 @@ enum Ahead<'a> {
     ForeignSyn(TcpSegment<'a>),
     /// Any other TCP of a flow another shard analyses.
     Foreign,
+    /// A fragment of an IP datagram carrying TCP (every shard reassembles:
+    /// the ports, and so the shard, are known only once it is whole).
+    Fragment(IpFragment<'a>),
     NotTcp,
     Error(crate::decode::DecodeError),
 }
@@ -440,6 +478,11 @@ pub struct Engine {
     /// Bytes in all flows' TCP out-of-order and framing buffers (the sum of
     /// their `held`).
     buffered: usize,
+    /// Fragmented IP datagrams being put back together.
+    defrag: Defragmenter,
+    /// The allocation of the last slot moved into the connection list,
+    /// for the next flow (see [`promote`]).
+    spare_slot: Option<Box<ConnSlot>>,
 }
 
 /// One of `count` engines that read the same input, each analysing the flows
@@ -496,6 +539,12 @@ pub const DUPLICATES: &str = "duplicate-packets";
 pub const ONE_DIRECTION: &str = "one-direction";
 /// Warning code for a capture whose packets all carry the same timestamp.
 pub const NO_TIMESTAMPS: &str = "no-timestamps";
+/// Warning code for TCP segments put back together from IP fragments.
+pub const FRAGMENTS: &str = "ip-fragments";
+/// Warning code for fragmented datagrams that could not be put back together.
+pub const FRAGMENTS_LOST: &str = "ip-fragments-lost";
+/// Warning code for streams whose frames the snapshot length cut (see [`step_cut`]).
+pub const FRAMES_CUT: &str = "frames-cut";
 
 impl Engine {
     /// A new engine for packets of link type `link`.
@@ -520,6 +569,8 @@ impl Engine {
             clock: timecheck::CaptureClock::default(),
             ended_dups: VecDeque::new(),
             buffered: 0,
+            defrag: Defragmenter::new(DefragConfig::default()),
+            spare_slot: None,
         }
     }
 
@@ -709,6 +760,7 @@ impl Engine {
                     (seg, owned)
                 }
                 Ok(Decoded::NotTcp) => return Ahead::NotTcp,
+                Ok(Decoded::Fragment(f)) => return Ahead::Fragment(f),
                 Err(e) => return Ahead::Error(e),
             },
         };
@@ -730,6 +782,7 @@ impl Engine {
             Ahead::Owned(seg, key, dir, hash) => self.on_segment(seg, *key, *dir, *hash, hint),
             Ahead::ForeignSyn(seg) => self.foreign_syn(seg),
             Ahead::Foreign => {}
+            Ahead::Fragment(f) => self.on_fragment(f),
             Ahead::NotTcp => self.counters.non_tcp_packets += 1,
             Ahead::Error(e) => self.on_decode_error(e),
         }
@@ -881,6 +934,75 @@ impl Engine {
         }
     }
 
+    /// A fragment of an IP datagram: when it completes its datagram, the
+    /// datagram's TCP segment goes on as if it had come whole, at this
+    /// fragment's time.
+    #[cold]
+    fn on_fragment(&mut self, f: &IpFragment<'_>) {
+        self.counters.ip_fragments += 1;
+        let Some(datagram) = self.defrag.add(f) else {
+            return;
+        };
+        let seg = match crate::decode::datagram_segment(&datagram) {
+            Ok(Decoded::Tcp(seg)) => seg,
+            Ok(_) => return,
+            Err(e) => return self.on_decode_error(&e),
+        };
+        if self.shard.index == 0 {
+            match self.warnings.iter_mut().find(|w| w.code == FRAGMENTS) {
+                Some(w) => w.count += 1,
+                None => {
+                    let (src, dst) = (seg.src, seg.dst);
+                    let n = self.counters.packets;
+                    self.warn(
+                        FRAGMENTS,
+                        format!(
+                            "TCP segments arrived in IP fragments and were put back together (first: {src} -> {dst}, \
+                             packet {n}); `count` is how many"
+                        ),
+                    );
+                }
+            }
+        }
+        let a = if self.shard.owns(&seg.src, &seg.dst) {
+            let (key, dir) = FlowKey::from_packet(seg.src, seg.dst);
+            let hash = self.flows.hash(&key);
+            Ahead::Owned(seg, key, dir, hash)
+        } else if seg.flags.syn && !seg.flags.ack {
+            Ahead::ForeignSyn(seg)
+        } else {
+            Ahead::Foreign
+        };
+        self.dispatch(&a, u32::MAX);
+    }
+
+    /// Fragmented datagrams never put back together (warned once, at the end).
+    fn fragments_lost_warning(&mut self) {
+        self.defrag.finish();
+        let st = self.defrag.stats();
+        let lost = st.expired + st.malformed;
+        if lost == 0 || self.shard.index != 0 {
+            return;
+        }
+        let cfg = DefragConfig::default();
+        self.warn(
+            FRAGMENTS_LOST,
+            format!(
+                "{lost} fragmented IP datagrams could not be put back together ({} incomplete: fragments missing \
+                 from the capture, or past the caps of {} datagrams, {} MiB or {} s; {} with overlapping or \
+                 impossible fragments): the analysis never saw their TCP bytes",
+                st.expired,
+                cfg.max_datagrams,
+                cfg.max_bytes / (1024 * 1024),
+                cfg.timeout.0 / 1_000_000_000,
+                st.malformed
+            ),
+        );
+        if let Some(w) = self.warnings.iter_mut().find(|w| w.code == FRAGMENTS_LOST) {
+            w.count = lost;
+        }
+    }
+
     /// A second copy of a packet of flow `key`, dropped.
     #[cold]
     fn on_duplicate(&mut self, key: &FlowKey) {
@@ -894,6 +1016,29 @@ impl Engine {
                     format!(
                         "packets captured twice were dropped before analysis (first: {key}, packet {n}): \
                          a capture on `-i any` across a bridge, a mirror port or a capture merged with itself"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A flow's segments turned out too cut to read frames (counted once per flow).
+    #[cold]
+    fn on_frames_cut(&mut self, key: &FlowKey, seg: &TcpSegment<'_>) {
+        match self.warnings.iter_mut().find(|w| w.code == FRAMES_CUT) {
+            Some(w) => w.count += 1,
+            None => {
+                let (kept, wire) = (seg.payload.len(), seg.payload_len);
+                self.warn(
+                    FRAMES_CUT,
+                    format!(
+                        "the snapshot length cut AMQP frames before they could be read (first: {key}, {kept} of a \
+                         segment's {wire} payload bytes captured): these connections are listed from their TCP \
+                         streams on AMQP ports, silences measured from packet times and IP lengths; each segment \
+                         counts as one frame, a heartbeat when it has a heartbeat's size (8 bytes; under TLS the \
+                         dominant small record); Tune-Ok is unreadable, so the heartbeat is `--heartbeat`, \
+                         inferred from the heartbeats' period, or unknown; capture with `tcpdump -s 0` to read \
+                         frames"
                     ),
                 );
             }
@@ -961,6 +1106,7 @@ impl Engine {
                 step_flow(
                     flow,
                     &mut self.slots,
+                    &mut self.spare_slot,
                     &self.syns,
                     &mut self.properties,
                     seg,
@@ -978,6 +1124,7 @@ impl Engine {
                 step_flow(
                     flow,
                     &mut self.slots,
+                    &mut self.spare_slot,
                     &self.syns,
                     &mut self.properties,
                     seg,
@@ -987,6 +1134,9 @@ impl Engine {
         };
         if let Some(idx) = step.slot {
             self.note_new_gaps(idx);
+        }
+        if step.cut_started {
+            self.on_frames_cut(&key, seg);
         }
         if step.held_delta != 0 {
             self.buffered = self.buffered.saturating_add_signed(step.held_delta);
@@ -1013,6 +1163,17 @@ impl Engine {
         match &flow.slot {
             SlotRef::Pending(b) => b,
             SlotRef::Index(i) => &self.slots[*i],
+        }
+    }
+
+    /// `slot` in a box: the spare one when there is one.
+    fn slot_box(&mut self, slot: ConnSlot) -> Box<ConnSlot> {
+        match self.spare_slot.take() {
+            Some(mut b) => {
+                *b = slot;
+                b
+            }
+            None => Box::new(slot),
         }
     }
 
@@ -1064,7 +1225,7 @@ impl Engine {
             !at_start,
             Arc::clone(&self.analysis),
         );
-        let slot = Box::new(ConnSlot {
+        let slot = self.slot_box(ConnSlot {
             conn,
             confirmed: false,
             not_amqp: None,
@@ -1076,6 +1237,7 @@ impl Engine {
             properties_shared: false,
             client_properties_shared: false,
             vhost_shared: false,
+            cut_counted: false,
         });
         let proto = if self.is_tls_port(seg.src.port) || self.is_tls_port(seg.dst.port) {
             Proto::tls(TlsFlow::new(at_start))
@@ -1093,6 +1255,7 @@ impl Engine {
                 proto,
                 slot: SlotRef::Pending(slot),
                 frame_max_applied: false,
+                cut: [false; 2],
                 held: 0,
                 dup: dedup::DupGuard::default(),
             },
@@ -1384,12 +1547,14 @@ impl Engine {
         let idx = match slot_ref {
             SlotRef::Index(i) => i,
             SlotRef::Pending(b) if b.confirmed => {
-                push_slot(&mut self.slots, *b);
+                promote(b, &mut self.slots, &mut self.spare_slot);
                 self.slots.len() - 1
             }
             SlotRef::Pending(b) => {
-                // Never shown to be AMQP: say what it was, then forget it.
+                // Never shown to be AMQP: say what it was, then forget it
+                // (its allocation serves the next flow).
                 self.describe_rejected(&b);
+                self.spare_slot = Some(b);
                 return;
             }
         };
@@ -1431,7 +1596,17 @@ impl Engine {
                 ),
             );
         } else if s.broker_rejected {
-            let sent = crate::proto::amqp::escape(s.first_bytes[s.conn.client_dir.index()].bytes());
+            let first = s.first_bytes[s.conn.client_dir.index()].bytes();
+            let sent = if s.conn.frames_cut() && first.is_empty() {
+                "an 8-byte protocol header (cut by the snapshot length)".to_owned()
+            } else if s.conn.frames_cut() && first.len() < 8 {
+                format!(
+                    "an 8-byte protocol header of which the snapshot length kept {}",
+                    crate::proto::amqp::escape(first)
+                )
+            } else {
+                crate::proto::amqp::escape(first)
+            };
             self.warn(
                 "not-amqp-0-9-1",
                 format!(
@@ -1477,6 +1652,7 @@ impl Engine {
             }
         }
         self.disorder_warning();
+        self.fragments_lost_warning();
         let c = &self.counters;
         if c.packets > 1 && c.first.is_some() && c.first == c.last {
             let at = c.first.unwrap_or_default();
@@ -1511,6 +1687,17 @@ impl Engine {
         }
         out
     }
+}
+
+/// Moves a pending slot's analysis into the connection list and keeps its
+/// allocation for the next flow's: a slot is over 1 KiB, and allocating and
+/// freeing one per connection made the allocator consolidate its small free
+/// chunks every time (~2,000 instructions a connection, and slower small
+/// allocations after).
+fn promote(mut b: Box<ConnSlot>, slots: &mut Vec<ConnSlot>, spare: &mut Option<Box<ConnSlot>>) {
+    let vacant = ConnSlot::vacant(&b.conn);
+    push_slot(slots, std::mem::replace(&mut *b, vacant));
+    *spare = Some(b);
 }
 
 /// Appends a slot, growing the list by an eighth instead of doubling it: a
@@ -1654,13 +1841,17 @@ struct Step {
     held_delta: isize,
     /// RST, or FIN both ways: the flow is over.
     ended: bool,
+    /// A connection with frames cut was just shown to be AMQP.
+    cut_started: bool,
 }
 
 /// Runs one segment through a flow's reassembly, framing and analysis, and
 /// moves the flow's slot into `slots` once it is shown to be AMQP.
+#[inline(always)]
 fn step_flow(
     flow: &mut Flow,
     slots: &mut Vec<ConnSlot>,
+    spare: &mut Option<Box<ConnSlot>>,
     syns: &SynLog,
     properties: &mut PropertiesPool,
     seg: &TcpSegment<'_>,
@@ -1673,6 +1864,7 @@ fn step_flow(
         frame_max_applied,
         held,
         slot: slot_ref,
+        cut,
         ..
     } = flow;
     let slot: &mut ConnSlot = match slot_ref {
@@ -1692,7 +1884,17 @@ fn step_flow(
             slot.conn.on_ip_id_jump(dir, from, to);
         }
     }
-    tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
+    let mut cut_started = false;
+    if seg.payload.len() < seg.payload_len as usize && !cut[dir.index()] {
+        start_cut(cut, dir, seg, proto, slot);
+    }
+    if *cut != [false; 2] {
+        step_cut(tcp, cut, dir, seg, proto, slot, syns);
+        // Counted once the connection is shown to be AMQP.
+        cut_started = slot.confirmed && !std::mem::replace(&mut slot.cut_counted, slot.confirmed);
+    } else {
+        tcp.on_segment(dir, seg, &mut |d, ev| feed(ts, d, ev, proto, slot, syns));
+    }
     let now_held = tcp.buffered_bytes() + proto.buffered_bytes();
     let held_delta = now_held.cast_signed() - held.cast_signed();
     *held = now_held;
@@ -1735,7 +1937,7 @@ fn step_flow(
         if let SlotRef::Pending(_) = slot_ref {
             let idx = slots.len();
             if let SlotRef::Pending(b) = std::mem::replace(slot_ref, SlotRef::Index(idx)) {
-                push_slot(slots, *b);
+                promote(b, slots, spare);
             }
         }
     }
@@ -1746,6 +1948,127 @@ fn step_flow(
         },
         held_delta,
         ended,
+        cut_started,
+    }
+}
+
+/// A segment the snapshot length cut: whether its direction's frames can no
+/// longer be read (see [`crate::proto::amqp::too_cut_to_frame`]), on a flow
+/// on an AMQP port whose reader has recognised nothing in that direction.
+/// Sets `cut` and marks the connection.
+#[cold]
+fn start_cut(
+    cut: &mut [bool; 2],
+    dir: Direction,
+    seg: &TcpSegment<'_>,
+    proto: &Proto,
+    slot: &mut ConnSlot,
+) {
+    // A TLS record header is 5 bytes: what its reader can still read.
+    let unreadable = match &proto.tls {
+        None => {
+            too_cut_to_frame(seg.payload.len(), seg.payload_len)
+                && !proto.framers[dir.index()].recognised()
+        }
+        Some(t) => seg.payload.len() < seg.payload_len.min(5) as usize && !t.server_hello,
+    };
+    // On an AMQP port (the client's cut protocol header may since have named the roles).
+    let on_port = slot.conn.role_source == RoleSource::Port || cut[dir.reverse().index()];
+    if unreadable && on_port && slot.not_amqp.is_none() {
+        cut[dir.index()] = true;
+        slot.conn.set_frames_cut();
+    }
+}
+
+/// One segment of a flow with a direction whose frames are cut: the stream
+/// events as usual, except that a cut direction's bytes and holes skip its
+/// framer (they would only lose sync); instead each of its segments that is
+/// wholly new counts as one frame read from its length ([`cut_segment`]), at
+/// the segment's time.
+#[cold]
+#[inline(never)]
+fn step_cut(
+    tcp: &mut TcpStream,
+    cut: &[bool; 2],
+    dir: Direction,
+    seg: &TcpSegment<'_>,
+    proto: &mut Proto,
+    slot: &mut ConnSlot,
+    syns: &SynLog,
+) {
+    let ts = seg.ts;
+    // The first new offset of this segment and the new bytes it brought.
+    let mut fresh: Option<(u64, u64)> = None;
+    tcp.on_segment(dir, seg, &mut |d, ev| {
+        if !cut[d.index()] {
+            return feed(ts, d, ev, proto, slot, syns);
+        }
+        match ev {
+            StreamEvent::Data { bytes, .. } => slot.first_bytes[d.index()].keep(bytes),
+            StreamEvent::Hole { offset, len, kind } => hole_facts(ts, d, offset, len, kind, slot),
+            StreamEvent::NewBytes { offset, len } if d == dir => {
+                let f = fresh.get_or_insert((offset, 0));
+                f.1 += len;
+                feed(ts, d, ev, proto, slot, syns);
+            }
+            other => feed(ts, d, other, proto, slot, syns),
+        }
+    });
+    let Some((offset, len)) = fresh else {
+        return;
+    };
+    if !cut[dir.index()] || len != u64::from(seg.payload_len) {
+        return;
+    }
+    let at_start = offset == 0 && tcp.syn_seen(dir);
+    let from_client = dir == slot.conn.client_dir;
+    let kept = seg
+        .payload
+        .get(..seg.payload.len().min(len as usize))
+        .unwrap_or(&[]);
+    if let Some(t) = proto.tls.as_deref_mut() {
+        // A TLS record header (5 bytes) ahead of each record.
+        let record = u16::try_from(len.saturating_sub(5)).unwrap_or(u16::MAX);
+        let ev = TlsEvent::Record {
+            content_type: CONTENT_APPLICATION_DATA,
+            len: record,
+            offset,
+        };
+        apply_tls(ts, dir, vec![ev], t, slot);
+        return;
+    }
+    let frame = |kind| {
+        AmqpEvent::Frame(crate::proto::amqp::FrameInfo {
+            kind,
+            channel: 0,
+            size: seg.payload_len.saturating_sub(HEARTBEAT_FRAME_LEN),
+            offset,
+        })
+    };
+    match cut_segment(at_start, from_client, kept, seg.payload_len) {
+        // Not yet AMQP 0-9-1: an AMQP 1.0 client sends 8 bytes too. The
+        // broker's answer tells (Connection.Start, or its own header).
+        CutSegment::ProtocolHeader => {
+            // Only "AMQP" itself names the roles; a length of 8 alone does not.
+            if kept.len() >= 4 {
+                slot.conn.on_protocol_header(dir);
+            }
+        }
+        CutSegment::Refusal => slot.broker_rejected = true,
+        CutSegment::Heartbeat => apply_amqp_event(ts, dir, frame(FrameKind::Heartbeat), slot),
+        CutSegment::Other => apply_amqp_event(ts, dir, frame(FrameKind::Body), slot),
+        CutSegment::NotAmqp => {
+            let what = if kept.is_empty() {
+                "cut by the snapshot length".to_owned()
+            } else {
+                let kept = crate::proto::amqp::escape(kept);
+                format!("starts with {kept}, the rest cut by the snapshot length")
+            };
+            let whose = if from_client { "client" } else { "broker" };
+            slot.not_amqp = Some(format!(
+                "the {whose}'s first segment ({len} bytes, {what}) does not start AMQP 0-9-1"
+            ));
+        }
     }
 }
 
@@ -1813,15 +2136,7 @@ fn feed(
             conn.on_unseen(ts, d, offset, len, kind);
         }
         StreamEvent::Hole { offset, len, kind } => {
-            let class = match kind {
-                HoleKind::Snaplen => HoleClass::Snaplen,
-                HoleKind::NotCaptured => HoleClass::NotCaptured,
-                HoleKind::Overflow => HoleClass::Overflow,
-            };
-            if class == HoleClass::NotCaptured {
-                line.record(d, ts, Kinds::HOLE);
-            }
-            conn.on_hole(ts, d, offset, len, class);
+            hole_facts(ts, d, offset, len, kind, slot);
             match proto {
                 Proto { framers, tls: None } => {
                     let mut events = Vec::new();
@@ -1832,6 +2147,26 @@ fn feed(
             }
         }
     }
+}
+
+/// What a hole tells the analysis and the timeline (the framers are told by the caller).
+fn hole_facts(
+    ts: Timestamp,
+    d: Direction,
+    offset: u64,
+    len: u64,
+    kind: HoleKind,
+    slot: &mut ConnSlot,
+) {
+    let class = match kind {
+        HoleKind::Snaplen => HoleClass::Snaplen,
+        HoleKind::NotCaptured => HoleClass::NotCaptured,
+        HoleKind::Overflow => HoleClass::Overflow,
+    };
+    if class == HoleClass::NotCaptured {
+        slot.timeline.record(d, ts, Kinds::HOLE);
+    }
+    slot.conn.on_hole(ts, d, offset, len, class);
 }
 
 /// In-order bytes to the AMQP framer or the TLS record reader.

@@ -320,16 +320,31 @@ fn non_tcp_traffic_is_not_tcp() {
     );
 }
 
+/// The fragment of `data` (panics on anything else).
+fn fragment(link: LinkType, data: &[u8]) -> hbscope::decode::IpFragment<'_> {
+    match decode(link, &record(data)) {
+        Ok(Decoded::Fragment(f)) => f,
+        other => panic!("expected a fragment for {link}, got {other:?}"),
+    }
+}
+
 #[test]
-fn ipv4_fragments_other_than_the_first_are_not_tcp() {
-    let mut first = ipv4_tcp();
+fn ipv4_fragments_are_fragments_for_the_reassembler() {
+    let whole = ipv4_tcp();
+    let mut first = whole.clone();
     first[6] = 0x20; // MF, offset 0
-    let t = decode_tcp(LinkType::IPV4, &first);
-    assert_eq!(t.payload_len, 8);
-    let mut later = ipv4_tcp();
+    let f = fragment(LinkType::IPV4, &first);
+    assert_eq!((f.offset, f.more, f.wire_len), (0, true, 28));
+    assert_eq!(f.data, &whole[20..], "the TCP header and payload as bytes");
+    let mut later = whole.clone();
     later[6] = 0x00;
-    later[7] = 0x03; // offset 24 bytes
-    assert_eq!(decode(LinkType::IPV4, &record(&later)), Ok(Decoded::NotTcp));
+    later[7] = 0x03; // offset 24 bytes, the last
+    let f = fragment(LinkType::IPV4, &later);
+    assert_eq!((f.offset, f.more), (24, false));
+    // A fragment of another protocol is not TCP.
+    let mut udp = later.clone();
+    udp[9] = 17;
+    assert_eq!(decode(LinkType::IPV4, &record(&udp)), Ok(Decoded::NotTcp));
 }
 
 fn ipv6_with_exts(exts: Ipv6Extensions) -> Vec<u8> {
@@ -379,7 +394,7 @@ fn ipv6_extension_headers_are_skipped() {
 }
 
 #[test]
-fn ipv6_fragments_other_than_the_first_are_not_tcp() {
+fn ipv6_fragments_are_fragments_for_the_reassembler() {
     let first = ipv6_with_exts(Ipv6Extensions {
         fragment: Some(Ipv6FragmentHeader::new(
             IpNumber::TCP,
@@ -389,7 +404,9 @@ fn ipv6_fragments_other_than_the_first_are_not_tcp() {
         )),
         ..Ipv6Extensions::default()
     });
-    assert_eq!(decode_tcp(LinkType::IPV6, &first).payload_len, 8);
+    let f = fragment(LinkType::IPV6, &first);
+    assert_eq!((f.id, f.offset, f.more, f.wire_len), (9, 0, true, 28));
+    assert_eq!(f.data, &first[48..]);
     let later = ipv6_with_exts(Ipv6Extensions {
         fragment: Some(Ipv6FragmentHeader::new(
             IpNumber::TCP,
@@ -399,7 +416,19 @@ fn ipv6_fragments_other_than_the_first_are_not_tcp() {
         )),
         ..Ipv6Extensions::default()
     });
-    assert_eq!(decode(LinkType::IPV6, &record(&later)), Ok(Decoded::NotTcp));
+    let f = fragment(LinkType::IPV6, &later);
+    assert_eq!((f.offset, f.more), (24, false));
+    // A Fragment header that does not fragment (offset 0, last) changes nothing.
+    let atomic = ipv6_with_exts(Ipv6Extensions {
+        fragment: Some(Ipv6FragmentHeader::new(
+            IpNumber::TCP,
+            etherparse::IpFragOffset::ZERO,
+            false,
+            9,
+        )),
+        ..Ipv6Extensions::default()
+    });
+    assert_eq!(decode_tcp(LinkType::IPV6, &atomic).payload_len, 8);
 }
 
 fn tcp_with(options: &[TcpOptionElement], syn: bool, ack: Option<u32>) -> Vec<u8> {
@@ -564,11 +593,13 @@ fn malformed_headers_are_reported() {
 }
 
 /// Decodes `full` cut to every length. The expected result is computed
-/// from where the headers end: Truncated before the TCP header is complete
-/// (naming the right layer), TCP with the wire payload length after.
+/// from where the headers end: Truncated before the fixed 20 bytes of the
+/// TCP header are complete (naming the right layer), TCP with the wire
+/// payload length after (no payload and no TSval while the options are cut).
 fn sweep(link: LinkType, full: &[u8], link_len: usize, ip_len: usize, tcp_len: usize) {
     let orig_len = u32::try_from(full.len()).unwrap();
     let headers = link_len + ip_len + tcp_len;
+    let fixed = link_len + ip_len + 20;
     for cut in 0..=full.len() {
         let rec = PacketRecord {
             ts: TS,
@@ -577,7 +608,7 @@ fn sweep(link: LinkType, full: &[u8], link_len: usize, ip_len: usize, tcp_len: u
             data: &full[..cut],
         };
         let result = decode(link, &rec);
-        if cut < headers {
+        if cut < fixed {
             let Err(DecodeError::Truncated { layer, needed, got }) = result else {
                 panic!("{link} cut {cut}: expected Truncated, got {result:?}");
             };
@@ -607,8 +638,12 @@ fn sweep(link: LinkType, full: &[u8], link_len: usize, ip_len: usize, tcp_len: u
                 panic!("{link} cut {cut}: expected TCP, got {result:?}");
             };
             assert_eq!(t.payload_len, 8, "{link} cut {cut}");
-            assert_eq!(t.payload, &PAYLOAD[..cut - headers], "{link} cut {cut}");
+            let kept = cut.saturating_sub(headers);
+            assert_eq!(t.payload, &PAYLOAD[..kept], "{link} cut {cut}");
             assert_eq!(t.seq, 1000);
+            if cut < headers {
+                assert_eq!(t.tsval, None, "{link} cut {cut}: options cut");
+            }
         }
     }
 }

@@ -211,6 +211,8 @@ capture_tests! {
     late_heartbeats => "late-heartbeats",
     port_reuse => "port-reuse",
     tune_ok_twice => "tune-ok-twice",
+    fragmented_ipv4 => "fragmented-ipv4",
+    fragmented_ipv6 => "fragmented-ipv6",
 }
 
 /// The founding case, checked field by field (not only by snapshot).

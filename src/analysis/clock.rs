@@ -49,8 +49,9 @@ pub(super) struct Undo {
     pub gaps_dropped: u64,
     /// Causes of the gaps dropped at the cap before it.
     pub dropped_causes: Vec<(super::Cause, u64)>,
-    /// A stored gap it displaced at the cap (index, gap).
-    pub displaced: Option<(usize, Gap)>,
+    /// A stored gap it displaced at the cap (index, gap). Boxed: rare, and
+    /// a gap is large; an `Undo` is allocated for every new longest silence.
+    pub displaced: Option<Box<(usize, Gap)>>,
     /// Silences kept per direction while the limit was unknown, before it.
     pub pending_len: [usize; 2],
     /// Longest silence and longest data silence of each direction before it.

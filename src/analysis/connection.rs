@@ -441,6 +441,10 @@ pub struct Connection {
     pub(crate) last_seen: Timestamp,
     /// No SYN was seen: the capture joined mid-stream.
     pub(crate) joined_mid_stream: bool,
+    /// The snapshot length cut its segments too short to read frames: they
+    /// were counted by segment length, and methods (Tune-Ok, Close) were
+    /// not read.
+    pub(crate) frames_cut: bool,
     /// Handshake facts.
     pub(crate) handshake: Handshake,
     /// Heartbeat value inferred from idle heartbeat periods.
@@ -597,6 +601,7 @@ impl Connection {
             first_seen,
             last_seen: first_seen,
             joined_mid_stream,
+            frames_cut: false,
             handshake: Handshake::default(),
             inferred_heartbeat: None,
             dirs: [DirState::default(), DirState::default()],
@@ -653,6 +658,24 @@ impl Connection {
     #[must_use]
     pub fn joined_mid_stream(&self) -> bool {
         self.joined_mid_stream
+    }
+
+    /// The analysis settings it shares with the engine's other connections.
+    #[must_use]
+    pub fn shared_config(&self) -> Arc<AnalysisConfig> {
+        Arc::clone(&self.config)
+    }
+
+    /// Whether its frames were cut too short to read (counted by segment
+    /// length: Tune-Ok, Connection.Close and client properties unseen).
+    #[must_use]
+    pub fn frames_cut(&self) -> bool {
+        self.frames_cut
+    }
+
+    /// Marks the connection's frames as cut by the snapshot length.
+    pub fn set_frames_cut(&mut self) {
+        self.frames_cut = true;
     }
 
     /// Handshake facts.
@@ -871,6 +894,7 @@ impl Connection {
 
     /// Any packet from the sender of `dir` (called before its other facts).
     /// Checks its timestamp against the connection's latest (see [`super::clock`]).
+    #[inline(always)]
     pub fn on_packet(&mut self, ts: Timestamp, dir: Direction) {
         let c = &mut self.clock;
         c.now_early = false;
@@ -934,7 +958,8 @@ impl Connection {
     /// Takes back what a packet stamped too late did to silences and gaps.
     fn undo(&mut self, u: Undo) {
         match u.displaced {
-            Some((i, g)) => {
+            Some(d) => {
+                let (i, g) = *d;
                 self.gaps.pop();
                 self.gaps.insert(i.min(self.gaps.len()), g);
             }
@@ -1029,6 +1054,7 @@ impl Connection {
     }
 
     /// The sender of `dir` sent an ACK about the peer's data.
+    #[inline(always)]
     pub fn on_ack(
         &mut self,
         ts: Timestamp,
@@ -1454,9 +1480,6 @@ impl Connection {
         let limit = self.limit();
         let known = self.limit_known();
         let silent = self.role_of(dir);
-        let sender = self.key.sender(dir);
-        let receiver = self.key.receiver(dir);
-        let cfg = *self.config;
         if self.clock.now_early {
             // Stamped too early: its time is not when this side spoke.
             if !self.dirs[dir.index()].closed {
@@ -1504,69 +1527,75 @@ impl Connection {
         if how == SilenceEnd::Data && silence > d.longest_data_silence {
             d.longest_data_silence = silence;
         }
-        let mut evidence = d.evidence.closed_at(ts);
-        d.evidence = fresh;
+        // Most silences end in time: their evidence is dropped unread.
+        let gap_limit = match (known, limit) {
+            (true, Some(limit)) if silence > limit => Some(limit),
+            (false, _) if silence > Span::from_millis(1_000) => Some(Span(0)),
+            _ => None,
+        };
+        let Some(gap_limit) = gap_limit else {
+            d.evidence = fresh;
+            d.last_activity = Some(ts);
+            d.open_flagged = false;
+            if let (true, Some(limit)) = (known, limit) {
+                if how == SilenceEnd::Data
+                    && silence.0.saturating_mul(NEAR_MISS_DEN)
+                        >= limit.0.saturating_mul(NEAR_MISS_NUM)
+                {
+                    let r = self.dirs[dir.index()].rare();
+                    r.near_misses += 1;
+                    if r.near_miss_list.len() < MAX_NEAR_MISSES {
+                        r.near_miss_list.push((start, ts));
+                    }
+                }
+            }
+            return;
+        };
+        let mut evidence = std::mem::replace(&mut d.evidence, fresh).closed_at(ts);
         d.last_activity = Some(ts);
         d.open_flagged = false;
         if silent == Role::Client {
             evidence.blocked_time = self.blocked_within(start, ts);
         }
-        let make_gap = |limit: Span| {
-            let wakeup =
-                if silent == Role::Client && matches!(how, SilenceEnd::Data | SilenceEnd::Fin) {
-                    syns.wakeup(sender, receiver, ts, cfg.wakeup_window)
-                } else {
-                    None
-                };
-            Gap {
-                dir,
-                silent,
-                start,
-                end: ts,
-                ended_by: how,
-                limit,
-                cause: decide(&evidence, silent, silence, limit),
-                evidence,
-                wakeup,
-                resume_burst_frames: 0,
-                resumed: None,
-            }
+        let wakeup = if silent == Role::Client && matches!(how, SilenceEnd::Data | SilenceEnd::Fin)
+        {
+            let window = self.config.wakeup_window;
+            syns.wakeup(self.key.sender(dir), self.key.receiver(dir), ts, window)
+        } else {
+            None
         };
-        match (known, limit) {
-            (true, Some(limit))
-                if how == SilenceEnd::Data
-                    && silence <= limit
-                    && silence.0.saturating_mul(NEAR_MISS_DEN)
-                        >= limit.0.saturating_mul(NEAR_MISS_NUM) =>
+        let gap = Gap {
+            dir,
+            silent,
+            start,
+            end: ts,
+            ended_by: how,
+            limit: gap_limit,
+            cause: decide(&evidence, silent, silence, gap_limit),
+            evidence,
+            wakeup,
+            resume_burst_frames: 0,
+            resumed: None,
+        };
+        if known {
+            self.push_gap(gap);
+            if how == SilenceEnd::Data {
+                let idx = self.gaps.len().saturating_sub(1);
+                let until = ts.plus(self.config.burst_window);
+                self.dirs[dir.index()].rare().burst = Some((idx, until));
+            }
+        } else {
+            let pending_cap = self.config.pending_cap;
+            let pending = &mut self.dirs[dir.index()].rare().pending;
+            if pending.len() < pending_cap {
+                pending.push(gap);
+            } else if let Some((i, shortest)) =
+                pending.iter().enumerate().min_by_key(|(_, g)| g.silence())
             {
-                let r = self.dirs[dir.index()].rare();
-                r.near_misses += 1;
-                if r.near_miss_list.len() < MAX_NEAR_MISSES {
-                    r.near_miss_list.push((start, ts));
+                if shortest.silence() < silence {
+                    pending[i] = gap;
                 }
             }
-            (true, Some(limit)) if silence > limit => {
-                let gap = make_gap(limit);
-                self.push_gap(gap);
-                if how == SilenceEnd::Data {
-                    let idx = self.gaps.len().saturating_sub(1);
-                    self.dirs[dir.index()].rare().burst = Some((idx, ts.plus(cfg.burst_window)));
-                }
-            }
-            (false, _) if silence > Span::from_millis(1_000) => {
-                let gap = make_gap(Span(0));
-                let pending = &mut self.dirs[dir.index()].rare().pending;
-                if pending.len() < cfg.pending_cap {
-                    pending.push(gap);
-                } else if let Some((i, shortest)) =
-                    pending.iter().enumerate().min_by_key(|(_, g)| g.silence())
-                {
-                    if shortest.silence() < silence {
-                        pending[i] = gap;
-                    }
-                }
-            }
-            _ => {}
         }
     }
 
@@ -1597,7 +1626,7 @@ impl Connection {
                 self.gaps.push(gap);
                 if let Some(u) = self.clock.undo.as_mut() {
                     if u.displaced.is_none() && u.gaps_len == self.gaps.len() {
-                        u.displaced = Some((i, old.clone()));
+                        u.displaced = Some(Box::new((i, old.clone())));
                     }
                 }
                 old.cause
@@ -1805,7 +1834,8 @@ impl Connection {
         let (Some(by), Some(at)) = (by, at) else {
             return None;
         };
-        if !matches!(how, EndHow::Fin | EndHow::Rst) {
+        // With frames cut, a Connection.Close would not have been seen.
+        if !matches!(how, EndHow::Fin | EndHow::Rst) || self.frames_cut {
             return None;
         }
         let heartbeat = self.heartbeat().0?;
@@ -2080,10 +2110,16 @@ impl Connection {
     /// The client's name: connection_name, else product.
     #[must_use]
     pub fn client_name(&self) -> Option<String> {
+        self.client_name_str().map(str::to_owned)
+    }
+
+    /// [`Connection::client_name`] without a copy.
+    #[must_use]
+    pub fn client_name_str(&self) -> Option<&str> {
         let props = self.handshake.client_properties.as_ref()?;
         for key in ["connection_name", "product"] {
             if let Some(PropValue::Text(t)) = props.get(key) {
-                return Some(t.clone());
+                return Some(t);
             }
         }
         None

@@ -1277,10 +1277,106 @@ pub fn looks_like_protocol_header(payload: &[u8]) -> bool {
     payload.len() >= 4 && &payload[..4] == b"AMQP"
 }
 
+/// Bytes of a heartbeat frame on the wire (header, no payload, frame end),
+/// the same as a protocol header's.
+pub const HEARTBEAT_FRAME_LEN: u32 = 8;
+
+/// Whether a segment of `wire_len` payload bytes of which `kept` were
+/// captured is cut too short for a [`Framer`] to read any frame in it:
+/// fewer than [`HEARTBEAT_FRAME_LEN`] bytes kept (a heartbeat frame needs all
+/// eight, a frame header seven plus its frame end).
+#[must_use]
+pub fn too_cut_to_frame(kept: usize, wire_len: u32) -> bool {
+    let wire = usize::try_from(wire_len).unwrap_or(usize::MAX);
+    wire > 0 && kept < wire.min(HEARTBEAT_FRAME_LEN as usize)
+}
+
+/// What one TCP segment of an AMQP stream is, read from its length on the
+/// wire and the few bytes the snapshot length kept, when its frames cannot
+/// be read (see [`too_cut_to_frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutSegment {
+    /// The client's first 8 bytes: the protocol header.
+    ProtocolHeader,
+    /// The broker's first 8 bytes: its protocol header, refusing the client's.
+    Refusal,
+    /// 8 bytes whose kept part agrees with a heartbeat frame.
+    Heartbeat,
+    /// Anything else: one or more frames, or part of one.
+    Other,
+    /// The stream's first bytes are not AMQP 0-9-1 (e.g. `GET /`, or a
+    /// client's first segment that is not 8 bytes long).
+    NotAmqp,
+}
+
+/// Reads a cut segment: `at_start` when it is the first segment of a stream
+/// whose start was seen, `from_client` for the client's direction, `kept` the
+/// captured bytes, `wire_len` its payload length from the IP header.
+#[must_use]
+pub fn cut_segment(at_start: bool, from_client: bool, kept: &[u8], wire_len: u32) -> CutSegment {
+    const HEARTBEAT: [u8; 8] = [FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END];
+    // The kept bytes and `start` agree as far as both go.
+    let agrees = |start: &[u8]| kept.iter().zip(start).all(|(a, b)| a == b);
+    if at_start && from_client {
+        // A client sends its protocol header alone, then waits for Start.
+        return if agrees(PROTOCOL_HEADER_091) && wire_len == HEARTBEAT_FRAME_LEN {
+            CutSegment::ProtocolHeader
+        } else {
+            CutSegment::NotAmqp
+        };
+    }
+    if at_start {
+        // The broker's first bytes: Connection.Start, or its protocol header
+        // refusing the client's.
+        return if wire_len == HEARTBEAT_FRAME_LEN && agrees(b"AMQP") {
+            CutSegment::Refusal
+        } else if agrees(&[FRAME_METHOD]) {
+            CutSegment::Other
+        } else {
+            CutSegment::NotAmqp
+        };
+    }
+    if wire_len == HEARTBEAT_FRAME_LEN && agrees(&HEARTBEAT) {
+        CutSegment::Heartbeat
+    } else {
+        CutSegment::Other
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cut_segments_are_read_from_their_length_and_kept_bytes() {
+        use CutSegment::*;
+        assert!(too_cut_to_frame(0, 8));
+        assert!(too_cut_to_frame(7, 8));
+        assert!(!too_cut_to_frame(8, 8));
+        assert!(too_cut_to_frame(6, 500));
+        assert!(!too_cut_to_frame(6, 6), "a whole short segment is not cut");
+        assert!(!too_cut_to_frame(0, 0));
+        let hb = [8u8, 0, 0, 0, 0, 0];
+        assert_eq!(cut_segment(false, false, &hb, 8), Heartbeat);
+        assert_eq!(cut_segment(false, true, &[], 8), Heartbeat);
+        assert_eq!(cut_segment(false, true, &[1, 0, 0, 0, 0, 0], 8), Other);
+        assert_eq!(cut_segment(false, true, &hb, 21), Other);
+        assert_eq!(cut_segment(true, true, b"AMQP\x00\x00", 8), ProtocolHeader);
+        assert_eq!(cut_segment(true, true, &[], 8), ProtocolHeader);
+        assert_eq!(cut_segment(true, true, b"GET / ", 8), NotAmqp);
+        assert_eq!(cut_segment(true, true, &[], 78), NotAmqp, "an HTTP request");
+        assert_eq!(
+            cut_segment(true, true, b"AMQP\x00\x01", 8),
+            NotAmqp,
+            "AMQP 1.0"
+        );
+        assert_eq!(cut_segment(true, false, &[1, 0, 0, 0, 1, 0xf5], 509), Other);
+        assert_eq!(cut_segment(true, false, &[], 509), Other);
+        assert_eq!(cut_segment(true, false, b"HTTP/1", 100), NotAmqp);
+        assert_eq!(cut_segment(true, false, b"AMQP\x00\x00", 8), Refusal);
+        assert_eq!(cut_segment(true, false, &[], 8), Refusal);
+    }
 
     fn frames(input: &[&[u8]], at_start: bool) -> Vec<AmqpEvent> {
         let mut f = Framer::new(at_start);

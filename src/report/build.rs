@@ -180,73 +180,88 @@ pub fn health_report(conn: &Connection) -> HealthReport {
 #[must_use]
 pub fn health_summary(conns: &[&Connection]) -> HealthSummary {
     let mut sum = HealthSummary::default();
-    let mut by: BTreeMap<Option<String>, ClientHealthReport> = BTreeMap::new();
-    // The longest near-miss per client, for the recommendation.
-    let mut longest_near: BTreeMap<Option<String>, (Span, u16)> = BTreeMap::new();
+    // Grouped by program, as --summary does: names are often argv0:pid:...
+    fn program(conn: &Connection) -> Option<&str> {
+        conn.client_name_str()
+            .map(|n| n.split(':').next().unwrap_or(n))
+    }
+    // First the totals, and which programs have something to report
+    // (heartbeats disabled, gaps, near-misses, a suspected middlebox):
+    // only those get an entry, so a capture of 10,000 healthy connections
+    // (often as many program names) builds none.
+    let mut listed: std::collections::HashMap<Option<&str>, usize> =
+        std::collections::HashMap::new();
     for conn in conns {
         let value = conn.heartbeat().0;
-        // Grouped by program, as --summary does: names are often argv0:pid:...
-        let name = conn
-            .client_name()
-            .map(|n| n.split(':').next().unwrap_or(&n).to_owned());
-        let e = by
-            .entry(name.clone())
-            .or_insert_with(|| ClientHealthReport {
-                client: name.clone(),
-                connections: 0,
-                heartbeat_s: Vec::new(),
-                disabled: 0,
-                gaps: 0,
-                near_misses: 0,
-                worst_margin: None,
-                middlebox_idle_timeout_s: None,
-                recommended_heartbeat_s: None,
-                recommendation: None,
-            });
-        e.connections += 1;
-        e.gaps += conn.gaps().len();
+        let near: u64 = conn.dirs().iter().map(|d| d.near_misses().0).sum();
+        let middlebox = conn.middlebox_suspected().is_some();
         match value {
             None => sum.unknown_connections += 1,
-            Some(v) => {
-                if !e.heartbeat_s.contains(&v) {
-                    e.heartbeat_s.push(v);
-                    e.heartbeat_s.sort_unstable();
-                }
-                if v == 0 {
-                    sum.disabled_connections += 1;
-                    e.disabled += 1;
-                }
+            Some(0) => sum.disabled_connections += 1,
+            Some(_) => {}
+        }
+        sum.near_misses += near;
+        if near > 0 {
+            sum.connections_with_near_misses += 1;
+        }
+        if middlebox {
+            sum.middlebox_suspected += 1;
+        }
+        if value == Some(0) || !conn.gaps().is_empty() || near > 0 || middlebox {
+            let n = listed.len();
+            listed.entry(program(conn)).or_insert(n);
+        }
+    }
+    // Then one entry per listed program, over all its connections, with its
+    // longest near-miss for the recommendation.
+    let mut by: Vec<(ClientHealthReport, Option<(Span, u16)>)> = Vec::new();
+    by.resize_with(listed.len(), || (ClientHealthReport::empty(None), None));
+    for (name, &at) in &listed {
+        if let Some((e, _)) = by.get_mut(at) {
+            e.client = name.map(str::to_owned);
+        }
+    }
+    for conn in conns {
+        let Some(&at) = listed.get(&program(conn)) else {
+            continue;
+        };
+        let Some((e, longest_near)) = by.get_mut(at) else {
+            continue;
+        };
+        let value = conn.heartbeat().0;
+        e.connections += 1;
+        e.gaps += conn.gaps().len();
+        if let Some(v) = value {
+            if !e.heartbeat_s.contains(&v) {
+                e.heartbeat_s.push(v);
+                e.heartbeat_s.sort_unstable();
+            }
+            if v == 0 {
+                e.disabled += 1;
             }
         }
-        let mut conn_near = 0;
         for d in conn.dirs() {
             let (n, list) = d.near_misses();
-            conn_near += n;
+            e.near_misses += n;
             if let (Some(l), Some(v)) = (conn.limit(), value) {
                 #[allow(clippy::cast_precision_loss)]
                 let m = round3(d.longest_silence.0 as f64 / l.0 as f64);
                 e.worst_margin = Some(e.worst_margin.map_or(m, |w: f64| w.max(m)));
                 for (a, b) in list {
                     let s = b.since(*a);
-                    let slot = longest_near.entry(name.clone()).or_insert((Span(0), v));
+                    let slot = longest_near.get_or_insert((Span(0), v));
                     if s > slot.0 {
                         *slot = (s, v);
                     }
                 }
             }
         }
-        e.near_misses += conn_near;
-        sum.near_misses += conn_near;
-        if conn_near > 0 {
-            sum.connections_with_near_misses += 1;
-        }
         if let Some(m) = conn.middlebox_suspected() {
-            sum.middlebox_suspected += 1;
             let n = m.idle_timeout_s();
             e.middlebox_idle_timeout_s = Some(e.middlebox_idle_timeout_s.map_or(n, |x| x.min(n)));
         }
     }
-    for (name, e) in &mut by {
+    for (e, longest_near) in &mut by {
         if let Some(n) = e.middlebox_idle_timeout_s {
             // Below N/2: a frame every timeout/2 crosses the idle timer twice.
             let rec = u16::try_from(n.saturating_sub(1) / 2)
@@ -257,7 +272,7 @@ pub fn health_summary(conns: &[&Connection]) -> HealthSummary {
                 "a middlebox closed idle connections after ~{n} s: a heartbeat below {} s keeps them busy (or raise its idle timeout)",
                 n as f64 / 2.0
             ));
-        } else if let Some((s, v)) = longest_near.get(name).filter(|_| e.gaps == 0) {
+        } else if let Some((s, v)) = longest_near.filter(|_| e.gaps == 0) {
             // Keep the longest silence seen under 3/4 of the timeout.
             let need_ms = s.0 / 1_000_000 * NEAR_MISS_DEN / NEAR_MISS_NUM;
             let rec = u16::try_from((need_ms + 999) / 1_000)
@@ -270,17 +285,15 @@ pub fn health_summary(conns: &[&Connection]) -> HealthSummary {
             ));
         }
     }
-    // Only clients with something to report; named first, in name order.
-    let (named, unnamed): (Vec<_>, Vec<_>) = by
-        .into_values()
-        .filter(|e| {
-            e.disabled > 0
-                || e.gaps > 0
-                || e.near_misses > 0
-                || e.middlebox_idle_timeout_s.is_some()
-        })
-        .partition(|e| e.client.is_some());
-    sum.by_client = named.into_iter().chain(unnamed).collect();
+    // Named first, in name order; the unnamed last.
+    let mut entries: Vec<ClientHealthReport> = by.into_iter().map(|(e, _)| e).collect();
+    entries.sort_by(|a, b| match (&a.client, &b.client) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    sum.by_client = entries;
     sum
 }
 
@@ -395,6 +408,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             .map(|(c, n)| (c.as_str(), *n))
             .collect(),
         timestamps_disordered: conn.timestamps_disordered(),
+        frames_cut: conn.frames_cut(),
         tls: conn.tls().map(|t| TlsReport {
             version: t.version.map(crate::proto::tls::version_name),
             cipher: t.cipher.map(|c| format!("0x{c:04x}")),
@@ -410,7 +424,7 @@ pub fn connection_report(id: usize, conn: &Connection) -> ConnectionReport {
             }),
             alerts: t.alerts,
         }),
-        unavailable: if conn.tls().is_some() {
+        unavailable: if conn.tls().is_some() || conn.frames_cut() {
             vec![
                 "client_properties",
                 "server_properties",
@@ -514,6 +528,7 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
             disordered_timestamps: c.disordered_timestamps,
             evicted_flows: c.evicted_flows,
             memory_shed_flows: c.memory_shed_flows,
+            ip_fragments: c.ip_fragments,
             dropped_packets: c.dropped,
             first_packet: c.first.map(rfc3339),
             last_packet: c.last.map(rfc3339),

@@ -145,6 +145,10 @@ pub struct CaptureFacts {
     /// Times a flow gave up its buffers to the memory budget (omitted when 0).
     #[serde(skip_serializing_if = "is_zero")]
     pub memory_shed_flows: u64,
+    /// Packets that were fragments of IP datagrams carrying TCP, put back
+    /// together before analysis (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ip_fragments: u64,
     /// Packets dropped by the kernel (live capture only; null for files).
     pub dropped_packets: Option<u64>,
     /// First packet time.
@@ -232,6 +236,25 @@ pub struct ClientHealthReport {
     pub recommendation: Option<String>,
 }
 
+impl ClientHealthReport {
+    /// An entry for `client` with nothing counted yet.
+    #[must_use]
+    pub fn empty(client: Option<String>) -> Self {
+        ClientHealthReport {
+            client,
+            connections: 0,
+            heartbeat_s: Vec::new(),
+            disabled: 0,
+            gaps: 0,
+            near_misses: 0,
+            worst_margin: None,
+            middlebox_idle_timeout_s: None,
+            recommended_heartbeat_s: None,
+            recommendation: None,
+        }
+    }
+}
+
 /// Whether a connection's heartbeats kept it healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -267,10 +290,13 @@ impl HealthStatus {
 pub struct HealthReport {
     /// "ok" | "near-miss" | "gap" | "disabled" | "unknown".
     pub status: HealthStatus,
-    /// The idle send interval each side should keep: timeout / 2 (null when
-    /// disabled or unknown).
+    /// The idle send interval each side should keep: timeout / 2 (omitted
+    /// when disabled or unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_interval_s: Option<f64>,
-    /// A silence at least this long is a near-miss: 0.75 x the timeout.
+    /// A silence at least this long is a near-miss: 0.75 x the timeout
+    /// (omitted when disabled or unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub near_miss_threshold_s: Option<f64>,
     /// Per direction.
     pub directions: HealthDirections,
@@ -315,21 +341,31 @@ impl HealthDirections {
 /// Heartbeat health of one direction.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DirectionHealth {
-    /// Intervals measured between consecutive heartbeat frames (nothing else between).
+    /// Intervals measured between consecutive heartbeat frames (nothing
+    /// else between; omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
     pub heartbeat_intervals: u64,
-    /// Their mean, in seconds (null without any).
+    /// Their mean, in seconds (omitted without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_mean_s: Option<f64>,
-    /// The longest of them.
+    /// The longest of them (omitted without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_max_s: Option<f64>,
-    /// Mean interval / expected interval (1.0 = on time).
+    /// Mean interval / expected interval (1.0 = on time; omitted without
+    /// intervals or a timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cadence_ratio: Option<f64>,
     /// Longest silence, however it ended.
     pub longest_silence_s: f64,
-    /// Longest silence / timeout (>= 1 is a gap; null when disabled or unknown).
+    /// Longest silence / timeout (>= 1 is a gap; omitted when disabled or unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub margin: Option<f64>,
-    /// Silences ended by data of at least 0.75 x the timeout, not over it.
+    /// Silences ended by data of at least 0.75 x the timeout, not over it
+    /// (omitted when 0).
+    #[serde(skip_serializing_if = "is_zero")]
     pub near_misses: u64,
-    /// The first 16 of them.
+    /// The first 16 of them (omitted when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub near_miss_list: Vec<NearMissReport>,
 }
 
@@ -852,6 +888,12 @@ pub struct ConnectionReport {
     /// them were not measured and its verdicts are unreliable (omitted when 0).
     #[serde(skip_serializing_if = "is_zero")]
     pub timestamps_disordered: u64,
+    /// The snapshot length cut this connection's segments too short to read
+    /// frames: it was found by its TCP stream on an AMQP port, frames and
+    /// heartbeats are counted by segment length (an 8-byte segment is a
+    /// heartbeat frame), and no method was read (omitted when false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub frames_cut: bool,
     /// Live capture only: the process owning the client's socket on this host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_process: Option<ProcessOwnerReport>,

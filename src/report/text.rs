@@ -253,7 +253,7 @@ fn direction_text(name: RoleDirection, d: &DirectionReport) -> String {
 }
 
 /// How a connection ended, in words ("client sent Connection.Close 200 Goodbye").
-fn ended_text(ended: &EndedReport) -> String {
+fn ended_text(ended: &EndedReport, frames_cut: bool) -> String {
     match (ended.how, ended.by) {
         (_, Some(EndedBy::MiddleboxSuspected)) => "middlebox suspected".to_owned(),
         (EndHow::CaptureEnd, _) => "still open at the end of the capture".to_owned(),
@@ -267,6 +267,13 @@ fn ended_text(ended: &EndedReport) -> String {
                 let _ = write!(t, " {text}");
             }
             t
+        }
+        // Cut frames: a Connection.Close before it would not have been read.
+        (EndHow::Fin, Some(by)) if frames_cut => {
+            format!("{by} closed the socket (FIN; frames cut: a Connection.Close would not show)")
+        }
+        (EndHow::Rst, Some(by)) if frames_cut => {
+            format!("{by} reset the connection (RST; frames cut: a Connection.Close would not show)")
         }
         (EndHow::Fin, Some(by)) => {
             format!("{by} closed the socket (FIN) without Connection.Close")
@@ -429,7 +436,20 @@ pub fn to_text_in(report: &Report, z: Zone) -> String {
         let hb = &conn.heartbeat;
         let hb_text = match hb.value_s {
             Some(0) => "disabled (0): silences are never flagged".to_owned(),
+            Some(v) if conn.frames_cut && hb.source == crate::analysis::HeartbeatSource::Inferred => {
+                let what = if conn.tls.is_some() {
+                    "heartbeat-sized records"
+                } else {
+                    "8-byte segments"
+                };
+                format!("{v} s (from the period of {what}: frames cut by the snapshot length)")
+            }
             Some(v) => format!("{v} s"),
+            None if conn.frames_cut => {
+                "unknown (frames cut by the snapshot length: Tune-Ok unreadable, no steady period of \
+                 8-byte segments; use --heartbeat SECS)"
+                    .into()
+            }
             None => {
                 "unknown (no Tune in capture and no steady heartbeat period; use --heartbeat SECS)"
                     .into()
@@ -456,7 +476,7 @@ pub fn to_text_in(report: &Report, z: Zone) -> String {
         let _ = writeln!(
             o,
             "    ended: {}{}",
-            ended_text(ended),
+            ended_text(ended, conn.frames_cut),
             ended
                 .at
                 .as_ref()
@@ -777,9 +797,12 @@ mod tests {
             idle_timeout_s: None,
             advice: None,
         };
-        assert_eq!(ended_text(&e), "client sent Connection.Close 0");
+        assert_eq!(ended_text(&e, false), "client sent Connection.Close 0");
         e.reply_code = Some(200);
         e.reply_text = Some("Goodbye".into());
-        assert_eq!(ended_text(&e), "client sent Connection.Close 200 Goodbye");
+        assert_eq!(
+            ended_text(&e, false),
+            "client sent Connection.Close 200 Goodbye"
+        );
     }
 }

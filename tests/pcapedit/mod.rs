@@ -1,7 +1,7 @@
 //! Editing classic pcap files in memory, to build messy captures from the
 //! shipped ones: every packet twice (a capture merged with itself, `-i any`
 //! across a bridge), one packet restamped, packets deleted (a capture that
-//! dropped them).
+//! dropped them), every packet cut to a snapshot length.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -117,6 +117,27 @@ impl Pcap {
                 .filter(|(i, _)| !frames.contains(&(i + 1)))
                 .map(|(_, r)| r.clone())
                 .collect(),
+            le: self.le,
+            nanos: self.nanos,
+        }
+    }
+
+    /// Every packet cut to `snaplen` bytes, as `editcap -F pcap -s SNAPLEN`
+    /// (or `tcpdump -s SNAPLEN`) writes it: captured lengths and data cut,
+    /// original lengths kept, the file header's snapshot length set.
+    pub fn cut(&self, snaplen: u32) -> Pcap {
+        let mut header = self.header.clone();
+        self.put_u32(&mut header, 16, snaplen);
+        let mut records = Vec::new();
+        for r in &self.records {
+            let caplen = self.u32_at(r, 8).min(snaplen);
+            let mut r = r[..16 + caplen as usize].to_vec();
+            self.put_u32(&mut r, 8, caplen);
+            records.push(r);
+        }
+        Pcap {
+            header,
+            records,
             le: self.le,
             nanos: self.nanos,
         }
