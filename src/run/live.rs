@@ -500,8 +500,8 @@ pub fn event_text_in(e: &LiveEvent, z: Zone) -> String {
             };
             if !deleted.is_empty() {
                 s.push_str(&format!(
-                    "; deleted {} older recording(s) over the caps",
-                    deleted.len()
+                    "; deleted {} over the caps",
+                    report::count(deleted.len() as u64, "older recording", "older recordings")
                 ));
             }
             s
