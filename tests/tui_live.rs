@@ -184,7 +184,7 @@ fn frozen_live_screen_gets_no_snapshots_while_capturing() {
 }
 
 /// Live: the process pane shows the selected connection's owner (pid,
-/// command, uid, connection_name) and the latest gap's verdict with its
+/// command, user name, connection_name) and the latest gap's verdict with its
 /// state samples, from live attribution's notes.
 #[test]
 fn process_pane_shows_owner_and_verdict() {
@@ -218,6 +218,7 @@ fn process_pane_shows_owner_and_verdict() {
                 command: "python3".into(),
                 cmdline: None,
                 uid: 1000,
+                user: Some("nova".into()),
             }),
             broker_process: None,
             not_attributable: None,
@@ -239,7 +240,7 @@ fn process_pane_shows_owner_and_verdict() {
     insta::assert_snapshot!("live_process_pane_120x40", text);
     for want in [
         " process ",
-        "client pid 4242 python3 uid 1000",
+        "client pid 4242 python3 user nova",
         "client stopped (gap open)",
         "states TTT",
     ] {

@@ -905,7 +905,15 @@ fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
     );
 }
 
-/// Live: the selected connection's processes (pid, command, user id,
+/// `user NAME`, or `uid N` when the uid has no name on this host.
+fn user_text(o: &crate::report::ProcessOwnerReport) -> String {
+    match &o.user {
+        Some(name) => format!("user {}", clean(name)),
+        None => format!("uid {}", o.uid),
+    }
+}
+
+/// Live: the selected connection's processes (pid, command, user,
 /// connection_name) and the latest gap's verdict with its state samples.
 fn draw_process(f: &mut Frame<'_>, area: Rect, app: &App, c: &ConnView) {
     let block = Block::bordered().title(" process ");
@@ -924,7 +932,7 @@ fn draw_process(f: &mut Frame<'_>, area: Rect, app: &App, c: &ConnView) {
     let owner = |who: &str, o: &crate::report::ProcessOwnerReport| {
         Line::from(vec![
             TSpan::styled(format!("{who} "), Style::new().bold()),
-            TSpan::raw(format!("pid {} {} uid {}", o.pid, clean(&o.command), o.uid)),
+            TSpan::raw(format!("pid {} {} {}", o.pid, clean(&o.command), user_text(o))),
         ])
     };
     match (&p.client_process, &p.not_attributable) {
