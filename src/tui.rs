@@ -39,7 +39,8 @@ pub fn run<B: Backend>(
     events: impl IntoIterator<Item = Event>,
     commands: &mut dyn FnMut(Command),
 ) -> Result<(), B::Error> {
-    terminal.draw(|f| ui::draw(f, app))?;
+    let area = terminal.draw(|f| ui::draw(f, app))?.area;
+    app.update(Action::Screen(area.width, area.height));
     for ev in events {
         if let Some(action) = app.action_for(ev) {
             app.update(action);
@@ -50,7 +51,8 @@ pub fn run<B: Backend>(
         if app.quit {
             break;
         }
-        terminal.draw(|f| ui::draw(f, app))?;
+        let area = terminal.draw(|f| ui::draw(f, app))?.area;
+        app.update(Action::Screen(area.width, area.height));
     }
     Ok(())
 }
