@@ -482,8 +482,16 @@ impl Sampler {
         }
     }
 
-    /// Takes one sample of every watched process and socket at `now`.
+    /// Takes one sample of every watched process and socket at `now`, and
+    /// forgets the history of those no longer watched (their connections
+    /// ended: no verdict will ask for it), so a long run keeps only the
+    /// live connections' samples and a new process finds room under
+    /// [`MAX_PROCESSES`].
     pub fn sample(&mut self, watch: &Watch, now: Timestamp) {
+        let pids: HashSet<i32> = watch.owners.iter().map(|o| o.pid).collect();
+        self.procs.retain(|pid, _| pids.contains(pid));
+        let sockets: HashSet<&(Endpoint, Endpoint)> = watch.sockets.iter().collect();
+        self.sockets.retain(|k, _| sockets.contains(k));
         for owner in &watch.owners {
             if !self.procs.contains_key(&owner.pid) && self.procs.len() >= MAX_PROCESSES {
                 continue;
@@ -808,6 +816,24 @@ mod tests {
         assert_eq!(r.verdict, Activity::IoWait, "{r:?}");
         let r = judge(&[('S', 0), ('X', 0), ('X', 0)]);
         assert_eq!(r.verdict, Activity::Exited, "{r:?}");
+    }
+
+    /// A process or socket no longer watched (its connections ended)
+    /// loses its history at the next round; a watched one keeps it.
+    #[test]
+    fn unwatched_history_is_forgotten() {
+        let mut s = sampler_with(&[('S', 0), ('S', 0)]);
+        let e = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
+        s.sockets.insert((e, e), VecDeque::new());
+        let watch = Watch {
+            owners: vec![owner(7)],
+            sockets: Vec::new(),
+        };
+        s.sample(&watch, Timestamp(5_000_000_000));
+        assert_eq!(s.procs.get(&7).map(|h| h.samples.len()), Some(3));
+        assert!(s.sockets.is_empty());
+        s.sample(&Watch::default(), Timestamp(6_000_000_000));
+        assert!(s.procs.is_empty());
     }
 
     #[test]
