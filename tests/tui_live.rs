@@ -248,6 +248,49 @@ fn process_pane_shows_owner_and_verdict() {
     }
 }
 
+/// Process facts of connections that left the live table are forgotten
+/// (at most 256 beyond the table are kept), in two rounds: a note whose
+/// connection a snapshot does not show yet survives the first prune.
+#[test]
+fn process_facts_of_departed_connections_are_forgotten() {
+    use hbscope::report::ProcessOwnerReport;
+    use hbscope::tui::live::ProcessNote;
+    let snaps = live_snapshots("client-sigstop.pcap");
+    let snap = snaps.last().unwrap();
+    let c = &snap.conns[0];
+    let note = |client: String, broker: String| {
+        Event::Process(Box::new(ProcessNote::Owners {
+            client,
+            broker,
+            client_process: Some(ProcessOwnerReport {
+                pid: 1,
+                command: "python3".into(),
+                cmdline: None,
+                uid: 0,
+                user: None,
+            }),
+            broker_process: None,
+            not_attributable: None,
+        }))
+    };
+    let mut app = App::new(std::env::temp_dir());
+    app.live = true;
+    let mut events = vec![Event::Snapshot(Box::new(snap.clone()))];
+    events.push(note(c.client.clone(), c.broker.clone()));
+    events.extend((0..300).map(|i| note(format!("10.0.0.1:{i}"), "10.0.0.2:5672".into())));
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    tui::run(&mut terminal, &mut app, events, &mut |_| {}).unwrap();
+    assert_eq!(app.processes.len(), 301);
+    let again = || Event::Snapshot(Box::new(snap.clone()));
+    tui::run(&mut terminal, &mut app, vec![again()], &mut |_| {}).unwrap();
+    assert_eq!(app.processes.len(), 301, "the first prune only marks");
+    tui::run(&mut terminal, &mut app, vec![again()], &mut |_| {}).unwrap();
+    assert_eq!(app.processes.len(), 1, "the second forgets the departed");
+    assert!(app
+        .processes
+        .contains_key(&(c.client.clone(), c.broker.clone())));
+}
+
 /// `w` (live): the selected connection's recent packets, from the view's
 /// bounded ring, go to a pcap file created 0600 that replays to the same gap.
 #[test]

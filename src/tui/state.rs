@@ -3,7 +3,7 @@
 //! changes. Requests for the worker (timeline of another connection, pause)
 //! are queued as [`Command`]s for the event loop to forward.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -115,6 +115,9 @@ pub enum Action {
 
 /// Rows moved by PgUp / PgDn before the first draw (no screen size yet).
 const PAGE: usize = 10;
+
+/// Process facts kept beyond the table's connections before a prune.
+const PRUNE_SLACK: usize = 256;
 
 /// Lines of the help overlay's text (`ui::draw_help` draws exactly these).
 pub const HELP_ROWS: u16 = 20;
@@ -279,6 +282,9 @@ pub struct App {
     pub live: bool,
     /// Live: process facts by connection (client, broker).
     pub processes: HashMap<(String, String), ProcessPane>,
+    /// Live: connections of `processes` missing from the table at the last
+    /// prune (forgotten if still missing at the next).
+    stale_processes: HashSet<(String, String)>,
     /// Where `e` writes the report.
     pub export_dir: PathBuf,
     /// Requests for the worker, drained by the event loop.
@@ -311,6 +317,7 @@ impl App {
             no_color: false,
             live: false,
             processes: HashMap::new(),
+            stale_processes: HashSet::new(),
             export_dir,
             outbox: Vec::new(),
             rows: Vec::new(),
@@ -469,6 +476,36 @@ impl App {
                 self.outbox.push(Command::Focus(s));
             }
         }
+    }
+
+    /// Live: forgets the process facts of connections that left the table,
+    /// once there are [`PRUNE_SLACK`] more than the table has. In two
+    /// rounds: a connection missing from the table is marked first and
+    /// forgotten only if still missing at the next prune, because the event
+    /// loop may hand over a note before an older snapshot that does not
+    /// show its connection yet (every later snapshot does).
+    fn prune_processes(&mut self) {
+        let Some(snap) = &self.snap else {
+            return;
+        };
+        if self.processes.len() <= snap.conns.len() + PRUNE_SLACK {
+            return;
+        }
+        let shown: HashSet<(&str, &str)> = snap
+            .conns
+            .iter()
+            .map(|c| (c.client.as_str(), c.broker.as_str()))
+            .collect();
+        let is_shown = |k: &(String, String)| shown.contains(&(k.0.as_str(), k.1.as_str()));
+        let stale = std::mem::take(&mut self.stale_processes);
+        self.processes
+            .retain(|k, _| is_shown(k) || !stale.contains(k));
+        self.stale_processes = self
+            .processes
+            .keys()
+            .filter(|k| !is_shown(k))
+            .cloned()
+            .collect();
     }
 
     /// Rows a PgUp / PgDn moves in the focused pane: those it shows at once.
@@ -722,6 +759,7 @@ impl App {
                 self.snap = Some(*s);
                 self.refresh_rows();
                 self.fix_selection();
+                self.prune_processes();
                 if let Some(c) = self.selected() {
                     if c.timeline.is_none() {
                         let slot = c.slot;
