@@ -291,6 +291,44 @@ fn process_facts_of_departed_connections_are_forgotten() {
         .contains_key(&(c.client.clone(), c.broker.clone())));
 }
 
+/// The live screen's engine frees the timeline of a connection that ended
+/// longer ago than it stays in the table (it is never drawn again).
+#[test]
+fn timelines_of_long_ended_connections_are_freed() {
+    use hbscope::driver::{self, DriveOptions, NoSink};
+    use hbscope::engine::Engine;
+    use hbscope::model::{Direction, Span};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap");
+    let (mut src, link) = driver::open_input(&path).unwrap();
+    let config = EngineConfig {
+        timeline_events: hbscope::analysis::timeline::Timeline::CAP,
+        timeline_keep_ended: Some(Span::from_secs(60)),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config, link);
+    driver::drive(
+        &mut src,
+        &mut engine,
+        &mut NoSink,
+        DriveOptions {
+            batch: 64,
+            paced: None,
+            stop: None,
+        },
+    );
+    let events = |e: &Engine| {
+        let t = &e.slots()[0].timeline;
+        t.events(Direction::AtoB).count() + t.events(Direction::BtoA).count()
+    };
+    let last = engine.counters().last.unwrap();
+    let before = events(&engine);
+    assert!(before > 10, "{before} timeline events");
+    engine.tick(last.plus(Span::from_secs(59)));
+    assert_eq!(events(&engine), before, "still in the table: kept");
+    engine.tick(last.plus(Span::from_secs(61)));
+    assert_eq!(events(&engine), 0, "gone from the table: freed");
+}
+
 /// `w` (live): the selected connection's recent packets, from the view's
 /// bounded ring, go to a pcap file created 0600 that replays to the same gap.
 #[test]
