@@ -27,6 +27,7 @@ BIN=$(realpath "$TARGET_DIR/release/hbscope")
 OUT=${OUT:-$(mktemp -d /tmp/hbscope-soak.XXXXXX)}
 S=hbscope-soak-$$
 export LC_ALL=C
+# tmux -L: a tmux server of our own, which no other `tmux kill-server` on the machine ends.
 
 [ "$(id -u)" = 0 ] || { echo "live_soak.sh: live capture needs root" >&2; exit 2; }
 command -v tmux >/dev/null || { echo "live_soak.sh: apt-get install tmux" >&2; exit 2; }
@@ -36,15 +37,15 @@ nice cargo build --release --quiet --bin hbscope
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  tmux kill-session -t "$S" 2>/dev/null || true
+  tmux -L "$S" kill-session -t "$S" 2>/dev/null || true
 }
 trap cleanup EXIT
 
 echo "== $(date -u +%FT%TZ); machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), hbscope $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "== load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other builds and tests may share the machine)"
 echo "== ${DURATION} s: $RATE connections/s living ${HOLD_MIN}-${HOLD_MAX} s, $IDLE idle clients; then ${TAIL} s quiet"
-tmux new-session -d -x 120 -y 40 -s "$S" "$BIN live -i lo 2>$OUT/live.err; sleep 3600"
-for _ in $(seq 50); do tmux capture-pane -p -t "$S" | grep -q 'hbscope live lo' && break; sleep 0.2; done
+tmux -L "$S" new-session -d -x 120 -y 40 -s "$S" "$BIN live -i lo 2>$OUT/live.err; sleep 3600"
+for _ in $(seq 50); do tmux -L "$S" capture-pane -p -t "$S" | grep -q 'hbscope live lo' && break; sleep 0.2; done
 PID=$(pgrep -f "^$BIN live -i lo" | head -1)
 [ -n "$PID" ] || { echo "hbscope did not start: $(cat "$OUT/live.err")"; exit 1; }
 
@@ -63,9 +64,10 @@ while :; do
   now=$(date +%s)
   [ "$now" -le "$end" ] || break
   el=$((now - t0))
+  [ -d "/proc/$PID" ] || { echo "hbscope exited after ${el} s: $(cat "$OUT/live.err")"; break; }
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status")
   cpu=$(awk -v hz="$hz" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$PID/stat")
-  screen=$(tmux capture-pane -p -t "$S")
+  screen=$(tmux -L "$S" capture-pane -p -t "$S")
   hdr=$(echo "$screen" | head -2 | tr -s ' ' | tr '\n' ' ' | tr ',' ';')
   rows=$(echo "$screen" | grep -o 'connections [0-9]*/[0-9]*' | head -1 | cut -d/ -f2)
   echo "$el,$rss,$cpu,$(cut -d' ' -f1 /proc/loadavg),${rows:-0},$hdr" >> "$OUT/rss.csv"
@@ -76,9 +78,9 @@ while :; do
 done
 for p in "${pids[@]}"; do wait "$p" || true; done
 cat "$OUT/churn.out" "$OUT/idle.out"
-tmux send-keys -t "$S" q
+tmux -L "$S" send-keys -t "$S" q
 sleep 3
-tmux capture-pane -p -t "$S" -S - | grep -E 'AMQP connection|packets' | head -2 || true
+tmux -L "$S" capture-pane -p -t "$S" -S - | grep -E 'AMQP connection|packets' | head -2 || true
 python3 - "$OUT" "$DURATION" <<'EOF'
 import csv, sys
 out, duration = sys.argv[1], int(sys.argv[2])

@@ -13,8 +13,8 @@
 # Key-to-redraw latency, two ways:
 #   - inside: HBSCOPE_KEY_LATENCY_LOG makes hbscope log, per key, the time from the input
 #     thread's read of the key to the end of the redraw after it (src/tui.rs);
-#   - outside (an upper bound, tmux's delivery and capture included): `tmux send-keys ?`, then
-#     `tmux capture-pane` in a loop until the overlay's title appears or goes
+#   - outside (an upper bound, tmux's delivery and capture included): `tmux -L "$S" send-keys ?`, then
+#     `tmux -L "$S" capture-pane` in a loop until the overlay's title appears or goes
 #     (benches/tui_latency.sh's method; the polling itself costs CPU on a 2-core machine).
 # Prints median / p95 / max of each, CPU shares, drops; keeps raw data in $OUT. Other clients
 # of the broker (other users of this machine) are captured too: the header counts them.
@@ -37,6 +37,7 @@ BIN=$(realpath "$TARGET_DIR/release/hbscope")
 OUT=$(mktemp -d /tmp/hbscope-livetui.XXXXXX)
 S=hbscope-livetui-$$
 export LC_ALL=C
+# tmux -L: a tmux server of our own, which no other `tmux kill-server` on the machine ends.
 
 [ "$(id -u)" = 0 ] || { echo "live_tui.sh: live capture needs root" >&2; exit 2; }
 command -v tmux >/dev/null || { echo "live_tui.sh: apt-get install tmux" >&2; exit 2; }
@@ -46,7 +47,7 @@ nice cargo build --release --quiet --bin hbscope
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  tmux kill-session -t "$S" 2>/dev/null || true
+  tmux -L "$S" kill-session -t "$S" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -58,20 +59,20 @@ cpu_over() {
   a=$(ticks "$1"); sleep "$2"; b=$(ticks "$1")
   awk -v a="$a" -v b="$b" -v hz="$(getconf CLK_TCK)" -v s="$2" 'BEGIN { printf "%.1f", (b - a) * 100 / hz / s }'
 }
-shown() { tmux capture-pane -p -t "$S" | grep -c 'help (? or Esc' || true; }
+shown() { tmux -L "$S" capture-pane -p -t "$S" | grep -c 'help (? or Esc' || true; }
 # Presses `?` $1 times, $GAP s apart (an even count leaves the help closed).
-press() { for _ in $(seq 1 "$1"); do tmux send-keys -t "$S" '?'; sleep "$GAP"; done; }
+press() { for _ in $(seq 1 "$1"); do tmux -L "$S" send-keys -t "$S" '?'; sleep "$GAP"; done; }
 stats() { # label, then one figure per line on stdin (microseconds)
   sort -n | awk -v l="$1" '{ v[NR] = $1 }
     END { if (NR == 0) { print l ": no samples"; exit }
           printf "%s: %d keys, median %.1f ms, p95 %.1f ms, max %.1f ms\n", l, NR,
             v[int((NR + 1) / 2)] / 1000, v[int((NR * 95 + 99) / 100)] / 1000, v[NR] / 1000 }'
 }
-header() { tmux capture-pane -p -t "$S" | head -1; }
+header() { tmux -L "$S" capture-pane -p -t "$S" | head -1; }
 
 echo "== $(date -u +%FT%TZ); machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), hbscope $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "== load average at start: $(load) (other builds and tests may share the machine)"
-tmux new-session -d -x 120 -y 40 -s "$S" \
+tmux -L "$S" new-session -d -x 120 -y 40 -s "$S" \
   "HBSCOPE_KEY_LATENCY_LOG=$OUT/keys.log $BIN live -i lo 2>$OUT/live.err; sleep 600"
 for _ in $(seq 50); do header | grep -q 'hbscope live lo' && break; sleep 0.2; done
 PID=$(pgrep -f "^$BIN live -i lo" | head -1)
@@ -107,13 +108,13 @@ echo "load average after the keys: $(load)"
 for _ in $(seq 1 "$TMUX_KEYS"); do
   before=$(shown)
   t0=$(date +%s%N)
-  tmux send-keys -t "$S" '?'
+  tmux -L "$S" send-keys -t "$S" '?'
   while [ "$(shown)" = "$before" ]; do :; done
   t1=$(date +%s%N)
   echo $(( (t1 - t0) / 1000 )) >> "$OUT/tmux.txt"
   sleep "$GAP"
 done
-tmux capture-pane -e -p -t "$S" > "$OUT/screen-load.ansi"
+tmux -L "$S" capture-pane -e -p -t "$S" > "$OUT/screen-load.ansi"
 echo "header under load: $(header | sed 's/  */ /g')"
 flood_t1=$(date +%s)
 for ((i = 0; i < PUBLISHERS; i++)); do wait "${pids[$((i + 1))]}" || true; done
@@ -133,7 +134,7 @@ print('publishers: %d messages in %.1f s = %.0f msg/s (%d connections)' % (msgs,
 EOF
 drops=$(header | grep -o '[0-9]* dropped' | cut -d' ' -f1)
 echo "RESULT kernel drops = ${drops:-?} (header; target 0)"
-tmux send-keys -t "$S" q
+tmux -L "$S" send-keys -t "$S" q
 sleep 2
-tmux capture-pane -p -t "$S" -S - | grep -E 'AMQP connection|packets' | head -3 || true
+tmux -L "$S" capture-pane -p -t "$S" -S - | grep -E 'AMQP connection|packets' | head -3 || true
 echo "(flood ran $((flood_t1 - flood_t0)) s; raw output in $OUT)"
