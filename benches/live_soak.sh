@@ -12,7 +12,9 @@
 # connections opened after the first 5 minutes (when the first ended ones start leaving).
 #
 # Needs root (live capture), tmux, python3 with pika.
-# Usage: benches/live_soak.sh   (DURATION=1800 RATE=10 IDLE=200 INTERVAL=10 TAIL=420)
+# Usage: benches/live_soak.sh   (DURATION=1800 RATE=10 IDLE=200 INTERVAL=10 TAIL=420;
+#   BIN=path/to/hbscope, a copy of the release binary by another name, and NAME=connection and
+#   tmux name prefix keep a shared machine's `pkill -f hbscope` from ending the run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-1800}
@@ -23,9 +25,10 @@ IDLE=${IDLE:-200}
 INTERVAL=${INTERVAL:-10}
 TAIL=${TAIL:-420}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN=$(realpath "$TARGET_DIR/release/hbscope")
+BIN=$(realpath "${BIN:-$TARGET_DIR/release/hbscope}")
+NAME=${NAME:-hbscope-soak-$$}
 OUT=${OUT:-$(mktemp -d /tmp/hbscope-soak.XXXXXX)}
-S=hbscope-soak-$$
+S=$NAME
 export LC_ALL=C
 # tmux -L: a tmux server of our own, which no other `tmux kill-server` on the machine ends.
 
@@ -33,6 +36,7 @@ export LC_ALL=C
 command -v tmux >/dev/null || { echo "live_soak.sh: apt-get install tmux" >&2; exit 2; }
 python3 -c 'import pika' 2>/dev/null || { echo "live_soak.sh: pip install pika" >&2; exit 2; }
 nice cargo build --release --quiet --bin hbscope
+cmp -s "$BIN" "$TARGET_DIR/release/hbscope" || echo "note: $BIN is not the freshly built $TARGET_DIR/release/hbscope"
 
 pids=()
 cleanup() {
@@ -45,15 +49,15 @@ echo "== $(date -u +%FT%TZ); machine: nproc $(nproc), $(grep -m1 'model name' /p
 echo "== load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other builds and tests may share the machine)"
 echo "== ${DURATION} s: $RATE connections/s living ${HOLD_MIN}-${HOLD_MAX} s, $IDLE idle clients; then ${TAIL} s quiet"
 tmux -L "$S" new-session -d -x 120 -y 40 -s "$S" "$BIN live -i lo 2>$OUT/live.err; sleep 3600"
-for _ in $(seq 50); do tmux -L "$S" capture-pane -p -t "$S" | grep -q 'hbscope live lo' && break; sleep 0.2; done
-PID=$(pgrep -f "^$BIN live -i lo" | head -1)
+for _ in $(seq 50); do grep -q 'hbscope live lo' <<< "$(tmux -L "$S" capture-pane -p -t "$S")" && break; sleep 0.2; done
+PID=$(pgrep -n -f "^$BIN live -i lo" || true)
 [ -n "$PID" ] || { echo "hbscope did not start: $(cat "$OUT/live.err")"; exit 1; }
 
 python3 benches/churn_clients.py idle --count "$IDLE" --heartbeat 10 --duration "$DURATION" \
-  --name "hbscope-soak-$$" >"$OUT/idle.out" 2>&1 &
+  --name "$NAME" >"$OUT/idle.out" 2>&1 &
 pids+=($!)
 python3 benches/churn_clients.py churn --rate "$RATE" --hold-min "$HOLD_MIN" --hold-max "$HOLD_MAX" \
-  --heartbeat 10 --duration "$DURATION" --name "hbscope-soak-$$" >"$OUT/churn.out" 2>&1 &
+  --heartbeat 10 --duration "$DURATION" --name "$NAME" >"$OUT/churn.out" 2>&1 &
 pids+=($!)
 
 hz=$(getconf CLK_TCK)
@@ -67,11 +71,13 @@ while :; do
   [ -d "/proc/$PID" ] || { echo "hbscope exited after ${el} s: $(cat "$OUT/live.err")"; break; }
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status")
   cpu=$(awk -v hz="$hz" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$PID/stat")
-  screen=$(tmux -L "$S" capture-pane -p -t "$S")
-  hdr=$(echo "$screen" | head -2 | tr -s ' ' | tr '\n' ' ' | tr ',' ';')
-  rows=$(echo "$screen" | grep -o 'connections [0-9]*/[0-9]*' | head -1 | cut -d/ -f2)
+  screen=$(tmux -L "$S" capture-pane -p -t "$S" || true)
+  # No `head` or `grep -q` in pipelines: with pipefail the writer's SIGPIPE ends the script.
+  hdr=$(sed -n '1,2p' <<< "$screen" | tr -s ' ' | tr '\n' ' ' | tr ',' ';')
+  rows=$(grep -o 'connections [0-9]*/[0-9]*' <<< "$screen" | sed -n 1p | cut -d/ -f2 || true)
   echo "$el,$rss,$cpu,$(cut -d' ' -f1 /proc/loadavg),${rows:-0},$hdr" >> "$OUT/rss.csv"
-  if [ $((el % 60)) -lt "$INTERVAL" ]; then
+  if [ $((el / 60)) -ne "${shown:--1}" ]; then
+    shown=$((el / 60))
     echo "t=${el}s RSS $((rss / 1024)) MiB, CPU ${cpu} s, load $(cut -d' ' -f1 /proc/loadavg), table ${rows:-0} rows; $(echo "$hdr" | cut -c1-150)"
   fi
   sleep "$INTERVAL"
@@ -80,7 +86,7 @@ for p in "${pids[@]}"; do wait "$p" || true; done
 cat "$OUT/churn.out" "$OUT/idle.out"
 tmux -L "$S" send-keys -t "$S" q
 sleep 3
-tmux -L "$S" capture-pane -p -t "$S" -S - | grep -E 'AMQP connection|packets' | head -2 || true
+tmux -L "$S" capture-pane -p -t "$S" -S - | grep -E 'AMQP connection|packets' | sed -n '1,2p' || true
 python3 - "$OUT" "$DURATION" <<'EOF'
 import csv, sys
 out, duration = sys.argv[1], int(sys.argv[2])

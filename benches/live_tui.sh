@@ -33,7 +33,7 @@ GAP=${GAP:-0.15}
 RAMP=${RAMP:-5}
 CPU_SECS=${CPU_SECS:-30}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN=$(realpath "$TARGET_DIR/release/hbscope")
+BIN=$(realpath "${BIN:-$TARGET_DIR/release/hbscope}")
 OUT=$(mktemp -d /tmp/hbscope-livetui.XXXXXX)
 S=hbscope-livetui-$$
 export LC_ALL=C
@@ -68,14 +68,15 @@ stats() { # label, then one figure per line on stdin (microseconds)
           printf "%s: %d keys, median %.1f ms, p95 %.1f ms, max %.1f ms\n", l, NR,
             v[int((NR + 1) / 2)] / 1000, v[int((NR * 95 + 99) / 100)] / 1000, v[NR] / 1000 }'
 }
-header() { tmux -L "$S" capture-pane -p -t "$S" | head -1; }
+# No `head` or `grep -q` reading a pipe: with pipefail the writer's SIGPIPE ends the script.
+header() { tmux -L "$S" capture-pane -p -t "$S" | sed -n 1p; }
 
 echo "== $(date -u +%FT%TZ); machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), hbscope $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "== load average at start: $(load) (other builds and tests may share the machine)"
 tmux -L "$S" new-session -d -x 120 -y 40 -s "$S" \
   "HBSCOPE_KEY_LATENCY_LOG=$OUT/keys.log $BIN live -i lo 2>$OUT/live.err; sleep 600"
-for _ in $(seq 50); do header | grep -q 'hbscope live lo' && break; sleep 0.2; done
-PID=$(pgrep -f "^$BIN live -i lo" | head -1)
+for _ in $(seq 50); do grep -q 'hbscope live lo' <<< "$(header)" && break; sleep 0.2; done
+PID=$(pgrep -n -f "^$BIN live -i lo" || true)
 [ -n "$PID" ] || { echo "hbscope did not start: $(cat "$OUT/live.err")"; exit 1; }
 
 echo "== idle: no traffic of ours for ${IDLE_SECS} s"
@@ -136,5 +137,5 @@ drops=$(header | grep -o '[0-9]* dropped' | cut -d' ' -f1)
 echo "RESULT kernel drops = ${drops:-?} (header; target 0)"
 tmux -L "$S" send-keys -t "$S" q
 sleep 2
-tmux -L "$S" capture-pane -p -t "$S" -S - | grep -E 'AMQP connection|packets' | head -3 || true
+tmux -L "$S" capture-pane -p -t "$S" -S - | grep -E 'AMQP connection|packets' | sed -n '1,3p' || true
 echo "(flood ran $((flood_t1 - flood_t0)) s; raw output in $OUT)"
