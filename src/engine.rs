@@ -70,6 +70,10 @@ pub struct EngineConfig {
     /// Wire events kept per connection direction for drawing timelines
     /// (0 = none, the default: reports do not need them; the TUI turns it on).
     pub timeline_events: usize,
+    /// Live screen: a connection's timeline is freed once both directions
+    /// ended and its last packet is this long before [`Engine::tick`]'s
+    /// "now" (it has left the live table for good); `None` keeps them.
+    pub timeline_keep_ended: Option<crate::model::Span>,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +86,7 @@ impl Default for EngineConfig {
             max_flows: 200_000,
             max_buffered_bytes: 256 * 1024 * 1024,
             timeline_events: 0,
+            timeline_keep_ended: None,
         }
     }
 }
@@ -1675,14 +1680,22 @@ impl Engine {
 
     /// Live mode: time is `now` though no packet came. Returns open silences
     /// that just passed their limit: (slot index, direction, silence).
+    /// Frees the timelines of connections that ended more than
+    /// [`EngineConfig::timeline_keep_ended`] before `now`.
     pub fn tick(&mut self, now: Timestamp) -> Vec<(usize, Direction, crate::model::Span)> {
         let mut out = Vec::new();
+        let keep = self.config.timeline_keep_ended;
         for (i, s) in self.slots.iter_mut().enumerate() {
             if !s.confirmed {
                 continue;
             }
             for (dir, span) in s.conn.tick(now) {
                 out.push((i, dir, span));
+            }
+            if let Some(keep) = keep {
+                if s.conn.dirs().iter().all(|d| d.closed) && now.since(s.conn.last_seen()) > keep {
+                    s.timeline = Timeline::default();
+                }
             }
         }
         out

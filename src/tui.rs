@@ -39,7 +39,8 @@ pub fn run<B: Backend>(
     events: impl IntoIterator<Item = Event>,
     commands: &mut dyn FnMut(Command),
 ) -> Result<(), B::Error> {
-    terminal.draw(|f| ui::draw(f, app))?;
+    let area = terminal.draw(|f| ui::draw(f, app))?.area;
+    app.update(Action::Screen(area.width, area.height));
     for ev in events {
         if let Some(action) = app.action_for(ev) {
             app.update(action);
@@ -50,7 +51,8 @@ pub fn run<B: Backend>(
         if app.quit {
             break;
         }
-        terminal.draw(|f| ui::draw(f, app))?;
+        let area = terminal.draw(|f| ui::draw(f, app))?.area;
+        app.update(Action::Screen(area.width, area.height));
     }
     Ok(())
 }
@@ -202,12 +204,19 @@ fn ui_loop(
         show_cursor();
         restore_hook(info);
     }));
+    let mut latency = KeyLatencyLog::from_env();
+    let read_at = latency.as_ref().map(|l| std::sync::Arc::clone(&l.read_at));
     // Not scoped: it blocks reading the terminal until the process ends.
     std::thread::Builder::new()
         .name("hbscope-input".into())
         .spawn(move || loop {
             match ct::read() {
                 Ok(CtEvent::Key(k)) => {
+                    if let Some(q) = &read_at {
+                        if let Ok(mut q) = q.lock() {
+                            q.push_back(std::time::Instant::now());
+                        }
+                    }
                     if ev_tx.send(Event::Key(k)).is_err() {
                         return;
                     }
@@ -224,6 +233,11 @@ fn ui_loop(
     let ui_panic = std::env::var_os("HBSCOPE_TEST_PANIC").is_some_and(|v| v == "ui");
     let mut pending: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let events = std::iter::from_fn(|| {
+        // The previous event was handled and the screen drawn (`run` asks
+        // for the next event only then): the end of a key's redraw.
+        if let Some(l) = latency.as_mut() {
+            l.drawn();
+        }
         if stop() {
             return None;
         }
@@ -233,6 +247,9 @@ fn ui_loop(
             "HBSCOPE_TEST_PANIC=ui: deliberate panic in the UI thread"
         );
         if let Some(e) = pending.pop_front() {
+            if let (Some(l), Event::Key(k)) = (latency.as_mut(), &e) {
+                l.handling(*k);
+            }
             return Some(e);
         }
         let first = match ev_rx.recv_timeout(Duration::from_millis(100)) {
@@ -251,10 +268,53 @@ fn ui_loop(
             }
         }
         pending.extend(latest);
-        pending.pop_front()
+        let e = pending.pop_front();
+        if let (Some(l), Some(Event::Key(k))) = (latency.as_mut(), &e) {
+            l.handling(*k);
+        }
+        e
     });
     let mut send = |c: Command| {
         let _ = cmd_tx.send(c);
     };
     run(&mut terminal, app, events, &mut send)
+}
+
+/// `HBSCOPE_KEY_LATENCY_LOG=FILE` (a measuring aid for
+/// `benches/live_tui.sh`, not an option): for every key event, one line
+/// `KEY MICROSECONDS` with the time from the input thread's `read` of the key
+/// to the end of the redraw that followed its handling. Off (and free)
+/// when the variable is unset.
+struct KeyLatencyLog {
+    /// When the input thread read each key not yet handled, in order.
+    read_at: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>>,
+    /// The key being handled, and when it was read.
+    current: Option<(ct::KeyCode, std::time::Instant)>,
+    out: std::io::LineWriter<std::fs::File>,
+}
+
+impl KeyLatencyLog {
+    fn from_env() -> Option<Self> {
+        let path = std::env::var_os("HBSCOPE_KEY_LATENCY_LOG").filter(|p| !p.is_empty())?;
+        let file = std::fs::File::create(path).ok()?;
+        Some(KeyLatencyLog {
+            read_at: std::sync::Arc::default(),
+            current: None,
+            out: std::io::LineWriter::new(file),
+        })
+    }
+
+    /// The event loop is about to handle key `k` (the oldest one read).
+    fn handling(&mut self, k: ct::KeyEvent) {
+        let at = self.read_at.lock().ok().and_then(|mut q| q.pop_front());
+        self.current = at.map(|t| (k.code, t));
+    }
+
+    /// The screen was drawn after the last event.
+    fn drawn(&mut self) {
+        use std::io::Write;
+        if let Some((code, t)) = self.current.take() {
+            let _ = writeln!(self.out, "{code:?} {}", t.elapsed().as_micros());
+        }
+    }
 }

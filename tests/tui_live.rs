@@ -186,7 +186,7 @@ fn frozen_live_screen_gets_no_snapshots_while_capturing() {
 }
 
 /// Live: the process pane shows the selected connection's owner (pid,
-/// command, uid, connection_name) and the latest gap's verdict with its
+/// command, user name, connection_name) and the latest gap's verdict with its
 /// state samples, from live attribution's notes.
 #[test]
 fn process_pane_shows_owner_and_verdict() {
@@ -220,6 +220,7 @@ fn process_pane_shows_owner_and_verdict() {
                 command: "python3".into(),
                 cmdline: None,
                 uid: 1000,
+                user: Some("nova".into()),
             }),
             broker_process: None,
             not_attributable: None,
@@ -241,12 +242,93 @@ fn process_pane_shows_owner_and_verdict() {
     insta::assert_snapshot!("live_process_pane_120x40", text);
     for want in [
         " process ",
-        "client pid 4242 python3 uid 1000",
+        "client pid 4242 python3 user nova",
         "client stopped (gap open)",
         "states TTT",
     ] {
         assert!(text.contains(want), "{want:?} missing:\n{text}");
     }
+}
+
+/// Process facts of connections that left the live table are forgotten
+/// (at most 256 beyond the table are kept), in two rounds: a note whose
+/// connection a snapshot does not show yet survives the first prune.
+#[test]
+fn process_facts_of_departed_connections_are_forgotten() {
+    use hbscope::report::ProcessOwnerReport;
+    use hbscope::tui::live::ProcessNote;
+    let snaps = live_snapshots("client-sigstop.pcap");
+    let snap = snaps.last().unwrap();
+    let c = &snap.conns[0];
+    let note = |client: String, broker: String| {
+        Event::Process(Box::new(ProcessNote::Owners {
+            client,
+            broker,
+            client_process: Some(ProcessOwnerReport {
+                pid: 1,
+                command: "python3".into(),
+                cmdline: None,
+                uid: 0,
+                user: None,
+            }),
+            broker_process: None,
+            not_attributable: None,
+        }))
+    };
+    let mut app = App::new(std::env::temp_dir());
+    app.live = true;
+    let mut events = vec![Event::Snapshot(Box::new(snap.clone()))];
+    events.push(note(c.client.clone(), c.broker.clone()));
+    events.extend((0..300).map(|i| note(format!("10.0.0.1:{i}"), "10.0.0.2:5672".into())));
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    tui::run(&mut terminal, &mut app, events, &mut |_| {}).unwrap();
+    assert_eq!(app.processes.len(), 301);
+    let again = || Event::Snapshot(Box::new(snap.clone()));
+    tui::run(&mut terminal, &mut app, vec![again()], &mut |_| {}).unwrap();
+    assert_eq!(app.processes.len(), 301, "the first prune only marks");
+    tui::run(&mut terminal, &mut app, vec![again()], &mut |_| {}).unwrap();
+    assert_eq!(app.processes.len(), 1, "the second forgets the departed");
+    assert!(app
+        .processes
+        .contains_key(&(c.client.clone(), c.broker.clone())));
+}
+
+/// The live screen's engine frees the timeline of a connection that ended
+/// longer ago than it stays in the table (it is never drawn again).
+#[test]
+fn timelines_of_long_ended_connections_are_freed() {
+    use hbscope::driver::{self, DriveOptions, NoSink};
+    use hbscope::engine::Engine;
+    use hbscope::model::{Direction, Span};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/client-sigstop.pcap");
+    let (mut src, link) = driver::open_input(&path).unwrap();
+    let config = EngineConfig {
+        timeline_events: hbscope::analysis::timeline::Timeline::CAP,
+        timeline_keep_ended: Some(Span::from_secs(60)),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config, link);
+    driver::drive(
+        &mut src,
+        &mut engine,
+        &mut NoSink,
+        DriveOptions {
+            batch: 64,
+            paced: None,
+            stop: None,
+        },
+    );
+    let events = |e: &Engine| {
+        let t = &e.slots()[0].timeline;
+        t.events(Direction::AtoB).count() + t.events(Direction::BtoA).count()
+    };
+    let last = engine.counters().last.unwrap();
+    let before = events(&engine);
+    assert!(before > 10, "{before} timeline events");
+    engine.tick(last.plus(Span::from_secs(59)));
+    assert_eq!(events(&engine), before, "still in the table: kept");
+    engine.tick(last.plus(Span::from_secs(61)));
+    assert_eq!(events(&engine), 0, "gone from the table: freed");
 }
 
 /// `w` (live): the selected connection's recent packets, from the view's

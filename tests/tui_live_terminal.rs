@@ -132,8 +132,9 @@ fn live_screen_shows_a_stopped_client_grow_then_stall() {
     let pane_text = wait_screen(s, "the process verdict", Duration::from_secs(5), |t| {
         t.contains("client stopped")
     });
+    // The user by name (from /etc/passwd), not the uid: the client runs as root.
     assert!(
-        pane_text.contains(&format!("client pid {pid} python3")),
+        pane_text.contains(&format!("client pid {pid} python3 user root")),
         "{pane_text}"
     );
     signal(pid, "-CONT");

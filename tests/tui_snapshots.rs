@@ -115,6 +115,57 @@ fn help_overlay() {
     });
 }
 
+/// The help fits 80x24 with a free row above and below it; on a shorter
+/// screen it scrolls (the moving keys scroll it while it is shown) and
+/// says that more is hidden.
+#[test]
+fn help_fits_80x24_and_scrolls_when_shorter() {
+    let snap = finished("nova-api-eventlet.pcap");
+    let s = || Event::Snapshot(Box::new(snap.clone()));
+    let last = "ratio = longest silence / limit";
+    let (screen, _, _) = render(80, 24, vec![s(), ch('?')]);
+    let rows: Vec<&str> = screen.lines().collect();
+    assert!(!rows[0].contains("help"), "{screen}");
+    assert!(rows[1].contains(" help (? or Esc closes) "), "{screen}");
+    assert!(rows[21].contains(last), "{screen}");
+    assert!(rows[22].contains("└──"), "{screen}");
+    assert!(
+        !rows[23].contains('│'),
+        "the last row is the footer's:\n{screen}"
+    );
+    assert!(!screen.contains("more "), "{screen}");
+
+    let (screen, app, _) = render(80, 16, vec![s(), ch('?')]);
+    assert!(
+        !screen.contains(last) && screen.contains("↓ more"),
+        "{screen}"
+    );
+    assert_eq!(app.selected_row(), Some(0));
+    let (screen, app, _) = render(80, 16, vec![s(), ch('?'), ch('G')]);
+    assert!(
+        screen.contains(last) && screen.contains("↑ more"),
+        "{screen}"
+    );
+    assert!(!screen.contains("↑ ↓  j k"), "{screen}");
+    assert_eq!(
+        app.selected_row(),
+        Some(0),
+        "G scrolled the help, not the table"
+    );
+    let (screen, _, _) = render(
+        80,
+        16,
+        vec![s(), ch('?'), key(KeyCode::PageDown), key(KeyCode::Up)],
+    );
+    assert!(screen.contains("↑↓ more"), "{screen}");
+    // Closing and reopening starts at the top again.
+    let (screen, _, _) = render(80, 16, vec![s(), ch('?'), ch('G'), ch('?'), ch('?')]);
+    assert!(
+        screen.contains("↑ ↓  j k") && !screen.contains(last),
+        "{screen}"
+    );
+}
+
 #[test]
 fn empty_capture() {
     let snap = finished("empty.pcap");
@@ -571,20 +622,31 @@ fn paging_keys_and_row_counter() {
         row(vec![s(), key(KeyCode::End), key(KeyCode::Home)]).0,
         Some(0)
     );
+    // A page is the rows the table shows: 5 at 120x40, 3 at 80x24.
     let (r, screen) = row(vec![s(), key(KeyCode::PageDown)]);
-    assert_eq!(r, Some(10));
-    assert!(screen.contains(&format!(" connections 11/{n} ")));
+    assert_eq!(r, Some(5));
+    assert!(screen.contains(&format!(" connections 6/{n} ")));
+    let (screen, app, _) = render(80, 24, vec![s(), key(KeyCode::PageDown)]);
+    assert_eq!(app.selected_row(), Some(3), "{screen}");
+    let mut evs = vec![s()];
+    evs.extend((0..=n / 5).map(|_| key(KeyCode::PageDown)));
+    evs.push(key(KeyCode::PageUp));
     assert_eq!(
-        row(vec![
-            s(),
-            key(KeyCode::PageDown),
-            key(KeyCode::PageDown),
-            key(KeyCode::PageUp)
-        ])
-        .0,
-        Some(n - 1 - 10),
-        "PgDn twice stops at the last row, PgUp goes 10 back"
+        row(evs).0,
+        Some(n - 1 - 5),
+        "PgDn stops at the last row, PgUp goes a page back"
     );
+    // The selected row stays on screen after every page.
+    for pages in 1..=3 {
+        let mut evs = vec![s()];
+        evs.extend((0..pages).map(|_| key(KeyCode::PageDown)));
+        let (screen, app, _) = render(120, 40, evs);
+        let sel = snap.conns[app.visible()[app.selected_row().unwrap()]].id;
+        assert!(
+            screen.lines().any(|l| l.contains(&format!("\"│>{sel} "))),
+            "row of #{sel} not shown after {pages} pages:\n{screen}"
+        );
+    }
     // In the gap pane the same keys move among the gaps.
     let (_, app, _) = render(
         120,

@@ -51,6 +51,8 @@ pub struct ProcessOwner {
     pub cmdline: Option<String>,
     /// Owner's user id.
     pub uid: u32,
+    /// The user id's name in `/etc/passwd`, when it has one.
+    pub user: Option<String>,
 }
 
 /// One thread of the silent process during a silence.
@@ -256,6 +258,8 @@ pub struct SocketOwner {
     pub cmdline: Option<String>,
     /// Socket owner uid.
     pub uid: u32,
+    /// The uid's name in `/etc/passwd`, when it has one.
+    pub user: Option<String>,
     /// Socket inode.
     pub inode: u64,
     /// Process start time (clock ticks since boot), to notice pid reuse.
@@ -271,8 +275,30 @@ impl SocketOwner {
             command: self.command.clone(),
             cmdline: self.cmdline.clone(),
             uid: self.uid,
+            user: self.user.clone(),
         }
     }
+}
+
+/// The name of user id `uid` in `passwd`-format text (`name:x:uid:...`
+/// lines); the first match wins, malformed lines are skipped.
+fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let id = f.nth(1)?.parse::<u32>().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+/// User names of `uids` from `/etc/passwd`, read once (no NSS: a lookup
+/// must not wait on a directory server); a uid without a local entry, or
+/// an unreadable file, gives no name.
+fn user_names(uids: impl IntoIterator<Item = u32>) -> HashMap<u32, String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    uids.into_iter()
+        .filter_map(|u| passwd_name(&passwd, u).map(|n| (u, n)))
+        .collect()
 }
 
 fn normalise(addr: SocketAddr) -> Endpoint {
@@ -436,6 +462,11 @@ pub fn find_owners(pairs: &[(Endpoint, Endpoint)]) -> Vec<Result<SocketOwner, Pr
             }
         }
     }
+    let users = if found.is_empty() {
+        HashMap::new()
+    } else {
+        user_names(wanted.iter().flatten().map(|r| r.uid))
+    };
     pairs
         .iter()
         .zip(wanted)
@@ -452,6 +483,7 @@ pub fn find_owners(pairs: &[(Endpoint, Endpoint)]) -> Vec<Result<SocketOwner, Pr
                     command: command.clone(),
                     cmdline: cmdline.clone(),
                     uid: row.uid,
+                    user: users.get(&row.uid).cloned(),
                     inode: row.inode,
                     starttime: *starttime,
                 }),
@@ -606,8 +638,19 @@ impl Sampler {
         Some(d)
     }
 
-    /// Takes one sample of every watched process and socket at `now`.
+    /// Takes one sample of every watched process and socket at `now`, and
+    /// forgets the history of those no longer watched (their connections
+    /// ended: no verdict will ask for it), so a long run keeps only the
+    /// live connections' samples and a new process finds room under
+    /// [`MAX_PROCESSES`].
     pub fn sample(&mut self, watch: &Watch, now: Timestamp) {
+        let pids: HashSet<i32> = watch.owners.iter().map(|o| o.pid).collect();
+        self.procs.retain(|pid, _| pids.contains(pid));
+        let sockets: HashSet<&(Endpoint, Endpoint)> = watch.sockets.iter().collect();
+        self.sockets.retain(|k, _| sockets.contains(k));
+        let kept = |pid: &i32| pids.contains(pid) || watch.deep.contains(pid);
+        self.deep.retain(|pid, _| kept(pid));
+        self.inodes.retain(|pid, _| kept(pid));
         for owner in &watch.owners {
             let ino = self.inodes.entry(owner.pid).or_default();
             if !ino.contains(&owner.inode) && ino.len() < 64 {
@@ -985,6 +1028,7 @@ mod tests {
             command: "python3".into(),
             cmdline: None,
             uid: 0,
+            user: None,
             inode: 1,
             starttime: 0,
         }
@@ -1031,6 +1075,40 @@ mod tests {
         assert_eq!(r.verdict, Activity::Exited, "{r:?}");
     }
 
+    /// A process or socket no longer watched (its connections ended)
+    /// loses its history at the next round; a watched one keeps it.
+    #[test]
+    fn unwatched_history_is_forgotten() {
+        let mut s = sampler_with(&[('S', 0), ('S', 0)]);
+        let e = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
+        s.sockets.insert((e, e), VecDeque::new());
+        let watch = Watch {
+            owners: vec![owner(7)],
+            sockets: Vec::new(),
+            deep: Vec::new(),
+        };
+        s.sample(&watch, Timestamp(5_000_000_000));
+        assert_eq!(s.procs.get(&7).map(|h| h.samples.len()), Some(3));
+        assert!(s.sockets.is_empty());
+        s.sample(&Watch::default(), Timestamp(6_000_000_000));
+        assert!(s.procs.is_empty());
+    }
+
+    #[test]
+    fn user_names_come_from_passwd_lines() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      broken line\n\
+                      :x:7:7::/:/bin/sh\n\
+                      odd:x:notanumber:1::/:/bin/sh\n\
+                      rabbitmq:x:105:112:RabbitMQ:/var/lib/rabbitmq:/usr/sbin/nologin\n\
+                      dup:x:105:1::/:/bin/sh\n";
+        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(passwd_name(passwd, 105).as_deref(), Some("rabbitmq"));
+        assert_eq!(passwd_name(passwd, 7), None, "an empty name is no name");
+        assert_eq!(passwd_name(passwd, 1000), None);
+        assert_eq!(passwd_name("", 0), None);
+    }
+
     #[test]
     fn own_socket_is_found() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1040,6 +1118,9 @@ mod tests {
         let found = find_owners(&[(normalise(local), normalise(addr))]);
         let owner = found.into_iter().next().unwrap().unwrap();
         assert_eq!(owner.pid, i32::try_from(std::process::id()).unwrap());
+        // Our own uid's name, as /etc/passwd has it (none without an entry).
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        assert_eq!(owner.user, passwd_name(&passwd, owner.uid));
         let e = Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 255, 255, 1)), 9);
         let missing = find_owners(&[(e, e)]);
         assert!(matches!(missing[0], Err(ProcInfoError::NoSocket { .. })));

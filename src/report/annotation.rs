@@ -156,6 +156,7 @@ mod tests {
                 command: "python3".into(),
                 cmdline: None,
                 uid: 0,
+                user: Some("root".into()),
             }),
             broker_process: None,
         };

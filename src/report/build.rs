@@ -564,6 +564,7 @@ impl From<&ProcessOwner> for ProcessOwnerReport {
             command: o.command.clone(),
             cmdline: o.cmdline.clone(),
             uid: o.uid,
+            user: o.user.clone(),
         }
     }
 }

@@ -686,6 +686,9 @@ pub struct ProcessOwnerReport {
     pub cmdline: Option<String>,
     /// Owner's user id.
     pub uid: u32,
+    /// The user id's name in the host's `/etc/passwd`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// One thread of the silent process during a silence.

@@ -1180,6 +1180,8 @@ pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveErro
         // The screen draws timelines; reports alone do not keep them.
         opts.engine.timeline_events = crate::analysis::timeline::Timeline::CAP;
     }
+    // A connection that left the table is never drawn again.
+    opts.engine.timeline_keep_ended = Some(crate::tui::live::KEEP_ENDED);
     let info = crate::tui::live::LiveInfo {
         interface: opts.capture.interface.clone(),
         filter: opts.capture.filter.clone(),

@@ -376,6 +376,11 @@ impl SnapshotBuilder {
                 })
             };
             if self.retain_ended.is_some_and(gone) {
+                // Out of the view for good: its cached view goes too, so a
+                // long live run keeps views of the shown connections only.
+                if let Some(cached) = self.cores.get_mut(slot) {
+                    *cached = None;
+                }
                 // Still counted in the summary (its closed gaps are final).
                 summary.flagged_connections += usize::from(!conn.gaps().is_empty());
                 summary.gaps += conn.gaps().len();
@@ -531,5 +536,55 @@ impl Snapshot {
         );
         s.error = Some(error);
         s
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::driver::{drive, open_input, DriveOptions, NoSink};
+    use crate::engine::EngineConfig;
+
+    /// A live builder drops its cached view of a connection that left the
+    /// table (ended more than `keep` ago), and the summary still counts it.
+    #[test]
+    fn aged_out_connections_leave_the_cache() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("captures")
+            .join("client-sigstop.pcap");
+        let (mut src, link) = open_input(&path).unwrap();
+        let mut engine = Engine::new(EngineConfig::default(), link);
+        drive(
+            &mut src,
+            &mut engine,
+            &mut NoSink,
+            DriveOptions {
+                batch: 64,
+                paced: None,
+                stop: None,
+            },
+        );
+        let last = engine.counters().last.unwrap();
+        let mut b = SnapshotBuilder::new("sim0").retain_ended(Span::from_secs(60));
+        let cached = |b: &SnapshotBuilder| b.cores.iter().flatten().count();
+        let build = |b: &mut SnapshotBuilder, now: Timestamp| {
+            b.build(
+                &engine,
+                true,
+                Some(now),
+                Progress::default(),
+                PlayState::Live,
+                Timelines::None,
+            )
+        };
+        let shown = build(&mut b, last);
+        assert_eq!(shown.conns.len(), 1);
+        assert_eq!(cached(&b), 1);
+        let later = build(&mut b, last.plus(Span::from_secs(61)));
+        assert!(later.conns.is_empty());
+        assert_eq!(later.header.summary.connections, 1);
+        assert_eq!(later.header.summary.gaps, shown.header.summary.gaps);
+        assert_eq!(cached(&b), 0);
     }
 }

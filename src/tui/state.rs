@@ -3,7 +3,7 @@
 //! changes. Requests for the worker (timeline of another connection, pause)
 //! are queued as [`Command`]s for the event loop to forward.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -108,10 +108,78 @@ pub enum Action {
     Process(Box<ProcessNote>),
     /// Time passed.
     Tick,
+    /// The screen was last drawn at this size (columns, rows): what a page
+    /// of the table, the gap list or the help is.
+    Screen(u16, u16),
 }
 
-/// Rows moved by PgUp / PgDn.
-const PAGE: isize = 10;
+/// Rows moved by PgUp / PgDn before the first draw (no screen size yet).
+const PAGE: usize = 10;
+
+/// Process facts kept beyond the table's connections before a prune.
+const PRUNE_SLACK: usize = 256;
+
+/// Lines of the help overlay's text (`ui::draw_help` draws exactly these).
+pub const HELP_ROWS: u16 = 20;
+
+/// Heights of the screen's panes (the layout `ui::draw` uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panes {
+    /// The connections table, borders included.
+    pub table: u16,
+    /// The timeline.
+    pub timeline: u16,
+    /// The silence chart (0: not shown).
+    pub chart: u16,
+}
+
+impl Panes {
+    /// The panes of a screen `height` rows tall with `focus` on a pane: on
+    /// short screens the focused pane gets the rows.
+    #[must_use]
+    pub fn of(height: u16, focus: Focus) -> Panes {
+        let tall = height >= 32;
+        Panes {
+            table: match (tall, focus) {
+                (true, _) => 8,
+                (false, Focus::Connections) => 6,
+                (false, Focus::Gaps) => 4,
+            },
+            timeline: if tall { 6 } else { 5 },
+            // 9: a plot of 5 rows, so labels 0, l, 2l, 3l, 4l each sit on their own row.
+            chart: if tall { 9 } else { 0 },
+        }
+    }
+
+    /// Table rows shown at once (borders and header row off).
+    #[must_use]
+    pub fn table_rows(self) -> u16 {
+        self.table.saturating_sub(3).max(1)
+    }
+
+    /// Gap rows shown at once on a screen `height` rows tall: the bottom
+    /// pane (at least 4 rows) below the header (2), the panes and above
+    /// the footer (1), borders off.
+    #[must_use]
+    pub fn gap_rows(self, height: u16) -> u16 {
+        let bottom = height
+            .saturating_sub(3 + self.table + self.timeline + self.chart)
+            .max(4);
+        bottom.saturating_sub(2).max(1)
+    }
+}
+
+/// Where the help overlay goes on a `width` x `height` screen (x, y,
+/// width, height): centred, at most 78 columns, its text's rows plus the
+/// border, and a row free above and below it when the screen has them.
+#[must_use]
+pub fn help_box(width: u16, height: u16) -> (u16, u16, u16, u16) {
+    let w = width.min(78);
+    let h = (HELP_ROWS + 2)
+        .min(height.saturating_sub(2))
+        .max(height.min(3));
+    ((width - w) / 2, (height - h) / 2, w, h)
+}
 
 /// Which pane has the keyboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +265,10 @@ pub struct App {
     pub view: Option<View>,
     /// Help overlay shown.
     pub help: bool,
+    /// First help line shown (the help scrolls when the screen is short).
+    pub help_scroll: u16,
+    /// Size of the screen at the last draw (columns, rows); 0 before.
+    pub screen: (u16, u16),
     /// Playback paused by the user.
     pub paused: bool,
     /// One-line message for the footer.
@@ -212,6 +284,9 @@ pub struct App {
     pub live: bool,
     /// Live: process facts by connection (client, broker).
     pub processes: HashMap<(String, String), ProcessPane>,
+    /// Live: connections of `processes` missing from the table at the last
+    /// prune (forgotten if still missing at the next).
+    stale_processes: HashSet<(String, String)>,
     /// Where `e` writes the report.
     pub export_dir: PathBuf,
     /// Requests for the worker, drained by the event loop.
@@ -236,6 +311,8 @@ impl App {
             filter_editing: false,
             view: None,
             help: false,
+            help_scroll: 0,
+            screen: (0, 0),
             paused: false,
             status: None,
             quit: false,
@@ -243,6 +320,7 @@ impl App {
             zone: crate::report::Zone::Utc,
             live: false,
             processes: HashMap::new(),
+            stale_processes: HashSet::new(),
             export_dir,
             outbox: Vec::new(),
             rows: Vec::new(),
@@ -403,6 +481,72 @@ impl App {
         }
     }
 
+    /// Live: forgets the process facts of connections that left the table,
+    /// once there are [`PRUNE_SLACK`] more than the table has. In two
+    /// rounds: a connection missing from the table is marked first and
+    /// forgotten only if still missing at the next prune, because the event
+    /// loop may hand over a note before an older snapshot that does not
+    /// show its connection yet (every later snapshot does).
+    fn prune_processes(&mut self) {
+        let Some(snap) = &self.snap else {
+            return;
+        };
+        if self.processes.len() <= snap.conns.len() + PRUNE_SLACK {
+            return;
+        }
+        let shown: HashSet<(&str, &str)> = snap
+            .conns
+            .iter()
+            .map(|c| (c.client.as_str(), c.broker.as_str()))
+            .collect();
+        let is_shown = |k: &(String, String)| shown.contains(&(k.0.as_str(), k.1.as_str()));
+        let stale = std::mem::take(&mut self.stale_processes);
+        self.processes
+            .retain(|k, _| is_shown(k) || !stale.contains(k));
+        self.stale_processes = self
+            .processes
+            .keys()
+            .filter(|k| !is_shown(k))
+            .cloned()
+            .collect();
+    }
+
+    /// Rows a PgUp / PgDn moves in the focused pane: those it shows at once.
+    fn page(&self) -> isize {
+        let (_, height) = self.screen;
+        if height == 0 {
+            return isize::try_from(PAGE).unwrap_or(10);
+        }
+        let panes = Panes::of(height, self.focus);
+        let rows = match self.focus {
+            Focus::Connections => panes.table_rows(),
+            Focus::Gaps => panes.gap_rows(height),
+        };
+        isize::from(i16::try_from(rows).unwrap_or(i16::MAX))
+    }
+
+    /// Help lines hidden below the overlay at the current screen size.
+    fn help_hidden(&self) -> u16 {
+        let (width, height) = self.screen;
+        let (_, _, _, h) = help_box(width, height);
+        HELP_ROWS.saturating_sub(h.saturating_sub(2))
+    }
+
+    /// Help text rows the overlay shows at once.
+    fn help_box_rows(&self) -> i16 {
+        let (width, height) = self.screen;
+        let (_, _, _, h) = help_box(width, height);
+        i16::try_from(h.saturating_sub(2)).unwrap_or(1).max(1)
+    }
+
+    /// Scrolls the help by `delta` lines (clamped to what is hidden).
+    fn scroll_help(&mut self, delta: isize) {
+        let max = isize::from(i16::try_from(self.help_hidden()).unwrap_or(i16::MAX));
+        let cur = isize::from(i16::try_from(self.help_scroll).unwrap_or(i16::MAX));
+        let next = cur.saturating_add(delta).clamp(0, max);
+        self.help_scroll = u16::try_from(next).unwrap_or(0);
+    }
+
     fn move_selection(&mut self, delta: isize) {
         match self.focus {
             Focus::Connections => {
@@ -512,13 +656,32 @@ impl App {
 
     /// Applies one action. The only place the app's state changes.
     pub fn update(&mut self, action: Action) {
+        if self.help {
+            // The help has the moving keys while it is shown (it scrolls
+            // when the screen is short).
+            let page = isize::from(self.help_box_rows());
+            let delta = match action {
+                Action::Up => Some(-1),
+                Action::Down => Some(1),
+                Action::Top => Some(isize::MIN),
+                Action::Bottom => Some(isize::MAX),
+                Action::PageUp => Some(-page),
+                Action::PageDown => Some(page),
+                _ => None,
+            };
+            if let Some(d) = delta {
+                self.scroll_help(d);
+                return;
+            }
+        }
+        let page = self.page();
         match action {
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
             Action::Top => self.move_selection(isize::MIN),
             Action::Bottom => self.move_selection(isize::MAX),
-            Action::PageUp => self.move_selection(-PAGE),
-            Action::PageDown => self.move_selection(PAGE),
+            Action::PageUp => self.move_selection(-page),
+            Action::PageDown => self.move_selection(page),
             Action::Enter => match self.focus {
                 Focus::Connections => {
                     if self.selected().is_some_and(ConnView::flagged) {
@@ -576,10 +739,14 @@ impl App {
             }
             Action::Export => self.export(),
             Action::WritePackets => self.write_packets(),
-            Action::ToggleHelp => self.help = !self.help,
+            Action::ToggleHelp => {
+                self.help = !self.help;
+                self.help_scroll = 0;
+            }
             Action::Back => {
                 if self.help {
                     self.help = false;
+                    self.help_scroll = 0;
                 } else if !self.filter.is_empty() {
                     self.filter.clear();
                     self.refresh_rows();
@@ -595,6 +762,7 @@ impl App {
                 self.snap = Some(*s);
                 self.refresh_rows();
                 self.fix_selection();
+                self.prune_processes();
                 if let Some(c) = self.selected() {
                     if c.timeline.is_none() {
                         let slot = c.slot;
@@ -611,6 +779,10 @@ impl App {
                 self.processes.entry(key).or_default().apply(*n);
             }
             Action::Tick => {}
+            Action::Screen(w, h) => {
+                self.screen = (w, h);
+                self.scroll_help(0);
+            }
         }
         if self.quit {
             self.outbox.push(Command::Quit);

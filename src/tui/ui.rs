@@ -14,7 +14,7 @@ use ratatui::widgets::{
 use ratatui::Frame;
 
 use super::snapshot::{ConnView, GapView, PlayState, Snapshot};
-use super::state::{App, Focus, View};
+use super::state::{help_box, App, Focus, Panes, View, HELP_ROWS};
 use crate::analysis::timeline::{Kinds, TimelineEvent};
 use crate::analysis::Cause;
 use crate::model::{Span, Timestamp};
@@ -146,19 +146,12 @@ fn draw_screen(f: &mut Frame<'_>, app: &App) {
         );
         return;
     }
-    let tall = area.height >= 32;
-    let table_h = match (tall, app.focus) {
-        (true, _) => 8,
-        (false, Focus::Connections) => 6,
-        (false, Focus::Gaps) => 4,
-    };
-    let timeline_h = if tall { 6 } else { 5 };
-    // 9: a plot of 5 rows, so labels 0, l, 2l, 3l, 4l each sit on their own row.
-    let chart_h = if tall { 9 } else { 0 };
+    let panes = Panes::of(area.height, app.focus);
+    let chart_h = panes.chart;
     let [header, table, timeline, chart, bottom, footer] = Layout::vertical([
         Constraint::Length(2),
-        Constraint::Length(table_h),
-        Constraint::Length(timeline_h),
+        Constraint::Length(panes.table),
+        Constraint::Length(panes.timeline),
         Constraint::Length(chart_h),
         Constraint::Min(4),
         Constraint::Length(1),
@@ -173,7 +166,7 @@ fn draw_screen(f: &mut Frame<'_>, app: &App) {
     draw_bottom(f, bottom, app);
     draw_footer(f, footer, app);
     if app.help {
-        draw_help(f, area);
+        draw_help(f, area, app.help_scroll);
     }
 }
 
@@ -911,7 +904,15 @@ fn draw_bottom(f: &mut Frame<'_>, area: Rect, app: &App) {
     );
 }
 
-/// Live: the selected connection's processes (pid, command, user id,
+/// `user NAME`, or `uid N` when the uid has no name on this host.
+fn user_text(o: &crate::report::ProcessOwnerReport) -> String {
+    match &o.user {
+        Some(name) => format!("user {}", clean(name)),
+        None => format!("uid {}", o.uid),
+    }
+}
+
+/// Live: the selected connection's processes (pid, command, user,
 /// connection_name) and the latest gap's verdict with its state samples.
 fn draw_process(f: &mut Frame<'_>, area: Rect, app: &App, c: &ConnView) {
     let block = Block::bordered().title(" process ");
@@ -930,7 +931,12 @@ fn draw_process(f: &mut Frame<'_>, area: Rect, app: &App, c: &ConnView) {
     let owner = |who: &str, o: &crate::report::ProcessOwnerReport| {
         Line::from(vec![
             TSpan::styled(format!("{who} "), Style::new().bold()),
-            TSpan::raw(format!("pid {} {} uid {}", o.pid, clean(&o.command), o.uid)),
+            TSpan::raw(format!(
+                "pid {} {} {}",
+                o.pid,
+                clean(&o.command),
+                user_text(o)
+            )),
         ])
     };
     match (&p.client_process, &p.not_attributable) {
@@ -1107,8 +1113,10 @@ const HELP: &[(&str, &str)] = &[
     ("/", "filter by text (client, broker, name, cause, state)"),
     ("f", "show only flagged connections (with gaps)"),
     ("s", "sort: severity (default), ratio, gaps, id"),
-    ("+ -", "zoom the timeline in / out"),
-    ("← →  h l", "pan the timeline"),
+    (
+        "+ - ← → h l",
+        "zoom the timeline in / out, pan it earlier / later",
+    ),
     (
         "Space",
         "pause / resume playback (live: freeze the display)",
@@ -1126,14 +1134,16 @@ const HELP: &[(&str, &str)] = &[
     ("q  Ctrl-C", "quit"),
 ];
 
-fn draw_help(f: &mut Frame<'_>, area: Rect) {
-    let w = area.width.min(78);
-    let h = area.height.min(24);
+/// The help overlay: [`HELP_ROWS`] lines, none wider than 76 columns, in
+/// the box [`help_box`] gives, scrolled down by `scroll` lines when the
+/// screen is too short for all of them.
+fn draw_help(f: &mut Frame<'_>, area: Rect, scroll: u16) {
+    let (x, y, width, height) = help_box(area.width, area.height);
     let rect = Rect {
-        x: area.x + (area.width - w) / 2,
-        y: area.y + (area.height - h) / 2,
-        width: w,
-        height: h,
+        x: area.x + x,
+        y: area.y + y,
+        width,
+        height,
     };
     let mut lines: Vec<Line<'_>> = HELP
         .iter()
@@ -1154,32 +1164,46 @@ fn draw_help(f: &mut Frame<'_>, area: Rect) {
     lines.push(Line::from(
         "kill window (2-3x the limit after the client's last byte). Gap colours:",
     ));
-    let mut causes = Vec::new();
-    for c in [
-        Cause::ClientStall,
-        Cause::BrokerStall,
-        Cause::PeerUnreachable,
-        Cause::BrokerBlocked,
-        Cause::CaptureLoss,
-        Cause::Unknown,
-    ] {
-        causes.push(TSpan::styled(
-            format!(" {} ", c.as_str()),
-            Style::new().fg(Color::Black).bg(cause_color(c)),
-        ));
-        causes.push(TSpan::raw(" "));
-    }
-    lines.push(Line::from(causes));
+    let chip = |c: Cause| {
+        [
+            TSpan::styled(
+                format!(" {} ", c.as_str()),
+                Style::new().fg(Color::Black).bg(cause_color(c)),
+            ),
+            TSpan::raw(" "),
+        ]
+    };
     lines.push(Line::from(
-        "ratio = longest silence / heartbeat timeout; > 1.00x is a gap.",
+        [
+            Cause::ClientStall,
+            Cause::BrokerStall,
+            Cause::PeerUnreachable,
+            Cause::BrokerBlocked,
+        ]
+        .into_iter()
+        .flat_map(chip)
+        .collect::<Vec<_>>(),
     ));
+    let mut last: Vec<TSpan<'_>> = [Cause::CaptureLoss, Cause::Unknown]
+        .into_iter()
+        .flat_map(chip)
+        .collect();
+    last.push(TSpan::raw(" ratio = longest silence / limit; > 1x: a gap"));
+    lines.push(Line::from(last));
+    debug_assert_eq!(lines.len(), usize::from(HELP_ROWS));
+    let hidden = HELP_ROWS.saturating_sub(height.saturating_sub(2));
+    let scroll = scroll.min(hidden);
+    let mut block = Block::bordered()
+        .title(" help (? or Esc closes) ")
+        .borders(Borders::ALL);
+    if hidden > 0 {
+        let more = match (scroll > 0, scroll < hidden) {
+            (true, true) => " ↑↓ more ",
+            (false, _) => " ↓ more ",
+            (true, false) => " ↑ more ",
+        };
+        block = block.title_bottom(Line::from(more).right_aligned());
+    }
     f.render_widget(Clear, rect);
-    f.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::bordered()
-                .title(" help (? or Esc closes) ")
-                .borders(Borders::ALL),
-        ),
-        rect,
-    );
+    f.render_widget(Paragraph::new(lines).scroll((scroll, 0)).block(block), rect);
 }
