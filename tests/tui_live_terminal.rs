@@ -18,8 +18,14 @@ use std::time::{Duration, Instant};
 
 use common::live::{client_script, require_environment, signal, Lines, BIN};
 
+/// The test's own tmux server (not the user's), so its options stay its own.
+fn socket() -> String {
+    format!("hbscope-tui-live-{}", std::process::id())
+}
+
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux")
+        .args(["-L", &socket()])
         .args(args)
         .output()
         .expect("tmux is needed: run `bash .ci/setup`");
@@ -32,6 +38,12 @@ fn pane(session: &str, fmt: &str) -> String {
 
 fn screen(session: &str) -> String {
     tmux(&["capture-pane", "-p", "-t", session])
+}
+
+/// The pane's whole scrollback and screen: the final report's header may
+/// have scrolled away when other programs' connections fill the report.
+fn history(session: &str) -> String {
+    tmux(&["capture-pane", "-p", "-S", "-", "-t", session])
 }
 
 /// Kills the tmux session even when an assertion fails.
@@ -83,7 +95,25 @@ fn live_screen_shows_a_stopped_client_grow_then_stall() {
     let s = session.0.as_str();
     // The shell outlives hbscope, so the pane can be read after it exits.
     let cmd = format!("{BIN} live -i lo --duration 90; sleep 30");
-    tmux(&["new-session", "-d", "-x", "120", "-y", "40", "-s", s, &cmd]);
+    // A long scrollback: the final report is read from it (`history`).
+    tmux(&[
+        "start-server",
+        ";",
+        "set-option",
+        "-g",
+        "history-limit",
+        "200000",
+        ";",
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-s",
+        s,
+        &cmd,
+    ]);
     wait_screen(s, "the live header", Duration::from_secs(10), |t| {
         t.contains("hbscope live lo")
     });
@@ -163,9 +193,7 @@ fn live_screen_shows_a_stopped_client_grow_then_stall() {
         "still on the alternate screen:\n{after}"
     );
     assert_eq!(pane(s, "#{cursor_flag}"), "1", "cursor hidden:\n{after}");
-    assert!(
-        after.contains("AMQP connection"),
-        "no final report:\n{after}"
-    );
+    let all = history(s);
+    assert!(all.contains("AMQP connection"), "no final report:\n{all}");
     drop(client);
 }
