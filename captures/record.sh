@@ -33,7 +33,7 @@ ALL=(client-sigstop healthy-idle healthy-busy broker-sigstop netns-blackhole aft
      tls13-healthy tls13-client-stall tls12-healthy tls12-client-stall
      tls-on-5672 amqp10-on-5672 http-on-5672 hostile-names
      broker-blocked consumer-zero-window haproxy-idle-hb0 haproxy-idle-hb-long late-heartbeats bridge-any
-     port-reuse tune-ok-twice)
+     port-reuse tune-ok-twice churn)
 PENDING=()
 ALL+=("${PENDING[@]}")
 NEEDS_ALL_INTERFACES=" netns-blackhole netns-oneway ipv6 "

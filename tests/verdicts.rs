@@ -148,8 +148,12 @@ fn check(name: &str) {
         problems.join("\n  ")
     );
 
-    let json = serde_json::to_string_pretty(&report).unwrap();
-    insta::assert_snapshot!(format!("report-{name}"), json);
+    // The churn capture's 242 entries would make a 1 MB snapshot; its
+    // entries are compared one by one with live mode's in tests/live_retire.rs.
+    if report.connections.len() <= 50 {
+        let json = serde_json::to_string_pretty(&report).unwrap();
+        insta::assert_snapshot!(format!("report-{name}"), json);
+    }
 }
 
 macro_rules! capture_tests {
@@ -213,6 +217,7 @@ capture_tests! {
     tune_ok_twice => "tune-ok-twice",
     fragmented_ipv4 => "fragmented-ipv4",
     fragmented_ipv6 => "fragmented-ipv6",
+    churn => "churn",
 }
 
 /// The founding case, checked field by field (not only by snapshot).

@@ -584,6 +584,33 @@ sc_port-reuse() {
     cap_stop 1.5
 }
 
+# Connections that come and go, for live mode's folding of ended connections (--keep-ended):
+# benches/churn_clients.py opens 4 pika connections a second for 60 s (heartbeat 2), each
+# living 1-6 s (1 in 10 dropped without Connection.Close); two more pika clients (heartbeat 2)
+# are SIGSTOPped for 7 s at 10 s and 35 s, so the broker cuts them: two flagged connections
+# that end among ~240 healthy ones.
+sc_churn() {
+    cap_start lo "$OUT" -- $AMQP_FILTER
+    spawn churn $PY -u "$SCRIPTS/../../benches/churn_clients.py" churn --rate 4 --hold-min 1 \
+        --hold-max 6 --heartbeat 2 --duration 60 --name "hbscope-$NAME"
+    local churn=$LAST_PID
+    mark "churn pid $churn started (4 connections/s for 60 s, each 1-6 s, heartbeat 2)"
+    local at
+    for at in 10 25; do
+        sleep "$at"
+        spawn client $PIKA --heartbeat 2 --duration 40 --name "hbscope-$NAME-stalled-$at"
+        local cpid=$LAST_PID
+        wait_for_log client 'channel open' 10 || mark "stalled client $at did not connect"
+        sleep 2
+        stop_client "$cpid"
+        sleep 7
+        cont_client "$cpid"
+        wait_exit "$cpid" 8 && mark "client $cpid exited" || mark "client $cpid still running"
+    done
+    wait "$churn"; mark "churn exited: $(tail -1 "$LOGDIR/$NAME.churn.log")"
+    cap_stop 1.5
+}
+
 # A client that answers Connection.Tune with two Connection.Tune-Ok (heartbeat 2, then 30):
 # pika with its Tune-Ok sending patched (pika_client.py --tune-ok-twice), bound to port 41001
 # so the capture holds only its connection.

@@ -1551,6 +1551,15 @@ impl Connection {
             }
             return;
         };
+        if how != SilenceEnd::Data && self.closing_before(start) {
+            // Closing: no heartbeat was owed, whatever the silence.
+            let d = &mut self.dirs[dir.index()];
+            d.evidence = fresh;
+            d.last_activity = Some(ts);
+            d.open_flagged = false;
+            return;
+        }
+        let d = &mut self.dirs[dir.index()];
         let mut evidence = std::mem::replace(&mut d.evidence, fresh).closed_at(ts);
         d.last_activity = Some(ts);
         d.open_flagged = false;
@@ -1728,11 +1737,25 @@ impl Connection {
                 let silence = now.since(start);
                 if silence > limit {
                     d.open_flagged = true;
-                    flagged.push((dir, silence));
+                    if !self.closing_before(start) {
+                        flagged.push((dir, silence));
+                    }
                 }
             }
         }
         flagged
+    }
+
+    /// True when a Connection.Close (channel 0) was sent by either side at
+    /// or before `t`. From then on the connection is being shut: neither
+    /// side owes the other a heartbeat (the peer answers Close-Ok and the
+    /// socket closes), so a silence that begins after it is not a heartbeat
+    /// failure unless the side speaks again late (a slow Close-Ok is still
+    /// a gap: it ends with data). A capture that misses the FIN (kernel
+    /// drops) would otherwise blame whoever stopped talking after a clean
+    /// close.
+    fn closing_before(&self, t: Timestamp) -> bool {
+        self.closes.iter().any(|c| c.channel == 0 && c.at <= t)
     }
 
     /// The open silence of `dir` as a provisional gap at `now` (live view),
@@ -1745,7 +1768,7 @@ impl Connection {
             return None;
         }
         let start = d.last_activity?;
-        if now.since(start) <= limit {
+        if now.since(start) <= limit || self.closing_before(start) {
             return None;
         }
         let silent = self.role_of(dir);
