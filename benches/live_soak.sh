@@ -13,6 +13,7 @@
 #
 # Needs root (live capture), tmux, python3 with pika.
 # Usage: benches/live_soak.sh   (DURATION=1800 RATE=10 IDLE=200 INTERVAL=10 TAIL=420;
+#   LIVE_ARGS="--keep-ended 2000" adds options to `hbscope live`;
 #   BIN=path/to/hbscope, a copy of the release binary by another name, and NAME=connection and
 #   tmux name prefix keep a shared machine's `pkill -f hbscope` from ending the run)
 set -euo pipefail
@@ -24,6 +25,7 @@ HOLD_MAX=${HOLD_MAX:-30}
 IDLE=${IDLE:-200}
 INTERVAL=${INTERVAL:-10}
 TAIL=${TAIL:-420}
+LIVE_ARGS=${LIVE_ARGS:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=$(realpath "${BIN:-$TARGET_DIR/release/hbscope}")
 NAME=${NAME:-hbscope-soak-$$}
@@ -48,7 +50,8 @@ trap cleanup EXIT
 echo "== $(date -u +%FT%TZ); machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), hbscope $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "== load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other builds and tests may share the machine)"
 echo "== ${DURATION} s: $RATE connections/s living ${HOLD_MIN}-${HOLD_MAX} s, $IDLE idle clients; then ${TAIL} s quiet"
-tmux -L "$S" new-session -d -x 120 -y 40 -s "$S" "$BIN live -i lo 2>$OUT/live.err; sleep 3600"
+echo "== $BIN live -i lo $LIVE_ARGS"
+tmux -L "$S" new-session -d -x 120 -y 40 -s "$S" "$BIN live -i lo $LIVE_ARGS 2>$OUT/live.err; sleep 3600"
 for _ in $(seq 50); do grep -q 'hbscope live lo' <<< "$(tmux -L "$S" capture-pane -p -t "$S")" && break; sleep 0.2; done
 PID=$(pgrep -n -f "^$BIN live -i lo" || true)
 [ -n "$PID" ] || { echo "hbscope did not start: $(cat "$OUT/live.err")"; exit 1; }
@@ -108,5 +111,12 @@ if opened and duration > 300:
     d = (int(b['rss_kib']) - int(a['rss_kib'])) * 1024
     print('churn: %d connections opened (%.1f/s); RSS %+.1f MiB from 5 min to the end of the churn'
           ' = %+.0f bytes per connection opened' % (opened, per_s, d / 2**20, d / max(n, 1)))
+    # Once ended connections are folded away (--keep-ended), RSS should stop growing: the
+    # second half of the churn on its own.
+    a = at(duration // 2)
+    n = per_s * (int(b['elapsed_s']) - int(a['elapsed_s']))
+    d = (int(b['rss_kib']) - int(a['rss_kib'])) * 1024
+    print('second half of the churn (%d to %d min): RSS %+.1f MiB = %+.0f bytes per connection opened'
+          % (int(a['elapsed_s']) // 60, int(b['elapsed_s']) // 60, d / 2**20, d / max(n, 1)))
 print('(data in %s/rss.csv)' % out)
 EOF

@@ -151,6 +151,12 @@ pub struct LiveArgs {
     /// text event lines and the final text report (JSON stays UTC).
     #[arg(long)]
     pub local_time: bool,
+    /// Ended connections kept in full for the final report once they have left the live table
+    /// (5 minutes after their last packet); older ones, those without gaps first, are counted by
+    /// client host and broker instead, so memory stays bounded on long runs [default: 5000].
+    #[arg(long, value_name = "N",
+          value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000_000))]
+    pub keep_ended: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

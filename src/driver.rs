@@ -53,7 +53,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use crate::capture::{Batch, PacketSource, SourceError};
 use crate::capture::{CaptureError, FileSource, LinkType, PacketRecord};
 use crate::decode::is_supported;
-use crate::engine::Engine;
+use crate::engine::{ConnId, Engine};
 use crate::model::{Direction, Span, Timestamp};
 
 /// Progress while reading (for a UI).
@@ -172,12 +172,12 @@ pub trait Sink {
     }
 
     /// Paced, every tick, after [`Engine::tick`]: `flagged` are the open
-    /// silences that just passed their limit (slot index, direction, silence).
+    /// silences that just passed their limit (connection, direction, silence).
     fn on_tick(
         &mut self,
         engine: &Engine,
         now: Timestamp,
-        flagged: &[(usize, Direction, Span)],
+        flagged: &[(ConnId, Direction, Span)],
     ) -> Flow {
         let _ = (engine, now, flagged);
         Flow::Continue

@@ -20,6 +20,7 @@
 pub mod dedup;
 pub mod flowhash;
 mod flowtable;
+pub mod retired;
 mod timecheck;
 
 use std::collections::VecDeque;
@@ -34,6 +35,7 @@ use crate::capture::{LinkType, PacketRecord};
 use crate::decode::defrag::{DefragConfig, Defragmenter};
 use crate::decode::{decode, Decoded, IpFragment};
 use crate::engine::flowtable::FlowTable;
+use crate::engine::retired::Retired;
 use crate::model::{count, Direction, Endpoint, FlowKey, TcpSegment, Timestamp};
 use crate::prefetch;
 use crate::proto::amqp::{
@@ -74,6 +76,12 @@ pub struct EngineConfig {
     /// ended and its last packet is this long before [`Engine::tick`]'s
     /// "now" (it has left the live table for good); `None` keeps them.
     pub timeline_keep_ended: Option<crate::model::Span>,
+    /// Live capture: at most this many ended connections that have left
+    /// the live table (see [`EngineConfig::timeline_keep_ended`]) are kept
+    /// in full; the oldest beyond it, healthy ones first, are folded into
+    /// [`Engine::retired`] so memory stays bounded however long the
+    /// capture runs. `None` (replay) keeps every connection.
+    pub max_ended: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +95,7 @@ impl Default for EngineConfig {
             max_buffered_bytes: 256 * 1024 * 1024,
             timeline_events: 0,
             timeline_keep_ended: None,
+            max_ended: None,
         }
     }
 }
@@ -148,9 +157,17 @@ pub struct Warning {
     pub first_packet: u64,
 }
 
+/// A connection's number in its engine: given in the order connections
+/// were recognised and never reused, so it stays valid when the engine folds
+/// ended connections away ([`EngineConfig::max_ended`]), where a position in
+/// [`Engine::slots`] would move.
+pub type ConnId = u64;
+
 /// One AMQP connection (candidate) with its analysis.
 #[derive(Debug)]
 pub struct ConnSlot {
+    /// See [`ConnSlot::id`].
+    id: ConnId,
     /// The analysis.
     pub conn: Connection,
     /// At least one AMQP frame or protocol header was recognised.
@@ -181,6 +198,7 @@ impl ConnSlot {
     /// A slot holding nothing yet (what a spare allocation holds).
     fn vacant(like: &Connection) -> Self {
         ConnSlot {
+            id: ConnId::MAX,
             conn: Connection::new(
                 like.key(),
                 like.client_dir(),
@@ -201,6 +219,12 @@ impl ConnSlot {
             vhost_shared: false,
             cut_counted: false,
         }
+    }
+
+    /// The connection's number (see [`ConnId`]).
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.id
     }
 
     /// Starts loading what a packet of this connection reads.
@@ -488,6 +512,16 @@ pub struct Engine {
     /// The allocation of the last slot moved into the connection list,
     /// for the next flow (see [`promote`]).
     spare_slot: Option<Box<ConnSlot>>,
+    /// Slots before this position have their [`ConnId`] (see
+    /// [`Engine::number_slots`]).
+    numbered: usize,
+    /// The next [`ConnId`].
+    next_id: ConnId,
+    /// Ended connections folded away ([`EngineConfig::max_ended`]).
+    retired: Retired,
+    /// How many times connections were folded away (observers that keep
+    /// something per slot position compare it to know when to realign).
+    retire_passes: u64,
 }
 
 /// One of `count` engines that read the same input, each analysing the flows
@@ -576,6 +610,10 @@ impl Engine {
             buffered: 0,
             defrag: Defragmenter::new(DefragConfig::default()),
             spare_slot: None,
+            numbered: 0,
+            next_id: 0,
+            retired: Retired::default(),
+            retire_passes: 0,
         }
     }
 
@@ -626,6 +664,12 @@ impl Engine {
             }
         }
         base.warnings.sort_by_key(|w| w.first_packet);
+        // Numbered again in list order: each shard counted from 0.
+        for (id, s) in (0..).zip(base.slots.iter_mut()) {
+            s.id = id;
+        }
+        base.numbered = base.slots.len();
+        base.next_id = base.slots.len() as ConnId;
         base.shard.count = 1;
         base.shard.index = 0;
         if base.finished {
@@ -674,6 +718,45 @@ impl Engine {
     #[must_use]
     pub fn slots(&self) -> &[ConnSlot] {
         &self.slots
+    }
+
+    /// The slot of connection `id`, if the engine still keeps it in full.
+    #[must_use]
+    pub fn slot(&self, id: ConnId) -> Option<&ConnSlot> {
+        self.slot_index(id).and_then(|i| self.slots.get(i))
+    }
+
+    /// Where connection `id` is in [`Engine::slots`] now, if the engine
+    /// still keeps it in full. (Slots are in [`ConnId`] order: numbered in
+    /// list order, and folding keeps the order of the rest.)
+    #[must_use]
+    pub fn slot_index(&self, id: ConnId) -> Option<usize> {
+        self.slots.binary_search_by_key(&id, ConnSlot::id).ok()
+    }
+
+    /// Ended connections that are no longer kept in full
+    /// ([`EngineConfig::max_ended`]); empty unless it is set.
+    #[must_use]
+    pub fn retired(&self) -> &Retired {
+        &self.retired
+    }
+
+    /// How many times ended connections were folded away so far: positions
+    /// in [`Engine::slots`] moved each time.
+    #[must_use]
+    pub fn retire_passes(&self) -> u64 {
+        self.retire_passes
+    }
+
+    /// Gives the slots recognised since the last call their [`ConnId`].
+    /// Called after every batch: numbering where a slot joins the list
+    /// would touch the packet path.
+    fn number_slots(&mut self) {
+        while let Some(s) = self.slots.get_mut(self.numbered) {
+            s.id = self.next_id;
+            self.next_id += 1;
+            self.numbered += 1;
+        }
     }
 
     /// True when connections keep their wire events for drawing
@@ -743,6 +826,7 @@ impl Engine {
         let a = self.classify(rec);
         self.account(rec);
         self.dispatch(&a, u32::MAX);
+        self.number_slots();
     }
 
     /// Decodes `rec` and says which engine's it is (see [`Ahead`]).
@@ -858,6 +942,7 @@ impl Engine {
             self.account(rec);
             self.dispatch(a, hint);
         }
+        self.number_slots();
     }
 
     fn on_decode_error(&mut self, e: &crate::decode::DecodeError) {
@@ -1231,6 +1316,7 @@ impl Engine {
             Arc::clone(&self.analysis),
         );
         let slot = self.slot_box(ConnSlot {
+            id: ConnId::MAX,
             conn,
             confirmed: false,
             not_amqp: None,
@@ -1656,6 +1742,7 @@ impl Engine {
                 self.finish_flow(flow, end);
             }
         }
+        self.number_slots();
         self.disorder_warning();
         self.fragments_lost_warning();
         let c = &self.counters;
@@ -1679,26 +1766,120 @@ impl Engine {
     }
 
     /// Live mode: time is `now` though no packet came. Returns open silences
-    /// that just passed their limit: (slot index, direction, silence).
+    /// that just passed their limit: (connection, direction, silence).
     /// Frees the timelines of connections that ended more than
-    /// [`EngineConfig::timeline_keep_ended`] before `now`.
-    pub fn tick(&mut self, now: Timestamp) -> Vec<(usize, Direction, crate::model::Span)> {
+    /// [`EngineConfig::timeline_keep_ended`] before `now`, and past
+    /// [`EngineConfig::max_ended`] such connections folds the oldest into
+    /// [`Engine::retired`].
+    pub fn tick(&mut self, now: Timestamp) -> Vec<(ConnId, Direction, crate::model::Span)> {
+        self.number_slots();
         let mut out = Vec::new();
         let keep = self.config.timeline_keep_ended;
-        for (i, s) in self.slots.iter_mut().enumerate() {
+        let mut gone = 0usize;
+        for s in &mut self.slots {
             if !s.confirmed {
                 continue;
             }
             for (dir, span) in s.conn.tick(now) {
-                out.push((i, dir, span));
+                out.push((s.id, dir, span));
             }
             if let Some(keep) = keep {
                 if s.conn.dirs().iter().all(|d| d.closed) && now.since(s.conn.last_seen()) > keep {
                     s.timeline = Timeline::default();
+                    gone += 1;
                 }
             }
         }
+        if let (Some(keep), Some(max)) = (keep, self.config.max_ended) {
+            // Folding moves every slot after the first one folded: do it
+            // when an eighth more than `max` have gathered, not every tick.
+            if gone > max.saturating_add(max / 8).saturating_add(16) {
+                self.retire(now, keep, max);
+            }
+        }
         out
+    }
+
+    /// Folds ended connections that left the live table (last packet more
+    /// than `keep` before `now`) into [`Engine::retired`] until `max` of
+    /// them are left: those without gaps first, oldest first.
+    fn retire(&mut self, now: Timestamp, keep: crate::model::Span, max: usize) {
+        // A slot a flow still points at is not folded, ended or not.
+        let mut in_flow = vec![false; self.slots.len()];
+        for (_, f) in self.flows.entries() {
+            if let SlotRef::Index(i) = f.slot {
+                if let Some(b) = in_flow.get_mut(i) {
+                    *b = true;
+                }
+            }
+        }
+        let mut gone: Vec<(u8, Timestamp, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                !in_flow[*i]
+                    && s.conn.dirs().iter().all(|d| d.closed)
+                    && now.since(s.conn.last_seen()) > keep
+            })
+            .map(|(i, s)| (fold_last(&s.conn), s.conn.last_seen(), i))
+            .collect();
+        if gone.len() <= max {
+            return;
+        }
+        self.retired.keep = Some((keep, max));
+        gone.sort_unstable();
+        let mut fold = vec![false; self.slots.len()];
+        for &(_, _, i) in &gone[..gone.len() - max] {
+            fold[i] = true;
+        }
+        // Old position -> new position (usize::MAX: folded).
+        let mut moved = Vec::with_capacity(self.slots.len());
+        let mut next = 0usize;
+        for &f in &fold {
+            moved.push(if f { usize::MAX } else { next });
+            next += usize::from(!f);
+        }
+        let old = std::mem::take(&mut self.slots);
+        let mut kept = Vec::with_capacity(next + next / 8 + 64);
+        for (s, f) in old.into_iter().zip(&fold) {
+            if !*f {
+                kept.push(s);
+            } else if s.confirmed && s.not_amqp.is_none() {
+                self.retired.add(&s.conn);
+            }
+        }
+        self.slots = kept;
+        self.numbered = self.slots.len();
+        for f in self.flows.values_mut() {
+            if let SlotRef::Index(i) = &mut f.slot {
+                *i = moved.get(*i).copied().unwrap_or(usize::MAX);
+            }
+        }
+        self.awaiting.retain_mut(|a| match moved.get(a.slot) {
+            Some(&to) if to != usize::MAX => {
+                a.slot = to;
+                true
+            }
+            _ => false,
+        });
+        self.retire_passes += 1;
+    }
+}
+
+/// Which ended connections are folded away last ([`Engine::retire`]):
+/// those with gaps (2), then those with something else worth reading in full
+/// (near-misses, protocol violations, a suspected middlebox: 1), then the rest.
+fn fold_last(c: &Connection) -> u8 {
+    if !c.gaps().is_empty() {
+        2
+    } else if c.violations().is_empty()
+        && c.middlebox_suspected().is_none()
+        && c.dirs().iter().all(|d| d.near_misses().0 == 0)
+    {
+        0
+    } else {
+        1
     }
 }
 

@@ -95,6 +95,9 @@ fn live(args: &LiveArgs) -> ExitCode {
         }
     }
     config.analysis.heartbeat_override = args.heartbeat;
+    // A long capture folds connections that left the live table away.
+    config.timeline_keep_ended = Some(hbscope::tui::live::KEEP_ENDED);
+    config.max_ended = Some(args.keep_ended.unwrap_or(live::KEEP_ENDED_DEFAULT));
     // clap refused anything but a positive, finite number.
     let duration = args
         .duration

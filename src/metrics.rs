@@ -42,7 +42,7 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use crate::analysis::{Cause, Connection};
-use crate::engine::Engine;
+use crate::engine::{ConnId, Engine};
 use crate::model::{Direction, Timestamp};
 use crate::os::procinfo::OwnUsage;
 use crate::proto::amqp::PropValue;
@@ -325,7 +325,7 @@ type PairId = usize;
 /// A connection the collector still shows (not ended yet).
 #[derive(Debug)]
 struct Tracked {
-    slot: usize,
+    slot: ConnId,
     gaps_counted: usize,
     counters_ready: bool,
     /// Its label pair, once the client properties can no longer change it.
@@ -365,7 +365,7 @@ struct Gauges {
 #[derive(Debug)]
 pub struct Collector {
     per_connection: bool,
-    seen_slots: usize,
+    seen_slots: ConnId,
     active: Vec<Tracked>,
     names: LabelCap,
     brokers: LabelCap,
@@ -422,21 +422,11 @@ impl Collector {
         now: Timestamp,
         recorder: Option<RecorderStats>,
     ) -> Registry {
-        let slots = engine.slots();
-        while self.seen_slots < slots.len() {
-            self.active.push(Tracked {
-                slot: self.seen_slots,
-                gaps_counted: 0,
-                counters_ready: false,
-                pair: None,
-                conn_label: None,
-            });
-            self.seen_slots += 1;
-        }
+        self.add_new(engine);
         let mut gauges = Gauges::default();
         let mut active = std::mem::take(&mut self.active);
         active.retain_mut(|t| {
-            let Some(s) = slots.get(t.slot) else {
+            let Some(s) = engine.slot(t.slot) else {
                 return false;
             };
             if s.not_amqp.is_some() {
@@ -458,9 +448,41 @@ impl Collector {
         reg
     }
 
-    /// Counts what is new on one connection and adds it to the gauges;
-    /// false once it ended (it is then dropped from the active list).
-    fn track(&mut self, t: &mut Tracked, c: &Connection, now: Timestamp, g: &mut Gauges) -> bool {
+    /// Starts tracking the connections recognised since the last call.
+    fn add_new(&mut self, engine: &Engine) {
+        let slots = engine.slots();
+        // Slots are in `ConnId` order: the new ones are at the end.
+        let new = slots.partition_point(|s| s.id() < self.seen_slots);
+        for s in slots.get(new..).unwrap_or(&[]) {
+            self.active.push(Tracked {
+                slot: s.id(),
+                gaps_counted: 0,
+                counters_ready: false,
+                pair: None,
+                conn_label: None,
+            });
+            self.seen_slots = s.id() + 1;
+        }
+    }
+
+    /// Counts new gaps and ended connections without building a scrape.
+    /// Live mode calls it at every tick: a long capture folds connections
+    /// that ended minutes ago away ([`crate::engine::EngineConfig::max_ended`]),
+    /// and what was not counted by then could not be counted any more.
+    pub fn observe(&mut self, engine: &Engine) {
+        self.add_new(engine);
+        let mut active = std::mem::take(&mut self.active);
+        active.retain_mut(|t| match engine.slot(t.slot) {
+            None => false,
+            Some(s) if s.not_amqp.is_some() => false,
+            Some(s) if !s.confirmed => true,
+            Some(s) => self.count_new(t, &s.conn),
+        });
+        self.active = active;
+    }
+
+    /// Counts a connection's new gaps, and its end; false once it ended.
+    fn count_new(&mut self, t: &mut Tracked, c: &Connection) -> bool {
         let pair = match t.pair {
             Some(p) => p,
             None => {
@@ -495,6 +517,20 @@ impl Collector {
             *self.ended.entry((c.ended().0.as_str(), pair)).or_insert(0) += 1;
             return false;
         }
+        true
+    }
+
+    /// Counts what is new on one connection and adds it to the gauges;
+    /// false once it ended (it is then dropped from the active list).
+    fn track(&mut self, t: &mut Tracked, c: &Connection, now: Timestamp, g: &mut Gauges) -> bool {
+        if !self.count_new(t, c) {
+            return false;
+        }
+        // The pair `count_new` used (kept in `t.pair` once it is final).
+        let pair = match t.pair {
+            Some(p) => p,
+            None => self.pair_of(c),
+        };
         if self.per_connection && t.conn_label.is_none() {
             t.conn_label = Some(format!("{}->{}", c.client(), c.broker()).into());
         }

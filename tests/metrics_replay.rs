@@ -32,7 +32,12 @@ struct Scrapes {
 }
 
 impl Sink for Scrapes {
-    fn on_tick(&mut self, engine: &Engine, now: Timestamp, _: &[(usize, Direction, Span)]) -> Flow {
+    fn on_tick(
+        &mut self,
+        engine: &Engine,
+        now: Timestamp,
+        _: &[(hbscope::engine::ConnId, Direction, Span)],
+    ) -> Flow {
         let recorder = RecorderStats {
             ring_bytes: 4096,
             ring_packets: 12,

@@ -435,7 +435,12 @@ fn w_in_live_mode_sees_the_packets_live_mode_read() {
         fn after_packets(&mut self, e: &Engine, now: Timestamp, p: &Progress) -> Flow {
             self.view.after_packets(e, now, p)
         }
-        fn on_tick(&mut self, e: &Engine, now: Timestamp, f: &[(usize, Direction, Span)]) -> Flow {
+        fn on_tick(
+            &mut self,
+            e: &Engine,
+            now: Timestamp,
+            f: &[(hbscope::engine::ConnId, Direction, Span)],
+        ) -> Flow {
             // client-sigstop.pcap has 42 packets of the one connection.
             if self.packets == 42 {
                 self.packets += 1;

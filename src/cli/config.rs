@@ -57,6 +57,8 @@ pub struct LiveTable {
     pub quiet: Option<bool>,
     /// `--output`.
     pub output: Option<PathBuf>,
+    /// `--keep-ended`.
+    pub keep_ended: Option<usize>,
 }
 
 /// `[metrics]`.
@@ -157,6 +159,7 @@ impl LiveArgs {
         fill(&mut self.user, live.user);
         self.quiet |= live.quiet == Some(true);
         fill(&mut self.output, live.output);
+        fill(&mut self.keep_ended, live.keep_ended);
         fill(&mut self.metrics, metrics.address);
         self.metrics_per_connection |= metrics.per_connection == Some(true);
         fill(&mut self.record_gaps, record.dir);

@@ -292,6 +292,14 @@ impl<V: Default> FlowTable<V> {
             .map(|e| (&e.key, &e.value))
     }
 
+    /// The live entries' values, to change in place (keys stay).
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.slab
+            .iter_mut()
+            .filter(|e| e.live)
+            .map(|e| &mut e.value)
+    }
+
     /// Empties the table and returns its entries where they lie: taken out
     /// one by one ([`Taken::take`]), they are never all copied.
     pub fn take_all(&mut self) -> Taken<V> {

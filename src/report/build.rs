@@ -500,7 +500,7 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
         *gaps_by_cause.entry(cause.as_str().to_owned()).or_insert(0) +=
             usize::try_from(*n).unwrap_or(usize::MAX);
     }
-    let summary = Summary {
+    let mut summary = Summary {
         connections: conns.len(),
         flagged_connections: conns.iter().filter(|c| !c.gaps().is_empty()).count(),
         gaps: conns
@@ -509,7 +509,22 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
             .sum(),
         gaps_by_cause,
         heartbeat_health: health_summary(conns),
+        ended_not_listed: None,
     };
+    let retired = engine.retired();
+    if !retired.is_empty() {
+        let t = &retired.total;
+        summary.connections += usize::try_from(t.connections).unwrap_or(usize::MAX);
+        summary.flagged_connections += usize::try_from(t.flagged).unwrap_or(usize::MAX);
+        summary.gaps += usize::try_from(t.gaps).unwrap_or(usize::MAX);
+        for (cause, n) in &retired.gaps_by_cause {
+            *summary
+                .gaps_by_cause
+                .entry((*cause).to_owned())
+                .or_insert(0) += usize::try_from(*n).unwrap_or(usize::MAX);
+        }
+        summary.ended_not_listed = Some(ended_not_listed(retired));
+    }
     Report {
         schema_version: SCHEMA_VERSION,
         tool: ToolInfo {
@@ -551,6 +566,46 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
         connections: Vec::new(),
         merge: None,
         broker_log: None,
+    }
+}
+
+/// The report's account of the connections the engine folded away.
+fn ended_not_listed(r: &crate::engine::retired::Retired) -> EndedNotListed {
+    use crate::engine::retired::RetiredCounts;
+    let counts = |c: &RetiredCounts| EndedCounts {
+        connections: c.connections,
+        flagged_connections: c.flagged,
+        gaps: c.gaps,
+        first_packet: c.first_seen.map(rfc3339),
+        last_packet: c.last_seen.map(rfc3339),
+    };
+    let mut pairs: Vec<_> = r.pairs.iter().collect();
+    pairs.sort_by(|a, b| {
+        b.counts
+            .connections
+            .cmp(&a.counts.connections)
+            .then_with(|| a.client_ip.cmp(&b.client_ip))
+            .then_with(|| a.broker.to_string().cmp(&b.broker.to_string()))
+    });
+    let (after, max) = r.keep.unwrap_or_default();
+    EndedNotListed {
+        total: counts(&r.total),
+        kept_in_full_s: secs(after.0),
+        keep_ended: max as u64,
+        gaps_by_cause: r
+            .gaps_by_cause
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+        by_client: pairs
+            .into_iter()
+            .map(|p| EndedPairReport {
+                client_host: p.client_ip.to_string(),
+                broker: p.broker.to_string(),
+                counts: counts(&p.counts),
+            })
+            .collect(),
+        other_clients: (r.other.connections > 0).then(|| counts(&r.other)),
     }
 }
 

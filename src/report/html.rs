@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use crate::analysis::timeline::{Kinds, TimelineEvent};
 use crate::analysis::{Cause, RoleDirection};
 use crate::report::sanitize::{markdown as md, text as clean};
-use crate::report::text::{health_notes, health_summary_lines};
+use crate::report::text::{ended_not_listed_lines, health_notes, health_summary_lines};
 use crate::report::{count, EndedBy, Zone};
 use crate::report::{
     BrokerLogReport, ConnectionReport, GapReport, LogLineReport, MergeReport, MergedCause, Report,
@@ -778,6 +778,17 @@ details.conn{{margin:.4em 0}} details.conn>summary{{cursor:pointer;font-weight:6
         }
         s.push_str("</ul>");
     }
+    let ended = ended_not_listed_lines(&r.summary);
+    if let Some((head, pairs)) = ended.split_first() {
+        let _ = write!(s, "<p>{}</p>", esc(head));
+        if !pairs.is_empty() {
+            s.push_str("<ul>");
+            for p in pairs {
+                let _ = write!(s, "<li>{}</li>", esc(p));
+            }
+            s.push_str("</ul>");
+        }
+    }
     if let Some(m) = &r.merge {
         merge_html(&mut s, m);
         let _ = write!(
@@ -1005,6 +1016,13 @@ pub fn to_markdown(r: &Report) -> String {
             let _ = writeln!(s, "- {}", md(rec));
         }
     }
+    let ended = ended_not_listed_lines(&r.summary);
+    if let Some((head, pairs)) = ended.split_first() {
+        let _ = writeln!(s, "\n{}", md(head));
+        for p in pairs {
+            let _ = writeln!(s, "- {}", md(p));
+        }
+    }
     for c in &r.connections {
         let notes = health_notes(c);
         if !notes.is_empty() {
@@ -1221,6 +1239,10 @@ pub fn to_summary(r: &Report) -> String {
     }
     for rec in recs {
         let _ = writeln!(s, "  {rec}");
+    }
+    for (i, line) in ended_not_listed_lines(&r.summary).iter().enumerate() {
+        let indent = if i == 0 { "" } else { "  " };
+        let _ = writeln!(s, "{indent}{line}");
     }
     s
 }

@@ -177,16 +177,71 @@ pub struct WarningReport {
 /// Totals.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
-    /// AMQP connections.
+    /// AMQP connections (those in `ended_not_listed` included).
     pub connections: usize,
-    /// Connections with at least one gap.
+    /// Connections with at least one gap (those in `ended_not_listed` included).
     pub flagged_connections: usize,
-    /// Gaps.
+    /// Gaps (of the connections in `ended_not_listed` too).
     pub gaps: usize,
-    /// Gaps per cause name.
+    /// Gaps per cause name (of the connections in `ended_not_listed` too).
     pub gaps_by_cause: BTreeMap<String, usize>,
-    /// Heartbeat health over all connections, and per client name.
+    /// Heartbeat health over the listed connections, and per client name.
     pub heartbeat_health: HealthSummary,
+    /// Live capture: ended connections no longer kept in full (`--keep-ended`),
+    /// counted instead of listed; absent when every connection is listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_not_listed: Option<EndedNotListed>,
+}
+
+/// Ended connections a long live capture counted instead of listing
+/// (`hbscope live --keep-ended`): once an ended connection has left the live
+/// table and more than that many are kept, the oldest, those without gaps
+/// first, are folded into these counts.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndedNotListed {
+    /// All of them.
+    #[serde(flatten)]
+    pub total: EndedCounts,
+    /// Ended connections were kept in full for this many seconds after
+    /// their last packet (while the live table shows them)...
+    pub kept_in_full_s: f64,
+    /// ...and past that, at most this many (`--keep-ended`).
+    pub keep_ended: u64,
+    /// Their gaps per cause name.
+    pub gaps_by_cause: BTreeMap<String, u64>,
+    /// By client host and broker, most connections first (at most 256
+    /// pairs are counted apart; the rest are in `other_clients`).
+    pub by_client: Vec<EndedPairReport>,
+    /// Connections of the pairs past the first 256, when there were any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_clients: Option<EndedCounts>,
+}
+
+/// Counts of ended connections that are not listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndedCounts {
+    /// Connections.
+    pub connections: u64,
+    /// Of them, connections with at least one gap.
+    pub flagged_connections: u64,
+    /// Their gaps.
+    pub gaps: u64,
+    /// Earliest first packet (RFC 3339, UTC).
+    pub first_packet: Option<String>,
+    /// Latest last packet (RFC 3339, UTC).
+    pub last_packet: Option<String>,
+}
+
+/// One client host's ended connections to one broker that are not listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndedPairReport {
+    /// The client's address (its ports differ from connection to connection).
+    pub client_host: String,
+    /// The broker, "ip:port".
+    pub broker: String,
+    /// What was counted.
+    #[serde(flatten)]
+    pub counts: EndedCounts,
 }
 
 /// Heartbeat health over all connections.

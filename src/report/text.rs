@@ -182,6 +182,71 @@ pub fn health_summary_lines(s: &HealthSummary) -> (Option<String>, Vec<String>) 
     (head, recs)
 }
 
+/// Most client hosts named in [`ended_not_listed_lines`]; the rest are summed.
+const ENDED_PAIRS_SHOWN: usize = 10;
+
+/// What a long live capture counted instead of listing (text, HTML,
+/// Markdown, summary): one line of totals, then one per client host and
+/// broker, most connections first. Empty when every connection is listed.
+#[must_use]
+pub fn ended_not_listed_lines(s: &Summary) -> Vec<String> {
+    let Some(e) = &s.ended_not_listed else {
+        return Vec::new();
+    };
+    let counts = |c: &EndedCounts| {
+        let mut t = format!(
+            "{}, {} flagged, {}",
+            count(c.connections, "connection", "connections"),
+            c.flagged_connections,
+            count(c.gaps, "gap", "gaps")
+        );
+        if let (Some(a), Some(b)) = (&c.first_packet, &c.last_packet) {
+            let _ = write!(t, ", {a} to {b}");
+        }
+        t
+    };
+    let causes: Vec<String> = e
+        .gaps_by_cause
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let mut lines = vec![format!(
+        "not listed: {}{}: ended connections stay listed for {} s after their last packet, then at most {} \
+         of them (--keep-ended), those with gaps or near-misses longest; the oldest beyond are counted here \
+         to keep memory bounded",
+        counts(&e.total),
+        if causes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", causes.join(", "))
+        },
+        e.kept_in_full_s,
+        e.keep_ended
+    )];
+    for p in e.by_client.iter().take(ENDED_PAIRS_SHOWN) {
+        lines.push(format!(
+            "{} -> {}: {}",
+            p.client_host,
+            p.broker,
+            counts(&p.counts)
+        ));
+    }
+    let rest: u64 = e
+        .by_client
+        .iter()
+        .skip(ENDED_PAIRS_SHOWN)
+        .map(|p| p.counts.connections)
+        .sum::<u64>()
+        + e.other_clients.as_ref().map_or(0, |o| o.connections);
+    if rest > 0 {
+        lines.push(format!(
+            "other client hosts: {}",
+            count(rest, "connection", "connections")
+        ));
+    }
+    lines
+}
+
 fn health_summary_text(o: &mut String, s: &HealthSummary) {
     let (head, recs) = health_summary_lines(s);
     if let Some(h) = head {
@@ -378,7 +443,11 @@ pub fn to_text_in(report: &Report, z: Zone) -> String {
         s.gaps_text()
     );
     health_summary_text(&mut o, &s.heartbeat_health);
-    if report.connections.is_empty() {
+    for (i, line) in ended_not_listed_lines(s).iter().enumerate() {
+        let indent = if i == 0 { "" } else { "  " };
+        let _ = writeln!(o, "{indent}{line}");
+    }
+    if report.connections.is_empty() && s.ended_not_listed.is_none() {
         let _ = writeln!(
             o,
             "no AMQP 0-9-1 traffic found: hbscope looks at TCP ports 5672 (AMQP) and 5671 (AMQPS) and for the \

@@ -43,7 +43,7 @@ use crate::analysis::{Connection, EndHow, Role};
 use crate::capture::live::{LiveCapture, LiveCaptureError, LiveConfig};
 use crate::capture::{LinkType, PacketRecord, PacketSource};
 use crate::driver::{self, Clock, DriveOptions, Flow, Paced, Progress, Sink, WallClock};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{ConnId, ConnSlot, Engine, EngineConfig};
 use crate::metrics::{
     Collector, MetricsError, MetricsOptions, MetricsServer, RecorderStats, Registry,
 };
@@ -530,6 +530,8 @@ pub fn event_text_in(e: &LiveEvent, z: Zone) -> String {
 /// Per-connection bookkeeping of what was already said about it.
 #[derive(Debug, Default)]
 struct SlotState {
+    /// The connection it is about.
+    id: ConnId,
     announced: bool,
     ended: bool,
     gaps_emitted: usize,
@@ -546,7 +548,10 @@ struct SlotState {
 
 /// The live session's state between packets.
 struct Tracker {
+    /// By position in [`Engine::slots`] (see [`Tracker::sync`]).
     slots: Vec<SlotState>,
+    /// [`Engine::retire_passes`] when `slots` was last aligned.
+    passes: u64,
     sampler: Option<Sampler>,
     /// What per-thread sampling could not read (privileges), said once as
     /// the report's `process-sampling-limited` warning.
@@ -592,11 +597,35 @@ impl Tracker {
     fn new(attribution: bool, amqp_ports: &[u16], py_spy: bool, recording: bool) -> Self {
         Tracker {
             slots: Vec::new(),
+            passes: 0,
             sampler: attribution.then(|| Sampler::new().with_amqp_ports(amqp_ports)),
             notice: None,
             py_spy: attribution && py_spy,
             notes: Vec::new(),
             gap_notes: recording.then(Vec::new),
+        }
+    }
+
+    /// Aligns `slots` with the engine's: drops the states of connections
+    /// the engine folded away (both lists are in [`ConnId`] order) and adds
+    /// states for new ones. Positions then match again.
+    fn sync(&mut self, engine: &Engine) {
+        let slots = engine.slots();
+        if self.passes != engine.retire_passes() {
+            self.passes = engine.retire_passes();
+            let mut j = 0;
+            self.slots.retain(|st| {
+                while slots.get(j).is_some_and(|s| s.id() < st.id) {
+                    j += 1;
+                }
+                slots.get(j).is_some_and(|s| s.id() == st.id)
+            });
+        }
+        while let Some(s) = slots.get(self.slots.len()) {
+            self.slots.push(SlotState {
+                id: s.id(),
+                ..SlotState::default()
+            });
         }
     }
 
@@ -643,10 +672,8 @@ impl Tracker {
         now: Timestamp,
         emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
     ) -> io::Result<()> {
+        self.sync(engine);
         let slots = engine.slots();
-        while self.slots.len() < slots.len() {
-            self.slots.push(SlotState::default());
-        }
         // Announce new connections, looking their owners up in one batch.
         let ready: Vec<usize> = slots
             .iter()
@@ -758,7 +785,7 @@ impl Tracker {
                 gap.process.clone_from(&process);
                 if let Some(notes) = &mut self.gap_notes {
                     notes.push(GapNote {
-                        slot: i,
+                        slot: s.id(),
                         index: Some(gi),
                         gap: g.clone(),
                         process: process.clone(),
@@ -805,11 +832,15 @@ impl Tracker {
         &mut self,
         engine: &Engine,
         now: Timestamp,
-        flagged: &[(usize, Direction, Span)],
+        flagged: &[(ConnId, Direction, Span)],
         emit: &mut dyn FnMut(&LiveEvent) -> io::Result<()>,
     ) -> io::Result<()> {
+        self.sync(engine);
         let slots = engine.slots();
-        for &(i, dir, _) in flagged {
+        for &(id, dir, _) in flagged {
+            let Some(i) = engine.slot_index(id) else {
+                continue;
+            };
             let (Some(s), Some(st)) = (slots.get(i), self.slots.get(i)) else {
                 continue;
             };
@@ -845,7 +876,7 @@ impl Tracker {
             gap.process = self.process_verdict(st, c, g.silent, (g.start, now), None);
             if let Some(notes) = &mut self.gap_notes {
                 notes.push(GapNote {
-                    slot: i,
+                    slot: id,
                     index: None,
                     gap: g.clone(),
                     process: gap.process.clone(),
@@ -862,6 +893,7 @@ impl Tracker {
     }
 
     fn sample(&mut self, engine: &Engine, now: Timestamp) {
+        self.sync(engine);
         let Some(sampler) = self.sampler.as_mut() else {
             return;
         };
@@ -909,7 +941,13 @@ impl Tracker {
             else {
                 continue;
             };
-            let Some(st) = self.slots.get(slot) else {
+            let id = engine.slots().get(slot).map(ConnSlot::id);
+            let Some(st) = self
+                .slots
+                .binary_search_by_key(&id, |st| Some(st.id))
+                .ok()
+                .and_then(|at| self.slots.get(at))
+            else {
                 continue;
             };
             let owner = |k: usize| {
@@ -1084,7 +1122,7 @@ impl Sink for LiveSink<'_, '_> {
         &mut self,
         engine: &Engine,
         now: Timestamp,
-        flagged: &[(usize, Direction, Span)],
+        flagged: &[(ConnId, Direction, Span)],
     ) -> Flow {
         // Connections become announceable with time alone (ANNOUNCE_AFTER).
         let mut ok = self.tracker.after_packets(engine, now, self.emit).is_ok();
@@ -1094,6 +1132,7 @@ impl Sink for LiveSink<'_, '_> {
             .is_ok();
         ok &= self.record(engine, now, true).is_ok();
         if let Some((server, collector)) = &mut self.metrics {
+            collector.observe(engine);
             if server.take_wanted() {
                 let rec = self.recorder.as_ref().map(recorder_stats);
                 server.publish(collector.collect_live(engine, now, rec));
@@ -1164,6 +1203,11 @@ fn open_live(opts: &LiveOptions) -> Result<(LiveCapture, Option<MetricsServer>),
     }
     Ok((cap, server))
 }
+
+/// Ended connections kept in full by default once they left the live table
+/// (`--keep-ended`; [`EngineConfig::max_ended`]): at ~3-5 KiB each
+/// (analysis, handshake, socket owners) about 25 MiB, whatever the run's length.
+pub const KEEP_ENDED_DEFAULT: usize = 5_000;
 
 /// Live mode in the terminal UI (`hbscope live` on a terminal, or
 /// `--format tui`): opens the capture as [`run`] does, then runs it on a

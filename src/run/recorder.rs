@@ -30,7 +30,7 @@ use crate::capture::ring::{PacketRing, RingLimits};
 use crate::capture::savefile::{create_private, PcapngWriter};
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
-use crate::engine::Engine;
+use crate::engine::{ConnId, Engine};
 use crate::model::{FlowKey, Span, Timestamp};
 use crate::report::annotation::Note;
 use crate::report::{self, ProcessReport};
@@ -156,8 +156,8 @@ pub fn check_dir(dir: &Path) -> Result<(), RecordError> {
 /// A gap live mode just reported, for the recorder.
 #[derive(Debug, Clone)]
 pub struct GapNote {
-    /// The connection's slot in the engine.
-    pub slot: usize,
+    /// The connection (see [`Engine::slot`]).
+    pub slot: ConnId,
     /// The gap's index in the connection's list; `None` while it is open.
     pub index: Option<usize>,
     /// The gap (provisional while open).
@@ -273,7 +273,7 @@ impl Recorder {
     /// A gap opened or closed: keeps its connection's packets, and writes a
     /// file now for an open gap with `--record-on-open`.
     pub fn note(&mut self, engine: &Engine, note: GapNote, now: Timestamp) -> Option<Recorded> {
-        let conn = &engine.slots().get(note.slot)?.conn;
+        let conn = &engine.slot(note.slot)?.conn;
         let key = conn.key();
         let from = note.gap.start.plus(Span(-span(self.opts.before).0));
         self.ring.keep_since(&key, Some(from));
@@ -356,7 +356,7 @@ impl Recorder {
     }
 
     fn write(&mut self, engine: &Engine, p: &Pending, now: Timestamp) -> Recorded {
-        let conn = engine.slots().get(p.note.slot).map(|s| &s.conn);
+        let conn = engine.slot(p.note.slot).map(|s| &s.conn);
         let gap = current_gap(engine, &p.note);
         let to = if p.due < now { p.due } else { now };
         let open = p.note.index.is_none();
@@ -488,7 +488,7 @@ impl Recorder {
 /// it was reported (the client's reconnection and what woke it).
 fn current_gap<'e>(engine: &'e Engine, note: &'e GapNote) -> &'e Gap {
     note.index
-        .and_then(|i| engine.slots().get(note.slot)?.conn.gaps().get(i))
+        .and_then(|i| engine.slot(note.slot)?.conn.gaps().get(i))
         .filter(|g| g.start == note.gap.start && g.dir == note.gap.dir)
         .unwrap_or(&note.gap)
 }

@@ -27,7 +27,7 @@ use crate::capture::savefile::write_pcap as write_pcap_to;
 use crate::capture::{LinkType, PacketRecord};
 use crate::decode::{decode, Decoded};
 use crate::driver::{Flow, Progress, Sink};
-use crate::engine::Engine;
+use crate::engine::{ConnId, Engine};
 use crate::model::{Direction, FlowKey, Span, Timestamp};
 use crate::report::{ProcessOwnerReport, ProcessReport};
 
@@ -177,7 +177,7 @@ pub struct LiveView {
     events: Sender<Event>,
     commands: Receiver<Command>,
     builder: SnapshotBuilder,
-    focus: HashSet<usize>,
+    focus: HashSet<ConnId>,
     frozen: bool,
     quit: bool,
     export: Option<PathBuf>,
@@ -186,8 +186,8 @@ pub struct LiveView {
     dropped: u64,
     ring: PacketRing<FlowKey>,
     link: LinkType,
-    /// `w`: the slot whose packets to write, and where.
-    write: Option<(usize, PathBuf)>,
+    /// `w`: the connection whose packets to write, and where.
+    write: Option<(ConnId, PathBuf)>,
 }
 
 impl std::fmt::Debug for LiveView {
@@ -263,7 +263,7 @@ impl LiveView {
             return;
         };
         let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
-        let Some(s) = engine.slots().get(slot) else {
+        let Some(s) = engine.slot(slot) else {
             return;
         };
         let ends = (s.conn.client(), s.conn.broker());
@@ -346,7 +346,12 @@ impl Sink for LiveView {
         Flow::Continue
     }
 
-    fn on_tick(&mut self, engine: &Engine, now: Timestamp, _: &[(usize, Direction, Span)]) -> Flow {
+    fn on_tick(
+        &mut self,
+        engine: &Engine,
+        now: Timestamp,
+        _: &[(ConnId, Direction, Span)],
+    ) -> Flow {
         self.answer(engine, now)
     }
 }

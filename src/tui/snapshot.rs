@@ -14,13 +14,13 @@
 //! demand when the user exports it.
 
 use crate::report::sanitize::text as clean;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::analysis::timeline::TimelineEvent;
 use crate::analysis::{Cause, Connection, Gap, HeartbeatSource};
 use crate::driver::Progress;
-use crate::engine::Engine;
+use crate::engine::{ConnId, Engine};
 use crate::model::{count, Direction, Span, Timestamp};
 use crate::report::{self, ConnectionState, GapReport, HealthSummary, Report, Summary};
 
@@ -103,8 +103,9 @@ pub struct ConnCore {
 /// through `Deref`) plus what moves with every packet or with "now".
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnView {
-    /// Index of the engine slot (stable while the engine runs).
-    pub slot: usize,
+    /// The engine's number for the connection ([`ConnId`]: stable while
+    /// the engine runs, where its position in the engine's list is not).
+    pub slot: ConnId,
     /// 1-based id, as in the report.
     pub id: usize,
     /// Facts that rarely change.
@@ -204,8 +205,8 @@ pub struct Snapshot {
 pub enum Timelines<'a> {
     /// None.
     None,
-    /// Only these engine slots.
-    Slots(&'a HashSet<usize>),
+    /// Only these connections.
+    Slots(&'a HashSet<ConnId>),
     /// All connections (tests and small captures).
     All,
 }
@@ -293,14 +294,16 @@ fn core_of(conn: &Connection) -> ConnCore {
 }
 
 /// Builds snapshots of one engine, reusing each connection's [`ConnCore`]
-/// while it has not changed (engine slots are stable while the engine runs).
+/// while it has not changed (by [`ConnId`], stable while the engine runs).
 /// The worker keeps one for the whole run; [`Snapshot::build`] uses a fresh one.
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
     source: String,
     /// Live: ended connections leave the view this long after their last packet.
     retain_ended: Option<Span>,
-    cores: Vec<Option<(Stamp, Arc<ConnCore>)>>,
+    cores: HashMap<ConnId, (Stamp, Arc<ConnCore>)>,
+    /// [`Engine::retire_passes`] when `cores` was last pruned.
+    passes: u64,
     report: Option<Arc<Report>>,
 }
 
@@ -322,16 +325,13 @@ impl SnapshotBuilder {
         self
     }
 
-    fn core(&mut self, slot: usize, conn: &Connection) -> Arc<ConnCore> {
-        if self.cores.len() <= slot {
-            self.cores.resize(slot + 1, None);
-        }
+    fn core(&mut self, slot: ConnId, conn: &Connection) -> Arc<ConnCore> {
         let stamp = Stamp::of(conn);
-        match &self.cores[slot] {
+        match self.cores.get(&slot) {
             Some((st, core)) if *st == stamp => Arc::clone(core),
             _ => {
                 let core = Arc::new(core_of(conn));
-                self.cores[slot] = Some((stamp, Arc::clone(&core)));
+                self.cores.insert(slot, (stamp, Arc::clone(&core)));
                 core
             }
         }
@@ -353,11 +353,16 @@ impl SnapshotBuilder {
         let counters = engine.counters();
         let now = now.or(counters.last);
         // Report order: first packet, then flow key (as report::build).
-        let mut slots: Vec<(usize, &crate::engine::ConnSlot)> = engine
+        if self.passes != engine.retire_passes() {
+            // Connections the engine folded away: their views go too.
+            self.passes = engine.retire_passes();
+            self.cores.retain(|id, _| engine.slot(*id).is_some());
+        }
+        let mut slots: Vec<(ConnId, &crate::engine::ConnSlot)> = engine
             .slots()
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.confirmed && s.not_amqp.is_none())
+            .filter(|s| s.confirmed && s.not_amqp.is_none())
+            .map(|s| (s.id(), s))
             .collect();
         slots.sort_by_key(|(_, s)| (s.conn.first_seen(), s.conn.key()));
         let mut summary = Summary {
@@ -366,7 +371,19 @@ impl SnapshotBuilder {
             gaps: 0,
             gaps_by_cause: BTreeMap::new(),
             heartbeat_health: HealthSummary::default(),
+            ended_not_listed: None,
         };
+        // Connections the engine folded away still count.
+        let retired = engine.retired();
+        summary.connections += usize::try_from(retired.total.connections).unwrap_or(usize::MAX);
+        summary.flagged_connections += usize::try_from(retired.total.flagged).unwrap_or(usize::MAX);
+        summary.gaps += usize::try_from(retired.total.gaps).unwrap_or(usize::MAX);
+        for (cause, n) in &retired.gaps_by_cause {
+            *summary
+                .gaps_by_cause
+                .entry((*cause).to_owned())
+                .or_insert(0) += usize::try_from(*n).unwrap_or(usize::MAX);
+        }
         let mut conns = Vec::with_capacity(slots.len());
         for (i, (slot, s)) in slots.into_iter().enumerate() {
             let conn = &s.conn;
@@ -378,9 +395,7 @@ impl SnapshotBuilder {
             if self.retain_ended.is_some_and(gone) {
                 // Out of the view for good: its cached view goes too, so a
                 // long live run keeps views of the shown connections only.
-                if let Some(cached) = self.cores.get_mut(slot) {
-                    *cached = None;
-                }
+                self.cores.remove(&slot);
                 // Still counted in the summary (its closed gaps are final).
                 summary.flagged_connections += usize::from(!conn.gaps().is_empty());
                 summary.gaps += conn.gaps().len();
@@ -567,7 +582,7 @@ mod tests {
         );
         let last = engine.counters().last.unwrap();
         let mut b = SnapshotBuilder::new("sim0").retain_ended(Span::from_secs(60));
-        let cached = |b: &SnapshotBuilder| b.cores.iter().flatten().count();
+        let cached = |b: &SnapshotBuilder| b.cores.len();
         let build = |b: &mut SnapshotBuilder, now: Timestamp| {
             b.build(
                 &engine,

@@ -10,6 +10,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::live::{ProcessNote, ProcessPane};
 use super::snapshot::{ConnView, GapView, PlayState, Snapshot};
+use crate::engine::ConnId;
 use crate::model::{Span, Timestamp};
 
 /// Something that happened: what the event loop feeds the app.
@@ -32,14 +33,14 @@ pub enum Event {
 /// A request from the UI to the worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Carry the timeline of this engine slot in the next snapshots.
-    Focus(usize),
+    /// Carry the timeline of this connection in the next snapshots.
+    Focus(ConnId),
     /// Pause (true) or resume (false) playback.
     Pause(bool),
     /// Write the JSON report of the engine as it stands to this file.
     Export(PathBuf),
-    /// Live: write this engine slot's recent packets to this pcap file.
-    WritePackets(usize, PathBuf),
+    /// Live: write this connection's recent packets to this pcap file.
+    WritePackets(ConnId, PathBuf),
     /// Stop.
     Quit,
 }
@@ -248,7 +249,7 @@ pub struct App {
     /// The latest snapshot.
     pub snap: Option<Snapshot>,
     /// Engine slot of the selected connection.
-    pub selected_slot: Option<usize>,
+    pub selected_slot: Option<ConnId>,
     /// Index of the selected gap in the selected connection.
     pub gap_sel: usize,
     /// Pane with the keyboard.
@@ -470,7 +471,7 @@ impl App {
         })
     }
 
-    fn select_slot(&mut self, slot: Option<usize>) {
+    fn select_slot(&mut self, slot: Option<ConnId>) {
         if slot != self.selected_slot {
             self.selected_slot = slot;
             self.gap_sel = 0;

@@ -20,7 +20,7 @@ use crate::capture::FileSource;
 use crate::driver::{
     self, Clock, DriveOptions, Flow, Paced, PacedSource, Progress, Sink, StopReason,
 };
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{ConnId, Engine, EngineConfig};
 use crate::model::{Direction, Span, Timestamp};
 
 /// Least wall time between two snapshots while reading.
@@ -39,7 +39,7 @@ pub struct WorkerConfig {
 
 struct Worker {
     source: String,
-    focus: HashSet<usize>,
+    focus: HashSet<ConnId>,
     paused: bool,
     quit: bool,
     events: Sender<Event>,
@@ -337,7 +337,12 @@ impl Sink for Playing<'_> {
         Flow::Continue
     }
 
-    fn on_tick(&mut self, engine: &Engine, now: Timestamp, _: &[(usize, Direction, Span)]) -> Flow {
+    fn on_tick(
+        &mut self,
+        engine: &Engine,
+        now: Timestamp,
+        _: &[(ConnId, Direction, Span)],
+    ) -> Flow {
         let w = &mut *self.w;
         // Never before a packet already read (they may be stamped ahead).
         let now = Some(now.max(engine.counters().last.unwrap_or(now)));
