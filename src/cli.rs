@@ -148,7 +148,7 @@ pub struct LiveArgs {
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Show clock times in the local time zone (TZ, else /etc/localtime) instead of UTC, in the
-    /// text event lines and the final text report (JSON stays UTC).
+    /// text event lines, the live screen and the final text report (JSON stays UTC).
     #[arg(long)]
     pub local_time: bool,
     /// Ended connections kept in full for the final report once they have left the live table

@@ -168,7 +168,7 @@ fn live(args: &LiveArgs) -> ExitCode {
         out.flush()
     };
     let ran = if format == LiveFormat::Tui {
-        live::run_tui(&opts, &stop)
+        live::run_tui(&opts, &stop, zone)
     } else {
         live::run(&opts, &stop, &mut emit)
     };

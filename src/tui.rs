@@ -118,11 +118,13 @@ pub fn show(loaded: worker::Loaded, zone: crate::report::Zone) -> std::io::Resul
 /// When the terminal cannot be set up or drawn to, or the capture thread panicked.
 pub fn live<R: Send>(
     info: live::LiveInfo,
+    zone: crate::report::Zone,
     capture: impl FnOnce(live::LiveView) -> R + Send,
 ) -> std::io::Result<R> {
     let export_dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let mut app = App::new(export_dir);
     app.live = true;
+    app.zone = zone;
     session(app, true, move |tx, rx| {
         capture(live::LiveView::new(info, tx, rx))
     })

@@ -504,3 +504,43 @@ fn w_in_live_mode_sees_the_packets_live_mode_read() {
     assert!(status.starts_with("42 recent packets"), "{status}");
     let _ = std::fs::remove_file(&out);
 }
+
+/// `live --local-time`: the live screen's clock times are in the zone of
+/// `TZ` (a POSIX zone string, no time zone database needed) and the header
+/// names it; UTC otherwise. No other test of this binary renders local times.
+#[test]
+fn live_screen_in_local_time() {
+    std::env::set_var("TZ", "<+0530>-5:30");
+    let snaps = live_snapshots("client-sigstop.pcap");
+    let last = snaps.last().unwrap();
+    let now = last.now.expect("live snapshots carry now");
+    let at = |zone| {
+        let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        let mut app = App::new(std::env::temp_dir());
+        app.live = true;
+        app.zone = zone;
+        tui::run(
+            &mut terminal,
+            &mut app,
+            vec![Event::Snapshot(Box::new(last.clone()))],
+            &mut |_| {},
+        )
+        .unwrap();
+        terminal.backend().to_string()
+    };
+    let utc = at(hbscope::report::Zone::Utc);
+    let local = at(hbscope::report::Zone::Local);
+    let clock = |zone: hbscope::report::Zone| format!("now {}", zone.clock(now));
+    assert!(utc.contains(&clock(hbscope::report::Zone::Utc)), "{utc}");
+    assert!(
+        local.contains(&clock(hbscope::report::Zone::Local)),
+        "{local}"
+    );
+    assert_ne!(
+        hbscope::report::Zone::Utc.clock(now),
+        hbscope::report::Zone::Local.clock(now),
+        "TZ shifts the clock by 5:30"
+    );
+    assert!(local.contains("local time"), "{local}");
+    assert!(!utc.contains("local time"), "{utc}");
+}

@@ -1217,7 +1217,11 @@ pub const KEEP_ENDED_DEFAULT: usize = 5_000;
 ///
 /// # Errors
 /// As [`run`]; [`LiveError::Terminal`] when the terminal UI fails.
-pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveError> {
+pub fn run_tui(
+    opts: &LiveOptions,
+    stop: &AtomicBool,
+    zone: report::Zone,
+) -> Result<Report, LiveError> {
     let (mut cap, mut server) = open_live(opts)?;
     let mut opts = opts.clone();
     if opts.engine.timeline_events == 0 {
@@ -1231,7 +1235,7 @@ pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveErro
         filter: opts.capture.filter.clone(),
     };
     let opts = &opts;
-    crate::tui::live(info, move |mut view| {
+    crate::tui::live(info, zone, move |mut view| {
         let notes = view.notifier();
         let mut emit = |e: &LiveEvent| -> io::Result<()> {
             if matches!(
@@ -1241,7 +1245,7 @@ pub fn run_tui(opts: &LiveOptions, stop: &AtomicBool) -> Result<Report, LiveErro
                     | LiveEvent::GapRecorded { .. }
                     | LiveEvent::CaptureDrops { .. }
             ) {
-                let text = event_text(e);
+                let text = event_text_in(e, zone);
                 notes.status(text.lines().next().unwrap_or_default().to_owned());
             }
             if let Some(note) = process_note(e) {

@@ -280,6 +280,9 @@ fn draw_live_header(
     let mut line2 = format!("{} conn, {}", s.connections, s.gaps_text());
     if let Some(now) = snap.now {
         line2.push_str(&format!(" | now {}", app.zone.clock(now)));
+        if app.zone != Zone::Utc {
+            line2.push_str(&format!(" ({})", app.zone.label(now)));
+        }
     }
     if c.warnings > 0 {
         line2.push_str(&format!(" | warnings: {}", c.warnings));
