@@ -564,3 +564,32 @@ fn merged_report_snapshots() {
     let text = hbscope::report::twoend_text(&r).replace(&prefix, "captures/twoend/");
     insta::assert_snapshot!("twoend-lost-c2b-text", text);
 }
+
+/// One side's capture with segments in IP fragments (the broker side of
+/// twoend-client-sigstop through `captures/scripts/fragment.py v4`: the
+/// protocol header, Connection.Start, Tune-Ok and every other heartbeat in
+/// 16-byte fragments): the segment log puts them back together as the
+/// engine does, so the merge (clock offset, its samples, verdicts, the
+/// broker side's packet counts in the evidence) is the unfragmented one's.
+/// Before, the fragments were missing from the log: 15 clock samples
+/// instead of 20 and "3 packets from broker" instead of 6.
+#[test]
+fn fragmented_side_merges_as_the_original() {
+    let name = "twoend-client-sigstop";
+    let frag = dir().join("fragmented").join(format!("{name}.broker.pcap"));
+    let merged = |broker: &Path| {
+        let r = two(&file(name, "client"), broker);
+        let text = serde_json::to_string(&r.merge.expect("a merge")).unwrap();
+        let text = text
+            .replace(&frag.display().to_string(), "BROKER")
+            .replace(&file(name, "broker").display().to_string(), "BROKER");
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        // The fragmented file has more packets; nothing else differs.
+        v["sources"][1]["packets"] = Value::Null;
+        v
+    };
+    let original = merged(&file(name, "broker"));
+    let fragmented = merged(&frag);
+    assert_eq!(original["clock_offset"]["samples_broker_to_client"], 20);
+    assert_eq!(fragmented, original);
+}

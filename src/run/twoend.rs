@@ -29,9 +29,10 @@ use std::path::Path;
 
 use crate::analysis::{Cause, Connection, Consequence, Gap, Role};
 use crate::capture::{LinkType, PacketRecord};
+use crate::decode::defrag::{DefragConfig, Defragmenter};
 use crate::decode::{self, Decoded};
 use crate::engine::EngineConfig;
-use crate::model::{Direction, FlowKey, Span, Timestamp};
+use crate::model::{Direction, FlowKey, Span, TcpSegment, Timestamp};
 use crate::report::{
     self, count, CaptureSide, ClockOffsetReport, MergeBasis, MergeReport, MergeSummary,
     MergedCause, MergedConnectionReport, MergedCounts, MergedGapReport, Report, SingleVerdict,
@@ -152,6 +153,9 @@ pub struct SegmentLog {
     cap: usize,
     /// Segments not logged because the cap was reached.
     pub refused: u64,
+    /// Segments that arrived in IP fragments, put back together as the
+    /// engine does (one side may be fragmented and the other not).
+    defrag: Defragmenter,
 }
 
 impl SegmentLog {
@@ -163,6 +167,7 @@ impl SegmentLog {
             logged: 0,
             cap,
             refused: 0,
+            defrag: Defragmenter::new(DefragConfig::default()),
         }
     }
 
@@ -181,9 +186,20 @@ impl SegmentLog {
     /// Logs the packet if it is a TCP segment (anything else is ignored: the
     /// engine already counted it).
     pub fn observe(&mut self, link: LinkType, rec: &PacketRecord<'_>) {
-        let Ok(Decoded::Tcp(t)) = decode::decode(link, rec) else {
-            return;
-        };
+        match decode::decode(link, rec) {
+            Ok(Decoded::Tcp(t)) => self.log(&t),
+            Ok(Decoded::Fragment(f)) => {
+                if let Some(d) = self.defrag.add(&f) {
+                    if let Ok(Decoded::Tcp(t)) = decode::datagram_segment(&d) {
+                        self.log(&t);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn log(&mut self, t: &TcpSegment<'_>) {
         if self.logged >= self.cap {
             self.refused += 1;
             return;
