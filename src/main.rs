@@ -521,7 +521,10 @@ fn synth(a: &SynthArgs) -> ExitCode {
         stalls_per_cause: a.stalls,
         mss: a.mss,
     };
-    match hbscope::synth::write_files(&cfg, &a.output) {
+    // Ctrl-C while writing: the temporary file goes (the handler is in place
+    // before it exists).
+    let stop = hbscope::run::live::stop_on_signals().ok();
+    match hbscope::synth::write_files(&cfg, &a.output, stop) {
         Ok(s) => {
             eprintln!(
                 "hbscope: wrote {} ({}, {}, {}, {})",

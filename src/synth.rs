@@ -949,13 +949,22 @@ pub fn expect_path(pcap: &std::path::Path) -> std::path::PathBuf {
 
 /// Writes the capture to `pcap` (through a 1 MiB buffer) and the expected
 /// verdicts to [`expect_path`]. Both appear only once both are complete: a
-/// failure leaves neither (nor a partial one) behind.
+/// failure leaves neither (nor a partial one) behind, and neither does a
+/// `stop` flag set meanwhile (SIGINT: the next write fails and the
+/// temporary file is removed).
 ///
 /// # Errors
 /// As [`generate`], plus creating or writing either file.
-pub fn write_files(cfg: &SynthConfig, pcap: &std::path::Path) -> Result<Summary, SynthError> {
+pub fn write_files(
+    cfg: &SynthConfig,
+    pcap: &std::path::Path,
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+) -> Result<Summary, SynthError> {
     use crate::os::outfile::AtomicFile;
     let mut file = AtomicFile::create(pcap)?;
+    if let Some(stop) = stop {
+        file = file.stop_on(stop);
+    }
     let mut w = io::BufWriter::with_capacity(1 << 20, &mut file);
     let summary = generate(cfg, &mut w)?;
     w.flush()?;

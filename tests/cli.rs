@@ -558,6 +558,51 @@ fn sigint_while_the_report_is_written_leaves_nothing() {
     assert_eq!(std::fs::read(&dest).unwrap(), b"previous report\n");
 }
 
+/// `synth -o` interrupted: neither the capture nor its expect file, nor a
+/// temporary file, is left behind.
+#[test]
+fn sigint_while_synth_writes_leaves_nothing() {
+    let out = fresh_dir("synth-sigint");
+    let pcap = out.join("big.pcap");
+    let child = bin()
+        .args(["synth", "-o", pcap.to_str().unwrap()])
+        .args([
+            "--connections",
+            "20000",
+            "--duration",
+            "600",
+            "--stalls",
+            "0",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while dir_entries(&out).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no temporary file appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("stopped by a signal"), "{err}");
+    assert!(
+        dir_entries(&out).is_empty(),
+        "left: {:?}",
+        dir_entries(&out)
+    );
+}
+
 #[test]
 fn output_onto_the_input_is_refused_and_the_input_kept() {
     let d = fresh_dir("same-file");

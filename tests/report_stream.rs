@@ -59,7 +59,7 @@ fn streamed_json_is_the_built_report_on_a_synthetic_capture() {
         stalls_per_cause: 2,
         ..hbscope::synth::SynthConfig::default()
     };
-    let s = hbscope::synth::write_files(&cfg, &path).unwrap();
+    let s = hbscope::synth::write_files(&cfg, &path, None).unwrap();
     assert!(!s.gaps.is_empty());
     same_bytes(&path);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -24,7 +24,7 @@ fn injected_silences_are_found_exactly() {
         stalls_per_cause: 2,
         ..SynthConfig::default()
     };
-    let summary = synth::write_files(&cfg, &pcap).unwrap();
+    let summary = synth::write_files(&cfg, &pcap, None).unwrap();
     let expect: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(synth::expect_path(&pcap)).unwrap()).unwrap();
 

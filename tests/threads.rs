@@ -78,7 +78,7 @@ fn synthetic_capture_with_every_cause_gives_the_same_report() {
         stalls_per_cause: 3,
         ..SynthConfig::default()
     };
-    synth::write_files(&cfg, &pcap).unwrap();
+    synth::write_files(&cfg, &pcap, None).unwrap();
     let j = assert_same_for_all_thread_counts(&pcap);
     std::fs::remove_dir_all(&dir).ok();
     // The comparison means something only if there was something to split.
