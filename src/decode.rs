@@ -33,6 +33,7 @@ use crate::capture::{LinkType, PacketRecord};
 use crate::model::{Endpoint, TcpFlags, TcpSegment, Timestamp};
 
 pub mod defrag;
+pub mod flowof;
 
 /// What a captured packet turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -544,3 +544,65 @@ fn live_screen_in_local_time() {
     assert!(local.contains("local time"), "{local}");
     assert!(!utc.contains("local time"), "{utc}");
 }
+
+/// `w` on a connection whose segments came in IP fragments
+/// (`captures/fragmented-ipv4.pcap`: client-sigstop with the protocol
+/// header, Connection.Start last fragment first, Tune-Ok and every other
+/// broker heartbeat in 16-byte fragments): the ring keeps the fragments
+/// under their connection, those that came before their first fragment
+/// too, so the written pcap replays to the original's connection.
+#[test]
+fn w_keeps_ip_fragments_with_their_connection() {
+    use hbscope::driver::{self, Clock, DriveOptions, Paced, PacketSource};
+    use hbscope::engine::Engine;
+    use std::time::Duration;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+    let (ev_tx, ev_rx) = mpsc::channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let mut view = LiveView::new(
+        LiveInfo {
+            interface: "sim0".into(),
+            filter: live::DEFAULT_FILTER.into(),
+        },
+        ev_tx,
+        cmd_rx,
+    );
+    let (mut src, mut clock) = PacedSource::open(&dir.join("fragmented-ipv4.pcap")).unwrap();
+    let mut engine = Engine::new(EngineConfig::default(), src.link_type());
+    driver::drive(
+        &mut src,
+        &mut engine,
+        &mut view,
+        DriveOptions {
+            batch: 64,
+            paced: Some(Paced {
+                clock: &mut clock,
+                tick: Duration::from_millis(200),
+                sample: Duration::from_secs(1),
+                deadline: None,
+                drain: true,
+            }),
+            stop: None,
+        },
+    );
+    let out = std::env::temp_dir().join(format!("hbscope-w-frag-{}.pcap", std::process::id()));
+    cmd_tx.send(Command::WritePackets(0, out.clone())).unwrap();
+    let _ = hbscope::driver::Sink::on_tick(&mut view, &engine, clock.now(), &[]);
+    let status = ev_rx
+        .try_iter()
+        .find_map(|e| match e {
+            Event::Status(s) => Some(s),
+            _ => None,
+        })
+        .expect("a status line");
+    // Every packet of the file: 42, 8 of them sent as 56 fragments.
+    assert!(status.starts_with("90 recent packets"), "{status}");
+    let report = |p: &Path| {
+        let r = hbscope::run::replay::replay(p, EngineConfig::default(), &mut |_| {}).unwrap();
+        let rep = hbscope::report::build(&r.engine, "x", r.complete);
+        serde_json::to_value(&rep.connections).unwrap()
+    };
+    assert_eq!(report(&out), report(&dir.join("client-sigstop.pcap")));
+    let _ = std::fs::remove_file(&out);
+}

@@ -29,7 +29,7 @@ use crate::analysis::{Cause, Connection, Gap, Role, SilenceEnd};
 use crate::capture::ring::{PacketRing, RingLimits};
 use crate::capture::savefile::{create_private, PcapngWriter};
 use crate::capture::{LinkType, PacketRecord};
-use crate::decode::{decode, Decoded};
+use crate::decode::flowof::FlowOf;
 use crate::engine::{ConnId, Engine};
 use crate::model::{FlowKey, Span, Timestamp};
 use crate::report::annotation::Note;
@@ -205,20 +205,14 @@ pub struct Recorder {
     opts: RecordOptions,
     ring: PacketRing<FlowKey>,
     link: LinkType,
+    /// Each packet's flow, IP fragments included.
+    keyer: FlowOf,
     pending: VecDeque<Pending>,
     /// Recordings in the directory, oldest first, with their sizes.
     files: VecDeque<(PathBuf, u64)>,
     files_bytes: u64,
     written: u64,
     failed: u64,
-}
-
-/// The flow of a captured packet, when it is TCP.
-fn flow_of(link: LinkType, rec: &PacketRecord<'_>) -> Option<FlowKey> {
-    match decode(link, rec) {
-        Ok(Decoded::Tcp(seg)) => Some(FlowKey::from_packet(seg.src, seg.dst).0),
-        _ => None,
-    }
 }
 
 fn span(d: Duration) -> Span {
@@ -240,6 +234,7 @@ impl Recorder {
             opts,
             ring,
             link: LinkType::ETHERNET,
+            keyer: FlowOf::new(),
             pending: VecDeque::new(),
             files,
             files_bytes,
@@ -263,10 +258,10 @@ impl Recorder {
     /// Stores a batch of captured packets.
     pub fn packets(&mut self, link: LinkType, recs: &[PacketRecord<'_>]) {
         self.link = link;
+        let ring = &mut self.ring;
         for r in recs {
-            if let Some(key) = flow_of(link, r) {
-                self.ring.push(key, r);
-            }
+            self.keyer
+                .packet(link, r, &mut |key, rec| ring.push(key, rec));
         }
     }
 

@@ -206,7 +206,7 @@ impl SegmentLog {
         }
         let (key, dir) = FlowKey::from_packet(t.src, t.dst);
         let flow = self.flows.entry(key).or_default();
-        if flow.dup.is_copy(dir, &t) {
+        if flow.dup.is_copy(dir, t) {
             return;
         }
         let f = &t.flags;

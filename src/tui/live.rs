@@ -25,7 +25,7 @@ use super::state::{Command, Event};
 use crate::capture::ring::{PacketRing, RingLimits};
 use crate::capture::savefile::write_pcap as write_pcap_to;
 use crate::capture::{LinkType, PacketRecord};
-use crate::decode::{decode, Decoded};
+use crate::decode::flowof::FlowOf;
 use crate::driver::{Flow, Progress, Sink};
 use crate::engine::{ConnId, Engine};
 use crate::model::{Direction, FlowKey, Span, Timestamp};
@@ -59,14 +59,6 @@ fn write_pcap(
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     let mut out = std::io::BufWriter::new(file);
     write_pcap_to(&mut out, link, 262_144, ring.packets(key))
-}
-
-/// The flow a packet belongs to, when it is TCP.
-fn flow_of(link: LinkType, rec: &PacketRecord<'_>) -> Option<FlowKey> {
-    match decode(link, rec) {
-        Ok(Decoded::Tcp(seg)) => Some(FlowKey::from_packet(seg.src, seg.dst).0),
-        _ => None,
-    }
 }
 
 /// What the live header names.
@@ -185,6 +177,8 @@ pub struct LiveView {
     progress: Progress,
     dropped: u64,
     ring: PacketRing<FlowKey>,
+    /// Each packet's flow for the ring, IP fragments included.
+    keyer: FlowOf,
     link: LinkType,
     /// `w`: the connection whose packets to write, and where.
     write: Option<(ConnId, PathBuf)>,
@@ -219,6 +213,7 @@ impl LiveView {
                 max_bytes: RING_BYTES,
                 max_age: None,
             }),
+            keyer: FlowOf::new(),
             link: LinkType::ETHERNET,
             write: None,
         }
@@ -329,10 +324,10 @@ impl Sink for LiveView {
 
     fn packets(&mut self, link: LinkType, recs: &[PacketRecord<'_>]) {
         self.link = link;
+        let ring = &mut self.ring;
         for r in recs {
-            if let Some(key) = flow_of(link, r) {
-                self.ring.push(key, r);
-            }
+            self.keyer
+                .packet(link, r, &mut |key, rec| ring.push(key, rec));
         }
     }
 
