@@ -2249,7 +2249,7 @@ fn apply_amqp_event(ts: Timestamp, d: Direction, e: AmqpEvent, slot: &mut ConnSl
                     .on_violation(format!("{who} stream offset {offset}: {detail}"));
             }
             AmqpEvent::LostSync { offset, reason } => {
-                slot.conn.lost_sync += 1;
+                slot.conn.on_lost_sync();
                 let who = slot.conn.role_of(d).as_str();
                 slot.conn.on_violation(format!(
                     "{who} stream offset {offset}: framing lost: {reason}"
@@ -2353,7 +2353,7 @@ fn apply_tls(
                 slot.conn.on_frame(ts, d, &frame);
             }
             TlsEvent::LostSync { offset, reason } => {
-                slot.conn.lost_sync += 1;
+                slot.conn.on_lost_sync();
                 let who = slot.conn.role_of(d).as_str();
                 slot.conn
                     .on_violation(format!("{who} TLS stream offset {offset}: {reason}"));
