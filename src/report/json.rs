@@ -160,15 +160,20 @@ impl<'a> Pretty<'a> {
     }
 
     fn newline_indent(&mut self) {
-        // One write for the usual depths (an entry is at most ~8 deep).
+        // One write for the usual depths (an entry is at most ~8 deep): the
+        // whole line, cut to length, so that the copy has a constant size
+        // (inlined, not a call to memcpy; ~850,000 of them for 10,000
+        // connections).
         const LINE: &[u8; 33] = b"\n                                ";
-        match LINE.get(..1 + 2 * self.level) {
-            Some(s) => self.out.extend_from_slice(s),
-            None => {
-                self.out.push(b'\n');
-                for _ in 0..self.level {
-                    self.out.extend_from_slice(b"  ");
-                }
+        let n = 1 + 2 * self.level;
+        if n <= LINE.len() {
+            let at = self.out.len();
+            self.out.extend_from_slice(LINE);
+            self.out.truncate(at + n);
+        } else {
+            self.out.push(b'\n');
+            for _ in 0..self.level {
+                self.out.extend_from_slice(b"  ");
             }
         }
     }
