@@ -1462,6 +1462,8 @@ impl Engine {
 
     /// Remembers client-stall gaps ended by a reset, whose resumption can only
     /// be seen as the client's next connection.
+    /// Inlined: runs for every packet; most find no new gap.
+    #[inline]
     fn note_new_gaps(&mut self, slot_idx: usize) {
         let slot = &mut self.slots[slot_idx];
         // Gaps found, stored or not: over the cap a new gap may replace a
@@ -1472,6 +1474,14 @@ impl Engine {
             slot.gaps_checked = found;
             return;
         }
+        self.note_gaps_found(slot_idx, found);
+    }
+
+    /// [`Self::note_new_gaps`] when there are `found` gaps, more than checked.
+    #[cold]
+    #[inline(never)]
+    fn note_gaps_found(&mut self, slot_idx: usize, found: usize) {
+        let slot = &mut self.slots[slot_idx];
         let len = slot.conn.gaps.len();
         for gi in len.saturating_sub(found - slot.gaps_checked)..len {
             let g = &slot.conn.gaps[gi];
