@@ -1032,6 +1032,7 @@ impl Connection {
     }
 
     /// The sender of `dir` put `len` new bytes at stream `offset` on the wire.
+    #[inline]
     pub fn on_new_bytes(
         &mut self,
         ts: Timestamp,
