@@ -179,6 +179,7 @@ pub struct FlowKey {
 impl FlowKey {
     /// The canonical key of a packet from `src` to `dst`, and the direction of that packet.
     #[must_use]
+    #[inline(always)]
     pub fn from_packet(src: Endpoint, dst: Endpoint) -> (FlowKey, Direction) {
         let in_order = match (src.ip, dst.ip) {
             // The same order as the derived one (address, then port), read
