@@ -1347,7 +1347,7 @@ impl Connection {
     }
 
     /// An AMQP frame from the sender of `dir`.
-    #[inline]
+    #[inline(always)]
     pub fn on_frame(&mut self, ts: Timestamp, dir: Direction, frame: &FrameInfo) {
         self.seen(ts);
         let d = &mut self.dirs[dir.index()];

@@ -152,6 +152,7 @@ impl PcapFile {
     }
 
     /// The next record; `Ok(None)` at the clean end of the file.
+    #[inline(always)]
     pub fn next(&mut self) -> Result<Option<Record>, CaptureError> {
         let read = |e: io::Error| CaptureError::Read {
             detail: e.to_string(),
