@@ -21,7 +21,7 @@ pub mod timeline;
 pub(crate) use cause::display_as_str;
 pub use cause::{
     decide, receiver_window_decided, Cause, Evidence, Gap, HoleClass, LossProof, LossProofKind,
-    Role, RoleDirection, RoleSource, SilenceEnd, Wakeup,
+    RareEvidence, Role, RoleDirection, RoleSource, SilenceEnd, Wakeup,
 };
 pub use clock::DISORDER_TOLERANCE;
 pub use connection::*;

@@ -528,6 +528,7 @@ const AF_INET6: [u32; 4] = [10, 24, 28, 30];
 
 /// Reads the link-layer header: where the network layer starts and its ether
 /// type, or `None` when the frame carries no IP.
+#[inline(always)]
 fn link_layer(link: LinkType, data: &[u8]) -> Result<Option<(usize, EtherType)>, DecodeError> {
     let at = |offset: usize, ether_type: u16| Ok(Some((offset, EtherType(ether_type))));
     match link {

@@ -1548,6 +1548,8 @@ impl Engine {
 
     /// Remembers client-stall gaps ended by a reset, whose resumption can only
     /// be seen as the client's next connection.
+    /// Inlined: runs for every packet; most find no new gap.
+    #[inline]
     fn note_new_gaps(&mut self, slot_idx: usize) {
         let slot = &mut self.slots[slot_idx];
         // Gaps found, stored or not: over the cap a new gap may replace a
@@ -1558,6 +1560,14 @@ impl Engine {
             slot.gaps_checked = found;
             return;
         }
+        self.note_gaps_found(slot_idx, found);
+    }
+
+    /// [`Self::note_new_gaps`] when there are `found` gaps, more than checked.
+    #[cold]
+    #[inline(never)]
+    fn note_gaps_found(&mut self, slot_idx: usize, found: usize) {
+        let slot = &mut self.slots[slot_idx];
         let len = slot.conn.gaps.len();
         for gi in len.saturating_sub(found - slot.gaps_checked)..len {
             let g = &slot.conn.gaps[gi];
@@ -2430,7 +2440,7 @@ fn apply_amqp_event(ts: Timestamp, d: Direction, e: AmqpEvent, slot: &mut ConnSl
                     .on_violation(format!("{who} stream offset {offset}: {detail}"));
             }
             AmqpEvent::LostSync { offset, reason } => {
-                slot.conn.lost_sync += 1;
+                slot.conn.on_lost_sync();
                 let who = slot.conn.role_of(d).as_str();
                 slot.conn.on_violation(format!(
                     "{who} stream offset {offset}: framing lost: {reason}"
@@ -2534,7 +2544,7 @@ fn apply_tls(
                 slot.conn.on_frame(ts, d, &frame);
             }
             TlsEvent::LostSync { offset, reason } => {
-                slot.conn.lost_sync += 1;
+                slot.conn.on_lost_sync();
                 let who = slot.conn.role_of(d).as_str();
                 slot.conn
                     .on_violation(format!("{who} TLS stream offset {offset}: {reason}"));

@@ -394,6 +394,7 @@ impl Half {
     }
 
     /// Delivers buffered chunks that are contiguous with `next`.
+    #[inline(always)]
     fn drain(&mut self, dir: Direction, sink: &mut dyn FnMut(Direction, StreamEvent<'_>)) {
         while let Some(entry) = self.ooo.first_entry() {
             let start = *entry.key();

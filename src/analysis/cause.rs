@@ -270,7 +270,13 @@ impl LossProof {
 
 /// What the wire showed during one silence of a direction. "Sender" is the
 /// silent side, "peer" the other side.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// The counters most packets move are here; what most silences never see
+/// (zero windows, capture loss, the proofs, keep-alives, blocked time) is in
+/// [`RareEvidence`], read through `Deref` (all zero when absent) and
+/// allocated on the first write: every connection carries two of these, and
+/// the rare part was two thirds of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Evidence {
     /// Peer segments carrying new data during the silence.
     pub peer_new_segments: u32,
@@ -286,12 +292,6 @@ pub struct Evidence {
     pub sender_retransmissions: u32,
     /// Sender ACKs that advanced over the peer's data (its kernel is alive).
     pub sender_acks_advancing: u32,
-    /// Sender ACKs advancing over the peer's data after the peer's first
-    /// retransmission in this silence: the peer's data did get through.
-    pub sender_acks_after_peer_retransmission: u32,
-    /// Peer ACKs advancing over the sender's data after the sender's first
-    /// retransmission in this silence: the sender's data did get through.
-    pub peer_acks_after_sender_retransmission: u32,
     /// Sender pure ACKs of any kind.
     pub sender_pure_acks: u32,
     /// Any packet at all from the sender (ACKs, keep-alives, window updates).
@@ -300,6 +300,19 @@ pub struct Evidence {
     pub sender_min_window: Option<u32>,
     /// Window the sender advertised just before the silence.
     pub sender_window_before: Option<u32>,
+    /// The rest, boxed until first written.
+    pub(crate) rare: Rare,
+}
+
+/// The parts of [`Evidence`] most silences never see (all zero by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RareEvidence {
+    /// Sender ACKs advancing over the peer's data after the peer's first
+    /// retransmission in this silence: the peer's data did get through.
+    pub sender_acks_after_peer_retransmission: u32,
+    /// Peer ACKs advancing over the sender's data after the sender's first
+    /// retransmission in this silence: the sender's data did get through.
+    pub peer_acks_after_sender_retransmission: u32,
     /// Sender segments with a zero window.
     pub sender_zero_windows: u32,
     /// Sender keep-alive probes.
@@ -343,12 +356,83 @@ pub struct Evidence {
     pub capture_failed: Option<&'static str>,
 }
 
+/// [`RareEvidence`] with nothing in it.
+const NO_RARE_EVIDENCE: RareEvidence = RareEvidence {
+    sender_acks_after_peer_retransmission: 0,
+    peer_acks_after_sender_retransmission: 0,
+    sender_zero_windows: 0,
+    sender_keepalives: 0,
+    capture_missed_bytes: 0,
+    peer_capture_missed_bytes: 0,
+    unseen_sent_bytes: 0,
+    unseen_sent_packets: 0,
+    missed_proof: None,
+    unseen_proof: None,
+    ip_id_proof: None,
+    capture_drops: 0,
+    peer_zero_windows: 0,
+    peer_zero_window_time: Span(0),
+    peer_zero_since: None,
+    peer_zero_first: None,
+    blocked_time: Span(0),
+    capture_failed: None,
+};
+
+/// A boxed [`RareEvidence`], absent until written: compared and shown by
+/// value, so absent equals all zero.
+#[derive(Clone, Default)]
+pub(crate) struct Rare(Option<Box<RareEvidence>>);
+
+impl Rare {
+    fn get(&self) -> &RareEvidence {
+        self.0.as_deref().unwrap_or(&NO_RARE_EVIDENCE)
+    }
+}
+
+impl PartialEq for Rare {
+    fn eq(&self, other: &Rare) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Rare {}
+
+impl std::fmt::Debug for Rare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl std::ops::Deref for Evidence {
+    type Target = RareEvidence;
+
+    fn deref(&self) -> &RareEvidence {
+        self.rare.get()
+    }
+}
+
+impl std::ops::DerefMut for Evidence {
+    /// Allocates the rare part: write only what is to be counted.
+    fn deref_mut(&mut self) -> &mut RareEvidence {
+        self.rare.0.get_or_insert_with(Box::default)
+    }
+}
+
 impl Evidence {
+    /// `self` with `rare` as its rare part.
+    #[must_use]
+    pub fn with_rare(mut self, rare: RareEvidence) -> Evidence {
+        self.rare.0 = (rare != NO_RARE_EVIDENCE).then(|| Box::new(rare));
+        self
+    }
+
     /// The evidence of a silence judged at `at`: the peer's open zero-window
     /// run counted up to `at`.
     #[must_use]
     pub fn closed_at(mut self, at: Timestamp) -> Evidence {
-        if let Some(since) = self.peer_zero_since.take() {
+        // Read first: a write would allocate the rare part.
+        if let Some(since) = self.peer_zero_since {
+            self.peer_zero_since = None;
             if at > since {
                 self.peer_zero_window_time = Span(self.peer_zero_window_time.0 + at.since(since).0);
             }

@@ -453,27 +453,13 @@ pub struct Connection {
     pub(crate) dirs: [DirState; 2],
     /// Gaps found.
     pub(crate) gaps: Vec<Gap>,
-    /// Gaps not stored because of the per-connection cap (over the cap the
-    /// worst gaps by ratio stay stored, and always those that ended the
-    /// connection).
-    pub(crate) gaps_dropped: u64,
-    /// The causes of the gaps not stored, with their counts.
-    pub(crate) gaps_dropped_causes: Vec<(Cause, u64)>,
-    /// Connection.Close / Channel.Close seen.
-    pub(crate) closes: Vec<CloseEvent>,
+    /// Gaps not stored, closes, Blocked, port reuse, violations, lost
+    /// framing: boxed until the first of them (see [`ConnRare`]).
+    rare: Option<Box<ConnRare>>,
     /// FIN time per direction.
     pub(crate) fin: [Option<Timestamp>; 2],
     /// RST time per direction.
     pub(crate) rst: [Option<Timestamp>; 2],
-    /// Connection.Blocked / Unblocked from the broker.
-    pub(crate) blocked: Vec<BlockedEvent>,
-    /// A new connection's SYN on the same 4-tuple ended this one: when, and
-    /// from which side.
-    pub(crate) reused: Option<(Timestamp, Role)>,
-    /// Protocol problems noticed (bounded).
-    pub(crate) violations: Vec<String>,
-    /// Times framing was lost.
-    pub(crate) lost_sync: u64,
     /// Set for AMQP over TLS: what the record layer showed.
     /// Boxed: most connections are plain AMQP and the facts are ~70 bytes.
     pub(crate) tls: Option<Box<TlsInfo>>,
@@ -482,6 +468,40 @@ pub struct Connection {
     /// Packets stamped out of time order (see [`super::clock`]).
     clock: ConnClock,
 }
+
+/// The parts of a [`Connection`] most connections never need (boxed: ~130
+/// bytes, and every connection is kept until the report).
+#[derive(Debug, Clone, Default)]
+struct ConnRare {
+    /// Gaps not stored because of the per-connection cap (over the cap the
+    /// worst gaps by ratio stay stored, and always those that ended the
+    /// connection).
+    gaps_dropped: u64,
+    /// The causes of the gaps not stored, with their counts.
+    gaps_dropped_causes: Vec<(Cause, u64)>,
+    /// Connection.Close / Channel.Close seen.
+    closes: Vec<CloseEvent>,
+    /// Connection.Blocked / Unblocked from the broker.
+    blocked: Vec<BlockedEvent>,
+    /// A new connection's SYN on the same 4-tuple ended this one: when, and
+    /// from which side.
+    reused: Option<(Timestamp, Role)>,
+    /// Protocol problems noticed (bounded).
+    violations: Vec<String>,
+    /// Times framing was lost.
+    lost_sync: u64,
+}
+
+/// [`ConnRare`] with nothing in it.
+static NO_CONN_RARE: ConnRare = ConnRare {
+    gaps_dropped: 0,
+    gaps_dropped_causes: Vec::new(),
+    closes: Vec::new(),
+    blocked: Vec::new(),
+    reused: None,
+    violations: Vec::new(),
+    lost_sync: 0,
+};
 
 /// UTC time of day with milliseconds (as the reports' `clock`), for evidence
 /// lines: the analysis does no calendar arithmetic beyond this.
@@ -606,15 +626,9 @@ impl Connection {
             inferred_heartbeat: None,
             dirs: [DirState::default(), DirState::default()],
             gaps: Vec::new(),
-            gaps_dropped: 0,
-            gaps_dropped_causes: Vec::new(),
-            closes: Vec::new(),
+            rare: None,
             fin: [None, None],
             rst: [None, None],
-            blocked: Vec::new(),
-            reused: None,
-            violations: Vec::new(),
-            lost_sync: 0,
             tls: None,
             config: config.into(),
             clock: ConnClock {
@@ -711,19 +725,19 @@ impl Connection {
     /// Gaps not stored because of the per-connection cap.
     #[must_use]
     pub fn gaps_dropped(&self) -> u64 {
-        self.gaps_dropped
+        self.rare().gaps_dropped
     }
 
     /// Connection.Close / Channel.Close seen.
     #[must_use]
     pub fn closes(&self) -> &[CloseEvent] {
-        &self.closes
+        &self.rare().closes
     }
 
     /// Connection.Blocked / Unblocked, in capture order.
     #[must_use]
     pub fn blocked(&self) -> &[BlockedEvent] {
-        &self.blocked
+        &self.rare().blocked
     }
 
     /// The time of `[start, end]` during which the broker had the client
@@ -738,7 +752,7 @@ impl Connection {
                 total += b.since(a).0;
             }
         };
-        for e in &self.blocked {
+        for e in &self.rare().blocked {
             match (e.blocked, since) {
                 (true, None) => since = Some(e.at),
                 (false, Some(from)) => {
@@ -763,27 +777,25 @@ impl Connection {
         start: Timestamp,
         end: Timestamp,
     ) -> Option<(&BlockedEvent, Option<&BlockedEvent>)> {
-        let i = self
-            .blocked
-            .iter()
-            .rposition(|e| e.blocked && e.at <= end)?;
-        let un = self.blocked[i..].iter().find(|e| !e.blocked);
+        let blocked = &self.rare().blocked;
+        let i = blocked.iter().rposition(|e| e.blocked && e.at <= end)?;
+        let un = blocked[i..].iter().find(|e| !e.blocked);
         if un.is_some_and(|u| u.at < start) {
             return None;
         }
-        Some((&self.blocked[i], un))
+        Some((&blocked[i], un))
     }
 
     /// Protocol problems noticed (bounded).
     #[must_use]
     pub fn violations(&self) -> &[String] {
-        &self.violations
+        &self.rare().violations
     }
 
     /// Times framing was lost.
     #[must_use]
     pub fn lost_sync(&self) -> u64 {
-        self.lost_sync
+        self.rare().lost_sync
     }
 
     /// For AMQP over TLS: what the record layer showed.
@@ -795,7 +807,7 @@ impl Connection {
     /// The causes of the gaps not stored because of the cap, with counts.
     #[must_use]
     pub fn gaps_dropped_causes(&self) -> &[(Cause, u64)] {
-        &self.gaps_dropped_causes
+        &self.rare().gaps_dropped_causes
     }
 
     /// Packets of this connection stamped out of time order: when not 0,
@@ -815,7 +827,7 @@ impl Connection {
     /// [`Connection::gaps_dropped`].
     #[must_use]
     pub fn gaps_found(&self) -> u64 {
-        self.gaps.len() as u64 + self.gaps_dropped
+        self.gaps.len() as u64 + self.rare().gaps_dropped
     }
 
     /// Role of the sender of `dir`.
@@ -965,8 +977,13 @@ impl Connection {
             }
             None => self.gaps.truncate(u.gaps_len),
         }
-        self.gaps_dropped = u.gaps_dropped;
-        self.gaps_dropped_causes = u.dropped_causes;
+        // Written only when changed: a write allocates the rare part.
+        let r = self.rare();
+        if r.gaps_dropped != u.gaps_dropped || r.gaps_dropped_causes != u.dropped_causes {
+            let r = self.rare_mut();
+            r.gaps_dropped = u.gaps_dropped;
+            r.gaps_dropped_causes = u.dropped_causes;
+        }
         for ((d, (longest, data)), pending) in
             self.dirs.iter_mut().zip(u.longest).zip(u.pending_len)
         {
@@ -993,15 +1010,29 @@ impl Connection {
         self.clock.undo = Some(Box::new(Undo {
             at: ts,
             gaps_len: self.gaps.len(),
-            gaps_dropped: self.gaps_dropped,
-            dropped_causes: self.gaps_dropped_causes.clone(),
+            gaps_dropped: self.rare().gaps_dropped,
+            dropped_causes: self.rare().gaps_dropped_causes.clone(),
             displaced: None,
             pending_len: [0, 1].map(|i| self.dirs[i].rare.as_ref().map_or(0, |r| r.pending.len())),
             longest,
         }));
     }
 
+    fn rare(&self) -> &ConnRare {
+        self.rare.as_deref().unwrap_or(&NO_CONN_RARE)
+    }
+
+    fn rare_mut(&mut self) -> &mut ConnRare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Framing was lost once more.
+    pub(crate) fn on_lost_sync(&mut self) {
+        self.rare_mut().lost_sync += 1;
+    }
+
     /// The sender of `dir` put `len` new bytes at stream `offset` on the wire.
+    #[inline]
     pub fn on_new_bytes(
         &mut self,
         ts: Timestamp,
@@ -1074,7 +1105,9 @@ impl Connection {
             o.peer_zero_windows = o.peer_zero_windows.saturating_add(1);
             o.peer_zero_since.get_or_insert(ts);
             o.peer_zero_first.get_or_insert(ts);
-        } else if let Some(since) = o.peer_zero_since.take() {
+        } else if let Some(since) = o.peer_zero_since {
+            // Read first: a write would allocate the rare part.
+            o.peer_zero_since = None;
             o.peer_zero_window_time = Span(o.peer_zero_window_time.0 + ts.since(since).0);
         }
         let d = &mut self.dirs[dir.index()];
@@ -1314,6 +1347,7 @@ impl Connection {
     }
 
     /// An AMQP frame from the sender of `dir`.
+    #[inline(always)]
     pub fn on_frame(&mut self, ts: Timestamp, dir: Direction, frame: &FrameInfo) {
         self.seen(ts);
         let d = &mut self.dirs[dir.index()];
@@ -1408,7 +1442,7 @@ impl Connection {
             ConnMethod::Open { vhost } => self.handshake.vhost = Some(Arc::from(vhost.as_str())),
             ConnMethod::OpenOk => self.handshake.open_ok = true,
             ConnMethod::Close(info) => {
-                self.closes.push(CloseEvent {
+                self.rare_mut().closes.push(CloseEvent {
                     at: ts,
                     by,
                     channel: 0,
@@ -1416,8 +1450,8 @@ impl Connection {
                 });
             }
             ConnMethod::ChannelClose { channel, close } => {
-                if self.closes.len() < MAX_CLOSES {
-                    self.closes.push(CloseEvent {
+                if self.rare().closes.len() < MAX_CLOSES {
+                    self.rare_mut().closes.push(CloseEvent {
                         at: ts,
                         by,
                         channel: *channel,
@@ -1426,15 +1460,15 @@ impl Connection {
                 }
             }
             ConnMethod::CloseOk => {}
-            ConnMethod::Blocked { reason } if self.blocked.len() < MAX_BLOCKED => {
-                self.blocked.push(BlockedEvent {
+            ConnMethod::Blocked { reason } if self.rare().blocked.len() < MAX_BLOCKED => {
+                self.rare_mut().blocked.push(BlockedEvent {
                     at: ts,
                     blocked: true,
                     reason: Some(Arc::from(reason.as_str())),
                 });
             }
-            ConnMethod::Unblocked if self.blocked.len() < MAX_BLOCKED => {
-                self.blocked.push(BlockedEvent {
+            ConnMethod::Unblocked if self.rare().blocked.len() < MAX_BLOCKED => {
+                self.rare_mut().blocked.push(BlockedEvent {
                     at: ts,
                     blocked: false,
                     reason: None,
@@ -1459,19 +1493,19 @@ impl Connection {
     /// `at` while this one was still open in the capture: it ended unseen.
     /// Call before [`Connection::finish`] with this connection's last packet.
     pub fn on_port_reused(&mut self, at: Timestamp, by: Role) {
-        self.reused = Some((at, by));
+        self.rare_mut().reused = Some((at, by));
     }
 
     /// When a new connection reused this 4-tuple, and from which side.
     #[must_use]
     pub fn port_reused(&self) -> Option<(Timestamp, Role)> {
-        self.reused
+        self.rare().reused
     }
 
     /// A protocol problem (bounded list).
     pub fn on_violation(&mut self, detail: String) {
-        if self.violations.len() < MAX_VIOLATIONS {
-            self.violations.push(detail);
+        if self.rare().violations.len() < MAX_VIOLATIONS {
+            self.rare_mut().violations.push(detail);
         }
     }
 
@@ -1506,12 +1540,14 @@ impl Connection {
             (self.dirs[dir.reverse().index()].last_window == Some(0)).then_some(ts);
         let d = &mut self.dirs[dir.index()];
         let before = d.last_window;
-        let fresh = Evidence {
+        let mut fresh = Evidence {
             sender_window_before: before,
-            peer_zero_since,
-            peer_zero_first: peer_zero_since,
             ..Evidence::default()
         };
+        if peer_zero_since.is_some() {
+            fresh.peer_zero_since = peer_zero_since;
+            fresh.peer_zero_first = peer_zero_since;
+        }
         let Some(start) = d.last_activity else {
             d.last_activity = Some(ts);
             d.evidence = fresh;
@@ -1564,7 +1600,11 @@ impl Connection {
         d.last_activity = Some(ts);
         d.open_flagged = false;
         if silent == Role::Client {
-            evidence.blocked_time = self.blocked_within(start, ts);
+            // Written only when there is some: a write allocates the rare part.
+            let blocked = self.blocked_within(start, ts);
+            if blocked.0 != 0 {
+                evidence.blocked_time = blocked;
+            }
         }
         let wakeup = if silent == Role::Client && matches!(how, SilenceEnd::Data | SilenceEnd::Fin)
         {
@@ -1615,7 +1655,7 @@ impl Connection {
             self.gaps.push(gap);
             return;
         }
-        self.gaps_dropped += 1;
+        self.rare_mut().gaps_dropped += 1;
         let ends = |g: &Gap| {
             matches!(
                 g.ended_by,
@@ -1642,13 +1682,10 @@ impl Connection {
             }
             _ => gap.cause,
         };
-        match self
-            .gaps_dropped_causes
-            .iter_mut()
-            .find(|(c, _)| *c == dropped)
-        {
+        let causes = &mut self.rare_mut().gaps_dropped_causes;
+        match causes.iter_mut().find(|(c, _)| *c == dropped) {
             Some((_, n)) => *n += 1,
-            None => self.gaps_dropped_causes.push((dropped, 1)),
+            None => causes.push((dropped, 1)),
         }
     }
 
@@ -1755,7 +1792,7 @@ impl Connection {
     /// drops) would otherwise blame whoever stopped talking after a clean
     /// close.
     fn closing_before(&self, t: Timestamp) -> bool {
-        self.closes.iter().any(|c| c.channel == 0 && c.at <= t)
+        self.closes().iter().any(|c| c.channel == 0 && c.at <= t)
     }
 
     /// The open silence of `dir` as a provisional gap at `now` (live view),
@@ -1772,9 +1809,13 @@ impl Connection {
             return None;
         }
         let silent = self.role_of(dir);
-        let mut evidence = d.evidence.closed_at(now);
+        let mut evidence = d.evidence.clone().closed_at(now);
         if silent == Role::Client {
-            evidence.blocked_time = self.blocked_within(start, now);
+            // Written only when there is some: a write allocates the rare part.
+            let blocked = self.blocked_within(start, now);
+            if blocked.0 != 0 {
+                evidence.blocked_time = blocked;
+            }
         }
         Some(Gap {
             dir,
@@ -1798,7 +1839,7 @@ impl Connection {
         self.clock.now_early = false;
         self.clock.now_latest = false;
         self.clock.restart = [false, false];
-        let how = if self.reused.is_some() {
+        let how = if self.rare().reused.is_some() {
             SilenceEnd::PortReused
         } else {
             SilenceEnd::CaptureEnd
@@ -1826,14 +1867,14 @@ impl Connection {
                 }
             }
         };
-        for c in self.closes.iter().filter(|c| c.channel == 0) {
+        for c in self.rare().closes.iter().filter(|c| c.channel == 0) {
             consider(Some(c.at), EndHow::Close, c.by);
         }
         for dir in [Direction::AtoB, Direction::BtoA] {
             consider(self.fin[dir.index()], EndHow::Fin, self.role_of(dir));
             consider(self.rst[dir.index()], EndHow::Rst, self.role_of(dir));
         }
-        if let Some((at, by)) = self.reused {
+        if let Some((at, by)) = self.rare().reused {
             consider(Some(at), EndHow::PortReused, by);
         }
         match best {
@@ -2075,7 +2116,8 @@ impl Connection {
                 SilenceEnd::CaptureEnd => "the end of the capture".to_owned(),
                 SilenceEnd::PortReused => format!(
                     "the connection's end, unseen: a new connection reused its ports (SYN at {})",
-                    self.reused
+                    self.rare()
+                        .reused
                         .map_or_else(|| "?".to_owned(), |(at, _)| time_of_day(at))
                 ),
                 SilenceEnd::Open => "nothing yet: still silent".to_owned(),
@@ -2181,34 +2223,37 @@ mod tests {
         // closed for the whole silence.
         let blocked = Evidence {
             sender_acks_advancing: 9,
+            ..Evidence::default()
+        }
+        .with_rare(RareEvidence {
             sender_keepalives: 4,
             peer_zero_windows: 13,
             peer_zero_window_time: silence,
             blocked_time: silence,
-            ..Evidence::default()
-        };
+            ..RareEvidence::default()
+        });
         assert_eq!(
             decide(&blocked, Role::Client, silence, TWO_S),
             Cause::BrokerBlocked
         );
         // The same zero window without Connection.Blocked: the broker was not
         // reading, so the silence is the broker's.
-        let not_reading = Evidence {
+        let not_reading = blocked.clone().with_rare(RareEvidence {
             blocked_time: Span(0),
-            ..blocked
-        };
+            ..*blocked
+        });
         assert_eq!(
             decide(&not_reading, Role::Client, silence, TWO_S),
             Cause::BrokerStall
         );
         // Blocked only briefly at the start of a long silence: the rest is the
         // client's own.
-        let brief = Evidence {
+        let brief = blocked.clone().with_rare(RareEvidence {
             peer_zero_windows: 0,
             peer_zero_window_time: Span(0),
             blocked_time: Span::from_secs(1),
-            ..blocked
-        };
+            ..*blocked
+        });
         assert_eq!(
             decide(&brief, Role::Client, TEN_S, TWO_S),
             Cause::ClientStall
@@ -2217,20 +2262,23 @@ mod tests {
         // into the stopped client's zero window.
         let probes = Evidence {
             sender_pure_acks: 4,
-            sender_keepalives: 4,
             sender_packets: 8,
+            ..Evidence::default()
+        }
+        .with_rare(RareEvidence {
+            sender_keepalives: 4,
             peer_zero_windows: 4,
             peer_zero_window_time: Span::from_millis(4_277),
-            ..Evidence::default()
-        };
+            ..RareEvidence::default()
+        });
         let cause = decide(&probes, Role::Broker, Span::from_millis(4_277), TWO_S);
         assert_eq!(cause, Cause::ClientStall);
         assert!(receiver_window_decided(&probes, Role::Broker, cause));
         // A window closed for a moment does not explain a long silence.
-        let short = Evidence {
+        let short = probes.clone().with_rare(RareEvidence {
             peer_zero_window_time: Span::from_millis(500),
-            ..probes
-        };
+            ..*probes
+        });
         assert_eq!(decide(&short, Role::Broker, TEN_S, TWO_S), Cause::Unknown);
     }
 
@@ -2288,10 +2336,13 @@ mod tests {
         // after four broker retransmissions.
         let brief = Evidence {
             sender_acks_advancing: 2,
-            sender_acks_after_peer_retransmission: 2,
             peer_retransmissions: 4,
             ..Evidence::default()
-        };
+        }
+        .with_rare(RareEvidence {
+            sender_acks_after_peer_retransmission: 2,
+            ..RareEvidence::default()
+        });
         assert_eq!(
             decide(&brief, Role::Client, TEN_S, TWO_S),
             Cause::PeerUnreachable
@@ -2299,20 +2350,26 @@ mod tests {
         // A stall with one spurious retransmission that the kernel answered.
         let stall = Evidence {
             sender_acks_advancing: 6,
-            sender_acks_after_peer_retransmission: 3,
             peer_retransmissions: 1,
             ..Evidence::default()
-        };
+        }
+        .with_rare(RareEvidence {
+            sender_acks_after_peer_retransmission: 3,
+            ..RareEvidence::default()
+        });
         assert_eq!(
             decide(&stall, Role::Client, TEN_S, TWO_S),
             Cause::ClientStall
         );
         // A stalled reader's full window makes the peer probe: still a stall.
         let full = Evidence {
-            sender_zero_windows: 3,
             peer_retransmissions: 3,
             ..Evidence::default()
-        };
+        }
+        .with_rare(RareEvidence {
+            sender_zero_windows: 3,
+            ..RareEvidence::default()
+        });
         assert_eq!(
             decide(&full, Role::Broker, TEN_S, TWO_S),
             Cause::BrokerStall
@@ -2321,9 +2378,12 @@ mod tests {
         let answered = Evidence {
             sender_acks_advancing: 2,
             sender_retransmissions: 1,
-            peer_acks_after_sender_retransmission: 1,
             ..Evidence::default()
-        };
+        }
+        .with_rare(RareEvidence {
+            peer_acks_after_sender_retransmission: 1,
+            ..RareEvidence::default()
+        });
         assert_eq!(
             decide(&answered, Role::Client, TEN_S, TWO_S),
             Cause::ClientStall
@@ -2448,12 +2508,15 @@ mod tests {
         // Rules 2-4 come first: bytes sent and never seen next to
         // retransmissions nobody acknowledged are the path's.
         let ev = Evidence {
-            unseen_sent_bytes: 8,
             peer_retransmissions: 4,
             sender_acks_advancing: 1,
-            sender_acks_after_peer_retransmission: 1,
             ..Evidence::default()
-        };
+        }
+        .with_rare(RareEvidence {
+            unseen_sent_bytes: 8,
+            sender_acks_after_peer_retransmission: 1,
+            ..RareEvidence::default()
+        });
         assert_eq!(
             decide(&ev, Role::Client, TEN_S, TWO_S),
             Cause::PeerUnreachable

@@ -120,10 +120,20 @@ impl PcapFile {
 
     /// Makes at least `n` unread bytes available unless the file ends first;
     /// returns how many are available.
+    #[inline]
     fn fill(&mut self, n: usize) -> io::Result<usize> {
+        // Inlined: twice per record, and the bytes are almost always there.
         if self.end - self.start >= n || self.eof {
             return Ok(self.end - self.start);
         }
+        self.refill(n)
+    }
+
+    /// [`Self::fill`] when the buffer has too few bytes: moves them to its
+    /// start and reads on.
+    #[cold]
+    #[inline(never)]
+    fn refill(&mut self, n: usize) -> io::Result<usize> {
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
@@ -142,6 +152,7 @@ impl PcapFile {
     }
 
     /// The next record; `Ok(None)` at the clean end of the file.
+    #[inline(always)]
     pub fn next(&mut self) -> Result<Option<Record>, CaptureError> {
         let read = |e: io::Error| CaptureError::Read {
             detail: e.to_string(),
