@@ -72,6 +72,18 @@ struct FlowPackets {
     keep_since: Option<Timestamp>,
 }
 
+impl FlowPackets {
+    /// Gives back the queue's room once most of it is empty: a flow cut
+    /// from hundreds of packets to a few would otherwise keep the room for
+    /// hundreds, which the byte count does not see (a long live capture
+    /// grew by ~1 KB for every connection it had cut that way).
+    fn fit(&mut self) {
+        if self.packets.capacity() > 4 * self.packets.len().max(4) {
+            self.packets.shrink_to_fit();
+        }
+    }
+}
+
 /// Recent packets by flow, bounded by bytes and age (see the module doc).
 #[derive(Debug)]
 pub struct PacketRing<K> {
@@ -191,6 +203,7 @@ impl<K: Hash + Eq + Clone> PacketRing<K> {
                 freed += p.cost();
                 dropped += 1;
             }
+            f.fit();
             if f.packets.is_empty() && f.keep_since.is_none() {
                 freed += FLOW_OVERHEAD;
                 false
@@ -220,6 +233,7 @@ impl<K: Hash + Eq + Clone> PacketRing<K> {
                     dropped += 1;
                 }
             }
+            f.fit();
             if f.packets.is_empty() && f.keep_since.is_none() {
                 freed += FLOW_OVERHEAD;
                 false
@@ -306,6 +320,40 @@ mod tests {
             .values()
             .map(|f| FLOW_OVERHEAD + f.packets.iter().map(Stored::cost).sum::<usize>())
             .sum()
+    }
+
+    /// A flow cut from many packets to a few gives its queue's room back
+    /// (the byte cap does not count it), by the cap and by age alike.
+    #[test]
+    fn cut_flows_give_their_room_back() {
+        let data = [0u8; 36];
+        let cost = data.len() + PACKET_OVERHEAD;
+        let mut r = ring(FLOW_OVERHEAD * 2 + cost * 300, Some(1_000));
+        for i in 0..300 {
+            r.push(1, &rec(&data, i));
+        }
+        assert!(r.flows[&1].packets.capacity() >= 300);
+        // A second flow pushes the first down to half the cap.
+        for i in 0..200 {
+            r.push(2, &rec(&data, 300 + i));
+        }
+        let first = &r.flows[&1];
+        assert!(
+            first.packets.capacity() <= 4 * first.packets.len().max(4),
+            "{} packets in room for {}",
+            first.packets.len(),
+            first.packets.capacity()
+        );
+        // Age: all but the last few of flow 2 expire.
+        r.expire(Timestamp(1_495));
+        let second = &r.flows[&2];
+        assert!(second.packets.len() <= 5, "{}", second.packets.len());
+        assert!(
+            second.packets.capacity() <= 16,
+            "{}",
+            second.packets.capacity()
+        );
+        assert_eq!(r.bytes(), counted(&r));
     }
 
     #[test]

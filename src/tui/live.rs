@@ -40,6 +40,12 @@ pub const KEEP_ENDED: Span = Span(5 * 60 * 1_000_000_000);
 /// gives up its own oldest packets first, see [`PacketRing`]).
 pub const RING_BYTES: usize = 32 << 20;
 
+/// ... and no packet older than this: `w` is for the connections in the
+/// table (an ended one leaves it [`KEEP_ENDED`] after its last packet), and
+/// without an age a long capture kept a few packets of every connection it
+/// ever saw.
+pub const RING_AGE: Span = Span(10 * 60 * 1_000_000_000);
+
 /// Writes `key`'s packets from `ring` to a new pcap file at `path`, created
 /// 0600 (packets hold credentials); returns how many were written.
 fn write_pcap(
@@ -211,7 +217,7 @@ impl LiveView {
             dropped: 0,
             ring: PacketRing::new(RingLimits {
                 max_bytes: RING_BYTES,
-                max_age: None,
+                max_age: Some(RING_AGE),
             }),
             keyer: FlowOf::new(),
             link: LinkType::ETHERNET,
@@ -348,5 +354,10 @@ impl Sink for LiveView {
         _: &[(ConnId, Direction, Span)],
     ) -> Flow {
         self.answer(engine, now)
+    }
+
+    fn on_sample(&mut self, _: &Engine, now: Timestamp) -> Flow {
+        self.ring.expire(now);
+        Flow::Continue
     }
 }
