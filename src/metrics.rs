@@ -476,13 +476,14 @@ impl Collector {
             None => false,
             Some(s) if s.not_amqp.is_some() => false,
             Some(s) if !s.confirmed => true,
-            Some(s) => self.count_new(t, &s.conn),
+            Some(s) => self.count_new(t, &s.conn).is_some(),
         });
         self.active = active;
     }
 
-    /// Counts a connection's new gaps, and its end; false once it ended.
-    fn count_new(&mut self, t: &mut Tracked, c: &Connection) -> bool {
+    /// Counts a connection's new gaps, and its end; the label pair it
+    /// counted them under, `None` once it ended.
+    fn count_new(&mut self, t: &mut Tracked, c: &Connection) -> Option<PairId> {
         let pair = match t.pair {
             Some(p) => p,
             None => {
@@ -515,21 +516,16 @@ impl Collector {
         t.gaps_counted = c.gaps().len();
         if c.dirs().iter().all(|d| d.closed) {
             *self.ended.entry((c.ended().0.as_str(), pair)).or_insert(0) += 1;
-            return false;
+            return None;
         }
-        true
+        Some(pair)
     }
 
     /// Counts what is new on one connection and adds it to the gauges;
     /// false once it ended (it is then dropped from the active list).
     fn track(&mut self, t: &mut Tracked, c: &Connection, now: Timestamp, g: &mut Gauges) -> bool {
-        if !self.count_new(t, c) {
+        let Some(pair) = self.count_new(t, c) else {
             return false;
-        }
-        // The pair `count_new` used (kept in `t.pair` once it is final).
-        let pair = match t.pair {
-            Some(p) => p,
-            None => self.pair_of(c),
         };
         if self.per_connection && t.conn_label.is_none() {
             t.conn_label = Some(format!("{}->{}", c.client(), c.broker()).into());

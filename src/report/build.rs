@@ -513,16 +513,7 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
     };
     let retired = engine.retired();
     if !retired.is_empty() {
-        let t = &retired.total;
-        summary.connections += usize::try_from(t.connections).unwrap_or(usize::MAX);
-        summary.flagged_connections += usize::try_from(t.flagged).unwrap_or(usize::MAX);
-        summary.gaps += usize::try_from(t.gaps).unwrap_or(usize::MAX);
-        for (cause, n) in &retired.gaps_by_cause {
-            *summary
-                .gaps_by_cause
-                .entry((*cause).to_owned())
-                .or_insert(0) += usize::try_from(*n).unwrap_or(usize::MAX);
-        }
+        add_retired(&mut summary, retired);
         summary.ended_not_listed = Some(ended_not_listed(retired));
     }
     Report {
@@ -566,6 +557,21 @@ pub(super) fn head(engine: &Engine, source: &str, complete: bool, conns: &[&Conn
         connections: Vec::new(),
         merge: None,
         broker_log: None,
+    }
+}
+
+/// Adds the connections the engine folded away to `summary`'s totals
+/// (the report's and the live screen's header alike).
+pub(crate) fn add_retired(summary: &mut Summary, r: &crate::engine::retired::Retired) {
+    let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    summary.connections += n(r.total.connections);
+    summary.flagged_connections += n(r.total.flagged);
+    summary.gaps += n(r.total.gaps);
+    for (cause, count) in &r.gaps_by_cause {
+        *summary
+            .gaps_by_cause
+            .entry((*cause).to_owned())
+            .or_insert(0) += n(*count);
     }
 }
 

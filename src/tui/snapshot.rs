@@ -374,16 +374,7 @@ impl SnapshotBuilder {
             ended_not_listed: None,
         };
         // Connections the engine folded away still count.
-        let retired = engine.retired();
-        summary.connections += usize::try_from(retired.total.connections).unwrap_or(usize::MAX);
-        summary.flagged_connections += usize::try_from(retired.total.flagged).unwrap_or(usize::MAX);
-        summary.gaps += usize::try_from(retired.total.gaps).unwrap_or(usize::MAX);
-        for (cause, n) in &retired.gaps_by_cause {
-            *summary
-                .gaps_by_cause
-                .entry((*cause).to_owned())
-                .or_insert(0) += usize::try_from(*n).unwrap_or(usize::MAX);
-        }
+        report::add_retired(&mut summary, engine.retired());
         let mut conns = Vec::with_capacity(slots.len());
         for (i, (slot, s)) in slots.into_iter().enumerate() {
             let conn = &s.conn;
